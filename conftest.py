@@ -1,0 +1,1 @@
+pytest_plugins = ["mailroom_devstack.pytest_plugin"]

@@ -1,0 +1,173 @@
+"""Event payloads. One frozen, kw_only, tagged Struct per event type.
+
+Evolution rules (msgspec): only add fields with defaults; never rename, retype or remove a
+field; decoders ignore unknown fields so old consumers read new events. A breaking change
+gets a new tag and subject.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+Mode = Literal["live", "test"]
+BounceType = Literal["Permanent", "Transient", "Undetermined"]
+DomainStatus = Literal["pending", "verified", "partially_verified", "temporary_failure", "failed"]
+RecordStatus = Literal["pending", "verified", "failed"]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Fields every event carries. `event_id` (evt_…) is also the JetStream Nats-Msg-Id."""
+
+    event_id: str
+    occurred_at: datetime
+    tenant_id: str
+
+
+class Address(msgspec.Struct, frozen=True, kw_only=True):
+    email: str
+    name: str | None = None
+
+
+# --------------------------------------------------------------------------- emails
+
+
+class EmailEvent(Event, frozen=True, kw_only=True):
+    email_id: str
+    mode: Mode = "live"
+
+
+class EmailQueued(EmailEvent, frozen=True, kw_only=True, tag="email.queued"):
+    """An accepted email, with everything the sender needs to build and send it."""
+
+    from_: Address = msgspec.field(name="from")
+    to: list[Address]
+    cc: list[Address] = []
+    bcc: list[Address] = []
+    reply_to: list[Address] = []
+    subject: str
+    html: str | None = None
+    text: str | None = None
+    headers: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    metadata: dict[str, Any] | None = None
+    created_at: datetime
+
+
+class EmailSent(EmailEvent, frozen=True, kw_only=True, tag="email.sent"):
+    """The provider accepted the message (SES SendEmail returned a MessageId)."""
+
+    provider: Literal["ses", "simulator"]
+    provider_message_id: str
+    recipients: list[str] = []
+
+
+class EmailFailed(EmailEvent, frozen=True, kw_only=True, tag="email.failed"):
+    """The email will not be sent: provider rejected it, rendering failed, or we gave up."""
+
+    reason: str
+    message: str
+
+
+class EmailDelivered(EmailEvent, frozen=True, kw_only=True, tag="email.delivered"):
+    recipients: list[str]
+    provider_message_id: str | None = None
+    smtp_response: str | None = None
+
+
+class EmailBounced(EmailEvent, frozen=True, kw_only=True, tag="email.bounced"):
+    recipients: list[str]
+    bounce_type: BounceType
+    bounce_subtype: str
+    diagnostic_code: str | None = None
+    provider_message_id: str | None = None
+
+
+class EmailComplained(EmailEvent, frozen=True, kw_only=True, tag="email.complained"):
+    recipients: list[str]
+    feedback_type: str | None = None
+    provider_message_id: str | None = None
+
+
+class EmailDeliveryDelayed(EmailEvent, frozen=True, kw_only=True, tag="email.delivery_delayed"):
+    recipients: list[str]
+    delay_type: str | None = None
+    provider_message_id: str | None = None
+
+
+class EmailProviderAccepted(EmailEvent, frozen=True, kw_only=True, tag="email.provider_accepted"):
+    """SES published a Send event for this email (internal; settles in-doubt sends)."""
+
+    provider_message_id: str
+
+
+# --------------------------------------------------------------------------- domains
+
+
+class DomainRecord(msgspec.Struct, frozen=True, kw_only=True):
+    purpose: Literal["dkim", "mail_from_mx", "mail_from_spf", "dmarc"]
+    type: Literal["CNAME", "MX", "TXT"]
+    name: str
+    value: str
+    priority: int | None = None
+    required: bool = True
+    status: RecordStatus = "pending"
+
+
+class DomainSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """The whole state of a domain; every domain event carries one."""
+
+    domain_id: str
+    tenant_id: str
+    name: str
+    status: DomainStatus
+    region: str
+    mail_from_domain: str
+    records: list[DomainRecord]
+    track_opens: bool = False
+    track_clicks: bool = False
+    created_at: datetime
+    last_checked_at: datetime | None = None
+
+
+class DomainEvent(Event, frozen=True, kw_only=True):
+    domain: DomainSnapshot
+
+
+class DomainCreated(DomainEvent, frozen=True, kw_only=True, tag="domain.created"):
+    pass
+
+
+class DomainVerified(DomainEvent, frozen=True, kw_only=True, tag="domain.verified"):
+    pass
+
+
+class DomainFailed(DomainEvent, frozen=True, kw_only=True, tag="domain.failed"):
+    reason: str
+
+
+class DomainStatusChanged(DomainEvent, frozen=True, kw_only=True, tag="domain.status_changed"):
+    """Any other status move (pending, partially_verified, temporary_failure)."""
+
+    previous_status: DomainStatus
+
+
+EMAIL_EVENT_TYPES: tuple[type[EmailEvent], ...] = (
+    EmailQueued,
+    EmailSent,
+    EmailFailed,
+    EmailDelivered,
+    EmailBounced,
+    EmailComplained,
+    EmailDeliveryDelayed,
+    EmailProviderAccepted,
+)
+DOMAIN_EVENT_TYPES: tuple[type[DomainEvent], ...] = (
+    DomainCreated,
+    DomainVerified,
+    DomainFailed,
+    DomainStatusChanged,
+)
+ALL_EVENT_TYPES: tuple[type[Event], ...] = EMAIL_EVENT_TYPES + DOMAIN_EVENT_TYPES

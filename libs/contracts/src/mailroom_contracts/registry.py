@@ -1,0 +1,70 @@
+"""Subject ↔ event type registry and the shared encoder/decoders (built once)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from mailroom_contracts import events, subjects
+
+_SUBJECTS: dict[type[events.Event], str] = {
+    events.EmailQueued: subjects.EMAIL_QUEUED,
+    events.EmailSent: subjects.EMAIL_SENT,
+    events.EmailFailed: subjects.EMAIL_FAILED,
+    events.EmailDelivered: subjects.EMAIL_DELIVERED,
+    events.EmailBounced: subjects.EMAIL_BOUNCED,
+    events.EmailComplained: subjects.EMAIL_COMPLAINED,
+    events.EmailDeliveryDelayed: subjects.EMAIL_DELIVERY_DELAYED,
+    events.EmailProviderAccepted: subjects.EMAIL_PROVIDER_ACCEPTED,
+    events.DomainCreated: subjects.DOMAIN_CREATED,
+    events.DomainVerified: subjects.DOMAIN_VERIFIED,
+    events.DomainFailed: subjects.DOMAIN_FAILED,
+    events.DomainStatusChanged: subjects.DOMAIN_STATUS_CHANGED,
+}
+_BY_SUBJECT: dict[str, type[events.Event]] = {s: t for t, s in _SUBJECTS.items()}
+
+_T = TypeVar("_T")
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+_any_event = msgspec.json.Decoder(events.EmailQueued | events.EmailSent | events.EmailFailed
+                                  | events.EmailDelivered | events.EmailBounced
+                                  | events.EmailComplained | events.EmailDeliveryDelayed
+                                  | events.EmailProviderAccepted | events.DomainCreated
+                                  | events.DomainVerified | events.DomainFailed
+                                  | events.DomainStatusChanged)
+
+
+class UnknownSubjectError(LookupError):
+    pass
+
+
+def subject_for(event: events.Event) -> str:
+    return _SUBJECTS[type(event)]
+
+
+def event_type_for_subject(subject: str) -> type[events.Event]:
+    try:
+        return _BY_SUBJECT[subject]
+    except KeyError:
+        raise UnknownSubjectError(subject) from None
+
+
+def encode(obj: msgspec.Struct) -> bytes:
+    return _encoder.encode(obj)
+
+
+def decode_event(data: bytes) -> events.Event:
+    """Decode any event by its `type` tag. Raises msgspec.ValidationError/DecodeError."""
+    event: events.Event = _any_event.decode(data)
+    return event
+
+
+def decode(data: bytes, kind: type[_T]) -> _T:
+    """Decode `data` as `kind` (an event or an rpc Struct), with a cached decoder."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    result: _T = decoder.decode(data)
+    return result

@@ -1,0 +1,39 @@
+"""Every NATS subject Mailroom publishes on or listens to."""
+
+from typing import Final
+
+# Email lifecycle (stream MAILROOM_EMAIL)
+EMAIL_ALL: Final = "mailroom.email.>"
+EMAIL_QUEUED: Final = "mailroom.email.queued"
+EMAIL_SENT: Final = "mailroom.email.sent"
+EMAIL_FAILED: Final = "mailroom.email.failed"
+EMAIL_DELIVERED: Final = "mailroom.email.delivered"
+EMAIL_BOUNCED: Final = "mailroom.email.bounced"
+EMAIL_COMPLAINED: Final = "mailroom.email.complained"
+EMAIL_DELIVERY_DELAYED: Final = "mailroom.email.delivery_delayed"
+# Internal: SES reported a "Send" event for a message (used by the sender to settle in-doubt sends).
+EMAIL_PROVIDER_ACCEPTED: Final = "mailroom.email.provider_accepted"
+
+# Tenant-visible lifecycle subjects (what the email log and webhooks follow).
+EMAIL_LIFECYCLE: Final = (
+    EMAIL_SENT,
+    EMAIL_FAILED,
+    EMAIL_DELIVERED,
+    EMAIL_BOUNCED,
+    EMAIL_COMPLAINED,
+    EMAIL_DELIVERY_DELAYED,
+)
+
+# Domains (stream MAILROOM_DOMAIN)
+DOMAIN_ALL: Final = "mailroom.domain.>"
+DOMAIN_CREATED: Final = "mailroom.domain.created"
+DOMAIN_VERIFIED: Final = "mailroom.domain.verified"
+DOMAIN_FAILED: Final = "mailroom.domain.failed"
+DOMAIN_STATUS_CHANGED: Final = "mailroom.domain.status_changed"
+
+# Request/reply (core NATS, queue groups) where a synchronous answer is truly needed.
+RPC_DOMAINS_CREATE: Final = "mailroom.rpc.domains.create"
+RPC_WEBHOOKS_CREATE: Final = "mailroom.rpc.webhooks.create"
+RPC_WEBHOOKS_LIST: Final = "mailroom.rpc.webhooks.list"
+RPC_WEBHOOKS_GET: Final = "mailroom.rpc.webhooks.get"
+RPC_WEBHOOKS_DELETE: Final = "mailroom.rpc.webhooks.delete"

@@ -1,0 +1,173 @@
+"""The service runner: one process = HTTP server (health/ready/metrics + the service's
+routes) + background workers (consumers, outbox relay, pollers), sharing a Postgres pool
+and a NATS connection, stopped cleanly on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from litestar import Litestar, Response, Router, get
+from litestar.exceptions import HTTPException
+from mailroom_contracts.streams import STREAMS, ConsumerSpec
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mailroom_kit.db import Pool, open_pool
+from mailroom_kit.jetstream import connect, reconcile
+from mailroom_kit.logging import configure_logging, get_logger
+from mailroom_kit.migrations import migrate, pending
+from mailroom_kit.outbox import OutboxRelay
+from mailroom_kit.settings import BaseSettings, SettingsError
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    name: str
+    schema: str
+    settings: BaseSettings
+    migrations_dir: Path
+    pool: Pool
+    nc: Client
+    js: JetStreamContext
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def readiness(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {"nats": self.nc.is_connected}
+        try:
+            async with self.pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+                missing = await pending(conn, self.schema, self.migrations_dir)
+            checks["postgres"] = True
+            checks["migrations"] = not missing
+        except Exception:
+            checks["postgres"] = False
+            checks["migrations"] = False
+        return checks
+
+    def relay(self) -> OutboxRelay:
+        return OutboxRelay(self.pool, self.js, url=self.settings.database_url, schema=self.schema)
+
+
+def ops_router(runtime: Runtime) -> Router:
+    """GET /health (alive), /ready (Postgres, NATS, migrations), /metrics (Prometheus)."""
+
+    @get("/health", include_in_schema=False, sync_to_thread=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/ready", include_in_schema=False)
+    async def ready() -> Response[dict[str, Any]]:
+        checks = await runtime.readiness()
+        ok = all(checks.values())
+        return Response({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
+
+    @get("/metrics", include_in_schema=False, sync_to_thread=False)
+    def metrics() -> Response[bytes]:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Router(path="/", route_handlers=[health, ready, metrics])
+
+
+def ops_app(runtime: Runtime) -> Litestar:
+    """The whole HTTP surface of a worker-only service."""
+
+    def not_found(_: Any, exc: HTTPException) -> Response[dict[str, Any]]:
+        return Response({"error": "not_found", "message": exc.detail}, status_code=exc.status_code)
+
+    return Litestar(route_handlers=[ops_router(runtime)], openapi_config=None,
+                    exception_handlers={HTTPException: not_found})
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the runner owns signals
+        yield
+
+
+Worker = Callable[[Runtime], Coroutine[Any, Any, None]]
+
+
+async def serve(
+    *,
+    name: str,
+    schema: str,
+    settings: BaseSettings,
+    migrations_dir: Path,
+    build_app: Callable[[Runtime], Litestar] = ops_app,
+    workers: Iterable[Worker] = (),
+    consumers: Sequence[ConsumerSpec] = (),
+    on_start: Callable[[Runtime], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    configure_logging(name, settings.log_level, settings.log_format)
+    pool = await open_pool(settings.database_url, schema, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    nc = await connect(settings.nats_url, name=f"mailroom-{name}")
+    js = nc.jetstream()
+    await reconcile(js, STREAMS, consumers, replicas=settings.nats_replicas)
+    runtime = Runtime(name=name, schema=schema, settings=settings, migrations_dir=migrations_dir,
+                      pool=pool, nc=nc, js=js)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runtime.stop.set)
+    if on_start is not None:
+        await on_start(runtime)
+    server = _Server(uvicorn.Config(build_app(runtime), host=settings.host, port=settings.port,
+                                    log_config=None, access_log=False, lifespan="on"))
+    tasks = [asyncio.create_task(w(runtime), name=getattr(w, "__name__", "worker")) for w in workers]
+    http = asyncio.create_task(server.serve(), name="http")
+    log.info("service started", host=settings.host, port=settings.port)
+    stopper = asyncio.create_task(runtime.stop.wait())
+    done, _ = await asyncio.wait([stopper, http, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for t in done:
+        if t is not stopper and t.exception() is not None:
+            log.error("task crashed; stopping", task=t.get_name(), error=repr(t.exception()))
+    runtime.stop.set()
+    server.should_exit = True
+    await asyncio.wait([http, *tasks], timeout=15)
+    for t in tasks:
+        t.cancel()
+    with contextlib.suppress(Exception):
+        await nc.drain()
+    await pool.close()
+    log.info("service stopped")
+    crashed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
+    if crashed:
+        sys.exit(1)
+
+
+def main(
+    *,
+    name: str,
+    schema: str,
+    settings_cls: type[BaseSettings],
+    migrations_dir: Path,
+    run: Callable[[BaseSettings], Coroutine[Any, Any, None]],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """`python -m mailroom_<name> run|migrate`."""
+    parser = argparse.ArgumentParser(prog=f"mailroom_{name}")
+    parser.add_argument("command", choices=["run", "migrate"])
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_cls.from_env()
+    except SettingsError as exc:
+        print(f"mailroom_{name}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if args.command == "migrate":
+        configure_logging(name, settings.log_level, settings.log_format)
+        applied = asyncio.run(migrate(settings.database_url, schema, migrations_dir))
+        log.info("migrations applied", schema=schema, applied=applied)
+        return
+    asyncio.run(run(settings))

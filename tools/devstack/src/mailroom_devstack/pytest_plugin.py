@@ -1,0 +1,55 @@
+"""pytest fixtures for every Mailroom suite: a Postgres (the machine's, else pgserver) with a
+fresh database per session, and a pinned nats-server on a free port per session."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from mailroom_devstack.infra import NatsServer, Postgres, system_postgres_url
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    pg = Postgres(tmp_path_factory.mktemp("pg"), url=system_postgres_url()).start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres: Postgres) -> Iterator[str]:
+    name = f"mailroom_test_{secrets.token_hex(6)}"
+    url = postgres.create_database(name)
+    yield url
+    postgres.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: NatsServer) -> str:
+    return nats_server.url
+
+
+async def rollback_connection(url: str, schema: str) -> AsyncIterator[psycopg.AsyncConnection]:  # type: ignore[type-arg]
+    """A connection whose whole test runs in one transaction that is rolled back."""
+    conn = await psycopg.AsyncConnection.connect(url, row_factory=dict_row, options=f"-c search_path={schema}")
+    try:
+        yield conn
+    finally:
+        await conn.rollback()
+        await conn.close()
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[4]
