@@ -1,0 +1,114 @@
+"""Contracts round-trip, are registered once per subject, and evolve safely (SPEC §3)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pytest
+from mailroom_contracts import decode, decode_event, encode, events, rpc, streams, subject_for, subjects
+from mailroom_contracts.registry import UnknownSubjectError, event_type_for_subject
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+SNAPSHOT = events.DomainSnapshot(
+    domain_id="dom_1", tenant_id="ten_1", name="example.test", status="pending", region="us-east-1",
+    mail_from_domain="bounce.example.test", created_at=NOW,
+    records=[events.DomainRecord(purpose="dkim", type="CNAME", name="a._domainkey.example.test",
+                                 value="a.dkim.amazonses.com")],
+)
+BASE: dict[str, Any] = {"event_id": "evt_1", "occurred_at": NOW, "tenant_id": "ten_1"}
+EMAIL: dict[str, Any] = {**BASE, "email_id": "msg_1", "mode": "test"}
+SAMPLES: list[events.Event] = [
+    events.EmailQueued(**EMAIL, from_=events.Address(email="a@example.test", name="Ä"),
+                       to=[events.Address(email="b@example.test")], subject="Hi", text="x",
+                       tags={"k": "v"}, metadata={"order": 1}, created_at=NOW),
+    events.EmailSent(**EMAIL, provider="ses", provider_message_id="p1", recipients=["b@example.test"]),
+    events.EmailFailed(**EMAIL, reason="provider_rejected", message="no"),
+    events.EmailDelivered(**EMAIL, recipients=["b@example.test"]),
+    events.EmailBounced(**EMAIL, recipients=["b@example.test"], bounce_type="Permanent", bounce_subtype="General"),
+    events.EmailComplained(**EMAIL, recipients=["b@example.test"], feedback_type="abuse"),
+    events.EmailDeliveryDelayed(**EMAIL, recipients=["b@example.test"], delay_type="MailboxFull"),
+    events.EmailProviderAccepted(**EMAIL, provider_message_id="p1"),
+    events.DomainCreated(**BASE, domain=SNAPSHOT),
+    events.DomainVerified(**BASE, domain=SNAPSHOT),
+    events.DomainFailed(**BASE, domain=SNAPSHOT, reason="timeout"),
+    events.DomainStatusChanged(**BASE, domain=SNAPSHOT, previous_status="verified"),
+]
+
+
+def test_every_event_type_has_a_sample() -> None:
+    assert {type(s) for s in SAMPLES} == set(events.ALL_EVENT_TYPES)
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: type(e).__name__)
+def test_round_trip_by_tag_and_by_type(event: events.Event) -> None:
+    data = encode(event)
+    assert decode_event(data) == event
+    assert decode(data, type(event)) == event
+    assert event_type_for_subject(subject_for(event)) is type(event)
+    assert subject_for(event).startswith("mailroom.")
+
+
+def test_queued_uses_the_wire_name_from() -> None:
+    wire = msgspec.json.decode(encode(SAMPLES[0]))
+    assert wire["type"] == "email.queued" and wire["from"]["email"] == "a@example.test" and "from_" not in wire
+
+
+def test_subjects_are_unique_and_inside_their_stream() -> None:
+    all_subjects = [subject_for(s) for s in SAMPLES]
+    assert len(set(all_subjects)) == len(all_subjects)
+    for subject in all_subjects:
+        owners = [st for st in streams.STREAMS if any(subject.startswith(p.rstrip(">")) for p in st.subjects)]
+        assert len(owners) == 1, subject
+    for consumer in streams.CONSUMERS:
+        stream = next(s for s in streams.STREAMS if s.name == consumer.stream)
+        for f in consumer.filter_subjects:
+            assert any(f.startswith(p.rstrip(">")) for p in stream.subjects), (consumer.durable, f)
+    assert len({c.durable for c in streams.CONSUMERS}) == len(streams.CONSUMERS)
+
+
+def test_unknown_subject_is_an_error() -> None:
+    with pytest.raises(UnknownSubjectError):
+        event_type_for_subject("mailroom.email.teleported")
+
+
+def test_old_reader_ignores_fields_added_later() -> None:
+    """A newer producer adds an optional field; today's decoder still reads the event."""
+    wire = msgspec.json.decode(encode(SAMPLES[3]))
+    wire["opened_by_robot"] = True
+    assert decode_event(msgspec.json.encode(wire)) == SAMPLES[3]
+
+
+def test_new_reader_defaults_fields_an_old_producer_did_not_send() -> None:
+    wire = msgspec.json.decode(encode(SAMPLES[1]))
+    del wire["recipients"], wire["mode"]
+    event = decode_event(msgspec.json.encode(wire))
+    assert isinstance(event, events.EmailSent) and event.recipients == [] and event.mode == "live"
+
+
+def test_required_fields_and_unknown_tags_are_refused() -> None:
+    wire = msgspec.json.decode(encode(SAMPLES[3]))
+    del wire["recipients"]
+    with pytest.raises(msgspec.ValidationError, match="recipients"):
+        decode_event(msgspec.json.encode(wire))
+    wire = msgspec.json.decode(encode(SAMPLES[3]))
+    wire["type"] = "email.teleported"
+    with pytest.raises(msgspec.ValidationError):
+        decode_event(msgspec.json.encode(wire))
+
+
+def test_events_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        SAMPLES[1].email_id = "msg_2"  # type: ignore[misc]
+
+
+def test_rpc_error_reply_decodes_into_every_reply_type() -> None:
+    wire = msgspec.json.encode({"error": {"code": "unavailable", "message": "down", "param": None}})
+    for reply in (rpc.DomainReply, rpc.CreateWebhookReply, rpc.ListWebhooksReply, rpc.WebhookReply):
+        assert decode(wire, reply).error == rpc.RpcError(code="unavailable", message="down")
+
+
+def test_lifecycle_subjects_exclude_internal_ones() -> None:
+    assert subjects.EMAIL_PROVIDER_ACCEPTED not in subjects.EMAIL_LIFECYCLE
+    assert subjects.EMAIL_QUEUED not in subjects.EMAIL_LIFECYCLE
