@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from psycopg import AsyncConnection, sql
 
@@ -60,7 +61,7 @@ async def migrate(url: str, schema: str, service_dir: Path) -> list[str]:
     return applied_now
 
 
-async def pending(conn: AsyncConnection, schema: str, service_dir: Path) -> list[str]:  # type: ignore[type-arg]
+async def pending(conn: AsyncConnection[Any], schema: str, service_dir: Path) -> list[str]:
     """Versions not yet applied (empty list = up to date)."""
     ident = sql.Identifier(schema)
     try:

@@ -7,6 +7,7 @@ answer with an error, and a requester maps a timeout/no-responder to `RpcUnavail
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -35,9 +36,13 @@ def _error_reply(code: str, message: str, param: str | None = None) -> bytes:
 
 
 async def serve(
-    nc: Client, subject: str, req_type: type[Req], handler: Callable[[Req], Awaitable[Any]], *, queue: str
+    nc: Client, subject: str, req_type: type[Req], handler: Callable[[Req], Awaitable[Any]], *, queue: str,
+    concurrency: int = 32,
 ) -> Subscription:
-    async def on_request(msg: Msg) -> None:
+    running: set[asyncio.Task[None]] = set()
+    slots = asyncio.Semaphore(concurrency)
+
+    async def answer(msg: Msg) -> None:
         try:
             request = decode(msg.data, req_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -50,6 +55,15 @@ async def serve(
             await msg.respond(_error_reply("internal", "internal error"))
             return
         await msg.respond(encode(reply))
+
+    async def on_request(msg: Msg) -> None:
+        # nats-py runs a subscription's callbacks one at a time: answer each request in its own
+        # task so one slow request (an SES call, say) never holds up the next.
+        await slots.acquire()
+        task = asyncio.create_task(answer(msg))
+        running.add(task)
+        task.add_done_callback(running.discard)
+        task.add_done_callback(lambda _t: slots.release())
 
     return await nc.subscribe(subject, queue=queue, cb=on_request)
 

@@ -1,0 +1,178 @@
+"""Every SQL statement of the domains service (schema `domains`: tables domains, domain_records).
+
+Functions take a connection whose transaction the caller (the edge) owns, and return contract
+Structs (`DomainSnapshot`) or plain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from mailroom_contracts.events import DomainRecord, DomainSnapshot, DomainStatus, RecordStatus
+from mailroom_kit.db import Conn
+
+_DOMAIN_COLUMNS = (
+    "id, tenant_id, name, status, region, mail_from_domain, track_opens, track_clicks, created_at, "
+    "last_checked_at"
+)
+
+
+@dataclass(frozen=True)
+class NameHolder:
+    domain_id: str
+    tenant_id: str
+    status: DomainStatus
+
+
+@dataclass(frozen=True)
+class LockedDomain:
+    snapshot: DomainSnapshot
+    db_now: datetime
+
+
+def _record(row: dict[str, Any]) -> DomainRecord:
+    return DomainRecord(purpose=row["purpose"], type=row["type"], name=row["name"], value=row["value"],
+                        priority=row["priority"], required=row["required"], status=row["status"])
+
+
+def _snapshot(row: dict[str, Any], records: list[DomainRecord]) -> DomainSnapshot:
+    return DomainSnapshot(
+        domain_id=row["id"], tenant_id=row["tenant_id"], name=row["name"], status=row["status"],
+        region=row["region"], mail_from_domain=row["mail_from_domain"], records=records,
+        track_opens=row["track_opens"], track_clicks=row["track_clicks"], created_at=row["created_at"],
+        last_checked_at=row["last_checked_at"],
+    )
+
+
+async def _records(conn: Conn, domain_id: str) -> list[DomainRecord]:
+    cur = await conn.execute(
+        "SELECT purpose, type, name, value, priority, required, status FROM domain_records "
+        "WHERE domain_id = %s ORDER BY position",
+        (domain_id,),
+    )
+    return [_record(r) for r in await cur.fetchall()]
+
+
+async def find_live_holder(conn: Conn, name: str) -> NameHolder | None:
+    """Who holds `name` now (any status except failed), if anyone."""
+    cur = await conn.execute(
+        "SELECT id, tenant_id, status FROM domains WHERE name = %s AND status <> 'failed'", (name,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return NameHolder(domain_id=row["id"], tenant_id=row["tenant_id"], status=row["status"])
+
+
+async def insert_domain(
+    conn: Conn,
+    *,
+    domain_id: str,
+    tenant_id: str,
+    name: str,
+    region: str,
+    mail_from_subdomain: str,
+    mail_from_domain: str,
+    track_opens: bool,
+    track_clicks: bool,
+    records: Sequence[DomainRecord],
+) -> DomainSnapshot | None:
+    """Insert a pending domain and its records; None if the name is already held (the race loser)."""
+    cur = await conn.execute(
+        "INSERT INTO domains (id, tenant_id, name, region, mail_from_subdomain, mail_from_domain, "
+        "track_opens, track_clicks) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (name) WHERE status <> 'failed' DO NOTHING "
+        f"RETURNING {_DOMAIN_COLUMNS}",
+        (domain_id, tenant_id, name, region, mail_from_subdomain, mail_from_domain, track_opens,
+         track_clicks),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    async with conn.cursor() as rcur:
+        await rcur.executemany(
+            "INSERT INTO domain_records "
+            "(domain_id, position, purpose, type, name, value, priority, required, status) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [(domain_id, i, r.purpose, r.type, r.name, r.value, r.priority, r.required, r.status)
+             for i, r in enumerate(records)],
+        )
+    return _snapshot(row, list(records))
+
+
+async def get_domain(conn: Conn, domain_id: str) -> DomainSnapshot | None:
+    cur = await conn.execute(f"SELECT {_DOMAIN_COLUMNS} FROM domains WHERE id = %s", (domain_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return _snapshot(row, await _records(conn, domain_id))
+
+
+async def lock_domain(conn: Conn, domain_id: str) -> LockedDomain | None:
+    """The domain, locked until the transaction ends, with the database's clock read once the lock is held
+    (never earlier than its last check, so `last_checked_at` only moves forward)."""
+    cur = await conn.execute(f"SELECT {_DOMAIN_COLUMNS} FROM domains WHERE id = %s FOR UPDATE", (domain_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    clock = await (await conn.execute(
+        "SELECT greatest(clock_timestamp(), %s::timestamptz) AS t", (row["last_checked_at"],)
+    )).fetchone()
+    assert clock is not None
+    return LockedDomain(snapshot=_snapshot(row, await _records(conn, domain_id)), db_now=clock["t"])
+
+
+async def claim_due(conn: Conn, *, limit: int, lease_seconds: float) -> list[str]:
+    """Ids of up to `limit` domains due for a check, pushed `lease_seconds` ahead so no other replica
+    claims them meanwhile. Rows another replica is claiming right now are skipped, not waited for."""
+    cur = await conn.execute(
+        "UPDATE domains SET next_check_at = now() + make_interval(secs => %s) "
+        "WHERE id IN (SELECT id FROM domains WHERE status <> 'failed' AND next_check_at <= now() "
+        "ORDER BY next_check_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+        "RETURNING id",
+        (lease_seconds, limit),
+    )
+    return [cast(str, r["id"]) for r in await cur.fetchall()]
+
+
+async def save_check(
+    conn: Conn,
+    domain_id: str,
+    *,
+    status: DomainStatus,
+    record_statuses: Sequence[RecordStatus],
+    failure_reason: str | None,
+    checked_at: datetime,
+    next_check_in_seconds: float,
+) -> None:
+    """Store the outcome of a check (status, each record's status, when it was and is next checked)."""
+    await conn.execute(
+        "UPDATE domains SET "
+        "updated_at = CASE WHEN status <> %(status)s THEN %(at)s ELSE updated_at END, "
+        "verified_at = CASE WHEN %(status)s = 'verified' AND verified_at IS NULL THEN %(at)s "
+        "ELSE verified_at END, "
+        "status = %(status)s, failure_reason = coalesce(%(reason)s, failure_reason), "
+        "last_checked_at = %(at)s, "
+        "next_check_at = %(at)s + make_interval(secs => %(next)s) "
+        "WHERE id = %(id)s",
+        {"status": status, "at": checked_at, "reason": failure_reason, "next": next_check_in_seconds,
+         "id": domain_id},
+    )
+    await conn.execute(
+        "UPDATE domain_records AS r SET status = v.status "
+        "FROM unnest(%s::smallint[], %s::text[]) AS v(position, status) "
+        "WHERE r.domain_id = %s AND r.position = v.position AND r.status <> v.status",
+        (list(range(len(record_statuses))), list(record_statuses), domain_id),
+    )
+
+
+async def postpone_check(conn: Conn, domain_id: str, *, seconds: float) -> None:
+    """Try again in `seconds` (the check could not be made, e.g. SES unreachable)."""
+    await conn.execute(
+        "UPDATE domains SET next_check_at = now() + make_interval(secs => %s) "
+        "WHERE id = %s AND status <> 'failed'",
+        (seconds, domain_id),
+    )

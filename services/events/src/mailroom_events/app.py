@@ -1,0 +1,60 @@
+"""Builds the events service: the SNS endpoint, health routes, and the outbox relay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from litestar import Litestar
+from litestar.exceptions import HTTPException
+from mailroom_kit.logging import get_logger
+from mailroom_kit.runtime import Runtime, ops_router, serve
+from mailroom_kit.settings import BaseSettings
+
+from mailroom_events.handlers import http_exception_handler, internal_error_handler, sns_handler
+from mailroom_events.settings import EventsSettings
+from mailroom_events.sns import SnsVerifier
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+log = get_logger(__name__)
+
+
+def build_verifier(settings: EventsSettings) -> SnsVerifier:
+    return SnsVerifier(
+        cert_host_pattern=settings.sns_cert_host_pattern,
+        allowed_topics=settings.topic_arns,
+        allow_http_cert_urls=settings.sns_allow_http,
+    )
+
+
+def create_app(runtime: Runtime, verifier: SnsVerifier | None = None) -> Litestar:
+    settings = runtime.settings
+    if not isinstance(settings, EventsSettings):
+        raise TypeError("the events service needs EventsSettings")
+    verifier = verifier or build_verifier(settings)
+    if not verifier.allowed_topics:
+        log.warning("no SNS topic configured (MAILROOM_EVENTS_SNS_TOPIC_ARNS): every SNS message is refused")
+    # Used only for SubscribeURL GETs; certificate fetches have their own client in the verifier.
+    client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
+
+    async def close_client() -> None:
+        await client.aclose()
+
+    return Litestar(
+        route_handlers=[ops_router(runtime), sns_handler(runtime, verifier, client)],
+        exception_handlers={HTTPException: http_exception_handler, Exception: internal_error_handler},
+        on_shutdown=[close_client],
+        openapi_config=None,
+    )
+
+
+async def relay(runtime: Runtime) -> None:
+    await runtime.relay().run(runtime.stop)
+
+
+async def run(settings: BaseSettings) -> None:
+    if not isinstance(settings, EventsSettings):
+        raise TypeError("the events service needs EventsSettings")
+    await serve(name="events", schema="events", settings=settings, migrations_dir=MIGRATIONS,
+                build_app=create_app, workers=[relay])

@@ -1,0 +1,109 @@
+"""HTTP edge: `POST /ses/sns`, the SNS HTTP(S) subscription endpoint, and the error mapper.
+
+Status codes are chosen for SNS's retry policy: 2xx ends delivery (also for an authentic
+message we cannot use, so it is not redelivered for days), 4xx refuses a forged or malformed
+one, 5xx (certificate or database temporarily unavailable) makes SNS redeliver later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import psycopg
+import structlog
+from litestar import Request, Response, post
+from litestar.exceptions import HTTPException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from mailroom_kit.ids import new_id
+from mailroom_kit.logging import get_logger
+from mailroom_kit.metrics import HTTP_REQUESTS
+from mailroom_kit.runtime import Runtime
+
+from mailroom_events import service
+from mailroom_events.errors import EventsError, unavailable
+from mailroom_events.sns import SnsRejected, SnsVerifier
+
+log = get_logger("mailroom_events.http")
+
+MAX_BODY = 256 * 1024  # SNS messages are at most 256 KiB
+
+
+def error_response(exc: EventsError, request_id: str | None = None) -> Response[dict[str, Any]]:
+    rid = request_id or new_id("req")
+    headers = {"X-Request-Id": rid}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return Response(exc.body(rid), status_code=exc.status, headers=headers)
+
+
+def refusal(exc: SnsRejected) -> EventsError:
+    """Map a verifier refusal: malformed → 400, transient (certificate fetch) → 503, else 403."""
+    if exc.reason == "bad_json":
+        return EventsError(400, "invalid_json", "body is not a well-formed SNS message")
+    if exc.transient:
+        return unavailable("the signing certificate could not be fetched; try again")
+    return EventsError(403, "forbidden", f"SNS message refused: {exc.reason}")
+
+
+async def _handle(request: Request[Any, Any, Any], runtime: Runtime, verifier: SnsVerifier,
+                  client: httpx.AsyncClient) -> str:
+    try:
+        body = await request.body()
+    except RequestEntityTooLarge:
+        raise EventsError(413, "payload_too_large", "SNS messages are at most 256 KiB") from None
+    try:
+        msg = await verifier.verify(body)
+    except SnsRejected as exc:
+        service.SNS_MESSAGES.labels(outcome="refused").inc()
+        log.warning("sns message refused", reason=exc.reason)
+        raise refusal(exc) from None
+    structlog.contextvars.bind_contextvars(sns_message_id=msg.MessageId, sns_type=msg.Type)
+    try:
+        if msg.Type == "SubscriptionConfirmation":
+            await service.confirm_subscription(verifier, client, msg)
+            async with runtime.pool.connection() as conn, conn.transaction():
+                await service.record_confirmation(conn, msg.TopicArn)
+            return "confirmed"
+        if msg.Type == "UnsubscribeConfirmation":
+            log.warning("sns unsubscribe confirmation received; SES events will stop", topic_arn=msg.TopicArn)
+            return "ignored"
+        async with runtime.pool.connection() as conn, conn.transaction():
+            return await service.ingest_notification(conn, msg)
+    except psycopg.OperationalError as exc:  # includes the pool's timeout: nothing was committed
+        log.warning("database unavailable", error=type(exc).__name__)
+        raise unavailable("the database is unavailable; try again") from None
+
+
+def sns_handler(runtime: Runtime, verifier: SnsVerifier, client: httpx.AsyncClient) -> Any:
+    @post("/ses/sns", status_code=200, request_max_body_size=MAX_BODY,
+          summary="SNS HTTP(S) subscription endpoint for SES events")
+    async def receive(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        rid = new_id("req")
+        with structlog.contextvars.bound_contextvars(request_id=rid):
+            try:
+                outcome = await _handle(request, runtime, verifier, client)
+            except EventsError as exc:
+                HTTP_REQUESTS.labels(service="events", method="POST", status=str(exc.status)).inc()
+                return error_response(exc, rid)
+            finally:
+                structlog.contextvars.unbind_contextvars("sns_message_id", "sns_type")
+        HTTP_REQUESTS.labels(service="events", method="POST", status="200").inc()
+        return Response({"status": outcome}, headers={"X-Request-Id": rid})
+
+    return receive
+
+
+_HTTP_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Litestar's own refusals (unknown route, wrong method, ...) in the SPEC §2 error format."""
+    code = _HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "bad_request")
+    return error_response(EventsError(exc.status_code, code, str(exc.detail)))
+
+
+def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    rid = new_id("req")
+    log.error("unhandled error", request_id=rid, error=repr(exc)[:300], exc_info=exc)
+    return error_response(EventsError(500, "internal", "internal error"), rid)

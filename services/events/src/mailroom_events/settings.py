@@ -1,0 +1,37 @@
+"""Events service settings (MAILROOM_EVENTS_*, plus the shared MAILROOM_* ones)."""
+
+from __future__ import annotations
+
+import re
+
+from mailroom_kit.settings import BaseSettings
+
+AWS_CERT_HOSTS = r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+
+
+# msgspec inherits `frozen` from BaseSettings but `kw_only` applies only to the fields a class
+# declares itself, so both are repeated here (as every contract Struct does); mypy also requires
+# `frozen=True` on a subclass of a frozen (dataclass_transform) Struct.
+class EventsSettings(BaseSettings, frozen=True, kw_only=True):
+    env_prefix = "MAILROOM_EVENTS_"
+
+    # HTTP port of POST /ses/sns and /health, /ready, /metrics.
+    port: int = 8001
+    # Comma-separated SNS TopicArns whose messages are accepted; anything else is refused (403).
+    # Empty refuses everything.
+    sns_topic_arns: str = ""
+    # Regex matched in full against the host (or host:port) of SigningCertURL and SubscribeURL.
+    # AWS's SNS hosts by default; tests and the local SES emulator use e.g. ^127\.0\.0\.1:\d+$.
+    sns_cert_host_pattern: str = AWS_CERT_HOSTS
+    # Allow http:// certificate and subscribe URLs (the local SES emulator only; never in production).
+    sns_allow_http: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.sns_cert_host_pattern)
+        except re.error as exc:
+            raise ValueError(f"MAILROOM_EVENTS_SNS_CERT_HOST_PATTERN is not a valid regex: {exc}") from None
+
+    @property
+    def topic_arns(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.sns_topic_arns.split(",") if t.strip())

@@ -1,0 +1,497 @@
+"""The events service end to end inside one process: the real Litestar app (AsyncTestClient)
+over a real kit Runtime (Postgres `events` schema, a private nats-server with the contract
+streams), SNS messages signed by a local key whose certificate a real local HTTP server serves,
+and the real outbox relay publishing to JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from events_testkit import LOCAL_TOPIC, UNAVAILABLE_CERT_PATH, CertServer, LocalSigner, sns_timestamp
+from litestar.testing import AsyncTestClient
+from mailroom_contracts import decode_event, subjects
+from mailroom_contracts.events import (
+    EmailBounced,
+    EmailDelivered,
+    EmailProviderAccepted,
+    Event,
+)
+from mailroom_contracts.streams import EMAIL_STREAM
+from mailroom_events import service
+from mailroom_events.app import MIGRATIONS, create_app, relay
+from mailroom_events.handlers import MAX_BODY
+from mailroom_events.mapping import TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID, deterministic_event_id
+from mailroom_events.ses import TOPIC_VALIDATION_TEXT
+from mailroom_events.settings import EventsSettings
+from mailroom_events.sns import parse_sns_message
+from mailroom_kit.db import open_pool
+from mailroom_kit.ids import new_id
+from mailroom_kit.runtime import Runtime
+from mailroom_kit.settings import SettingsError
+
+FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "ses-sns" / "event-publishing"
+OTHER_TOPIC = "arn:aws:sns:us-east-1:000000000000:someone-else"
+TEXT_PLAIN = {"Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": "Notification"}
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+
+# --------------------------------------------------------------------------- building messages
+
+
+def ses_record(
+    kind: str, *, email_id: str | None = None, tenant_id: str = "ten_test", mode: str = "live"
+) -> str:
+    """An AWS documentation example SES event (event-publishing/<kind>.json) as SES publishes it
+    (JSON plus a trailing newline), tagged as a Mailroom email when `email_id` is given."""
+    record = json.loads((FIXTURES / f"{kind}.json").read_text())
+    if email_id is not None:
+        record["mail"]["tags"].update(
+            {TAG_EMAIL_ID: [email_id], TAG_TENANT_ID: [tenant_id], TAG_MODE: [mode]}
+        )
+    return json.dumps(record) + "\n"
+
+
+def notification(signer: LocalSigner, server: CertServer, message: str, *, topic: str = LOCAL_TOPIC,
+                 version: str = "2", cert_url: str | None = None) -> dict[str, Any]:
+    return signer.sign({
+        "Type": "Notification",
+        "MessageId": str(uuid.uuid4()),
+        "TopicArn": topic,
+        "Subject": "Amazon SES Email Event Notification",
+        "Message": message,
+        "Timestamp": sns_timestamp(),
+        "SignatureVersion": version,
+        "SigningCertURL": cert_url or server.cert_url,
+        "UnsubscribeURL": f"{server.base}/unsubscribe?SubscriptionArn={topic}:1",
+    })
+
+
+def confirmation(signer: LocalSigner, server: CertServer, subscribe_url: str, token: str, *,
+                 topic: str = LOCAL_TOPIC, type_: str = "SubscriptionConfirmation") -> dict[str, Any]:
+    return signer.sign({
+        "Type": type_,
+        "MessageId": str(uuid.uuid4()),
+        "Token": token,
+        "TopicArn": topic,
+        "Message": f"You have chosen to subscribe to the topic {topic}.\nTo confirm, visit the SubscribeURL.",
+        "SubscribeURL": subscribe_url,
+        "Timestamp": sns_timestamp(),
+        "SignatureVersion": "1",
+        "SigningCertURL": server.cert_url,
+    })
+
+
+async def post(client: Client, body: dict[str, Any] | bytes) -> Any:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await client.post("/ses/sns", content=content, headers=TEXT_PLAIN)
+
+
+def new_email_id() -> str:
+    return new_id("msg")
+
+
+# --------------------------------------------------------------------------- reading state
+
+
+async def outbox_events(runtime: Runtime, email_id: str) -> list[Event]:
+    async with runtime.pool.connection() as conn:
+        cur = await conn.execute("SELECT payload FROM outbox ORDER BY id")
+        rows = await cur.fetchall()
+    events = [decode_event(bytes(row["payload"])) for row in rows]
+    return [e for e in events if getattr(e, "email_id", None) == email_id]
+
+
+async def outbox_count(runtime: Runtime) -> int:
+    async with runtime.pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) AS n FROM outbox")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+async def sns_row(runtime: Runtime, message_id: str) -> dict[str, Any] | None:
+    async with runtime.pool.connection() as conn:
+        cur = await conn.execute("SELECT * FROM sns_messages WHERE message_id = %s", (message_id,))
+        return await cur.fetchone()
+
+
+async def stream_messages(runtime: Runtime, email_id: str) -> list[tuple[str, dict[str, str], Event]]:
+    """(subject, headers, event) of every message on MAILROOM_EMAIL about `email_id`."""
+    info = await runtime.js.stream_info(EMAIL_STREAM.name)
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        with contextlib.suppress(Exception):  # a deleted sequence
+            raw = await runtime.js.get_msg(EMAIL_STREAM.name, seq)
+            event = decode_event(raw.data or b"")
+            if getattr(event, "email_id", None) == email_id:
+                found.append((raw.subject or "", dict(raw.headers or {}), event))
+    return found
+
+
+# --------------------------------------------------------------------------- notifications → events
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+async def test_delivery_becomes_one_email_delivered_and_is_relayed_with_msg_id(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer, version: str
+) -> None:
+    email_id = new_email_id()
+    body = notification(signer, cert_server, ses_record("delivery", email_id=email_id, tenant_id="ten_a",
+                                                         mode="test"), version=version)
+    r = await post(client, body)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"status": "mapped"}
+    assert r.headers["x-request-id"].startswith("req_")
+
+    (event,) = await outbox_events(runtime, email_id)
+    assert isinstance(event, EmailDelivered)
+    assert (event.tenant_id, event.mode, event.recipients) == ("ten_a", "test", ["recipient@example.com"])
+    assert event.provider_message_id == "EXAMPLE7c191be45-e9aedb9a-02f9-4d12-a87d-dd0099a07f8a-000000"
+    assert event.smtp_response == "250 2.6.0 Message received"
+    # The id is derived from the SNS MessageId: a redelivery could only ever produce the same id.
+    assert event.event_id == deterministic_event_id(body["MessageId"], 0, event.occurred_at)
+    row = await sns_row(runtime, body["MessageId"])
+    assert row is not None
+    assert (row["topic_arn"], row["type"], row["ses_event_type"], row["email_id"], row["tenant_id"],
+            row["events_emitted"]) == (LOCAL_TOPIC, "Notification", "delivery", email_id, "ten_a", 1)
+
+    # The service's own relay worker publishes it with Nats-Msg-Id = event id, then empties the outbox.
+    stop_relay = asyncio.Event()
+    relay_rt = Runtime(name=runtime.name, schema=runtime.schema, settings=runtime.settings,
+                       migrations_dir=runtime.migrations_dir, pool=runtime.pool, nc=runtime.nc, js=runtime.js,
+                       stop=stop_relay)
+    task = asyncio.create_task(relay(relay_rt))
+    try:
+        for _ in range(100):
+            if not await outbox_events(runtime, email_id) and await stream_messages(runtime, email_id):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop_relay.set()
+        await asyncio.wait_for(task, 10)
+    published = await stream_messages(runtime, email_id)
+    assert len(published) == 1
+    subject, headers, relayed = published[0]
+    assert subject == subjects.EMAIL_DELIVERED
+    assert headers["Nats-Msg-Id"] == event.event_id
+    assert relayed == event
+    assert await outbox_events(runtime, email_id) == []
+
+    # SNS redelivers the same message later: acknowledged, nothing new anywhere.
+    r = await post(client, body)
+    assert r.status_code == 200 and r.json() == {"status": "duplicate"}
+    assert await outbox_events(runtime, email_id) == []
+    assert len(await stream_messages(runtime, email_id)) == 1
+
+
+async def test_same_message_twice_and_concurrently_gives_one_event(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    email_id = new_email_id()
+    body = notification(signer, cert_server, ses_record("delivery", email_id=email_id))
+    first = await post(client, body)
+    second = await post(client, body)
+    assert [first.json()["status"], second.json()["status"]] == ["mapped", "duplicate"]
+    assert len(await outbox_events(runtime, email_id)) == 1
+
+    other_email = new_email_id()
+    body = notification(signer, cert_server, ses_record("delivery", email_id=other_email))
+    answers = await asyncio.gather(*(post(client, body) for _ in range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    assert sorted(a.json()["status"] for a in answers) == ["duplicate"] * 5 + ["mapped"]
+    (event,) = await outbox_events(runtime, other_email)
+    assert isinstance(event, EmailDelivered)
+    row = await sns_row(runtime, body["MessageId"])
+    assert row is not None and row["events_emitted"] == 1
+
+
+async def test_dedup_row_and_events_commit_or_roll_back_together(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    """A crash after ingesting but before commit leaves neither the MessageId nor the events, so the
+    redelivery SNS makes after our failed answer is processed in full."""
+    email_id = new_email_id()
+    body = notification(signer, cert_server, ses_record("delivery", email_id=email_id))
+    msg = parse_sns_message(json.dumps(body))
+    with pytest.raises(RuntimeError, match="crash"):
+        async with runtime.pool.connection() as conn, conn.transaction():
+            assert await service.ingest_notification(conn, msg) == "mapped"
+            raise RuntimeError("crash before commit")
+    assert await sns_row(runtime, body["MessageId"]) is None
+    assert await outbox_events(runtime, email_id) == []
+    r = await post(client, body)
+    assert r.status_code == 200 and r.json() == {"status": "mapped"}
+    assert len(await outbox_events(runtime, email_id)) == 1
+
+
+async def test_send_becomes_email_provider_accepted(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    email_id = new_email_id()
+    r = await post(client, notification(signer, cert_server, ses_record("send", email_id=email_id)))
+    assert r.status_code == 200 and r.json() == {"status": "mapped"}
+    (event,) = await outbox_events(runtime, email_id)
+    assert isinstance(event, EmailProviderAccepted)
+    assert event.provider_message_id == "EXAMPLE7c191be45-e9aedb9a-02f9-4d12-a87d-dd0099a07f8a-000000"
+    assert (event.tenant_id, event.mode) == ("ten_test", "live")
+
+
+async def test_bounce_becomes_email_bounced_with_type_and_subtype(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    email_id = new_email_id()
+    record = ses_record("bounce-permanent", email_id=email_id)
+    r = await post(client, notification(signer, cert_server, record, version="1"))
+    assert r.status_code == 200 and r.json() == {"status": "mapped"}
+    (event,) = await outbox_events(runtime, email_id)
+    assert isinstance(event, EmailBounced)
+    assert (event.bounce_type, event.bounce_subtype) == ("Permanent", "General")
+    assert event.recipients == ["recipient@example.com"]
+    assert event.diagnostic_code == "smtp; 550 5.1.1 user unknown"
+
+
+async def test_message_without_mailroom_tags_is_recorded_without_event(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    before = await outbox_count(runtime)
+    body = notification(signer, cert_server, ses_record("delivery"))  # the doc example's own tags only
+    r = await post(client, body)
+    assert r.status_code == 200 and r.json() == {"status": "not_ours"}
+    row = await sns_row(runtime, body["MessageId"])
+    assert row is not None
+    assert (row["ses_event_type"], row["email_id"], row["events_emitted"]) == ("delivery", None, 0)
+    assert await outbox_count(runtime) == before
+
+
+async def test_open_of_our_email_is_recorded_with_its_email_but_no_event(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    email_id = new_email_id()
+    body = notification(signer, cert_server, ses_record("open", email_id=email_id))
+    r = await post(client, body)
+    assert r.status_code == 200 and r.json() == {"status": "ignored"}
+    row = await sns_row(runtime, body["MessageId"])
+    assert row is not None and (row["ses_event_type"], row["email_id"]) == ("open", email_id)
+    assert await outbox_events(runtime, email_id) == []
+
+
+async def test_topic_validation_message_is_acknowledged_without_event(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    before = await outbox_count(runtime)
+    body = notification(signer, cert_server, TOPIC_VALIDATION_TEXT)
+    r = await post(client, body)
+    assert r.status_code == 200 and r.json() == {"status": "informational"}
+    assert await sns_row(runtime, body["MessageId"]) is not None
+    assert await outbox_count(runtime) == before
+
+
+async def test_authentic_but_unparseable_message_is_acknowledged_and_recorded(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    before = await outbox_count(runtime)
+    messages = ['{"eventType": "Delivery"}', "not an SES event", '{"eventType": "Teleport", "mail": {}}']
+    for message in messages:
+        body = notification(signer, cert_server, message)
+        r = await post(client, body)
+        assert r.status_code == 200 and r.json() == {"status": "unparseable"}, message
+        row = await sns_row(runtime, body["MessageId"])
+        assert row is not None and row["ses_event_type"] is None
+        # SNS would only redeliver it if we had not answered 2xx; if it does anyway, it is a duplicate.
+        r = await post(client, body)
+        assert r.status_code == 200 and r.json() == {"status": "duplicate"}
+    assert await outbox_count(runtime) == before
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+async def test_forged_message_is_refused_and_records_nothing(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    email_id = new_email_id()
+    body = notification(signer, cert_server, ses_record("delivery", email_id=email_id))
+    message = body["Message"]
+    i = message.index("recipient@example.com")
+    forged = {**body, "Message": message[:i] + "R" + message[i + 1:]}  # one byte changed
+    assert len(forged["Message"]) == len(message)
+    r = await post(client, forged)
+    assert r.status_code == 403
+    payload = r.json()
+    assert payload["error"] == "forbidden" and payload["request_id"].startswith("req_")
+    assert r.headers["x-request-id"] == payload["request_id"]
+    assert await sns_row(runtime, body["MessageId"]) is None
+    assert await outbox_events(runtime, email_id) == []
+    # The authentic original is still accepted afterwards (the forgery did not burn its MessageId).
+    r = await post(client, body)
+    assert r.status_code == 200 and r.json() == {"status": "mapped"}
+
+
+async def test_unknown_topic_is_refused(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    email_id = new_email_id()
+    body = notification(signer, cert_server, ses_record("delivery", email_id=email_id), topic=OTHER_TOPIC)
+    r = await post(client, body)
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    assert await sns_row(runtime, body["MessageId"]) is None
+    assert await outbox_events(runtime, email_id) == []
+
+
+async def test_bad_json_is_400_invalid_json(client: Client) -> None:
+    for content in (b"{not json", b"[]", b"", b'{"Type": "Notification"}', "\u00e9".encode("latin-1")):
+        r = await post(client, content)
+        assert r.status_code == 400, content
+        assert r.json()["error"] == "invalid_json"
+
+
+async def test_oversize_body_is_413(client: Client) -> None:
+    r = await post(client, b"{" + b" " * MAX_BODY + b"}")
+    assert r.status_code == 413
+    assert r.json()["error"] == "payload_too_large"
+
+    # A Content-Length that understates the body: the limit holds on the bytes actually received.
+    r = await client.post("/ses/sns", content=b" " * (MAX_BODY + 1),
+                          headers={**TEXT_PLAIN, "Content-Length": "100"})
+    assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+
+
+async def test_certificate_temporarily_unavailable_is_503_then_accepted(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    email_id = new_email_id()
+    body = notification(signer, cert_server, ses_record("delivery", email_id=email_id),
+                        cert_url=cert_server.base + UNAVAILABLE_CERT_PATH)
+    r = await post(client, body)
+    assert r.status_code == 503 and r.json()["error"] == "unavailable"
+    assert int(r.headers["retry-after"]) > 0
+    assert await sns_row(runtime, body["MessageId"]) is None
+    # SNS redelivers after a 5xx; by then the certificate host answers again.
+    cert_server.cert_available.set()
+    r = await post(client, body)
+    assert r.status_code == 200 and r.json() == {"status": "mapped"}
+    assert len(await outbox_events(runtime, email_id)) == 1
+
+
+async def test_database_unavailable_is_503(
+    runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    assert isinstance(runtime.settings, EventsSettings)
+    pool = await open_pool(runtime.settings.database_url, "events")
+    await pool.close()
+    down = Runtime(name="events", schema="events", settings=runtime.settings, migrations_dir=MIGRATIONS,
+                   pool=pool, nc=runtime.nc, js=runtime.js)
+    async with AsyncTestClient(app=create_app(down)) as down_client:
+        body = notification(signer, cert_server, ses_record("delivery", email_id=new_email_id()))
+        r = await post(down_client, body)
+        assert r.status_code == 503 and r.json()["error"] == "unavailable"
+        assert "retry-after" in r.headers
+        assert (await down_client.get("/ready")).status_code == 503
+    assert await sns_row(runtime, body["MessageId"]) is None
+
+
+# --------------------------------------------------------------------------- subscriptions
+
+
+async def subscriptions(runtime: Runtime) -> set[str]:
+    async with runtime.pool.connection() as conn:
+        cur = await conn.execute("SELECT topic_arn FROM subscriptions")
+        return {row["topic_arn"] for row in await cur.fetchall()}
+
+
+def confirm_requests(server: CertServer, token: str) -> int:
+    return sum(1 for r in server.requests if token in r.path)
+
+
+async def test_subscription_confirmation_gets_subscribe_url_once_and_records_topic(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    token = uuid.uuid4().hex
+    url = f"{cert_server.base}/confirm?Action=ConfirmSubscription&TopicArn={LOCAL_TOPIC}&Token={token}"
+    r = await post(client, confirmation(signer, cert_server, url, token))
+    assert r.status_code == 200 and r.json() == {"status": "confirmed"}
+    assert confirm_requests(cert_server, token) == 1
+    assert LOCAL_TOPIC in await subscriptions(runtime)
+
+
+async def test_subscribe_url_on_untrusted_host_is_refused_and_never_fetched(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    token = uuid.uuid4().hex
+    query = f"/confirm?Action=ConfirmSubscription&Token={token}"
+    untrusted = [
+        f"http://localhost:{cert_server.port}{query}",  # same server, host not matching the pattern
+        f"http://127.0.0.1{query}",  # no port: the pattern wants host:port
+        f"http://user@127.0.0.1:{cert_server.port}{query}",
+        f"ftp://127.0.0.1:{cert_server.port}{query}",
+        "http://169.254.169.254/latest/meta-data/",
+    ]
+    for url in untrusted:
+        r = await post(client, confirmation(signer, cert_server, url, token,
+                                            topic="arn:aws:sns:us-east-1:000000000000:another"))
+        assert r.status_code == 403, url
+        assert r.json()["error"] == "forbidden"
+    assert confirm_requests(cert_server, token) == 0
+    assert "arn:aws:sns:us-east-1:000000000000:another" not in await subscriptions(runtime)
+
+
+async def test_subscription_confirmation_for_unknown_topic_is_refused_and_never_fetched(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    token = uuid.uuid4().hex
+    url = f"{cert_server.base}/confirm?Action=ConfirmSubscription&TopicArn={OTHER_TOPIC}&Token={token}"
+    r = await post(client, confirmation(signer, cert_server, url, token, topic=OTHER_TOPIC))
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    assert confirm_requests(cert_server, token) == 0
+    assert OTHER_TOPIC not in await subscriptions(runtime)
+
+
+async def test_unsubscribe_confirmation_is_acknowledged_without_fetching(
+    client: Client, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    token = uuid.uuid4().hex
+    url = f"{cert_server.base}/confirm?Action=ConfirmSubscription&Token={token}"
+    r = await post(client, confirmation(signer, cert_server, url, token, type_="UnsubscribeConfirmation"))
+    assert r.status_code == 200 and r.json() == {"status": "ignored"}
+    assert confirm_requests(cert_server, token) == 0
+
+
+# --------------------------------------------------------------------------- ops routes and settings
+
+
+async def test_health_ready_metrics_and_unknown_routes(client: Client) -> None:
+    r = await client.get("/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = await client.get("/ready")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ready", "checks": {"nats": True, "postgres": True, "migrations": True}}
+    r = await client.get("/metrics")
+    assert r.status_code == 200 and "mailroom_events_sns_messages_total" in r.text
+    r = await client.get("/nowhere")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = await client.get("/ses/sns")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_settings_from_env() -> None:
+    settings = EventsSettings.from_env({
+        "MAILROOM_EVENTS_PORT": "9101",
+        "MAILROOM_EVENTS_SNS_TOPIC_ARNS": f"{LOCAL_TOPIC}, {OTHER_TOPIC},",
+        "MAILROOM_EVENTS_SNS_ALLOW_HTTP": "true",
+        "MAILROOM_DATABASE_URL": "postgresql://db/x",
+    })
+    assert (settings.port, settings.sns_allow_http, settings.database_url) == (9101, True, "postgresql://db/x")
+    assert settings.topic_arns == {LOCAL_TOPIC, OTHER_TOPIC}
+    assert EventsSettings.from_env({}).sns_cert_host_pattern == r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+    assert EventsSettings.from_env({}).topic_arns == frozenset()
+    with pytest.raises(SettingsError, match="MAILROOM_EVENTS_SNS_CERT_HOST_PATTERN"):
+        EventsSettings.from_env({"MAILROOM_EVENTS_SNS_CERT_HOST_PATTERN": "(unclosed"})
+    with pytest.raises(SettingsError, match="MAILROOM_EVENTS_PORT"):
+        EventsSettings.from_env({"MAILROOM_EVENTS_PORT": "eighty"})

@@ -1,0 +1,10 @@
+"""`python -m mailroom_sender run|migrate`."""
+
+from mailroom_kit.runtime import main
+
+from mailroom_sender.app import MIGRATIONS, NAME, run
+from mailroom_sender.service import SCHEMA
+from mailroom_sender.settings import SenderSettings
+
+if __name__ == "__main__":
+    main(name=NAME, schema=SCHEMA, settings_cls=SenderSettings, migrations_dir=MIGRATIONS, run=run)

@@ -1,0 +1,135 @@
+"""Builds the sender from its settings and runs it: two durable consumers (queued emails,
+SES Send events), the outbox relay, and the ops HTTP surface (health/ready/metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from mailroom_contracts.streams import SENDER_PROVIDER_ACCEPTED, SENDER_QUEUED
+from mailroom_kit.consumer import consume
+from mailroom_kit.logging import get_logger
+from mailroom_kit.runtime import Runtime, ops_app, serve
+from mailroom_kit.settings import BaseSettings
+
+from mailroom_sender.handlers import SenderHandlers
+from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
+from mailroom_sender.service import SCHEMA, SenderService
+from mailroom_sender.settings import SenderSettings
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+NAME = "sender"
+
+log = get_logger(__name__)
+
+
+class Sender:
+    """The sender's parts, built once from settings; its methods are the runner's workers."""
+
+    def __init__(self, settings: SenderSettings, *, ses: SesProvider | None = None) -> None:
+        self.settings = settings
+        self.ses = ses or SesProvider(
+            make_ses_client(
+                region=settings.aws_region,
+                endpoint_url=settings.ses_endpoint_url,
+                max_pool_connections=settings.concurrency + 4,
+                connect_timeout=settings.ses_connect_timeout_seconds,
+                read_timeout=settings.effective_read_timeout,
+            ),
+            configuration_set=settings.configuration_set,
+            max_concurrency=settings.concurrency,
+        )
+        self.service = SenderService(
+            ses=self.ses,
+            simulator=SimulatorProvider(),
+            in_doubt_seconds=settings.in_doubt_seconds,
+            in_doubt_recheck_seconds=settings.in_doubt_recheck_seconds,
+        )
+
+    async def on_start(self, rt: Runtime) -> None:
+        """Point the configuration set's events at the SNS topic (when one is configured)."""
+        topic = self.settings.ses_events_topic_arn
+        if not topic:
+            return
+        for attempt in range(1, 6):
+            try:
+                await self.ses.ensure_event_destination(
+                    topic_arn=topic, destination_name=self.settings.ses_event_destination_name
+                )
+            except Exception as exc:
+                if attempt == 5:
+                    raise
+                log.warning("SES event destination setup failed; retrying", attempt=attempt, error=repr(exc))
+                await asyncio.sleep(attempt)
+            else:
+                log.info(
+                    "SES event destination ready",
+                    configuration_set=self.settings.configuration_set,
+                    topic_arn=topic,
+                )
+                return
+
+    async def consume_queued(self, rt: Runtime) -> None:
+        await self.settle_backlog_first(rt)
+        handlers = SenderHandlers(rt.pool, self.service)
+        await consume(
+            rt.js, SENDER_QUEUED, handlers.email_queued, stop=rt.stop, concurrency=self.settings.concurrency
+        )
+
+    async def settle_backlog_first(self, rt: Runtime, *, within_seconds: float = 30.0) -> None:
+        """After a restart, let the SES Send events that piled up while we were down settle the
+        in-doubt sends before any queued email is looked at again: an in-doubt window that
+        expired during the outage must not cause a resend of a message SES already has."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_seconds
+        while not rt.stop.is_set() and loop.time() < deadline:
+            try:
+                spec = SENDER_PROVIDER_ACCEPTED
+                info = await rt.js.consumer_info(spec.stream, spec.durable)
+            except Exception as exc:
+                log.warning("provider_accepted consumer info unavailable", error=repr(exc))
+            else:
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    return
+            await asyncio.sleep(0.2)
+        if not rt.stop.is_set():
+            log.warning("SES Send event backlog not drained in time; consuming queued emails anyway")
+
+    async def consume_provider_accepted(self, rt: Runtime) -> None:
+        handlers = SenderHandlers(rt.pool, self.service)
+        await consume(
+            rt.js,
+            SENDER_PROVIDER_ACCEPTED,
+            handlers.provider_accepted,
+            stop=rt.stop,
+            concurrency=self.settings.concurrency,
+        )
+
+    async def relay(self, rt: Runtime) -> None:
+        await rt.relay().run(rt.stop)
+
+    def close(self) -> None:
+        self.ses.close()
+
+
+async def run(settings: BaseSettings) -> None:
+    if not isinstance(settings, SenderSettings):
+        raise TypeError("mailroom_sender needs SenderSettings")
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise SystemExit(f"mailroom_sender: invalid configuration: {exc}") from None
+    sender = Sender(settings)
+    try:
+        await serve(
+            name=NAME,
+            schema=SCHEMA,
+            settings=settings,
+            migrations_dir=MIGRATIONS,
+            build_app=ops_app,
+            workers=[sender.consume_queued, sender.consume_provider_accepted, sender.relay],
+            consumers=[SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED],
+            on_start=sender.on_start,
+        )
+    finally:
+        sender.close()

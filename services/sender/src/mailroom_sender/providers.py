@@ -1,0 +1,331 @@
+"""Email providers behind one interface: SES v2 for live emails, the simulator for test mode.
+
+A provider either returns a `SendResult` (accepted, with a message id) or raises one of
+the `ProviderError` classes, which decide what happens to the email:
+permanent → failed, transient → retried (certainly not sent), in doubt → wait for SES's
+Send event (it may have been sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import boto3
+from botocore.client import BaseClient
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ProxyConnectionError,
+)
+from mailroom_contracts.events import BounceType, EmailQueued
+
+from mailroom_sender.errors import (
+    InDoubtProviderError,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+)
+from mailroom_sender.mime import addr_spec, recipients
+
+SES_EVENT_TYPES = (
+    "SEND",
+    "DELIVERY",
+    "BOUNCE",
+    "COMPLAINT",
+    "REJECT",
+    "DELIVERY_DELAY",
+    "RENDERING_FAILURE",
+    "OPEN",
+    "CLICK",
+)
+
+# SES error code → EmailFailed.reason. The request was refused and would be refused again.
+PERMANENT_CODES = {
+    "MessageRejected": "message_rejected",
+    "MailFromDomainNotVerifiedException": "mail_from_domain_not_verified",
+    "BadRequestException": "bad_request",
+    "AccountSuspendedException": "account_suspended",
+    "SendingPausedException": "sending_paused",
+    "NotFoundException": "configuration_set_not_found",
+}
+# Throttling and server trouble: SES did not take the message; try again later.
+TRANSIENT_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "Throttling",
+        "ThrottlingException",
+        "InternalServiceErrorException",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "ConcurrentModificationException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+# Credentials/permissions are the operator's to fix; the email itself is fine, so keep it.
+AUTH_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "MissingAuthenticationToken",
+        "IncompleteSignature",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SimulatedOutcome:
+    """What SES's mailbox simulator would report for some recipients."""
+
+    kind: Literal["delivered", "bounced", "complained"]
+    recipients: tuple[str, ...]
+    bounce_type: BounceType = "Permanent"
+    bounce_subtype: str = "General"
+    diagnostic_code: str | None = None
+    smtp_response: str | None = None
+    feedback_type: str | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider: Literal["ses", "simulator"]
+    message_id: str
+    outcomes: tuple[SimulatedOutcome, ...] = field(default=())
+
+
+class Provider(Protocol):
+    async def send(self, email: EmailQueued, raw: bytes) -> SendResult: ...
+
+
+# --------------------------------------------------------------------------- SES v2
+
+
+def make_ses_client(
+    *,
+    region: str,
+    endpoint_url: str = "",
+    max_pool_connections: int = 20,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 30.0,
+    aws_access_key_id: str | None = None,
+    aws_secret_access_key: str | None = None,
+) -> BaseClient:
+    """A thread-safe sesv2 client. Retries are off: the state machine decides what a failure means."""
+    config = Config(
+        region_name=region,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=max_pool_connections,
+    )
+    session = boto3.session.Session()
+    client: BaseClient = session.client(
+        "sesv2",
+        region_name=region,
+        endpoint_url=endpoint_url or None,
+        config=config,
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
+    )
+    return client
+
+
+def classify(exc: Exception) -> ProviderError:
+    """Map a boto3/botocore exception from SendEmail to permanent, transient or in doubt."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        text = f"SES {code}: {error.get('Message', '')}".strip()
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in PERMANENT_CODES:
+            return PermanentProviderError(text, reason=PERMANENT_CODES[code])
+        if code in TRANSIENT_CODES or code in AUTH_CODES or status >= 500 or status in (0, 401, 403, 429):
+            return TransientProviderError(text)
+        # Any other 4xx: SES answered, refusing this request.
+        return PermanentProviderError(text)
+    if isinstance(exc, ParamValidationError):
+        return PermanentProviderError(f"invalid SES request: {exc}", reason="invalid_message")
+    # Failures before a byte reached SES: certainly not sent.
+    if isinstance(
+        exc,
+        EndpointConnectionError
+        | ConnectTimeoutError
+        | ProxyConnectionError
+        | NoCredentialsError
+        | PartialCredentialsError
+        | NoRegionError,
+    ):
+        return TransientProviderError(f"SES unreachable: {exc}")
+    # Read timeout, connection dropped mid-request, TLS error, anything unknown: SES may have the
+    # message. Only its Send event (or the in-doubt timeout) settles it.
+    kind = "botocore" if isinstance(exc, BotoCoreError) else type(exc).__name__
+    return InDoubtProviderError(f"SES outcome unknown ({kind}): {exc}")
+
+
+class SesProvider:
+    """Sends the raw MIME message with SES v2 SendEmail, tagged so SES events find the email again."""
+
+    def __init__(self, client: BaseClient, *, configuration_set: str, max_concurrency: int) -> None:
+        self._client = client
+        self._configuration_set = configuration_set
+        self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="ses")
+
+    def request(self, email: EmailQueued, raw: bytes) -> dict[str, Any]:
+        """SendEmail parameters (Destination lists every envelope recipient, Bcc included)."""
+        tags = {
+            "mailroom_email_id": email.email_id,
+            "mailroom_tenant_id": email.tenant_id,
+            "mailroom_mode": email.mode,
+        }
+        for name, value in email.tags.items():
+            tags.setdefault(name, value)  # our tags win: SES events are matched through them
+        destination = {
+            key: [addr_spec(a) for a in addresses]
+            for key, addresses in (
+                ("ToAddresses", email.to),
+                ("CcAddresses", email.cc),
+                ("BccAddresses", email.bcc),
+            )
+            if addresses
+        }
+        return {
+            "FromEmailAddress": addr_spec(email.from_),
+            "Destination": destination,
+            "Content": {"Raw": {"Data": raw}},
+            "ConfigurationSetName": self._configuration_set,
+            "EmailTags": [{"Name": k, "Value": v} for k, v in tags.items()],
+        }
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(getattr(self._client, method), **kwargs)
+        )
+
+    async def send(self, email: EmailQueued, raw: bytes) -> SendResult:
+        try:
+            response = await self._call("send_email", **self.request(email, raw))
+        except Exception as exc:
+            raise classify(exc) from exc
+        return SendResult(provider="ses", message_id=str(response["MessageId"]))
+
+    async def ensure_event_destination(self, *, topic_arn: str, destination_name: str) -> None:
+        """Make the configuration set publish every SES event type to `topic_arn` (idempotent)."""
+        try:
+            await self._call("create_configuration_set", ConfigurationSetName=self._configuration_set)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "AlreadyExistsException":
+                raise
+        destination = {
+            "Enabled": True,
+            "MatchingEventTypes": list(SES_EVENT_TYPES),
+            "SnsDestination": {"TopicArn": topic_arn},
+        }
+        try:
+            await self._call(
+                "create_configuration_set_event_destination",
+                ConfigurationSetName=self._configuration_set,
+                EventDestinationName=destination_name,
+                EventDestination=destination,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "AlreadyExistsException":
+                raise
+            # It exists: converge it (topic or event types may have changed since it was made).
+            await self._call(
+                "update_configuration_set_event_destination",
+                ConfigurationSetName=self._configuration_set,
+                EventDestinationName=destination_name,
+                EventDestination=destination,
+            )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- test-mode simulator
+
+SIMULATOR_DOMAIN = "simulator.amazonses.com"
+
+
+def simulate(addresses: Sequence[str]) -> tuple[SimulatedOutcome, ...]:
+    """Outcomes per recipient, mirroring the SES mailbox simulator (labels like `bounce+x@` count)."""
+    delivered: list[str] = []
+    bounced: list[str] = []
+    suppressed: list[str] = []
+    complained: list[str] = []
+    for address in addresses:
+        local, _, domain = address.rpartition("@")
+        box = local.split("+", 1)[0].lower() if domain.lower() == SIMULATOR_DOMAIN else ""
+        if box == "bounce":
+            bounced.append(address)
+        elif box == "suppressionlist":
+            suppressed.append(address)
+        elif box == "complaint":
+            delivered.append(address)
+            complained.append(address)
+        else:  # success, ooto (delivered, then an auto-reply SES does not report) and everyone else
+            delivered.append(address)
+    outcomes: list[SimulatedOutcome] = []
+    if delivered:
+        outcomes.append(
+            SimulatedOutcome(
+                kind="delivered", recipients=tuple(delivered), smtp_response="250 2.6.0 Message received"
+            )
+        )
+    if bounced:
+        outcomes.append(
+            SimulatedOutcome(
+                kind="bounced",
+                recipients=tuple(bounced),
+                bounce_type="Permanent",
+                bounce_subtype="General",
+                diagnostic_code="smtp; 550 5.1.1 user unknown",
+            )
+        )
+    if suppressed:
+        outcomes.append(
+            SimulatedOutcome(
+                kind="bounced",
+                recipients=tuple(suppressed),
+                bounce_type="Permanent",
+                bounce_subtype="OnAccountSuppressionList",
+                diagnostic_code="Amazon SES did not send the message to this address because it is on the "
+                "suppression list for your account.",
+            )
+        )
+    if complained:
+        outcomes.append(
+            SimulatedOutcome(kind="complained", recipients=tuple(complained), feedback_type="abuse")
+        )
+    return tuple(outcomes)
+
+
+class SimulatorProvider:
+    """Test mode: never touches SES; reports what SES would, driven by the recipients."""
+
+    async def send(self, email: EmailQueued, raw: bytes) -> SendResult:
+        return SendResult(
+            provider="simulator", message_id=f"sim-{uuid.uuid4()}", outcomes=simulate(recipients(email))
+        )

@@ -1,0 +1,110 @@
+"""Every SQL statement of the sender (table `deliveries`). Callers own the transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mailroom_kit.db import Conn
+
+_COLUMNS = (
+    "email_id, tenant_id, mode, recipients, state, attempts, attempt_started_at, provider, "
+    "provider_message_id, failure_reason, created_at, updated_at"
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    email_id: str
+    tenant_id: str
+    mode: str
+    recipients: list[str]
+    state: str
+    attempts: int
+    attempt_started_at: datetime | None
+    provider: str | None
+    provider_message_id: str | None
+    failure_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class LockedDelivery:
+    delivery: Delivery
+    # Seconds until an in-flight attempt stops being "in doubt" (Postgres clock; <= 0 = expired).
+    in_doubt_remaining: float | None
+
+
+def _delivery(row: dict[str, Any]) -> Delivery:
+    return Delivery(**{k: row[k] for k in Delivery.__dataclass_fields__})
+
+
+async def insert_if_missing(
+    conn: Conn, *, email_id: str, tenant_id: str, mode: str, recipients: list[str]
+) -> None:
+    await conn.execute(
+        "INSERT INTO deliveries (email_id, tenant_id, mode, recipients) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (email_id) DO NOTHING",
+        (email_id, tenant_id, mode, recipients),
+    )
+
+
+async def lock(conn: Conn, email_id: str, *, in_doubt_seconds: float = 0.0) -> LockedDelivery | None:
+    """The row, locked until the transaction ends, or None if unknown."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS}, "
+        "EXTRACT(EPOCH FROM (attempt_started_at + make_interval(secs => %s::float8) - now()))::float8 "
+        "AS remaining "
+        "FROM deliveries WHERE email_id = %s FOR UPDATE",
+        (in_doubt_seconds, email_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return LockedDelivery(delivery=_delivery(row), in_doubt_remaining=row["remaining"])
+
+
+async def get(conn: Conn, email_id: str) -> Delivery | None:
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE email_id = %s", (email_id,))
+    row = await cur.fetchone()
+    return _delivery(row) if row else None
+
+
+async def start_attempt(conn: Conn, email_id: str, *, provider: str) -> int:
+    """pending/sending → sending with a new attempt; returns the attempt number."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, attempt_started_at = now(), "
+        "provider = %s, updated_at = now() WHERE email_id = %s RETURNING attempts",
+        (provider, email_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError(email_id)
+    return int(row["attempts"])
+
+
+async def mark_sent(conn: Conn, email_id: str, *, provider: str, provider_message_id: str) -> None:
+    await conn.execute(
+        "UPDATE deliveries SET state = 'sent', provider = %s, provider_message_id = %s, "
+        "failure_reason = NULL, updated_at = now() WHERE email_id = %s",
+        (provider, provider_message_id, email_id),
+    )
+
+
+async def mark_failed(conn: Conn, email_id: str, *, reason: str) -> None:
+    await conn.execute(
+        "UPDATE deliveries SET state = 'failed', failure_reason = %s, updated_at = now() WHERE email_id = %s",
+        (reason, email_id),
+    )
+
+
+async def release_attempt(conn: Conn, email_id: str, *, attempt: int, reason: str) -> bool:
+    """sending → pending, only if `attempt` is still the current one (nobody took over)."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET state = 'pending', failure_reason = %s, updated_at = now() "
+        "WHERE email_id = %s AND state = 'sending' AND attempts = %s",
+        (reason, email_id, attempt),
+    )
+    return cur.rowcount == 1

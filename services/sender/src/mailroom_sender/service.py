@@ -1,0 +1,314 @@
+"""The sender's exactly-once state machine.
+
+Per email one `deliveries` row moves pending → sending → sent | failed. The edge (handlers)
+runs each step in its own transaction with the provider call in between:
+
+1. `begin` (TX1): create/lock the row. sent/failed → duplicate delivery, nothing to do.
+   `sending` → an earlier attempt may have reached SES (in doubt): wait for SES's Send
+   event until `in_doubt_seconds` have passed, then send again (at-least-once fallback).
+   Otherwise mark it `sending` and commit *before* calling the provider.
+2. `send`: the provider call, outside any transaction.
+3. `record_sent` / `record_failed` / `release` (TX2): settle the row and write the event to
+   the outbox in the same transaction.
+4. `settle_accepted`: SES's Send event (EmailProviderAccepted) settles a row still in doubt.
+
+Whichever of 3 and 4 settles first publishes the single EmailSent; the other does nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mailroom_contracts.events import (
+    EmailBounced,
+    EmailComplained,
+    EmailDelivered,
+    EmailFailed,
+    EmailProviderAccepted,
+    EmailQueued,
+    EmailSent,
+    Event,
+)
+from mailroom_kit.db import Conn
+from mailroom_kit.ids import new_id
+from mailroom_kit.logging import get_logger
+from mailroom_kit.outbox import add as add_to_outbox
+
+from mailroom_sender import repository
+from mailroom_sender.errors import MessageBuildError, SenderError
+from mailroom_sender.mime import build_message, recipients
+from mailroom_sender.providers import Provider, SendResult
+
+log = get_logger(__name__)
+
+SCHEMA = "sender"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The MIME message and envelope of an email, or why it cannot be built."""
+
+    raw: bytes
+    recipients: list[str]
+    error: MessageBuildError | None = None
+
+
+@dataclass(frozen=True)
+class Proceed:
+    """Row is `sending` (committed): call the provider."""
+
+    attempt: int
+    resent_after_doubt: bool = False
+
+
+@dataclass(frozen=True)
+class Settled:
+    """Already sent or failed: a duplicate delivery of EmailQueued."""
+
+    state: str
+    provider_message_id: str | None
+
+
+@dataclass(frozen=True)
+class InDoubt:
+    """An earlier attempt may have reached SES; check again after `recheck_in` seconds."""
+
+    remaining: float
+    recheck_in: float
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The message could not be built; the row is failed and EmailFailed is in the outbox."""
+
+    reason: str
+    message: str
+
+
+Begin = Proceed | Settled | InDoubt | Refused
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SenderService:
+    def __init__(
+        self,
+        *,
+        ses: Provider,
+        simulator: Provider,
+        in_doubt_seconds: float,
+        in_doubt_recheck_seconds: float = 15.0,
+    ) -> None:
+        self._ses = ses
+        self._simulator = simulator
+        self._in_doubt_seconds = in_doubt_seconds
+        self._recheck = in_doubt_recheck_seconds
+
+    # ------------------------------------------------------------------ step 0: build (no I/O)
+
+    def prepare(self, email: EmailQueued) -> Prepared:
+        try:
+            return Prepared(raw=build_message(email), recipients=recipients(email))
+        except MessageBuildError as exc:
+            return Prepared(raw=b"", recipients=[], error=exc)
+
+    # ------------------------------------------------------------------ step 1: TX1
+
+    async def begin(self, conn: Conn, email: EmailQueued, prepared: Prepared) -> Begin:
+        await repository.insert_if_missing(
+            conn,
+            email_id=email.email_id,
+            tenant_id=email.tenant_id,
+            mode=email.mode,
+            recipients=prepared.recipients,
+        )
+        locked = await repository.lock(conn, email.email_id, in_doubt_seconds=self._in_doubt_seconds)
+        if locked is None:  # inserted above in this transaction
+            raise LookupError(email.email_id)
+        row = locked.delivery
+        if row.state in ("sent", "failed"):
+            return Settled(state=row.state, provider_message_id=row.provider_message_id)
+        if prepared.error is not None:
+            await self._fail(conn, email, prepared.error)
+            return Refused(reason=prepared.error.reason, message=prepared.error.message)
+        resent = False
+        # The simulator has no side effect outside this database, so a test-mode attempt cut
+        # short by a crash is simply run again; only a live send can be in doubt.
+        if row.state == "sending" and email.mode == "live":
+            remaining = locked.in_doubt_remaining if locked.in_doubt_remaining is not None else 0.0
+            if remaining > 0:
+                return InDoubt(remaining=remaining, recheck_in=min(remaining, self._recheck))
+            log.warning(
+                "in-doubt send not settled by an SES Send event in time; "
+                "sending again (at-least-once fallback)",
+                email_id=email.email_id,
+                attempts=row.attempts,
+                attempt_started_at=str(row.attempt_started_at),
+                in_doubt_seconds=self._in_doubt_seconds,
+            )
+            resent = True
+        attempt = await repository.start_attempt(conn, email.email_id, provider=self.provider_name(email))
+        return Proceed(attempt=attempt, resent_after_doubt=resent)
+
+    # ------------------------------------------------------------------ step 2: provider (no transaction)
+
+    def provider_name(self, email: EmailQueued) -> str:
+        return "simulator" if email.mode == "test" else "ses"
+
+    async def send(self, email: EmailQueued, prepared: Prepared) -> SendResult:
+        provider = self._simulator if email.mode == "test" else self._ses
+        return await provider.send(email, prepared.raw)
+
+    # ------------------------------------------------------------------ step 3: TX2
+
+    async def record_sent(self, conn: Conn, email: EmailQueued, result: SendResult) -> bool:
+        """sending → sent + EmailSent (+ simulated outcomes). False if something settled it first."""
+        locked = await repository.lock(conn, email.email_id)
+        if locked is None:
+            raise LookupError(email.email_id)
+        row = locked.delivery
+        if row.state in ("sent", "failed"):
+            if row.state == "failed" or row.provider_message_id != result.message_id:
+                log.warning(
+                    "provider accepted an email that was already settled",
+                    email_id=email.email_id,
+                    state=row.state,
+                    provider_message_id=result.message_id,
+                    settled_provider_message_id=row.provider_message_id,
+                )
+            return False
+        await repository.mark_sent(
+            conn, email.email_id, provider=result.provider, provider_message_id=result.message_id
+        )
+        await self._publish(
+            conn,
+            EmailSent(
+                event_id=new_id("evt"),
+                # "sent" is the moment the message was handed to the provider, so it sorts
+                # before the provider's own events (delivery can be reported before TX2 commits).
+                occurred_at=row.attempt_started_at or _now(),
+                tenant_id=email.tenant_id,
+                email_id=email.email_id,
+                mode=email.mode,
+                provider=result.provider,
+                provider_message_id=result.message_id,
+                recipients=list(row.recipients),
+            ),
+        )
+        for event in self._outcome_events(email, result):
+            await self._publish(conn, event)
+        return True
+
+    async def record_failed(self, conn: Conn, email: EmailQueued, error: SenderError) -> bool:
+        """→ failed + EmailFailed, unless already settled."""
+        locked = await repository.lock(conn, email.email_id)
+        if locked is None:
+            raise LookupError(email.email_id)
+        if locked.delivery.state in ("sent", "failed"):
+            return False
+        await self._fail(conn, email, error)
+        return True
+
+    async def release(self, conn: Conn, email: EmailQueued, attempt: int, error: SenderError) -> bool:
+        """A transient failure: the provider certainly did not take it; back to pending."""
+        return await repository.release_attempt(
+            conn, email.email_id, attempt=attempt, reason=error.message[:500]
+        )
+
+    # ------------------------------------------------------------------ step 4: SES Send event
+
+    async def settle_accepted(self, conn: Conn, event: EmailProviderAccepted) -> bool:
+        """SES says it took the message: settle an attempt still in flight/in doubt. False = nothing to do."""
+        locked = await repository.lock(conn, event.email_id)
+        if locked is None:
+            log.debug("provider_accepted for an unknown email ignored", email_id=event.email_id)
+            return False
+        row = locked.delivery
+        # `pending` after an attempt means a failure we classified as "certainly not sent"; SES
+        # says otherwise, and it knows: settle it so it is not sent again.
+        if row.state == "sending" or (row.state == "pending" and row.attempts > 0):
+            await repository.mark_sent(
+                conn, event.email_id, provider="ses", provider_message_id=event.provider_message_id
+            )
+            await self._publish(
+                conn,
+                EmailSent(
+                    event_id=new_id("evt"),
+                    occurred_at=event.occurred_at,  # SES's Send event time
+                    tenant_id=row.tenant_id,
+                    email_id=row.email_id,
+                    mode="test" if row.mode == "test" else "live",
+                    provider="ses",
+                    provider_message_id=event.provider_message_id,
+                    recipients=list(row.recipients),
+                ),
+            )
+            return True
+        return False
+
+    # ------------------------------------------------------------------ internals
+
+    async def _fail(self, conn: Conn, email: EmailQueued, error: SenderError) -> None:
+        await repository.mark_failed(conn, email.email_id, reason=error.reason)
+        await self._publish(
+            conn,
+            EmailFailed(
+                event_id=new_id("evt"),
+                occurred_at=_now(),
+                tenant_id=email.tenant_id,
+                email_id=email.email_id,
+                mode=email.mode,
+                reason=error.reason,
+                message=error.message[:1000],
+            ),
+        )
+
+    async def _publish(self, conn: Conn, event: Event) -> None:
+        await add_to_outbox(conn, event, schema=SCHEMA)
+
+    def _outcome_events(self, email: EmailQueued, result: SendResult) -> list[Event]:
+        events: list[Event] = []
+        common: dict[str, Any] = {
+            "tenant_id": email.tenant_id,
+            "email_id": email.email_id,
+            "mode": email.mode,
+            "provider_message_id": result.message_id,
+        }
+        for outcome in result.outcomes:
+            if outcome.kind == "delivered":
+                events.append(
+                    EmailDelivered(
+                        event_id=new_id("evt"),
+                        occurred_at=_now(),
+                        recipients=list(outcome.recipients),
+                        smtp_response=outcome.smtp_response,
+                        **common,
+                    )
+                )
+            elif outcome.kind == "bounced":
+                events.append(
+                    EmailBounced(
+                        event_id=new_id("evt"),
+                        occurred_at=_now(),
+                        recipients=list(outcome.recipients),
+                        bounce_type=outcome.bounce_type,
+                        bounce_subtype=outcome.bounce_subtype,
+                        diagnostic_code=outcome.diagnostic_code,
+                        **common,
+                    )
+                )
+            else:
+                events.append(
+                    EmailComplained(
+                        event_id=new_id("evt"),
+                        occurred_at=_now(),
+                        recipients=list(outcome.recipients),
+                        feedback_type=outcome.feedback_type,
+                        **common,
+                    )
+                )
+        return events

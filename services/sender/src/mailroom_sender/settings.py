@@ -1,0 +1,51 @@
+"""Sender settings, read once from MAILROOM_SENDER_* (and the shared MAILROOM_*) variables."""
+
+from __future__ import annotations
+
+from mailroom_kit.settings import BaseSettings
+
+
+class SenderSettings(BaseSettings, frozen=True, kw_only=True):
+    env_prefix = "MAILROOM_SENDER_"
+
+    # HTTP port of /health, /ready and /metrics.
+    port: int = 8002
+    # SES configuration set every live email is sent with (event publishing hangs off it).
+    configuration_set: str = "mailroom-transactional"
+    # SNS topic for SES events. When set, the configuration set and its SNS event destination
+    # are created/updated at start; empty = leave SES configuration to the operator.
+    ses_events_topic_arn: str = ""
+    # Name of the event destination created on the configuration set.
+    ses_event_destination_name: str = "mailroom-events"
+    # Emails handled at once per replica (consumer concurrency, SES threads and HTTP pool size).
+    concurrency: int = 16
+    # How long a send that may have reached SES waits for SES's Send event before it is
+    # sent again (at-least-once fallback). The SES read timeout is capped at half of it, so an
+    # attempt can never still be waiting for SES when its doubt expires.
+    in_doubt_seconds: float = 600.0
+    # While a send is in doubt, its queued message is re-checked this often (acked soon after
+    # the Send event settles it).
+    in_doubt_recheck_seconds: float = 15.0
+    # SES HTTP timeouts. A read timeout leaves the send in doubt; a connect failure is retried.
+    ses_connect_timeout_seconds: float = 5.0
+    ses_read_timeout_seconds: float = 30.0
+    # AWS region (shared MAILROOM_AWS_REGION).
+    aws_region: str = "us-east-1"
+    # SES v2 endpoint override (shared MAILROOM_SES_ENDPOINT_URL); empty = the real AWS endpoint.
+    ses_endpoint_url: str = ""
+
+    def validate(self) -> None:
+        """Cross-field checks msgspec cannot express; raises ValueError."""
+        if self.concurrency < 1:
+            raise ValueError("MAILROOM_SENDER_CONCURRENCY must be >= 1")
+        if self.in_doubt_seconds <= 0 or self.ses_read_timeout_seconds <= 0:
+            raise ValueError(
+                "MAILROOM_SENDER_IN_DOUBT_SECONDS and MAILROOM_SENDER_SES_READ_TIMEOUT_SECONDS must be > 0"
+            )
+        if not self.configuration_set:
+            raise ValueError("MAILROOM_SENDER_CONFIGURATION_SET must not be empty")
+
+    @property
+    def effective_read_timeout(self) -> float:
+        """The SES read timeout actually used: never more than half the in-doubt window."""
+        return min(self.ses_read_timeout_seconds, self.in_doubt_seconds / 2)

@@ -1,0 +1,163 @@
+"""Providers against the real SES v2 emulator (boto3 over HTTP), and the test-mode simulator."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+import httpx
+import pytest
+from mailroom_contracts.events import Address
+from mailroom_sender.errors import InDoubtProviderError, PermanentProviderError, TransientProviderError
+from mailroom_sender.mime import build_message
+from mailroom_sender.providers import SES_EVENT_TYPES, SesProvider, SimulatorProvider, simulate
+from mailroom_ses_emulator import EmulatorServer
+
+from .conftest import (
+    CONFIG_SET,
+    BlackHole,
+    closed_port_url,
+    queued,
+    sent_messages,
+    ses_client,
+    start_emulator,
+)
+
+
+async def test_ses_send_lands_in_emulator_with_tags_and_all_recipients(
+    emulator: EmulatorServer, ses_provider: SesProvider
+) -> None:
+    ev = queued(
+        to=["a@example.org"],
+        cc=[Address(email="c@example.org")],
+        bcc=[Address(email="hidden@example.org")],
+        tags={"order": "o-42", "mailroom_email_id": "forged"},
+    )
+    result = await ses_provider.send(ev, build_message(ev))
+    assert result.provider == "ses" and result.outcomes == ()
+    [sent] = sent_messages(emulator, ev.email_id)
+    assert sent["message_id"] == result.message_id
+    assert sent["configuration_set"] == CONFIG_SET
+    assert sent["tags"] == {
+        "mailroom_email_id": ev.email_id,
+        "mailroom_tenant_id": "ten_test",
+        "mailroom_mode": "live",
+        "order": "o-42",
+    }
+    assert sorted(sent["destinations"]) == ["a@example.org", "c@example.org", "hidden@example.org"]
+    assert sent["subject"] == "Your receipt"
+    parsed = email.message_from_string(sent["raw"], policy=email.policy.default)
+    assert parsed["Message-ID"] == f"<{ev.email_id}@mail.acme.test>"
+    assert "Bcc" not in parsed and "hidden@example.org" not in sent["raw"]
+
+
+async def test_unverified_from_domain_is_permanent(
+    emulator: EmulatorServer, ses_provider: SesProvider
+) -> None:
+    ev = queued(from_email="noreply@not-verified.test")
+    with pytest.raises(PermanentProviderError) as exc:
+        await ses_provider.send(ev, build_message(ev))
+    assert exc.value.reason == "message_rejected"
+    assert "not verified" in exc.value.message
+    assert sent_messages(emulator, ev.email_id) == []
+
+
+async def test_unknown_configuration_set_is_permanent(emulator: EmulatorServer) -> None:
+    provider = SesProvider(ses_client(emulator.url), configuration_set="nope", max_concurrency=2)
+    ev = queued()
+    with pytest.raises(PermanentProviderError) as exc:
+        await provider.send(ev, build_message(ev))
+    provider.close()
+    assert exc.value.reason == "configuration_set_not_found"
+
+
+async def test_throttling_and_connection_refused_are_transient() -> None:
+    throttled = start_emulator(enforce_send_rate=True, max_send_rate=0)
+    ev = queued()
+    try:
+        provider = SesProvider(ses_client(throttled.url), configuration_set=CONFIG_SET, max_concurrency=2)
+        with pytest.raises(TransientProviderError, match="TooManyRequestsException"):
+            await provider.send(ev, build_message(ev))
+        provider.close()
+    finally:
+        throttled.stop()
+    refused = SesProvider(ses_client(closed_port_url()), configuration_set=CONFIG_SET, max_concurrency=2)
+    with pytest.raises(TransientProviderError, match="unreachable"):
+        await refused.send(ev, build_message(ev))
+    refused.close()
+
+
+async def test_read_timeout_after_sending_is_in_doubt(black_hole: BlackHole) -> None:
+    from mailroom_sender.providers import make_ses_client
+
+    client = make_ses_client(
+        region="us-east-1",
+        endpoint_url=black_hole.url,
+        connect_timeout=1,
+        read_timeout=0.5,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    provider = SesProvider(client, configuration_set=CONFIG_SET, max_concurrency=2)
+    ev = queued()
+    with pytest.raises(InDoubtProviderError):
+        await provider.send(ev, build_message(ev))
+    provider.close()
+    assert black_hole.received == 1  # one request, no retry by botocore
+
+
+async def test_event_destination_is_created_idempotently_and_converges(emulator: EmulatorServer) -> None:
+    provider = SesProvider(
+        ses_client(emulator.url), configuration_set="mailroom-setup-test", max_concurrency=2
+    )
+    topic = "arn:aws:sns:us-east-1:000000000000:mailroom-ses-events"
+    await provider.ensure_event_destination(topic_arn=topic, destination_name="mailroom-events")
+    await provider.ensure_event_destination(topic_arn=topic, destination_name="mailroom-events")
+    other = "arn:aws:sns:us-east-1:000000000000:other-topic"
+    await provider.ensure_event_destination(topic_arn=other, destination_name="mailroom-events")
+    provider.close()
+    sets = httpx.get(f"{emulator.url}/_emulator/configuration-sets").json()["configuration_sets"]
+    [cs] = [c for c in sets if c["name"] == "mailroom-setup-test"]
+    [dest] = cs["event_destinations"]
+    assert dest["Name"] == "mailroom-events" and dest["Enabled"] is True
+    assert dest["SnsDestination"]["TopicArn"] == other
+    assert sorted(dest["MatchingEventTypes"]) == sorted(SES_EVENT_TYPES)
+
+
+def test_simulator_mirrors_the_ses_mailbox_simulator() -> None:
+    outcomes = simulate(
+        [
+            "success@simulator.amazonses.com",
+            "bounce@simulator.amazonses.com",
+            "complaint+x@simulator.amazonses.com",
+            "ooto@simulator.amazonses.com",
+            "suppressionlist@simulator.amazonses.com",
+            "anyone@example.org",
+            "bounce@example.org",
+        ]
+    )
+    by_kind = {(o.kind, o.bounce_subtype if o.kind == "bounced" else ""): o for o in outcomes}
+    assert by_kind[("delivered", "")].recipients == (
+        "success@simulator.amazonses.com",
+        "complaint+x@simulator.amazonses.com",
+        "ooto@simulator.amazonses.com",
+        "anyone@example.org",
+        "bounce@example.org",
+    )
+    general = by_kind[("bounced", "General")]
+    assert general.recipients == ("bounce@simulator.amazonses.com",) and general.bounce_type == "Permanent"
+    listed = by_kind[("bounced", "OnAccountSuppressionList")]
+    assert (
+        listed.recipients == ("suppressionlist@simulator.amazonses.com",)
+        and listed.bounce_type == "Permanent"
+    )
+    assert by_kind[("complained", "")].recipients == ("complaint+x@simulator.amazonses.com",)
+    assert len(outcomes) == 4
+
+
+async def test_simulator_provider_never_touches_ses(emulator: EmulatorServer) -> None:
+    ev = queued(mode="test", to=["bounce@simulator.amazonses.com"])
+    result = await SimulatorProvider().send(ev, build_message(ev))
+    assert result.provider == "simulator" and result.message_id.startswith("sim-")
+    assert [o.kind for o in result.outcomes] == ["bounced"]
+    assert sent_messages(emulator, ev.email_id) == []

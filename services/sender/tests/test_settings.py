@@ -1,0 +1,49 @@
+"""Settings come from MAILROOM_SENDER_* and the shared MAILROOM_* names, and are validated."""
+
+from __future__ import annotations
+
+import pytest
+from mailroom_kit.settings import SettingsError
+from mailroom_sender.settings import SenderSettings
+
+
+def test_defaults_and_environment_names() -> None:
+    s = SenderSettings.from_env({})
+    assert (s.configuration_set, s.ses_events_topic_arn, s.concurrency, s.in_doubt_seconds) == (
+        "mailroom-transactional",
+        "",
+        16,
+        600.0,
+    )
+    assert (s.aws_region, s.ses_endpoint_url) == ("us-east-1", "")
+    s.validate()
+    env = {
+        "MAILROOM_SENDER_PORT": "9100",
+        "MAILROOM_SENDER_CONFIGURATION_SET": "cs",
+        "MAILROOM_SENDER_SES_EVENTS_TOPIC_ARN": "arn:aws:sns:eu-west-1:1:t",
+        "MAILROOM_SENDER_CONCURRENCY": "4",
+        "MAILROOM_SENDER_IN_DOUBT_SECONDS": "120",
+        "MAILROOM_AWS_REGION": "eu-west-1",
+        "MAILROOM_SES_ENDPOINT_URL": "http://127.0.0.1:4566",
+        "MAILROOM_SENDER_AWS_REGION": "ignored",
+    }
+    s = SenderSettings.from_env(env)
+    assert (s.port, s.configuration_set, s.concurrency, s.in_doubt_seconds) == (9100, "cs", 4, 120.0)
+    assert s.ses_events_topic_arn == "arn:aws:sns:eu-west-1:1:t"
+    assert (s.aws_region, s.ses_endpoint_url) == ("eu-west-1", "http://127.0.0.1:4566")
+
+
+def test_invalid_values_are_refused() -> None:
+    with pytest.raises(SettingsError, match="MAILROOM_SENDER_CONCURRENCY"):
+        SenderSettings.from_env({"MAILROOM_SENDER_CONCURRENCY": "many"})
+    with pytest.raises(ValueError, match="IN_DOUBT_SECONDS"):
+        SenderSettings.from_env({"MAILROOM_SENDER_IN_DOUBT_SECONDS": "0"}).validate()
+    with pytest.raises(ValueError, match="CONCURRENCY"):
+        SenderSettings.from_env({"MAILROOM_SENDER_CONCURRENCY": "0"}).validate()
+
+
+def test_read_timeout_is_capped_by_the_in_doubt_window() -> None:
+    assert SenderSettings.from_env({}).effective_read_timeout == 30.0
+    short = SenderSettings.from_env({"MAILROOM_SENDER_IN_DOUBT_SECONDS": "5"})
+    short.validate()
+    assert short.effective_read_timeout == 2.5

@@ -1,0 +1,113 @@
+"""Builds the webhooks service from settings: RPC responders, the two durable consumers, the
+delivery dispatcher and the outbox relay, behind the kit's ops HTTP app."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from mailroom_contracts import subjects
+from mailroom_contracts.rpc import (
+    CreateWebhookRequest,
+    DeleteWebhookRequest,
+    GetWebhookRequest,
+    ListWebhooksRequest,
+)
+from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
+from mailroom_kit import rpc
+from mailroom_kit.consumer import consume
+from mailroom_kit.runtime import Runtime, Worker, ops_app, serve
+from mailroom_kit.settings import BaseSettings
+
+from mailroom_webhooks.dispatcher import Dispatcher
+from mailroom_webhooks.handlers import EventHandlers, RpcHandlers
+from mailroom_webhooks.netpolicy import AddressPolicy
+from mailroom_webhooks.settings import WebhooksSettings
+from mailroom_webhooks.signing import SecretBox
+from mailroom_webhooks.transport import Resolver, build_client, system_resolver
+
+NAME = "webhooks"
+SCHEMA = "webhooks"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+CONSUMERS = (WEBHOOKS_EMAIL, WEBHOOKS_DOMAINS)
+RPC_QUEUE = "webhooks"
+
+
+def build_workers(
+    settings: WebhooksSettings,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    resolver: Resolver = system_resolver,
+) -> list[Worker]:
+    """The service's background workers. `ssl_context`/`resolver` exist for tests (a private CA,
+    a fixed name→address map); production uses the system trust store and resolver."""
+    box = SecretBox(settings.fernet_keys())
+    policy = AddressPolicy(settings.allowed_networks())
+
+    async def rpc_responders(rt: Runtime) -> None:
+        handlers = RpcHandlers(rt.pool, settings, box, policy)
+        subs = [
+            await rpc.serve(
+                rt.nc,
+                subjects.RPC_WEBHOOKS_CREATE,
+                CreateWebhookRequest,
+                handlers.create_endpoint,
+                queue=RPC_QUEUE,
+            ),
+            await rpc.serve(
+                rt.nc,
+                subjects.RPC_WEBHOOKS_LIST,
+                ListWebhooksRequest,
+                handlers.list_endpoints,
+                queue=RPC_QUEUE,
+            ),
+            await rpc.serve(
+                rt.nc, subjects.RPC_WEBHOOKS_GET, GetWebhookRequest, handlers.get_endpoint, queue=RPC_QUEUE
+            ),
+            await rpc.serve(
+                rt.nc,
+                subjects.RPC_WEBHOOKS_DELETE,
+                DeleteWebhookRequest,
+                handlers.delete_endpoint,
+                queue=RPC_QUEUE,
+            ),
+        ]
+        try:
+            await rt.stop.wait()
+        finally:
+            for sub in subs:
+                await sub.unsubscribe()
+
+    async def email_events(rt: Runtime) -> None:
+        await consume(rt.js, WEBHOOKS_EMAIL, EventHandlers(rt.pool, settings).on_email_event, stop=rt.stop)
+
+    async def domain_events(rt: Runtime) -> None:
+        await consume(rt.js, WEBHOOKS_DOMAINS, EventHandlers(rt.pool, settings).on_domain_event, stop=rt.stop)
+
+    async def dispatcher(rt: Runtime) -> None:
+        async with build_client(
+            policy,
+            timeout=settings.timeout_seconds,
+            max_connections=settings.concurrency,
+            ssl_context=ssl_context,
+            resolver=resolver,
+        ) as client:
+            await Dispatcher(rt.pool, settings, client, box).run(rt.stop)
+
+    async def outbox_relay(rt: Runtime) -> None:
+        await rt.relay().run(rt.stop)
+
+    return [rpc_responders, email_events, domain_events, dispatcher, outbox_relay]
+
+
+async def run(settings: BaseSettings) -> None:
+    assert isinstance(settings, WebhooksSettings)
+    await serve(
+        name=NAME,
+        schema=SCHEMA,
+        settings=settings,
+        migrations_dir=MIGRATIONS,
+        build_app=ops_app,
+        workers=build_workers(settings),
+        consumers=CONSUMERS,
+    )

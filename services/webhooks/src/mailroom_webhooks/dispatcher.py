@@ -1,0 +1,163 @@
+"""The delivery worker: claims due deliveries, POSTs them, settles each attempt.
+
+Safe with any number of replicas: claims take rows with `FOR UPDATE SKIP LOCKED` and mark them
+in flight under a lease; a worker that dies mid-attempt leaves a lease that expires, and the
+delivery is claimed again (at-least-once; receivers de-duplicate by `webhook-id`). Claims never
+take an endpoint above `per_endpoint_concurrency` live leases, so one slow endpoint holds at most
+that many of this process's `concurrency` slots and never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from cryptography.fernet import InvalidToken
+from mailroom_kit.db import Pool, connect
+from mailroom_kit.logging import get_logger
+from prometheus_client import Counter, Histogram
+
+from mailroom_webhooks import delivery, service
+from mailroom_webhooks import repository as repo
+from mailroom_webhooks.service import AttemptResult, Claim
+from mailroom_webhooks.settings import WebhooksSettings
+from mailroom_webhooks.signing import SecretBox
+
+log = get_logger(__name__)
+
+ATTEMPTS = Counter("mailroom_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
+ATTEMPT_SECONDS = Histogram("mailroom_webhook_attempt_seconds", "Webhook delivery attempt latency")
+
+
+class Dispatcher:
+    def __init__(
+        self, pool: Pool, settings: WebhooksSettings, client: httpx.AsyncClient, box: SecretBox
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._client = client
+        self._box = box
+        self._schedule = settings.retry_delays()
+        self._running: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = asyncio.create_task(self._listen(stop), name="webhooks-listen")
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                free = self._settings.concurrency - len(self._running)
+                claimed = 0
+                if free > 0:
+                    try:
+                        claimed = await self.dispatch_once(free)
+                    except Exception as exc:  # Postgres down: try again shortly
+                        log.warning("claiming deliveries failed", error=repr(exc))
+                if free > 0 and claimed == free:
+                    continue  # there may be more due right now
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._settings.poll_interval_seconds):
+                        await self._first_of(stop.wait(), self._wake.wait())
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+            await self.drain(grace=min(self._settings.timeout_seconds, 10.0))
+
+    async def dispatch_once(self, limit: int) -> int:
+        """Claim up to `limit` due deliveries and start an attempt for each; return how many."""
+        async with self._pool.connection() as conn, conn.transaction():
+            claims = await service.claim_due(
+                conn,
+                limit=limit,
+                per_endpoint=self._settings.per_endpoint_concurrency,
+                lease_seconds=self._settings.lease_seconds,
+            )
+        for claim in claims:
+            task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim.delivery_id}")
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+        return len(claims)
+
+    async def drain(self, grace: float) -> None:
+        """Let in-flight attempts finish; unfinished ones are re-delivered when their lease expires."""
+        if self._running:
+            _, pending = await asyncio.wait(set(self._running), timeout=grace)
+            for task in pending:
+                task.cancel()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()
+
+    async def _deliver(self, claim: Claim) -> None:
+        try:
+            secret = self._box.decrypt(claim.secret_encrypted)
+        except InvalidToken:
+            log.error(
+                "webhook secret cannot be decrypted with MAILROOM_WEBHOOKS_SECRET_KEY",
+                webhook_id=claim.endpoint_id,
+            )
+            result = AttemptResult(started_at=datetime.now(UTC), latency_ms=0, error="secret_undecryptable")
+        else:
+            result = await delivery.attempt(
+                self._client, claim, secret, time_limit=self._settings.timeout_seconds
+            )
+        ATTEMPT_SECONDS.observe(result.latency_ms / 1000)
+        for pause in (0.0, 0.5, 2.0):
+            await asyncio.sleep(pause)
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    outcome = await service.settle_attempt(
+                        conn, claim, result, max_attempts=self._settings.max_attempts, schedule=self._schedule
+                    )
+                break
+            except Exception as exc:
+                log.warning(
+                    "recording webhook attempt failed", delivery_id=claim.delivery_id, error=repr(exc)
+                )
+        else:
+            outcome = "unrecorded"  # the lease expires and the delivery is attempted again
+        ATTEMPTS.labels(outcome=outcome).inc()
+        log.info(
+            "webhook attempt",
+            webhook_id=claim.endpoint_id,
+            delivery_id=claim.delivery_id,
+            event_id=claim.event_id,
+            tenant_id=claim.tenant_id,
+            event_type=claim.event_type,
+            attempt=claim.attempt,
+            status_code=result.status_code,
+            error=result.error,
+            latency_ms=result.latency_ms,
+            outcome=outcome,
+        )
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Wake the loop on NOTIFY from the fan-out (polling stays the fallback)."""
+        while not stop.is_set():
+            try:
+                async with await connect(self._settings.database_url, "webhooks", autocommit=True) as conn:
+                    await repo.listen_deliveries(conn)
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("deliveries listener error", error=repr(exc))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await stop.wait()
+
+    @staticmethod
+    async def _first_of(*aws: Coroutine[Any, Any, Any]) -> None:
+        tasks = [asyncio.ensure_future(a) for a in aws]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()

@@ -1,0 +1,122 @@
+"""Thin edges: RPC responders and JetStream message handlers. Each opens the transaction,
+calls the service, and maps the service's errors to RPC errors or consumer outcomes."""
+
+from __future__ import annotations
+
+from mailroom_contracts.events import Event
+from mailroom_contracts.rpc import (
+    CreateWebhookReply,
+    CreateWebhookRequest,
+    DeleteWebhookRequest,
+    GetWebhookRequest,
+    ListWebhooksReply,
+    ListWebhooksRequest,
+    RpcError,
+    WebhookReply,
+)
+from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
+from mailroom_kit.consumer import Retry
+from mailroom_kit.db import Pool
+from mailroom_kit.logging import get_logger
+from nats.aio.msg import Msg
+from psycopg import OperationalError
+from psycopg_pool import PoolTimeout
+
+from mailroom_webhooks import service
+from mailroom_webhooks.errors import WebhooksError
+from mailroom_webhooks.netpolicy import AddressPolicy
+from mailroom_webhooks.settings import WebhooksSettings
+from mailroom_webhooks.signing import SecretBox
+
+log = get_logger(__name__)
+
+# Postgres unreachable: the requester gets `unavailable` (retryable), not `internal`.
+_DB_DOWN = (OperationalError, PoolTimeout)
+_UNAVAILABLE = RpcError(code="unavailable", message="webhooks storage is unavailable; try again")
+
+
+class RpcHandlers:
+    """Responders for mailroom.rpc.webhooks.* (the API owns the HTTP surface; we own the data)."""
+
+    def __init__(self, pool: Pool, settings: WebhooksSettings, box: SecretBox, policy: AddressPolicy) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._box = box
+        self._policy = policy
+
+    async def create_endpoint(self, request: CreateWebhookRequest) -> CreateWebhookReply:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                endpoint, secret = await service.create_endpoint(
+                    conn, request, allow_http=self._settings.allow_http, policy=self._policy, box=self._box
+                )
+        except WebhooksError as exc:
+            return CreateWebhookReply(error=exc.to_rpc())
+        except _DB_DOWN:
+            return CreateWebhookReply(error=_UNAVAILABLE)
+        log.info(
+            "webhook endpoint created",
+            tenant_id=endpoint.tenant_id,
+            webhook_id=endpoint.webhook_id,
+            events=endpoint.events,
+        )
+        return CreateWebhookReply(endpoint=endpoint, secret=secret)
+
+    async def list_endpoints(self, request: ListWebhooksRequest) -> ListWebhooksReply:
+        try:
+            async with self._pool.connection() as conn:
+                return ListWebhooksReply(data=await service.list_endpoints(conn, request.tenant_id))
+        except _DB_DOWN:
+            return ListWebhooksReply(error=_UNAVAILABLE)
+
+    async def get_endpoint(self, request: GetWebhookRequest) -> WebhookReply:
+        try:
+            async with self._pool.connection() as conn:
+                return WebhookReply(
+                    endpoint=await service.get_endpoint(conn, request.tenant_id, request.webhook_id)
+                )
+        except WebhooksError as exc:
+            return WebhookReply(error=exc.to_rpc())
+        except _DB_DOWN:
+            return WebhookReply(error=_UNAVAILABLE)
+
+    async def delete_endpoint(self, request: DeleteWebhookRequest) -> WebhookReply:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                endpoint = await service.delete_endpoint(conn, request.tenant_id, request.webhook_id)
+        except WebhooksError as exc:
+            return WebhookReply(error=exc.to_rpc())
+        except _DB_DOWN:
+            return WebhookReply(error=_UNAVAILABLE)
+        log.info("webhook endpoint deleted", tenant_id=request.tenant_id, webhook_id=request.webhook_id)
+        return WebhookReply(endpoint=endpoint)
+
+
+class EventHandlers:
+    """Handlers for the WEBHOOKS_EMAIL and WEBHOOKS_DOMAINS durable consumers."""
+
+    def __init__(self, pool: Pool, settings: WebhooksSettings) -> None:
+        self._pool = pool
+        self._settings = settings
+
+    async def on_email_event(self, event: Event, msg: Msg) -> None:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                created = await service.handle_email_event(
+                    conn,
+                    event,
+                    consumer=WEBHOOKS_EMAIL.durable,
+                    wait_for_summary=msg.metadata.num_delivered < self._settings.summary_wait_attempts,
+                )
+        except service.SummaryMissing:
+            # Usually the EmailQueued is a moment behind; wait longer each time (≤ 60 s).
+            delay = min(self._settings.summary_retry_seconds * msg.metadata.num_delivered, 60.0)
+            raise Retry("email summary not recorded yet", delay=delay) from None
+        if created:
+            log.info("webhook deliveries queued", event_type=msg.subject, deliveries=created)
+
+    async def on_domain_event(self, event: Event, msg: Msg) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            created = await service.handle_domain_event(conn, event, consumer=WEBHOOKS_DOMAINS.durable)
+        if created:
+            log.info("webhook deliveries queued", event_type=msg.subject, deliveries=created)

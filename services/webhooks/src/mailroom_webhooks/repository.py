@@ -1,0 +1,265 @@
+"""Every SQL statement of the webhooks service (schema `webhooks`, first on the search_path)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from mailroom_kit.db import Conn
+from psycopg.types.json import Jsonb
+
+from mailroom_webhooks.payloads import EmailSummary
+
+DELIVERIES_CHANNEL = "mailroom_webhooks_deliveries"
+# Serialises claims across replicas so the per-endpoint in-flight bound holds globally.
+_CLAIM_LOCK = 0x6D72_7768_636C_6D00  # "mrwhclm"
+
+_ENDPOINT_COLUMNS = "id, tenant_id, url, events, description, enabled, created_at"
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+
+async def insert_endpoint(
+    conn: Conn,
+    *,
+    endpoint_id: str,
+    tenant_id: str,
+    url: str,
+    events: list[str],
+    description: str | None,
+    secret_encrypted: str,
+) -> dict[str, Any]:
+    cur = await conn.execute(
+        "INSERT INTO endpoints (id, tenant_id, url, events, description, secret_encrypted) "
+        f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_ENDPOINT_COLUMNS}",
+        (endpoint_id, tenant_id, url, events, description, secret_encrypted),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def list_endpoints(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = %s AND deleted_at IS NULL "
+        "ORDER BY id DESC",
+        (tenant_id,),
+    )
+    return await cur.fetchall()
+
+
+async def get_endpoint(conn: Conn, tenant_id: str, endpoint_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(
+        f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE id = %s AND tenant_id = %s AND deleted_at IS NULL",
+        (endpoint_id, tenant_id),
+    )
+    return await cur.fetchone()
+
+
+async def soft_delete_endpoint(conn: Conn, tenant_id: str, endpoint_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(
+        "UPDATE endpoints SET deleted_at = now(), enabled = false, updated_at = now() "
+        f"WHERE id = %s AND tenant_id = %s AND deleted_at IS NULL RETURNING {_ENDPOINT_COLUMNS}",
+        (endpoint_id, tenant_id),
+    )
+    return await cur.fetchone()
+
+
+async def disable_endpoint(conn: Conn, endpoint_id: str, reason: str) -> None:
+    await conn.execute(
+        "UPDATE endpoints SET enabled = false, disabled_reason = %s, updated_at = now() WHERE id = %s",
+        (reason, endpoint_id),
+    )
+
+
+async def cancel_pending_deliveries(conn: Conn, endpoint_id: str, reason: str) -> int:
+    cur = await conn.execute(
+        "UPDATE deliveries SET status = 'canceled', last_error = %s, completed_at = now(), "
+        "updated_at = now() "
+        "WHERE endpoint_id = %s "
+        "AND (status = 'pending' OR (status = 'in_flight' AND lease_expires_at <= now()))",
+        (reason, endpoint_id),
+    )
+    return cur.rowcount
+
+
+async def subscribed_endpoint_ids(conn: Conn, tenant_id: str, event_type: str) -> list[str]:
+    cur = await conn.execute(
+        "SELECT id FROM endpoints WHERE tenant_id = %s AND enabled AND deleted_at IS NULL "
+        "AND (%s = ANY(events) OR '*' = ANY(events)) ORDER BY id",
+        (tenant_id, event_type),
+    )
+    return [row["id"] for row in await cur.fetchall()]
+
+
+# ----------------------------------------------------------------------------- inbox
+
+
+async def mark_processed(conn: Conn, consumer: str, event_id: str) -> bool:
+    """Record the event as handled by `consumer`; False if it already was (a redelivery)."""
+    cur = await conn.execute(
+        "INSERT INTO inbox (consumer, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", (consumer, event_id)
+    )
+    return cur.rowcount == 1
+
+
+# ----------------------------------------------------------------------------- email summaries
+
+
+async def insert_email_summary(conn: Conn, summary: EmailSummary, *, created_at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO email_summaries (email_id, tenant_id, mode, from_address, to_addresses, recipients, "
+        "subject, tags, metadata, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (email_id) DO NOTHING",
+        (
+            summary.email_id,
+            summary.tenant_id,
+            summary.mode,
+            summary.from_address,
+            Jsonb(summary.to_addresses),
+            Jsonb(summary.recipients),
+            summary.subject,
+            Jsonb(summary.tags),
+            Jsonb(summary.metadata) if summary.metadata is not None else None,
+            created_at,
+        ),
+    )
+
+
+async def get_email_summary(conn: Conn, tenant_id: str, email_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(
+        "SELECT email_id, tenant_id, mode, from_address, to_addresses, recipients, subject, tags, metadata "
+        "FROM email_summaries WHERE email_id = %s AND tenant_id = %s",
+        (email_id, tenant_id),
+    )
+    return await cur.fetchone()
+
+
+# ----------------------------------------------------------------------------- deliveries
+
+
+async def insert_delivery(
+    conn: Conn,
+    *,
+    delivery_id: str,
+    endpoint_id: str,
+    tenant_id: str,
+    event_id: str,
+    event_type: str,
+    payload: bytes,
+) -> bool:
+    cur = await conn.execute(
+        "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+        (delivery_id, endpoint_id, tenant_id, event_id, event_type, payload),
+    )
+    return cur.rowcount == 1
+
+
+async def listen_deliveries(conn: Conn) -> None:
+    """Subscribe an autocommit connection to the fan-out's wake-ups."""
+    await conn.execute(f"LISTEN {DELIVERIES_CHANNEL}")
+
+
+async def notify_deliveries(conn: Conn) -> None:
+    """Wake the dispatchers (delivered on commit)."""
+    await conn.execute("SELECT pg_notify(%s, '')", (DELIVERIES_CHANNEL,))
+
+
+async def claim_due_deliveries(
+    conn: Conn, *, limit: int, per_endpoint: int, lease_seconds: float
+) -> list[dict[str, Any]]:
+    """Claim up to `limit` due deliveries (pending and due, or in flight with an expired lease),
+    never taking an endpoint above `per_endpoint` live claims. Call inside a transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+    cur = await conn.execute(
+        """
+        WITH busy AS (
+            SELECT endpoint_id, count(*) AS n FROM deliveries
+            WHERE status = 'in_flight' AND lease_expires_at > now()
+            GROUP BY endpoint_id
+        ), candidates AS (
+            SELECT d.id, d.endpoint_id, d.next_attempt_at FROM deliveries d
+            JOIN endpoints e ON e.id = d.endpoint_id AND e.enabled AND e.deleted_at IS NULL
+            WHERE ((d.status = 'pending' AND d.next_attempt_at <= now())
+                   OR (d.status = 'in_flight' AND d.lease_expires_at <= now()))
+              AND d.endpoint_id NOT IN (SELECT endpoint_id FROM busy WHERE n >= %(per_endpoint)s)
+            ORDER BY d.next_attempt_at
+            LIMIT %(scan)s
+            FOR UPDATE OF d SKIP LOCKED
+        ), ranked AS (
+            SELECT c.id, c.next_attempt_at,
+                   row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id)
+                   + coalesce(b.n, 0) AS slot
+            FROM candidates c LEFT JOIN busy b USING (endpoint_id)
+        ), chosen AS (
+            SELECT id FROM ranked WHERE slot <= %(per_endpoint)s ORDER BY next_attempt_at, id LIMIT %(limit)s
+        )
+        UPDATE deliveries d
+           SET status = 'in_flight', attempts = d.attempts + 1,
+               lease_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
+          FROM chosen, endpoints e
+         WHERE d.id = chosen.id AND e.id = d.endpoint_id
+        RETURNING d.id, d.endpoint_id, d.tenant_id, d.event_id, d.event_type, d.payload, d.attempts,
+                  e.url, e.secret_encrypted
+        """,
+        {"per_endpoint": per_endpoint, "scan": max(limit * 4, 100), "limit": limit, "lease": lease_seconds},
+    )
+    return await cur.fetchall()
+
+
+async def insert_attempt(
+    conn: Conn,
+    *,
+    delivery_id: str,
+    endpoint_id: str,
+    attempt: int,
+    started_at: datetime,
+    status_code: int | None,
+    latency_ms: int,
+    error: str | None,
+    next_retry_at: datetime | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO delivery_attempts (delivery_id, endpoint_id, attempt, started_at, status_code, "
+        "latency_ms, error, next_retry_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (delivery_id, endpoint_id, attempt, started_at, status_code, latency_ms, error, next_retry_at),
+    )
+
+
+async def finish_delivery(
+    conn: Conn, *, delivery_id: str, attempt: int, status: str, status_code: int | None, error: str | None
+) -> bool:
+    """Settle a claimed delivery as succeeded/failed; False if our claim was lost (lease expired)."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET status = %s, last_status_code = %s, last_error = %s, lease_expires_at = NULL, "
+        "completed_at = now(), updated_at = now() "
+        "WHERE id = %s AND status = 'in_flight' AND attempts = %s",
+        (status, status_code, error, delivery_id, attempt),
+    )
+    return cur.rowcount == 1
+
+
+async def reschedule_delivery(
+    conn: Conn,
+    *,
+    delivery_id: str,
+    attempt: int,
+    delay_seconds: float,
+    status_code: int | None,
+    error: str | None,
+) -> datetime | None:
+    """Put a claimed delivery back as pending for `delay_seconds` (database clock); return when it is
+    due again, or None if our claim was lost (lease expired and someone else took it)."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = now() + make_interval(secs => %s), "
+        "last_status_code = %s, last_error = %s, lease_expires_at = NULL, updated_at = now() "
+        "WHERE id = %s AND status = 'in_flight' AND attempts = %s RETURNING next_attempt_at",
+        (delay_seconds, status_code, error, delivery_id, attempt),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    due: datetime = row["next_attempt_at"]
+    return due

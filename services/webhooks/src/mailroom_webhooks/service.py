@@ -1,0 +1,293 @@
+"""Webhooks logic: tenant endpoints, fan-out of lifecycle events into deliveries, and the
+retry rules that settle each delivery attempt. Callers own the transaction."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from mailroom_contracts import events as ev
+from mailroom_contracts.rpc import CreateWebhookRequest, WebhookEndpoint
+from mailroom_kit.db import Conn
+from mailroom_kit.ids import new_id
+from mailroom_kit.logging import get_logger
+
+from mailroom_webhooks import repository as repo
+from mailroom_webhooks.errors import NotFoundError, ValidationError
+from mailroom_webhooks.netpolicy import AddressPolicy, validate_endpoint_url
+from mailroom_webhooks.payloads import (
+    EMAIL_WEBHOOK_TYPES,
+    KNOWN_EVENT_TYPES,
+    EmailSummary,
+    domain_payload,
+    domain_webhook_type,
+    email_payload,
+    summary_from_queued,
+    unknown_summary,
+)
+from mailroom_webhooks.signing import SecretBox, new_secret
+
+log = get_logger(__name__)
+
+MAX_DESCRIPTION = 512
+MAX_RETRY_AFTER_SECONDS = 24 * 3600
+ADDRESS_NOT_ALLOWED = "address_not_allowed"
+
+
+class SummaryMissing(Exception):
+    """A lifecycle event arrived before its EmailQueued was recorded."""
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+
+def _endpoint(row: dict[str, Any]) -> WebhookEndpoint:
+    return WebhookEndpoint(
+        webhook_id=row["id"],
+        tenant_id=row["tenant_id"],
+        url=row["url"],
+        events=list(row["events"]),
+        description=row["description"],
+        enabled=row["enabled"],
+        created_at=row["created_at"],
+    )
+
+
+def validate_events(events: list[str]) -> list[str]:
+    if not events:
+        raise ValidationError('events must list at least one event type, or ["*"]', param="events")
+    chosen: list[str] = []
+    for i, name in enumerate(events):
+        if name == "*":
+            if len(events) != 1:
+                raise ValidationError('"*" must be the only entry of events', param=f"events[{i}]")
+        elif name not in KNOWN_EVENT_TYPES:
+            raise ValidationError(f"unknown event type {name!r}", param=f"events[{i}]")
+        if name not in chosen:
+            chosen.append(name)
+    return chosen
+
+
+async def create_endpoint(
+    conn: Conn, request: CreateWebhookRequest, *, allow_http: bool, policy: AddressPolicy, box: SecretBox
+) -> tuple[WebhookEndpoint, str]:
+    """Validate and store a new endpoint; return it with its secret (the only time it is shown)."""
+    if not request.tenant_id:
+        raise ValidationError("tenant_id is required", param="tenant_id")
+    url = validate_endpoint_url(request.url, allow_http=allow_http, policy=policy)
+    events = validate_events(request.events)
+    if request.description is not None and len(request.description) > MAX_DESCRIPTION:
+        raise ValidationError(
+            f"description must be at most {MAX_DESCRIPTION} characters", param="description"
+        )
+    secret = new_secret()
+    row = await repo.insert_endpoint(
+        conn,
+        endpoint_id=new_id("wh"),
+        tenant_id=request.tenant_id,
+        url=url,
+        events=events,
+        description=request.description,
+        secret_encrypted=box.encrypt(secret),
+    )
+    return _endpoint(row), secret
+
+
+async def list_endpoints(conn: Conn, tenant_id: str) -> list[WebhookEndpoint]:
+    return [_endpoint(row) for row in await repo.list_endpoints(conn, tenant_id)]
+
+
+async def get_endpoint(conn: Conn, tenant_id: str, endpoint_id: str) -> WebhookEndpoint:
+    row = await repo.get_endpoint(conn, tenant_id, endpoint_id)
+    if row is None:
+        raise NotFoundError("webhook not found", param="webhook_id")
+    return _endpoint(row)
+
+
+async def delete_endpoint(conn: Conn, tenant_id: str, endpoint_id: str) -> WebhookEndpoint:
+    row = await repo.soft_delete_endpoint(conn, tenant_id, endpoint_id)
+    if row is None:
+        raise NotFoundError("webhook not found", param="webhook_id")
+    await repo.cancel_pending_deliveries(conn, endpoint_id, "endpoint_deleted")
+    return _endpoint(row)
+
+
+# ----------------------------------------------------------------------------- fan-out
+
+
+async def _fan_out(conn: Conn, event: ev.Event, webhook_type: str, payload: bytes) -> int:
+    created = 0
+    for endpoint_id in await repo.subscribed_endpoint_ids(conn, event.tenant_id, webhook_type):
+        created += await repo.insert_delivery(
+            conn,
+            delivery_id=new_id("whd"),
+            endpoint_id=endpoint_id,
+            tenant_id=event.tenant_id,
+            event_id=event.event_id,
+            event_type=webhook_type,
+            payload=payload,
+        )
+    if created:
+        await repo.notify_deliveries(conn)
+    return created
+
+
+async def handle_email_event(
+    conn: Conn, event: ev.Event, *, consumer: str, wait_for_summary: bool = True
+) -> int:
+    """Record the summary (EmailQueued) and queue one delivery per subscribed endpoint.
+    Returns the number of deliveries created (0 for a redelivered event).
+
+    A lifecycle event whose EmailQueued was not recorded yet raises SummaryMissing while
+    `wait_for_summary`; after that (the caller gave up waiting) it goes out without from/to/subject."""
+    if not isinstance(event, ev.EmailEvent) or type(event) not in EMAIL_WEBHOOK_TYPES:
+        return 0
+    if isinstance(event, ev.EmailQueued):
+        summary = summary_from_queued(event)
+        await repo.insert_email_summary(conn, summary, created_at=event.created_at)
+    else:
+        row = await repo.get_email_summary(conn, event.tenant_id, event.email_id)
+        if row is not None:
+            summary = msgspec.convert(row, EmailSummary)
+        elif wait_for_summary:
+            raise SummaryMissing(event.email_id)
+        else:
+            log.warning("email summary never recorded; delivering a partial payload", email_id=event.email_id)
+            summary = unknown_summary(event)
+    if not await repo.mark_processed(conn, consumer, event.event_id):
+        return 0
+    return await _fan_out(conn, event, EMAIL_WEBHOOK_TYPES[type(event)], email_payload(event, summary))
+
+
+async def handle_domain_event(conn: Conn, event: ev.Event, *, consumer: str) -> int:
+    if not isinstance(event, ev.DomainEvent):
+        return 0
+    webhook_type = domain_webhook_type(event)
+    if webhook_type is None:
+        return 0
+    if not await repo.mark_processed(conn, consumer, event.event_id):
+        return 0
+    return await _fan_out(conn, event, webhook_type, domain_payload(event, webhook_type))
+
+
+# ----------------------------------------------------------------------------- delivery attempts
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery this worker holds the lease on, for attempt number `attempt`."""
+
+    delivery_id: str
+    endpoint_id: str
+    tenant_id: str
+    event_id: str
+    event_type: str
+    payload: bytes
+    attempt: int
+    url: str
+    secret_encrypted: str
+
+
+class AttemptResult(msgspec.Struct, frozen=True, kw_only=True):
+    started_at: datetime
+    latency_ms: int
+    status_code: int | None = None
+    error: str | None = None  # None on success
+    retry_after: float | None = None  # seconds the endpoint asked us to wait
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+async def claim_due(conn: Conn, *, limit: int, per_endpoint: int, lease_seconds: float) -> list[Claim]:
+    rows = await repo.claim_due_deliveries(
+        conn, limit=limit, per_endpoint=per_endpoint, lease_seconds=lease_seconds
+    )
+    return [
+        Claim(
+            delivery_id=r["id"],
+            endpoint_id=r["endpoint_id"],
+            tenant_id=r["tenant_id"],
+            event_id=r["event_id"],
+            event_type=r["event_type"],
+            payload=bytes(r["payload"]),
+            attempt=r["attempts"],
+            url=r["url"],
+            secret_encrypted=r["secret_encrypted"],
+        )
+        for r in rows
+    ]
+
+
+def retry_delay(attempt: int, schedule: list[float], retry_after: float | None) -> float:
+    """Delay before attempt `attempt + 1`: the schedule (last entry repeats) ±10 % jitter; a longer
+    Retry-After (capped at a day) wins."""
+    base = schedule[min(attempt, len(schedule)) - 1]
+    delay = base * random.uniform(0.9, 1.1)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
+    return delay
+
+
+async def settle_attempt(
+    conn: Conn, claim: Claim, result: AttemptResult, *, max_attempts: int, schedule: list[float]
+) -> str:
+    """Record the attempt and move the delivery on. Returns the outcome:
+    succeeded | retry | failed | gone | refused | lost (our lease had expired)."""
+    next_retry_at: datetime | None = None
+    if result.succeeded:
+        outcome = "succeeded"
+        kept = await repo.finish_delivery(
+            conn,
+            delivery_id=claim.delivery_id,
+            attempt=claim.attempt,
+            status="succeeded",
+            status_code=result.status_code,
+            error=None,
+        )
+    elif result.error == ADDRESS_NOT_ALLOWED or result.status_code == 410 or claim.attempt >= max_attempts:
+        outcome = (
+            "refused"
+            if result.error == ADDRESS_NOT_ALLOWED
+            else "gone"
+            if result.status_code == 410
+            else "failed"
+        )
+        kept = await repo.finish_delivery(
+            conn,
+            delivery_id=claim.delivery_id,
+            attempt=claim.attempt,
+            status="failed",
+            status_code=result.status_code,
+            error=result.error,
+        )
+    else:
+        outcome = "retry"
+        next_retry_at = await repo.reschedule_delivery(
+            conn,
+            delivery_id=claim.delivery_id,
+            attempt=claim.attempt,
+            delay_seconds=retry_delay(claim.attempt, schedule, result.retry_after),
+            status_code=result.status_code,
+            error=result.error,
+        )
+        kept = next_retry_at is not None
+    await repo.insert_attempt(
+        conn,
+        delivery_id=claim.delivery_id,
+        endpoint_id=claim.endpoint_id,
+        attempt=claim.attempt,
+        started_at=result.started_at,
+        status_code=result.status_code,
+        latency_ms=result.latency_ms,
+        error=result.error,
+        next_retry_at=next_retry_at,
+    )
+    if result.status_code == 410:
+        # 410 Gone: the tenant removed the receiver; stop sending to it at all.
+        await repo.disable_endpoint(conn, claim.endpoint_id, "gone")
+        await repo.cancel_pending_deliveries(conn, claim.endpoint_id, "endpoint_disabled")
+        log.warning("webhook endpoint disabled after 410 Gone", webhook_id=claim.endpoint_id)
+    return outcome if kept else "lost"

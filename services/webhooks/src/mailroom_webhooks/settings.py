@@ -1,0 +1,107 @@
+"""Settings of the webhooks service, read once from MAILROOM_WEBHOOKS_* (and the shared MAILROOM_*)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import ClassVar
+
+from cryptography.fernet import Fernet
+from mailroom_kit.settings import BaseSettings
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class WebhooksSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call-arg]
+    env_prefix: ClassVar[str] = "MAILROOM_WEBHOOKS_"
+
+    # HTTP port of the ops endpoints (/health, /ready, /metrics).
+    port: int = 8004
+    # Fernet key(s) encrypting endpoint signing secrets at rest. Required. A comma-separated list
+    # rotates keys: the first encrypts, every one decrypts. Generate one with
+    # `python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`.
+    secret_key: str = ""
+    # Accept http:// endpoint URLs (development only); https is always accepted.
+    allow_http: bool = False
+    # Comma-separated CIDRs that webhook deliveries may reach although they are private, loopback,
+    # link-local, CGNAT, ... (SSRF guard). Empty: only public addresses. A cloud-metadata address is
+    # only reachable when listed exactly (/32 or /128), never through a wider range.
+    allowed_cidrs: str = ""
+    # Total time one delivery attempt may take (connect, TLS, request, response headers).
+    timeout_seconds: float = 15.0
+    # Attempts per delivery (the first one included) before it is marked failed.
+    max_attempts: int = 4
+    # Comma-separated delays before the 2nd, 3rd, ... attempt; the last repeats. ±10 % jitter;
+    # a longer Retry-After from the endpoint wins.
+    retry_delays_seconds: str = "5,30,120"
+    # Deliveries in flight at once in this process.
+    concurrency: int = 64
+    # Deliveries in flight at once to one endpoint, across every replica.
+    per_endpoint_concurrency: int = 4
+    # How often the dispatcher looks for due deliveries when nothing woke it (NOTIFY wakes it at once).
+    poll_interval_seconds: float = 1.0
+    # Delay before a lifecycle event whose EmailQueued has not been seen yet is tried again
+    # (multiplied by the delivery count, at most 60 s).
+    summary_retry_seconds: float = 2.0
+    # After this many tries without the EmailQueued (e.g. it predates this service), the event is
+    # delivered anyway with from/to/subject unknown (null) rather than retried forever.
+    summary_wait_attempts: int = 30
+
+    def __post_init__(self) -> None:
+        if not self.secret_key.strip():
+            raise ValueError(
+                "MAILROOM_WEBHOOKS_SECRET_KEY is required: a Fernet key (32 url-safe base64 bytes) "
+                "that encrypts webhook signing secrets"
+            )
+        for key in self.fernet_keys():
+            try:
+                Fernet(key)
+            except (ValueError, TypeError):
+                raise ValueError(
+                    "MAILROOM_WEBHOOKS_SECRET_KEY is not a valid Fernet key "
+                    "(32 url-safe base64-encoded bytes)"
+                ) from None
+        self.allowed_networks()
+        delays = self.retry_delays()
+        if not delays or any(d < 0 for d in delays):
+            raise ValueError(
+                "MAILROOM_WEBHOOKS_RETRY_DELAYS_SECONDS must be a comma-separated list of seconds ≥ 0"
+            )
+        if self.max_attempts < 1:
+            raise ValueError("MAILROOM_WEBHOOKS_MAX_ATTEMPTS must be ≥ 1")
+        if self.concurrency < 1 or self.per_endpoint_concurrency < 1:
+            raise ValueError("MAILROOM_WEBHOOKS_CONCURRENCY and _PER_ENDPOINT_CONCURRENCY must be ≥ 1")
+        if self.timeout_seconds <= 0:
+            raise ValueError("MAILROOM_WEBHOOKS_TIMEOUT_SECONDS must be > 0")
+
+    def __repr__(self) -> str:  # the Fernet key never reaches a log line
+        fields = ", ".join(
+            f"{f}={'***' if f == 'secret_key' else repr(getattr(self, f))}" for f in self.__struct_fields__
+        )
+        return f"{type(self).__name__}({fields})"
+
+    def fernet_keys(self) -> list[str]:
+        return [k.strip() for k in self.secret_key.split(",") if k.strip()]
+
+    def allowed_networks(self) -> tuple[Network, ...]:
+        networks: list[Network] = []
+        for item in self.allowed_cidrs.split(","):
+            if not item.strip():
+                continue
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"MAILROOM_WEBHOOKS_ALLOWED_CIDRS: {item.strip()!r} is not a CIDR") from None
+        return tuple(networks)
+
+    def retry_delays(self) -> list[float]:
+        try:
+            return [float(x) for x in self.retry_delays_seconds.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(
+                "MAILROOM_WEBHOOKS_RETRY_DELAYS_SECONDS must be a comma-separated list of seconds"
+            ) from None
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claimed delivery stays ours; after that another worker re-delivers it."""
+        return self.timeout_seconds + 30.0

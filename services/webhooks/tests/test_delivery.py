@@ -1,0 +1,447 @@
+"""Lifecycle events from JetStream → signed POSTs to a real local HTTP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from mailroom_contracts import subjects
+from mailroom_contracts.events import (
+    Address,
+    DomainRecord,
+    DomainSnapshot,
+    DomainStatusChanged,
+    DomainVerified,
+    EmailBounced,
+    EmailDelivered,
+    EmailQueued,
+    EmailSent,
+)
+from mailroom_contracts.rpc import CreateWebhookReply, CreateWebhookRequest, GetWebhookRequest, WebhookReply
+from mailroom_kit import rpc
+from mailroom_kit.ids import new_id
+from standardwebhooks.webhooks import Webhook
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def queued(tenant: str, email_id: str | None = None) -> EmailQueued:
+    return EmailQueued(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=tenant,
+        email_id=email_id or new_id("msg"),
+        mode="test",
+        from_=Address(email="noreply@mail.acme.com", name="Acme"),
+        to=[Address(email="ada@example.com", name="Ada"), Address(email="bob@example.com")],
+        cc=[Address(email="cc@example.com")],
+        subject="Your receipt",
+        html="<p>secret body</p>",
+        tags={"campaign": "receipts"},
+        metadata={"order": 42},
+        created_at=now(),
+    )
+
+
+def sent(q: EmailQueued) -> EmailSent:
+    return EmailSent(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=q.tenant_id,
+        email_id=q.email_id,
+        mode=q.mode,
+        provider="simulator",
+        provider_message_id="pm-" + secrets.token_hex(4),
+    )
+
+
+def delivered(q: EmailQueued, recipients: list[str] | None = None) -> EmailDelivered:
+    return EmailDelivered(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=q.tenant_id,
+        email_id=q.email_id,
+        mode=q.mode,
+        recipients=recipients or ["bob@example.com"],
+        smtp_response="250 ok",
+    )
+
+
+async def create(nc: Any, tenant: str, url: str, events: list[str]) -> CreateWebhookReply:
+    reply = await rpc.request(
+        nc,
+        subjects.RPC_WEBHOOKS_CREATE,
+        CreateWebhookRequest(tenant_id=tenant, url=url, events=events),
+        CreateWebhookReply,
+    )
+    assert reply.error is None, reply.error
+    return reply
+
+
+async def attempts_of(db: Any, endpoint_id: str) -> list[dict[str, Any]]:
+    cur = await db.execute(
+        "SELECT a.*, d.event_id FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id "
+        "WHERE a.endpoint_id = %s ORDER BY a.id",
+        (endpoint_id,),
+    )
+    return list(await cur.fetchall())
+
+
+async def deliveries_of(db: Any, endpoint_id: str) -> list[dict[str, Any]]:
+    cur = await db.execute(
+        "SELECT * FROM deliveries WHERE endpoint_id = %s ORDER BY created_at", (endpoint_id,)
+    )
+    return list(await cur.fetchall())
+
+
+async def test_lifecycle_events_are_signed_and_delivered_once_per_subscription(
+    start_service: Any, publisher: Any, receiver: Any, db: Any, h: Any
+) -> None:
+    svc = await start_service()
+    tenant = new_id("ten")
+    # `localhost` is resolved at delivery time and allowed only because 127.0.0.0/8 is allow-listed.
+    a = await create(svc.nc, tenant, receiver.url("/a", host="localhost"), ["email.sent", "email.delivered"])
+    b = await create(svc.nc, tenant, receiver.url("/b"), ["*"])
+    c = await create(svc.nc, new_id("ten"), receiver.url("/c"), ["*"])  # another tenant
+    q = queued(tenant)
+    s, d = sent(q), delivered(q)
+    for event in (q, s, d):
+        await publisher.publish(event)
+
+    posts_a = await receiver.wait_for("/a", 2)
+    posts_b = await receiver.wait_for("/b", 3)
+    await asyncio.sleep(0.5)  # nothing more arrives
+    assert len(receiver.posts("/a")) == 2 and len(receiver.posts("/b")) == 3 and receiver.posts("/c") == []
+    assert c.endpoint is not None
+
+    for posts, reply in ((posts_a, a), (posts_b, b)):
+        verifier = Webhook(reply.secret)
+        for post in posts:
+            assert post.headers["content-type"] == "application/json"
+            verified = verifier.verify(post.body.decode(), post.headers)
+            assert verified == json.loads(post.body)
+            assert post.headers["webhook-id"] == verified["id"]
+    by_type = {p.json()["type"]: p.json() for p in posts_b}
+    assert set(by_type) == {"email.queued", "email.sent", "email.delivered"}
+    assert {p.json()["type"] for p in posts_a} == {"email.sent", "email.delivered"}
+
+    dlv = by_type["email.delivered"]
+    assert dlv["id"] == d.event_id and dlv["created_at"].endswith("Z")
+    data = dlv["data"]
+    assert data["email_id"] == q.email_id and data["from"] == "Acme <noreply@mail.acme.com>"
+    assert data["to"] == ["Ada <ada@example.com>", "bob@example.com"]
+    assert data["subject"] == "Your receipt" and data["recipient"] == "bob@example.com"
+    assert data["recipients"] == ["bob@example.com"]
+    assert (
+        data["tags"] == {"campaign": "receipts"}
+        and data["metadata"] == {"order": 42}
+        and data["mode"] == "test"
+    )
+    assert by_type["email.sent"]["data"]["provider_message_id"] == s.provider_message_id
+    assert by_type["email.queued"]["data"]["recipients"] == [
+        "ada@example.com",
+        "bob@example.com",
+        "cc@example.com",
+    ]
+    assert by_type["email.queued"]["data"]["recipient"] == "ada@example.com"
+    assert all(b"secret body" not in p.body for p in posts_b)
+
+    assert b.endpoint is not None
+    rows = await deliveries_of(db, b.endpoint.webhook_id)
+    assert {r["status"] for r in rows} == {"succeeded"} and len(rows) == 3
+    attempts = await attempts_of(db, b.endpoint.webhook_id)
+    assert [(x["status_code"], x["error"], x["attempt"]) for x in attempts] == [(200, None, 1)] * 3
+
+
+async def test_same_event_published_twice_is_delivered_once(
+    start_service: Any, publisher: Any, receiver: Any, h: Any
+) -> None:
+    svc = await start_service()
+    tenant = new_id("ten")
+    await create(svc.nc, tenant, receiver.url("/dup"), ["email.delivered"])
+    q = queued(tenant)
+    d = delivered(q)
+    await publisher.publish(q)
+    await publisher.publish(d)
+    await publisher.publish(d, msg_id=new_id("evt"))  # JetStream stores it again; our inbox drops it
+    await receiver.wait_for("/dup", 1)
+    await asyncio.sleep(1.0)
+    assert len(receiver.posts("/dup")) == 1
+
+
+async def test_lifecycle_event_before_its_summary_waits_for_it(
+    start_service: Any, publisher: Any, receiver: Any, db: Any, h: Any
+) -> None:
+    svc = await start_service()
+    tenant = new_id("ten")
+    await create(svc.nc, tenant, receiver.url("/early"), ["email.bounced"])
+    q = queued(tenant)
+    bounce = EmailBounced(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=tenant,
+        email_id=q.email_id,
+        mode="test",
+        recipients=["ada@example.com"],
+        bounce_type="Permanent",
+        bounce_subtype="General",
+        diagnostic_code="smtp; 550 5.1.1 user unknown",
+    )
+    await publisher.publish(bounce)
+    await asyncio.sleep(0.6)
+    assert receiver.posts("/early") == []
+    await publisher.publish(q)
+    [post] = await receiver.wait_for("/early", 1)
+    data = post.json()["data"]
+    assert post.json()["type"] == "email.bounced"
+    assert data["bounce"] == {
+        "type": "Permanent",
+        "subtype": "General",
+        "diagnostic_code": "smtp; 550 5.1.1 user unknown",
+    }
+    assert data["recipient"] == "ada@example.com" and data["subject"] == "Your receipt"
+
+
+async def test_failure_then_success_is_retried_and_every_attempt_recorded(
+    start_service: Any, publisher: Any, receiver: Any, db: Any, h: Any
+) -> None:
+    svc = await start_service(retry_delays_seconds="0.2", max_attempts=4)
+    tenant = new_id("ten")
+    ep = await create(svc.nc, tenant, receiver.url("/flaky"), ["email.queued"])
+    receiver.script("/flaky", h.Reply(500), h.Reply(503, headers={"Retry-After": "1"}), h.Reply(200))
+    q = queued(tenant)
+    await publisher.publish(q)
+    posts = await receiver.wait_for("/flaky", 3)
+    assert len({p.headers["webhook-id"] for p in posts}) == 1
+    assert posts[2].at - posts[1].at >= 0.95  # Retry-After honoured over the 0.2 s schedule
+    assert ep.endpoint is not None
+
+    async def settled() -> list[dict[str, Any]]:
+        rows = await deliveries_of(db, ep.endpoint.webhook_id)
+        return rows if rows and rows[0]["status"] == "succeeded" else []
+
+    [row] = await h.eventually(settled)
+    assert row["attempts"] == 3 and row["last_status_code"] == 200
+    attempts = await attempts_of(db, ep.endpoint.webhook_id)
+    assert [(x["attempt"], x["status_code"], x["error"]) for x in attempts] == [
+        (1, 500, "http_500"),
+        (2, 503, "http_503"),
+        (3, 200, None),
+    ]
+    assert attempts[0]["next_retry_at"] is not None and attempts[2]["next_retry_at"] is None
+    assert all(x["latency_ms"] >= 0 for x in attempts)
+
+
+async def test_gives_up_after_max_attempts_and_times_out_slow_endpoints(
+    start_service: Any, publisher: Any, receiver: Any, db: Any, h: Any
+) -> None:
+    svc = await start_service(retry_delays_seconds="0.1", max_attempts=3, timeout_seconds=0.5)
+    tenant = new_id("ten")
+    ep = await create(svc.nc, tenant, receiver.url("/down"), ["email.queued"])
+    receiver.script("/down", h.Reply(500), h.Reply(200, delay=1.5), h.Reply(502))
+    await publisher.publish(queued(tenant))
+    await receiver.wait_for("/down", 3)
+    assert ep.endpoint is not None
+
+    async def failed() -> list[dict[str, Any]]:
+        rows = await deliveries_of(db, ep.endpoint.webhook_id)
+        return rows if rows and rows[0]["status"] == "failed" else []
+
+    [row] = await h.eventually(failed)
+    assert row["attempts"] == 3
+    attempts = await attempts_of(db, ep.endpoint.webhook_id)
+    assert [(x["status_code"], x["error"]) for x in attempts] == [
+        (500, "http_500"),
+        (None, "timeout"),
+        (502, "http_502"),
+    ]
+    assert attempts[-1]["next_retry_at"] is None
+    await asyncio.sleep(0.5)
+    assert len(receiver.posts("/down")) == 3
+
+
+async def test_410_gone_disables_the_endpoint(
+    start_service: Any, publisher: Any, receiver: Any, db: Any, h: Any
+) -> None:
+    svc = await start_service()
+    tenant = new_id("ten")
+    ep = await create(svc.nc, tenant, receiver.url("/gone"), ["*"])
+    assert ep.endpoint is not None
+    receiver.script("/gone", h.Reply(410))
+    q = queued(tenant)
+    await publisher.publish(q)
+    await receiver.wait_for("/gone", 1)
+
+    async def disabled() -> bool:
+        reply = await rpc.request(
+            svc.nc,
+            subjects.RPC_WEBHOOKS_GET,
+            GetWebhookRequest(tenant_id=tenant, webhook_id=ep.endpoint.webhook_id),
+            WebhookReply,
+        )
+        return reply.endpoint is not None and not reply.endpoint.enabled
+
+    await h.eventually(disabled)
+    await publisher.publish(sent(q))
+    await publisher.publish(delivered(q))
+    await asyncio.sleep(1.0)
+    assert len(receiver.posts("/gone")) == 1
+    rows = await deliveries_of(db, ep.endpoint.webhook_id)
+    assert [(r["status"], r["last_status_code"]) for r in rows] == [("failed", 410)]
+
+
+async def test_loopback_receiver_is_refused_unless_allow_listed(
+    start_service: Any, publisher: Any, receiver: Any, db: Any, h: Any
+) -> None:
+    svc = await start_service(allowed_cidrs="")
+    tenant = new_id("ten")
+    # A host name passes creation; its address is checked when delivering.
+    ep = await create(svc.nc, tenant, receiver.url("/ssrf", host="localhost"), ["email.queued"])
+    assert ep.endpoint is not None
+    await publisher.publish(queued(tenant))
+
+    async def refused() -> list[dict[str, Any]]:
+        rows = await deliveries_of(db, ep.endpoint.webhook_id)
+        return rows if rows and rows[0]["status"] == "failed" else []
+
+    [row] = await h.eventually(refused)
+    assert row["attempts"] == 1 and row["last_error"] == "address_not_allowed"
+    [attempt] = await attempts_of(db, ep.endpoint.webhook_id)
+    assert attempt["status_code"] is None and attempt["error"] == "address_not_allowed"
+    assert attempt["next_retry_at"] is None
+    assert receiver.posts("/ssrf") == []
+
+
+async def test_domain_events(start_service: Any, publisher: Any, receiver: Any, h: Any) -> None:
+    svc = await start_service()
+    tenant = new_id("ten")
+    await create(svc.nc, tenant, receiver.url("/dom"), ["domain.verified", "domain.temporary_failure"])
+    snap = DomainSnapshot(
+        domain_id=new_id("dom"),
+        tenant_id=tenant,
+        name="mail.acme.com",
+        status="verified",
+        region="us-east-1",
+        mail_from_domain="bounce.mail.acme.com",
+        created_at=now(),
+        records=[
+            DomainRecord(
+                purpose="dkim",
+                type="CNAME",
+                name="t._domainkey.mail.acme.com",
+                value="t.dkim.amazonses.com",
+                status="verified",
+            )
+        ],
+    )
+    verified = DomainVerified(event_id=new_id("evt"), occurred_at=now(), tenant_id=tenant, domain=snap)
+    pending = DomainStatusChanged(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=tenant,
+        domain=DomainSnapshot(**{**_fields(snap), "status": "pending"}),
+        previous_status="verified",
+    )
+    temp = DomainStatusChanged(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=tenant,
+        domain=DomainSnapshot(**{**_fields(snap), "status": "temporary_failure"}),
+        previous_status="verified",
+    )
+    records_only = DomainStatusChanged(  # a record changed; the status did not: nobody is told
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=tenant,
+        domain=DomainSnapshot(**{**_fields(snap), "status": "temporary_failure"}),
+        previous_status="temporary_failure",
+    )
+    for event in (verified, pending, temp, records_only):
+        await publisher.publish(event)
+    posts = await receiver.wait_for("/dom", 2)
+    await asyncio.sleep(0.5)
+    assert len(receiver.posts("/dom")) == 2
+    by_type = {p.json()["type"]: p.json() for p in posts}
+    assert set(by_type) == {"domain.verified", "domain.temporary_failure"}
+    tf = by_type["domain.temporary_failure"]
+    assert tf["id"] == temp.event_id and tf["data"]["name"] == "mail.acme.com"
+    assert tf["data"]["status"] == "temporary_failure" and tf["data"]["previous_status"] == "verified"
+    assert by_type["domain.verified"]["data"]["records"][0]["status"] == "verified"
+
+
+def _fields(snap: DomainSnapshot) -> dict[str, Any]:
+    return {f: getattr(snap, f) for f in snap.__struct_fields__}
+
+
+async def test_slow_endpoint_never_delays_others_across_two_dispatchers(
+    start_service: Any, publisher: Any, receiver: Any, db: Any, h: Any
+) -> None:
+    # Two service processes (two dispatchers claiming from the same table).
+    # Each has only 2 slots: without the per-endpoint bound the slow endpoint could fill all 4.
+    svc = await start_service(per_endpoint_concurrency=2, concurrency=2)
+    await start_service(workers=("dispatcher",), per_endpoint_concurrency=2, concurrency=2)
+    tenant = new_id("ten")
+    await create(svc.nc, tenant, receiver.url("/slow"), ["email.queued"])
+    await create(svc.nc, tenant, receiver.url("/fast"), ["email.queued"])
+    receiver.script("/slow", *[h.Reply(200, delay=1.0) for _ in range(6)])
+    events = [queued(tenant) for _ in range(6)]
+    started = asyncio.get_running_loop().time()
+    for event in events:
+        await publisher.publish(event)
+    fast = await receiver.wait_for("/fast", 6, timeout=5)
+    fast_done = asyncio.get_running_loop().time() - started
+    slow = await receiver.wait_for("/slow", 6, timeout=15)
+    assert fast_done < 1.0, fast_done  # never waited for a slow 1 s answer
+    assert receiver.max_active["/slow"] <= 2
+    await asyncio.sleep(0.5)
+    # Exactly once per endpoint and event, despite two claimers.
+    for posts in (fast, slow, receiver.posts("/fast"), receiver.posts("/slow")):
+        assert sorted(p.headers["webhook-id"] for p in posts) == sorted(e.event_id for e in events)
+
+
+async def test_crashed_attempt_is_redelivered_after_its_lease(
+    start_service: Any, publisher: Any, receiver: Any, db: Any, h: Any
+) -> None:
+    from mailroom_webhooks import service
+
+    svc = await start_service(workers=("rpc_responders", "email_events"))
+    tenant = new_id("ten")
+    ep = await create(svc.nc, tenant, receiver.url("/lease"), ["email.queued"])
+    assert ep.endpoint is not None
+    await publisher.publish(queued(tenant))
+    await h.eventually(lambda: deliveries_of(db, ep.endpoint.webhook_id))
+    # A worker claims it and dies before settling.
+    async with db.transaction():
+        [claim] = await service.claim_due(db, limit=10, per_endpoint=4, lease_seconds=0.5)
+    assert claim.attempt == 1
+    await start_service(workers=("dispatcher",))
+    [post] = await receiver.wait_for("/lease", 1, timeout=5)
+    assert Webhook(ep.secret).verify(post.body.decode(), post.headers)["id"] == claim.event_id
+
+    async def done() -> list[dict[str, Any]]:
+        rows = await deliveries_of(db, ep.endpoint.webhook_id)
+        return rows if rows and rows[0]["status"] == "succeeded" else []
+
+    [row] = await h.eventually(done)
+    assert row["attempts"] == 2
+
+
+async def test_event_whose_email_never_queued_is_delivered_partially_after_waiting(
+    start_service: Any, publisher: Any, receiver: Any, h: Any
+) -> None:
+    svc = await start_service(summary_retry_seconds=0.1, summary_wait_attempts=3)
+    tenant = new_id("ten")
+    await create(svc.nc, tenant, receiver.url("/orphan"), ["email.delivered"])
+    orphan = queued(tenant)  # never published
+    d = delivered(orphan, ["ada@example.com"])
+    await publisher.publish(d)
+    [post] = await receiver.wait_for("/orphan", 1)
+    assert post.json()["id"] == d.event_id
+    data = post.json()["data"]
+    assert data["email_id"] == orphan.email_id and data["recipient"] == "ada@example.com"
+    assert data["from"] is None and data["subject"] is None and data["to"] == [] and data["mode"] == "test"

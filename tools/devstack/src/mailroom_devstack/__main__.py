@@ -1,0 +1,137 @@
+"""`python -m mailroom_devstack run` — what `make run` does.
+
+Keeps everything under ./.run (git-ignored): NATS's store, the pgserver data directory
+(unless MAILROOM_DATABASE_URL is set), the SES emulator's state, logs, and the generated
+operator token, webhook-secret key and bootstrap tenant, so a second run keeps the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.fernet import Fernet
+
+from mailroom_devstack.stack import Ports, Stack
+
+BOOTSTRAP_TENANT = "Bootstrap tenant"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2))
+    path.chmod(0o600)
+
+
+def bootstrap(stack: Stack, state_file: Path) -> dict[str, Any]:
+    """Create (once) a tenant with one live and one test key; reuse them on later runs."""
+    state = _load(state_file)
+    admin = {"Authorization": f"Bearer {stack.operator_token}"}
+    with httpx.Client(base_url=stack.url("api"), timeout=10) as client:
+        if state.get("tenant_id"):
+            alive = client.get(f"/admin/v1/tenants/{state['tenant_id']}", headers=admin).status_code == 200
+            keys_ok = alive and all(
+                client.get("/v1/emails?limit=1", headers={"Authorization": f"Bearer {state[k]}"}).status_code
+                == 200 for k in ("live_key", "test_key")
+            )
+            if keys_ok:
+                return state
+        tenant = client.post("/admin/v1/tenants", json={"name": BOOTSTRAP_TENANT}, headers=admin)
+        tenant.raise_for_status()
+        tenant_id = tenant.json()["id"]
+        keys = {}
+        for mode in ("live", "test"):
+            resp = client.post(f"/admin/v1/tenants/{tenant_id}/api-keys", headers=admin,
+                               json={"name": f"bootstrap-{mode}", "mode": mode, "permission": "full_access"})
+            resp.raise_for_status()
+            keys[mode] = resp.json()["token"]
+    state = {"tenant_id": tenant_id, "live_key": keys["live"], "test_key": keys["test"]}
+    _save(state_file, state)
+    return state
+
+
+def banner(stack: Stack, state: dict[str, Any]) -> str:
+    api = stack.url("api")
+    body = ('{"from": "hello@example.test", "to": "success@simulator.amazonses.com", '
+            '"subject": "Hello from Mailroom", "text": "It works."}')
+    return f"""
+Mailroom is running.
+
+  API             {api}   (OpenAPI: {api}/schema/openapi.json)
+  Operator token  {stack.operator_token}
+  Tenant          {state['tenant_id']}
+  Live key        {state['live_key']}
+  Test key        {state['test_key']}
+  SES emulator    {stack.url('emulator')}/_emulator/sent
+  Logs            {stack.base_dir / 'logs'}/
+
+Send an email (test key: no domain needed, nothing reaches SES):
+
+  curl -s {api}/v1/emails \\
+    -H "Authorization: Bearer {state['test_key']}" \\
+    -H "Content-Type: application/json" \\
+    -d '{body}'
+
+Then: curl -s {api}/v1/emails/<id> -H "Authorization: Bearer {state['test_key']}"
+The README's quick start shows the live-key flow (domain, webhooks). Press Ctrl-C to stop.
+"""
+
+
+def run(base_dir: Path) -> int:
+    base_dir.mkdir(parents=True, exist_ok=True)
+    secrets_file = base_dir / "secrets.json"
+    saved = _load(secrets_file)
+    operator_token = os.environ.get("MAILROOM_OPERATOR_TOKEN") or saved.get("operator_token") \
+        or f"mr_op_{secrets.token_urlsafe(24)}"
+    webhooks_key = saved.get("webhooks_secret_key") or Fernet.generate_key().decode()
+    _save(secrets_file, {"operator_token": operator_token, "webhooks_secret_key": webhooks_key})
+    api_port = int(os.environ.get("MAILROOM_API_PORT", "8000"))
+    stack = Stack(base_dir=base_dir, ports=Ports.fixed(api_port), operator_token=operator_token,
+                  webhooks_secret_key=webhooks_key, database_url=os.environ.get("MAILROOM_DATABASE_URL") or None)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    print("Starting Mailroom (NATS, Postgres, SES emulator, api, events, sender, domains, webhooks)...",
+          flush=True)
+    try:
+        stack.start()
+        state = bootstrap(stack, base_dir / "bootstrap.json")
+        print(banner(stack, state), flush=True)
+        while not stopping.is_set():
+            for name, proc in list(stack.procs.items()):
+                if proc.poll() is not None:
+                    print(f"{name} exited ({proc.returncode}); see {base_dir / 'logs' / (name + '.log')}",
+                          file=sys.stderr, flush=True)
+                    stopping.set()
+            stopping.wait(1.0)
+    except Exception as exc:
+        print(f"mailroom: could not start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        print("\nStopping Mailroom...", flush=True)
+        stack.stop()
+        print("Stopped. Data kept in", base_dir, flush=True)
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="mailroom_devstack")
+    parser.add_argument("command", choices=["run"])
+    parser.add_argument("--dir", default=".run", help="where to keep local data (default ./.run)")
+    args = parser.parse_args()
+    sys.exit(run(Path(args.dir).resolve()))
+
+
+if __name__ == "__main__":
+    main()

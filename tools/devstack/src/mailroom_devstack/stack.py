@@ -1,0 +1,211 @@
+"""The whole Mailroom platform on one machine, the way `make run` runs it: a pinned NATS,
+Postgres, the SES emulator and the five services as separate processes, each configured
+only by environment variables. The end-to-end and crash suites drive the same class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from mailroom_devstack.infra import NatsServer, Postgres, free_port
+
+SERVICES = ("api", "events", "sender", "domains", "webhooks")
+TOPIC_ARN = "arn:aws:sns:us-east-1:000000000000:mailroom-ses-events"
+REGION = "us-east-1"
+
+
+@dataclass
+class Ports:
+    api: int
+    events: int
+    sender: int
+    domains: int
+    webhooks: int
+    emulator: int
+
+    @classmethod
+    def fixed(cls, api: int) -> Ports:
+        return cls(api=api, events=api + 1, sender=api + 2, domains=api + 3, webhooks=api + 4, emulator=api + 10)
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(*(free_port() for _ in range(6)))
+
+    def of(self, name: str) -> int:
+        return int(getattr(self, name))
+
+
+@dataclass
+class Stack:
+    base_dir: Path
+    ports: Ports
+    operator_token: str
+    webhooks_secret_key: str
+    database_url: str | None = None  # None → pip pgserver under base_dir/pg, database "mailroom"
+    extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # per process name
+    nats: NatsServer | None = None
+    postgres: Postgres | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    db_url: str = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, timeout: float = 90.0) -> Stack:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        (self.base_dir / "logs").mkdir(exist_ok=True)
+        self.nats = NatsServer(self.base_dir / "nats", log_file=self.base_dir / "logs" / "nats-server.log").start()
+        if self.database_url:
+            self.postgres = Postgres(self.base_dir / "pg", url=self.database_url).start()
+            self.db_url = self.database_url
+        else:
+            self.postgres = Postgres(self.base_dir / "pg").start()
+            self.db_url = self.postgres.create_database("mailroom", exist_ok=True)
+        self._migrate_all()
+        self.start_process("emulator")
+        for name in SERVICES:
+            self.start_process(name)
+        self.wait_ready(timeout=timeout)
+        return self
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            self.stop_process(name)
+        if self.nats:
+            self.nats.stop()
+        if self.postgres:
+            self.postgres.stop()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ processes
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports.of(name)}"
+
+    def env_for(self, name: str) -> dict[str, str]:
+        assert self.nats is not None
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILROOM_", "SES_EMULATOR_"))}
+        env.update({
+            "PYTHONUNBUFFERED": "1",
+            "MAILROOM_DATABASE_URL": self.db_url,
+            "MAILROOM_NATS_URL": self.nats.url,
+            "MAILROOM_LOG_FORMAT": "json",
+            "MAILROOM_AWS_REGION": REGION,
+            "MAILROOM_SES_ENDPOINT_URL": self.url("emulator"),
+            "AWS_ACCESS_KEY_ID": "emulator",
+            "AWS_SECRET_ACCESS_KEY": "emulator",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        })
+        port = str(self.ports.of(name))
+        if name == "emulator":
+            env.update({
+                "SES_EMULATOR_HOST": "127.0.0.1",
+                "SES_EMULATOR_PORT": port,
+                "SES_EMULATOR_REGION": REGION,
+                "SES_EMULATOR_VERIFY": "immediate",
+                "SES_EMULATOR_STATE_DIR": str(self.base_dir / "ses-emulator"),
+                "SES_EMULATOR_SNS_SUBSCRIPTIONS": f"{TOPIC_ARN}={self.url('events')}/ses/sns",
+            })
+        else:
+            env[f"MAILROOM_{name.upper()}_PORT"] = port
+        if name == "api":
+            env["MAILROOM_API_OPERATOR_TOKEN"] = self.operator_token
+        elif name == "events":
+            env.update({
+                "MAILROOM_EVENTS_SNS_TOPIC_ARNS": TOPIC_ARN,
+                # The emulator serves its signing certificate over http on loopback (dev/test only).
+                "MAILROOM_EVENTS_SNS_CERT_HOST_PATTERN": rf"^127\.0\.0\.1:{self.ports.emulator}$",
+                "MAILROOM_EVENTS_SNS_ALLOW_HTTP": "true",
+            })
+        elif name == "sender":
+            env["MAILROOM_SENDER_SES_EVENTS_TOPIC_ARN"] = TOPIC_ARN
+        elif name == "domains":
+            env["MAILROOM_DOMAINS_POLL_INTERVAL_SECONDS"] = "0.5"
+        elif name == "webhooks":
+            env.update({
+                "MAILROOM_WEBHOOKS_SECRET_KEY": self.webhooks_secret_key,
+                # Local receivers only: a real deployment keeps https-only and no private ranges.
+                "MAILROOM_WEBHOOKS_ALLOW_HTTP": "true",
+                "MAILROOM_WEBHOOKS_ALLOWED_CIDRS": "127.0.0.0/8,::1/128",
+            })
+        env.update(self.extra_env.get(name, {}))
+        return env
+
+    def command(self, name: str, verb: str = "run") -> list[str]:
+        if name == "emulator":
+            return [sys.executable, "-m", "mailroom_ses_emulator"]
+        return [sys.executable, "-m", f"mailroom_{name}", verb]
+
+    def _migrate_all(self) -> None:
+        procs = {
+            name: subprocess.run(self.command(name, "migrate"), env=self.env_for(name), capture_output=True,
+                                 timeout=120, check=False)
+            for name in SERVICES
+        }
+        for name, result in procs.items():
+            if result.returncode != 0:
+                raise RuntimeError(f"migrations of {name} failed:\n{result.stderr.decode()[-3000:]}")
+
+    def start_process(self, name: str) -> None:
+        log = open(self.base_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[name] = subprocess.Popen(
+            self.command(name), env=self.env_for(name), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+
+    def stop_process(self, name: str, timeout: float = 20.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self, name: str) -> None:
+        """kill -9, for crash tests."""
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        self.start_process(name)
+        self.wait_ready([name], timeout=timeout)
+
+    def wait_ready(self, names: list[str] | None = None, timeout: float = 90.0) -> None:
+        pending = list(names or ["emulator", *SERVICES])
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                for name in list(pending):
+                    proc = self.procs.get(name)
+                    if proc is not None and proc.poll() is not None:
+                        raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+                    path = "/health" if name == "emulator" else "/ready"
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get(self.url(name) + path).status_code == 200:
+                            pending.remove(name)
+                if pending and time.monotonic() > deadline:
+                    tails = "\n".join(f"--- {n}\n{self.log_tail(n)}" for n in pending)
+                    raise TimeoutError(f"not ready after {timeout}s: {pending}\n{tails}")
+                if pending:
+                    time.sleep(0.1)
+
+    def log_tail(self, name: str, chars: int = 4000) -> str:
+        path = self.base_dir / "logs" / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
