@@ -7,14 +7,18 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import httpx
 
-from mailroom_devstack.stack import Stack
+from cryptography.fernet import Fernet
+
+from mailroom_devstack.infra import Postgres
+from mailroom_devstack.stack import Ports, Stack
 
 T = TypeVar("T")
 
@@ -134,3 +138,16 @@ def emulator_sent(stack: Stack) -> list[dict[str, Any]]:
 
 def sent_email_ids(stack: Stack) -> list[str]:
     return [m["tags"].get("mailroom_email_id", "") for m in emulator_sent(stack)]
+
+
+def make_stack(tmp: Path, postgres: Postgres, **extra_env: dict[str, str]) -> Iterator[Stack]:
+    dbname = f"mailroom_e2e_{secrets.token_hex(5)}"
+    url = postgres.create_database(dbname)
+    stack = Stack(base_dir=tmp, ports=Ports.free(), operator_token=f"op_{secrets.token_hex(12)}",
+                  webhooks_secret_key=Fernet.generate_key().decode(), database_url=url, extra_env=extra_env)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        postgres.drop_database(dbname)

@@ -1,0 +1,56 @@
+"""The API's one error type. Every error response is rendered from an `ApiError`:
+`{"error": code, "message": ..., "param": ..., "request_id": ...}` with the SPEC §2 status."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+
+def validation(message: str, param: str | None) -> ApiError:
+    return ApiError(422, "validation_error", message, param=param)
+
+
+def not_found(what: str = "resource") -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def forbidden(code: str, message: str) -> ApiError:
+    return ApiError(403, code, message)
+
+
+def unavailable(message: str = "a dependency is unavailable; try again", retry_after: int = 5) -> ApiError:
+    return ApiError(503, "unavailable", message, headers={"Retry-After": str(retry_after)})
+
+
+# SPEC §2 statuses for error codes another service may answer with over request/reply.
+RPC_STATUS = {
+    "validation_error": 422,
+    "not_found": 404,
+    "conflict": 409,
+    "insufficient_permission": 403,
+    "unavailable": 503,
+}
+
+
+def from_rpc(code: str, message: str, param: str | None) -> ApiError:
+    status = RPC_STATUS.get(code)
+    if status is None or status == 503:
+        # The other side failed in a way the tenant cannot fix: nothing was accepted, try again.
+        return unavailable(message if status == 503 else "a dependency failed; try again")
+    return ApiError(status, code, message, param=param)

@@ -1,0 +1,29 @@
+"""API service settings (MAILROOM_API_*; the operator token also as MAILROOM_OPERATOR_TOKEN)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Self
+
+from mailroom_kit.settings import BaseSettings
+
+
+class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call-arg]
+    env_prefix = "MAILROOM_API_"
+
+    port: int = 8000
+    # Bearer token for /admin/v1 (compared in constant time). Empty: the operator API answers 401.
+    # Read from MAILROOM_API_OPERATOR_TOKEN, or MAILROOM_OPERATOR_TOKEN (the SPEC's name) when unset.
+    operator_token: str = ""
+    # Largest accepted request body in bytes (a bigger one is 413 payload_too_large).
+    max_body_bytes: int = 10 * 1024 * 1024
+    # How long to wait for the domains/webhooks services to answer a request/reply call.
+    rpc_timeout_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        env = dict(os.environ if environ is None else environ)
+        if "MAILROOM_API_OPERATOR_TOKEN" not in env and "MAILROOM_OPERATOR_TOKEN" in env:
+            env["MAILROOM_API_OPERATOR_TOKEN"] = env["MAILROOM_OPERATOR_TOKEN"]
+        return super().from_env(env)

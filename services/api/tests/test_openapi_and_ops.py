@@ -1,0 +1,100 @@
+"""OpenAPI 3.1 at /schema/openapi.json describes every endpoint; health, readiness, metrics."""
+
+from __future__ import annotations
+
+import httpx
+from litestar import Litestar
+from mailroom_api.app import create_app
+from mailroom_kit.runtime import Runtime
+
+EXPECTED = {
+    ("/admin/v1/tenants", "post"),
+    ("/admin/v1/tenants", "get"),
+    ("/admin/v1/tenants/{tenant_id}", "get"),
+    ("/admin/v1/tenants/{tenant_id}", "patch"),
+    ("/admin/v1/tenants/{tenant_id}/api-keys", "post"),
+    ("/v1/api-keys", "post"),
+    ("/v1/api-keys", "get"),
+    ("/v1/api-keys/{key_id}", "delete"),
+    ("/v1/emails", "post"),
+    ("/v1/emails", "get"),
+    ("/v1/emails/{email_id}", "get"),
+    ("/v1/domains", "post"),
+    ("/v1/domains", "get"),
+    ("/v1/domains/{domain_id}", "get"),
+    ("/v1/webhooks", "post"),
+    ("/v1/webhooks", "get"),
+    ("/v1/webhooks/{webhook_id}", "get"),
+    ("/v1/webhooks/{webhook_id}", "delete"),
+}
+
+
+def app_routes(app: Litestar) -> set[tuple[str, str]]:
+    out = set()
+    for route in app.routes:
+        path = route.path_format
+        if path.startswith("/schema") or path in ("/health", "/ready", "/metrics"):
+            continue
+        for method in getattr(route, "methods", ()):
+            if method not in ("OPTIONS", "HEAD"):
+                out.add((path, method.lower()))
+    return out
+
+
+async def test_openapi_lists_every_route(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    resp = await client.get("/schema/openapi.json")
+    assert resp.status_code == 200 and resp.headers["x-request-id"].startswith("req_")
+    doc = resp.json()
+    assert doc["openapi"].startswith("3.1")
+    documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    assert app_routes(create_app(runtime)) == EXPECTED
+    assert EXPECTED <= documented
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["ApiKey"]["scheme"] == "bearer" and schemes["OperatorToken"]["scheme"] == "bearer"
+    for path, method in EXPECTED:
+        op = doc["paths"][path][method]
+        expected_scheme = "OperatorToken" if path.startswith("/admin") else "ApiKey"
+        assert op["security"] == [{expected_scheme: []}], (path, method)
+        assert any(code.startswith("2") for code in op["responses"]), (path, method)
+        errors = [c for c in op["responses"] if c.startswith(("4", "5"))]
+        assert "401" in errors, (path, method)
+        for code in errors:
+            ref = op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.endswith("/ErrorBody")
+        if method in ("post", "patch"):
+            assert "requestBody" in op, (path, method)
+    send = doc["paths"]["/v1/emails"]["post"]
+    assert "202" in send["responses"] and "422" in send["responses"]
+    body_ref = send["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    props = doc["components"]["schemas"][body_ref]["properties"]
+    assert {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "reply_to",
+        "subject",
+        "html",
+        "text",
+        "headers",
+        "tags",
+        "metadata",
+    } <= set(props)
+    assert set(doc["components"]["schemas"]["ErrorBody"]["properties"]) == {
+        "error",
+        "message",
+        "param",
+        "request_id",
+    }
+
+
+async def test_health_ready_metrics(client: httpx.AsyncClient) -> None:
+    health = await client.get("/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert health.headers["x-request-id"].startswith("req_")
+    ready = await client.get("/ready")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"nats": True, "postgres": True, "migrations": True}
+    await client.get("/v1/emails")
+    metrics = await client.get("/metrics")
+    assert metrics.status_code == 200 and "mailroom_http_requests_total" in metrics.text
