@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from mailroom_ses_emulator import EmulatorServer
 
 TOPIC = "arn:aws:sns:us-east-1:000000000000:mailroom-ses-events"
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "ses-sns"
+FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "ses-sns"  # copy of shared/fixtures
 T = TypeVar("T")
 StartEmulator = Callable[..., EmulatorServer]
 
