@@ -3,13 +3,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from mailroom_devstack.infra import Postgres
 from mailroom_devstack.stack import Stack
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import make_stack  # noqa: E402
+from support import make_stack
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from support import Tenant, create_tenant, make_stack, sent_email_ids, verified_domain, wait_for
-
 from mailroom_devstack.infra import Postgres
 from mailroom_devstack.stack import Stack
+from support import Tenant, create_tenant, make_stack, sent_email_ids, verified_domain, wait_for
 
 TOTAL = 500
 

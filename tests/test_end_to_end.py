@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from mailroom_devstack.stack import Stack
 from standardwebhooks.webhooks import Webhook
 from support import (
     Tenant,
@@ -17,8 +18,6 @@ from support import (
     verified_domain,
     wait_for,
 )
-
-from mailroom_devstack.stack import Stack
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +105,15 @@ def test_bounce_and_complaint(stack: Stack, tenant: Tenant, domain: dict, addres
                               expected: list[str]) -> None:
     with httpx.Client(base_url=stack.url("api"), headers=tenant.headers(), timeout=10) as c:
         email_id = send(c, address)
-        email = final_status(c, email_id, status)
-        wait_for(lambda: timeline(email_status(c, email_id)) == expected, what=f"timeline {expected}")
+        final_status(c, email_id, status)
+        def with_full_timeline() -> dict | None:
+            got = email_status(c, email_id)
+            return got if timeline(got) == expected else None
+
+        email = wait_for(with_full_timeline, what=f"timeline {expected}")
+        assert email["recipients"][0]["status"] == status
         if status == "bounced":
-            bounce = next(e for e in email_status(c, email_id)["events"] if e["type"] == "bounced")
+            bounce = next(e for e in email["events"] if e["type"] == "bounced")
             assert "Permanent" in str(bounce["data"])
 
 

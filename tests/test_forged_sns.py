@@ -7,15 +7,14 @@ import json
 
 import httpx
 import pytest
+from mailroom_devstack.stack import TOPIC_ARN, Stack
 from support import create_tenant, email_status, verified_domain, wait_for
 
-from mailroom_devstack.stack import TOPIC_ARN, Stack
 
-
-def _sent_notification(stack: Stack) -> dict:
-    """A real, emulator-signed Delivery notification captured from the emulator's log."""
-    notes = httpx.get(stack.url("emulator") + "/_emulator/notifications").json()
-    return notes
+def emulator_cert_url(stack: Stack) -> str:
+    """The emulator's real SigningCertURL (trusted by the events service), from its delivery log."""
+    notes = httpx.get(stack.url("emulator") + "/_emulator/notifications").json()["notifications"]
+    return next(n["signing_cert_url"] for n in notes if n.get("signing_cert_url"))
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +50,7 @@ def test_forged_notifications_are_refused_and_change_nothing(stack: Stack, deliv
     email_id, ctx = delivered_email
     tenant_id = ctx["email"].get("tenant_id", "ten_x")
     sns = stack.url("events") + "/ses/sns"
-    emulator_cert = next(
-        (n.get("signing_cert_url") for n in _sent_notification(stack).get("notifications", [])
-         if n.get("signing_cert_url")), None) or f"{stack.url('emulator')}/_emulator/SimpleNotificationService-x.pem"
+    emulator_cert = emulator_cert_url(stack)
     cases = {
         "bad signature": forged_delivery(email_id, tenant_id, cert_url=emulator_cert),
         "wrong certificate host": forged_delivery(email_id, tenant_id, cert_url="http://evil.example/cert.pem"),

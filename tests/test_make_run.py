@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import httpx
-from support import wait_for
-
 from mailroom_devstack.infra import free_port
+from support import wait_for
 
 
 class Run:

@@ -164,7 +164,7 @@ async def test_unexpected_exception_is_retried_not_dropped(nats_url: str) -> Non
         data = encode(sent_event(9))
         subject = "mailroom.email.sent"
 
-        class metadata:  # noqa: N801
+        class metadata:
             num_delivered = 1
 
         def __init__(self) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from ses_emulator_testkit import (
     FIXTURES,
     TOPIC,

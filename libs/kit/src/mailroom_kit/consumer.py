@@ -32,7 +32,7 @@ Handler = Callable[[Event, Msg], Awaitable[None]]
 BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
 
-class Retry(Exception):  # noqa: N818 - reads as an outcome
+class Retry(Exception):
     """Transient: try again later (after `delay` seconds, or the backoff schedule)."""
 
     def __init__(self, reason: str, delay: float | None = None) -> None:
@@ -40,7 +40,7 @@ class Retry(Exception):  # noqa: N818 - reads as an outcome
         self.delay = delay
 
 
-class Permanent(Exception):  # noqa: N818
+class Permanent(Exception):
     """Will never succeed: terminate the message (the handler recorded the failure)."""
 
 
@@ -113,7 +113,7 @@ async def consume(
                 continue
             try:
                 msgs = await psub.fetch(batch=free, timeout=1.0)
-            except (NatsTimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeoutError):
                 continue
             except Exception as exc:
                 if stop.is_set():

@@ -27,7 +27,7 @@ Req = TypeVar("Req", bound=msgspec.Struct)
 Rep = TypeVar("Rep", bound=msgspec.Struct)
 
 
-class RpcUnavailable(Exception):  # noqa: N818
+class RpcUnavailable(Exception):
     """Nobody answered in time: the owning service is down or overloaded."""
 
 
@@ -68,7 +68,9 @@ async def serve(
     return await nc.subscribe(subject, queue=queue, cb=on_request)
 
 
-async def request(nc: Client, subject: str, req: msgspec.Struct, reply_type: type[Rep], *, timeout: float = 10.0) -> Rep:
+async def request(
+    nc: Client, subject: str, req: msgspec.Struct, reply_type: type[Rep], *, timeout: float = 10.0
+) -> Rep:
     try:
         msg = await nc.request(subject, encode(req), timeout=timeout)
     except (NatsTimeoutError, NoRespondersError, TimeoutError) as exc:

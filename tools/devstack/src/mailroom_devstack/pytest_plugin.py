@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -41,7 +42,7 @@ def nats_url(nats_server: NatsServer) -> str:
     return nats_server.url
 
 
-async def rollback_connection(url: str, schema: str) -> AsyncIterator[psycopg.AsyncConnection]:  # type: ignore[type-arg]
+async def rollback_connection(url: str, schema: str) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
     """A connection whose whole test runs in one transaction that is rolled back."""
     conn = await psycopg.AsyncConnection.connect(url, row_factory=dict_row, options=f"-c search_path={schema}")
     try:

@@ -159,7 +159,7 @@ class Stack:
                 raise RuntimeError(f"migrations of {name} failed:\n{result.stderr.decode()[-3000:]}")
 
     def start_process(self, name: str) -> None:
-        log = open(self.base_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.base_dir / "logs" / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(
             self.command(name), env=self.env_for(name), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True,
