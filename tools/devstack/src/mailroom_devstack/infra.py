@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -99,10 +100,14 @@ class Postgres:
         if self._given:
             self.admin_url = self._given
             return self
-        import pgserver  # type: ignore[import-untyped]
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; harmless here
+            warnings.simplefilter("ignore")
+            import pgserver  # type: ignore[import-untyped]
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
         self._server = server
         self.admin_url = str(server.get_uri())
         return self
