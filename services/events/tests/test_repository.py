@@ -1,0 +1,107 @@
+"""The events repository's SQL (SNS de-duplication, audit annotations, confirmed subscriptions)
+against the real `events` schema. Each test runs in one transaction that is rolled back at the end
+(`rollback_connection`), so tests need no cleanup and counts are exact (ids are new per test)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from mailroom_devstack.pytest_plugin import rollback_connection
+from mailroom_events import repository as repo
+from mailroom_kit.db import Conn
+
+TOPIC = "arn:aws:sns:us-east-1:000000000000:mailroom-ses"
+
+
+@pytest.fixture
+async def conn(events_database: str) -> AsyncIterator[Conn]:
+    async for c in rollback_connection(events_database, "events"):
+        yield c
+
+
+async def message(conn: Conn, message_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute("SELECT * FROM sns_messages WHERE message_id = %s", (message_id,))
+    return await cur.fetchone()
+
+
+async def test_record_message_refuses_the_same_sns_message_id_twice(conn: Conn) -> None:
+    message_id = str(uuid.uuid4())
+    assert await repo.record_message(conn, message_id=message_id, topic_arn=TOPIC, type_="Notification")
+    # SNS delivers at least once: the same MessageId again is a duplicate, whatever it claims
+    assert not await repo.record_message(conn, message_id=message_id, topic_arn=f"{TOPIC}-2", type_="Other")
+    assert await repo.record_message(conn, message_id=str(uuid.uuid4()), topic_arn=TOPIC, type_="Notification")
+
+    row = await message(conn, message_id)
+    assert row is not None
+    assert (row["topic_arn"], row["type"], row["events_emitted"], row["ses_event_type"], row["email_id"]) == (
+        TOPIC,
+        "Notification",
+        0,
+        None,
+        None,
+    )
+    cur = await conn.execute("SELECT count(*) AS n FROM sns_messages WHERE message_id = %s", (message_id,))
+    assert await cur.fetchone() == {"n": 1}
+
+
+async def test_annotate_message_touches_only_that_message(conn: Conn) -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    for message_id in (first, second):
+        await repo.record_message(conn, message_id=message_id, topic_arn=TOPIC, type_="Notification")
+
+    await repo.annotate_message(
+        conn,
+        message_id=first,
+        ses_event_type="Bounce",
+        ses_message_id="0100-ses",
+        email_id="msg_1",
+        tenant_id="ten_1",
+        events_emitted=2,
+    )
+    row = await message(conn, first)
+    assert row is not None
+    assert (row["ses_event_type"], row["ses_message_id"], row["email_id"], row["tenant_id"], row["events_emitted"]) == (
+        "Bounce",
+        "0100-ses",
+        "msg_1",
+        "ten_1",
+        2,
+    )
+    untouched = await message(conn, second)
+    assert untouched is not None
+    assert (untouched["ses_event_type"], untouched["email_id"], untouched["events_emitted"]) == (None, None, 0)
+
+    # a message that could not be attributed keeps NULLs
+    await repo.annotate_message(
+        conn,
+        message_id=second,
+        ses_event_type=None,
+        ses_message_id=None,
+        email_id=None,
+        tenant_id=None,
+        events_emitted=0,
+    )
+    untouched = await message(conn, second)
+    assert untouched is not None and (untouched["ses_event_type"], untouched["tenant_id"]) == (None, None)
+
+
+async def test_record_subscription_upserts_the_confirmation_time(conn: Conn) -> None:
+    topic = f"{TOPIC}-{uuid.uuid4().hex}"
+    await repo.record_subscription(conn, topic)
+    cur = await conn.execute(
+        "SELECT topic_arn, confirmed_at, now() AS now FROM subscriptions WHERE topic_arn = %s", (topic,)
+    )
+    rows = await cur.fetchall()
+    assert len(rows) == 1 and rows[0]["confirmed_at"] == rows[0]["now"]
+
+    # confirming again (SNS re-sent the SubscriptionConfirmation) refreshes the time, one row
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    await conn.execute("UPDATE subscriptions SET confirmed_at = %s WHERE topic_arn = %s", (old, topic))
+    await repo.record_subscription(conn, topic)
+    cur = await conn.execute("SELECT confirmed_at, now() AS now FROM subscriptions WHERE topic_arn = %s", (topic,))
+    rows = await cur.fetchall()
+    assert len(rows) == 1 and rows[0]["confirmed_at"] == rows[0]["now"]

@@ -1,0 +1,218 @@
+"""The sender repository's SQL (the `deliveries` state machine) against the real `sender` schema.
+Each test runs in one transaction that is rolled back at the end (`rollback_connection`), so tests
+need no cleanup. Inside one transaction `now()` is constant, which makes the in-doubt arithmetic
+exact."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import psycopg
+import pytest
+from mailroom_devstack.pytest_plugin import rollback_connection
+from mailroom_kit.db import Conn, connect
+from mailroom_kit.ids import new_id
+from mailroom_sender import repository as repo
+from mailroom_sender.service import SCHEMA
+
+
+@pytest.fixture
+async def conn(sender_db: str) -> AsyncIterator[Conn]:
+    async for c in rollback_connection(sender_db, SCHEMA):
+        yield c
+
+
+@pytest.fixture
+async def other_conn(sender_db: str) -> AsyncIterator[Conn]:
+    """A second session (another sender replica), also rolled back."""
+    async for c in rollback_connection(sender_db, SCHEMA):
+        yield c
+
+
+async def db_now(conn: Conn) -> datetime:
+    cur = await conn.execute("SELECT now() AS t")
+    row = await cur.fetchone()
+    assert row is not None
+    t: datetime = row["t"]
+    return t
+
+
+async def new_delivery(conn: Conn, *, mode: str = "live", recipients: list[str] | None = None) -> str:
+    email_id = new_id("msg")
+    await repo.insert_if_missing(
+        conn, email_id=email_id, tenant_id="ten_a", mode=mode, recipients=recipients or ["a@example.org"]
+    )
+    return email_id
+
+
+async def test_insert_if_missing_is_idempotent(conn: Conn) -> None:
+    email_id = await new_delivery(conn, recipients=["a@example.org", "b@example.org"])
+    # a redelivered EmailQueued never resets or rewrites the row
+    await repo.start_attempt(conn, email_id, provider="ses")
+    await repo.insert_if_missing(conn, email_id=email_id, tenant_id="ten_b", mode="test", recipients=["x@example.org"])
+
+    row = await repo.get(conn, email_id)
+    assert row is not None
+    assert (row.tenant_id, row.mode, row.recipients, row.state, row.attempts) == (
+        "ten_a",
+        "live",
+        ["a@example.org", "b@example.org"],
+        "sending",
+        1,
+    )
+    cur = await conn.execute("SELECT count(*) AS n FROM deliveries WHERE email_id = %s", (email_id,))
+    assert await cur.fetchone() == {"n": 1}
+    assert await repo.get(conn, new_id("msg")) is None
+
+
+async def test_new_delivery_defaults_and_lock(conn: Conn) -> None:
+    email_id = await new_delivery(conn, mode="test")
+    locked = await repo.lock(conn, email_id, in_doubt_seconds=600)
+    assert locked is not None
+    d = locked.delivery
+    assert (d.email_id, d.tenant_id, d.mode, d.state, d.attempts) == (email_id, "ten_a", "test", "pending", 0)
+    assert (d.attempt_started_at, d.provider, d.provider_message_id, d.failure_reason) == (None, None, None, None)
+    assert d.created_at == d.updated_at == await db_now(conn)
+    # no attempt yet: nothing is in doubt
+    assert locked.in_doubt_remaining is None
+    assert await repo.lock(conn, new_id("msg")) is None
+
+
+async def test_start_attempt_counts_attempts_and_in_doubt_time(conn: Conn) -> None:
+    email_id = await new_delivery(conn)
+    assert await repo.start_attempt(conn, email_id, provider="ses") == 1
+    now = await db_now(conn)
+
+    locked = await repo.lock(conn, email_id, in_doubt_seconds=600)
+    assert locked is not None
+    assert (locked.delivery.state, locked.delivery.provider, locked.delivery.attempt_started_at) == (
+        "sending",
+        "ses",
+        now,
+    )
+    assert locked.in_doubt_remaining == pytest.approx(600.0, abs=1e-6)
+
+    # the attempt started 100.5 s ago: 499.5 s remain; 700 s ago: expired 100 s ago
+    await conn.execute(
+        "UPDATE deliveries SET attempt_started_at = now() - interval '100.5 seconds' WHERE email_id = %s",
+        (email_id,),
+    )
+    locked = await repo.lock(conn, email_id, in_doubt_seconds=600)
+    assert locked is not None and locked.in_doubt_remaining == pytest.approx(499.5, abs=1e-6)
+    locked = await repo.lock(conn, email_id, in_doubt_seconds=0.25)
+    assert locked is not None and locked.in_doubt_remaining == pytest.approx(-100.25, abs=1e-6)
+    await conn.execute(
+        "UPDATE deliveries SET attempt_started_at = now() - interval '700 seconds' WHERE email_id = %s", (email_id,)
+    )
+    locked = await repo.lock(conn, email_id, in_doubt_seconds=600)
+    assert locked is not None and locked.in_doubt_remaining == pytest.approx(-100.0, abs=1e-6)
+
+    # taking over an in-doubt send starts attempt 2 from now
+    assert await repo.start_attempt(conn, email_id, provider="ses") == 2
+    locked = await repo.lock(conn, email_id, in_doubt_seconds=600)
+    assert locked is not None
+    assert (locked.delivery.attempts, locked.delivery.attempt_started_at) == (2, now)
+    assert locked.in_doubt_remaining == pytest.approx(600.0, abs=1e-6)
+
+    with pytest.raises(LookupError):
+        await repo.start_attempt(conn, new_id("msg"), provider="ses")
+
+
+async def test_mark_sent_settles_and_clears_failure(conn: Conn) -> None:
+    email_id = await new_delivery(conn)
+    other = await new_delivery(conn)
+    attempt = await repo.start_attempt(conn, email_id, provider="ses")
+    assert await repo.release_attempt(conn, email_id, attempt=attempt, reason="throttled")
+    await repo.start_attempt(conn, email_id, provider="ses")
+
+    await repo.mark_sent(conn, email_id, provider="ses", provider_message_id="0100-abc")
+    row = await repo.get(conn, email_id)
+    assert row is not None
+    assert (row.state, row.provider, row.provider_message_id, row.failure_reason, row.attempts) == (
+        "sent",
+        "ses",
+        "0100-abc",
+        None,
+        2,
+    )
+    untouched = await repo.get(conn, other)
+    assert untouched is not None and (untouched.state, untouched.provider_message_id) == ("pending", None)
+
+
+async def test_mark_failed(conn: Conn) -> None:
+    email_id = await new_delivery(conn)
+    await repo.mark_failed(conn, email_id, reason="invalid_from")
+    row = await repo.get(conn, email_id)
+    assert row is not None and (row.state, row.failure_reason, row.attempts) == ("failed", "invalid_from", 0)
+
+
+async def test_release_attempt_only_for_the_current_attempt_in_flight(conn: Conn) -> None:
+    email_id = await new_delivery(conn)
+    # nothing in flight yet
+    assert not await repo.release_attempt(conn, email_id, attempt=0, reason="x")
+    first = await repo.start_attempt(conn, email_id, provider="ses")
+    second = await repo.start_attempt(conn, email_id, provider="ses")  # someone took over
+    assert (first, second) == (1, 2)
+
+    # the stale attempt may not put it back
+    assert not await repo.release_attempt(conn, email_id, attempt=first, reason="stale")
+    row = await repo.get(conn, email_id)
+    assert row is not None and (row.state, row.failure_reason) == ("sending", None)
+
+    assert await repo.release_attempt(conn, email_id, attempt=second, reason="connection reset")
+    row = await repo.get(conn, email_id)
+    assert row is not None and (row.state, row.attempts, row.failure_reason) == ("pending", 2, "connection reset")
+    # already released: no second transition
+    assert not await repo.release_attempt(conn, email_id, attempt=second, reason="again")
+
+    # a settled send is never put back
+    third = await repo.start_attempt(conn, email_id, provider="ses")
+    await repo.mark_sent(conn, email_id, provider="ses", provider_message_id="m")
+    assert not await repo.release_attempt(conn, email_id, attempt=third, reason="late")
+    row = await repo.get(conn, email_id)
+    assert row is not None and row.state == "sent"
+    assert not await repo.release_attempt(conn, new_id("msg"), attempt=1, reason="unknown")
+
+
+async def test_lock_holds_the_row_against_another_replica(sender_db: str, conn: Conn, other_conn: Conn) -> None:
+    """`lock` is SELECT … FOR UPDATE: a second session waits for it. The row must be committed for
+    the second session to see it at all, so it is written by its own connection (unique id) and
+    deleted afterwards."""
+    email_id = new_id("msg")
+    setup = await connect(sender_db, SCHEMA, autocommit=True)
+    try:
+        await repo.insert_if_missing(setup, email_id=email_id, tenant_id="ten_a", mode="live", recipients=["a@b.c"])
+
+        assert await repo.lock(conn, email_id) is not None
+        await other_conn.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            await repo.lock(other_conn, email_id)
+        await other_conn.rollback()
+
+        await conn.rollback()  # the first replica's transaction ends: the row is free again
+        locked = await repo.lock(other_conn, email_id)
+        assert locked is not None and locked.delivery.state == "pending"
+    finally:
+        await conn.rollback()
+        await other_conn.rollback()
+        await setup.execute("DELETE FROM deliveries WHERE email_id = %s", (email_id,))
+        await setup.close()
+
+
+async def test_updated_at_moves_with_each_transition(conn: Conn) -> None:
+    email_id = await new_delivery(conn)
+    now = await db_now(conn)
+    past = now - timedelta(hours=1)
+    reset = "UPDATE deliveries SET updated_at = %s WHERE email_id = %s"
+
+    for step in (
+        lambda: repo.start_attempt(conn, email_id, provider="ses"),
+        lambda: repo.release_attempt(conn, email_id, attempt=1, reason="r"),
+        lambda: repo.mark_sent(conn, email_id, provider="ses", provider_message_id="m"),
+        lambda: repo.mark_failed(conn, email_id, reason="f"),
+    ):
+        await conn.execute(reset, (past, email_id))
+        await step()
+        row = await repo.get(conn, email_id)
+        assert row is not None and row.updated_at == now

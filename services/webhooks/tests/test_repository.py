@@ -1,0 +1,500 @@
+"""The webhooks repository's SQL (endpoints, email summaries, deliveries and their claims, attempts)
+against the real `webhooks` schema. Each test runs in one transaction that is rolled back at the end
+(`rollback_connection`), so tests need no cleanup. Tests that claim deliveries first delete every
+other row inside that transaction (rows other tests may have left), so counts are exact."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from mailroom_devstack.pytest_plugin import rollback_connection
+from mailroom_kit.db import Conn, connect
+from mailroom_kit.ids import new_id
+from mailroom_webhooks import repository as repo
+from mailroom_webhooks.app import SCHEMA
+from mailroom_webhooks.payloads import EmailSummary
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+PAST = datetime(2000, 1, 1, tzinfo=UTC)  # due long ago
+
+
+@pytest.fixture
+async def conn(webhooks_db: str) -> AsyncIterator[Conn]:
+    async for c in rollback_connection(webhooks_db, SCHEMA):
+        yield c
+
+
+@pytest.fixture
+async def other_conn(webhooks_db: str) -> AsyncIterator[Conn]:
+    """A second session (another dispatcher replica), also rolled back."""
+    async for c in rollback_connection(webhooks_db, SCHEMA):
+        yield c
+
+
+async def db_now(conn: Conn) -> datetime:
+    cur = await conn.execute("SELECT now() AS t")
+    row = await cur.fetchone()
+    assert row is not None
+    t: datetime = row["t"]
+    return t
+
+
+async def endpoint(conn: Conn, tenant_id: str = "ten_a", *, events: list[str] | None = None) -> str:
+    endpoint_id = new_id("wh")
+    row = await repo.insert_endpoint(
+        conn,
+        endpoint_id=endpoint_id,
+        tenant_id=tenant_id,
+        url=f"https://hooks.example.org/{endpoint_id}",
+        events=events or ["*"],
+        description="orders",
+        secret_encrypted=f"enc-{endpoint_id}",
+    )
+    assert row["id"] == endpoint_id
+    return endpoint_id
+
+
+async def delivery(
+    conn: Conn, endpoint_id: str, *, event_id: str | None = None, due: datetime | None = None, tenant_id: str = "ten_a"
+) -> str:
+    delivery_id = new_id("whd")
+    event_id = event_id or new_id("evt")
+    assert await repo.insert_delivery(
+        conn,
+        delivery_id=delivery_id,
+        endpoint_id=endpoint_id,
+        tenant_id=tenant_id,
+        event_id=event_id,
+        event_type="email.sent",
+        payload=b'{"type": "email.sent"}',
+    )
+    if due is not None:
+        await conn.execute("UPDATE deliveries SET next_attempt_at = %s WHERE id = %s", (due, delivery_id))
+    return delivery_id
+
+
+async def row(conn: Conn, delivery_id: str) -> dict[str, Any]:
+    cur = await conn.execute("SELECT * FROM deliveries WHERE id = %s", (delivery_id,))
+    found = await cur.fetchone()
+    assert found is not None
+    return found
+
+
+async def only_ours(conn: Conn) -> None:
+    """Hide rows other tests committed, inside this rolled-back transaction."""
+    await conn.execute("DELETE FROM delivery_attempts")
+    await conn.execute("DELETE FROM deliveries")
+    await conn.execute("DELETE FROM endpoints")
+
+
+async def claim(conn: Conn, *, limit: int = 100, per_endpoint: int = 100, lease: float = 60) -> list[str]:
+    return [
+        r["id"]
+        for r in await repo.claim_due_deliveries(conn, limit=limit, per_endpoint=per_endpoint, lease_seconds=lease)
+    ]
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+
+async def test_endpoints_are_scoped_by_tenant_and_soft_deleted(conn: Conn) -> None:
+    a1 = await endpoint(conn, "ten_a", events=["email.sent", "email.bounced"])
+    a2 = await endpoint(conn, "ten_a")
+    b1 = await endpoint(conn, "ten_b")
+
+    listed = await repo.list_endpoints(conn, "ten_a")
+    assert [r["id"] for r in listed] == sorted([a1, a2], reverse=True)
+    first = next(r for r in listed if r["id"] == a1)
+    assert (first["events"], first["description"], first["enabled"]) == (
+        ["email.sent", "email.bounced"],
+        "orders",
+        True,
+    )
+    assert "secret_encrypted" not in first  # the API never reads the secret back
+    assert [r["id"] for r in await repo.list_endpoints(conn, "ten_b")] == [b1]
+
+    got = await repo.get_endpoint(conn, "ten_a", a1)
+    assert got is not None and got["url"] == f"https://hooks.example.org/{a1}"
+    assert await repo.get_endpoint(conn, "ten_b", a1) is None
+
+    # another tenant cannot delete it
+    assert await repo.soft_delete_endpoint(conn, "ten_b", a1) is None
+    deleted = await repo.soft_delete_endpoint(conn, "ten_a", a1)
+    assert deleted is not None and (deleted["id"], deleted["enabled"]) == (a1, False)
+    assert await repo.soft_delete_endpoint(conn, "ten_a", a1) is None  # already gone
+    assert await repo.get_endpoint(conn, "ten_a", a1) is None
+    assert [r["id"] for r in await repo.list_endpoints(conn, "ten_a")] == [a2]
+    # the row is kept (its deliveries reference it)
+    cur = await conn.execute("SELECT deleted_at IS NOT NULL AS gone FROM endpoints WHERE id = %s", (a1,))
+    assert await cur.fetchone() == {"gone": True}
+
+
+async def test_subscribed_endpoint_ids(conn: Conn) -> None:
+    sent_only = await endpoint(conn, "ten_s", events=["email.sent"])
+    everything = await endpoint(conn, "ten_s", events=["*"])
+    bounced_only = await endpoint(conn, "ten_s", events=["email.bounced"])
+    disabled = await endpoint(conn, "ten_s", events=["*"])
+    deleted = await endpoint(conn, "ten_s", events=["email.sent"])
+    await endpoint(conn, "ten_other", events=["*"])
+    await repo.disable_endpoint(conn, disabled, "gone")
+    await repo.soft_delete_endpoint(conn, "ten_s", deleted)
+    # deletion alone keeps an endpoint out, whatever its `enabled` flag says
+    await conn.execute("UPDATE endpoints SET enabled = true WHERE id = %s", (deleted,))
+
+    assert await repo.subscribed_endpoint_ids(conn, "ten_s", "email.sent") == sorted([sent_only, everything])
+    assert await repo.subscribed_endpoint_ids(conn, "ten_s", "email.bounced") == sorted([everything, bounced_only])
+    assert await repo.subscribed_endpoint_ids(conn, "ten_s", "domain.verified") == [everything]
+    assert await repo.subscribed_endpoint_ids(conn, "ten_nobody", "email.sent") == []
+    cur = await conn.execute("SELECT enabled, disabled_reason FROM endpoints WHERE id = %s", (disabled,))
+    assert await cur.fetchone() == {"enabled": False, "disabled_reason": "gone"}
+
+
+# ----------------------------------------------------------------------------- inbox and summaries
+
+
+async def test_mark_processed_once_per_consumer(conn: Conn) -> None:
+    event_id = new_id("evt")
+    assert await repo.mark_processed(conn, "webhooks-email", event_id)
+    assert not await repo.mark_processed(conn, "webhooks-email", event_id)
+    assert await repo.mark_processed(conn, "webhooks-domain", event_id)
+
+
+async def test_email_summary_is_written_once_and_read_per_tenant(conn: Conn) -> None:
+    email_id = new_id("msg")
+    summary = EmailSummary(
+        email_id=email_id,
+        tenant_id="ten_a",
+        mode="live",
+        from_address="Acme <no@acme.test>",
+        to_addresses=["Bob <bob@example.org>"],
+        recipients=["bob@example.org", "cc@example.org"],
+        subject="Receipt",
+        tags={"kind": "receipt"},
+        metadata={"order": 7},
+    )
+    await repo.insert_email_summary(conn, summary, created_at=T0)
+    # a redelivered EmailQueued does not overwrite it
+    await repo.insert_email_summary(conn, EmailSummary(**{**_fields(summary), "subject": "Changed"}), created_at=T0)
+
+    got = await repo.get_email_summary(conn, "ten_a", email_id)
+    assert got == {
+        "email_id": email_id,
+        "tenant_id": "ten_a",
+        "mode": "live",
+        "from_address": "Acme <no@acme.test>",
+        "to_addresses": ["Bob <bob@example.org>"],
+        "recipients": ["bob@example.org", "cc@example.org"],
+        "subject": "Receipt",
+        "tags": {"kind": "receipt"},
+        "metadata": {"order": 7},
+    }
+    assert await repo.get_email_summary(conn, "ten_b", email_id) is None
+
+    no_metadata = EmailSummary(**{**_fields(summary), "email_id": new_id("msg"), "metadata": None})
+    await repo.insert_email_summary(conn, no_metadata, created_at=T0)
+    got = await repo.get_email_summary(conn, "ten_a", no_metadata.email_id)
+    assert got is not None and got["metadata"] is None
+    cur = await conn.execute(
+        "SELECT metadata IS NULL AS sql_null FROM email_summaries WHERE email_id = %s", (no_metadata.email_id,)
+    )
+    assert await cur.fetchone() == {"sql_null": True}  # SQL NULL, not a JSON null
+
+
+def _fields(summary: EmailSummary) -> dict[str, Any]:
+    return {f: getattr(summary, f) for f in summary.__struct_fields__}
+
+
+# ----------------------------------------------------------------------------- deliveries
+
+
+async def test_delivery_is_unique_per_endpoint_and_event(conn: Conn) -> None:
+    first, second = await endpoint(conn), await endpoint(conn)
+    event_id = new_id("evt")
+    delivery_id = await delivery(conn, first, event_id=event_id)
+    # the same event to the same endpoint again (a redelivered event) is refused
+    assert not await repo.insert_delivery(
+        conn,
+        delivery_id=new_id("whd"),
+        endpoint_id=first,
+        tenant_id="ten_a",
+        event_id=event_id,
+        event_type="email.sent",
+        payload=b"{}",
+    )
+    # to another endpoint it is a delivery of its own
+    await delivery(conn, second, event_id=event_id)
+    cur = await conn.execute(
+        "SELECT endpoint_id, id FROM deliveries WHERE event_id = %s ORDER BY endpoint_id", (event_id,)
+    )
+    rows = await cur.fetchall()
+    assert [r["endpoint_id"] for r in rows] == sorted([first, second])
+    assert delivery_id in {r["id"] for r in rows}
+    stored = await row(conn, delivery_id)
+    assert (stored["status"], stored["attempts"], bytes(stored["payload"])) == ("pending", 0, b'{"type": "email.sent"}')
+    assert stored["next_attempt_at"] == await db_now(conn)
+
+
+async def test_claim_due_deliveries_honours_due_time_and_endpoint_state(conn: Conn) -> None:
+    await only_ours(conn)
+    now = await db_now(conn)
+    live, disabled, deleted = await endpoint(conn), await endpoint(conn), await endpoint(conn)
+    due = await delivery(conn, live, due=now - timedelta(seconds=5))
+    due_now = await delivery(conn, live)  # next_attempt_at defaults to now()
+    later = await delivery(conn, live, due=now + timedelta(seconds=1))
+    await delivery(conn, disabled, due=now - timedelta(seconds=5))
+    await delivery(conn, deleted, due=now - timedelta(seconds=5))
+    done = await delivery(conn, live, due=now - timedelta(seconds=5))
+    await conn.execute("UPDATE deliveries SET status = 'succeeded' WHERE id = %s", (done,))
+    await repo.disable_endpoint(conn, disabled, "gone")
+    await repo.soft_delete_endpoint(conn, "ten_a", deleted)
+    await conn.execute("UPDATE endpoints SET enabled = true WHERE id = %s", (deleted,))  # deletion alone counts
+
+    claimed = await repo.claim_due_deliveries(conn, limit=10, per_endpoint=10, lease_seconds=30)
+    assert [c["id"] for c in claimed] == [due, due_now]  # oldest first
+    first = claimed[0]
+    assert (first["endpoint_id"], first["event_id"] is not None, bytes(first["payload"]), first["attempts"]) == (
+        live,
+        True,
+        b'{"type": "email.sent"}',
+        1,
+    )
+    assert (first["url"], first["secret_encrypted"]) == (f"https://hooks.example.org/{live}", f"enc-{live}")
+    stored = await row(conn, due)
+    assert (stored["status"], stored["attempts"], stored["lease_expires_at"]) == (
+        "in_flight",
+        1,
+        now + timedelta(seconds=30),
+    )
+    assert (await row(conn, later))["status"] == "pending"
+
+    # claimed and leased: nothing more is due
+    assert await claim(conn) == []
+
+    # the lease of `due` ran out (its dispatcher died): claimed again, as attempt 2
+    await conn.execute("UPDATE deliveries SET lease_expires_at = now() - interval '1 ms' WHERE id = %s", (due,))
+    again = await repo.claim_due_deliveries(conn, limit=10, per_endpoint=10, lease_seconds=30)
+    assert [(c["id"], c["attempts"]) for c in again] == [(due, 2)]
+
+
+async def test_claim_due_deliveries_respects_limit_and_per_endpoint_bound(conn: Conn) -> None:
+    await only_ours(conn)
+    now = await db_now(conn)
+    busy, quiet = await endpoint(conn), await endpoint(conn)
+    busy_ids = [await delivery(conn, busy, due=now - timedelta(seconds=10 - i)) for i in range(4)]
+    quiet_ids = [await delivery(conn, quiet, due=now - timedelta(seconds=5 - i)) for i in range(2)]
+
+    # at most 2 per endpoint, and `limit` overall (oldest first)
+    assert await claim(conn, limit=3, per_endpoint=2) == [busy_ids[0], busy_ids[1], quiet_ids[0]]
+    # `busy` already has 2 live claims: none more for it; `quiet` has 1, so one more
+    assert await claim(conn, limit=10, per_endpoint=2) == [quiet_ids[1]]
+    # an expired lease frees its slot (and is itself claimable again)
+    await conn.execute("UPDATE deliveries SET lease_expires_at = now() WHERE id = %s", (busy_ids[0],))
+    assert await claim(conn, limit=10, per_endpoint=2) == [busy_ids[0]]
+    assert await claim(conn, limit=10, per_endpoint=3) == [busy_ids[2]]
+
+
+async def test_a_saturated_endpoint_does_not_starve_the_others(conn: Conn) -> None:
+    """Deliveries of an endpoint already at its in-flight bound are not even scanned, so a long
+    backlog there (more than the scan window) cannot hide another endpoint's due delivery."""
+    await only_ours(conn)
+    now = await db_now(conn)
+    saturated, quiet = await endpoint(conn), await endpoint(conn)
+    backlog = [await delivery(conn, saturated, due=now - timedelta(hours=1, seconds=-i)) for i in range(102)]
+    waiting = await delivery(conn, quiet, due=now - timedelta(minutes=1))
+    assert await claim(conn, limit=1, per_endpoint=1) == [backlog[0]]
+    assert await claim(conn, limit=1, per_endpoint=1) == [waiting]
+
+
+async def test_claims_are_serialised_across_replicas(webhooks_db: str, conn: Conn, other_conn: Conn) -> None:
+    """The advisory lock keeps the per-endpoint bound global: a second claim waits for the first."""
+    await claim(conn)
+    await other_conn.execute("SET lock_timeout = '200ms'")
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        await claim(other_conn)
+
+
+async def test_claim_skips_a_delivery_another_replica_holds(webhooks_db: str, conn: Conn, other_conn: Conn) -> None:
+    """A dispatcher whose lease ran out is still settling its delivery (row locked) while another
+    claims: the row is skipped, not waited for. Both sessions must see the rows, so they are committed
+    by their own connection (unique ids) and deleted afterwards."""
+    setup = await connect(webhooks_db, SCHEMA, autocommit=True)
+    endpoint_id = await endpoint(setup)
+    try:
+        settling = await delivery(setup, endpoint_id, due=PAST)
+        free = await delivery(setup, endpoint_id, due=PAST)
+        await setup.execute(
+            "UPDATE deliveries SET status = 'in_flight', attempts = 1, lease_expires_at = now() - interval '1 s' "
+            "WHERE id = %s",
+            (settling,),
+        )
+
+        assert await repo.finish_delivery(
+            conn, delivery_id=settling, attempt=1, status="succeeded", status_code=200, error=None
+        )  # row-locked until conn ends
+        await other_conn.execute("SET statement_timeout = '2s'")  # a wait would fail, not hang
+        claimed = await claim(other_conn, limit=1000, per_endpoint=1000)
+        assert free in claimed
+        assert settling not in claimed
+    finally:
+        await conn.rollback()
+        await other_conn.rollback()
+        await setup.execute("DELETE FROM deliveries WHERE endpoint_id = %s", (endpoint_id,))
+        await setup.execute("DELETE FROM endpoints WHERE id = %s", (endpoint_id,))
+        await setup.close()
+
+
+async def test_finish_delivery_only_for_the_current_claim(conn: Conn) -> None:
+    await only_ours(conn)
+    endpoint_id = await endpoint(conn)
+    delivery_id = await delivery(conn, endpoint_id, due=PAST)
+    assert await claim(conn) == [delivery_id]
+    # not the current attempt (our lease expired and someone else claimed it): refused
+    assert not await repo.finish_delivery(
+        conn, delivery_id=delivery_id, attempt=2, status="succeeded", status_code=200, error=None
+    )
+    assert (await row(conn, delivery_id))["status"] == "in_flight"
+
+    assert await repo.finish_delivery(
+        conn, delivery_id=delivery_id, attempt=1, status="failed", status_code=500, error="http_500"
+    )
+    stored = await row(conn, delivery_id)
+    now = await db_now(conn)
+    assert (stored["status"], stored["last_status_code"], stored["last_error"]) == ("failed", 500, "http_500")
+    assert (stored["lease_expires_at"], stored["completed_at"]) == (None, now)
+    # settled once
+    assert not await repo.finish_delivery(
+        conn, delivery_id=delivery_id, attempt=1, status="succeeded", status_code=200, error=None
+    )
+    assert await claim(conn) == []
+
+
+async def test_reschedule_delivery_puts_it_back_for_later(conn: Conn) -> None:
+    await only_ours(conn)
+    endpoint_id = await endpoint(conn)
+    delivery_id = await delivery(conn, endpoint_id, due=PAST)
+    assert await claim(conn) == [delivery_id]
+    now = await db_now(conn)
+
+    assert (
+        await repo.reschedule_delivery(
+            conn, delivery_id=delivery_id, attempt=2, delay_seconds=5, status_code=503, error="http_503"
+        )
+        is None
+    )
+    due = await repo.reschedule_delivery(
+        conn, delivery_id=delivery_id, attempt=1, delay_seconds=5.5, status_code=503, error="http_503"
+    )
+    assert due == now + timedelta(seconds=5.5)
+    stored = await row(conn, delivery_id)
+    assert (stored["status"], stored["attempts"], stored["lease_expires_at"], stored["last_error"]) == (
+        "pending",
+        1,
+        None,
+        "http_503",
+    )
+    assert stored["completed_at"] is None
+    # not due yet; once due it is claimed as attempt 2
+    assert await claim(conn) == []
+    await conn.execute("UPDATE deliveries SET next_attempt_at = now() WHERE id = %s", (delivery_id,))
+    claimed = await repo.claim_due_deliveries(conn, limit=10, per_endpoint=10, lease_seconds=30)
+    assert [(c["id"], c["attempts"]) for c in claimed] == [(delivery_id, 2)]
+
+
+async def test_attempts_are_recorded_once_each(conn: Conn) -> None:
+    endpoint_id = await endpoint(conn)
+    delivery_id = await delivery(conn, endpoint_id)
+    retry_at = T0 + timedelta(seconds=30)
+    await repo.insert_attempt(
+        conn,
+        delivery_id=delivery_id,
+        endpoint_id=endpoint_id,
+        attempt=1,
+        started_at=T0,
+        status_code=None,
+        latency_ms=15000,
+        error="timeout",
+        next_retry_at=retry_at,
+    )
+    # the same attempt recorded again (a retried settle) is ignored
+    await repo.insert_attempt(
+        conn,
+        delivery_id=delivery_id,
+        endpoint_id=endpoint_id,
+        attempt=1,
+        started_at=T0,
+        status_code=200,
+        latency_ms=1,
+        error=None,
+        next_retry_at=None,
+    )
+    await repo.insert_attempt(
+        conn,
+        delivery_id=delivery_id,
+        endpoint_id=endpoint_id,
+        attempt=2,
+        started_at=retry_at,
+        status_code=200,
+        latency_ms=42,
+        error=None,
+        next_retry_at=None,
+    )
+    cur = await conn.execute(
+        "SELECT attempt, started_at, status_code, latency_ms, error, next_retry_at FROM delivery_attempts "
+        "WHERE delivery_id = %s ORDER BY attempt",
+        (delivery_id,),
+    )
+    assert await cur.fetchall() == [
+        {
+            "attempt": 1,
+            "started_at": T0,
+            "status_code": None,
+            "latency_ms": 15000,
+            "error": "timeout",
+            "next_retry_at": retry_at,
+        },
+        {
+            "attempt": 2,
+            "started_at": retry_at,
+            "status_code": 200,
+            "latency_ms": 42,
+            "error": None,
+            "next_retry_at": None,
+        },
+    ]
+
+
+async def test_cancel_pending_deliveries_spares_live_claims_and_settled_ones(conn: Conn) -> None:
+    await only_ours(conn)
+    endpoint_id, other = await endpoint(conn), await endpoint(conn)
+    pending = await delivery(conn, endpoint_id, due=T0)
+    live_claim = await delivery(conn, endpoint_id)
+    expired_claim = await delivery(conn, endpoint_id)
+    succeeded = await delivery(conn, endpoint_id)
+    other_pending = await delivery(conn, other)
+    await conn.execute(
+        "UPDATE deliveries SET status = 'in_flight', lease_expires_at = now() + interval '1 minute' WHERE id = %s",
+        (live_claim,),
+    )
+    await conn.execute(
+        "UPDATE deliveries SET status = 'in_flight', lease_expires_at = now() WHERE id = %s", (expired_claim,)
+    )
+    await conn.execute("UPDATE deliveries SET status = 'succeeded' WHERE id = %s", (succeeded,))
+
+    assert await repo.cancel_pending_deliveries(conn, endpoint_id, "endpoint_deleted") == 2
+    statuses = {
+        d: (await row(conn, d))["status"] for d in (pending, live_claim, expired_claim, succeeded, other_pending)
+    }
+    assert statuses == {
+        pending: "canceled",
+        live_claim: "in_flight",
+        expired_claim: "canceled",
+        succeeded: "succeeded",
+        other_pending: "pending",
+    }
+    canceled = await row(conn, pending)
+    assert (canceled["last_error"], canceled["completed_at"]) == ("endpoint_deleted", await db_now(conn))
+    assert await repo.cancel_pending_deliveries(conn, endpoint_id, "again") == 0
