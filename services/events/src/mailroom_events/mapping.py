@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 from mailroom_contracts.events import (
@@ -167,33 +167,23 @@ class _Common(msgspec.Struct, frozen=True, kw_only=True):
 
 def _build(ses: SesEvent, detail: SesDetail, c: _Common) -> EmailEvent:
     ref = c.ref
+    common: dict[str, Any] = {"event_id": c.event_id, "occurred_at": c.occurred_at, "tenant_id": ref.tenant_id,
+                              "email_id": ref.email_id, "mode": ref.mode}
     if isinstance(detail, SendDetail):
         return EmailProviderAccepted(
-            event_id=c.event_id,
-            occurred_at=c.occurred_at,
-            tenant_id=ref.tenant_id,
-            email_id=ref.email_id,
-            mode=ref.mode,
+            **common,
             provider_message_id=ses.ses_message_id,
         )
     if isinstance(detail, DeliveryDetail):
         return EmailDelivered(
-            event_id=c.event_id,
-            occurred_at=c.occurred_at,
-            tenant_id=ref.tenant_id,
-            email_id=ref.email_id,
-            mode=ref.mode,
+            **common,
             recipients=list(detail.recipients),
             provider_message_id=ses.ses_message_id,
             smtp_response=detail.smtp_response,
         )
     if isinstance(detail, BounceDetail):
         return EmailBounced(
-            event_id=c.event_id,
-            occurred_at=c.occurred_at,
-            tenant_id=ref.tenant_id,
-            email_id=ref.email_id,
-            mode=ref.mode,
+            **common,
             recipients=[r.email for r in detail.recipients],
             bounce_type=detail.bounce_type,
             bounce_subtype=detail.bounce_subtype,
@@ -202,43 +192,27 @@ def _build(ses: SesEvent, detail: SesDetail, c: _Common) -> EmailEvent:
         )
     if isinstance(detail, ComplaintDetail):
         return EmailComplained(
-            event_id=c.event_id,
-            occurred_at=c.occurred_at,
-            tenant_id=ref.tenant_id,
-            email_id=ref.email_id,
-            mode=ref.mode,
+            **common,
             recipients=list(detail.recipients),
             feedback_type=detail.feedback_type,
             provider_message_id=ses.ses_message_id,
         )
     if isinstance(detail, DeliveryDelayDetail):
         return EmailDeliveryDelayed(
-            event_id=c.event_id,
-            occurred_at=c.occurred_at,
-            tenant_id=ref.tenant_id,
-            email_id=ref.email_id,
-            mode=ref.mode,
+            **common,
             recipients=[r.email for r in detail.recipients],
             delay_type=detail.delay_type,
             provider_message_id=ses.ses_message_id,
         )
     if isinstance(detail, RejectDetail):
         return EmailFailed(
-            event_id=c.event_id,
-            occurred_at=c.occurred_at,
-            tenant_id=ref.tenant_id,
-            email_id=ref.email_id,
-            mode=ref.mode,
+            **common,
             reason="provider_rejected",
             message=detail.reason,
         )
     if isinstance(detail, RenderingFailureDetail):
         return EmailFailed(
-            event_id=c.event_id,
-            occurred_at=c.occurred_at,
-            tenant_id=ref.tenant_id,
-            email_id=ref.email_id,
-            mode=ref.mode,
+            **common,
             reason="rendering_failure",
             message=_rendering_failure_message(detail),
         )
