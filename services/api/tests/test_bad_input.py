@@ -208,6 +208,7 @@ def _json_cases(w: World) -> list[tuple[str, str, Any, int, str, str | None]]:
             "headers.X-Num",
         ),
         ("unknown field", w.tenant.live, email(ok, attachmentz=[]), 422, "validation_error", "attachmentz"),
+        ("not yet supported field", w.tenant.live, email(ok, attachments=[]), 422, "validation_error", "attachments"),
         (
             "too many tags",
             w.tenant.live,
@@ -394,3 +395,10 @@ async def test_database_down_is_503_without_internals(
     assert_error(resp, 503, "unavailable", None)
     assert resp.headers.get("retry-after")
     assert "pool" not in resp.json()["message"].lower()
+
+
+async def test_spec_fields_of_later_versions_say_so(world: World, client: httpx.AsyncClient) -> None:
+    body = {"from": "a@b.test", "to": "c@d.test", "subject": "s", "text": "t", "scheduled_at": "2030-01-01T00:00:00Z"}
+    resp = await client.post("/v1/emails", json=body, headers=bearer(world.tenant.live))
+    assert resp.status_code == 422 and resp.json()["param"] == "scheduled_at"
+    assert "not supported by this version" in resp.json()["message"]

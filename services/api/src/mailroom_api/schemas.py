@@ -7,7 +7,7 @@ silently ignored.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -104,6 +104,10 @@ class ApiKeyList(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SendEmail(Request, frozen=True, kw_only=True):
+    # SPEC §2 fields a later version implements; until then they are refused with a clear message.
+    __not_yet_supported__: ClassVar[frozenset[str]] = frozenset(
+        {"template", "attachments", "scheduled_at", "track_opens", "track_clicks", "stream"}
+    )
     from_: str = msgspec.field(name="from")
     to: str | list[str]
     cc: str | list[str] = []

@@ -200,6 +200,8 @@ async def decode_body(request: Request[Any, Any, Any], body_type: Any) -> None:
         msgspec.convert(raw, body_type)
     except msgspec.ValidationError as exc:
         message, param = msgspec_param(exc)
+        if param in getattr(body_type, "__not_yet_supported__", ()):
+            message = f"`{param}` is part of the API but not supported by this version of Mailroom yet"
         raise validation(message, param) from None
 
 
