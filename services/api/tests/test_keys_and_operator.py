@@ -175,6 +175,16 @@ async def test_tenant_api_keys_lifecycle_and_immediate_revocation(
     assert (await client.get(f"/v1/emails/{sent.json()['id']}", headers=bearer(token))).status_code == 403
 
 
+async def test_test_key_cannot_mint_a_live_key(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    t = await make_tenant(runtime)
+    before = (await client.get("/v1/api-keys", headers=bearer(t.live))).json()["data"]
+    resp = await client.post("/v1/api-keys", json={"name": "escalate", "mode": "live"}, headers=bearer(t.test))
+    assert (resp.status_code, resp.json()["error"]) == (403, "insufficient_permission")
+    assert (await client.get("/v1/api-keys", headers=bearer(t.live))).json()["data"] == before
+    ok = await client.post("/v1/api-keys", json={"name": "more-tests", "mode": "test"}, headers=bearer(t.test))
+    assert ok.status_code == 201 and ok.json()["token"].startswith("mr_test_")
+
+
 async def test_blocked_tenant_cannot_send(client: httpx.AsyncClient, runtime: Runtime) -> None:
     t = await make_tenant(runtime)
     dom = unique_domain()

@@ -114,7 +114,7 @@ class ApiKeysController(Controller):
         self, data: JSONBody[schemas.CreateApiKey], rt: Rt, principal: Caller
     ) -> schemas.CreatedApiKey:
         async with rt.pool.connection() as conn, conn.transaction():
-            return await service.create_api_key(conn, principal.tenant_id, data)
+            return await service.create_api_key(conn, principal.tenant_id, data, caller_mode=principal.mode)
 
     @get("/", summary="List API keys (prefix and last 4 characters only)", responses=errors(401, 403))
     async def list_api_keys(self, rt: Rt, principal: Caller) -> schemas.ApiKeyList:

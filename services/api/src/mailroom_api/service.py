@@ -187,7 +187,13 @@ def api_key_view(row: repo.Row) -> schemas.ApiKey:
     )
 
 
-async def create_api_key(conn: Conn, tenant_id: str, req: schemas.CreateApiKey) -> schemas.CreatedApiKey:
+async def create_api_key(
+    conn: Conn, tenant_id: str, req: schemas.CreateApiKey, *, caller_mode: str | None = None
+) -> schemas.CreatedApiKey:
+    """`caller_mode` is the mode of the tenant key asking (None: the operator or the CLI)."""
+    if caller_mode == "test" and req.mode == "live":
+        # A test key never reaches SES; it must not be able to mint a key that does.
+        raise forbidden("insufficient_permission", "a test key can only create test keys")
     name = _check_name(req.name)
     if await repo.get_tenant(conn, tenant_id) is None:
         raise not_found("tenant")

@@ -18,8 +18,9 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     operator_token: str = ""
     # Largest accepted request body in bytes (a bigger one is 413 payload_too_large).
     max_body_bytes: int = 10 * 1024 * 1024
-    # How long to wait for the domains/webhooks services to answer a request/reply call.
-    rpc_timeout_seconds: float = 5.0
+    # How long to wait for the domains/webhooks services to answer a request/reply call. Keep it
+    # above MAILROOM_DOMAINS_CREATE_TIMEOUT_SECONDS (8), or a slow SES turns a stored domain into a 503.
+    rpc_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
