@@ -287,6 +287,7 @@ async def test_save_check_stores_the_outcome(conn: Conn) -> None:
         checked_at=t2,
         next_check_in_seconds=3600,
     )
+    assert await column(conn, snapshot.domain_id, "failure_reason") is None  # verified again: reason cleared
     t3 = T0 + timedelta(minutes=3)
     await repo.save_check(
         conn,

@@ -154,7 +154,8 @@ async def save_check(
         "updated_at = CASE WHEN status <> %(status)s THEN %(at)s ELSE updated_at END, "
         "verified_at = CASE WHEN %(status)s = 'verified' AND verified_at IS NULL THEN %(at)s "
         "ELSE verified_at END, "
-        "status = %(status)s, failure_reason = coalesce(%(reason)s, failure_reason), "
+        "status = %(status)s, failure_reason = CASE WHEN %(status)s = 'verified' THEN NULL "
+        "ELSE coalesce(%(reason)s, failure_reason) END, "
         "last_checked_at = %(at)s, "
         "next_check_at = %(at)s + make_interval(secs => %(next)s) "
         "WHERE id = %(id)s",
