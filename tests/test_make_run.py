@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import httpx
-from mailroom_devstack.infra import free_port
+from mailroom_devstack.infra import free_port_block
+from mailroom_devstack.stack import Ports
 from support import wait_for
 
 
@@ -63,7 +64,7 @@ class Run:
 
 
 def test_make_run_prints_a_working_curl_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port_block(Ports.OFFSETS)  # make run uses the API port and fixed offsets from it
     data = tmp_path / ".run"
     first = Run(data, port)
     try:

@@ -8,6 +8,7 @@ operator token, webhook-secret key and bootstrap tenant, so a second run keeps t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -15,7 +16,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 from cryptography.fernet import Fernet
@@ -102,27 +103,32 @@ def run(base_dir: Path) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    print("Starting Mailroom (NATS, Postgres, SES emulator, api, events, sender, domains, webhooks)...",
-          flush=True)
+    _say("Starting Mailroom (NATS, Postgres, SES emulator, api, events, sender, domains, webhooks)...")
     try:
         stack.start()
         state = bootstrap(stack, base_dir / "bootstrap.json")
-        print(banner(stack, state), flush=True)
+        _say(banner(stack, state))
         while not stopping.is_set():
             for name, proc in list(stack.procs.items()):
                 if proc.poll() is not None:
-                    print(f"{name} exited ({proc.returncode}); see {base_dir / 'logs' / (name + '.log')}",
-                          file=sys.stderr, flush=True)
+                    _say(f"{name} exited ({proc.returncode}); see {base_dir / 'logs' / (name + '.log')}",
+                         sys.stderr)
                     stopping.set()
             stopping.wait(1.0)
     except Exception as exc:
-        print(f"mailroom: could not start: {exc}", file=sys.stderr, flush=True)
+        _say(f"mailroom: could not start: {exc}", sys.stderr)
         return 1
     finally:
-        print("\nStopping Mailroom...", flush=True)
+        _say("\nStopping Mailroom...")
         stack.stop()
-        print("Stopped. Data kept in", base_dir, flush=True)
+        _say(f"Stopped. Data kept in {base_dir}")
     return 0
+
+
+def _say(text: str, stream: TextIO | None = None) -> None:
+    """Print, but never let a closed terminal or pipe keep the stack from stopping."""
+    with contextlib.suppress(OSError):
+        print(text, file=stream or sys.stdout, flush=True)
 
 
 def main() -> None:

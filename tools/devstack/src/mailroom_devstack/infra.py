@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,11 +18,38 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+PR_SET_PDEATHSIG = 1
+# Looked up once in the parent: the child, between fork and exec, only makes the call.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the launcher dies, however it dies (Linux), so
+    a crashed or killed `make run` or test run never leaves processes behind."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_port_block(offsets: tuple[int, ...], low: int = 20000, high: int = 32000) -> int:
+    """A base port such that base + every offset is free now, chosen below Linux's ephemeral
+    range (32768+) so outgoing connections cannot take one of them before the servers bind."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, high - max(offsets))
+        try:
+            for off in offsets:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + off))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free block of ports found")
 
 
 def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
@@ -46,7 +76,7 @@ class NatsServer:
 
     def __init__(self, store_dir: Path, port: int | None = None, log_file: Path | None = None) -> None:
         self.store_dir = store_dir
-        self.port = port or free_port()
+        self.port = port or free_port_block((0,))
         self.log_file = log_file or store_dir / "nats-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -65,6 +95,7 @@ class NatsServer:
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf), "-l", str(self.log_file)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         wait_port("127.0.0.1", self.port)
         return self

@@ -14,10 +14,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
-from mailroom_devstack.infra import NatsServer, Postgres, free_port
+from mailroom_devstack.infra import NatsServer, Postgres, die_with_parent, free_port_block
 
 SERVICES = ("api", "events", "sender", "domains", "webhooks")
 TOPIC_ARN = "arn:aws:sns:us-east-1:000000000000:mailroom-ses-events"
@@ -33,13 +34,17 @@ class Ports:
     webhooks: int
     emulator: int
 
+    OFFSETS: ClassVar[tuple[int, ...]] = (0, 1, 2, 3, 4, 10)  # from the API port, in field order
+
     @classmethod
     def fixed(cls, api: int) -> Ports:
-        return cls(api=api, events=api + 1, sender=api + 2, domains=api + 3, webhooks=api + 4, emulator=api + 10)
+        """`make run`: the API port and the others at fixed offsets from it."""
+        return cls(*(api + offset for offset in cls.OFFSETS))
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(6)))
+        """Tests: a block that is free now and below the ephemeral range (see free_port_block)."""
+        return cls.fixed(free_port_block(cls.OFFSETS))
 
     def of(self, name: str) -> int:
         return int(getattr(self, name))
@@ -162,7 +167,7 @@ class Stack:
         log = open(self.base_dir / "logs" / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(
             self.command(name), env=self.env_for(name), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         log.close()
 
