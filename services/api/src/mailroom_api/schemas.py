@@ -157,20 +157,9 @@ class EmailSummary(msgspec.Struct, frozen=True, kw_only=True):
     last_event_at: datetime
 
 
-class EmailDetail(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    from_: str = msgspec.field(name="from")
-    to: list[str]
-    cc: list[str]
-    bcc: list[str]
-    reply_to: list[str]
-    subject: str
-    tags: dict[str, str]
-    metadata: dict[str, Any] | None
-    status: str
-    mode: Mode
-    created_at: datetime
-    last_event_at: datetime
+class EmailDetail(EmailSummary, frozen=True, kw_only=True):
+    """An email as listed, plus each recipient's status and the ordered timeline."""
+
     recipients: list[Recipient]
     events: list[TimelineEvent]
     # Only with ?include=content.
