@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format bench
+.PHONY: help install run test lint format
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,8 +20,10 @@ test: install ## Run every test (unit, service, end-to-end, crash)
 
 lint: install ## ruff, mypy and the architecture's import boundaries
 	@$(UV) run --no-sync ruff check .
+	@$(UV) run --no-sync ruff format --check .
 	@$(UV) run --no-sync mypy libs/contracts/src libs/kit/src services/*/src tools/*/src
 	@$(UV) run --no-sync python tools/boundaries.py .
 
 format: install ## Apply ruff's fixes and formatting
 	@$(UV) run --no-sync ruff check --fix .
+	@$(UV) run --no-sync ruff format .

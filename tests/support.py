@@ -50,8 +50,11 @@ def create_tenant(stack: Stack, name: str | None = None) -> Tenant:
         tid = t.json()["id"]
         keys = {}
         for mode in ("live", "test"):
-            k = c.post(f"/admin/v1/tenants/{tid}/api-keys", headers=admin,
-                       json={"name": mode, "mode": mode, "permission": "full_access"})
+            k = c.post(
+                f"/admin/v1/tenants/{tid}/api-keys",
+                headers=admin,
+                json={"name": mode, "mode": mode, "permission": "full_access"},
+            )
             assert k.status_code == 201, k.text
             keys[mode] = k.json()["token"]
     return Tenant(tid, keys["live"], keys["test"])
@@ -123,8 +126,11 @@ class WebhookReceiver:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
 
     def of_type(self, type_: str, email_id: str | None = None) -> list[Received]:
-        return [r for r in self.received
-                if r.json.get("type") == type_ and (email_id is None or r.json["data"].get("email_id") == email_id)]
+        return [
+            r
+            for r in self.received
+            if r.json.get("type") == type_ and (email_id is None or r.json["data"].get("email_id") == email_id)
+        ]
 
 
 def emulator_sent(stack: Stack) -> list[dict[str, Any]]:
@@ -141,8 +147,14 @@ def sent_email_ids(stack: Stack) -> list[str]:
 def make_stack(tmp: Path, postgres: Postgres, **extra_env: dict[str, str]) -> Iterator[Stack]:
     dbname = f"mailroom_e2e_{secrets.token_hex(5)}"
     url = postgres.create_database(dbname)
-    stack = Stack(base_dir=tmp, ports=Ports.free(), operator_token=f"op_{secrets.token_hex(12)}",
-                  webhooks_secret_key=Fernet.generate_key().decode(), database_url=url, extra_env=extra_env)
+    stack = Stack(
+        base_dir=tmp,
+        ports=Ports.free(),
+        operator_token=f"op_{secrets.token_hex(12)}",
+        webhooks_secret_key=Fernet.generate_key().decode(),
+        database_url=url,
+        extra_env=extra_env,
+    )
     try:
         stack.start()
         yield stack

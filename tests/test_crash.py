@@ -22,13 +22,13 @@ TOTAL = 500
 @pytest.fixture(scope="module")
 def crash_stack(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Iterator[Stack]:
     # In-doubt sends wait for SES's Send event this long before a resend is considered.
-    yield from make_stack(tmp_path_factory.mktemp("crash"), postgres,
-                          sender={"MAILROOM_SENDER_IN_DOUBT_SECONDS": "5"})
+    yield from make_stack(tmp_path_factory.mktemp("crash"), postgres, sender={"MAILROOM_SENDER_IN_DOUBT_SECONDS": "5"})
 
 
 async def _post_until(stack: Stack, tenant: Tenant, accepted: list[str], target: int, stop: threading.Event) -> None:
     body = {"from": "crash@crash.test", "to": "success@simulator.amazonses.com", "subject": "burst", "text": "x"}
     async with httpx.AsyncClient(base_url=stack.url("api"), headers=tenant.headers(), timeout=10) as client:
+
         async def worker() -> None:
             while len(accepted) < target and not stop.is_set():
                 try:
@@ -40,6 +40,7 @@ async def _post_until(stack: Stack, tenant: Tenant, accepted: list[str], target:
                     accepted.append(r.json()["id"])
                 else:
                     await asyncio.sleep(0.1)
+
         await asyncio.gather(*(worker() for _ in range(16)))
 
 
@@ -72,9 +73,11 @@ def test_kill_9_sender_and_relay_mid_burst_loses_nothing_and_sends_nothing_twice
     assert sent_at_kill < TOTAL and accepted_at_kill < TOTAL  # the kills really happened mid-burst
 
     with httpx.Client(base_url=stack.url("api"), headers=tenant.headers(), timeout=10) as c:
+
         def all_delivered() -> bool:
             pending = [i for i in accepted if c.get(f"/v1/emails/{i}").json()["status"] != "delivered"]
             return not pending
+
         wait_for(all_delivered, timeout=150, interval=1.0, what="every accepted email delivered")
     counts = collections.Counter(sent_email_ids(stack))
     twice = {i: n for i, n in counts.items() if n > 1}

@@ -39,8 +39,9 @@ def send(client: httpx.Client, to: str, from_: str = "Hello <hello@example.test>
 
 
 def final_status(client: httpx.Client, email_id: str, wanted: str, timeout: float = 15.0) -> dict:
-    return wait_for(lambda: (e := email_status(client, email_id))["status"] == wanted and e,
-                    timeout, what=f"{email_id} {wanted}")
+    return wait_for(
+        lambda: (e := email_status(client, email_id))["status"] == wanted and e, timeout, what=f"{email_id} {wanted}"
+    )
 
 
 def timeline(email: dict) -> list[str]:
@@ -64,8 +65,10 @@ def test_domain_records_and_verification(stack: Stack, tenant: Tenant, domain: d
 
 
 def test_live_send_is_delivered_with_timeline_and_signed_webhooks(stack: Stack, tenant: Tenant, domain: dict) -> None:
-    with WebhookReceiver() as receiver, httpx.Client(base_url=stack.url("api"), headers=tenant.headers(),
-                                                     timeout=10) as c:
+    with (
+        WebhookReceiver() as receiver,
+        httpx.Client(base_url=stack.url("api"), headers=tenant.headers(), timeout=10) as c,
+    ):
         wh = c.post("/v1/webhooks", json={"url": receiver.url, "events": ["email.sent", "email.delivered"]})
         assert wh.status_code == 201, wh.text
         secret = wh.json()["secret"]
@@ -76,8 +79,9 @@ def test_live_send_is_delivered_with_timeline_and_signed_webhooks(stack: Stack, 
         email = final_status(c, email_id, "delivered")
         elapsed = time.monotonic() - started
         assert timeline(email) == ["queued", "sent", "delivered"], email["events"]
-        assert email["recipients"] == [{"email": "success@simulator.amazonses.com", "type": "to",
-                                        "status": "delivered"}]
+        assert email["recipients"] == [
+            {"email": "success@simulator.amazonses.com", "type": "to", "status": "delivered"}
+        ]
         assert elapsed < 10, f"delivered after {elapsed:.2f}s"
         assert sent_email_ids(stack).count(email_id) == 1
 
@@ -97,15 +101,20 @@ def test_live_send_is_delivered_with_timeline_and_signed_webhooks(stack: Stack, 
         assert not receiver.of_type("email.queued")  # not subscribed
 
 
-@pytest.mark.parametrize(("address", "status", "expected"), [
-    ("bounce@simulator.amazonses.com", "bounced", ["queued", "sent", "bounced"]),
-    ("complaint@simulator.amazonses.com", "complained", ["queued", "sent", "delivered", "complained"]),
-])
-def test_bounce_and_complaint(stack: Stack, tenant: Tenant, domain: dict, address: str, status: str,
-                              expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("address", "status", "expected"),
+    [
+        ("bounce@simulator.amazonses.com", "bounced", ["queued", "sent", "bounced"]),
+        ("complaint@simulator.amazonses.com", "complained", ["queued", "sent", "delivered", "complained"]),
+    ],
+)
+def test_bounce_and_complaint(
+    stack: Stack, tenant: Tenant, domain: dict, address: str, status: str, expected: list[str]
+) -> None:
     with httpx.Client(base_url=stack.url("api"), headers=tenant.headers(), timeout=10) as c:
         email_id = send(c, address)
         final_status(c, email_id, status)
+
         def with_full_timeline() -> dict | None:
             got = email_status(c, email_id)
             return got if timeline(got) == expected else None
@@ -118,8 +127,10 @@ def test_bounce_and_complaint(stack: Stack, tenant: Tenant, domain: dict, addres
 
 
 def test_test_mode_needs_no_domain_and_never_reaches_ses(stack: Stack, tenant: Tenant) -> None:
-    with WebhookReceiver() as receiver, httpx.Client(base_url=stack.url("api"), headers=tenant.headers("test"),
-                                                     timeout=10) as c:
+    with (
+        WebhookReceiver() as receiver,
+        httpx.Client(base_url=stack.url("api"), headers=tenant.headers("test"), timeout=10) as c,
+    ):
         wh = c.post("/v1/webhooks", json={"url": receiver.url, "events": ["*"]})
         assert wh.status_code == 201, wh.text
         outcomes = {
@@ -131,22 +142,27 @@ def test_test_mode_needs_no_domain_and_never_reaches_ses(stack: Stack, tenant: T
         for addr, (status, events) in outcomes.items():
             final_status(c, ids[addr], status)
             wait_for(lambda a=addr, ev=events: timeline(email_status(c, ids[a])) == ev, what=f"{addr} timeline")
-        delivered = wait_for(lambda: receiver.of_type("email.delivered", ids["success@simulator.amazonses.com"]),
-                             what="test-mode webhook")
+        delivered = wait_for(
+            lambda: receiver.of_type("email.delivered", ids["success@simulator.amazonses.com"]),
+            what="test-mode webhook",
+        )
         payload = Webhook(wh.json()["secret"]).verify(delivered[0].body, delivered[0].headers)
         assert payload["data"]["mode"] == "test"
         on_emulator = set(sent_email_ids(stack))
         assert not on_emulator & set(ids.values())
         # A live key cannot see test emails.
-        live = httpx.get(f"{stack.url('api')}/v1/emails/{ids['success@simulator.amazonses.com']}",
-                         headers=tenant.headers("live"))
+        live = httpx.get(
+            f"{stack.url('api')}/v1/emails/{ids['success@simulator.amazonses.com']}", headers=tenant.headers("live")
+        )
         assert live.status_code == 404
 
 
 def test_live_key_needs_a_verified_domain(stack: Stack, tenant: Tenant) -> None:
     with httpx.Client(base_url=stack.url("api"), headers=tenant.headers(), timeout=10) as c:
-        r = c.post("/v1/emails", json={"from": "a@unverified.test", "to": "success@simulator.amazonses.com",
-                                       "subject": "x", "text": "y"})
+        r = c.post(
+            "/v1/emails",
+            json={"from": "a@unverified.test", "to": "success@simulator.amazonses.com", "subject": "x", "text": "y"},
+        )
         assert r.status_code == 403 and r.json()["error"] == "domain_not_verified"
 
 

@@ -27,7 +27,10 @@ class Run:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mailroom_devstack", "run", "--dir", str(data_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -77,8 +80,11 @@ def test_make_run_prints_a_working_curl_stops_cleanly_and_keeps_data(tmp_path: P
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True)
         email_id = httpx.Response(200, content=result.stdout).json()["id"]
         headers = {"Authorization": f"Bearer {info['Test key']}"}
-        wait_for(lambda: httpx.get(f"{info['API']}/v1/emails/{email_id}", headers=headers).json()["status"]
-                 == "delivered", timeout=20, what="curl's email delivered")
+        wait_for(
+            lambda: httpx.get(f"{info['API']}/v1/emails/{email_id}", headers=headers).json()["status"] == "delivered",
+            timeout=20,
+            what="curl's email delivered",
+        )
     finally:
         code = first.interrupt()
     assert code == 0, first.output
@@ -88,7 +94,11 @@ def test_make_run_prints_a_working_curl_stops_cleanly_and_keeps_data(tmp_path: P
     try:
         again = second.wait_banner()
         assert (again["Tenant"], again["Live key"], again["Test key"], again["Operator token"]) == (
-            info["Tenant"], info["Live key"], info["Test key"], info["Operator token"])
+            info["Tenant"],
+            info["Live key"],
+            info["Test key"],
+            info["Operator token"],
+        )
         r = httpx.get(f"{again['API']}/v1/emails/{email_id}", headers={"Authorization": f"Bearer {again['Test key']}"})
         assert r.status_code == 200 and r.json()["status"] == "delivered"
     finally:

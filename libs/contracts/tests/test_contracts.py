@@ -12,17 +12,32 @@ from mailroom_contracts.registry import UnknownSubjectError, event_type_for_subj
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SNAPSHOT = events.DomainSnapshot(
-    domain_id="dom_1", tenant_id="ten_1", name="example.test", status="pending", region="us-east-1",
-    mail_from_domain="bounce.example.test", created_at=NOW,
-    records=[events.DomainRecord(purpose="dkim", type="CNAME", name="a._domainkey.example.test",
-                                 value="a.dkim.amazonses.com")],
+    domain_id="dom_1",
+    tenant_id="ten_1",
+    name="example.test",
+    status="pending",
+    region="us-east-1",
+    mail_from_domain="bounce.example.test",
+    created_at=NOW,
+    records=[
+        events.DomainRecord(
+            purpose="dkim", type="CNAME", name="a._domainkey.example.test", value="a.dkim.amazonses.com"
+        )
+    ],
 )
 BASE: dict[str, Any] = {"event_id": "evt_1", "occurred_at": NOW, "tenant_id": "ten_1"}
 EMAIL: dict[str, Any] = {**BASE, "email_id": "msg_1", "mode": "test"}
 SAMPLES: list[events.Event] = [
-    events.EmailQueued(**EMAIL, from_=events.Address(email="a@example.test", name="Ä"),
-                       to=[events.Address(email="b@example.test")], subject="Hi", text="x",
-                       tags={"k": "v"}, metadata={"order": 1}, created_at=NOW),
+    events.EmailQueued(
+        **EMAIL,
+        from_=events.Address(email="a@example.test", name="Ä"),
+        to=[events.Address(email="b@example.test")],
+        subject="Hi",
+        text="x",
+        tags={"k": "v"},
+        metadata={"order": 1},
+        created_at=NOW,
+    ),
     events.EmailSent(**EMAIL, provider="ses", provider_message_id="p1", recipients=["b@example.test"]),
     events.EmailFailed(**EMAIL, reason="provider_rejected", message="no"),
     events.EmailDelivered(**EMAIL, recipients=["b@example.test"]),

@@ -23,8 +23,14 @@ HERE = Path(__file__).parent / "fixture_migrations"
 
 
 def sent_event(n: int = 0) -> EmailSent:
-    return EmailSent(event_id=f"evt_{secrets.token_hex(8)}", occurred_at=datetime.now(UTC), tenant_id="ten_1",
-                     email_id=f"msg_{n}", provider="ses", provider_message_id=f"pm-{n}")
+    return EmailSent(
+        event_id=f"evt_{secrets.token_hex(8)}",
+        occurred_at=datetime.now(UTC),
+        tenant_id="ten_1",
+        email_id=f"msg_{n}",
+        provider="ses",
+        provider_message_id=f"pm-{n}",
+    )
 
 
 def unique(prefix: str) -> str:
@@ -102,8 +108,9 @@ async def test_reconcile_creates_and_updates(nats_url: str) -> None:
     js = nc.jetstream()
     name = unique("R")
     subj = f"recon.{secrets.token_hex(3)}"
-    spec = StreamSpec(name=name, subjects=[f"{subj}.>"], description="one", max_age_seconds=3600,
-                      duplicate_window_seconds=60)
+    spec = StreamSpec(
+        name=name, subjects=[f"{subj}.>"], description="one", max_age_seconds=3600, duplicate_window_seconds=60
+    )
     cons = ConsumerSpec(durable="c1", stream=name, filter_subjects=[f"{subj}.a"], description="x", ack_wait_seconds=5)
     await reconcile(js, [spec], [cons])
     spec2 = msgspec.structs.replace(spec, description="two", max_age_seconds=7200)
@@ -127,8 +134,9 @@ async def test_consumer_acks_naks_and_terms_explicitly(nats_url: str) -> None:
         if "mailroom.email.>" in (info.config.subjects or []):
             await js.delete_stream(info.config.name)
     await reconcile(js, [StreamSpec(name=name, subjects=["mailroom.email.>"], description="t")], [])
-    spec = ConsumerSpec(durable="t", stream=name, filter_subjects=["mailroom.email.>"], description="t",
-                        ack_wait_seconds=2)
+    spec = ConsumerSpec(
+        durable="t", stream=name, filter_subjects=["mailroom.email.>"], description="t", ack_wait_seconds=2
+    )
     await reconcile(js, [], [spec])
     ok, flaky, doomed = sent_event(1), sent_event(2), sent_event(3)
     seen: dict[str, int] = {}
@@ -204,12 +212,14 @@ async def test_rpc_round_trip_and_unavailable(nats_url: str) -> None:
     bad = await nc.request(subject, b"[]", timeout=2)
     assert msgspec.json.decode(bad.data)["error"]["code"] == "validation_error"
     with pytest.raises(rpc.RpcUnavailable):
-        await rpc.request(nc, f"{subject}.nobody", GetWebhookRequest(tenant_id="t", webhook_id="w"),
-                          WebhookReply, timeout=0.5)
+        await rpc.request(
+            nc, f"{subject}.nobody", GetWebhookRequest(tenant_id="t", webhook_id="w"), WebhookReply, timeout=0.5
+        )
     await nc.close()
 
 
 def test_delivered_event_round_trips() -> None:
-    ev = EmailDelivered(event_id="evt_1", occurred_at=datetime.now(UTC), tenant_id="t", email_id="m",
-                        recipients=["a@b.c"])
+    ev = EmailDelivered(
+        event_id="evt_1", occurred_at=datetime.now(UTC), tenant_id="t", email_id="m", recipients=["a@b.c"]
+    )
     assert msgspec.json.decode(encode(ev), type=EmailDelivered) == ev

@@ -12,9 +12,15 @@ class DemoSettings(BaseSettings, frozen=True, kw_only=True):
 
 
 def test_settings_read_shared_and_prefixed_names() -> None:
-    s = DemoSettings.from_env({"MAILROOM_DATABASE_URL": "postgresql://x/y", "MAILROOM_DEMO_BATCH": "7",
-                               "MAILROOM_DEMO_ENABLED": "true", "MAILROOM_DEMO_PORT": "9001",
-                               "MAILROOM_BATCH": "99"})
+    s = DemoSettings.from_env(
+        {
+            "MAILROOM_DATABASE_URL": "postgresql://x/y",
+            "MAILROOM_DEMO_BATCH": "7",
+            "MAILROOM_DEMO_ENABLED": "true",
+            "MAILROOM_DEMO_PORT": "9001",
+            "MAILROOM_BATCH": "99",
+        }
+    )
     assert (s.database_url, s.batch, s.enabled, s.port) == ("postgresql://x/y", 7, True, 9001)
 
 

@@ -34,9 +34,7 @@ async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     blocking the test's loop, which deadlocks the loop-bound NATS connection and Postgres pool.)
     """
     port = free_port()
-    server = _Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
-    )
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -91,9 +89,7 @@ def snapshot(
         region="us-east-1",
         mail_from_domain=f"bounce.{name}",
         records=[
-            DomainRecord(
-                purpose="dkim", type="CNAME", name=f"t1._domainkey.{name}", value="t1.dkim.amazonses.com"
-            )
+            DomainRecord(purpose="dkim", type="CNAME", name=f"t1._domainkey.{name}", value="t1.dkim.amazonses.com")
         ],
         created_at=datetime.now(UTC),
         last_checked_at=last_checked_at,

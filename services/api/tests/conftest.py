@@ -52,9 +52,7 @@ async def runtime(api_database_url: str, module_nats: str) -> AsyncIterator[Runt
     nc = await nats.connect(module_nats)
     js = nc.jetstream()
     await reconcile(js, STREAMS, CONSUMERS)
-    rt = Runtime(
-        name="api", schema="api", settings=settings, migrations_dir=MIGRATIONS, pool=pool, nc=nc, js=js
-    )
+    rt = Runtime(name="api", schema="api", settings=settings, migrations_dir=MIGRATIONS, pool=pool, nc=nc, js=js)
     yield rt
     rt.stop.set()
     await nc.close()

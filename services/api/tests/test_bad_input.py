@@ -260,9 +260,7 @@ def _json_cases(w: World) -> list[tuple[str, str, Any, int, str, str | None]]:
     ]
 
 
-CASE_IDS = [
-    c[0] for c in _json_cases(World(Tenant("", "", "", ""), "", "", "", "", "", Tenant("", "", "", ""), ""))
-]
+CASE_IDS = [c[0] for c in _json_cases(World(Tenant("", "", "", ""), "", "", "", "", "", Tenant("", "", "", ""), ""))]
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
@@ -297,9 +295,7 @@ async def test_undecodable_bodies(
     client: httpx.AsyncClient,
 ) -> None:
     before = await snapshot_counts(runtime)
-    resp = await client.post(
-        "/v1/emails", content=raw, headers={**bearer(world.tenant.live), "Content-Type": ctype}
-    )
+    resp = await client.post("/v1/emails", content=raw, headers={**bearer(world.tenant.live), "Content-Type": ctype})
     assert_error(resp, status, code, None)
     assert await snapshot_counts(runtime) == before
 
@@ -308,9 +304,7 @@ async def test_missing_key(world: World, runtime: Runtime, client: httpx.AsyncCl
     before = await snapshot_counts(runtime)
     resp = await client.post("/v1/emails", json=email(f"hi@{world.verified}"))
     assert_error(resp, 401, "missing_api_key", None)
-    resp = await client.post(
-        "/v1/emails", json=email(f"hi@{world.verified}"), headers={"Authorization": "Basic x"}
-    )
+    resp = await client.post("/v1/emails", json=email(f"hi@{world.verified}"), headers={"Authorization": "Basic x"})
     assert_error(resp, 401, "missing_api_key", None)
     assert await snapshot_counts(runtime) == before
 
@@ -334,9 +328,7 @@ async def test_insufficient_permission(world: World, client: httpx.AsyncClient) 
 
 
 async def test_sending_key_may_send_and_read(world: World, client: httpx.AsyncClient) -> None:
-    resp = await client.post(
-        "/v1/emails", json=email(f"hi@{world.verified}"), headers=bearer(world.tenant.sending)
-    )
+    resp = await client.post("/v1/emails", json=email(f"hi@{world.verified}"), headers=bearer(world.tenant.sending))
     assert resp.status_code == 202, resp.text
     got = await client.get(f"/v1/emails/{resp.json()['id']}", headers=bearer(world.tenant.sending))
     assert got.status_code == 200
@@ -361,9 +353,7 @@ async def test_litestar_errors_use_the_same_shape(world: World, client: httpx.As
 
 
 async def test_oversize_body_is_413(world: World, runtime: Runtime) -> None:
-    small = dataclasses.replace(
-        runtime, settings=msgspec.structs.replace(runtime.settings, max_body_bytes=2048)
-    )
+    small = dataclasses.replace(runtime, settings=msgspec.structs.replace(runtime.settings, max_body_bytes=2048))
     before = await snapshot_counts(runtime)
     async with serve(create_app(small)) as client:
         resp = await client.post(
@@ -372,26 +362,20 @@ async def test_oversize_body_is_413(world: World, runtime: Runtime) -> None:
             headers=bearer(world.tenant.live),
         )
         assert_error(resp, 413, "payload_too_large", None)
-        ok = await client.post(
-            "/v1/emails", json=email(f"hi@{world.verified}"), headers=bearer(world.tenant.live)
-        )
+        ok = await client.post("/v1/emails", json=email(f"hi@{world.verified}"), headers=bearer(world.tenant.live))
         assert ok.status_code == 202
     after = await snapshot_counts(runtime)
     assert after[0] == before[0] + 1
 
 
-async def test_database_down_is_503_without_internals(
-    world: World, runtime: Runtime, api_database_url: str
-) -> None:
+async def test_database_down_is_503_without_internals(world: World, runtime: Runtime, api_database_url: str) -> None:
     from mailroom_kit.db import open_pool
 
     pool = await open_pool(api_database_url, "api")
     await pool.close()
     broken = dataclasses.replace(runtime, pool=pool)
     async with serve(create_app(broken)) as client:
-        resp = await client.post(
-            "/v1/emails", json=email(f"hi@{world.verified}"), headers=bearer(world.tenant.live)
-        )
+        resp = await client.post("/v1/emails", json=email(f"hi@{world.verified}"), headers=bearer(world.tenant.live))
     assert_error(resp, 503, "unavailable", None)
     assert resp.headers.get("retry-after")
     assert "pool" not in resp.json()["message"].lower()

@@ -33,9 +33,7 @@ TAKEN = "taken.example.test"
 
 def records(name: str, mail_from: str) -> list[DomainRecord]:
     dkim = [
-        DomainRecord(
-            purpose="dkim", type="CNAME", name=f"tok{i}._domainkey.{name}", value=f"tok{i}.dkim.amazonses.com"
-        )
+        DomainRecord(purpose="dkim", type="CNAME", name=f"tok{i}._domainkey.{name}", value=f"tok{i}.dkim.amazonses.com")
         for i in range(3)
     ]
     return [
@@ -47,12 +45,8 @@ def records(name: str, mail_from: str) -> list[DomainRecord]:
             value="feedback-smtp.us-east-1.amazonses.com",
             priority=10,
         ),
-        DomainRecord(
-            purpose="mail_from_spf", type="TXT", name=mail_from, value="v=spf1 include:amazonses.com ~all"
-        ),
-        DomainRecord(
-            purpose="dmarc", type="TXT", name=f"_dmarc.{name}", value="v=DMARC1; p=none;", required=False
-        ),
+        DomainRecord(purpose="mail_from_spf", type="TXT", name=mail_from, value="v=spf1 include:amazonses.com ~all"),
+        DomainRecord(purpose="dmarc", type="TXT", name=f"_dmarc.{name}", value="v=DMARC1; p=none;", required=False),
     ]
 
 
@@ -86,13 +80,9 @@ class WebhookStore:
 
     async def create(self, req: CreateWebhookRequest) -> CreateWebhookReply:
         if not req.url.startswith("https://"):
-            return CreateWebhookReply(
-                error=RpcError(code="validation_error", message="must be https", param="url")
-            )
+            return CreateWebhookReply(error=RpcError(code="validation_error", message="must be https", param="url"))
         if not req.events:
-            return CreateWebhookReply(
-                error=RpcError(code="validation_error", message="no events", param="events")
-            )
+            return CreateWebhookReply(error=RpcError(code="validation_error", message="no events", param="events"))
         ep = WebhookEndpoint(
             webhook_id=f"wh_{secrets.token_hex(13)}",
             tenant_id=req.tenant_id,
@@ -129,17 +119,11 @@ class WebhookStore:
 async def responders(runtime: Runtime) -> AsyncIterator[WebhookStore]:
     store = WebhookStore()
     subs = [
-        await rpc.serve(
-            runtime.nc, subjects.RPC_DOMAINS_CREATE, CreateDomainRequest, create_domain, queue="domains"
-        ),
-        await rpc.serve(
-            runtime.nc, subjects.RPC_WEBHOOKS_CREATE, CreateWebhookRequest, store.create, queue="wh"
-        ),
+        await rpc.serve(runtime.nc, subjects.RPC_DOMAINS_CREATE, CreateDomainRequest, create_domain, queue="domains"),
+        await rpc.serve(runtime.nc, subjects.RPC_WEBHOOKS_CREATE, CreateWebhookRequest, store.create, queue="wh"),
         await rpc.serve(runtime.nc, subjects.RPC_WEBHOOKS_LIST, ListWebhooksRequest, store.list, queue="wh"),
         await rpc.serve(runtime.nc, subjects.RPC_WEBHOOKS_GET, GetWebhookRequest, store.get, queue="wh"),
-        await rpc.serve(
-            runtime.nc, subjects.RPC_WEBHOOKS_DELETE, DeleteWebhookRequest, store.delete, queue="wh"
-        ),
+        await rpc.serve(runtime.nc, subjects.RPC_WEBHOOKS_DELETE, DeleteWebhookRequest, store.delete, queue="wh"),
     ]
     await runtime.nc.flush()
     yield store
@@ -223,9 +207,7 @@ async def test_domains_service_down_is_503(client: httpx.AsyncClient, runtime: R
     assert (resp.status_code, resp.json()["error"]) == (503, "unavailable")
 
 
-async def test_webhooks_round_trip(
-    responders: WebhookStore, client: httpx.AsyncClient, runtime: Runtime
-) -> None:
+async def test_webhooks_round_trip(responders: WebhookStore, client: httpx.AsyncClient, runtime: Runtime) -> None:
     tenant, other = await make_tenant(runtime), await make_tenant(runtime)
     resp = await client.post(
         "/v1/webhooks",
@@ -254,9 +236,7 @@ async def test_webhooks_round_trip(
     resp = await client.get(f"/v1/webhooks/{wh_id}", headers=bearer(other.live))
     assert (resp.status_code, resp.json()["error"]) == (404, "not_found")
 
-    bad = await client.post(
-        "/v1/webhooks", json={"url": "http://x.test", "events": ["*"]}, headers=bearer(tenant.live)
-    )
+    bad = await client.post("/v1/webhooks", json={"url": "http://x.test", "events": ["*"]}, headers=bearer(tenant.live))
     assert (bad.status_code, bad.json()["error"], bad.json()["param"]) == (422, "validation_error", "url")
     bad = await client.post("/v1/webhooks", json={"url": "https://x.test"}, headers=bearer(tenant.live))
     assert (bad.status_code, bad.json()["param"]) == (422, "events")

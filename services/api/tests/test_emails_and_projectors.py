@@ -139,9 +139,7 @@ async def test_send_is_readable_at_once_and_relayed(
     assert row is not None and row["n"] == 0
 
 
-async def test_test_and_live_emails_are_separate(
-    client: httpx.AsyncClient, sender: tuple[Tenant, str]
-) -> None:
+async def test_test_and_live_emails_are_separate(client: httpx.AsyncClient, sender: tuple[Tenant, str]) -> None:
     tenant, _ = sender
     test_id = await send(
         client,
@@ -184,9 +182,7 @@ async def test_status_moves_only_forward(
 
         await eventually(check)
 
-    await publish(
-        runtime, EmailSent(**base(tenant, email_id, T0), provider="ses", provider_message_id="pm-1")
-    )
+    await publish(runtime, EmailSent(**base(tenant, email_id, T0), provider="ses", provider_message_id="pm-1"))
     await status_is("sent", {"a@example.test": "sent", "B@example.test": "sent"})
     await publish(
         runtime,
@@ -213,15 +209,11 @@ async def test_status_moves_only_forward(
     await status_is("bounced", {"a@example.test": "delivered", "B@example.test": "bounced"})
 
     # Out of order: a late `delivered` for b (it happened earlier) and a late `sent` never move back.
-    late_delivered = EmailDelivered(
-        **base(tenant, email_id, T0 + timedelta(seconds=15)), recipients=["b@example.test"]
-    )
+    late_delivered = EmailDelivered(**base(tenant, email_id, T0 + timedelta(seconds=15)), recipients=["b@example.test"])
     await publish(runtime, late_delivered)
     await publish(
         runtime,
-        EmailSent(
-            **base(tenant, email_id, T0 + timedelta(seconds=1)), provider="ses", provider_message_id="pm-1"
-        ),
+        EmailSent(**base(tenant, email_id, T0 + timedelta(seconds=1)), provider="ses", provider_message_id="pm-1"),
     )
     # A redelivered copy of the bounce (past JetStream's duplicate window: a different Nats-Msg-Id).
     await publish(runtime, bounce, msg_id=evt())
@@ -266,9 +258,7 @@ async def test_status_moves_only_forward(
     await status_is("complained", {"a@example.test": "complained", "B@example.test": "bounced"})
 
 
-async def test_failed_is_terminal(
-    client: httpx.AsyncClient, runtime: Runtime, sender: tuple[Tenant, str]
-) -> None:
+async def test_failed_is_terminal(client: httpx.AsyncClient, runtime: Runtime, sender: tuple[Tenant, str]) -> None:
     tenant, domain = sender
     email_id = await send(
         client, tenant.live, {"from": f"n@{domain}", "to": "a@example.test", "subject": "s", "text": "t"}
@@ -343,9 +333,7 @@ async def test_event_before_its_email_is_retried_not_dropped(
     await eventually(applied, timeout=15)
 
 
-async def test_domain_projector_keeps_the_newest_snapshot(
-    client: httpx.AsyncClient, runtime: Runtime
-) -> None:
+async def test_domain_projector_keeps_the_newest_snapshot(client: httpx.AsyncClient, runtime: Runtime) -> None:
     tenant = await make_tenant(runtime)
     name = unique_domain()
     pending = snapshot(tenant.id, name, status="pending")
@@ -362,14 +350,10 @@ async def test_domain_projector_keeps_the_newest_snapshot(
     verified = msgspec.structs.replace(pending, status="verified", last_checked_at=T0 + timedelta(minutes=10))
     await publish(
         runtime,
-        DomainVerified(
-            event_id=evt(), occurred_at=T0 + timedelta(minutes=10), tenant_id=tenant.id, domain=verified
-        ),
+        DomainVerified(event_id=evt(), occurred_at=T0 + timedelta(minutes=10), tenant_id=tenant.id, domain=verified),
     )
     await domain_status("verified")
-    older = msgspec.structs.replace(
-        pending, status="partially_verified", last_checked_at=T0 + timedelta(minutes=5)
-    )
+    older = msgspec.structs.replace(pending, status="partially_verified", last_checked_at=T0 + timedelta(minutes=5))
     stale = DomainStatusChanged(
         event_id=evt(),
         occurred_at=T0 + timedelta(minutes=5),
@@ -390,9 +374,7 @@ async def test_domain_projector_keeps_the_newest_snapshot(
     listed = (await client.get("/v1/domains", headers=bearer(tenant.live))).json()["data"]
     assert [d["id"] for d in listed] == [pending.domain_id]
     # Verified through the projector: live sending from it is allowed.
-    await send(
-        client, tenant.live, {"from": f"hi@{name}", "to": "a@example.test", "subject": "s", "text": "t"}
-    )
+    await send(client, tenant.live, {"from": f"hi@{name}", "to": "a@example.test", "subject": "s", "text": "t"})
     # Another tenant sees nothing.
     other = await make_tenant(runtime)
     resp = await client.get(f"/v1/domains/{pending.domain_id}", headers=bearer(other.live))
@@ -402,9 +384,7 @@ async def test_domain_projector_keeps_the_newest_snapshot(
 async def test_list_emails_paginates_newest_first(client: httpx.AsyncClient, runtime: Runtime) -> None:
     tenant = await make_tenant(runtime)
     ids = [
-        await send(
-            client, tenant.test, {"from": "a@x.test", "to": "b@example.test", "subject": f"n{i}", "text": "t"}
-        )
+        await send(client, tenant.test, {"from": "a@x.test", "to": "b@example.test", "subject": f"n{i}", "text": "t"})
         for i in range(5)
     ]
     seen: list[str] = []
@@ -424,13 +404,13 @@ async def test_list_emails_paginates_newest_first(client: httpx.AsyncClient, run
     assert len(queued) == 5
     none = (await client.get("/v1/emails?status=delivered", headers=bearer(tenant.test))).json()["data"]
     assert none == []
-    future = (
-        await client.get("/v1/emails?created_after=2100-01-01T00:00:00Z", headers=bearer(tenant.test))
-    ).json()["data"]
+    future = (await client.get("/v1/emails?created_after=2100-01-01T00:00:00Z", headers=bearer(tenant.test))).json()[
+        "data"
+    ]
     assert future == []
-    past = (
-        await client.get("/v1/emails?created_before=2000-01-01T00:00:00Z", headers=bearer(tenant.test))
-    ).json()["data"]
+    past = (await client.get("/v1/emails?created_before=2000-01-01T00:00:00Z", headers=bearer(tenant.test))).json()[
+        "data"
+    ]
     assert past == []
     tagged = await send(
         client,

@@ -81,9 +81,7 @@ async def test_operator_errors(client: httpx.AsyncClient) -> None:
     assert resp.status_code == 401
     resp = await client.get("/admin/v1/tenants/ten_nope", headers=OP)
     assert (resp.status_code, resp.json()["error"]) == (404, "not_found")
-    resp = await client.patch(
-        f"/admin/v1/tenants/{tenant.json()['id']}", json={"status": "asleep"}, headers=OP
-    )
+    resp = await client.patch(f"/admin/v1/tenants/{tenant.json()['id']}", json={"status": "asleep"}, headers=OP)
     assert (resp.status_code, resp.json()["error"], resp.json()["param"]) == (
         422,
         "validation_error",
@@ -117,18 +115,14 @@ async def test_operator_api_disabled_without_token(runtime: Runtime) -> None:
     import msgspec
     from mailroom_api.app import create_app
 
-    closed = dataclasses.replace(
-        runtime, settings=msgspec.structs.replace(runtime.settings, operator_token="")
-    )
+    closed = dataclasses.replace(runtime, settings=msgspec.structs.replace(runtime.settings, operator_token=""))
     async with serve(create_app(closed)) as client:
         for headers in ({}, {"Authorization": "Bearer"}, bearer(OPERATOR_TOKEN)):
             resp = await client.get("/admin/v1/tenants", headers=headers)
             assert resp.status_code == 401, resp.text
 
 
-async def test_tenant_api_keys_lifecycle_and_immediate_revocation(
-    client: httpx.AsyncClient, runtime: Runtime
-) -> None:
+async def test_tenant_api_keys_lifecycle_and_immediate_revocation(client: httpx.AsyncClient, runtime: Runtime) -> None:
     t = await make_tenant(runtime)
     dom = unique_domain()
     dom_id = await add_domain(runtime, t.id, dom)
@@ -152,9 +146,7 @@ async def test_tenant_api_keys_lifecycle_and_immediate_revocation(
     assert "token" not in entry and entry["prefix"] == token[:12] and entry["last4"] == token[-4:]
     assert token not in json.dumps(listed)
 
-    bad = await client.post(
-        "/v1/api-keys", json={"name": "x", "domain_id": "dom_other"}, headers=bearer(t.live)
-    )
+    bad = await client.post("/v1/api-keys", json={"name": "x", "domain_id": "dom_other"}, headers=bearer(t.live))
     assert (bad.status_code, bad.json()["param"]) == (422, "domain_id")
     bad = await client.post("/v1/api-keys", json={"name": "x", "mode": "prod"}, headers=bearer(t.live))
     assert (bad.status_code, bad.json()["param"]) == (422, "mode")

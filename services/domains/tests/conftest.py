@@ -95,9 +95,7 @@ async def start_domains(migrated: str, own_nats: NatsServer) -> AsyncIterator[St
         nc = await nats.connect(own_nats.url)
         js = nc.jetstream()
         await reconcile(js, STREAMS, [])
-        rt = Runtime(
-            name="domains", schema=SCHEMA, settings=settings, migrations_dir=MIGRATIONS, pool=p, nc=nc, js=js
-        )
+        rt = Runtime(name="domains", schema=SCHEMA, settings=settings, migrations_dir=MIGRATIONS, pool=p, nc=nc, js=js)
         tasks = [asyncio.create_task(w(rt)) for w in build_workers(service)] if workers else []
         instance = RunningDomains(runtime=rt, service=service, tasks=tasks)
         running.append(instance)

@@ -35,9 +35,7 @@ def ses_client(endpoint_url: str, *, timeout: float = 5.0) -> SesClient:
     )
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, every: float = 0.05
-) -> Any:
+async def wait_for(predicate: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, every: float = 0.05) -> Any:
     """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

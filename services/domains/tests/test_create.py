@@ -34,9 +34,7 @@ async def test_create_registers_ses_identity_stores_records_and_publishes(
 ) -> None:
     await start_domains(emulator_never.url)
     name = unique_domain()
-    reply = await create(
-        nats_client, tenant_id="ten_a", name=name.upper(), mail_from_subdomain="mf", track_opens=True
-    )
+    reply = await create(nats_client, tenant_id="ten_a", name=name.upper(), mail_from_subdomain="mf", track_opens=True)
     assert reply.error is None and reply.domain is not None
     dom = reply.domain
     assert dom.domain_id.startswith("dom_") and len(dom.domain_id) == 30
@@ -60,9 +58,7 @@ async def test_create_registers_ses_identity_stores_records_and_publishes(
     ]
     assert all(r.status == "pending" for r in dom.records)
     # The 2048-bit Easy DKIM key was asked for.
-    resp = await asyncio.to_thread(
-        ses_client(emulator_never.url)._client.get_email_identity, EmailIdentity=name
-    )
+    resp = await asyncio.to_thread(ses_client(emulator_never.url)._client.get_email_identity, EmailIdentity=name)
     assert resp["DkimAttributes"]["NextSigningKeyLength"] == "RSA_2048_BIT"
 
     # Stored, and DomainCreated carries the same snapshot on the stream.
@@ -71,9 +67,7 @@ async def test_create_registers_ses_identity_stores_records_and_publishes(
             await conn.execute("SELECT tenant_id, name, status FROM domains WHERE id = %s", (dom.domain_id,))
         ).fetchone()
         count = await (
-            await conn.execute(
-                "SELECT count(*) AS n FROM domain_records WHERE domain_id = %s", (dom.domain_id,)
-            )
+            await conn.execute("SELECT count(*) AS n FROM domain_records WHERE domain_id = %s", (dom.domain_id,))
         ).fetchone()
     assert row == {"tenant_id": "ten_a", "name": name, "status": "pending"}
     assert count is not None and count["n"] == 6
@@ -126,9 +120,7 @@ async def test_concurrent_creates_of_one_name_register_it_once(
     assert len(winners) == 1 and len(losers) == 5
     assert all(r.error is not None and r.error.code == "conflict" for r in losers)
     async with pool.connection() as conn:
-        n = await (
-            await conn.execute("SELECT count(*) AS n FROM domains WHERE name = %s", (name,))
-        ).fetchone()
+        n = await (await conn.execute("SELECT count(*) AS n FROM domains WHERE name = %s", (name,))).fetchone()
     assert n == {"n": 1}
     tokens = emulator_identity(emulator_never, name)["dkim_tokens"]
     assert winners[0].domain is not None

@@ -69,9 +69,7 @@ def test_invalid_names_are_refused_on_param_name(raw: str) -> None:
     assert err.value.code == "validation_error" and err.value.param == "name"
 
 
-@pytest.mark.parametrize(
-    ("raw", "expected"), [("bounce", "bounce"), ("MAIL-from", "mail-from"), ("m1", "m1")]
-)
+@pytest.mark.parametrize(("raw", "expected"), [("bounce", "bounce"), ("MAIL-from", "mail-from"), ("m1", "m1")])
 def test_valid_mail_from_subdomains(raw: str, expected: str) -> None:
     assert normalize_mail_from_subdomain(raw, "acme.com") == expected
 
@@ -95,10 +93,7 @@ def test_validate_uses_the_default_subdomain_only_when_empty() -> None:
     service = DomainService(settings, ses_client("http://127.0.0.1:9"), SesStatusChecker())
     new = service.validate(CreateDomainRequest(tenant_id="ten_1", name="Acme.COM", mail_from_subdomain=""))
     assert (new.name, new.mail_from_subdomain, new.mail_from_domain) == ("acme.com", "mf", "mf.acme.com")
-    assert (
-        service.validate(CreateDomainRequest(tenant_id="ten_1", name="acme.com")).mail_from_subdomain
-        == "bounce"
-    )
+    assert service.validate(CreateDomainRequest(tenant_id="ten_1", name="acme.com")).mail_from_subdomain == "bounce"
     with pytest.raises(InvalidInput) as err:
         service.validate(CreateDomainRequest(tenant_id="ten_1", name="acme.com", mail_from_subdomain="a.b"))
     assert err.value.param == "mail_from_subdomain"

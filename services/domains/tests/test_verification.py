@@ -20,9 +20,7 @@ from nats.aio.client import Client
 pytestmark = pytest.mark.usefixtures("clean_db")
 
 
-async def register(
-    running: RunningDomains, tenant_id: str = "ten_a", name: str | None = None
-) -> DomainSnapshot:
+async def register(running: RunningDomains, tenant_id: str = "ten_a", name: str | None = None) -> DomainSnapshot:
     """Create a domain through the real RPC edge (called directly, no NATS round trip needed)."""
     reply = await CreateDomainHandler(running.service, running.runtime.pool)(
         CreateDomainRequest(tenant_id=tenant_id, name=name or unique_domain())

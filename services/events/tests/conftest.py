@@ -68,8 +68,7 @@ async def runtime(events_database: str, events_nats: NatsServer) -> AsyncIterato
     nc = await nats.connect(events_nats.url)
     js = nc.jetstream()
     await reconcile(js, STREAMS, [])
-    rt = Runtime(name="events", schema="events", settings=settings, migrations_dir=MIGRATIONS,
-                 pool=pool, nc=nc, js=js)
+    rt = Runtime(name="events", schema="events", settings=settings, migrations_dir=MIGRATIONS, pool=pool, nc=nc, js=js)
     yield rt
     rt.stop.set()
     await nc.close()

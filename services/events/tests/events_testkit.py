@@ -114,9 +114,11 @@ class CertServer:
                     else:
                         self._answer(503, b"try later", "text/plain")
                 elif path == "/confirm":
-                    xml = (b"<ConfirmSubscriptionResponse><ConfirmSubscriptionResult><SubscriptionArn>"
-                           b"arn:aws:sns:us-east-1:000000000000:mailroom-ses:1</SubscriptionArn>"
-                           b"</ConfirmSubscriptionResult></ConfirmSubscriptionResponse>")
+                    xml = (
+                        b"<ConfirmSubscriptionResponse><ConfirmSubscriptionResult><SubscriptionArn>"
+                        b"arn:aws:sns:us-east-1:000000000000:mailroom-ses:1</SubscriptionArn>"
+                        b"</ConfirmSubscriptionResult></ConfirmSubscriptionResponse>"
+                    )
                     self._answer(200, xml, "text/xml")
                 else:
                     self._answer(404, b"not found", "text/plain")

@@ -317,9 +317,7 @@ def test_ids_are_deterministic_with_source_id() -> None:
             raise AssertionError("factory must not be used when source_id is given")
 
         first = to_lifecycle(ses, event_id_factory=fail, now=NOW, source_id="sns-" + name)
-        again = to_lifecycle(
-            ses, event_id_factory=fail, now=NOW + timedelta(hours=1), source_id="sns-" + name
-        )
+        again = to_lifecycle(ses, event_id_factory=fail, now=NOW + timedelta(hours=1), source_id="sns-" + name)
         assert first == again  # a redelivered SNS message maps to the very same events
         for event in first:
             assert has_prefix(event.event_id, "evt")

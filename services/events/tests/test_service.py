@@ -45,47 +45,61 @@ Client = AsyncTestClient  # type: ignore[type-arg]
 # --------------------------------------------------------------------------- building messages
 
 
-def ses_record(
-    kind: str, *, email_id: str | None = None, tenant_id: str = "ten_test", mode: str = "live"
-) -> str:
+def ses_record(kind: str, *, email_id: str | None = None, tenant_id: str = "ten_test", mode: str = "live") -> str:
     """An AWS documentation example SES event (event-publishing/<kind>.json) as SES publishes it
     (JSON plus a trailing newline), tagged as a Mailroom email when `email_id` is given."""
     record = json.loads((FIXTURES / f"{kind}.json").read_text())
     if email_id is not None:
-        record["mail"]["tags"].update(
-            {TAG_EMAIL_ID: [email_id], TAG_TENANT_ID: [tenant_id], TAG_MODE: [mode]}
-        )
+        record["mail"]["tags"].update({TAG_EMAIL_ID: [email_id], TAG_TENANT_ID: [tenant_id], TAG_MODE: [mode]})
     return json.dumps(record) + "\n"
 
 
-def notification(signer: LocalSigner, server: CertServer, message: str, *, topic: str = LOCAL_TOPIC,
-                 version: str = "2", cert_url: str | None = None) -> dict[str, Any]:
-    return signer.sign({
-        "Type": "Notification",
-        "MessageId": str(uuid.uuid4()),
-        "TopicArn": topic,
-        "Subject": "Amazon SES Email Event Notification",
-        "Message": message,
-        "Timestamp": sns_timestamp(),
-        "SignatureVersion": version,
-        "SigningCertURL": cert_url or server.cert_url,
-        "UnsubscribeURL": f"{server.base}/unsubscribe?SubscriptionArn={topic}:1",
-    })
+def notification(
+    signer: LocalSigner,
+    server: CertServer,
+    message: str,
+    *,
+    topic: str = LOCAL_TOPIC,
+    version: str = "2",
+    cert_url: str | None = None,
+) -> dict[str, Any]:
+    return signer.sign(
+        {
+            "Type": "Notification",
+            "MessageId": str(uuid.uuid4()),
+            "TopicArn": topic,
+            "Subject": "Amazon SES Email Event Notification",
+            "Message": message,
+            "Timestamp": sns_timestamp(),
+            "SignatureVersion": version,
+            "SigningCertURL": cert_url or server.cert_url,
+            "UnsubscribeURL": f"{server.base}/unsubscribe?SubscriptionArn={topic}:1",
+        }
+    )
 
 
-def confirmation(signer: LocalSigner, server: CertServer, subscribe_url: str, token: str, *,
-                 topic: str = LOCAL_TOPIC, type_: str = "SubscriptionConfirmation") -> dict[str, Any]:
-    return signer.sign({
-        "Type": type_,
-        "MessageId": str(uuid.uuid4()),
-        "Token": token,
-        "TopicArn": topic,
-        "Message": f"You have chosen to subscribe to the topic {topic}.\nTo confirm, visit the SubscribeURL.",
-        "SubscribeURL": subscribe_url,
-        "Timestamp": sns_timestamp(),
-        "SignatureVersion": "1",
-        "SigningCertURL": server.cert_url,
-    })
+def confirmation(
+    signer: LocalSigner,
+    server: CertServer,
+    subscribe_url: str,
+    token: str,
+    *,
+    topic: str = LOCAL_TOPIC,
+    type_: str = "SubscriptionConfirmation",
+) -> dict[str, Any]:
+    return signer.sign(
+        {
+            "Type": type_,
+            "MessageId": str(uuid.uuid4()),
+            "Token": token,
+            "TopicArn": topic,
+            "Message": f"You have chosen to subscribe to the topic {topic}.\nTo confirm, visit the SubscribeURL.",
+            "SubscribeURL": subscribe_url,
+            "Timestamp": sns_timestamp(),
+            "SignatureVersion": "1",
+            "SigningCertURL": server.cert_url,
+        }
+    )
 
 
 async def post(client: Client, body: dict[str, Any] | bytes) -> Any:
@@ -143,8 +157,9 @@ async def test_delivery_becomes_one_email_delivered_and_is_relayed_with_msg_id(
     client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer, version: str
 ) -> None:
     email_id = new_email_id()
-    body = notification(signer, cert_server, ses_record("delivery", email_id=email_id, tenant_id="ten_a",
-                                                         mode="test"), version=version)
+    body = notification(
+        signer, cert_server, ses_record("delivery", email_id=email_id, tenant_id="ten_a", mode="test"), version=version
+    )
     r = await post(client, body)
     assert r.status_code == 200, r.text
     assert r.json() == {"status": "mapped"}
@@ -159,14 +174,27 @@ async def test_delivery_becomes_one_email_delivered_and_is_relayed_with_msg_id(
     assert event.event_id == deterministic_event_id(body["MessageId"], 0, event.occurred_at)
     row = await sns_row(runtime, body["MessageId"])
     assert row is not None
-    assert (row["topic_arn"], row["type"], row["ses_event_type"], row["email_id"], row["tenant_id"],
-            row["events_emitted"]) == (LOCAL_TOPIC, "Notification", "delivery", email_id, "ten_a", 1)
+    assert (
+        row["topic_arn"],
+        row["type"],
+        row["ses_event_type"],
+        row["email_id"],
+        row["tenant_id"],
+        row["events_emitted"],
+    ) == (LOCAL_TOPIC, "Notification", "delivery", email_id, "ten_a", 1)
 
     # The service's own relay worker publishes it with Nats-Msg-Id = event id, then empties the outbox.
     stop_relay = asyncio.Event()
-    relay_rt = Runtime(name=runtime.name, schema=runtime.schema, settings=runtime.settings,
-                       migrations_dir=runtime.migrations_dir, pool=runtime.pool, nc=runtime.nc, js=runtime.js,
-                       stop=stop_relay)
+    relay_rt = Runtime(
+        name=runtime.name,
+        schema=runtime.schema,
+        settings=runtime.settings,
+        migrations_dir=runtime.migrations_dir,
+        pool=runtime.pool,
+        nc=runtime.nc,
+        js=runtime.js,
+        stop=stop_relay,
+    )
     task = asyncio.create_task(relay(relay_rt))
     try:
         for _ in range(100):
@@ -320,7 +348,7 @@ async def test_forged_message_is_refused_and_records_nothing(
     body = notification(signer, cert_server, ses_record("delivery", email_id=email_id))
     message = body["Message"]
     i = message.index("recipient@example.com")
-    forged = {**body, "Message": message[:i] + "R" + message[i + 1:]}  # one byte changed
+    forged = {**body, "Message": message[:i] + "R" + message[i + 1 :]}  # one byte changed
     assert len(forged["Message"]) == len(message)
     r = await post(client, forged)
     assert r.status_code == 403
@@ -358,8 +386,7 @@ async def test_oversize_body_is_413(client: Client) -> None:
     assert r.json()["error"] == "payload_too_large"
 
     # A Content-Length that understates the body: the limit holds on the bytes actually received.
-    r = await client.post("/ses/sns", content=b" " * (MAX_BODY + 1),
-                          headers={**TEXT_PLAIN, "Content-Length": "100"})
+    r = await client.post("/ses/sns", content=b" " * (MAX_BODY + 1), headers={**TEXT_PLAIN, "Content-Length": "100"})
     assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
 
 
@@ -367,8 +394,12 @@ async def test_certificate_temporarily_unavailable_is_503_then_accepted(
     client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
 ) -> None:
     email_id = new_email_id()
-    body = notification(signer, cert_server, ses_record("delivery", email_id=email_id),
-                        cert_url=cert_server.base + UNAVAILABLE_CERT_PATH)
+    body = notification(
+        signer,
+        cert_server,
+        ses_record("delivery", email_id=email_id),
+        cert_url=cert_server.base + UNAVAILABLE_CERT_PATH,
+    )
     r = await post(client, body)
     assert r.status_code == 503 and r.json()["error"] == "unavailable"
     assert int(r.headers["retry-after"]) > 0
@@ -380,14 +411,19 @@ async def test_certificate_temporarily_unavailable_is_503_then_accepted(
     assert len(await outbox_events(runtime, email_id)) == 1
 
 
-async def test_database_unavailable_is_503(
-    runtime: Runtime, signer: LocalSigner, cert_server: CertServer
-) -> None:
+async def test_database_unavailable_is_503(runtime: Runtime, signer: LocalSigner, cert_server: CertServer) -> None:
     assert isinstance(runtime.settings, EventsSettings)
     pool = await open_pool(runtime.settings.database_url, "events")
     await pool.close()
-    down = Runtime(name="events", schema="events", settings=runtime.settings, migrations_dir=MIGRATIONS,
-                   pool=pool, nc=runtime.nc, js=runtime.js)
+    down = Runtime(
+        name="events",
+        schema="events",
+        settings=runtime.settings,
+        migrations_dir=MIGRATIONS,
+        pool=pool,
+        nc=runtime.nc,
+        js=runtime.js,
+    )
     async with AsyncTestClient(app=create_app(down)) as down_client:
         body = notification(signer, cert_server, ses_record("delivery", email_id=new_email_id()))
         r = await post(down_client, body)
@@ -434,8 +470,9 @@ async def test_subscribe_url_on_untrusted_host_is_refused_and_never_fetched(
         "http://169.254.169.254/latest/meta-data/",
     ]
     for url in untrusted:
-        r = await post(client, confirmation(signer, cert_server, url, token,
-                                            topic="arn:aws:sns:us-east-1:000000000000:another"))
+        r = await post(
+            client, confirmation(signer, cert_server, url, token, topic="arn:aws:sns:us-east-1:000000000000:another")
+        )
         assert r.status_code == 403, url
         assert r.json()["error"] == "forbidden"
     assert confirm_requests(cert_server, token) == 0
@@ -481,12 +518,14 @@ async def test_health_ready_metrics_and_unknown_routes(client: Client) -> None:
 
 
 def test_settings_from_env() -> None:
-    settings = EventsSettings.from_env({
-        "MAILROOM_EVENTS_PORT": "9101",
-        "MAILROOM_EVENTS_SNS_TOPIC_ARNS": f"{LOCAL_TOPIC}, {OTHER_TOPIC},",
-        "MAILROOM_EVENTS_SNS_ALLOW_HTTP": "true",
-        "MAILROOM_DATABASE_URL": "postgresql://db/x",
-    })
+    settings = EventsSettings.from_env(
+        {
+            "MAILROOM_EVENTS_PORT": "9101",
+            "MAILROOM_EVENTS_SNS_TOPIC_ARNS": f"{LOCAL_TOPIC}, {OTHER_TOPIC},",
+            "MAILROOM_EVENTS_SNS_ALLOW_HTTP": "true",
+            "MAILROOM_DATABASE_URL": "postgresql://db/x",
+        }
+    )
     assert (settings.port, settings.sns_allow_http, settings.database_url) == (9101, True, "postgresql://db/x")
     assert settings.topic_arns == {LOCAL_TOPIC, OTHER_TOPIC}
     assert EventsSettings.from_env({}).sns_cert_host_pattern == r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"

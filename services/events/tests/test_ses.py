@@ -570,14 +570,10 @@ MALFORMED = {
     "notification type only in events": _mutated(
         "notification/delivery.json", lambda r: r.update(notificationType="Open")
     ),
-    "inbound Received": _mutated(
-        "notification/delivery.json", lambda r: r.update(notificationType="Received")
-    ),
+    "inbound Received": _mutated("notification/delivery.json", lambda r: r.update(notificationType="Received")),
     "no mail": _mutated("event-publishing/send.json", lambda r: r.pop("mail")),
     "no messageId": _mutated("event-publishing/send.json", lambda r: r["mail"].pop("messageId")),
-    "bad mail timestamp": _mutated(
-        "event-publishing/send.json", lambda r: r["mail"].update(timestamp="yesterday")
-    ),
+    "bad mail timestamp": _mutated("event-publishing/send.json", lambda r: r["mail"].update(timestamp="yesterday")),
     "naive timestamp": _mutated(
         "event-publishing/send.json", lambda r: r["mail"].update(timestamp="2016-10-14T05:02:16")
     ),
@@ -593,9 +589,7 @@ MALFORMED = {
     "open without open": _mutated("event-publishing/open.json", lambda r: r.pop("open")),
     "reject without reason": _mutated("event-publishing/reject.json", lambda r: r.update(reject={})),
     "delay without delay": _mutated("event-publishing/delivery-delay.json", lambda r: r.pop("deliveryDelay")),
-    "failure without failure": _mutated(
-        "event-publishing/rendering-failure.json", lambda r: r.pop("failure")
-    ),
+    "failure without failure": _mutated("event-publishing/rendering-failure.json", lambda r: r.pop("failure")),
     "subscription without subscription": _mutated(
         "event-publishing/subscription.json", lambda r: r.pop("subscription")
     ),

@@ -279,9 +279,7 @@ async def test_unknown_topic_is_refused_before_fetching(signed: Signed) -> None:
 async def test_signature_version_3_or_missing_is_refused(signed: Signed) -> None:
     verifier, fetcher = _verifier(signed)
     for version in ("3", "0", "", "1.0"):
-        assert await _rejected(verifier, signed.with_fields(SignatureVersion=version)) == (
-            "bad_signature_version"
-        )
+        assert await _rejected(verifier, signed.with_fields(SignatureVersion=version)) == ("bad_signature_version")
     assert await _rejected(verifier, signed.with_fields(SignatureVersion=None)) == "bad_json"
     assert fetcher.calls == []
 

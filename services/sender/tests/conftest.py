@@ -84,9 +84,7 @@ def ses_provider(emulator: EmulatorServer) -> Iterator[SesProvider]:
     provider.close()
 
 
-def make_service(
-    ses: SesProvider, *, in_doubt_seconds: float = 600.0, recheck: float = 15.0
-) -> SenderService:
+def make_service(ses: SesProvider, *, in_doubt_seconds: float = 600.0, recheck: float = 15.0) -> SenderService:
     return SenderService(
         ses=ses,
         simulator=SimulatorProvider(),
@@ -140,8 +138,7 @@ async def outbox_events(pool: Pool, email_id: str) -> list[Event]:
     """Events for `email_id` still waiting in the sender's outbox, in publish order."""
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT payload FROM outbox "
-            "WHERE convert_from(payload, 'UTF8')::jsonb ->> 'email_id' = %s ORDER BY id",
+            "SELECT payload FROM outbox WHERE convert_from(payload, 'UTF8')::jsonb ->> 'email_id' = %s ORDER BY id",
             (email_id,),
         )
         return [decode_event(bytes(r["payload"])) for r in await cur.fetchall()]

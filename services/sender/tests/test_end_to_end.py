@@ -49,9 +49,7 @@ def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 class SenderProcess:
-    def __init__(
-        self, *, database_url: str, nats_url: str, ses_url: str, log_path: Path, **extra_env: str
-    ) -> None:
+    def __init__(self, *, database_url: str, nats_url: str, ses_url: str, log_path: Path, **extra_env: str) -> None:
         self.port = free_port()
         self.log_path = log_path
         self.env = {
@@ -137,9 +135,7 @@ async def test_service_sends_each_queued_email_exactly_once(
     ).start()
     try:
         live = [queued(to=[f"user{i}@example.org"], text=f"{BODY_MARKER} {i}", html=None) for i in range(60)]
-        test = [
-            queued(mode="test", to=["success@simulator.amazonses.com"], text=BODY_MARKER) for _ in range(10)
-        ]
+        test = [queued(mode="test", to=["success@simulator.amazonses.com"], text=BODY_MARKER) for _ in range(10)]
         rejected = [queued(from_email="noreply@unverified.test")]
         emails: list[EmailQueued] = [*live, *test, *rejected]
         for ev in emails:
@@ -191,9 +187,7 @@ async def test_service_sends_each_queued_email_exactly_once(
         assert msg["tags"]["mailroom_tenant_id"] == "ten_test"
     assert all(sent_messages(emulator, ev.email_id) == [] for ev in [*test, *rejected])
     simulated = [
-        e
-        for e in events
-        if e.__struct_config__.tag == "email.delivered" and e.email_id in {t.email_id for t in test}
+        e for e in events if e.__struct_config__.tag == "email.delivered" and e.email_id in {t.email_id for t in test}
     ]  # type: ignore[attr-defined]
     assert len(simulated) == len(test)
 
@@ -218,8 +212,7 @@ async def test_service_sends_each_queued_email_exactly_once(
 async def drained(js: JetStreamContext) -> None:
     while True:
         infos = [
-            await js.consumer_info(EMAIL_STREAM.name, c.durable)
-            for c in (SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED)
+            await js.consumer_info(EMAIL_STREAM.name, c.durable) for c in (SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED)
         ]
         if all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
             return
@@ -298,13 +291,9 @@ async def test_queued_consumer_waits_for_the_send_event_backlog(
             provider_message_id="p-1",
         ),
     )
-    settings = SenderSettings.from_env(
-        {"MAILROOM_DATABASE_URL": sender_db, "MAILROOM_NATS_URL": own_nats.url}
-    )
+    settings = SenderSettings.from_env({"MAILROOM_DATABASE_URL": sender_db, "MAILROOM_NATS_URL": own_nats.url})
     sender = Sender(settings, ses=ses_provider)
-    rt = Runtime(
-        name="sender", schema=SCHEMA, settings=settings, migrations_dir=MIGRATIONS, pool=pool, nc=nc, js=js
-    )
+    rt = Runtime(name="sender", schema=SCHEMA, settings=settings, migrations_dir=MIGRATIONS, pool=pool, nc=nc, js=js)
     gate = asyncio.create_task(sender.settle_backlog_first(rt))
     await asyncio.sleep(1.0)
     assert not gate.done()  # a Send event is waiting: queued emails are not looked at yet
@@ -314,7 +303,5 @@ async def test_queued_consumer_waits_for_the_send_event_backlog(
     await asyncio.wait_for(worker, 5)
     await nc.close()
     async with pool.connection() as conn:
-        row = await (
-            await conn.execute("SELECT state FROM deliveries WHERE email_id = %s", (ev.email_id,))
-        ).fetchone()
+        row = await (await conn.execute("SELECT state FROM deliveries WHERE email_id = %s", (ev.email_id,))).fetchone()
     assert row is not None and row["state"] == "sent"

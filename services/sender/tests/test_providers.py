@@ -51,9 +51,7 @@ async def test_ses_send_lands_in_emulator_with_tags_and_all_recipients(
     assert "Bcc" not in parsed and "hidden@example.org" not in sent["raw"]
 
 
-async def test_unverified_from_domain_is_permanent(
-    emulator: EmulatorServer, ses_provider: SesProvider
-) -> None:
+async def test_unverified_from_domain_is_permanent(emulator: EmulatorServer, ses_provider: SesProvider) -> None:
     ev = queued(from_email="noreply@not-verified.test")
     with pytest.raises(PermanentProviderError) as exc:
         await ses_provider.send(ev, build_message(ev))
@@ -107,9 +105,7 @@ async def test_read_timeout_after_sending_is_in_doubt(black_hole: BlackHole) -> 
 
 
 async def test_event_destination_is_created_idempotently_and_converges(emulator: EmulatorServer) -> None:
-    provider = SesProvider(
-        ses_client(emulator.url), configuration_set="mailroom-setup-test", max_concurrency=2
-    )
+    provider = SesProvider(ses_client(emulator.url), configuration_set="mailroom-setup-test", max_concurrency=2)
     topic = "arn:aws:sns:us-east-1:000000000000:mailroom-ses-events"
     await provider.ensure_event_destination(topic_arn=topic, destination_name="mailroom-events")
     await provider.ensure_event_destination(topic_arn=topic, destination_name="mailroom-events")
@@ -147,10 +143,7 @@ def test_simulator_mirrors_the_ses_mailbox_simulator() -> None:
     general = by_kind[("bounced", "General")]
     assert general.recipients == ("bounce@simulator.amazonses.com",) and general.bounce_type == "Permanent"
     listed = by_kind[("bounced", "OnAccountSuppressionList")]
-    assert (
-        listed.recipients == ("suppressionlist@simulator.amazonses.com",)
-        and listed.bounce_type == "Permanent"
-    )
+    assert listed.recipients == ("suppressionlist@simulator.amazonses.com",) and listed.bounce_type == "Permanent"
     assert by_kind[("complained", "")].recipients == ("complaint+x@simulator.amazonses.com",)
     assert len(outcomes) == 4
 

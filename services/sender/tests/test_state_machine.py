@@ -67,14 +67,10 @@ async def test_live_email_is_sent_once_with_one_email_sent(
     assert event.recipients == ["a@example.org", "b@example.org"] and event.tenant_id == "ten_test"
 
 
-async def test_duplicate_deliveries_send_once(
-    handlers: SenderHandlers, pool: Pool, emulator: EmulatorServer
-) -> None:
+async def test_duplicate_deliveries_send_once(handlers: SenderHandlers, pool: Pool, emulator: EmulatorServer) -> None:
     ev = queued()
     # Concurrent redeliveries: one wins the row, the others see it in flight (Retry) or settled.
-    results = await asyncio.gather(
-        *(handlers.email_queued(redelivered(ev)) for _ in range(5)), return_exceptions=True
-    )
+    results = await asyncio.gather(*(handlers.email_queued(redelivered(ev)) for _ in range(5)), return_exceptions=True)
     assert all(r is None or isinstance(r, Retry) for r in results), results
     await handlers.email_queued(ev)  # a later redelivery is acked as a duplicate
     await handlers.email_queued(redelivered(ev))
@@ -191,9 +187,7 @@ async def test_send_event_winning_the_race_leaves_tx2_a_no_op(
     assert len(sent_messages(emulator, ev.email_id)) == 1
 
 
-async def test_transient_error_puts_row_back_to_pending_and_retries(
-    pool: Pool, emulator: EmulatorServer
-) -> None:
+async def test_transient_error_puts_row_back_to_pending_and_retries(pool: Pool, emulator: EmulatorServer) -> None:
     throttled_server = start_emulator(enforce_send_rate=True, max_send_rate=0)
     throttled = SesProvider(ses_client(throttled_server.url), configuration_set=CONFIG_SET, max_concurrency=2)
     refused = SesProvider(ses_client(closed_port_url()), configuration_set=CONFIG_SET, max_concurrency=2)
@@ -218,9 +212,7 @@ async def test_transient_error_puts_row_back_to_pending_and_retries(
     assert types(await outbox_events(pool, ev.email_id)) == ["EmailSent"]
 
 
-async def test_permanent_rejection_fails_once(
-    handlers: SenderHandlers, pool: Pool, emulator: EmulatorServer
-) -> None:
+async def test_permanent_rejection_fails_once(handlers: SenderHandlers, pool: Pool, emulator: EmulatorServer) -> None:
     ev = queued(from_email="noreply@unverified.test")
     await handlers.email_queued(ev)
     await handlers.email_queued(redelivered(ev))

@@ -93,9 +93,7 @@ async def attempts_of(db: Any, endpoint_id: str) -> list[dict[str, Any]]:
 
 
 async def deliveries_of(db: Any, endpoint_id: str) -> list[dict[str, Any]]:
-    cur = await db.execute(
-        "SELECT * FROM deliveries WHERE endpoint_id = %s ORDER BY created_at", (endpoint_id,)
-    )
+    cur = await db.execute("SELECT * FROM deliveries WHERE endpoint_id = %s ORDER BY created_at", (endpoint_id,))
     return list(await cur.fetchall())
 
 
@@ -137,11 +135,7 @@ async def test_lifecycle_events_are_signed_and_delivered_once_per_subscription(
     assert data["to"] == ["Ada <ada@example.com>", "bob@example.com"]
     assert data["subject"] == "Your receipt" and data["recipient"] == "bob@example.com"
     assert data["recipients"] == ["bob@example.com"]
-    assert (
-        data["tags"] == {"campaign": "receipts"}
-        and data["metadata"] == {"order": 42}
-        and data["mode"] == "test"
-    )
+    assert data["tags"] == {"campaign": "receipts"} and data["metadata"] == {"order": 42} and data["mode"] == "test"
     assert by_type["email.sent"]["data"]["provider_message_id"] == s.provider_message_id
     assert by_type["email.queued"]["data"]["recipients"] == [
         "ada@example.com",

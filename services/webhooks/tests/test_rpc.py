@@ -107,9 +107,7 @@ async def test_create_list_get_delete_scoped_to_tenant(start_service: Any, db: A
     )
     assert [e.webhook_id for e in listed.data] == [star.endpoint.webhook_id]
     # Soft delete: the row stays (delivery history), marked deleted.
-    row = await (
-        await db.execute("SELECT deleted_at FROM endpoints WHERE id = %s", (endpoint.webhook_id,))
-    ).fetchone()
+    row = await (await db.execute("SELECT deleted_at FROM endpoints WHERE id = %s", (endpoint.webhook_id,))).fetchone()
     assert row["deleted_at"] is not None
 
 

@@ -54,9 +54,7 @@ async def test_refuses_without_connecting(receiver: Any, addresses: list[str], p
 async def test_https_is_pinned_and_still_verifies_the_host_name(tls_receiver: Any) -> None:
     server, ca = tls_receiver
     resolver = fixed({"hook.test": ["127.0.0.1"], "wrong.test": ["127.0.0.1"]})
-    async with build_client(
-        LOOPBACK, timeout=5, resolver=resolver, ssl_context=ca.client_context()
-    ) as client:
+    async with build_client(LOOPBACK, timeout=5, resolver=resolver, ssl_context=ca.client_context()) as client:
         ok = await client.post(f"https://hook.test:{server.port}/tls", content=b"{}")
         assert ok.status_code == 200
         # Same address, but the certificate does not name wrong.test: TLS verification still applies.
@@ -67,9 +65,7 @@ async def test_https_is_pinned_and_still_verifies_the_host_name(tls_receiver: An
 
 
 async def test_redirects_are_not_followed(receiver: Any, h: Any) -> None:
-    receiver.script(
-        "/moved", h.Reply(307, headers={"location": f"http://127.0.0.1:{receiver.port}/elsewhere"})
-    )
+    receiver.script("/moved", h.Reply(307, headers={"location": f"http://127.0.0.1:{receiver.port}/elsewhere"}))
     async with build_client(LOOPBACK, timeout=5) as client:
         response = await client.post(receiver.url("/moved"), content=b"{}")
     assert response.status_code == 307

@@ -208,9 +208,7 @@ class SnsReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/ses/sns"
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -255,9 +253,7 @@ def setup_events(
     wait_confirmed: bool = True,
 ) -> None:
     """Domain identity + configuration set + SNS event destination (confirmed by the receiver)."""
-    ses.create_email_identity(
-        EmailIdentity=domain, DkimSigningAttributes={"NextSigningKeyLength": "RSA_2048_BIT"}
-    )
+    ses.create_email_identity(EmailIdentity=domain, DkimSigningAttributes={"NextSigningKeyLength": "RSA_2048_BIT"})
     ses.create_configuration_set(ConfigurationSetName=config_set)
     ses.create_configuration_set_event_destination(
         ConfigurationSetName=config_set,

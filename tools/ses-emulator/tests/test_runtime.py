@@ -28,16 +28,12 @@ from ses_emulator_testkit import (
 )
 
 
-def test_state_persists_across_restart(
-    start_emulator: StartEmulator, receiver: SnsReceiver, tmp_path: Path
-) -> None:
+def test_state_persists_across_restart(start_emulator: StartEmulator, receiver: SnsReceiver, tmp_path: Path) -> None:
     state = tmp_path / "state"
     first = start_emulator(state_dir=state)
     ses = ses_client(first.url)
     setup_events(ses, receiver)
-    ses.put_email_identity_mail_from_attributes(
-        EmailIdentity="example.com", MailFromDomain="bounce.example.com"
-    )
+    ses.put_email_identity_mail_from_attributes(EmailIdentity="example.com", MailFromDomain="bounce.example.com")
     ses.create_email_identity(EmailIdentity="ops@other.org")
     before = ses.get_email_identity(EmailIdentity="example.com")
     cert_url = receiver.validations()[0].body["SigningCertURL"]
@@ -64,9 +60,7 @@ def test_state_persists_across_restart(
     mid = ses.send_email(Content={"Raw": {"Data": raw_mime()}}, ConfigurationSetName="mailroom")["MessageId"]
     wait_for(lambda: receiver.event_types(mid) == ["Send", "Delivery"])
     event = next(
-        m
-        for m in receiver.of_type("Notification")
-        if (m.record or {}).get("mail", {}).get("messageId") == mid
+        m for m in receiver.of_type("Notification") if (m.record or {}).get("mail", {}).get("messageId") == mid
     )
     assert event.body["SigningCertURL"] == cert_url
     assert httpx.get(cert_url).content == cert

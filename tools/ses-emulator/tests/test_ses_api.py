@@ -56,14 +56,10 @@ def test_domain_identity_lifecycle(start_emulator: StartEmulator) -> None:
         "BehaviorOnMxFailure": "REJECT_MESSAGE",
     }
     with pytest.raises(ClientError) as exc:
-        ses.put_email_identity_mail_from_attributes(
-            EmailIdentity="example.com", MailFromDomain="bounce.other.org"
-        )
+        ses.put_email_identity_mail_from_attributes(EmailIdentity="example.com", MailFromDomain="bounce.other.org")
     assert error_code(exc) == "BadRequestException"
     with pytest.raises(ClientError) as exc:
-        ses.put_email_identity_mail_from_attributes(
-            EmailIdentity="unknown.com", MailFromDomain="m.unknown.com"
-        )
+        ses.put_email_identity_mail_from_attributes(EmailIdentity="unknown.com", MailFromDomain="m.unknown.com")
     assert error_code(exc) == "NotFoundException"
 
     listed = ses.list_email_identities()["EmailIdentities"]
@@ -88,9 +84,7 @@ def test_email_address_identity(start_emulator: StartEmulator) -> None:
     got = ses.get_email_identity(EmailIdentity="ops@other.org")
     assert got["VerificationStatus"] == "SUCCESS"
     # an address identity allows that address only
-    ses.send_email(
-        FromEmailAddress="ops@other.org", Content={"Raw": {"Data": raw_mime(from_="ops@other.org")}}
-    )
+    ses.send_email(FromEmailAddress="ops@other.org", Content={"Raw": {"Data": raw_mime(from_="ops@other.org")}})
     with pytest.raises(ClientError) as exc:
         ses.send_email(
             FromEmailAddress="someone@other.org",
@@ -135,9 +129,7 @@ def test_verify_failed_mode(start_emulator: StartEmulator) -> None:
 def test_verify_after_delay(start_emulator: StartEmulator) -> None:
     ses = ses_client(start_emulator(verify=0.3).url)
     ses.create_email_identity(EmailIdentity="example.com")
-    ses.put_email_identity_mail_from_attributes(
-        EmailIdentity="example.com", MailFromDomain="mail.example.com"
-    )
+    ses.put_email_identity_mail_from_attributes(EmailIdentity="example.com", MailFromDomain="mail.example.com")
     got = ses.get_email_identity(EmailIdentity="example.com")
     assert got["DkimAttributes"]["Status"] == "PENDING"
     assert got["MailFromAttributes"]["MailFromDomainStatus"] == "PENDING"

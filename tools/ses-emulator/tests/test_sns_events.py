@@ -138,9 +138,9 @@ def test_shapes_match_the_real_fixtures(start_emulator: StartEmulator, receiver:
     ses = ses_client(srv.url)
     setup_events(ses, receiver)
     ids = [
-        ses.send_email(
-            Content={"Raw": {"Data": raw_mime(to=f"{who}@{SIM}")}}, ConfigurationSetName="mailroom"
-        )["MessageId"]
+        ses.send_email(Content={"Raw": {"Data": raw_mime(to=f"{who}@{SIM}")}}, ConfigurationSetName="mailroom")[
+            "MessageId"
+        ]
         for who in ("bounce", "complaint")
     ]
     wait_for(lambda: len(receiver.events(ids[0])) == 2 and len(receiver.events(ids[1])) == 3)
@@ -194,9 +194,7 @@ def test_multiple_recipients_in_order(start_emulator: StartEmulator, receiver: S
     ses = ses_client(start_emulator().url)
     setup_events(ses, receiver)
     mid = ses.send_email(
-        Content={
-            "Raw": {"Data": raw_mime(to=f"success@{SIM}, bounce@{SIM}", extra=f"Cc: complaint@{SIM}\r\n")}
-        },
+        Content={"Raw": {"Data": raw_mime(to=f"success@{SIM}, bounce@{SIM}", extra=f"Cc: complaint@{SIM}\r\n")}},
         ConfigurationSetName="mailroom",
     )["MessageId"]
     wait_for(lambda: len(receiver.events(mid)) == 5)
@@ -232,9 +230,7 @@ def test_subscription_confirmation_flow(start_emulator: StartEmulator, receiver:
     ses = ses_client(srv.url)
     setup_events(ses, receiver, wait_confirmed=False)
 
-    conf = wait_for(lambda: receiver.of_type("SubscriptionConfirmation"), what="SubscriptionConfirmation")[
-        0
-    ].body
+    conf = wait_for(lambda: receiver.of_type("SubscriptionConfirmation"), what="SubscriptionConfirmation")[0].body
     assert list(conf) == [
         "Type",
         "MessageId",
@@ -299,9 +295,7 @@ def test_retries_keep_order(start_emulator: StartEmulator, receiver: SnsReceiver
     receiver.fail_notifications = 3
     mid = ses.send_email(Content={"Raw": {"Data": raw_mime()}}, ConfigurationSetName="mailroom")["MessageId"]
     wait_for(lambda: receiver.event_types(mid) == ["Send", "Delivery"], what="events after retries")
-    notes = httpx.get(f"{srv.url}/_emulator/notifications", params={"ses_message_id": mid}).json()[
-        "notifications"
-    ]
+    notes = httpx.get(f"{srv.url}/_emulator/notifications", params={"ses_message_id": mid}).json()["notifications"]
     assert [(n["event_type"], n["state"], n["attempts"], n["last_status"]) for n in notes] == [
         ("Send", "delivered", 4, 200),
         ("Delivery", "delivered", 1, 200),
@@ -318,9 +312,7 @@ def test_gives_up_after_max_attempts(start_emulator: StartEmulator, receiver: Sn
     mid = ses.send_email(Content={"Raw": {"Data": raw_mime()}}, ConfigurationSetName="mailroom")["MessageId"]
     wait_for(lambda: receiver.event_types(mid) == ["Delivery"], what="Delivery after the Send was dropped")
     notes = [
-        n
-        for n in httpx.get(f"{srv.url}/_emulator/notifications").json()["notifications"]
-        if n["ses_message_id"] == mid
+        n for n in httpx.get(f"{srv.url}/_emulator/notifications").json()["notifications"] if n["ses_message_id"] == mid
     ]
     assert [(n["event_type"], n["state"], n["attempts"]) for n in notes] == [
         ("Send", "failed", 2),
@@ -328,9 +320,7 @@ def test_gives_up_after_max_attempts(start_emulator: StartEmulator, receiver: Sn
     ]
 
 
-def test_unreachable_subscriber_does_not_delay_sending(
-    start_emulator: StartEmulator, receiver: SnsReceiver
-) -> None:
+def test_unreachable_subscriber_does_not_delay_sending(start_emulator: StartEmulator, receiver: SnsReceiver) -> None:
     from mailroom_ses_emulator import SnsSubscriptionConfig
 
     dead = "http://127.0.0.1:9/ses/sns"  # discard port: connection refused
@@ -352,9 +342,7 @@ def test_unreachable_subscriber_does_not_delay_sending(
     assert all(n["attempts"] == 3 and n["last_status"] is None and n["last_error"] for n in notes)
 
 
-def test_signing_certificate_endpoint(
-    start_emulator: StartEmulator, receiver: SnsReceiver, tmp_path: Path
-) -> None:
+def test_signing_certificate_endpoint(start_emulator: StartEmulator, receiver: SnsReceiver, tmp_path: Path) -> None:
     from cryptography import x509
 
     srv = start_emulator()

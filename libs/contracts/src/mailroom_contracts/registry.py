@@ -28,12 +28,20 @@ _T = TypeVar("_T")
 
 _encoder = msgspec.json.Encoder()
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
-_any_event = msgspec.json.Decoder(events.EmailQueued | events.EmailSent | events.EmailFailed
-                                  | events.EmailDelivered | events.EmailBounced
-                                  | events.EmailComplained | events.EmailDeliveryDelayed
-                                  | events.EmailProviderAccepted | events.DomainCreated
-                                  | events.DomainVerified | events.DomainFailed
-                                  | events.DomainStatusChanged)
+_any_event = msgspec.json.Decoder(
+    events.EmailQueued
+    | events.EmailSent
+    | events.EmailFailed
+    | events.EmailDelivered
+    | events.EmailBounced
+    | events.EmailComplained
+    | events.EmailDeliveryDelayed
+    | events.EmailProviderAccepted
+    | events.DomainCreated
+    | events.DomainVerified
+    | events.DomainFailed
+    | events.DomainStatusChanged
+)
 
 
 class UnknownSubjectError(LookupError):

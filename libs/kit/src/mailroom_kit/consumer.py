@@ -93,8 +93,13 @@ async def handle_message(spec: ConsumerSpec, handler: Handler, msg: Msg) -> str:
         finally:
             beat.cancel()
         elapsed = time.perf_counter() - started
-        log.info("message handled", subject=msg.subject, outcome=outcome, duration_ms=round(elapsed * 1000, 1),
-                 delivery=msg.metadata.num_delivered)
+        log.info(
+            "message handled",
+            subject=msg.subject,
+            outcome=outcome,
+            duration_ms=round(elapsed * 1000, 1),
+            delivery=msg.metadata.num_delivered,
+        )
         MESSAGES_HANDLED.labels(consumer=spec.durable, outcome=outcome).inc()
         MESSAGE_SECONDS.labels(consumer=spec.durable).observe(elapsed)
     return outcome

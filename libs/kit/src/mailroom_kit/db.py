@@ -14,9 +14,7 @@ Pool = AsyncConnectionPool[Conn]
 
 async def open_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> Pool:
     kwargs: dict[str, Any] = {"row_factory": dict_row, "options": f"-c search_path={schema}"}
-    pool: Pool = AsyncConnectionPool(
-        url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False, name=schema
-    )
+    pool: Pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False, name=schema)
     await pool.open(wait=True, timeout=30)
     return pool
 

@@ -27,8 +27,12 @@ async def connect(url: str, name: str) -> Client:
         log.info("nats reconnected")
 
     return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-        disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
     )
 
 

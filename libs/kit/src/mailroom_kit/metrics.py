@@ -3,8 +3,6 @@
 from prometheus_client import Counter, Histogram
 
 OUTBOX_PUBLISHED = Counter("mailroom_outbox_published_total", "Events relayed from the outbox", ["schema"])
-MESSAGES_HANDLED = Counter(
-    "mailroom_messages_handled_total", "JetStream messages handled", ["consumer", "outcome"]
-)
+MESSAGES_HANDLED = Counter("mailroom_messages_handled_total", "JetStream messages handled", ["consumer", "outcome"])
 MESSAGE_SECONDS = Histogram("mailroom_message_handle_seconds", "Time to handle one message", ["consumer"])
 HTTP_REQUESTS = Counter("mailroom_http_requests_total", "HTTP requests", ["service", "method", "status"])

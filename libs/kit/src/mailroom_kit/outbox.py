@@ -40,8 +40,14 @@ async def add(conn: Conn, event: Event, *, schema: str) -> None:
 
 class OutboxRelay:
     def __init__(
-        self, pool: Pool, js: JetStreamContext, *, url: str, schema: str,
-        batch_size: int = 200, idle_poll_seconds: float = 1.0,
+        self,
+        pool: Pool,
+        js: JetStreamContext,
+        *,
+        url: str,
+        schema: str,
+        batch_size: int = 200,
+        idle_poll_seconds: float = 1.0,
     ) -> None:
         self._pool = pool
         self._js = js
@@ -54,17 +60,14 @@ class OutboxRelay:
         """Publish and delete one batch; return how many rows were relayed."""
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
-                "SELECT id, event_id, subject, payload FROM outbox ORDER BY id "
-                "LIMIT %s FOR UPDATE SKIP LOCKED",
+                "SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
                 (self._batch,),
             )
             rows = await cur.fetchall()
             if not rows:
                 return 0
             for row in rows:
-                await self._js.publish(
-                    row["subject"], bytes(row["payload"]), headers={"Nats-Msg-Id": row["event_id"]}
-                )
+                await self._js.publish(row["subject"], bytes(row["payload"]), headers={"Nats-Msg-Id": row["event_id"]})
             await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r["id"] for r in rows],))
         OUTBOX_PUBLISHED.labels(schema=self._schema).inc(len(rows))
         return len(rows)

@@ -36,7 +36,12 @@ def _error_reply(code: str, message: str, param: str | None = None) -> bytes:
 
 
 async def serve(
-    nc: Client, subject: str, req_type: type[Req], handler: Callable[[Req], Awaitable[Any]], *, queue: str,
+    nc: Client,
+    subject: str,
+    req_type: type[Req],
+    handler: Callable[[Req], Awaitable[Any]],
+    *,
+    queue: str,
     concurrency: int = 32,
 ) -> Subscription:
     running: set[asyncio.Task[None]] = set()

@@ -87,8 +87,9 @@ def ops_app(runtime: Runtime) -> Litestar:
     def not_found(_: Any, exc: HTTPException) -> Response[dict[str, Any]]:
         return Response({"error": "not_found", "message": exc.detail}, status_code=exc.status_code)
 
-    return Litestar(route_handlers=[ops_router(runtime)], openapi_config=None,
-                    exception_handlers={HTTPException: not_found})
+    return Litestar(
+        route_handlers=[ops_router(runtime)], openapi_config=None, exception_handlers={HTTPException: not_found}
+    )
 
 
 class _Server(uvicorn.Server):
@@ -116,15 +117,19 @@ async def serve(
     nc = await connect(settings.nats_url, name=f"mailroom-{name}")
     js = nc.jetstream()
     await reconcile(js, STREAMS, consumers, replicas=settings.nats_replicas)
-    runtime = Runtime(name=name, schema=schema, settings=settings, migrations_dir=migrations_dir,
-                      pool=pool, nc=nc, js=js)
+    runtime = Runtime(
+        name=name, schema=schema, settings=settings, migrations_dir=migrations_dir, pool=pool, nc=nc, js=js
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runtime.stop.set)
     if on_start is not None:
         await on_start(runtime)
-    server = _Server(uvicorn.Config(build_app(runtime), host=settings.host, port=settings.port,
-                                    log_config=None, access_log=False, lifespan="on"))
+    server = _Server(
+        uvicorn.Config(
+            build_app(runtime), host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on"
+        )
+    )
     tasks = [asyncio.create_task(w(runtime), name=getattr(w, "__name__", "worker")) for w in workers]
     http = asyncio.create_task(server.serve(), name="http")
     log.info("service started", host=settings.host, port=settings.port)

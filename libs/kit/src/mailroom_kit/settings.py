@@ -14,9 +14,17 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
-SHARED = frozenset({
-    "database_url", "nats_url", "log_level", "log_format", "nats_replicas", "aws_region", "ses_endpoint_url",
-})
+SHARED = frozenset(
+    {
+        "database_url",
+        "nats_url",
+        "log_level",
+        "log_format",
+        "nats_replicas",
+        "aws_region",
+        "ses_endpoint_url",
+    }
+)
 
 _S = TypeVar("_S", bound="BaseSettings")
 

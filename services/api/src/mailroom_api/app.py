@@ -41,12 +41,8 @@ OPENAPI = OpenAPIConfig(
     render_plugins=[JsonRenderPlugin(path="/openapi.json")],
     components=Components(
         security_schemes={
-            "ApiKey": SecurityScheme(
-                type="http", scheme="bearer", description="mr_live_… or mr_test_… API key"
-            ),
-            "OperatorToken": SecurityScheme(
-                type="http", scheme="bearer", description="MAILROOM_OPERATOR_TOKEN"
-            ),
+            "ApiKey": SecurityScheme(type="http", scheme="bearer", description="mr_live_… or mr_test_… API key"),
+            "OperatorToken": SecurityScheme(type="http", scheme="bearer", description="MAILROOM_OPERATOR_TOKEN"),
         }
     ),
     use_handler_docstrings=False,

@@ -70,9 +70,7 @@ async def _run(args: argparse.Namespace, settings: ApiSettings) -> None:
             if args.resource == "tenants" and args.action == "create":
                 tenant = await service.create_tenant(
                     conn,
-                    schemas.CreateTenant(
-                        name=args.name, monthly_quota=args.monthly_quota, rate_limit=args.rate_limit
-                    ),
+                    schemas.CreateTenant(name=args.name, monthly_quota=args.monthly_quota, rate_limit=args.rate_limit),
                 )
                 _print_json(tenant) if args.json else print(f"{tenant.id}\t{tenant.name}\t{tenant.status}")
             elif args.resource == "tenants" and args.action == "list":

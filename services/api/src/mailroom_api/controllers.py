@@ -139,9 +139,7 @@ class EmailsController(Controller):
     opt = {AUTH_OPT: "tenant_sending"}
 
     @post("/", status_code=202, summary="Queue an email", responses=errors(400, 401, 403, 413, 422))
-    async def send_email(
-        self, data: JSONBody[schemas.SendEmail], rt: Rt, principal: Caller
-    ) -> schemas.EmailAccepted:
+    async def send_email(self, data: JSONBody[schemas.SendEmail], rt: Rt, principal: Caller) -> schemas.EmailAccepted:
         async with rt.pool.connection() as conn, conn.transaction():
             return await service.send_email(conn, principal, data)
 
@@ -183,9 +181,7 @@ class EmailsController(Controller):
         email_id: FromPath[str],
         rt: Rt,
         principal: Caller,
-        include: Annotated[
-            str | None, QueryParameter(description="`content` adds html, text and headers")
-        ] = None,
+        include: Annotated[str | None, QueryParameter(description="`content` adds html, text and headers")] = None,
     ) -> schemas.EmailDetail:
         include_content = "content" in (include or "").split(",")
         async with rt.pool.connection() as conn:
@@ -203,9 +199,7 @@ class DomainsController(Controller):
         summary="Add a sending domain (returns its DNS records)",
         responses=errors(400, 401, 403, 409, 422, 503),
     )
-    async def create_domain(
-        self, data: JSONBody[schemas.CreateDomain], rt: Rt, principal: Caller
-    ) -> schemas.Domain:
+    async def create_domain(self, data: JSONBody[schemas.CreateDomain], rt: Rt, principal: Caller) -> schemas.Domain:
         snapshot = await service.request_domain(rt.nc, principal.tenant_id, data, rpc_timeout=_timeout(rt))
         async with rt.pool.connection() as conn, conn.transaction():
             await service.record_domain(conn, snapshot, event_at=None)

@@ -39,9 +39,7 @@ async def project_domain_event(rt: Runtime, event: events.Event) -> None:
         if not await repo.claim_event(conn, API_DOMAINS.durable, event.event_id):
             return
         written = await service.record_domain(conn, event.domain, event_at=event.occurred_at)
-    log.info(
-        "domain event projected", type=type(event).__name__, domain_id=event.domain.domain_id, written=written
-    )
+    log.info("domain event projected", type=type(event).__name__, domain_id=event.domain.domain_id, written=written)
 
 
 async def email_log_worker(rt: Runtime) -> None:

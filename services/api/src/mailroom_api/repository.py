@@ -91,8 +91,7 @@ async def list_api_keys(conn: Conn, tenant_id: str) -> list[Row]:
 
 async def revoke_api_key(conn: Conn, tenant_id: str, key_id: str) -> Row | None:
     cur = await conn.execute(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE tenant_id = %s AND id = %s"
-        " RETURNING *",
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE tenant_id = %s AND id = %s RETURNING *",
         (tenant_id, key_id),
     )
     return await cur.fetchone()
@@ -170,14 +169,11 @@ async def insert_email(conn: Conn, email: Row) -> None:
     )
 
 
-async def insert_recipients(
-    conn: Conn, email_id: str, recipients: list[tuple[str, str]], status: str
-) -> None:
+async def insert_recipients(conn: Conn, email_id: str, recipients: list[tuple[str, str]], status: str) -> None:
     """`recipients`: (address, type) in order."""
     async with conn.cursor() as cur:
         await cur.executemany(
-            "INSERT INTO email_recipients (email_id, position, address, type, status)"
-            " VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO email_recipients (email_id, position, address, type, status) VALUES (%s, %s, %s, %s, %s)",
             [(email_id, i, address, kind, status) for i, (address, kind) in enumerate(recipients)],
         )
 
@@ -232,8 +228,7 @@ async def update_recipient_status(conn: Conn, email_id: str, position: int, stat
 
 async def get_timeline(conn: Conn, email_id: str) -> list[Row]:
     cur = await conn.execute(
-        "SELECT id, type, occurred_at, data FROM email_events WHERE email_id = %s"
-        " ORDER BY occurred_at, recorded_at",
+        "SELECT id, type, occurred_at, data FROM email_events WHERE email_id = %s ORDER BY occurred_at, recorded_at",
         (email_id,),
     )
     return await cur.fetchall()

@@ -253,9 +253,7 @@ def advance(current: str, new: str) -> str:
     return new if STATUS_RANK.get(new, -1) > STATUS_RANK[current] else current
 
 
-def _check_sender(
-    principal: Principal, from_domain: str, domain: repo.Row | None, key_domain: repo.Row | None
-) -> None:
+def _check_sender(principal: Principal, from_domain: str, domain: repo.Row | None, key_domain: repo.Row | None) -> None:
     if principal.domain_id is not None and (key_domain is None or key_domain["name"].lower() != from_domain):
         raise forbidden("from_domain_not_allowed", "this API key may only send from its own domain")
     if principal.mode == "live" and (domain is None or domain["status"] != "verified"):
@@ -272,9 +270,7 @@ async def send_email(conn: Conn, principal: Principal, req: schemas.SendEmail) -
     email = validate_send(req)
     from_domain = email.sender.domain
     domain = await repo.find_domain_by_name(conn, principal.tenant_id, from_domain)
-    key_domain = (
-        await repo.get_domain(conn, principal.tenant_id, principal.domain_id) if principal.domain_id else None
-    )
+    key_domain = await repo.get_domain(conn, principal.tenant_id, principal.domain_id) if principal.domain_id else None
     _check_sender(principal, from_domain, domain, key_domain)
 
     now = utcnow()
@@ -352,9 +348,7 @@ def _summary_fields(row: repo.Row) -> dict[str, Any]:
     }
 
 
-async def get_email(
-    conn: Conn, principal: Principal, email_id: str, *, include_content: bool
-) -> schemas.EmailDetail:
+async def get_email(conn: Conn, principal: Principal, email_id: str, *, include_content: bool) -> schemas.EmailDetail:
     row = await repo.get_email(conn, principal.tenant_id, principal.mode, email_id)
     if row is None:
         raise not_found("email")
@@ -420,9 +414,7 @@ async def list_emails(
     )
     page = rows[:limit]
     next_cursor = _encode_cursor(page[-1]["id"]) if len(rows) > limit else None
-    return schemas.EmailList(
-        data=[schemas.EmailSummary(**_summary_fields(r)) for r in page], next_cursor=next_cursor
-    )
+    return schemas.EmailList(data=[schemas.EmailSummary(**_summary_fields(r)) for r in page], next_cursor=next_cursor)
 
 
 class EmailNotYetKnown(Exception):
@@ -460,9 +452,7 @@ async def apply_email_event(conn: Conn, event: events.EmailEvent) -> bool:
         status = advance(recipient["status"], new_status)
         if status != recipient["status"]:
             await repo.update_recipient_status(conn, event.email_id, recipient["position"], status)
-    await repo.update_email_status(
-        conn, event.email_id, advance(email["status"], new_status), event.occurred_at
-    )
+    await repo.update_email_status(conn, event.email_id, advance(email["status"], new_status), event.occurred_at)
     return True
 
 
@@ -580,9 +570,7 @@ def _endpoint(reply: rpc.WebhookReply | rpc.CreateWebhookReply) -> rpc.WebhookEn
 async def create_webhook(
     nc: Client, tenant_id: str, req: schemas.CreateWebhook, *, rpc_timeout: float
 ) -> schemas.CreatedWebhook:
-    request = rpc.CreateWebhookRequest(
-        tenant_id=tenant_id, url=req.url, events=req.events, description=req.description
-    )
+    request = rpc.CreateWebhookRequest(tenant_id=tenant_id, url=req.url, events=req.events, description=req.description)
     reply = await _call(nc, subjects.RPC_WEBHOOKS_CREATE, request, rpc.CreateWebhookReply, rpc_timeout)
     view = webhook_view(_endpoint(reply))
     if reply.secret is None:
@@ -614,9 +602,7 @@ async def get_webhook(nc: Client, tenant_id: str, webhook_id: str, *, rpc_timeou
     return webhook_view(_endpoint(reply))
 
 
-async def delete_webhook(
-    nc: Client, tenant_id: str, webhook_id: str, *, rpc_timeout: float
-) -> schemas.Deleted:
+async def delete_webhook(nc: Client, tenant_id: str, webhook_id: str, *, rpc_timeout: float) -> schemas.Deleted:
     reply = await _call(
         nc,
         subjects.RPC_WEBHOOKS_DELETE,

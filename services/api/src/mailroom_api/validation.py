@@ -98,9 +98,7 @@ def parse_address(value: str, param: str) -> ParsedAddress:
     if not text:
         raise validation("address must not be empty", param)
     try:
-        parsed = validate_email(
-            text, check_deliverability=False, test_environment=True, allow_display_name=True
-        )
+        parsed = validate_email(text, check_deliverability=False, test_environment=True, allow_display_name=True)
     except EmailNotValidError as exc:
         raise validation(f"invalid email address: {exc}", param) from None
     return ParsedAddress(

@@ -205,9 +205,7 @@ async def decode_body(request: Request[Any, Any, Any], body_type: Any) -> None:
         raise validation(message, param) from None
 
 
-def make_before_request(
-    pool: Pool, settings: ApiSettings
-) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
+def make_before_request(pool: Pool, settings: ApiSettings) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
     async def before_request(request: Request[Any, Any, Any]) -> None:
         handler = request.route_handler
         auth = handler.opt.get(AUTH_OPT)

@@ -7,5 +7,4 @@ from mailroom_domains.service import SCHEMA
 from mailroom_domains.settings import DomainsSettings
 
 if __name__ == "__main__":
-    main(name=NAME, schema=SCHEMA, settings_cls=DomainsSettings, migrations_dir=MIGRATIONS,
-         run=run)  # type: ignore[arg-type]
+    main(name=NAME, schema=SCHEMA, settings_cls=DomainsSettings, migrations_dir=MIGRATIONS, run=run)  # type: ignore[arg-type]

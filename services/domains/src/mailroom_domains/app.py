@@ -35,12 +35,19 @@ def build_workers(service: DomainService) -> list[Worker]:
     return [create_domain_rpc, verification_poller, outbox_relay]
 
 
-def build_service(settings: DomainsSettings, *, ses: SesClient | None = None,
-                  checker: RecordChecker | None = None) -> DomainService:
+def build_service(
+    settings: DomainsSettings, *, ses: SesClient | None = None, checker: RecordChecker | None = None
+) -> DomainService:
     """The service with its SES client and record checker (the seam for public-DNS checks)."""
     return DomainService(settings, ses or SesClient.from_settings(settings), checker or SesStatusChecker())
 
 
 async def run(settings: DomainsSettings) -> None:
-    await serve(name=NAME, schema=SCHEMA, settings=settings, migrations_dir=MIGRATIONS, build_app=ops_app,
-                workers=build_workers(build_service(settings)))
+    await serve(
+        name=NAME,
+        schema=SCHEMA,
+        settings=settings,
+        migrations_dir=MIGRATIONS,
+        build_app=ops_app,
+        workers=build_workers(build_service(settings)),
+    )

@@ -47,13 +47,22 @@ class CreateDomainHandler:
                 reply = await self._create(req)
             except DomainsError as exc:
                 DOMAINS_CREATED.labels(outcome=exc.code).inc()
-                log.info("domain create refused", code=exc.code, param=exc.param, reason=exc.message,
-                         ms=round((time.perf_counter() - started) * 1000, 1))
+                log.info(
+                    "domain create refused",
+                    code=exc.code,
+                    param=exc.param,
+                    reason=exc.message,
+                    ms=round((time.perf_counter() - started) * 1000, 1),
+                )
                 return DomainReply(error=exc.to_rpc())
             assert reply.domain is not None
             DOMAINS_CREATED.labels(outcome="created").inc()
-            log.info("domain created", domain_id=reply.domain.domain_id, domain=reply.domain.name,
-                     ms=round((time.perf_counter() - started) * 1000, 1))
+            log.info(
+                "domain created",
+                domain_id=reply.domain.domain_id,
+                domain=reply.domain.name,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
             return reply
 
     async def _create(self, req: CreateDomainRequest) -> DomainReply:
@@ -63,8 +72,9 @@ class CreateDomainHandler:
                 await self._service.ensure_available(conn, new)
             # SES is called holding no connection and no transaction.
             try:
-                tokens = await asyncio.wait_for(self._service.provision(new),
-                                                timeout=self._service.settings.create_timeout_seconds)
+                tokens = await asyncio.wait_for(
+                    self._service.provision(new), timeout=self._service.settings.create_timeout_seconds
+                )
             except TimeoutError:
                 raise Unavailable("SES did not answer in time") from None
             async with self._pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn, conn.transaction():
@@ -76,8 +86,9 @@ class CreateDomainHandler:
 
 async def serve_create_rpc(nc: Client, service: DomainService, pool: Pool, stop: asyncio.Event) -> None:
     """Answer create requests (queue group "domains": one replica answers each) until `stop`."""
-    sub = await rpc.serve(nc, subjects.RPC_DOMAINS_CREATE, CreateDomainRequest,
-                          CreateDomainHandler(service, pool), queue=RPC_QUEUE)
+    sub = await rpc.serve(
+        nc, subjects.RPC_DOMAINS_CREATE, CreateDomainRequest, CreateDomainHandler(service, pool), queue=RPC_QUEUE
+    )
     try:
         await stop.wait()
     finally:
@@ -117,8 +128,13 @@ class VerificationPoller:
                     async with self._pool.connection() as conn, conn.transaction():
                         event = await self._service.apply(conn, observation)
                     if event is not None:
-                        log.info("domain status changed", domain=domain.name, previous=domain.status,
-                                 status=event.domain.status, event_type=type(event).__name__)
+                        log.info(
+                            "domain status changed",
+                            domain=domain.name,
+                            previous=domain.status,
+                            status=event.domain.status,
+                            event_type=type(event).__name__,
+                        )
             except Unavailable as exc:
                 DOMAIN_CHECKS.labels(outcome="unavailable").inc()
                 log.warning("domain check postponed", reason=exc.message)

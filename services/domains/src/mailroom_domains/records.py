@@ -53,8 +53,9 @@ def normalize_domain_name(raw: str) -> str:
         raise invalid("must have at least two labels (e.g. mail.example.com)")
     for label in labels:
         if not is_valid_label(label):
-            raise invalid(f"has an invalid label {label!r}: 1-63 letters, digits or '-', "
-                          "not starting or ending with '-'")
+            raise invalid(
+                f"has an invalid label {label!r}: 1-63 letters, digits or '-', not starting or ending with '-'"
+            )
         if label.startswith("xn--"):
             try:
                 idna.decode(label)
@@ -70,8 +71,7 @@ def normalize_mail_from_subdomain(raw: str, domain_name: str) -> str:
     label = raw.strip().lower()
     if not is_valid_label(label):
         raise InvalidInput(
-            "mail_from_subdomain must be a single label: 1-63 letters, digits or '-', "
-            "not starting or ending with '-'",
+            "mail_from_subdomain must be a single label: 1-63 letters, digits or '-', not starting or ending with '-'",
             param="mail_from_subdomain",
         )
     if len(label) + 1 + len(domain_name) > MAX_NAME_LENGTH:
@@ -102,13 +102,20 @@ def feedback_host(region: str) -> str:
 def compute_records(name: str, mail_from: str, dkim_tokens: Sequence[str], region: str) -> list[DomainRecord]:
     """The records a tenant publishes for `name`, all `pending`."""
     records = [
-        DomainRecord(purpose="dkim", type="CNAME", name=f"{token}._domainkey.{name}",
-                     value=f"{token}.dkim.amazonses.com")
+        DomainRecord(
+            purpose="dkim", type="CNAME", name=f"{token}._domainkey.{name}", value=f"{token}.dkim.amazonses.com"
+        )
         for token in dkim_tokens
     ]
-    records.append(DomainRecord(purpose="mail_from_mx", type="MX", name=mail_from,
-                                value=feedback_host(region), priority=MAIL_FROM_MX_PRIORITY))
+    records.append(
+        DomainRecord(
+            purpose="mail_from_mx",
+            type="MX",
+            name=mail_from,
+            value=feedback_host(region),
+            priority=MAIL_FROM_MX_PRIORITY,
+        )
+    )
     records.append(DomainRecord(purpose="mail_from_spf", type="TXT", name=mail_from, value=SPF_VALUE))
-    records.append(DomainRecord(purpose="dmarc", type="TXT", name=f"_dmarc.{name}", value=DMARC_VALUE,
-                                required=False))
+    records.append(DomainRecord(purpose="dmarc", type="TXT", name=f"_dmarc.{name}", value=DMARC_VALUE, required=False))
     return records

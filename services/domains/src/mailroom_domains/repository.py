@@ -15,8 +15,7 @@ from mailroom_contracts.events import DomainRecord, DomainSnapshot, DomainStatus
 from mailroom_kit.db import Conn
 
 _DOMAIN_COLUMNS = (
-    "id, tenant_id, name, status, region, mail_from_domain, track_opens, track_clicks, created_at, "
-    "last_checked_at"
+    "id, tenant_id, name, status, region, mail_from_domain, track_opens, track_clicks, created_at, last_checked_at"
 )
 
 
@@ -34,15 +33,29 @@ class LockedDomain:
 
 
 def _record(row: dict[str, Any]) -> DomainRecord:
-    return DomainRecord(purpose=row["purpose"], type=row["type"], name=row["name"], value=row["value"],
-                        priority=row["priority"], required=row["required"], status=row["status"])
+    return DomainRecord(
+        purpose=row["purpose"],
+        type=row["type"],
+        name=row["name"],
+        value=row["value"],
+        priority=row["priority"],
+        required=row["required"],
+        status=row["status"],
+    )
 
 
 def _snapshot(row: dict[str, Any], records: list[DomainRecord]) -> DomainSnapshot:
     return DomainSnapshot(
-        domain_id=row["id"], tenant_id=row["tenant_id"], name=row["name"], status=row["status"],
-        region=row["region"], mail_from_domain=row["mail_from_domain"], records=records,
-        track_opens=row["track_opens"], track_clicks=row["track_clicks"], created_at=row["created_at"],
+        domain_id=row["id"],
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        status=row["status"],
+        region=row["region"],
+        mail_from_domain=row["mail_from_domain"],
+        records=records,
+        track_opens=row["track_opens"],
+        track_clicks=row["track_clicks"],
+        created_at=row["created_at"],
         last_checked_at=row["last_checked_at"],
     )
 
@@ -86,8 +99,7 @@ async def insert_domain(
         "track_opens, track_clicks) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (name) WHERE status <> 'failed' DO NOTHING "
         f"RETURNING {_DOMAIN_COLUMNS}",
-        (domain_id, tenant_id, name, region, mail_from_subdomain, mail_from_domain, track_opens,
-         track_clicks),
+        (domain_id, tenant_id, name, region, mail_from_subdomain, mail_from_domain, track_opens, track_clicks),
     )
     row = await cur.fetchone()
     if row is None:
@@ -97,8 +109,10 @@ async def insert_domain(
             "INSERT INTO domain_records "
             "(domain_id, position, purpose, type, name, value, priority, required, status) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [(domain_id, i, r.purpose, r.type, r.name, r.value, r.priority, r.required, r.status)
-             for i, r in enumerate(records)],
+            [
+                (domain_id, i, r.purpose, r.type, r.name, r.value, r.priority, r.required, r.status)
+                for i, r in enumerate(records)
+            ],
         )
     return _snapshot(row, list(records))
 
@@ -118,9 +132,9 @@ async def lock_domain(conn: Conn, domain_id: str) -> LockedDomain | None:
     row = await cur.fetchone()
     if row is None:
         return None
-    clock = await (await conn.execute(
-        "SELECT greatest(clock_timestamp(), %s::timestamptz) AS t", (row["last_checked_at"],)
-    )).fetchone()
+    clock = await (
+        await conn.execute("SELECT greatest(clock_timestamp(), %s::timestamptz) AS t", (row["last_checked_at"],))
+    ).fetchone()
     assert clock is not None
     return LockedDomain(snapshot=_snapshot(row, await _records(conn, domain_id)), db_now=clock["t"])
 
@@ -159,8 +173,7 @@ async def save_check(
         "last_checked_at = %(at)s, "
         "next_check_at = %(at)s + make_interval(secs => %(next)s) "
         "WHERE id = %(id)s",
-        {"status": status, "at": checked_at, "reason": failure_reason, "next": next_check_in_seconds,
-         "id": domain_id},
+        {"status": status, "at": checked_at, "reason": failure_reason, "next": next_check_in_seconds, "id": domain_id},
     )
     await conn.execute(
         "UPDATE domain_records AS r SET status = v.status "
@@ -173,7 +186,6 @@ async def save_check(
 async def postpone_check(conn: Conn, domain_id: str, *, seconds: float) -> None:
     """Try again in `seconds` (the check could not be made, e.g. SES unreachable)."""
     await conn.execute(
-        "UPDATE domains SET next_check_at = now() + make_interval(secs => %s) "
-        "WHERE id = %s AND status <> 'failed'",
+        "UPDATE domains SET next_check_at = now() + make_interval(secs => %s) WHERE id = %s AND status <> 'failed'",
         (seconds, domain_id),
     )

@@ -74,11 +74,17 @@ class DomainService:
 
     def validate(self, req: CreateDomainRequest) -> NewDomain:
         name = normalize_domain_name(req.name)
-        raw_sub = req.mail_from_subdomain if req.mail_from_subdomain.strip() else \
-            self.settings.default_mail_from_subdomain
+        raw_sub = (
+            req.mail_from_subdomain if req.mail_from_subdomain.strip() else self.settings.default_mail_from_subdomain
+        )
         sub = normalize_mail_from_subdomain(raw_sub, name)
-        return NewDomain(tenant_id=req.tenant_id, name=name, mail_from_subdomain=sub,
-                         track_opens=req.track_opens, track_clicks=req.track_clicks)
+        return NewDomain(
+            tenant_id=req.tenant_id,
+            name=name,
+            mail_from_subdomain=sub,
+            track_opens=req.track_opens,
+            track_clicks=req.track_clicks,
+        )
 
     async def ensure_available(self, conn: Conn, new: NewDomain) -> None:
         """Conflict if the name is held (any status but failed), by this tenant or another."""
@@ -96,23 +102,33 @@ class DomainService:
         """Store the domain and its records and queue `DomainCreated` (caller's transaction)."""
         records = compute_records(new.name, new.mail_from_domain, dkim_tokens, self.settings.aws_region)
         snapshot = await repository.insert_domain(
-            conn, domain_id=new_id("dom"), tenant_id=new.tenant_id, name=new.name,
-            region=self.settings.aws_region, mail_from_subdomain=new.mail_from_subdomain,
-            mail_from_domain=new.mail_from_domain, track_opens=new.track_opens, track_clicks=new.track_clicks,
+            conn,
+            domain_id=new_id("dom"),
+            tenant_id=new.tenant_id,
+            name=new.name,
+            region=self.settings.aws_region,
+            mail_from_subdomain=new.mail_from_subdomain,
+            mail_from_domain=new.mail_from_domain,
+            track_opens=new.track_opens,
+            track_clicks=new.track_clicks,
             records=records,
         )
         if snapshot is None:  # another request registered it between our check and insert
             holder = await repository.find_live_holder(conn, new.name)
             raise _conflict(new, holder.tenant_id if holder else None)
-        await outbox.add(conn, DomainCreated(event_id=new_id("evt"), occurred_at=_now(),
-                                             tenant_id=new.tenant_id, domain=snapshot), schema=SCHEMA)
+        await outbox.add(
+            conn,
+            DomainCreated(event_id=new_id("evt"), occurred_at=_now(), tenant_id=new.tenant_id, domain=snapshot),
+            schema=SCHEMA,
+        )
         return snapshot
 
     # ------------------------------------------------------------------ verification
 
     async def claim_due(self, conn: Conn) -> list[str]:
-        return await repository.claim_due(conn, limit=self.settings.check_batch_size,
-                                          lease_seconds=self.settings.claim_lease_seconds)
+        return await repository.claim_due(
+            conn, limit=self.settings.check_batch_size, lease_seconds=self.settings.claim_lease_seconds
+        )
 
     async def load(self, conn: Conn, domain_id: str) -> DomainSnapshot | None:
         return await repository.get_domain(conn, domain_id)
@@ -122,8 +138,7 @@ class DomainService:
         identity = await self.ses.get_identity(domain.name)
         statuses = await self.checker.check(domain, domain.records, identity=identity)
         if len(statuses) != len(domain.records):
-            raise ValueError(f"record checker returned {len(statuses)} statuses "
-                             f"for {len(domain.records)} records")
+            raise ValueError(f"record checker returned {len(statuses)} statuses for {len(domain.records)} records")
         return Observation(domain_id=domain.domain_id, identity=identity, record_statuses=list(statuses))
 
     async def apply(self, conn: Conn, observation: Observation) -> DomainEvent | None:
@@ -136,18 +151,31 @@ class DomainService:
         if locked is None or locked.snapshot.status == "failed":
             return None
         before, now = locked.snapshot, locked.db_now
-        records = [msgspec.structs.replace(r, status=s)
-                   for r, s in zip(before.records, observation.record_statuses, strict=True)]
+        records = [
+            msgspec.structs.replace(r, status=s)
+            for r, s in zip(before.records, observation.record_statuses, strict=True)
+        ]
         decision = decide_status(
-            previous=before.status, identity=observation.identity, records=records,
-            created_at=before.created_at, now=now,
+            previous=before.status,
+            identity=observation.identity,
+            records=records,
+            created_at=before.created_at,
+            now=now,
             timeout=timedelta(hours=self.settings.verification_timeout_hours),
         )
-        next_in = (self.settings.recheck_interval_seconds if decision.status == "verified"
-                   else self.settings.poll_interval_seconds)
+        next_in = (
+            self.settings.recheck_interval_seconds
+            if decision.status == "verified"
+            else self.settings.poll_interval_seconds
+        )
         await repository.save_check(
-            conn, before.domain_id, status=decision.status, record_statuses=observation.record_statuses,
-            failure_reason=decision.reason, checked_at=now, next_check_in_seconds=next_in,
+            conn,
+            before.domain_id,
+            status=decision.status,
+            record_statuses=observation.record_statuses,
+            failure_reason=decision.reason,
+            checked_at=now,
+            next_check_in_seconds=next_in,
         )
         after = msgspec.structs.replace(before, status=decision.status, records=records, last_checked_at=now)
         event = _transition_event(before, after, decision.reason)
@@ -159,9 +187,7 @@ class DomainService:
         await repository.postpone_check(conn, domain_id, seconds=self.settings.poll_interval_seconds)
 
 
-def _transition_event(
-    before: DomainSnapshot, after: DomainSnapshot, reason: str | None
-) -> DomainEvent | None:
+def _transition_event(before: DomainSnapshot, after: DomainSnapshot, reason: str | None) -> DomainEvent | None:
     """The event for a change: verified / failed / any other status move. A change of record
     statuses alone is a `DomainStatusChanged` whose previous_status equals the status, so read
     models keep each record's status current. Nothing changed → no event."""
@@ -170,13 +196,20 @@ def _transition_event(
         if after.status == "verified":
             return DomainVerified(event_id=event_id, occurred_at=at, tenant_id=tenant, domain=after)
         if after.status == "failed":
-            return DomainFailed(event_id=event_id, occurred_at=at, tenant_id=tenant, domain=after,
-                                reason=reason or "verification failed")
-        return DomainStatusChanged(event_id=event_id, occurred_at=at, tenant_id=tenant, domain=after,
-                                   previous_status=before.status)
+            return DomainFailed(
+                event_id=event_id,
+                occurred_at=at,
+                tenant_id=tenant,
+                domain=after,
+                reason=reason or "verification failed",
+            )
+        return DomainStatusChanged(
+            event_id=event_id, occurred_at=at, tenant_id=tenant, domain=after, previous_status=before.status
+        )
     if [r.status for r in after.records] != [r.status for r in before.records]:
-        return DomainStatusChanged(event_id=event_id, occurred_at=at, tenant_id=tenant, domain=after,
-                                   previous_status=before.status)
+        return DomainStatusChanged(
+            event_id=event_id, occurred_at=at, tenant_id=tenant, domain=after, previous_status=before.status
+        )
     return None
 
 

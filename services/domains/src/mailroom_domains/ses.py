@@ -21,10 +21,17 @@ from mailroom_domains.settings import DomainsSettings
 
 log = get_logger(__name__)
 
-_TRANSIENT_CODES = frozenset({
-    "TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException",
-    "ServiceUnavailable", "InternalFailure", "InternalServerError",
-})
+_TRANSIENT_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "Throttling",
+        "ThrottlingException",
+        "LimitExceededException",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalServerError",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,15 @@ class SesIdentity:
 
     @classmethod
     def missing(cls) -> SesIdentity:
-        return cls(exists=False, verified_for_sending=False, verification_status="NOT_FOUND",
-                   dkim_status="NOT_FOUND", dkim_tokens=(), mail_from_domain=None, mail_from_status=None)
+        return cls(
+            exists=False,
+            verified_for_sending=False,
+            verification_status="NOT_FOUND",
+            dkim_status="NOT_FOUND",
+            dkim_tokens=(),
+            mail_from_domain=None,
+            mail_from_status=None,
+        )
 
     @classmethod
     def from_response(cls, resp: dict[str, Any]) -> SesIdentity:
@@ -81,22 +95,21 @@ class SesClient:
         self._client = client
 
     @classmethod
-    def create(
-        cls, *, region: str, endpoint_url: str | None, timeout: float = 10.0, **credentials: str
-    ) -> SesClient:
+    def create(cls, *, region: str, endpoint_url: str | None, timeout: float = 10.0, **credentials: str) -> SesClient:
         """A boto3 `sesv2` client; credentials come from the usual AWS chain unless given (tests)."""
         config = Config(
-            connect_timeout=timeout, read_timeout=timeout,
+            connect_timeout=timeout,
+            read_timeout=timeout,
             retries={"max_attempts": 2, "mode": "standard"},
         )
-        client = boto3.client("sesv2", region_name=region, endpoint_url=endpoint_url, config=config,
-                              **credentials)  # type: ignore[call-overload]
+        client = boto3.client("sesv2", region_name=region, endpoint_url=endpoint_url, config=config, **credentials)  # type: ignore[call-overload]
         return cls(client)
 
     @classmethod
     def from_settings(cls, settings: DomainsSettings) -> SesClient:
-        return cls.create(region=settings.aws_region, endpoint_url=settings.ses_endpoint_url,
-                          timeout=settings.ses_timeout_seconds)
+        return cls.create(
+            region=settings.aws_region, endpoint_url=settings.ses_endpoint_url, timeout=settings.ses_timeout_seconds
+        )
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         method = getattr(self._client, operation)
@@ -145,8 +158,7 @@ class SesClient:
             )
         except ClientError as exc:
             if _error_code(exc) in ("BadRequestException", "ValidationException"):
-                raise InvalidInput(f"SES rejected the MAIL FROM domain: {exc}",
-                                   param="mail_from_subdomain") from exc
+                raise InvalidInput(f"SES rejected the MAIL FROM domain: {exc}", param="mail_from_subdomain") from exc
             raise _unexpected("PutEmailIdentityMailFromAttributes", exc) from exc
 
     async def get_identity(self, name: str) -> SesIdentity:

@@ -56,5 +56,11 @@ async def relay(runtime: Runtime) -> None:
 async def run(settings: BaseSettings) -> None:
     if not isinstance(settings, EventsSettings):
         raise TypeError("the events service needs EventsSettings")
-    await serve(name="events", schema="events", settings=settings, migrations_dir=MIGRATIONS,
-                build_app=create_app, workers=[relay])
+    await serve(
+        name="events",
+        schema="events",
+        settings=settings,
+        migrations_dir=MIGRATIONS,
+        build_app=create_app,
+        workers=[relay],
+    )

@@ -46,8 +46,9 @@ def refusal(exc: SnsRejected) -> EventsError:
     return EventsError(403, "forbidden", f"SNS message refused: {exc.reason}")
 
 
-async def _handle(request: Request[Any, Any, Any], runtime: Runtime, verifier: SnsVerifier,
-                  client: httpx.AsyncClient) -> str:
+async def _handle(
+    request: Request[Any, Any, Any], runtime: Runtime, verifier: SnsVerifier, client: httpx.AsyncClient
+) -> str:
     try:
         body = await request.body()
     except RequestEntityTooLarge:
@@ -76,8 +77,12 @@ async def _handle(request: Request[Any, Any, Any], runtime: Runtime, verifier: S
 
 
 def sns_handler(runtime: Runtime, verifier: SnsVerifier, client: httpx.AsyncClient) -> Any:
-    @post("/ses/sns", status_code=200, request_max_body_size=MAX_BODY,
-          summary="SNS HTTP(S) subscription endpoint for SES events")
+    @post(
+        "/ses/sns",
+        status_code=200,
+        request_max_body_size=MAX_BODY,
+        summary="SNS HTTP(S) subscription endpoint for SES events",
+    )
     async def receive(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         rid = new_id("req")
         with structlog.contextvars.bound_contextvars(request_id=rid):

@@ -167,8 +167,13 @@ class _Common(msgspec.Struct, frozen=True, kw_only=True):
 
 def _build(ses: SesEvent, detail: SesDetail, c: _Common) -> EmailEvent:
     ref = c.ref
-    common: dict[str, Any] = {"event_id": c.event_id, "occurred_at": c.occurred_at, "tenant_id": ref.tenant_id,
-                              "email_id": ref.email_id, "mode": ref.mode}
+    common: dict[str, Any] = {
+        "event_id": c.event_id,
+        "occurred_at": c.occurred_at,
+        "tenant_id": ref.tenant_id,
+        "email_id": ref.email_id,
+        "mode": ref.mode,
+    }
     if isinstance(detail, SendDetail):
         return EmailProviderAccepted(
             **common,

@@ -16,8 +16,14 @@ async def record_message(conn: Conn, *, message_id: str, topic_arn: str, type_: 
 
 
 async def annotate_message(
-    conn: Conn, *, message_id: str, ses_event_type: str | None, ses_message_id: str | None,
-    email_id: str | None, tenant_id: str | None, events_emitted: int,
+    conn: Conn,
+    *,
+    message_id: str,
+    ses_event_type: str | None,
+    ses_message_id: str | None,
+    email_id: str | None,
+    tenant_id: str | None,
+    events_emitted: int,
 ) -> None:
     await conn.execute(
         "UPDATE sns_messages SET ses_event_type = %s, ses_message_id = %s, email_id = %s, tenant_id = %s, "
@@ -28,7 +34,6 @@ async def annotate_message(
 
 async def record_subscription(conn: Conn, topic_arn: str) -> None:
     await conn.execute(
-        "INSERT INTO subscriptions (topic_arn) VALUES (%s) "
-        "ON CONFLICT (topic_arn) DO UPDATE SET confirmed_at = now()",
+        "INSERT INTO subscriptions (topic_arn) VALUES (%s) ON CONFLICT (topic_arn) DO UPDATE SET confirmed_at = now()",
         (topic_arn,),
     )

@@ -66,9 +66,7 @@ async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
     Outcomes: duplicate, unparseable, informational, mapped, ignored (ours, no lifecycle event
     for this SES type), not_ours (no Mailroom tags).
     """
-    if not await repository.record_message(
-        conn, message_id=msg.MessageId, topic_arn=msg.TopicArn, type_=msg.Type
-    ):
+    if not await repository.record_message(conn, message_id=msg.MessageId, topic_arn=msg.TopicArn, type_=msg.Type):
         SNS_MESSAGES.labels(outcome="duplicate").inc()
         return "duplicate"
     try:
@@ -83,18 +81,27 @@ async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
         SNS_MESSAGES.labels(outcome="informational").inc()
         return "informational"
     ref = mailroom_ref(ses)
-    events = to_lifecycle(ses, event_id_factory=lambda: new_id("evt"), now=datetime.now(UTC),
-                          source_id=msg.MessageId)
+    events = to_lifecycle(ses, event_id_factory=lambda: new_id("evt"), now=datetime.now(UTC), source_id=msg.MessageId)
     for event in events:
         await outbox.add(conn, event, schema=SCHEMA)
     await repository.annotate_message(
-        conn, message_id=msg.MessageId, ses_event_type=ses.event_type, ses_message_id=ses.ses_message_id,
-        email_id=ref.email_id if ref else None, tenant_id=ref.tenant_id if ref else None,
+        conn,
+        message_id=msg.MessageId,
+        ses_event_type=ses.event_type,
+        ses_message_id=ses.ses_message_id,
+        email_id=ref.email_id if ref else None,
+        tenant_id=ref.tenant_id if ref else None,
         events_emitted=len(events),
     )
     outcome = "not_ours" if ref is None else "mapped" if events else "ignored"
     SNS_MESSAGES.labels(outcome=outcome).inc()
-    log.info("ses event ingested", ses_event_type=ses.event_type, outcome=outcome,
-             email_id=ref.email_id if ref else None, tenant_id=ref.tenant_id if ref else None,
-             event_ids=[e.event_id for e in events], sns_message_id=msg.MessageId)
+    log.info(
+        "ses event ingested",
+        ses_event_type=ses.event_type,
+        outcome=outcome,
+        email_id=ref.email_id if ref else None,
+        tenant_id=ref.tenant_id if ref else None,
+        event_ids=[e.event_id for e in events],
+        sns_message_id=msg.MessageId,
+    )
     return outcome

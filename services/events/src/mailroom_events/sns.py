@@ -169,9 +169,7 @@ class HttpxCertFetcher:
 
     async def __call__(self, url: str) -> bytes:
         async with (
-            httpx.AsyncClient(
-                timeout=self._timeout, follow_redirects=False, transport=self._transport
-            ) as client,
+            httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, transport=self._transport) as client,
             client.stream("GET", url) as response,
         ):
             if response.status_code != 200:

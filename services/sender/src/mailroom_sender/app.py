@@ -72,9 +72,7 @@ class Sender:
     async def consume_queued(self, rt: Runtime) -> None:
         await self.settle_backlog_first(rt)
         handlers = SenderHandlers(rt.pool, self.service)
-        await consume(
-            rt.js, SENDER_QUEUED, handlers.email_queued, stop=rt.stop, concurrency=self.settings.concurrency
-        )
+        await consume(rt.js, SENDER_QUEUED, handlers.email_queued, stop=rt.stop, concurrency=self.settings.concurrency)
 
     async def settle_backlog_first(self, rt: Runtime, *, within_seconds: float = 30.0) -> None:
         """After a restart, let the SES Send events that piled up while we were down settle the

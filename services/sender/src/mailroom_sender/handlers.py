@@ -47,20 +47,14 @@ class SenderHandlers:
             self._summary(event, started, outcome="failed", reason=begin.reason, error=begin.message)
             return
         if isinstance(begin, InDoubt):
-            self._summary(
-                event, started, outcome="in_doubt_wait", in_doubt_remaining=round(begin.remaining, 1)
-            )
-            raise Retry(
-                "earlier attempt may have reached SES; waiting for its Send event", delay=begin.recheck_in
-            )
+            self._summary(event, started, outcome="in_doubt_wait", in_doubt_remaining=round(begin.remaining, 1))
+            raise Retry("earlier attempt may have reached SES; waiting for its Send event", delay=begin.recheck_in)
         try:
             result = await self._service.send(event, prepared)
         except PermanentProviderError as exc:
             async with self._pool.connection() as conn, conn.transaction():
                 await self._service.record_failed(conn, event, exc)
-            self._summary(
-                event, started, outcome="failed", attempt=begin.attempt, reason=exc.reason, error=exc.message
-            )
+            self._summary(event, started, outcome="failed", attempt=begin.attempt, reason=exc.reason, error=exc.message)
             return
         except TransientProviderError as exc:
             async with self._pool.connection() as conn, conn.transaction():

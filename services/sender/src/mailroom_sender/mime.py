@@ -171,9 +171,7 @@ _BLOCK = frozenset(
         "center",
     }
 )
-_VOID = frozenset(
-    {"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "embed", "source", "wbr"}
-)
+_VOID = frozenset({"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "embed", "source", "wbr"})
 
 
 class _TextExtractor(HTMLParser):

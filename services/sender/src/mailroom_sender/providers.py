@@ -219,9 +219,7 @@ class SesProvider:
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, functools.partial(getattr(self._client, method), **kwargs)
-        )
+        return await loop.run_in_executor(self._executor, functools.partial(getattr(self._client, method), **kwargs))
 
     async def send(self, email: EmailQueued, raw: bytes) -> SendResult:
         try:
@@ -290,9 +288,7 @@ def simulate(addresses: Sequence[str]) -> tuple[SimulatedOutcome, ...]:
     outcomes: list[SimulatedOutcome] = []
     if delivered:
         outcomes.append(
-            SimulatedOutcome(
-                kind="delivered", recipients=tuple(delivered), smtp_response="250 2.6.0 Message received"
-            )
+            SimulatedOutcome(kind="delivered", recipients=tuple(delivered), smtp_response="250 2.6.0 Message received")
         )
     if bounced:
         outcomes.append(
@@ -316,9 +312,7 @@ def simulate(addresses: Sequence[str]) -> tuple[SimulatedOutcome, ...]:
             )
         )
     if complained:
-        outcomes.append(
-            SimulatedOutcome(kind="complained", recipients=tuple(complained), feedback_type="abuse")
-        )
+        outcomes.append(SimulatedOutcome(kind="complained", recipients=tuple(complained), feedback_type="abuse"))
     return tuple(outcomes)
 
 
@@ -326,6 +320,4 @@ class SimulatorProvider:
     """Test mode: never touches SES; reports what SES would, driven by the recipients."""
 
     async def send(self, email: EmailQueued, raw: bytes) -> SendResult:
-        return SendResult(
-            provider="simulator", message_id=f"sim-{uuid.uuid4()}", outcomes=simulate(recipients(email))
-        )
+        return SendResult(provider="simulator", message_id=f"sim-{uuid.uuid4()}", outcomes=simulate(recipients(email)))

@@ -41,9 +41,7 @@ def _delivery(row: dict[str, Any]) -> Delivery:
     return Delivery(**{k: row[k] for k in Delivery.__dataclass_fields__})
 
 
-async def insert_if_missing(
-    conn: Conn, *, email_id: str, tenant_id: str, mode: str, recipients: list[str]
-) -> None:
+async def insert_if_missing(conn: Conn, *, email_id: str, tenant_id: str, mode: str, recipients: list[str]) -> None:
     await conn.execute(
         "INSERT INTO deliveries (email_id, tenant_id, mode, recipients) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (email_id) DO NOTHING",

@@ -143,8 +143,7 @@ class SenderService:
             if remaining > 0:
                 return InDoubt(remaining=remaining, recheck_in=min(remaining, self._recheck))
             log.warning(
-                "in-doubt send not settled by an SES Send event in time; "
-                "sending again (at-least-once fallback)",
+                "in-doubt send not settled by an SES Send event in time; sending again (at-least-once fallback)",
                 email_id=email.email_id,
                 attempts=row.attempts,
                 attempt_started_at=str(row.attempt_started_at),
@@ -215,9 +214,7 @@ class SenderService:
 
     async def release(self, conn: Conn, email: EmailQueued, attempt: int, error: SenderError) -> bool:
         """A transient failure: the provider certainly did not take it; back to pending."""
-        return await repository.release_attempt(
-            conn, email.email_id, attempt=attempt, reason=error.message[:500]
-        )
+        return await repository.release_attempt(conn, email.email_id, attempt=attempt, reason=error.message[:500])
 
     # ------------------------------------------------------------------ step 4: SES Send event
 

@@ -40,9 +40,7 @@ def signed_headers(*, secret: str, msg_id: str, body: bytes, timestamp: int | No
     }
 
 
-async def attempt(
-    client: httpx.AsyncClient, claim: Claim, secret: str, *, time_limit: float
-) -> AttemptResult:
+async def attempt(client: httpx.AsyncClient, claim: Claim, secret: str, *, time_limit: float) -> AttemptResult:
     """POST the payload once. Never raises for anything the endpoint or the network does."""
     started_at = datetime.now(UTC)
     started = time.perf_counter()
@@ -80,6 +78,4 @@ async def attempt(
     status = response.status_code
     if 200 <= status < 300:
         return done(status)
-    return done(
-        status, error=f"http_{status}", retry_after=parse_retry_after(response.headers.get("retry-after"))
-    )
+    return done(status, error=f"http_{status}", retry_after=parse_retry_after(response.headers.get("retry-after")))

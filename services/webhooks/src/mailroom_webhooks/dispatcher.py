@@ -34,9 +34,7 @@ ATTEMPT_SECONDS = Histogram("mailroom_webhook_attempt_seconds", "Webhook deliver
 
 
 class Dispatcher:
-    def __init__(
-        self, pool: Pool, settings: WebhooksSettings, client: httpx.AsyncClient, box: SecretBox
-    ) -> None:
+    def __init__(self, pool: Pool, settings: WebhooksSettings, client: httpx.AsyncClient, box: SecretBox) -> None:
         self._pool = pool
         self._settings = settings
         self._client = client
@@ -104,9 +102,7 @@ class Dispatcher:
             )
             result = AttemptResult(started_at=datetime.now(UTC), latency_ms=0, error="secret_undecryptable")
         else:
-            result = await delivery.attempt(
-                self._client, claim, secret, time_limit=self._settings.timeout_seconds
-            )
+            result = await delivery.attempt(self._client, claim, secret, time_limit=self._settings.timeout_seconds)
         ATTEMPT_SECONDS.observe(result.latency_ms / 1000)
         for pause in (0.0, 0.5, 2.0):
             await asyncio.sleep(pause)
@@ -117,9 +113,7 @@ class Dispatcher:
                     )
                 break
             except Exception as exc:
-                log.warning(
-                    "recording webhook attempt failed", delivery_id=claim.delivery_id, error=repr(exc)
-                )
+                log.warning("recording webhook attempt failed", delivery_id=claim.delivery_id, error=repr(exc))
         else:
             outcome = "unrecorded"  # the lease expires and the delivery is attempted again
         ATTEMPTS.labels(outcome=outcome).inc()

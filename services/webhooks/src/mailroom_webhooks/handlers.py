@@ -72,9 +72,7 @@ class RpcHandlers:
     async def get_endpoint(self, request: GetWebhookRequest) -> WebhookReply:
         try:
             async with self._pool.connection() as conn:
-                return WebhookReply(
-                    endpoint=await service.get_endpoint(conn, request.tenant_id, request.webhook_id)
-                )
+                return WebhookReply(endpoint=await service.get_endpoint(conn, request.tenant_id, request.webhook_id))
         except WebhooksError as exc:
             return WebhookReply(error=exc.to_rpc())
         except _DB_DOWN:

@@ -144,8 +144,11 @@ def domain_webhook_type(event: ev.DomainEvent) -> str | None:
         return "domain.verified"
     if isinstance(event, ev.DomainFailed):
         return "domain.failed"
-    if (isinstance(event, ev.DomainStatusChanged) and event.domain.status == "temporary_failure"
-            and event.previous_status != "temporary_failure"):  # record-only changes tell nobody
+    if (
+        isinstance(event, ev.DomainStatusChanged)
+        and event.domain.status == "temporary_failure"
+        and event.previous_status != "temporary_failure"
+    ):  # record-only changes tell nobody
         return "domain.temporary_failure"
     return None
 

@@ -42,8 +42,7 @@ async def insert_endpoint(
 
 async def list_endpoints(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = %s AND deleted_at IS NULL "
-        "ORDER BY id DESC",
+        f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = %s AND deleted_at IS NULL ORDER BY id DESC",
         (tenant_id,),
     )
     return await cur.fetchall()

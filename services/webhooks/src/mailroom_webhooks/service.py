@@ -79,9 +79,7 @@ async def create_endpoint(
     url = validate_endpoint_url(request.url, allow_http=allow_http, policy=policy)
     events = validate_events(request.events)
     if request.description is not None and len(request.description) > MAX_DESCRIPTION:
-        raise ValidationError(
-            f"description must be at most {MAX_DESCRIPTION} characters", param="description"
-        )
+        raise ValidationError(f"description must be at most {MAX_DESCRIPTION} characters", param="description")
     secret = new_secret()
     row = await repo.insert_endpoint(
         conn,
@@ -134,9 +132,7 @@ async def _fan_out(conn: Conn, event: ev.Event, webhook_type: str, payload: byte
     return created
 
 
-async def handle_email_event(
-    conn: Conn, event: ev.Event, *, consumer: str, wait_for_summary: bool = True
-) -> int:
+async def handle_email_event(conn: Conn, event: ev.Event, *, consumer: str, wait_for_summary: bool = True) -> int:
     """Record the summary (EmailQueued) and queue one delivery per subscribed endpoint.
     Returns the number of deliveries created (0 for a redelivered event).
 
@@ -202,9 +198,7 @@ class AttemptResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def claim_due(conn: Conn, *, limit: int, per_endpoint: int, lease_seconds: float) -> list[Claim]:
-    rows = await repo.claim_due_deliveries(
-        conn, limit=limit, per_endpoint=per_endpoint, lease_seconds=lease_seconds
-    )
+    rows = await repo.claim_due_deliveries(conn, limit=limit, per_endpoint=per_endpoint, lease_seconds=lease_seconds)
     return [
         Claim(
             delivery_id=r["id"],
@@ -249,11 +243,7 @@ async def settle_attempt(
         )
     elif result.error == ADDRESS_NOT_ALLOWED or result.status_code == 410 or claim.attempt >= max_attempts:
         outcome = (
-            "refused"
-            if result.error == ADDRESS_NOT_ALLOWED
-            else "gone"
-            if result.status_code == 410
-            else "failed"
+            "refused" if result.error == ADDRESS_NOT_ALLOWED else "gone" if result.status_code == 410 else "failed"
         )
         kept = await repo.finish_delivery(
             conn,

@@ -57,15 +57,12 @@ class WebhooksSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore
                 Fernet(key)
             except (ValueError, TypeError):
                 raise ValueError(
-                    "MAILROOM_WEBHOOKS_SECRET_KEY is not a valid Fernet key "
-                    "(32 url-safe base64-encoded bytes)"
+                    "MAILROOM_WEBHOOKS_SECRET_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes)"
                 ) from None
         self.allowed_networks()
         delays = self.retry_delays()
         if not delays or any(d < 0 for d in delays):
-            raise ValueError(
-                "MAILROOM_WEBHOOKS_RETRY_DELAYS_SECONDS must be a comma-separated list of seconds ≥ 0"
-            )
+            raise ValueError("MAILROOM_WEBHOOKS_RETRY_DELAYS_SECONDS must be a comma-separated list of seconds ≥ 0")
         if self.max_attempts < 1:
             raise ValueError("MAILROOM_WEBHOOKS_MAX_ATTEMPTS must be ≥ 1")
         if self.concurrency < 1 or self.per_endpoint_concurrency < 1:

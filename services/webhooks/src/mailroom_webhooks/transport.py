@@ -196,9 +196,7 @@ def build_client(
 ) -> httpx.AsyncClient:
     """The one shared client for deliveries: pinned, no redirects, no proxies, no env config."""
     return httpx.AsyncClient(
-        transport=PinnedTransport(
-            policy, ssl_context=ssl_context, resolver=resolver, max_connections=max_connections
-        ),
+        transport=PinnedTransport(policy, ssl_context=ssl_context, resolver=resolver, max_connections=max_connections),
         follow_redirects=False,
         trust_env=False,
         timeout=httpx.Timeout(timeout),

@@ -43,8 +43,8 @@ def bootstrap(stack: Stack, state_file: Path) -> dict[str, Any]:
         if state.get("tenant_id"):
             alive = client.get(f"/admin/v1/tenants/{state['tenant_id']}", headers=admin).status_code == 200
             keys_ok = alive and all(
-                client.get("/v1/emails?limit=1", headers={"Authorization": f"Bearer {state[k]}"}).status_code
-                == 200 for k in ("live_key", "test_key")
+                client.get("/v1/emails?limit=1", headers={"Authorization": f"Bearer {state[k]}"}).status_code == 200
+                for k in ("live_key", "test_key")
             )
             if keys_ok:
                 return state
@@ -53,8 +53,11 @@ def bootstrap(stack: Stack, state_file: Path) -> dict[str, Any]:
         tenant_id = tenant.json()["id"]
         keys = {}
         for mode in ("live", "test"):
-            resp = client.post(f"/admin/v1/tenants/{tenant_id}/api-keys", headers=admin,
-                               json={"name": f"bootstrap-{mode}", "mode": mode, "permission": "full_access"})
+            resp = client.post(
+                f"/admin/v1/tenants/{tenant_id}/api-keys",
+                headers=admin,
+                json={"name": f"bootstrap-{mode}", "mode": mode, "permission": "full_access"},
+            )
             resp.raise_for_status()
             keys[mode] = resp.json()["token"]
     state = {"tenant_id": tenant_id, "live_key": keys["live"], "test_key": keys["test"]}
@@ -64,27 +67,29 @@ def bootstrap(stack: Stack, state_file: Path) -> dict[str, Any]:
 
 def banner(stack: Stack, state: dict[str, Any]) -> str:
     api = stack.url("api")
-    body = ('{"from": "hello@example.test", "to": "success@simulator.amazonses.com", '
-            '"subject": "Hello from Mailroom", "text": "It works."}')
+    body = (
+        '{"from": "hello@example.test", "to": "success@simulator.amazonses.com", '
+        '"subject": "Hello from Mailroom", "text": "It works."}'
+    )
     return f"""
 Mailroom is running.
 
   API             {api}   (OpenAPI: {api}/schema/openapi.json)
   Operator token  {stack.operator_token}
-  Tenant          {state['tenant_id']}
-  Live key        {state['live_key']}
-  Test key        {state['test_key']}
-  SES emulator    {stack.url('emulator')}/_emulator/sent
-  Logs            {stack.base_dir / 'logs'}/
+  Tenant          {state["tenant_id"]}
+  Live key        {state["live_key"]}
+  Test key        {state["test_key"]}
+  SES emulator    {stack.url("emulator")}/_emulator/sent
+  Logs            {stack.base_dir / "logs"}/
 
 Send an email (test key: no domain needed, nothing reaches SES):
 
   curl -s {api}/v1/emails \\
-    -H "Authorization: Bearer {state['test_key']}" \\
+    -H "Authorization: Bearer {state["test_key"]}" \\
     -H "Content-Type: application/json" \\
     -d '{body}'
 
-Then: curl -s {api}/v1/emails/<id> -H "Authorization: Bearer {state['test_key']}"
+Then: curl -s {api}/v1/emails/<id> -H "Authorization: Bearer {state["test_key"]}"
 The README's quick start shows the live-key flow (domain, webhooks). Press Ctrl-C to stop.
 """
 
@@ -93,13 +98,19 @@ def run(base_dir: Path) -> int:
     base_dir.mkdir(parents=True, exist_ok=True)
     secrets_file = base_dir / "secrets.json"
     saved = _load(secrets_file)
-    operator_token = os.environ.get("MAILROOM_OPERATOR_TOKEN") or saved.get("operator_token") \
-        or f"mr_op_{secrets.token_urlsafe(24)}"
+    operator_token = (
+        os.environ.get("MAILROOM_OPERATOR_TOKEN") or saved.get("operator_token") or f"mr_op_{secrets.token_urlsafe(24)}"
+    )
     webhooks_key = saved.get("webhooks_secret_key") or Fernet.generate_key().decode()
     _save(secrets_file, {"operator_token": operator_token, "webhooks_secret_key": webhooks_key})
     api_port = int(os.environ.get("MAILROOM_API_PORT", "8000"))
-    stack = Stack(base_dir=base_dir, ports=Ports.fixed(api_port), operator_token=operator_token,
-                  webhooks_secret_key=webhooks_key, database_url=os.environ.get("MAILROOM_DATABASE_URL") or None)
+    stack = Stack(
+        base_dir=base_dir,
+        ports=Ports.fixed(api_port),
+        operator_token=operator_token,
+        webhooks_secret_key=webhooks_key,
+        database_url=os.environ.get("MAILROOM_DATABASE_URL") or None,
+    )
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
@@ -111,8 +122,7 @@ def run(base_dir: Path) -> int:
         while not stopping.is_set():
             for name, proc in list(stack.procs.items()):
                 if proc.poll() is not None:
-                    _say(f"{name} exited ({proc.returncode}); see {base_dir / 'logs' / (name + '.log')}",
-                         sys.stderr)
+                    _say(f"{name} exited ({proc.returncode}); see {base_dir / 'logs' / (name + '.log')}", sys.stderr)
                     stopping.set()
             stopping.wait(1.0)
     except Exception as exc:

@@ -94,7 +94,9 @@ class NatsServer:
         )
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf), "-l", str(self.log_file)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
         )
         wait_port("127.0.0.1", self.port)

@@ -102,49 +102,57 @@ class Stack:
     def env_for(self, name: str) -> dict[str, str]:
         assert self.nats is not None
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILROOM_", "SES_EMULATOR_"))}
-        env.update({
-            "PYTHONUNBUFFERED": "1",
-            "MAILROOM_DATABASE_URL": self.db_url,
-            "MAILROOM_NATS_URL": self.nats.url,
-            "MAILROOM_LOG_FORMAT": "json",
-            "MAILROOM_AWS_REGION": REGION,
-            "MAILROOM_SES_ENDPOINT_URL": self.url("emulator"),
-            "AWS_ACCESS_KEY_ID": "emulator",
-            "AWS_SECRET_ACCESS_KEY": "emulator",
-            "AWS_EC2_METADATA_DISABLED": "true",
-        })
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "MAILROOM_DATABASE_URL": self.db_url,
+                "MAILROOM_NATS_URL": self.nats.url,
+                "MAILROOM_LOG_FORMAT": "json",
+                "MAILROOM_AWS_REGION": REGION,
+                "MAILROOM_SES_ENDPOINT_URL": self.url("emulator"),
+                "AWS_ACCESS_KEY_ID": "emulator",
+                "AWS_SECRET_ACCESS_KEY": "emulator",
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+        )
         port = str(self.ports.of(name))
         if name == "emulator":
-            env.update({
-                "SES_EMULATOR_HOST": "127.0.0.1",
-                "SES_EMULATOR_PORT": port,
-                "SES_EMULATOR_REGION": REGION,
-                "SES_EMULATOR_VERIFY": "immediate",
-                "SES_EMULATOR_STATE_DIR": str(self.base_dir / "ses-emulator"),
-                "SES_EMULATOR_SNS_SUBSCRIPTIONS": f"{TOPIC_ARN}={self.url('events')}/ses/sns",
-            })
+            env.update(
+                {
+                    "SES_EMULATOR_HOST": "127.0.0.1",
+                    "SES_EMULATOR_PORT": port,
+                    "SES_EMULATOR_REGION": REGION,
+                    "SES_EMULATOR_VERIFY": "immediate",
+                    "SES_EMULATOR_STATE_DIR": str(self.base_dir / "ses-emulator"),
+                    "SES_EMULATOR_SNS_SUBSCRIPTIONS": f"{TOPIC_ARN}={self.url('events')}/ses/sns",
+                }
+            )
         else:
             env[f"MAILROOM_{name.upper()}_PORT"] = port
         if name == "api":
             env["MAILROOM_API_OPERATOR_TOKEN"] = self.operator_token
         elif name == "events":
-            env.update({
-                "MAILROOM_EVENTS_SNS_TOPIC_ARNS": TOPIC_ARN,
-                # The emulator serves its signing certificate over http on loopback (dev/test only).
-                "MAILROOM_EVENTS_SNS_CERT_HOST_PATTERN": rf"^127\.0\.0\.1:{self.ports.emulator}$",
-                "MAILROOM_EVENTS_SNS_ALLOW_HTTP": "true",
-            })
+            env.update(
+                {
+                    "MAILROOM_EVENTS_SNS_TOPIC_ARNS": TOPIC_ARN,
+                    # The emulator serves its signing certificate over http on loopback (dev/test only).
+                    "MAILROOM_EVENTS_SNS_CERT_HOST_PATTERN": rf"^127\.0\.0\.1:{self.ports.emulator}$",
+                    "MAILROOM_EVENTS_SNS_ALLOW_HTTP": "true",
+                }
+            )
         elif name == "sender":
             env["MAILROOM_SENDER_SES_EVENTS_TOPIC_ARN"] = TOPIC_ARN
         elif name == "domains":
             env["MAILROOM_DOMAINS_POLL_INTERVAL_SECONDS"] = "0.5"
         elif name == "webhooks":
-            env.update({
-                "MAILROOM_WEBHOOKS_SECRET_KEY": self.webhooks_secret_key,
-                # Local receivers only: a real deployment keeps https-only and no private ranges.
-                "MAILROOM_WEBHOOKS_ALLOW_HTTP": "true",
-                "MAILROOM_WEBHOOKS_ALLOWED_CIDRS": "127.0.0.0/8,::1/128",
-            })
+            env.update(
+                {
+                    "MAILROOM_WEBHOOKS_SECRET_KEY": self.webhooks_secret_key,
+                    # Local receivers only: a real deployment keeps https-only and no private ranges.
+                    "MAILROOM_WEBHOOKS_ALLOW_HTTP": "true",
+                    "MAILROOM_WEBHOOKS_ALLOWED_CIDRS": "127.0.0.0/8,::1/128",
+                }
+            )
         env.update(self.extra_env.get(name, {}))
         return env
 
@@ -155,8 +163,9 @@ class Stack:
 
     def _migrate_all(self) -> None:
         procs = {
-            name: subprocess.run(self.command(name, "migrate"), env=self.env_for(name), capture_output=True,
-                                 timeout=120, check=False)
+            name: subprocess.run(
+                self.command(name, "migrate"), env=self.env_for(name), capture_output=True, timeout=120, check=False
+            )
             for name in SERVICES
         }
         for name, result in procs.items():
@@ -166,8 +175,13 @@ class Stack:
     def start_process(self, name: str) -> None:
         log = open(self.base_dir / "logs" / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(
-            self.command(name), env=self.env_for(name), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True, preexec_fn=die_with_parent,
+            self.command(name),
+            env=self.env_for(name),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.close()
 

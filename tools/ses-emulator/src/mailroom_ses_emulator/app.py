@@ -133,9 +133,7 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
         return _ses({})
 
     @post("/v2/email/configuration-sets/{name:str}/event-destinations")
-    async def create_event_destination(
-        name: FromPath[str], request: Request[Any, Any, Any]
-    ) -> Response[bytes]:
+    async def create_event_destination(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         emu.create_event_destination(name, await _body(request))
         return _ses({})
 
@@ -218,9 +216,7 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
         return _json({"identities": [emu.identity_json(i) for i in emu.state.identities.values()]})
 
     @post("/_emulator/identities/{identity:str}/verification")
-    async def set_identity_status(
-        identity: FromPath[str], request: Request[Any, Any, Any]
-    ) -> Response[bytes]:
+    async def set_identity_status(identity: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         return _json(emu.set_identity_status(identity, await _body(request)))
 
     @get("/_emulator/configuration-sets")

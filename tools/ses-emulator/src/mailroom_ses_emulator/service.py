@@ -272,9 +272,7 @@ class Emulator:
             addr = bare_address(raw_name)
             if addr != raw_name or not _DOMAIN_RE.match(addr.rpartition("@")[2].lower()):
                 raise bad_request(f"Invalid email address <{raw_name}>.")
-            ident = Identity(
-                name=raw_name, type="EMAIL_ADDRESS", created_at=time.time(), dkim_signing_enabled=False
-            )
+            ident = Identity(name=raw_name, type="EMAIL_ADDRESS", created_at=time.time(), dkim_signing_enabled=False)
         else:
             if not _DOMAIN_RE.match(key):
                 raise bad_request(f"Invalid domain name {raw_name}.")
@@ -619,13 +617,9 @@ class Emulator:
         for tag in data.get("EmailTags") or []:
             name, value = tag.get("Name"), tag.get("Value")
             if not isinstance(name, str) or not _TAG_RE.match(name) or name.startswith("ses:"):
-                raise bad_request(
-                    f"Invalid tag name <{name}>: only ASCII letters, numbers, '_' and '-' are allowed."
-                )
+                raise bad_request(f"Invalid tag name <{name}>: only ASCII letters, numbers, '_' and '-' are allowed.")
             if not isinstance(value, str) or not _TAG_RE.match(value):
-                raise bad_request(
-                    f"Invalid tag value <{value}>: only ASCII letters, numbers, '_' and '-' are allowed."
-                )
+                raise bad_request(f"Invalid tag value <{value}>: only ASCII letters, numbers, '_' and '-' are allowed.")
             tags[name] = value
 
         cs_name = data.get("ConfigurationSetName")
@@ -661,9 +655,7 @@ class Emulator:
         )
         self._send_times.append(now)
         if cs is not None:
-            self._publish_events(
-                cs, ident, source, from_addr, destination, parsed, tags, source_ip, now, message_id
-            )
+            self._publish_events(cs, ident, source, from_addr, destination, parsed, tags, source_ip, now, message_id)
         return {"MessageId": message_id}
 
     def _publish_events(

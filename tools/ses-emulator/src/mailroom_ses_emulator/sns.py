@@ -271,9 +271,7 @@ class SnsPublisher:
         return False
 
     def _retry_delay(self, attempts: int) -> float:
-        return float(
-            min(self.config.sns_retry_base_delay * (2 ** (attempts - 1)), self.config.sns_retry_max_delay)
-        )
+        return float(min(self.config.sns_retry_base_delay * (2 ** (attempts - 1)), self.config.sns_retry_max_delay))
 
     def _requeue_later(self, job: Job, delay: float) -> None:
         assert self._loop is not None and self._queue is not None
