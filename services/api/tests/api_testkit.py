@@ -12,7 +12,11 @@ from datetime import UTC, datetime
 import httpx
 import uvicorn
 from litestar import Litestar
-from mailroom_api import schemas, service
+from mailroom_api.domains import service as domains
+from mailroom_api.keys import service as key_service
+from mailroom_api.keys.schemas import CreateApiKey
+from mailroom_api.tenants import service as tenants
+from mailroom_api.tenants.schemas import CreateTenant
 from mailroom_contracts.events import DomainRecord, DomainSnapshot
 from mailroom_devstack.infra import free_port
 from mailroom_kit.runtime import Runtime
@@ -62,9 +66,9 @@ def unique_domain() -> str:
 
 async def make_tenant(rt: Runtime, name: str = "Acme") -> Tenant:
     async with rt.pool.connection() as conn, conn.transaction():
-        tenant = await service.create_tenant(conn, schemas.CreateTenant(name=name))
+        tenant = await tenants.create_tenant(conn, CreateTenant(name=name))
         keys = [
-            await service.create_api_key(conn, tenant.id, schemas.CreateApiKey(name=n, mode=m, permission=p))
+            await key_service.create_api_key(conn, tenant.id, CreateApiKey(name=n, mode=m, permission=p))
             for n, m, p in (
                 ("live", "live", "full_access"),
                 ("test", "test", "full_access"),
@@ -99,7 +103,7 @@ def snapshot(
 async def add_domain(rt: Runtime, tenant_id: str, name: str, status: str = "verified") -> str:
     snap = snapshot(tenant_id, name, status, last_checked_at=datetime.now(UTC))
     async with rt.pool.connection() as conn, conn.transaction():
-        await service.record_domain(conn, snap, event_at=None)
+        await domains.record_domain(conn, snap, event_at=None)
     return snap.domain_id
 
 

@@ -11,8 +11,11 @@ import httpx
 import msgspec
 import pytest
 from api_testkit import Tenant, add_domain, bearer, make_tenant, serve, unique_domain
-from mailroom_api import schemas, service
 from mailroom_api.app import create_app
+from mailroom_api.keys import service as keys
+from mailroom_api.keys.schemas import CreateApiKey
+from mailroom_api.tenants import service as tenants
+from mailroom_api.tenants.schemas import UpdateTenant
 from mailroom_kit.runtime import Runtime
 
 
@@ -36,16 +39,14 @@ async def world(runtime: Runtime, client: httpx.AsyncClient) -> World:
     await add_domain(runtime, tenant.id, pending, status="pending")
     await add_domain(runtime, tenant.id, other_domain)
     async with runtime.pool.connection() as conn, conn.transaction():
-        revoked = await service.create_api_key(conn, tenant.id, schemas.CreateApiKey(name="old"))
-        await service.revoke_api_key(conn, tenant.id, revoked.id)
-        restricted = await service.create_api_key(
-            conn, tenant.id, schemas.CreateApiKey(name="one-domain", domain_id=verified_id)
-        )
+        revoked = await keys.create_api_key(conn, tenant.id, CreateApiKey(name="old"))
+        await keys.revoke_api_key(conn, tenant.id, revoked.id)
+        restricted = await keys.create_api_key(conn, tenant.id, CreateApiKey(name="one-domain", domain_id=verified_id))
     paused = await make_tenant(runtime, "Paused")
     paused_domain = unique_domain()
     await add_domain(runtime, paused.id, paused_domain)
     async with runtime.pool.connection() as conn, conn.transaction():
-        await service.update_tenant(conn, paused.id, schemas.UpdateTenant(status="paused"))
+        await tenants.update_tenant(conn, paused.id, UpdateTenant(status="paused"))
     other = await make_tenant(runtime, "Other")
     other_dom = unique_domain()
     await add_domain(runtime, other.id, other_dom)

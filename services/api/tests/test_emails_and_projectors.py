@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 from api_testkit import Tenant, add_domain, bearer, make_tenant, snapshot, unique_domain
-from mailroom_api import repository
+from mailroom_api.emails import repository
 from mailroom_contracts import decode_event, encode, subject_for
 from mailroom_contracts.events import (
     DomainCreated,
@@ -304,26 +304,27 @@ async def test_event_before_its_email_is_retried_not_dropped(
     async with runtime.pool.connection() as conn, conn.transaction():
         await repository.insert_email(
             conn,
-            {
-                "id": email_id,
-                "tenant_id": tenant.id,
-                "api_key_id": "key_x",
-                "mode": "live",
-                "from_address": "a@b.test",
-                "from_domain": "b.test",
-                "to": ["late@example.test"],
-                "cc": [],
-                "bcc": [],
-                "reply_to": [],
-                "subject": "s",
-                "html": None,
-                "text": "t",
-                "headers": {},
-                "tags": {},
-                "metadata": None,
-                "status": "queued",
-                "created_at": T0 - timedelta(seconds=1),
-            },
+            repository.EmailRow(
+                id=email_id,
+                tenant_id=tenant.id,
+                api_key_id="key_x",
+                mode="live",
+                from_address="a@b.test",
+                from_domain="b.test",
+                to_addresses=["late@example.test"],
+                cc_addresses=[],
+                bcc_addresses=[],
+                reply_to=[],
+                subject="s",
+                html=None,
+                text="t",
+                headers={},
+                tags={},
+                metadata=None,
+                status="queued",
+                created_at=T0 - timedelta(seconds=1),
+                last_event_at=T0 - timedelta(seconds=1),
+            ),
         )
         await repository.insert_recipients(conn, email_id, [("late@example.test", "to")], "queued")
 
@@ -436,7 +437,7 @@ async def test_list_emails_paginates_newest_first(client: httpx.AsyncClient, run
 
 
 def test_timeline_event_types_cover_every_lifecycle_event() -> None:
-    from mailroom_api.service import EVENT_STATUS
+    from mailroom_api.emails.status import EVENT_STATUS
     from mailroom_contracts.events import EMAIL_EVENT_TYPES, EmailProviderAccepted
 
     lifecycle: set[type[EmailEvent]] = set(EMAIL_EVENT_TYPES) - {EmailQueued, EmailProviderAccepted}

@@ -11,10 +11,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from mailroom_api import repository as repo
+from mailroom_api.auth import repository as auth_repo
+from mailroom_api.domains import repository as domains_repo
+from mailroom_api.emails import repository as emails_repo
+from mailroom_api.keys import repository as keys_repo
+from mailroom_api.tenants import repository as tenants_repo
+from mailroom_contracts.events import DomainRecord
 from mailroom_devstack.pytest_plugin import rollback_connection
 from mailroom_kit.db import Conn, connect
 from mailroom_kit.ids import new_id
+from mailroom_kit.inbox import claim
+from msgspec.structs import replace
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -34,14 +41,16 @@ async def other_conn(api_database_url: str) -> AsyncIterator[Conn]:
 
 async def tenant(conn: Conn, name: str = "Acme", **kw: Any) -> str:
     tenant_id = new_id("ten")
-    await repo.insert_tenant(
+    await tenants_repo.insert_tenant(
         conn, tenant_id=tenant_id, name=name, monthly_quota=kw.get("monthly_quota"), rate_limit=kw.get("rate_limit")
     )
     return tenant_id
 
 
-async def api_key(conn: Conn, tenant_id: str, *, token_hash: str | None = None, mode: str = "live") -> dict[str, Any]:
-    return await repo.insert_api_key(
+async def api_key(
+    conn: Conn, tenant_id: str, *, token_hash: str | None = None, mode: str = "live"
+) -> keys_repo.ApiKeyRow:
+    return await keys_repo.insert_api_key(
         conn,
         key_id=new_id("key"),
         tenant_id=tenant_id,
@@ -55,7 +64,7 @@ async def api_key(conn: Conn, tenant_id: str, *, token_hash: str | None = None, 
     )
 
 
-def domain_row(tenant_id: str, name: str, **kw: Any) -> dict[str, Any]:
+def domain_row(tenant_id: str, name: str, **kw: Any) -> domains_repo.DomainRow:
     row: dict[str, Any] = {
         "id": new_id("dom"),
         "tenant_id": tenant_id,
@@ -63,14 +72,14 @@ def domain_row(tenant_id: str, name: str, **kw: Any) -> dict[str, Any]:
         "status": "pending",
         "region": "us-east-1",
         "mail_from_domain": f"bounce.{name}",
-        "records": [{"purpose": "dkim", "type": "CNAME", "name": f"a._domainkey.{name}", "value": "a.dkim"}],
+        "records": [DomainRecord(purpose="dkim", type="CNAME", name=f"a._domainkey.{name}", value="a.dkim")],
         "track_opens": False,
         "track_clicks": False,
         "created_at": T0,
         "last_checked_at": None,
     }
     row.update(kw)
-    return row
+    return domains_repo.DomainRow(**row)
 
 
 async def email(
@@ -87,31 +96,32 @@ async def email(
 ) -> str:
     email_id = email_id or new_id("msg")
     to = [a for a, kind in (recipients or []) if kind == "to"]
-    await repo.insert_email(
+    await emails_repo.insert_email(
         conn,
-        {
-            "id": email_id,
-            "tenant_id": tenant_id,
-            "api_key_id": "key_x",
-            "mode": mode,
-            "from_address": f"Acme <noreply@{from_domain}>",
-            "from_domain": from_domain,
-            "to": to,
-            "cc": [],
-            "bcc": [],
-            "reply_to": [],
-            "subject": "Receipt",
-            "html": "<p>hi</p>",
-            "text": None,
-            "headers": {},
-            "tags": tags or {},
-            "metadata": {"order": 7},
-            "status": status,
-            "created_at": created_at,
-        },
+        emails_repo.EmailRow(
+            id=email_id,
+            tenant_id=tenant_id,
+            api_key_id="key_x",
+            mode=mode,
+            from_address=f"Acme <noreply@{from_domain}>",
+            from_domain=from_domain,
+            to_addresses=to,
+            cc_addresses=[],
+            bcc_addresses=[],
+            reply_to=[],
+            subject="Receipt",
+            html="<p>hi</p>",
+            text=None,
+            headers={},
+            tags=tags or {},
+            metadata={"order": 7},
+            status=status,
+            created_at=created_at,
+            last_event_at=created_at,
+        ),
     )
     if recipients:
-        await repo.insert_recipients(conn, email_id, recipients, status)
+        await emails_repo.insert_recipients(conn, email_id, recipients, status)
     return email_id
 
 
@@ -120,26 +130,28 @@ async def email(
 
 async def test_tenant_insert_get_update(conn: Conn) -> None:
     tenant_id = await tenant(conn, "Acme", monthly_quota=1000, rate_limit=5)
-    row = await repo.get_tenant(conn, tenant_id)
+    row = await tenants_repo.get_tenant(conn, tenant_id)
     assert row is not None
-    assert (row["name"], row["status"], row["monthly_quota"], row["rate_limit"]) == ("Acme", "active", 1000, 5)
-    assert await repo.get_tenant(conn, new_id("ten")) is None
+    assert (row.name, row.status, row.monthly_quota, row.rate_limit) == ("Acme", "active", 1000, 5)
+    assert await tenants_repo.get_tenant(conn, new_id("ten")) is None
 
     # only allow-listed columns change; unknown keys are ignored, not injected
-    updated = await repo.update_tenant(conn, tenant_id, {"status": "paused", "rate_limit": None, "id": "ten_evil"})
+    updated = await tenants_repo.update_tenant(
+        conn, tenant_id, {"status": "paused", "rate_limit": None, "id": "ten_evil"}
+    )
     assert updated is not None
-    assert (updated["id"], updated["status"], updated["rate_limit"], updated["monthly_quota"]) == (
+    assert (updated.id, updated.status, updated.rate_limit, updated.monthly_quota) == (
         tenant_id,
         "paused",
         None,
         1000,
     )
-    unchanged = await repo.update_tenant(conn, tenant_id, {})
-    assert unchanged is not None and unchanged["status"] == "paused"
-    assert await repo.update_tenant(conn, new_id("ten"), {"name": "x"}) is None
+    unchanged = await tenants_repo.update_tenant(conn, tenant_id, {})
+    assert unchanged is not None and unchanged.status == "paused"
+    assert await tenants_repo.update_tenant(conn, new_id("ten"), {"name": "x"}) is None
 
     other = await tenant(conn, "Other")
-    ids = [r["id"] for r in await repo.list_tenants(conn)]
+    ids = [r.id for r in await tenants_repo.list_tenants(conn)]
     assert ids == sorted(ids)
     assert {tenant_id, other} <= set(ids)
 
@@ -152,19 +164,19 @@ async def test_key_lookup_by_token_hash_carries_tenant_status(conn: Conn) -> Non
     token_hash = secrets.token_hex(32)
     key = await api_key(conn, tenant_id, token_hash=token_hash)
 
-    found = await repo.find_key_by_hash(conn, token_hash)
+    found = await auth_repo.find_key_by_hash(conn, token_hash)
     assert found is not None
-    assert (found["id"], found["tenant_id"], found["tenant_status"], found["revoked_at"]) == (
-        key["id"],
+    assert (found.id, found.tenant_id, found.tenant_status, found.revoked_at) == (
+        key.id,
         tenant_id,
         "active",
         None,
     )
-    assert await repo.find_key_by_hash(conn, secrets.token_hex(32)) is None
+    assert await auth_repo.find_key_by_hash(conn, secrets.token_hex(32)) is None
 
-    await repo.update_tenant(conn, tenant_id, {"status": "blocked"})
-    found = await repo.find_key_by_hash(conn, token_hash)
-    assert found is not None and found["tenant_status"] == "blocked"
+    await tenants_repo.update_tenant(conn, tenant_id, {"status": "blocked"})
+    found = await auth_repo.find_key_by_hash(conn, token_hash)
+    assert found is not None and found.tenant_status == "blocked"
 
 
 async def test_revoked_key_stays_visible_with_first_revocation_time(conn: Conn) -> None:
@@ -175,25 +187,25 @@ async def test_revoked_key_stays_visible_with_first_revocation_time(conn: Conn) 
     await api_key(conn, other)
 
     # another tenant cannot revoke it
-    assert await repo.revoke_api_key(conn, other, key["id"]) is None
-    found = await repo.find_key_by_hash(conn, token_hash)
-    assert found is not None and found["revoked_at"] is None
+    assert await keys_repo.revoke_api_key(conn, other, key.id) is None
+    found = await auth_repo.find_key_by_hash(conn, token_hash)
+    assert found is not None and found.revoked_at is None
 
-    revoked = await repo.revoke_api_key(conn, tenant_id, key["id"])
-    assert revoked is not None and revoked["revoked_at"] is not None
+    revoked = await keys_repo.revoke_api_key(conn, tenant_id, key.id)
+    assert revoked is not None and revoked.revoked_at is not None
     # authentication still finds it (and must refuse it because revoked_at is set)
-    found = await repo.find_key_by_hash(conn, token_hash)
-    assert found is not None and found["revoked_at"] == revoked["revoked_at"]
+    found = await auth_repo.find_key_by_hash(conn, token_hash)
+    assert found is not None and found.revoked_at == revoked.revoked_at
 
     # revoking again keeps the first revocation time
     first = T0 - timedelta(days=3)
-    await conn.execute("UPDATE api_keys SET revoked_at = %s WHERE id = %s", (first, key["id"]))
-    again = await repo.revoke_api_key(conn, tenant_id, key["id"])
-    assert again is not None and again["revoked_at"] == first
+    await conn.execute("UPDATE api_keys SET revoked_at = %s WHERE id = %s", (first, key.id))
+    again = await keys_repo.revoke_api_key(conn, tenant_id, key.id)
+    assert again is not None and again.revoked_at == first
 
-    listed = await repo.list_api_keys(conn, tenant_id)
-    assert [r["id"] for r in listed] == sorted([key["id"], second["id"]])
-    assert {r["id"]: r["revoked_at"] for r in listed} == {key["id"]: first, second["id"]: None}
+    listed = await keys_repo.list_api_keys(conn, tenant_id)
+    assert [r.id for r in listed] == sorted([key.id, second.id])
+    assert {r.id: r.revoked_at for r in listed} == {key.id: first, second.id: None}
 
 
 async def test_token_hash_is_unique(conn: Conn) -> None:
@@ -203,7 +215,7 @@ async def test_token_hash_is_unique(conn: Conn) -> None:
     with pytest.raises(psycopg.errors.UniqueViolation):
         async with conn.transaction():  # a savepoint: the outer transaction survives the error
             await api_key(conn, other, token_hash=token_hash)
-    assert [r["id"] for r in await repo.list_api_keys(conn, other)] == []
+    assert [r.id for r in await keys_repo.list_api_keys(conn, other)] == []
 
 
 # --------------------------------------------------------------------------- domains
@@ -213,21 +225,21 @@ async def test_domain_lookups_are_tenant_scoped(conn: Conn) -> None:
     tenant_id, other = await tenant(conn), await tenant(conn)
     mine = domain_row(tenant_id, "Mail.Acme.test")
     theirs = domain_row(other, "mail.other.test")
-    assert await repo.upsert_domain(conn, mine, None)
-    assert await repo.upsert_domain(conn, theirs, None)
+    assert await domains_repo.upsert_domain(conn, mine, None)
+    assert await domains_repo.upsert_domain(conn, theirs, None)
 
-    got = await repo.get_domain(conn, tenant_id, mine["id"])
-    assert got is not None and got["records"] == mine["records"]
-    assert await repo.get_domain(conn, other, mine["id"]) is None
-    assert await repo.get_domain(conn, tenant_id, theirs["id"]) is None
+    got = await domains_repo.get_domain(conn, tenant_id, mine.id)
+    assert got is not None and got.records == mine.records
+    assert await domains_repo.get_domain(conn, other, mine.id) is None
+    assert await domains_repo.get_domain(conn, tenant_id, theirs.id) is None
 
-    by_name = await repo.find_domain_by_name(conn, tenant_id, "mail.ACME.test")  # case-insensitive
-    assert by_name is not None and by_name["id"] == mine["id"]
-    assert await repo.find_domain_by_name(conn, other, "mail.acme.test") is None
-    assert await repo.find_domain_by_name(conn, tenant_id, "mail.other.test") is None
+    by_name = await domains_repo.find_domain_by_name(conn, tenant_id, "mail.ACME.test")  # case-insensitive
+    assert by_name is not None and by_name.id == mine.id
+    assert await domains_repo.find_domain_by_name(conn, other, "mail.acme.test") is None
+    assert await domains_repo.find_domain_by_name(conn, tenant_id, "mail.other.test") is None
 
-    assert [r["id"] for r in await repo.list_domains(conn, tenant_id)] == [mine["id"]]
-    assert [r["id"] for r in await repo.list_domains(conn, other)] == [theirs["id"]]
+    assert [r.id for r in await domains_repo.list_domains(conn, tenant_id)] == [mine.id]
+    assert [r.id for r in await domains_repo.list_domains(conn, other)] == [theirs.id]
 
 
 async def test_find_domain_by_name_prefers_verified_then_newest(conn: Conn) -> None:
@@ -236,42 +248,42 @@ async def test_find_domain_by_name_prefers_verified_then_newest(conn: Conn) -> N
     verified = domain_row(tenant_id, "acme.test", status="verified", created_at=T0 + timedelta(hours=1))
     newest_pending = domain_row(tenant_id, "acme.test", status="pending", created_at=T0 + timedelta(hours=2))
     for row in (old_failed, verified, newest_pending):
-        await repo.upsert_domain(conn, row, None)
-    found = await repo.find_domain_by_name(conn, tenant_id, "acme.test")
-    assert found is not None and found["id"] == verified["id"]
+        await domains_repo.upsert_domain(conn, row, None)
+    found = await domains_repo.find_domain_by_name(conn, tenant_id, "acme.test")
+    assert found is not None and found.id == verified.id
 
-    await conn.execute("UPDATE domains SET status = 'failed' WHERE id = %s", (verified["id"],))
-    found = await repo.find_domain_by_name(conn, tenant_id, "acme.test")
-    assert found is not None and found["id"] == newest_pending["id"]
+    await conn.execute("UPDATE domains SET status = 'failed' WHERE id = %s", (verified.id,))
+    found = await domains_repo.find_domain_by_name(conn, tenant_id, "acme.test")
+    assert found is not None and found.id == newest_pending.id
 
 
 async def test_upsert_domain_never_overwrites_a_newer_snapshot(conn: Conn) -> None:
     tenant_id = await tenant(conn)
     checked = T0 + timedelta(minutes=10)
     snap = domain_row(tenant_id, "acme.test", status="verified", last_checked_at=checked)
-    assert await repo.upsert_domain(conn, snap, T0 + timedelta(minutes=11))
+    assert await domains_repo.upsert_domain(conn, snap, T0 + timedelta(minutes=11))
 
-    async def stored() -> dict[str, Any]:
-        row = await repo.get_domain(conn, tenant_id, snap["id"])
+    async def stored() -> domains_repo.DomainRow:
+        row = await domains_repo.get_domain(conn, tenant_id, snap.id)
         assert row is not None
         return row
 
     # an older check (e.g. a late RPC reply or a reordered event) is ignored
-    older = {**snap, "status": "pending", "last_checked_at": T0}
-    assert not await repo.upsert_domain(conn, older, T0 + timedelta(minutes=20))
+    older = replace(snap, status="pending", last_checked_at=T0)
+    assert not await domains_repo.upsert_domain(conn, older, T0 + timedelta(minutes=20))
     # same check time, older event: ignored too
-    assert not await repo.upsert_domain(conn, {**snap, "status": "failed"}, T0 + timedelta(minutes=5))
+    assert not await domains_repo.upsert_domain(conn, replace(snap, status="failed"), T0 + timedelta(minutes=5))
     # same check time, no event time (an RPC reply): ignored against an event-written snapshot
-    assert not await repo.upsert_domain(conn, {**snap, "status": "failed"}, None)
+    assert not await domains_repo.upsert_domain(conn, replace(snap, status="failed"), None)
     row = await stored()
-    assert (row["status"], row["last_checked_at"], row["event_at"]) == ("verified", checked, T0 + timedelta(minutes=11))
+    assert (row.status, row.last_checked_at, row.event_at) == ("verified", checked, T0 + timedelta(minutes=11))
 
     # a newer check wins and event_at never goes back
-    newer = {**snap, "status": "temporary_failure", "last_checked_at": checked + timedelta(minutes=1), "records": []}
-    assert await repo.upsert_domain(conn, newer, T0 + timedelta(minutes=1))
+    newer = replace(snap, status="temporary_failure", last_checked_at=checked + timedelta(minutes=1), records=[])
+    assert await domains_repo.upsert_domain(conn, newer, T0 + timedelta(minutes=1))
     row = await stored()
-    assert (row["status"], row["records"], row["event_at"]) == ("temporary_failure", [], T0 + timedelta(minutes=11))
-    assert len(await repo.list_domains(conn, tenant_id)) == 1
+    assert (row.status, row.records, row.event_at) == ("temporary_failure", [], T0 + timedelta(minutes=11))
+    assert len(await domains_repo.list_domains(conn, tenant_id)) == 1
 
 
 # --------------------------------------------------------------------------- emails
@@ -281,20 +293,20 @@ async def test_email_lookup_is_scoped_by_tenant_and_mode(conn: Conn) -> None:
     tenant_id, other = await tenant(conn), await tenant(conn)
     email_id = await email(conn, tenant_id, mode="live", tags={"kind": "receipt"})
 
-    row = await repo.get_email(conn, tenant_id, "live", email_id)
+    row = await emails_repo.get_email(conn, tenant_id, "live", email_id)
     assert row is not None
-    assert (row["status"], row["tags"], row["metadata"], row["last_event_at"]) == (
+    assert (row.status, row.tags, row.metadata, row.last_event_at) == (
         "queued",
         {"kind": "receipt"},
         {"order": 7},
         T0,
     )
-    assert await repo.get_email(conn, other, "live", email_id) is None
-    assert await repo.get_email(conn, tenant_id, "test", email_id) is None
+    assert await emails_repo.get_email(conn, other, "live", email_id) is None
+    assert await emails_repo.get_email(conn, tenant_id, "test", email_id) is None
 
-    locked = await repo.lock_email(conn, email_id)
-    assert locked == {"id": email_id, "tenant_id": tenant_id, "status": "queued", "last_event_at": T0}
-    assert await repo.lock_email(conn, new_id("msg")) is None
+    locked = await emails_repo.lock_email(conn, email_id)
+    assert locked == emails_repo.LockedEmail(id=email_id, tenant_id=tenant_id, status="queued", last_event_at=T0)
+    assert await emails_repo.lock_email(conn, new_id("msg")) is None
 
 
 async def test_recipients_are_kept_in_order_and_updated_one_by_one(conn: Conn) -> None:
@@ -304,16 +316,16 @@ async def test_recipients_are_kept_in_order_and_updated_one_by_one(conn: Conn) -
     other_email = await email(conn, tenant_id, recipients=[("amy@example.org", "to")])
 
     # move the first one to the end of the heap and read in heap order: only ORDER BY keeps the order
-    await repo.update_recipient_status(conn, email_id, 0, "delivered")
+    await emails_repo.update_recipient_status(conn, email_id, 0, "delivered")
     await conn.execute("SET LOCAL enable_indexscan = off")
     await conn.execute("SET LOCAL enable_bitmapscan = off")
-    rows = await repo.get_recipients(conn, email_id)
+    rows = await emails_repo.get_recipients(conn, email_id)
     assert rows == [
-        {"position": 0, "address": "zed@example.org", "type": "to", "status": "delivered"},
-        {"position": 1, "address": "amy@example.org", "type": "cc", "status": "queued"},
-        {"position": 2, "address": "bob@example.org", "type": "bcc", "status": "queued"},
+        emails_repo.RecipientRow(position=0, address="zed@example.org", type="to", status="delivered"),
+        emails_repo.RecipientRow(position=1, address="amy@example.org", type="cc", status="queued"),
+        emails_repo.RecipientRow(position=2, address="bob@example.org", type="bcc", status="queued"),
     ]
-    assert [r["status"] for r in await repo.get_recipients(conn, other_email)] == ["queued"]
+    assert [r.status for r in await emails_repo.get_recipients(conn, other_email)] == ["queued"]
 
 
 async def test_timeline_insert_is_idempotent_by_event_id(conn: Conn) -> None:
@@ -321,7 +333,7 @@ async def test_timeline_insert_is_idempotent_by_event_id(conn: Conn) -> None:
     email_id = await email(conn, tenant_id)
     queued, sent, delivered = new_id("evt"), new_id("evt"), new_id("evt")
 
-    assert await repo.insert_timeline_event(
+    assert await emails_repo.insert_timeline_event(
         conn,
         event_id=delivered,
         email_id=email_id,
@@ -329,19 +341,19 @@ async def test_timeline_insert_is_idempotent_by_event_id(conn: Conn) -> None:
         occurred_at=T0 + timedelta(seconds=2),
         data={"recipients": ["a@example.org"]},
     )
-    assert await repo.insert_timeline_event(
+    assert await emails_repo.insert_timeline_event(
         conn, event_id=queued, email_id=email_id, type_="queued", occurred_at=T0, data={}
     )
-    assert await repo.insert_timeline_event(
+    assert await emails_repo.insert_timeline_event(
         conn, event_id=sent, email_id=email_id, type_="sent", occurred_at=T0 + timedelta(seconds=1), data={}
     )
     # a redelivery of the same event id is refused and changes nothing
-    assert not await repo.insert_timeline_event(
+    assert not await emails_repo.insert_timeline_event(
         conn, event_id=delivered, email_id=email_id, type_="bounced", occurred_at=T0, data={"x": 1}
     )
-    timeline = await repo.get_timeline(conn, email_id)
-    assert [(e["id"], e["type"]) for e in timeline] == [(queued, "queued"), (sent, "sent"), (delivered, "delivered")]
-    assert timeline[2]["data"] == {"recipients": ["a@example.org"]}
+    timeline = await emails_repo.get_timeline(conn, email_id)
+    assert [(e.id, e.type) for e in timeline] == [(queued, "queued"), (sent, "sent"), (delivered, "delivered")]
+    assert timeline[2].data == {"recipients": ["a@example.org"]}
 
 
 async def test_lock_email_serialises_projectors(api_database_url: str, conn: Conn, other_conn: Conn) -> None:
@@ -352,10 +364,10 @@ async def test_lock_email_serialises_projectors(api_database_url: str, conn: Con
     tenant_id = await tenant(setup)
     try:
         email_id = await email(setup, tenant_id)
-        assert await repo.lock_email(conn, email_id) is not None
+        assert await emails_repo.lock_email(conn, email_id) is not None
         await other_conn.execute("SET lock_timeout = '200ms'")
         with pytest.raises(psycopg.errors.LockNotAvailable):
-            await repo.lock_email(other_conn, email_id)
+            await emails_repo.lock_email(other_conn, email_id)
     finally:
         await conn.rollback()
         await other_conn.rollback()
@@ -368,12 +380,12 @@ async def test_update_email_status_never_moves_last_event_at_back(conn: Conn) ->
     tenant_id = await tenant(conn)
     email_id = await email(conn, tenant_id)
     later = T0 + timedelta(minutes=5)
-    await repo.update_email_status(conn, email_id, "delivered", later)
+    await emails_repo.update_email_status(conn, email_id, "delivered", later)
     # the ranking is the service's (`advance`); the SQL writes the status it is given and keeps the
     # newest event time even when an older event arrives last
-    await repo.update_email_status(conn, email_id, "delivered", T0 + timedelta(minutes=1))
-    row = await repo.lock_email(conn, email_id)
-    assert row is not None and (row["status"], row["last_event_at"]) == ("delivered", later)
+    await emails_repo.update_email_status(conn, email_id, "delivered", T0 + timedelta(minutes=1))
+    row = await emails_repo.lock_email(conn, email_id)
+    assert row is not None and (row.status, row.last_event_at) == ("delivered", later)
 
 
 async def test_list_emails_filters_and_paginates(conn: Conn) -> None:
@@ -405,7 +417,7 @@ async def test_list_emails_filters_and_paginates(conn: Conn) -> None:
             "created_before": None,
         }
         args.update(kw)
-        return [r["id"] for r in await repo.list_emails(conn, **args)]
+        return [r.id for r in await emails_repo.list_emails(conn, **args)]
 
     newest_first = list(reversed(ids))
     assert await listed() == newest_first
@@ -435,8 +447,8 @@ async def test_list_emails_filters_and_paginates(conn: Conn) -> None:
 
 async def test_claim_event_once_per_consumer(conn: Conn) -> None:
     event_id = new_id("evt")
-    assert await repo.claim_event(conn, "api-email-log", event_id)
-    assert not await repo.claim_event(conn, "api-email-log", event_id)
-    assert await repo.claim_event(conn, "api-domains", event_id)
+    assert await claim(conn, "api-email-log", event_id)
+    assert not await claim(conn, "api-email-log", event_id)
+    assert await claim(conn, "api-domains", event_id)
     cur = await conn.execute("SELECT count(*) AS n FROM inbox WHERE event_id = %s", (event_id,))
     assert await cur.fetchone() == {"n": 2}

@@ -1,36 +1,55 @@
-"""Builds the API service: the Litestar app (tenant and operator routes, health routes, OpenAPI,
-the one error mapper) and the workers (email log and domain projectors, outbox relay)."""
+"""Builds the API service: the Litestar app (every domain's routes, the health routes, OpenAPI, the
+one error mapper) and its workers (email log and domain projectors, outbox relay).
+
+A new domain is a new package with its controllers, added to ROUTES (and its projector to WORKERS)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from litestar import Litestar
+from litestar import Controller, Litestar
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from mailroom_contracts.streams import API_DOMAINS, API_EMAIL_LOG
-from mailroom_kit.runtime import Runtime, ops_router, serve
+from mailroom_kit.runtime import Runtime, Worker, ops_router, serve
 from mailroom_kit.settings import BaseSettings
 
-from mailroom_api.controllers import CONTROLLERS
-from mailroom_api.handlers import domains_worker, email_log_worker, relay_worker
-from mailroom_api.service import Principal
+from mailroom_api.auth.service import Principal
+from mailroom_api.domains.controllers import DomainsController
+from mailroom_api.domains.projector import domains_worker
+from mailroom_api.emails.controllers import EmailsController
+from mailroom_api.emails.projector import email_log_worker
+from mailroom_api.http.errors import exception_handler
+from mailroom_api.http.guards import current_principal, make_before_request
+from mailroom_api.http.middleware import RequestContextMiddleware, before_send
+from mailroom_api.keys.controllers import AdminApiKeysController, ApiKeysController
 from mailroom_api.settings import ApiSettings
-from mailroom_api.web import (
-    RequestContextMiddleware,
-    before_send,
-    current_principal,
-    exception_handler,
-    make_before_request,
-)
+from mailroom_api.tenants.controllers import AdminTenantsController
+from mailroom_api.webhooks.controllers import WebhooksController
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 NAME = "api"
 SCHEMA = "api"
+
+ROUTES: list[type[Controller]] = [
+    AdminTenantsController,
+    AdminApiKeysController,
+    ApiKeysController,
+    EmailsController,
+    DomainsController,
+    WebhooksController,
+]
+
+
+async def relay_worker(rt: Runtime) -> None:
+    await rt.relay().run(rt.stop)
+
+
+WORKERS: list[Worker] = [email_log_worker, domains_worker, relay_worker]
+CONSUMERS = [API_EMAIL_LOG, API_DOMAINS]
 
 OPENAPI = OpenAPIConfig(
     title="Mailroom API",
@@ -52,19 +71,23 @@ OPENAPI = OpenAPIConfig(
 def create_app(runtime: Runtime) -> Litestar:
     settings = runtime.settings
     if not isinstance(settings, ApiSettings):
-        settings = ApiSettings(**{f: getattr(settings, f) for f in BaseSettings.__struct_fields__})
+        raise TypeError(f"the api needs ApiSettings, got {type(settings).__name__}")
 
     def provide_runtime() -> Runtime:
         return runtime
 
+    def provide_settings() -> ApiSettings:
+        return settings
+
     return Litestar(
-        route_handlers=[ops_router(runtime), *CONTROLLERS],
+        route_handlers=[ops_router(runtime), *ROUTES],
         dependencies={
             "rt": Provide(provide_runtime, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
             "principal": Provide(current_principal, sync_to_thread=False),
         },
-        signature_types=[Runtime, Principal],
-        before_request=make_before_request(runtime.pool, settings),
+        signature_types=[Runtime, Principal, ApiSettings],
+        before_request=make_before_request(runtime, settings),
         before_send=[before_send],
         middleware=[DefineMiddleware(RequestContextMiddleware)],
         exception_handlers={Exception: exception_handler},
@@ -74,12 +97,7 @@ def create_app(runtime: Runtime) -> Litestar:
     )
 
 
-WORKERS = [email_log_worker, domains_worker, relay_worker]
-CONSUMERS = [API_EMAIL_LOG, API_DOMAINS]
-
-
 async def run(settings: BaseSettings) -> None:
-    assert isinstance(settings, ApiSettings)
     await serve(
         name=NAME,
         schema=SCHEMA,
@@ -89,6 +107,3 @@ async def run(settings: BaseSettings) -> None:
         workers=WORKERS,
         consumers=CONSUMERS,
     )
-
-
-__all__: list[Any] = ["CONSUMERS", "MIGRATIONS", "WORKERS", "create_app", "run"]

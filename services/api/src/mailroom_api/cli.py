@@ -21,10 +21,13 @@ from mailroom_kit.db import connect
 from mailroom_kit.migrations import migrate
 from mailroom_kit.settings import SettingsError
 
-from mailroom_api import schemas, service
 from mailroom_api.app import MIGRATIONS, SCHEMA
 from mailroom_api.errors import ApiError
+from mailroom_api.keys import service as keys
+from mailroom_api.keys.schemas import CreateApiKey
 from mailroom_api.settings import ApiSettings
+from mailroom_api.tenants import service as tenants
+from mailroom_api.tenants.schemas import CreateTenant, TenantList, UpdateTenant
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,16 +71,16 @@ async def _run(args: argparse.Namespace, settings: ApiSettings) -> None:
     async with await connect(settings.database_url, SCHEMA) as conn:
         async with conn.transaction():
             if args.resource == "tenants" and args.action == "create":
-                tenant = await service.create_tenant(
+                tenant = await tenants.create_tenant(
                     conn,
-                    schemas.CreateTenant(name=args.name, monthly_quota=args.monthly_quota, rate_limit=args.rate_limit),
+                    CreateTenant(name=args.name, monthly_quota=args.monthly_quota, rate_limit=args.rate_limit),
                 )
                 _print_json(tenant) if args.json else print(f"{tenant.id}\t{tenant.name}\t{tenant.status}")
             elif args.resource == "tenants" and args.action == "list":
-                tenants = await service.list_tenants(conn)
+                listed = await tenants.list_tenants(conn)
                 if args.json:
-                    _print_json(schemas.TenantList(data=tenants))
-                for t in [] if args.json else tenants:
+                    _print_json(TenantList(data=listed))
+                for t in [] if args.json else listed:
                     print(f"{t.id}\t{t.name}\t{t.status}\tquota={t.monthly_quota}\trate_limit={t.rate_limit}")
             elif args.resource == "tenants" and args.action == "update":
                 changes = {
@@ -90,15 +93,13 @@ async def _run(args: argparse.Namespace, settings: ApiSettings) -> None:
                     )
                     if v is not None
                 }
-                tenant = await service.update_tenant(conn, args.tenant, schemas.UpdateTenant(**changes))
+                tenant = await tenants.update_tenant(conn, args.tenant, UpdateTenant(**changes))
                 _print_json(tenant) if args.json else print(f"{tenant.id}\t{tenant.name}\t{tenant.status}")
             elif args.resource == "api-keys" and args.action == "create":
-                created = await service.create_api_key(
+                created = await keys.create_api_key(
                     conn,
                     args.tenant,
-                    schemas.CreateApiKey(
-                        name=args.name, mode=args.mode, permission=args.permission, domain_id=args.domain_id
-                    ),
+                    CreateApiKey(name=args.name, mode=args.mode, permission=args.permission, domain_id=args.domain_id),
                 )
                 if args.json:
                     _print_json(created)

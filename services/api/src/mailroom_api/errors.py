@@ -36,21 +36,3 @@ def forbidden(code: str, message: str) -> ApiError:
 
 def unavailable(message: str = "a dependency is unavailable; try again", retry_after: int = 5) -> ApiError:
     return ApiError(503, "unavailable", message, headers={"Retry-After": str(retry_after)})
-
-
-# SPEC §2 statuses for error codes another service may answer with over request/reply.
-RPC_STATUS = {
-    "validation_error": 422,
-    "not_found": 404,
-    "conflict": 409,
-    "insufficient_permission": 403,
-    "unavailable": 503,
-}
-
-
-def from_rpc(code: str, message: str, param: str | None) -> ApiError:
-    status = RPC_STATUS.get(code)
-    if status is None or status == 503:
-        # The other side failed in a way the tenant cannot fix: nothing was accepted, try again.
-        return unavailable(message if status == 503 else "a dependency failed; try again")
-    return ApiError(status, code, message, param=param)

@@ -12,8 +12,8 @@ import msgspec
 from email_validator import EmailNotValidError, validate_email
 from mailroom_contracts.events import Address
 
+from mailroom_api.emails.schemas import SendEmail
 from mailroom_api.errors import validation
-from mailroom_api.schemas import SendEmail
 
 MAX_RECIPIENTS = 50
 MAX_SUBJECT = 998

@@ -1,0 +1,1 @@
+"""Authentication: tenant API keys (looked up by hash on every request) and the operator token."""

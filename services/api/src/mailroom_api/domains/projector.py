@@ -1,0 +1,30 @@
+"""The domain read model projector (durable consumer `api-domains`): each domain event's snapshot
+is applied in one transaction with its inbox row, so a redelivery is a no-op, and an older snapshot
+never overwrites a newer one."""
+
+from __future__ import annotations
+
+from mailroom_contracts import events
+from mailroom_contracts.streams import API_DOMAINS
+from mailroom_kit.consumer import consume
+from mailroom_kit.inbox import claim
+from mailroom_kit.runtime import Runtime
+from nats.aio.msg import Msg
+
+from mailroom_api.domains import service
+
+
+async def project_domain_event(rt: Runtime, event: events.Event) -> None:
+    if not isinstance(event, events.DomainEvent):
+        return
+    async with rt.pool.connection() as conn, conn.transaction():
+        if not await claim(conn, API_DOMAINS.durable, event.event_id):
+            return
+        await service.record_domain(conn, event.domain, event_at=event.occurred_at)
+
+
+async def domains_worker(rt: Runtime) -> None:
+    async def handle(event: events.Event, _msg: Msg) -> None:
+        await project_domain_event(rt, event)
+
+    await consume(rt.js, API_DOMAINS, handle, stop=rt.stop)

@@ -1,0 +1,69 @@
+"""Domain rules on the API side: creation is the domains service's (it owns SES identities and DNS
+records); the API keeps the newest snapshot it has seen and serves it, scoped to the tenant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from mailroom_contracts import events, rpc, subjects
+from mailroom_kit.db import Conn
+from nats.aio.client import Client
+
+from mailroom_api import rpc as calls
+from mailroom_api.domains import repository as repo
+from mailroom_api.domains.schemas import CreateDomain, Domain
+from mailroom_api.errors import not_found
+
+DomainRow = repo.DomainRow
+
+
+def _view(row: repo.DomainRow) -> Domain:
+    return msgspec.convert(row, Domain, from_attributes=True)
+
+
+def _row(snapshot: events.DomainSnapshot) -> repo.DomainRow:
+    fields = msgspec.structs.asdict(snapshot)
+    fields["id"] = fields.pop("domain_id")
+    return repo.DomainRow(**fields)
+
+
+async def request_domain(nc: Client, tenant_id: str, req: CreateDomain, *, rpc_timeout: float) -> events.DomainSnapshot:
+    """Ask the domains service to create the domain; returns its first snapshot."""
+    request = rpc.CreateDomainRequest(
+        tenant_id=tenant_id,
+        name=req.name,
+        mail_from_subdomain=req.mail_from_subdomain,
+        track_opens=req.track_opens,
+        track_clicks=req.track_clicks,
+    )
+    reply = await calls.call(nc, subjects.RPC_DOMAINS_CREATE, request, rpc.DomainReply, timeout=rpc_timeout)
+    return calls.present(reply.domain, "domains")
+
+
+async def record_domain(conn: Conn, snapshot: events.DomainSnapshot, *, event_at: datetime | None) -> bool:
+    """Keep `snapshot` unless a newer one is stored. Returns whether it was written."""
+    return await repo.upsert_domain(conn, _row(snapshot), event_at)
+
+
+async def get_domain(conn: Conn, tenant_id: str, domain_id: str) -> Domain:
+    row = await repo.get_domain(conn, tenant_id, domain_id)
+    if row is None:
+        raise not_found("domain")
+    return _view(row)
+
+
+async def list_domains(conn: Conn, tenant_id: str) -> list[Domain]:
+    return [_view(r) for r in await repo.list_domains(conn, tenant_id)]
+
+
+async def exists(conn: Conn, tenant_id: str, domain_id: str) -> bool:
+    return await repo.get_domain(conn, tenant_id, domain_id) is not None
+
+
+async def find(conn: Conn, tenant_id: str, domain_id: str) -> DomainRow | None:
+    return await repo.get_domain(conn, tenant_id, domain_id)
+
+
+async def find_by_name(conn: Conn, tenant_id: str, name: str) -> DomainRow | None:
+    return await repo.find_domain_by_name(conn, tenant_id, name)

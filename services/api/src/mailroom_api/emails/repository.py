@@ -1,0 +1,186 @@
+"""Every SQL statement on the email log: `emails`, `email_recipients` and `email_events`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from mailroom_kit.db import Conn, columns, fetch_all, fetch_one
+from psycopg.types.json import Jsonb
+
+
+class EmailRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    tenant_id: str
+    api_key_id: str
+    mode: str
+    from_address: str  # as given, e.g. "Acme <noreply@mail.acme.com>"
+    from_domain: str
+    to_addresses: list[str]
+    cc_addresses: list[str]
+    bcc_addresses: list[str]
+    reply_to: list[str]
+    subject: str
+    html: str | None
+    text: str | None
+    headers: dict[str, str]
+    tags: dict[str, str]
+    metadata: dict[str, Any] | None
+    status: str
+    created_at: datetime
+    last_event_at: datetime
+
+
+class LockedEmail(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    tenant_id: str
+    status: str
+    last_event_at: datetime
+
+
+class RecipientRow(msgspec.Struct, frozen=True, kw_only=True):
+    position: int
+    address: str
+    type: str
+    status: str
+
+
+class TimelineRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+COLUMNS = columns(EmailRow)
+_JSON_COLUMNS = ("to_addresses", "cc_addresses", "bcc_addresses", "reply_to", "headers", "tags")
+
+
+async def insert_email(conn: Conn, email: EmailRow) -> None:
+    params = msgspec.structs.asdict(email)
+    for name in _JSON_COLUMNS:
+        params[name] = Jsonb(params[name])
+    params["metadata"] = Jsonb(email.metadata) if email.metadata is not None else None
+    values = ", ".join(f"%({name})s" for name in EmailRow.__struct_fields__)
+    await conn.execute(f"INSERT INTO emails ({COLUMNS}) VALUES ({values})", params)
+
+
+async def insert_recipients(conn: Conn, email_id: str, recipients: list[tuple[str, str]], status: str) -> None:
+    """`recipients`: (address, type) in order."""
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO email_recipients (email_id, position, address, type, status) VALUES (%s, %s, %s, %s, %s)",
+            [(email_id, i, address, kind, status) for i, (address, kind) in enumerate(recipients)],
+        )
+
+
+async def insert_timeline_event(
+    conn: Conn, *, event_id: str, email_id: str, type_: str, occurred_at: datetime, data: dict[str, Any]
+) -> bool:
+    """Record a timeline entry; False if this event id was already recorded (a redelivery)."""
+    cur = await conn.execute(
+        "INSERT INTO email_events (id, email_id, type, occurred_at, data) VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
+        (event_id, email_id, type_, occurred_at, Jsonb(data)),
+    )
+    return await cur.fetchone() is not None
+
+
+async def get_email(conn: Conn, tenant_id: str, mode: str, email_id: str) -> EmailRow | None:
+    return await fetch_one(
+        conn,
+        EmailRow,
+        f"SELECT {COLUMNS} FROM emails WHERE id = %s AND tenant_id = %s AND mode = %s",
+        (email_id, tenant_id, mode),
+    )
+
+
+async def lock_email(conn: Conn, email_id: str) -> LockedEmail | None:
+    """SELECT … FOR UPDATE: the projector applies one email's events one after the other."""
+    return await fetch_one(
+        conn,
+        LockedEmail,
+        f"SELECT {columns(LockedEmail)} FROM emails WHERE id = %s FOR UPDATE",
+        (email_id,),
+    )
+
+
+async def update_email_status(conn: Conn, email_id: str, status: str, last_event_at: datetime) -> None:
+    await conn.execute(
+        "UPDATE emails SET status = %s, last_event_at = greatest(last_event_at, %s) WHERE id = %s",
+        (status, last_event_at, email_id),
+    )
+
+
+async def get_recipients(conn: Conn, email_id: str) -> list[RecipientRow]:
+    return await fetch_all(
+        conn,
+        RecipientRow,
+        f"SELECT {columns(RecipientRow)} FROM email_recipients WHERE email_id = %s ORDER BY position",
+        (email_id,),
+    )
+
+
+async def update_recipient_status(conn: Conn, email_id: str, position: int, status: str) -> None:
+    await conn.execute(
+        "UPDATE email_recipients SET status = %s, updated_at = now() WHERE email_id = %s AND position = %s",
+        (status, email_id, position),
+    )
+
+
+async def get_timeline(conn: Conn, email_id: str) -> list[TimelineRow]:
+    return await fetch_all(
+        conn,
+        TimelineRow,
+        f"SELECT {columns(TimelineRow)} FROM email_events WHERE email_id = %s ORDER BY occurred_at, recorded_at",
+        (email_id,),
+    )
+
+
+async def list_emails(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    mode: str,
+    limit: int,
+    before_id: str | None,
+    status: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    to: str | None = None,
+    tag: dict[str, str] | None = None,
+    domain: str | None = None,
+) -> list[EmailRow]:
+    """Newest first; keyset pagination on the (time-sortable) id."""
+    return await fetch_all(
+        conn,
+        EmailRow,
+        f"""
+        SELECT {COLUMNS} FROM emails
+        WHERE tenant_id = %(tenant_id)s AND mode = %(mode)s
+          AND (%(before_id)s::text IS NULL OR id < %(before_id)s)
+          AND (%(status)s::text IS NULL OR status = %(status)s)
+          AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+          AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+          AND (%(domain)s::text IS NULL OR from_domain = lower(%(domain)s))
+          AND (%(tag)s::jsonb IS NULL OR tags @> %(tag)s::jsonb)
+          AND (%(to)s::text IS NULL OR EXISTS (
+                SELECT 1 FROM email_recipients r
+                WHERE r.email_id = emails.id AND lower(r.address) = lower(%(to)s)))
+        ORDER BY id DESC
+        LIMIT %(limit)s
+        """,
+        {
+            "tenant_id": tenant_id,
+            "mode": mode,
+            "before_id": before_id,
+            "status": status,
+            "created_after": created_after,
+            "created_before": created_before,
+            "to": to,
+            "tag": Jsonb(tag) if tag is not None else None,
+            "domain": domain,
+            "limit": limit,
+        },
+    )

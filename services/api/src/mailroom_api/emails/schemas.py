@@ -1,0 +1,81 @@
+"""Email bodies: the send request, the acceptance, and the email log as tenants read it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from mailroom_api.http.body import Request
+from mailroom_api.keys.schemas import Mode
+
+
+class SendEmail(Request, frozen=True, kw_only=True):
+    # SPEC §2 fields a later version implements; until then they are refused with a clear message.
+    __not_yet_supported__: ClassVar[frozenset[str]] = frozenset(
+        {"template", "attachments", "scheduled_at", "track_opens", "track_clicks", "stream"}
+    )
+    from_: str = msgspec.field(name="from")
+    to: str | list[str]
+    cc: str | list[str] = []
+    bcc: str | list[str] = []
+    reply_to: str | list[str] = []
+    subject: str
+    html: str | None = None
+    text: str | None = None
+    # Values are checked one by one so errors can name `headers.X-Foo` / `tags.key`.
+    headers: dict[str, Any] = {}
+    tags: dict[str, Any] = {}
+    metadata: dict[str, Any] | None = None
+
+
+class EmailAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    status: str
+    created_at: datetime
+
+
+class Recipient(msgspec.Struct, frozen=True, kw_only=True):
+    email: str
+    type: Literal["to", "cc", "bcc"]
+    status: str
+
+
+class TimelineEvent(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+class EmailSummary(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    from_: str = msgspec.field(name="from")
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    reply_to: list[str]
+    subject: str
+    tags: dict[str, str]
+    metadata: dict[str, Any] | None
+    status: str
+    mode: Mode
+    created_at: datetime
+    last_event_at: datetime
+
+
+class EmailDetail(EmailSummary, frozen=True, kw_only=True):
+    """An email as listed, plus each recipient's status and the ordered timeline."""
+
+    recipients: list[Recipient]
+    events: list[TimelineEvent]
+    # Only with ?include=content.
+    html: str | msgspec.UnsetType | None = msgspec.UNSET
+    text: str | msgspec.UnsetType | None = msgspec.UNSET
+    headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
+
+
+class EmailList(msgspec.Struct, frozen=True, kw_only=True):
+    data: list[EmailSummary]
+    next_cursor: str | None

@@ -1,0 +1,26 @@
+"""The email status ranking. Status only moves forward (SES/SNS deliver out of order): a late
+`delivered` never overwrites `bounced` or `complained`. `failed` is terminal and only replaces
+states in which nothing has reached a mailbox yet."""
+
+from __future__ import annotations
+
+from mailroom_contracts import events
+
+STATUS_RANK = {"queued": 0, "sent": 1, "delivery_delayed": 2, "delivered": 3, "bounced": 4, "complained": 5}
+STATUSES = frozenset({*STATUS_RANK, "failed"})
+EVENT_STATUS: dict[type[events.EmailEvent], str] = {
+    events.EmailSent: "sent",
+    events.EmailFailed: "failed",
+    events.EmailDelivered: "delivered",
+    events.EmailBounced: "bounced",
+    events.EmailComplained: "complained",
+    events.EmailDeliveryDelayed: "delivery_delayed",
+}
+
+
+def advance(current: str, new: str) -> str:
+    if current == "failed" or current not in STATUS_RANK:
+        return current
+    if new == "failed":
+        return new if STATUS_RANK[current] < STATUS_RANK["delivered"] else current
+    return new if STATUS_RANK.get(new, -1) > STATUS_RANK[current] else current

@@ -1,0 +1,42 @@
+"""Operator routes for tenants (`/admin/v1/tenants`)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, patch, post
+from litestar.params import FromPath, JSONBody
+
+from mailroom_api.http.errors import documented
+from mailroom_api.http.guards import OPERATOR, OPERATOR_SECURITY, Rt
+from mailroom_api.tenants import service
+from mailroom_api.tenants.schemas import CreateTenant, Tenant, TenantList, UpdateTenant
+
+
+class AdminTenantsController(Controller):
+    path = "/admin/v1/tenants"
+    tags = ["operator"]
+    security = OPERATOR_SECURITY
+    opt = OPERATOR
+
+    @post("/", summary="Create a tenant", responses=documented(400, 401, 422))
+    async def create_tenant(self, data: JSONBody[CreateTenant], rt: Rt) -> Tenant:
+        async with rt.pool.connection() as conn, conn.transaction():
+            return await service.create_tenant(conn, data)
+
+    @get("/", summary="List tenants", responses=documented(401))
+    async def list_tenants(self, rt: Rt) -> TenantList:
+        async with rt.pool.connection() as conn:
+            return TenantList(data=await service.list_tenants(conn))
+
+    @get("/{tenant_id:str}", summary="Get a tenant", responses=documented(401, 404))
+    async def get_tenant(self, tenant_id: FromPath[str], rt: Rt) -> Tenant:
+        async with rt.pool.connection() as conn:
+            return await service.get_tenant(conn, tenant_id)
+
+    @patch(
+        "/{tenant_id:str}",
+        summary="Update a tenant (status, quota, rate limit)",
+        responses=documented(400, 401, 404, 422),
+    )
+    async def update_tenant(self, tenant_id: FromPath[str], data: JSONBody[UpdateTenant], rt: Rt) -> Tenant:
+        async with rt.pool.connection() as conn, conn.transaction():
+            return await service.update_tenant(conn, tenant_id, data)

@@ -1,0 +1,57 @@
+"""Every SQL statement on `tenants`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from mailroom_kit.db import Conn, columns, fetch_all, fetch_one
+
+
+class TenantRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    status: str
+    monthly_quota: int | None
+    rate_limit: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+COLUMNS = columns(TenantRow)
+UPDATABLE = frozenset({"name", "status", "monthly_quota", "rate_limit"})
+
+
+async def insert_tenant(
+    conn: Conn, *, tenant_id: str, name: str, monthly_quota: int | None, rate_limit: int | None
+) -> TenantRow:
+    row = await fetch_one(
+        conn,
+        TenantRow,
+        f"INSERT INTO tenants (id, name, monthly_quota, rate_limit) VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}",
+        (tenant_id, name, monthly_quota, rate_limit),
+    )
+    assert row is not None
+    return row
+
+
+async def get_tenant(conn: Conn, tenant_id: str) -> TenantRow | None:
+    return await fetch_one(conn, TenantRow, f"SELECT {COLUMNS} FROM tenants WHERE id = %s", (tenant_id,))
+
+
+async def list_tenants(conn: Conn) -> list[TenantRow]:
+    return await fetch_all(conn, TenantRow, f"SELECT {COLUMNS} FROM tenants ORDER BY id")
+
+
+async def update_tenant(conn: Conn, tenant_id: str, changes: dict[str, Any]) -> TenantRow | None:
+    """Apply `changes` to the allow-listed columns (other keys are ignored, never injected)."""
+    cols = [c for c in changes if c in UPDATABLE]
+    assignments = ", ".join(f"{c} = %s" for c in cols)
+    sets = f"{assignments}, updated_at = now()" if cols else "updated_at = updated_at"
+    return await fetch_one(
+        conn,
+        TenantRow,
+        f"UPDATE tenants SET {sets} WHERE id = %s RETURNING {COLUMNS}",  # columns come from the allow-list
+        (*[changes[c] for c in cols], tenant_id),
+    )

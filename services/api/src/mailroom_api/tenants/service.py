@@ -1,0 +1,60 @@
+"""Tenant rules: names are trimmed and bounded, quotas are 0 or more, rate limits at least 1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from mailroom_kit.db import Conn
+from mailroom_kit.ids import new_id
+
+from mailroom_api.checks import check_name
+from mailroom_api.errors import not_found, validation
+from mailroom_api.tenants import repository as repo
+from mailroom_api.tenants.schemas import CreateTenant, Tenant, UpdateTenant
+
+
+def _check_limits(monthly_quota: Any, rate_limit: Any) -> None:
+    if isinstance(monthly_quota, int) and monthly_quota < 0:
+        raise validation("monthly_quota must be 0 or more", "monthly_quota")
+    if isinstance(rate_limit, int) and rate_limit < 1:
+        raise validation("rate_limit must be at least 1", "rate_limit")
+
+
+def _view(row: repo.TenantRow) -> Tenant:
+    return msgspec.convert(row, Tenant, from_attributes=True)
+
+
+async def create_tenant(conn: Conn, req: CreateTenant) -> Tenant:
+    name = check_name(req.name)
+    _check_limits(req.monthly_quota, req.rate_limit)
+    row = await repo.insert_tenant(
+        conn, tenant_id=new_id("ten"), name=name, monthly_quota=req.monthly_quota, rate_limit=req.rate_limit
+    )
+    return _view(row)
+
+
+async def list_tenants(conn: Conn) -> list[Tenant]:
+    return [_view(r) for r in await repo.list_tenants(conn)]
+
+
+async def get_tenant(conn: Conn, tenant_id: str) -> Tenant:
+    row = await repo.get_tenant(conn, tenant_id)
+    if row is None:
+        raise not_found("tenant")
+    return _view(row)
+
+
+async def exists(conn: Conn, tenant_id: str) -> bool:
+    return await repo.get_tenant(conn, tenant_id) is not None
+
+
+async def update_tenant(conn: Conn, tenant_id: str, req: UpdateTenant) -> Tenant:
+    changes = {f: v for f in req.__struct_fields__ if (v := getattr(req, f)) is not msgspec.UNSET}
+    if "name" in changes:
+        changes["name"] = check_name(changes["name"])
+    _check_limits(changes.get("monthly_quota"), changes.get("rate_limit"))
+    row = await repo.update_tenant(conn, tenant_id, changes)
+    if row is None:
+        raise not_found("tenant")
+    return _view(row)

@@ -1,0 +1,1 @@
+"""Webhook endpoints: owned by the webhooks service; the API proxies them over request/reply."""
