@@ -16,7 +16,6 @@ def test_defaults_and_environment_names() -> None:
         600.0,
     )
     assert (s.aws_region, s.ses_endpoint_url) == ("us-east-1", "")
-    s.validate()
     env = {
         "MAILROOM_SENDER_PORT": "9100",
         "MAILROOM_SENDER_CONFIGURATION_SET": "cs",
@@ -37,13 +36,12 @@ def test_invalid_values_are_refused() -> None:
     with pytest.raises(SettingsError, match="MAILROOM_SENDER_CONCURRENCY"):
         SenderSettings.from_env({"MAILROOM_SENDER_CONCURRENCY": "many"})
     with pytest.raises(ValueError, match="IN_DOUBT_SECONDS"):
-        SenderSettings.from_env({"MAILROOM_SENDER_IN_DOUBT_SECONDS": "0"}).validate()
+        SenderSettings.from_env({"MAILROOM_SENDER_IN_DOUBT_SECONDS": "0"})
     with pytest.raises(ValueError, match="CONCURRENCY"):
-        SenderSettings.from_env({"MAILROOM_SENDER_CONCURRENCY": "0"}).validate()
+        SenderSettings.from_env({"MAILROOM_SENDER_CONCURRENCY": "0"})
 
 
 def test_read_timeout_is_capped_by_the_in_doubt_window() -> None:
     assert SenderSettings.from_env({}).effective_read_timeout == 30.0
     short = SenderSettings.from_env({"MAILROOM_SENDER_IN_DOUBT_SECONDS": "5"})
-    short.validate()
     assert short.effective_read_timeout == 2.5

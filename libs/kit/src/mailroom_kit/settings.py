@@ -1,5 +1,9 @@
 """Settings: one frozen msgspec Struct per service, read once from environment variables.
 
+One validation style: a field's own bounds are its type (`Annotated[int, msgspec.Meta(ge=1)]`),
+checks across fields go in `__post_init__` (raise ValueError naming the variables); both surface
+from `from_env` as a SettingsError, so a bad value stops the process at start.
+
 A field `foo` of a settings class with `env_prefix = "MAILROOM_API_"` is read from
 `MAILROOM_API_FOO`; fields listed in `SHARED` are read from `MAILROOM_<FIELD>` (they are the
 same for every service). Values are converted and validated by msgspec; a bad value stops
@@ -63,9 +67,11 @@ class BaseSettings(msgspec.Struct, frozen=True, kw_only=True):
         try:
             return msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
-            path = str(exc).rsplit("$.", 1)[-1].rstrip("`")
-            var = cls.env_name(path) if path.isidentifier() else "?"
-            raise SettingsError(f"invalid configuration {var}: {exc}") from None
+            # A field's own error ends in "- at `$.field`"; a __post_init__ check names its variables itself.
+            text = str(exc)
+            path = text.rsplit("$.", 1)[-1].rstrip("`") if "$." in text else ""
+            where = f" {cls.env_name(path)}" if path.isidentifier() else ""
+            raise SettingsError(f"invalid configuration{where}: {text}") from None
 
     @classmethod
     def documented(cls) -> list[tuple[str, Any]]:

@@ -113,10 +113,6 @@ class Sender:
 async def run(settings: BaseSettings) -> None:
     if not isinstance(settings, SenderSettings):
         raise TypeError("mailroom_sender needs SenderSettings")
-    try:
-        settings.validate()
-    except ValueError as exc:
-        raise SystemExit(f"mailroom_sender: invalid configuration: {exc}") from None
     sender = Sender(settings)
     try:
         await serve(

@@ -34,8 +34,8 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
     # SES v2 endpoint override (shared MAILROOM_SES_ENDPOINT_URL); empty = the real AWS endpoint.
     ses_endpoint_url: str = ""
 
-    def validate(self) -> None:
-        """Cross-field checks msgspec cannot express; raises ValueError."""
+    def __post_init__(self) -> None:
+        # Checks a field type cannot express; a failure stops the process at start (SettingsError).
         if self.concurrency < 1:
             raise ValueError("MAILROOM_SENDER_CONCURRENCY must be >= 1")
         if self.in_doubt_seconds <= 0 or self.ses_read_timeout_seconds <= 0:
