@@ -127,6 +127,7 @@ async def test_send_is_readable_at_once_and_relayed(
 
     await eventually(relayed)
     msg = await runtime.js.get_last_msg(EMAIL_STREAM.name, "mailroom.email.queued")
+    assert msg.data is not None
     event = decode_event(msg.data)
     assert isinstance(event, EmailQueued)
     assert event.email_id == email_id and event.tenant_id == tenant.id and event.mode == "live"
