@@ -9,6 +9,7 @@ from email.message import EmailMessage
 
 import pytest
 from mailroom_contracts.events import Address
+from mailroom_contracts.headers import MAX_HEADER_LENGTH, RESERVED_HEADERS, header_problem, is_reserved
 from mailroom_sender.errors import MessageBuildError
 from mailroom_sender.mime import build_message, html_to_text, recipients
 
@@ -140,3 +141,47 @@ def test_header_injection_is_refused(overrides: dict[str, object]) -> None:
     with pytest.raises(MessageBuildError) as exc:
         build_message(queued(**overrides))
     assert exc.value.reason == "invalid_message"
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_HEADERS))
+def test_every_reserved_header_is_refused(name: str) -> None:
+    # The API refuses the same set with 422 (mailroom_contracts.headers): nothing it accepts fails here.
+    for spelling in (name, name.upper(), name.title()):
+        with pytest.raises(MessageBuildError) as exc:
+            build_message(queued(headers={spelling: "x"}))
+        assert exc.value.reason == "invalid_message"
+        assert "cannot be overridden" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # reserved families (by prefix) and their neighbours that are not
+        ("Content-ID", "<a@b>"),
+        ("Content-Language", "en"),
+        ("X-SES-MESSAGE-TAGS", "mailroom_tenant_id=ten_other"),
+        ("X-SES-LIST-MANAGEMENT-OPTIONS", "list"),
+        ("Delivered-To", "a@example.org"),
+        ("X-Content-Type", "x"),
+        ("X-SES", "x"),
+        ("List-Unsubscribe", "<https://acme.test/u/1>"),
+        ("In-Reply-To", "<a@b>"),
+        # name and length rules
+        ("X-" + "n" * 74, "x"),
+        ("X-" + "n" * 75, "x"),
+        ("X-Long", "v" * (MAX_HEADER_LENGTH - len("X-Long"))),
+        ("X-Long", "v" * (MAX_HEADER_LENGTH - len("X-Long") + 1)),
+        ("X-Colon:", "x"),
+        ("X-Ok", "a\rb"),
+    ],
+)
+def test_sender_refuses_exactly_what_the_shared_rules_refuse(name: str, value: str) -> None:
+    problem = header_problem(name, value)
+    if problem is None:
+        assert not is_reserved(name)
+        msg = parse(build_message(queued(headers={name: value})))
+        assert msg[name] is not None
+    else:
+        with pytest.raises(MessageBuildError) as exc:
+            build_message(queued(headers={name: value}))
+        assert problem in str(exc.value)

@@ -8,6 +8,7 @@ import email.policy
 import httpx
 import pytest
 from mailroom_contracts.events import Address
+from mailroom_contracts.ses import MAILROOM_TAGS, TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID, is_reserved_tag
 from mailroom_sender.errors import InDoubtProviderError, PermanentProviderError, TransientProviderError
 from mailroom_sender.mime import build_message
 from mailroom_sender.providers import SES_EVENT_TYPES, SesProvider, SimulatorProvider, simulate
@@ -49,6 +50,17 @@ async def test_ses_send_lands_in_emulator_with_tags_and_all_recipients(
     parsed = email.message_from_string(sent["raw"], policy=email.policy.default)
     assert parsed["Message-ID"] == f"<{ev.email_id}@mail.acme.test>"
     assert "Bcc" not in parsed and "hidden@example.org" not in sent["raw"]
+
+
+def test_send_request_carries_the_contract_tag_keys(ses_provider: SesProvider) -> None:
+    # The events service matches SES events by these same constants (mailroom_contracts.ses).
+    ev = queued(mode="test", tags={"team": "billing"})
+    tags = {t["Name"]: t["Value"] for t in ses_provider.request(ev, b"raw")["EmailTags"]}
+    assert {name for name in tags if is_reserved_tag(name)} == set(MAILROOM_TAGS)
+    assert tags[TAG_EMAIL_ID] == ev.email_id
+    assert tags[TAG_TENANT_ID] == ev.tenant_id
+    assert tags[TAG_MODE] == "test"
+    assert tags["team"] == "billing"
 
 
 async def test_unverified_from_domain_is_permanent(emulator: EmulatorServer, ses_provider: SesProvider) -> None:

@@ -1,7 +1,8 @@
 """MIME construction (standard library only) and the html → text fallback.
 
-The API already rejects CR/LF in headers, but this module is the last line before SES, so
-it refuses anything that could inject a header or an envelope recipient on its own.
+Custom headers follow `mailroom_contracts.headers`, the same rules the API applied before it
+accepted the email; this module is the last line before SES, so it checks them again and refuses
+anything that could inject a header or an envelope recipient on its own.
 """
 
 from __future__ import annotations
@@ -15,44 +16,12 @@ from email.utils import format_datetime
 from html.parser import HTMLParser
 
 from mailroom_contracts.events import Address, EmailQueued
+from mailroom_contracts.headers import header_problem
 
 from mailroom_sender.errors import MessageBuildError
 
-# Headers the sender writes itself, or that only a mail server may set: never taken from the
-# email's custom `headers`.
-RESERVED_HEADERS = frozenset(
-    h.lower()
-    for h in (
-        "From",
-        "To",
-        "Cc",
-        "Bcc",
-        "Reply-To",
-        "Subject",
-        "Date",
-        "Message-ID",
-        "MIME-Version",
-        "Content-Type",
-        "Content-Transfer-Encoding",
-        "Content-Disposition",
-        "Content-ID",
-        "Sender",
-        "Return-Path",
-        "Received",
-        "DKIM-Signature",
-        "Delivered-To",
-        "Resent-From",
-        "Resent-To",
-        "Resent-Cc",
-        "Resent-Bcc",
-        "Resent-Date",
-        "Resent-Sender",
-        "Resent-Message-ID",
-    )
-)
 # CRLF line endings and a 7-bit clean message (non-ASCII bodies become quoted-printable/base64).
 _POLICY = policy.SMTP.clone(cte_type="7bit")
-_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII except ':' (RFC 5322 ftext)
 _FORBIDDEN = ("\r", "\n", "\0")
 _LOCAL_PART = re.compile(r"^[^\s<>()\[\]\\,;:@\"]+$")
 
@@ -116,11 +85,11 @@ def build_message(email: EmailQueued, *, now: datetime | None = None) -> bytes:
         msg["Date"] = format_datetime(now or datetime.now(UTC))
         msg["Message-ID"] = f"<{email.email_id}@{sender.domain}>"
         for name, value in email.headers.items():
-            if not _HEADER_NAME.match(name):
-                raise MessageBuildError(f"invalid header name {name!r}")
-            if name.lower() in RESERVED_HEADERS:
-                raise MessageBuildError(f"header {name!r} is reserved")
-            msg[name] = _check_text(value, f"header {name}")
+            # The API refused these with the same rules; this is the last line before SES.
+            problem = header_problem(name, value)
+            if problem is not None:
+                raise MessageBuildError(f"header {name!r}: {problem}")
+            msg[name] = value
         text = email.text if email.text is not None else html_to_text(email.html or "")
         msg.set_content(text, subtype="plain", charset="utf-8")
         if email.html is not None:

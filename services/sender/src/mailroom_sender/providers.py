@@ -31,6 +31,7 @@ from botocore.exceptions import (
     ProxyConnectionError,
 )
 from mailroom_contracts.events import BounceType, EmailQueued
+from mailroom_contracts.ses import TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID
 
 from mailroom_sender.errors import (
     InDoubtProviderError,
@@ -193,11 +194,7 @@ class SesProvider:
 
     def request(self, email: EmailQueued, raw: bytes) -> dict[str, Any]:
         """SendEmail parameters (Destination lists every envelope recipient, Bcc included)."""
-        tags = {
-            "mailroom_email_id": email.email_id,
-            "mailroom_tenant_id": email.tenant_id,
-            "mailroom_mode": email.mode,
-        }
+        tags = {TAG_EMAIL_ID: email.email_id, TAG_TENANT_ID: email.tenant_id, TAG_MODE: email.mode}
         for name, value in email.tags.items():
             tags.setdefault(name, value)  # our tags win: SES events are matched through them
         destination = {
