@@ -16,6 +16,7 @@ from mailroom_api.keys import service as keys
 from mailroom_api.keys.schemas import CreateApiKey
 from mailroom_api.tenants import service as tenants
 from mailroom_api.tenants.schemas import UpdateTenant
+from mailroom_contracts.headers import RESERVED_HEADER_PREFIXES, RESERVED_HEADERS
 from mailroom_kit.runtime import Runtime
 
 
@@ -387,3 +388,29 @@ async def test_spec_fields_of_later_versions_say_so(world: World, client: httpx.
     resp = await client.post("/v1/emails", json=body, headers=bearer(world.tenant.live))
     assert resp.status_code == 422 and resp.json()["param"] == "scheduled_at"
     assert "not supported by this version" in resp.json()["message"]
+
+
+# Every name the contracts reserve, as given and in another case, plus members of the reserved families
+# (the ones that used to slip through the API and fail the email in the sender).
+RESERVED_NAMES = sorted(
+    {
+        *(h for name in RESERVED_HEADERS for h in (name, name.upper())),
+        *(f"{prefix}Anything" for prefix in RESERVED_HEADER_PREFIXES),
+        "Content-ID",
+        "Delivered-To",
+        "X-SES-MESSAGE-TAGS",
+    }
+)
+
+
+@pytest.mark.parametrize("name", RESERVED_NAMES)
+async def test_every_reserved_header_is_refused_before_acceptance(
+    name: str, world: World, runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """The API refuses exactly what the sender would refuse (one rule, in contracts), so a reserved
+    header is a 422 naming it, never a 202 followed by a failed email."""
+    before = await snapshot_counts(runtime)
+    body = email(f"hi@{world.verified}", headers={name: "value"})
+    resp = await client.post("/v1/emails", json=body, headers=bearer(world.tenant.live))
+    assert_error(resp, 422, "validation_error", f"headers.{name}")
+    assert await snapshot_counts(runtime) == before

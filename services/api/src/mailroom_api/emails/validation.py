@@ -11,6 +11,8 @@ from typing import Any
 import msgspec
 from email_validator import EmailNotValidError, validate_email
 from mailroom_contracts.events import Address
+from mailroom_contracts.headers import header_problem
+from mailroom_contracts.ses import RESERVED_TAG_PREFIX, is_reserved_tag
 
 from mailroom_api.emails.schemas import SendEmail
 from mailroom_api.errors import validation
@@ -21,47 +23,6 @@ MAX_TAGS = 10
 MAX_TAG_LENGTH = 256
 MAX_METADATA_BYTES = 4096
 TAG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-# RFC 5322 field name: printable US-ASCII except colon.
-HEADER_NAME_RE = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
-RESERVED_TAG_PREFIX = "mailroom_"
-RESERVED_HEADERS = frozenset(
-    h.lower()
-    for h in (
-        "From",
-        "To",
-        "Cc",
-        "Bcc",
-        "Subject",
-        "Date",
-        "Message-ID",
-        "Reply-To",
-        "Sender",
-        "Return-Path",
-        "DKIM-Signature",
-        "MIME-Version",
-        "Content-Type",
-        "Content-Transfer-Encoding",
-        "Content-Disposition",
-        "Received",
-        "Resent-From",
-        "Resent-To",
-        "Resent-Cc",
-        "Resent-Bcc",
-        "Resent-Date",
-        "Resent-Message-ID",
-        "Resent-Sender",
-        "X-SES-CONFIGURATION-SET",
-        "X-SES-MESSAGE-TAGS",
-        "X-SES-SOURCE-ARN",
-        "X-SES-FROM-ARN",
-        "X-SES-RETURN-PATH-ARN",
-        "Feedback-ID",
-        "ARC-Seal",
-        "ARC-Message-Signature",
-        "ARC-Authentication-Results",
-        "Authentication-Results",
-    )
-)
 _CONTROL = re.compile(r"[\r\n\x00]")
 
 
@@ -113,19 +74,15 @@ def _address_list(value: str | list[str], field: str, *, scalar_param: bool) -> 
 
 
 def _headers(headers: dict[str, Any]) -> dict[str, str]:
+    """The header rules are the contracts' (the sender checks the same ones before SES)."""
     out: dict[str, str] = {}
     for name, value in headers.items():
         param = f"headers.{name}"
         if not isinstance(value, str):
             raise validation("header values must be strings", param)
-        if _CONTROL.search(name) or _CONTROL.search(value):
-            raise validation("header names and values must not contain CR, LF or NUL", param)
-        if not HEADER_NAME_RE.match(name):
-            raise validation("invalid header name", param)
-        if name.lower() in RESERVED_HEADERS:
-            raise validation(f"header {name} is set by Mailroom and cannot be overridden", param)
-        if len(name) + len(value) > 998:
-            raise validation("header is too long (max 998 characters)", param)
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise validation(problem, param)
         out[name] = value
     return out
 
@@ -138,7 +95,7 @@ def _tags(tags: dict[str, Any]) -> dict[str, str]:
         param = f"tags.{key}"
         if not TAG_RE.match(key) or len(key) > MAX_TAG_LENGTH:
             raise validation("tag names may contain only ASCII letters, digits, '_' and '-'", param)
-        if key.lower().startswith(RESERVED_TAG_PREFIX):
+        if is_reserved_tag(key):
             raise validation(f"the tag prefix {RESERVED_TAG_PREFIX!r} is reserved", param)
         if not isinstance(value, str) or not TAG_RE.match(value) or len(value) > MAX_TAG_LENGTH:
             raise validation("tag values must be strings of ASCII letters, digits, '_' and '-'", param)
