@@ -130,3 +130,20 @@ def test_a_checkout_that_keeps_the_rules_passes(tmp_path: Path) -> None:
         "import boundaries: 2 services, 1 libs, 1 tools checked; 0 broken",
         "SQL placement: 6 modules checked (repository.py and 6 kit infrastructure modules may hold SQL); 0 broken",
     ]
+
+
+def test_libs_never_import_services_and_production_code_never_imports_tools(tmp_path: Path) -> None:
+    write(tmp_path, "services/alpha/src/mailroom_alpha/__init__.py", "import mailroom_devstack.infra\n")
+    write(tmp_path, "libs/kit/src/mailroom_kit/__init__.py", '"""Kit."""\n\nfrom mailroom_alpha import x\n')
+    write(tmp_path, "tools/devstack/src/mailroom_devstack/__init__.py", "import mailroom_alpha\n")
+
+    code, lines = run(tmp_path)
+
+    assert code == 1
+    assert lines == [
+        "import boundaries: 1 services, 1 libs, 1 tools checked; 2 broken",
+        "  - services/alpha/src/mailroom_alpha/__init__.py:1: imports mailroom_devstack"
+        " (a dev tool under tools/devstack); production code must not",
+        "  - libs/kit/src/mailroom_kit/__init__.py:3: imports mailroom_alpha (a service; libs never know services)",
+        "SQL placement: 2 modules checked (repository.py and 6 kit infrastructure modules may hold SQL); 0 broken",
+    ]
