@@ -18,11 +18,19 @@ run: install ## Start the whole platform locally (NATS, Postgres, SES emulator, 
 test: install ## Run every test (unit, service, end-to-end, crash)
 	@$(UV) run --no-sync pytest
 
-lint: install ## ruff, mypy and the architecture's import boundaries
-	@$(UV) run --no-sync ruff check .
-	@$(UV) run --no-sync ruff format --check .
-	@$(UV) run --no-sync mypy libs/contracts/src libs/kit/src services/*/src tools/*/src
-	@$(UV) run --no-sync python tools/boundaries.py .
+# Test folders have no __init__.py and repeat module names (conftest, test_repository), so mypy
+# checks each folder on its own; the root conftest.py and tools/boundaries.py go with the sources.
+MYPY_SOURCES := libs/contracts/src libs/kit/src $(wildcard services/*/src tools/*/src) conftest.py tools/boundaries.py
+MYPY_TESTS := $(wildcard libs/*/tests services/*/tests tools/*/tests) tests
+
+lint: install ## ruff (lint + format), mypy (sources and tests), boundaries (imports, SQL only in repository.py)
+	@status=0; \
+	$(UV) run --no-sync ruff check . || status=1; \
+	$(UV) run --no-sync ruff format --check . || status=1; \
+	$(UV) run --no-sync mypy $(MYPY_SOURCES) || status=1; \
+	for dir in $(MYPY_TESTS); do $(UV) run --no-sync mypy "$$dir" || status=1; done; \
+	$(UV) run --no-sync python tools/boundaries.py . || status=1; \
+	exit $$status
 
 format: install ## Apply ruff's fixes and formatting
 	@$(UV) run --no-sync ruff check --fix .

@@ -141,7 +141,7 @@ def test_test_mode_needs_no_domain_and_never_reaches_ses(stack: Stack, tenant: T
         ids = {addr: send(c, addr, from_="dev@not-a-verified-domain.test") for addr in outcomes}
         for addr, (status, events) in outcomes.items():
             final_status(c, ids[addr], status)
-            wait_for(lambda a=addr, ev=events: timeline(email_status(c, ids[a])) == ev, what=f"{addr} timeline")
+            wait_for(lambda a=addr, ev=events: timeline(email_status(c, ids[a])) == ev, what=f"{addr} timeline")  # type: ignore[misc]
         delivered = wait_for(
             lambda: receiver.of_type("email.delivered", ids["success@simulator.amazonses.com"]),
             what="test-mode webhook",

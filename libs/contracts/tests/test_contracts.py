@@ -115,11 +115,12 @@ def test_required_fields_and_unknown_tags_are_refused() -> None:
 
 def test_events_are_frozen() -> None:
     with pytest.raises(AttributeError):
-        SAMPLES[1].email_id = "msg_2"  # type: ignore[misc]
+        SAMPLES[1].email_id = "msg_2"  # type: ignore[attr-defined, misc]
 
 
 def test_rpc_error_reply_decodes_into_every_reply_type() -> None:
     wire = msgspec.json.encode({"error": {"code": "unavailable", "message": "down", "param": None}})
+    reply: type[rpc.DomainReply | rpc.CreateWebhookReply | rpc.ListWebhooksReply | rpc.WebhookReply]
     for reply in (rpc.DomainReply, rpc.CreateWebhookReply, rpc.ListWebhooksReply, rpc.WebhookReply):
         assert decode(wire, reply).error == rpc.RpcError(code="unavailable", message="down")
 

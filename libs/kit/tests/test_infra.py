@@ -63,6 +63,7 @@ async def test_relay_publishes_committed_events_once_with_msg_id(database_url: s
     # subject space by deleting any overlapping stream first.
     for info in await js.streams_info():
         if "mailroom.email.>" in (info.config.subjects or []):
+            assert info.config.name is not None
             await js.delete_stream(info.config.name)
     await reconcile(js, [stream], [])
     pool = await open_pool(database_url, schema)
@@ -132,6 +133,7 @@ async def test_consumer_acks_naks_and_terms_explicitly(nats_url: str) -> None:
     name = unique("C")
     for info in await js.streams_info():
         if "mailroom.email.>" in (info.config.subjects or []):
+            assert info.config.name is not None
             await js.delete_stream(info.config.name)
     await reconcile(js, [StreamSpec(name=name, subjects=["mailroom.email.>"], description="t")], [])
     spec = ConsumerSpec(

@@ -93,6 +93,7 @@ async def domain_events(js: JetStreamContext, domain_id: str | None = None) -> l
             raw = await js.get_msg(DOMAIN_STREAM.name, seq)
         except NotFoundError:
             continue
+        assert raw.data is not None
         event = decode_event(raw.data)
         assert isinstance(event, DomainEvent)
         assert raw.headers is not None and raw.headers["Nats-Msg-Id"] == event.event_id

@@ -123,7 +123,9 @@ async def stream_events(js: JetStreamContext) -> list[Event]:
     info = await js.stream_info(EMAIL_STREAM.name)
     out = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        out.append(decode_event((await js.get_msg(EMAIL_STREAM.name, seq)).data))
+        raw = await js.get_msg(EMAIL_STREAM.name, seq)
+        assert raw.data is not None
+        out.append(decode_event(raw.data))
     return out
 
 
@@ -147,8 +149,8 @@ async def test_service_sends_each_queued_email_exactly_once(
             while True:
                 events = await stream_events(js)
                 done = {
-                    e.email_id
-                    for e in events  # type: ignore[attr-defined]
+                    e.email_id  # type: ignore[attr-defined]
+                    for e in events
                     if e.__struct_config__.tag in ("email.sent", "email.failed")
                 }
                 if done >= {e.email_id for e in emails}:
@@ -187,8 +189,10 @@ async def test_service_sends_each_queued_email_exactly_once(
         assert msg["tags"]["mailroom_tenant_id"] == "ten_test"
     assert all(sent_messages(emulator, ev.email_id) == [] for ev in [*test, *rejected])
     simulated = [
-        e for e in events if e.__struct_config__.tag == "email.delivered" and e.email_id in {t.email_id for t in test}
-    ]  # type: ignore[attr-defined]
+        e
+        for e in events
+        if e.__struct_config__.tag == "email.delivered" and e.email_id in {t.email_id for t in test}  # type: ignore[attr-defined]
+    ]
     assert len(simulated) == len(test)
 
     # on_start pointed the configuration set's events at the topic.

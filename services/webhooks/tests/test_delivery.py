@@ -118,6 +118,7 @@ async def test_lifecycle_events_are_signed_and_delivered_once_per_subscription(
     assert c.endpoint is not None
 
     for posts, reply in ((posts_a, a), (posts_b, b)):
+        assert reply.secret is not None
         verifier = Webhook(reply.secret)
         for post in posts:
             assert post.headers["content-type"] == "application/json"
@@ -214,9 +215,10 @@ async def test_failure_then_success_is_retried_and_every_attempt_recorded(
     assert len({p.headers["webhook-id"] for p in posts}) == 1
     assert posts[2].at - posts[1].at >= 0.95  # Retry-After honoured over the 0.2 s schedule
     assert ep.endpoint is not None
+    webhook_id = ep.endpoint.webhook_id  # a closure does not keep the narrowing
 
     async def settled() -> list[dict[str, Any]]:
-        rows = await deliveries_of(db, ep.endpoint.webhook_id)
+        rows = await deliveries_of(db, webhook_id)
         return rows if rows and rows[0]["status"] == "succeeded" else []
 
     [row] = await h.eventually(settled)
@@ -241,9 +243,10 @@ async def test_gives_up_after_max_attempts_and_times_out_slow_endpoints(
     await publisher.publish(queued(tenant))
     await receiver.wait_for("/down", 3)
     assert ep.endpoint is not None
+    webhook_id = ep.endpoint.webhook_id  # a closure does not keep the narrowing
 
     async def failed() -> list[dict[str, Any]]:
-        rows = await deliveries_of(db, ep.endpoint.webhook_id)
+        rows = await deliveries_of(db, webhook_id)
         return rows if rows and rows[0]["status"] == "failed" else []
 
     [row] = await h.eventually(failed)
@@ -266,6 +269,7 @@ async def test_410_gone_disables_the_endpoint(
     tenant = new_id("ten")
     ep = await create(svc.nc, tenant, receiver.url("/gone"), ["*"])
     assert ep.endpoint is not None
+    webhook_id = ep.endpoint.webhook_id  # a closure does not keep the narrowing
     receiver.script("/gone", h.Reply(410))
     q = queued(tenant)
     await publisher.publish(q)
@@ -275,7 +279,7 @@ async def test_410_gone_disables_the_endpoint(
         reply = await rpc.request(
             svc.nc,
             subjects.RPC_WEBHOOKS_GET,
-            GetWebhookRequest(tenant_id=tenant, webhook_id=ep.endpoint.webhook_id),
+            GetWebhookRequest(tenant_id=tenant, webhook_id=webhook_id),
             WebhookReply,
         )
         return reply.endpoint is not None and not reply.endpoint.enabled
@@ -297,10 +301,11 @@ async def test_loopback_receiver_is_refused_unless_allow_listed(
     # A host name passes creation; its address is checked when delivering.
     ep = await create(svc.nc, tenant, receiver.url("/ssrf", host="localhost"), ["email.queued"])
     assert ep.endpoint is not None
+    webhook_id = ep.endpoint.webhook_id  # a closure does not keep the narrowing
     await publisher.publish(queued(tenant))
 
     async def refused() -> list[dict[str, Any]]:
-        rows = await deliveries_of(db, ep.endpoint.webhook_id)
+        rows = await deliveries_of(db, webhook_id)
         return rows if rows and rows[0]["status"] == "failed" else []
 
     [row] = await h.eventually(refused)
@@ -407,18 +412,20 @@ async def test_crashed_attempt_is_redelivered_after_its_lease(
     tenant = new_id("ten")
     ep = await create(svc.nc, tenant, receiver.url("/lease"), ["email.queued"])
     assert ep.endpoint is not None
+    webhook_id = ep.endpoint.webhook_id  # a closure does not keep the narrowing
     await publisher.publish(queued(tenant))
-    await h.eventually(lambda: deliveries_of(db, ep.endpoint.webhook_id))
+    await h.eventually(lambda: deliveries_of(db, webhook_id))
     # A worker claims it and dies before settling.
     async with db.transaction():
         [claim] = await service.claim_due(db, limit=10, per_endpoint=4, lease_seconds=0.5)
     assert claim.attempt == 1
     await start_service(workers=("dispatcher",))
     [post] = await receiver.wait_for("/lease", 1, timeout=5)
+    assert ep.secret is not None
     assert Webhook(ep.secret).verify(post.body.decode(), post.headers)["id"] == claim.event_id
 
     async def done() -> list[dict[str, Any]]:
-        rows = await deliveries_of(db, ep.endpoint.webhook_id)
+        rows = await deliveries_of(db, webhook_id)
         return rows if rows and rows[0]["status"] == "succeeded" else []
 
     [row] = await h.eventually(done)
