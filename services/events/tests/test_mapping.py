@@ -20,10 +20,8 @@ from mailroom_contracts.events import (
     EmailProviderAccepted,
 )
 from mailroom_contracts.registry import decode_event, encode, subject_for
+from mailroom_contracts.ses import TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID
 from mailroom_events.mapping import (
-    TAG_EMAIL_ID,
-    TAG_MODE,
-    TAG_TENANT_ID,
     MailroomRef,
     deterministic_event_id,
     mailroom_ref,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from events_testkit import LOCAL_TOPIC, UNAVAILABLE_CERT_PATH, CertServer, LocalSigner, sns_timestamp
 from litestar.testing import AsyncTestClient
 from mailroom_contracts import decode_event, subjects
@@ -22,11 +23,12 @@ from mailroom_contracts.events import (
     EmailProviderAccepted,
     Event,
 )
+from mailroom_contracts.ses import TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID
 from mailroom_contracts.streams import EMAIL_STREAM
 from mailroom_events import service
 from mailroom_events.app import MIGRATIONS, create_app, relay
 from mailroom_events.handlers import MAX_BODY
-from mailroom_events.mapping import TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID, deterministic_event_id
+from mailroom_events.mapping import deterministic_event_id
 from mailroom_events.ses import TOPIC_VALIDATION_TEXT
 from mailroom_events.settings import EventsSettings
 from mailroom_events.sns import parse_sns_message
@@ -515,6 +517,40 @@ async def test_health_ready_metrics_and_unknown_routes(client: Client) -> None:
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     r = await client.get("/ses/sns")
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+# --------------------------------------------------------------------------- one log line per request
+
+
+def summary_lines(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in entries if e["event"] == "http.request"]
+
+
+async def test_each_request_is_logged_once_by_the_kit(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    email_id = new_email_id()
+    body = notification(signer, cert_server, ses_record("delivery", email_id=email_id, tenant_id="ten_log"))
+    forged = {**body, "Message": body["Message"].replace("recipient@example.com", "Recipient@example.com")}
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as entries:
+        ok = await post(client, body)
+        refused = await post(client, forged)
+        missing = await client.get("/nowhere")
+        await client.get("/health")
+    assert (ok.status_code, refused.status_code, missing.status_code) == (200, 403, 404)
+    assert [e["event"] for e in entries] == ["http.request"] * 3  # nothing else, and nothing for /health
+    mapped, rejected, unrouted = summary_lines(entries)
+    assert (mapped["method"], mapped["path"], mapped["status"]) == ("POST", "/ses/sns", 200)
+    assert mapped["request_id"] == ok.headers["x-request-id"]
+    assert mapped["outcome"] == "mapped" and mapped["ses_event_type"] == "delivery"
+    assert (mapped["email_id"], mapped["tenant_id"]) == (email_id, "ten_log")
+    assert mapped["sns_message_id"] == body["MessageId"] and mapped["sns_type"] == "Notification"
+    assert mapped["topic_arn"] == LOCAL_TOPIC and len(mapped["event_ids"]) == 1
+    assert rejected["status"] == 403 and rejected["error"] == "forbidden" and rejected["sns_rejected"]
+    assert rejected["request_id"] == refused.headers["x-request-id"] == refused.json()["request_id"]
+    assert "email_id" not in rejected and "outcome" not in rejected
+    assert (unrouted["path"], unrouted["status"]) == ("/nowhere", 404)
+    assert unrouted["request_id"] == missing.headers["x-request-id"] == missing.json()["request_id"]
 
 
 def test_settings_from_env() -> None:

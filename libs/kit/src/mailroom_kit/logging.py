@@ -1,4 +1,12 @@
-"""structlog set up once per process: JSON lines unless stderr is a TTY (or forced)."""
+"""structlog set up once per process: JSON lines unless stderr is a TTY (or forced), and the
+standard library's `logging` (uvicorn, botocore, nats, asyncio, warnings) routed through the same
+renderer, so a JSON-mode process writes nothing but JSON lines.
+
+Every line carries `event`, `level`, `timestamp` and `service`; lines from stdlib loggers add
+`logger` (the stdlib logger's name). Event names are short and dotted (`email.accepted`,
+`http.request`). Third-party stdlib loggers are chatty at INFO, so the stdlib side logs WARNING and
+above unless `MAILROOM_LOG_LEVEL=debug`.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +14,61 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+# Marks the root handler this module installed, so a second configure_logging replaces it.
+_HANDLER_NAME = "mailroom"
+
+
+def _add_service(service: str) -> Processor:
+    # A processor, not only a context variable: records logged from threads (botocore in an
+    # executor) or from contexts that cleared their variables still name their service.
+    def add_service(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    return add_service
 
 
 def configure_logging(service: str, level: str = "info", fmt: str = "auto") -> None:
-    renderer: structlog.typing.Processor
+    renderer: Processor
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     if use_json:
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(message)s")
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _add_service(service),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        # Ours from an earlier call, or a plain console handler (basicConfig) that would write
+        # unformatted lines into the same stream; handlers elsewhere (files, pytest) stay.
+        if old.get_name() == _HANDLER_NAME or (
+            type(old) is logging.StreamHandler and old.stream in (sys.stderr, sys.stdout)
+        ):
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
+    logging.captureWarnings(True)
+
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,

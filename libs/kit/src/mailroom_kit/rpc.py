@@ -3,15 +3,25 @@
 Responders join a queue group so any replica answers. Every reply type in
 `mailroom_contracts.rpc` has an `error: RpcError | None` field, so a responder can always
 answer with an error, and a requester maps a timeout/no-responder to `RpcUnavailable`.
+
+`serve` writes the one summary line per request, `rpc.handled` (subject, outcome, duration_ms,
+and the request's `tenant_id` when it has one, plus whatever the handler bound into the structlog
+context), and counts `mailroom_rpc_requests_total{subject,outcome}` and
+`mailroom_rpc_request_seconds{subject}`. Outcome is `ok`, the reply's error code
+(`not_found`, `unavailable`, ...), `bad_request` (undecodable request) or `internal` (the handler
+raised; logged at error level with the traceback). Handlers log no line of their own for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
+import structlog
 from mailroom_contracts import decode, encode
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -20,6 +30,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from mailroom_kit.logging import get_logger
+from mailroom_kit.metrics import RPC_REQUESTS, RPC_SECONDS
 
 log = get_logger(__name__)
 
@@ -47,19 +58,41 @@ async def serve(
     running: set[asyncio.Task[None]] = set()
     slots = asyncio.Semaphore(concurrency)
 
+    def summary(outcome: str, started: float, *, level: int = logging.INFO, **fields: Any) -> None:
+        seconds = time.perf_counter() - started
+        RPC_REQUESTS.labels(subject=subject, outcome=outcome).inc()
+        RPC_SECONDS.labels(subject=subject).observe(seconds)
+        log.log(
+            level,
+            "rpc.handled",
+            subject=subject,
+            outcome=outcome,
+            duration_ms=round(seconds * 1000, 2),
+            **fields,
+        )
+
     async def answer(msg: Msg) -> None:
+        # Runs in its own task, so what the handler binds into the log context ends with it.
+        started = time.perf_counter()
         try:
             request = decode(msg.data, req_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             await msg.respond(_error_reply("validation_error", f"bad request: {exc}"))
+            summary("bad_request", started, level=logging.WARNING, error=str(exc)[:200])
             return
+        tenant_id = getattr(request, "tenant_id", None)
+        if isinstance(tenant_id, str):
+            structlog.contextvars.bind_contextvars(tenant_id=tenant_id)
         try:
             reply = await handler(request)
         except Exception:
-            log.exception("rpc handler failed", subject=subject)
             await msg.respond(_error_reply("internal", "internal error"))
+            summary("internal", started, level=logging.ERROR, exc_info=True)
             return
         await msg.respond(encode(reply))
+        error = getattr(reply, "error", None)
+        code = getattr(error, "code", None)
+        summary(code if isinstance(code, str) and code else "ok", started)
 
     async def on_request(msg: Msg) -> None:
         # nats-py runs a subscription's callbacks one at a time: answer each request in its own

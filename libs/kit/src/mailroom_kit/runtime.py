@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailroom_kit.db import Pool, open_pool
+from mailroom_kit.http import request_logging
 from mailroom_kit.jetstream import connect, reconcile
 from mailroom_kit.logging import configure_logging, get_logger
 from mailroom_kit.migrations import migrate, pending
@@ -82,13 +83,21 @@ def ops_router(runtime: Runtime) -> Router:
 
 
 def ops_app(runtime: Runtime) -> Litestar:
-    """The whole HTTP surface of a worker-only service."""
+    """The whole HTTP surface of a worker-only service, with the kit's request ids and summary lines."""
 
     def not_found(_: Any, exc: HTTPException) -> Response[dict[str, Any]]:
         return Response({"error": "not_found", "message": exc.detail}, status_code=exc.status_code)
 
+    logging = request_logging(runtime.name)
     return Litestar(
-        route_handlers=[ops_router(runtime)], openapi_config=None, exception_handlers={HTTPException: not_found}
+        route_handlers=[ops_router(runtime)],
+        openapi_config=None,
+        exception_handlers={HTTPException: not_found},
+        middleware=logging.middleware,
+        before_send=logging.before_send,
+        # Litestar's default LoggingConfig would replace the root handler configure_logging set
+        # (and with it the JSON formatting of uvicorn's and every other stdlib logger's records).
+        logging_config=None,
     )
 
 

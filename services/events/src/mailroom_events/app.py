@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 from litestar import Litestar
 from litestar.exceptions import HTTPException
+from mailroom_kit.http import request_logging
 from mailroom_kit.logging import get_logger
 from mailroom_kit.runtime import Runtime, ops_router, serve
 from mailroom_kit.settings import BaseSettings
@@ -34,18 +35,22 @@ def create_app(runtime: Runtime, verifier: SnsVerifier | None = None) -> Litesta
         raise TypeError("the events service needs EventsSettings")
     verifier = verifier or build_verifier(settings)
     if not verifier.allowed_topics:
-        log.warning("no SNS topic configured (MAILROOM_EVENTS_SNS_TOPIC_ARNS): every SNS message is refused")
+        log.warning("sns.no_topics", detail="MAILROOM_EVENTS_SNS_TOPIC_ARNS is empty: every SNS message is refused")
     # Used only for SubscribeURL GETs; certificate fetches have their own client in the verifier.
     client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
 
     async def close_client() -> None:
         await client.aclose()
 
+    logging = request_logging("events")
     return Litestar(
         route_handlers=[ops_router(runtime), sns_handler(runtime, verifier, client)],
         exception_handlers={HTTPException: http_exception_handler, Exception: internal_error_handler},
+        middleware=logging.middleware,
+        before_send=logging.before_send,
         on_shutdown=[close_client],
         openapi_config=None,
+        logging_config=None,  # keep the kit's stdlib logging (JSON lines); Litestar's would replace it
     )
 
 

@@ -3,6 +3,11 @@
 Status codes are chosen for SNS's retry policy: 2xx ends delivery (also for an authentic
 message we cannot use, so it is not redelivered for days), 4xx refuses a forged or malformed
 one, 5xx (certificate or database temporarily unavailable) makes SNS redeliver later.
+
+Each request is logged once, by the kit (`mailroom_kit.http`): its `http.request` line carries
+`sns_message_id`, `sns_type`, `topic_arn`, the `outcome` (or the `error` code and `reason` of a
+refusal, and `sns_rejected`, the verifier's reason), and for SES events `ses_event_type`,
+`email_id`, `tenant_id`, `event_ids`.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ import structlog
 from litestar import Request, Response, post
 from litestar.exceptions import HTTPException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
-from mailroom_kit.ids import new_id
+from mailroom_kit.http import add_log_fields, request_id
 from mailroom_kit.logging import get_logger
-from mailroom_kit.metrics import HTTP_REQUESTS
 from mailroom_kit.runtime import Runtime
 
 from mailroom_events import service
 from mailroom_events.errors import EventsError, unavailable
+from mailroom_events.metrics import SNS_MESSAGES
 from mailroom_events.sns import SnsRejected, SnsVerifier
 
 log = get_logger("mailroom_events.http")
@@ -29,12 +34,11 @@ log = get_logger("mailroom_events.http")
 MAX_BODY = 256 * 1024  # SNS messages are at most 256 KiB
 
 
-def error_response(exc: EventsError, request_id: str | None = None) -> Response[dict[str, Any]]:
-    rid = request_id or new_id("req")
-    headers = {"X-Request-Id": rid}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(exc.retry_after)
-    return Response(exc.body(rid), status_code=exc.status, headers=headers)
+def error_response(request: Request[Any, Any, Any], exc: EventsError) -> Response[dict[str, Any]]:
+    """The SPEC §2 error body; the kit's before_send adds X-Request-Id (the same id)."""
+    add_log_fields(request.scope, error=exc.code, reason=exc.message)
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
+    return Response(exc.body(request_id(request.scope)), status_code=exc.status, headers=headers)
 
 
 def refusal(exc: SnsRejected) -> EventsError:
@@ -56,10 +60,10 @@ async def _handle(
     try:
         msg = await verifier.verify(body)
     except SnsRejected as exc:
-        service.SNS_MESSAGES.labels(outcome="refused").inc()
-        log.warning("sns message refused", reason=exc.reason)
+        SNS_MESSAGES.labels(outcome="refused").inc()
+        add_log_fields(request.scope, sns_rejected=exc.reason)
         raise refusal(exc) from None
-    structlog.contextvars.bind_contextvars(sns_message_id=msg.MessageId, sns_type=msg.Type)
+    structlog.contextvars.bind_contextvars(sns_message_id=msg.MessageId, sns_type=msg.Type, topic_arn=msg.TopicArn)
     try:
         if msg.Type == "SubscriptionConfirmation":
             await service.confirm_subscription(verifier, client, msg)
@@ -67,12 +71,13 @@ async def _handle(
                 await service.record_confirmation(conn, msg.TopicArn)
             return "confirmed"
         if msg.Type == "UnsubscribeConfirmation":
-            log.warning("sns unsubscribe confirmation received; SES events will stop", topic_arn=msg.TopicArn)
+            # Worth a line of its own: SES events stop arriving from this topic.
+            log.warning("sns.unsubscribe_confirmation")
             return "ignored"
         async with runtime.pool.connection() as conn, conn.transaction():
             return await service.ingest_notification(conn, msg)
     except psycopg.OperationalError as exc:  # includes the pool's timeout: nothing was committed
-        log.warning("database unavailable", error=type(exc).__name__)
+        add_log_fields(request.scope, db_error=type(exc).__name__)
         raise unavailable("the database is unavailable; try again") from None
 
 
@@ -84,17 +89,12 @@ def sns_handler(runtime: Runtime, verifier: SnsVerifier, client: httpx.AsyncClie
         summary="SNS HTTP(S) subscription endpoint for SES events",
     )
     async def receive(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-        rid = new_id("req")
-        with structlog.contextvars.bound_contextvars(request_id=rid):
-            try:
-                outcome = await _handle(request, runtime, verifier, client)
-            except EventsError as exc:
-                HTTP_REQUESTS.labels(service="events", method="POST", status=str(exc.status)).inc()
-                return error_response(exc, rid)
-            finally:
-                structlog.contextvars.unbind_contextvars("sns_message_id", "sns_type")
-        HTTP_REQUESTS.labels(service="events", method="POST", status="200").inc()
-        return Response({"status": outcome}, headers={"X-Request-Id": rid})
+        try:
+            outcome = await _handle(request, runtime, verifier, client)
+        except EventsError as exc:
+            return error_response(request, exc)
+        add_log_fields(request.scope, outcome=outcome)
+        return Response({"status": outcome})
 
     return receive
 
@@ -102,13 +102,13 @@ def sns_handler(runtime: Runtime, verifier: SnsVerifier, client: httpx.AsyncClie
 _HTTP_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     """Litestar's own refusals (unknown route, wrong method, ...) in the SPEC §2 error format."""
     code = _HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "bad_request")
-    return error_response(EventsError(exc.status_code, code, str(exc.detail)))
+    return error_response(request, EventsError(exc.status_code, code, str(exc.detail)))
 
 
-def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    rid = new_id("req")
-    log.error("unhandled error", request_id=rid, error=repr(exc)[:300], exc_info=exc)
-    return error_response(EventsError(500, "internal", "internal error"), rid)
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    # A bug: the traceback gets a line of its own, next to the request's summary line.
+    log.error("http.unhandled_error", request_id=request_id(request.scope), error=repr(exc)[:300], exc_info=exc)
+    return error_response(request, EventsError(500, "internal", "internal error"))

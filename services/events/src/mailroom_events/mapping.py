@@ -1,8 +1,8 @@
 """Map a parsed SES event to Mailroom lifecycle contract events.
 
 Emails are matched through the SES message tags the sender sets at send time
-(`mailroom_email_id`, `mailroom_tenant_id`, `mailroom_mode`). An SES event without them is not
-ours and maps to nothing.
+(`mailroom_contracts.ses`: `mailroom_email_id`, `mailroom_tenant_id`, `mailroom_mode`). An SES
+event without them is not ours and maps to nothing.
 
 | SES event | lifecycle event |
 |---|---|
@@ -35,6 +35,7 @@ from mailroom_contracts.events import (
     Event,
     Mode,
 )
+from mailroom_contracts.ses import TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID
 
 from mailroom_events.ses import (
     BounceDetail,
@@ -52,18 +53,11 @@ from mailroom_events.ses import (
 )
 
 __all__ = [
-    "TAG_EMAIL_ID",
-    "TAG_MODE",
-    "TAG_TENANT_ID",
     "MailroomRef",
     "deterministic_event_id",
     "mailroom_ref",
     "to_lifecycle",
 ]
-
-TAG_EMAIL_ID: Final = "mailroom_email_id"
-TAG_TENANT_ID: Final = "mailroom_tenant_id"
-TAG_MODE: Final = "mailroom_mode"
 
 _ALPHABET: Final = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, as mailroom_kit.ids
 

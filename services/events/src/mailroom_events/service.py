@@ -8,21 +8,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import httpx
+import structlog
 from mailroom_kit import outbox
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
 from mailroom_kit.logging import get_logger
-from prometheus_client import Counter
 
 from mailroom_events import repository
 from mailroom_events.errors import EventsError, unavailable
 from mailroom_events.mapping import mailroom_ref, to_lifecycle
+from mailroom_events.metrics import SNS_MESSAGES
 from mailroom_events.ses import SesParseError, parse_ses_message
 from mailroom_events.sns import SnsMessage, SnsVerifier
 
 log = get_logger(__name__)
 SCHEMA = "events"
-SNS_MESSAGES = Counter("mailroom_events_sns_messages_total", "SNS messages received", ["outcome"])
 # SNS answers a ConfirmSubscription GET with a small XML document; never buffer more than this.
 MAX_CONFIRMATION_RESPONSE = 64 * 1024
 
@@ -51,7 +51,6 @@ async def confirm_subscription(verifier: SnsVerifier, client: httpx.AsyncClient,
     if status != 200:
         raise unavailable(f"subscription confirmation answered HTTP {status}")
     SNS_MESSAGES.labels(outcome="subscription_confirmed").inc()
-    log.info("sns subscription confirmed", topic_arn=msg.TopicArn)
 
 
 async def record_confirmation(conn: Conn, topic_arn: str) -> None:
@@ -74,7 +73,7 @@ async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
     except SesParseError as exc:
         # Authentic but not an SES record we understand: keep it recorded and answer 200, so
         # SNS does not redeliver it for days; the log line is the operator's signal.
-        log.error("unparseable SES message", sns_message_id=msg.MessageId, error=str(exc)[:300])
+        log.error("ses.unparseable", sns_message_id=msg.MessageId, error=str(exc)[:300])
         SNS_MESSAGES.labels(outcome="unparseable").inc()
         return "unparseable"
     if ses is None:  # "Successfully validated SNS topic for Amazon SES event publishing."
@@ -95,13 +94,11 @@ async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
     )
     outcome = "not_ours" if ref is None else "mapped" if events else "ignored"
     SNS_MESSAGES.labels(outcome=outcome).inc()
-    log.info(
-        "ses event ingested",
+    # For the request's one summary line (the kit's `http.request`), not a line of its own.
+    structlog.contextvars.bind_contextvars(
         ses_event_type=ses.event_type,
-        outcome=outcome,
         email_id=ref.email_id if ref else None,
         tenant_id=ref.tenant_id if ref else None,
         event_ids=[e.event_id for e in events],
-        sns_message_id=msg.MessageId,
     )
     return outcome
