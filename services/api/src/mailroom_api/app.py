@@ -9,11 +9,11 @@ from pathlib import Path
 
 from litestar import Controller, Litestar
 from litestar.di import Provide
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from mailroom_contracts.streams import API_DOMAINS, API_EMAIL_LOG
+from mailroom_kit.http import request_logging
 from mailroom_kit.runtime import Runtime, Worker, ops_router, serve
 from mailroom_kit.settings import BaseSettings
 
@@ -24,7 +24,6 @@ from mailroom_api.emails.controllers import EmailsController
 from mailroom_api.emails.projector import email_log_worker
 from mailroom_api.http.errors import exception_handler
 from mailroom_api.http.guards import current_principal, make_before_request
-from mailroom_api.http.middleware import RequestContextMiddleware, before_send
 from mailroom_api.keys.controllers import AdminApiKeysController, ApiKeysController
 from mailroom_api.settings import ApiSettings
 from mailroom_api.tenants.controllers import AdminTenantsController
@@ -79,6 +78,7 @@ def create_app(runtime: Runtime) -> Litestar:
     def provide_settings() -> ApiSettings:
         return settings
 
+    logging = request_logging(NAME)
     return Litestar(
         route_handlers=[ops_router(runtime), *ROUTES],
         dependencies={
@@ -88,8 +88,9 @@ def create_app(runtime: Runtime) -> Litestar:
         },
         signature_types=[Runtime, Principal, ApiSettings],
         before_request=make_before_request(runtime, settings),
-        before_send=[before_send],
-        middleware=[DefineMiddleware(RequestContextMiddleware)],
+        before_send=logging.before_send,
+        middleware=logging.middleware,
+        logging_config=None,  # the kit's stdlib logging (JSON lines); Litestar's would replace it
         exception_handlers={Exception: exception_handler},
         openapi_config=OPENAPI,
         request_max_body_size=settings.max_body_bytes,

@@ -1,2 +1,3 @@
-"""HTTP plumbing every route shares: request ids and the summary line (`middleware`), the one error
-mapper (`errors`), strict JSON body decoding (`body`), and authentication guards (`guards`)."""
+"""HTTP plumbing every route shares: the one error mapper (`errors`), strict JSON body decoding
+(`body`) and authentication guards (`guards`). Request ids and the one summary line per request
+come from `mailroom_kit.http`, the same middleware the events service uses."""

@@ -12,11 +12,11 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import Scope
+from mailroom_kit.http import request_id
 from mailroom_kit.logging import get_logger
 from psycopg_pool import PoolClosed, PoolTimeout
 
 from mailroom_api.errors import ApiError, unavailable, validation
-from mailroom_api.http.middleware import request_id
 
 log = get_logger("mailroom_api.http")
 

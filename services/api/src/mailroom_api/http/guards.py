@@ -11,12 +11,12 @@ from typing import Any
 from litestar import Request
 from litestar.di import NamedDependency
 from litestar.openapi.spec import SecurityRequirement
+from mailroom_kit.http import add_log_fields
 from mailroom_kit.runtime import Runtime
 
 from mailroom_api.auth.service import Principal, authenticate, operator_allowed
 from mailroom_api.errors import ApiError
 from mailroom_api.http.body import decode_body
-from mailroom_api.http.middleware import add_log_fields
 from mailroom_api.settings import ApiSettings
 
 AUTH_OPT = "auth"
