@@ -16,6 +16,7 @@ import asyncio
 from mailroom_contracts import encode, subject_for
 from mailroom_contracts.events import Event
 from nats.js import JetStreamContext
+
 from mailroom_kit.db import Conn, Pool
 from mailroom_kit.logging import get_logger
 from mailroom_kit.metrics import OUTBOX_PUBLISHED
