@@ -7,8 +7,20 @@ from typing import Any
 
 import msgspec
 import pytest
-from mailroom_contracts import decode, decode_event, encode, events, rpc, streams, subject_for, subjects
-from mailroom_contracts.registry import UnknownSubjectError, event_type_for_subject
+from mailroom_contracts import (
+    dead_letters,
+    decode,
+    decode_event,
+    encode,
+    events,
+    is_unknown_event_type,
+    peek_type,
+    rpc,
+    streams,
+    subject_for,
+    subjects,
+)
+from mailroom_contracts.registry import KNOWN_EVENT_TAGS, UnknownSubjectError, event_type_for_subject
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SNAPSHOT = events.DomainSnapshot(
@@ -128,3 +140,52 @@ def test_rpc_error_reply_decodes_into_every_reply_type() -> None:
 def test_lifecycle_subjects_exclude_internal_ones() -> None:
     assert subjects.EMAIL_PROVIDER_ACCEPTED not in subjects.EMAIL_LIFECYCLE
     assert subjects.EMAIL_QUEUED not in subjects.EMAIL_LIFECYCLE
+
+
+def test_unknown_event_types_are_told_apart_from_bad_data() -> None:
+    future = msgspec.json.encode({"type": "email.future_thing", "event_id": "evt_9"})
+    assert peek_type(future) == "email.future_thing" and is_unknown_event_type(future)
+    known_but_broken = msgspec.json.encode({"type": "email.sent"})
+    assert peek_type(known_but_broken) == "email.sent" and not is_unknown_event_type(known_but_broken)
+    for bad in (b"{not json", b"[]", b"", b'{"type": 3}', b'{"event_id": "evt_1"}'):
+        assert peek_type(bad) is None and not is_unknown_event_type(bad)
+    assert all(not is_unknown_event_type(encode(s)) for s in SAMPLES)
+    assert KNOWN_EVENT_TAGS == {str(t.__struct_config__.tag) for t in events.ALL_EVENT_TYPES}
+
+
+def test_dead_letters_have_their_own_long_lived_stream() -> None:
+    assert streams.DLQ_STREAM in streams.STREAMS
+    assert streams.DLQ_STREAM.subjects == [subjects.DLQ_ALL]
+    assert streams.DLQ_STREAM.max_age_seconds >= 90 * 24 * 3600
+    for consumer in streams.CONSUMERS:
+        subject = subjects.dlq_subject(consumer.durable)
+        assert subject == f"mailroom.dlq.{consumer.durable}"
+        owners = [st for st in streams.STREAMS if any(subject.startswith(p.rstrip(">")) for p in st.subjects)]
+        assert owners == [streams.DLQ_STREAM]
+
+
+def test_every_consumer_bounds_its_retries_but_the_server_never_stops_redelivering() -> None:
+    for consumer in streams.CONSUMERS:
+        assert 1 < consumer.max_deliveries < 1000, consumer.durable
+        assert consumer.max_deliver == -1, consumer.durable  # the kit dead-letters; JetStream never drops
+    # The webhooks' wait for a missing email summary (30 deliveries by default) ends before the dead letter.
+    assert streams.WEBHOOKS_EMAIL.max_deliveries > 30
+
+
+def test_dead_letter_round_trips_with_a_base64_payload() -> None:
+    letter = dead_letters.DeadLetter(
+        consumer="api-email-log",
+        stream="MAILROOM_EMAIL",
+        stream_seq=42,
+        subject="mailroom.email.sent",
+        payload=b"\x00\xffnot json",
+        deliveries=20,
+        reason="exhausted",
+        error="Retry: email not yet known",
+        dead_lettered_at=NOW,
+        event_type="email.sent",
+        event_id="evt_1",
+    )
+    wire = msgspec.json.decode(encode(letter))
+    assert wire["payload"] == "AP9ub3QganNvbg==" and wire["reason"] == "exhausted"
+    assert decode(encode(letter), dead_letters.DeadLetter) == letter

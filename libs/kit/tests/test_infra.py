@@ -11,7 +11,7 @@ import pytest
 from mailroom_contracts import encode
 from mailroom_contracts.events import EmailDelivered, EmailSent
 from mailroom_contracts.rpc import GetWebhookRequest, WebhookReply
-from mailroom_contracts.streams import ConsumerSpec, StreamSpec
+from mailroom_contracts.streams import DLQ_STREAM, ConsumerSpec, StreamSpec
 from mailroom_kit import outbox, rpc
 from mailroom_kit.consumer import Permanent, Retry, consume, handle_message
 from mailroom_kit.db import connect, open_pool
@@ -135,7 +135,8 @@ async def test_consumer_acks_naks_and_terms_explicitly(nats_url: str) -> None:
         if "mailroom.email.>" in (info.config.subjects or []):
             assert info.config.name is not None
             await js.delete_stream(info.config.name)
-    await reconcile(js, [StreamSpec(name=name, subjects=["mailroom.email.>"], description="t")], [])
+    # Permanent and undecodable messages are dead-lettered: the contracts' DLQ stream must exist.
+    await reconcile(js, [StreamSpec(name=name, subjects=["mailroom.email.>"], description="t"), DLQ_STREAM], [])
     spec = ConsumerSpec(
         durable="t", stream=name, filter_subjects=["mailroom.email.>"], description="t", ack_wait_seconds=2
     )

@@ -107,4 +107,4 @@ async def test_the_service_process_migrates_serves_verifies_and_stops(
             proc.kill()
             raise
     assert code == 0, log_path.read_text()[-3000:]
-    assert "service started" in log_path.read_text()
+    assert "service.started" in log_path.read_text()

@@ -203,8 +203,10 @@ async def test_service_sends_each_queued_email_exactly_once(
     # One summary line per handled email, with its outcome; never the body.
     logs = sender.log_lines()
     assert BODY_MARKER not in sender.log_path.read_text()
-    handled = [line for line in logs if line.get("event") == "email handled"]
-    outcomes = collections.Counter((line["email_id"], line["outcome"]) for line in handled)
+    handled = [
+        line for line in logs if line.get("event") == "message.handled" and line["consumer"] == SENDER_QUEUED.durable
+    ]
+    outcomes = collections.Counter((line["email_id"], line["result"]) for line in handled)
     for ev in live:
         assert outcomes[(ev.email_id, "sent")] == 1
     assert outcomes[(rejected[0].email_id, "failed")] == 1

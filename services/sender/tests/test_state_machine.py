@@ -15,7 +15,7 @@ from mailroom_contracts.events import (
     EmailProviderAccepted,
     EmailSent,
 )
-from mailroom_kit.consumer import Retry
+from mailroom_kit.consumer import Permanent, Retry
 from mailroom_kit.db import Pool
 from mailroom_kit.ids import new_id
 from mailroom_sender.handlers import SenderHandlers
@@ -309,3 +309,14 @@ async def test_send_event_after_a_transient_failure_prevents_a_resend(
     assert sent_messages(emulator, ev.email_id) == []
     [event] = await outbox_events(pool, ev.email_id)
     assert isinstance(event, EmailSent) and event.provider_message_id == "0100-from-ses"
+
+
+async def test_an_event_the_consumer_does_not_follow_is_permanent(handlers: SenderHandlers, pool: Pool) -> None:
+    """Bad data can never succeed: the kit dead-letters it instead of retrying or dropping it."""
+    ev = queued(to=["someone@example.org"])
+    with pytest.raises(Permanent, match=r"email\.provider_accepted on the queued consumer"):
+        await handlers.email_queued(accepted(ev.email_id, "pm"))
+    with pytest.raises(Permanent, match=r"email\.queued on the provider_accepted consumer"):
+        await handlers.provider_accepted(ev)
+    assert await delivery_row(pool, ev.email_id) is None
+    assert await outbox_events(pool, ev.email_id) == []

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from mailroom_devstack.pytest_plugin import rollback_connection
+from mailroom_kit import inbox
 from mailroom_kit.db import Conn, connect
 from mailroom_kit.ids import new_id
 from mailroom_webhooks import repository as repo
@@ -156,11 +157,11 @@ async def test_subscribed_endpoint_ids(conn: Conn) -> None:
 # ----------------------------------------------------------------------------- inbox and summaries
 
 
-async def test_mark_processed_once_per_consumer(conn: Conn) -> None:
+async def test_inbox_claim_once_per_consumer(conn: Conn) -> None:
     event_id = new_id("evt")
-    assert await repo.mark_processed(conn, "webhooks-email", event_id)
-    assert not await repo.mark_processed(conn, "webhooks-email", event_id)
-    assert await repo.mark_processed(conn, "webhooks-domain", event_id)
+    assert await inbox.claim(conn, "webhooks-email", event_id)
+    assert not await inbox.claim(conn, "webhooks-email", event_id)
+    assert await inbox.claim(conn, "webhooks-domain", event_id)
 
 
 async def test_email_summary_is_written_once_and_read_per_tenant(conn: Conn) -> None:

@@ -6,15 +6,26 @@ each other. Contracts only grow: new optional fields may be added; a breaking ch
 a new type and subject (SPEC §3).
 """
 
-from mailroom_contracts import events, rpc, streams, subjects
-from mailroom_contracts.registry import decode, decode_event, encode, event_type_for_subject, subject_for
+from mailroom_contracts import dead_letters, events, rpc, streams, subjects
+from mailroom_contracts.registry import (
+    decode,
+    decode_event,
+    encode,
+    event_type_for_subject,
+    is_unknown_event_type,
+    peek_type,
+    subject_for,
+)
 
 __all__ = [
+    "dead_letters",
     "decode",
     "decode_event",
     "encode",
     "event_type_for_subject",
     "events",
+    "is_unknown_event_type",
+    "peek_type",
     "rpc",
     "streams",
     "subject_for",

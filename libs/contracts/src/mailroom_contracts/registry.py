@@ -1,4 +1,4 @@
-"""Subject ↔ event type registry and the shared encoder/decoders (built once)."""
+"""Subject ↔ event type registry, the known `type` tags, and the shared encoder/decoders (built once)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,34 @@ _any_event = msgspec.json.Decoder(
 )
 
 
+KNOWN_EVENT_TAGS: frozenset[str] = frozenset(str(t.__struct_config__.tag) for t in events.ALL_EVENT_TYPES)
+
+
+class _TagOnly(msgspec.Struct):
+    type: str | None = None
+
+
+_tag_decoder = msgspec.json.Decoder(_TagOnly)
+
+
 class UnknownSubjectError(LookupError):
     pass
+
+
+def peek_type(data: bytes) -> str | None:
+    """The `type` tag of a JSON object payload without decoding the rest; None if there is none
+    (not JSON, not an object, no string `type`)."""
+    try:
+        return _tag_decoder.decode(data).type
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def is_unknown_event_type(data: bytes) -> bool:
+    """True for an event of a type this version does not know (e.g. published by a newer replica):
+    a payload with a `type` tag that is not one of ours. Bad data (no tag, not JSON) is False."""
+    tag = peek_type(data)
+    return tag is not None and tag not in KNOWN_EVENT_TAGS
 
 
 def subject_for(event: events.Event) -> str:

@@ -1,9 +1,11 @@
 """JetStream streams and durable pull consumers, declared once here.
 
 Services reconcile these at start (create and update), so a changed definition rolls out
-with a deploy. Every consumer uses explicit acks; `max_deliver=-1` because transient
-failures are retried with backoff by the consumer loop and permanent ones are turned into
-`failed` events by the handler: nothing is silently dropped.
+with a deploy. Every consumer uses explicit acks. Retries end: the kit's consumer loop gives a
+message at most `max_deliveries` deliveries (transient failures back off between them), then
+publishes it as a dead letter to `mailroom.dlq.<durable>` (stream MAILROOM_DLQ) and terminates
+it. The server-side `max_deliver` stays unlimited (-1) so JetStream itself never stops
+redelivering a message the loop has not dead-lettered yet: nothing is silently dropped.
 """
 
 from __future__ import annotations
@@ -31,7 +33,11 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     description: str
     ack_wait_seconds: float = 30.0
     max_ack_pending: int = 1000
+    # Server-side limit; keep -1: the kit's loop enforces `max_deliveries` and dead-letters.
     max_deliver: int = -1
+    # Deliveries before the kit dead-letters a message whose handler keeps failing. 20 spans the
+    # kit's backoff schedule (0.5 s … 5 min) for about an hour.
+    max_deliveries: int = 20
 
 
 EMAIL_STREAM = StreamSpec(
@@ -44,7 +50,13 @@ DOMAIN_STREAM = StreamSpec(
     subjects=[subjects.DOMAIN_ALL],
     description="Domain lifecycle: created, verified, failed, status changes",
 )
-STREAMS: tuple[StreamSpec, ...] = (EMAIL_STREAM, DOMAIN_STREAM)
+DLQ_STREAM = StreamSpec(
+    name="MAILROOM_DLQ",
+    subjects=[subjects.DLQ_ALL],
+    description="Dead letters: messages a consumer gave up on (mailroom.dlq.<durable>), kept for replay",
+    max_age_seconds=90 * 24 * 3600,
+)
+STREAMS: tuple[StreamSpec, ...] = (EMAIL_STREAM, DOMAIN_STREAM, DLQ_STREAM)
 
 SENDER_QUEUED = ConsumerSpec(
     durable="sender-queued",
@@ -53,6 +65,9 @@ SENDER_QUEUED = ConsumerSpec(
     description="sender: builds and sends queued emails",
     ack_wait_seconds=30.0,
     max_ack_pending=256,
+    # An in-doubt send is re-checked every ~15 s for up to 10 min (about 40 deliveries) before any
+    # transient retry counts; give an accepted email many hours before it needs an operator.
+    max_deliveries=120,
 )
 SENDER_PROVIDER_ACCEPTED = ConsumerSpec(
     durable="sender-provider-accepted",
@@ -77,6 +92,9 @@ WEBHOOKS_EMAIL = ConsumerSpec(
     stream=EMAIL_STREAM.name,
     filter_subjects=[subjects.EMAIL_QUEUED, *subjects.EMAIL_LIFECYCLE],
     description="webhooks: records email summaries and fans lifecycle events out to endpoints",
+    # Above the default wait for a missing email summary (30 deliveries), after which the event
+    # goes out without one: that wait ends on its own before the dead letter would.
+    max_deliveries=40,
 )
 WEBHOOKS_DOMAINS = ConsumerSpec(
     durable="webhooks-domains",

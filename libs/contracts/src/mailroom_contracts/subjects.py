@@ -31,6 +31,16 @@ DOMAIN_VERIFIED: Final = "mailroom.domain.verified"
 DOMAIN_FAILED: Final = "mailroom.domain.failed"
 DOMAIN_STATUS_CHANGED: Final = "mailroom.domain.status_changed"
 
+# Dead letters (stream MAILROOM_DLQ): one subject per consumer durable, `mailroom.dlq.<durable>`.
+DLQ_ALL: Final = "mailroom.dlq.>"
+DLQ_PREFIX: Final = "mailroom.dlq."
+
+
+def dlq_subject(durable: str) -> str:
+    """Where the consumer `durable` puts the messages it gave up on."""
+    return f"{DLQ_PREFIX}{durable}"
+
+
 # Request/reply (core NATS, queue groups) where a synchronous answer is truly needed.
 RPC_DOMAINS_CREATE: Final = "mailroom.rpc.domains.create"
 RPC_WEBHOOKS_CREATE: Final = "mailroom.rpc.webhooks.create"

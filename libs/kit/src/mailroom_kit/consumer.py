@@ -1,35 +1,55 @@
-"""Durable pull consumer loop with explicit, classified acks.
+"""Durable pull consumer loop with explicit, classified acks, bounded retries and dead letters.
 
-A handler returns normally → ack. It raises `Retry` (or any unexpected exception) →
-nak with backoff growing with the delivery count (transient). It raises `Permanent` →
-term; the handler must already have recorded the failure (e.g. a `failed` event in the
-same transaction). An undecodable message is terminated and logged as an error.
-Long handlers keep the message alive with in-progress heartbeats.
+A handler returns normally → ack. It raises `Retry` (or any unexpected exception) → nak with
+backoff growing with the delivery count (transient), until the consumer's `max_deliveries`:
+a message still failing on that delivery is dead-lettered. It raises `Permanent` (the data can
+never be handled) → dead-lettered at once. Dead-lettering publishes the message to
+`mailroom.dlq.<durable>` and terminates it only once JetStream stored the dead letter; if that
+publish fails the message is nak'd and comes back, so nothing is ever dropped silently.
+
+Payloads that do not decode as a known event: on a wildcard consumer (`mailroom.domain.>`) an
+event whose `type` tag this version does not know (a newer replica published it) is acked and
+ignored; anything else (no tag, bad data, or an unknown type on an exact-subject consumer) is
+dead-lettered.
+
+Each message gets one summary log line, `message.handled` (consumer, subject, event_type,
+outcome, duration_ms, delivery, the event's ids); handlers add their own fields to it with
+`note(...)` instead of logging a line of their own. Long handlers keep the message alive with
+in-progress heartbeats. `consume` returns as soon as `stop` is set (an idle fetch is abandoned).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, Literal
 
 import msgspec
 import structlog
-from mailroom_contracts import decode_event
+from mailroom_contracts import decode_event, peek_type
+from mailroom_contracts.dead_letters import DeadLetterReason
 from mailroom_contracts.events import Event
+from mailroom_contracts.registry import KNOWN_EVENT_TAGS
 from mailroom_contracts.streams import ConsumerSpec
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from mailroom_kit import dlq
 from mailroom_kit.logging import get_logger
-from mailroom_kit.metrics import MESSAGE_SECONDS, MESSAGES_HANDLED
+from mailroom_kit.metrics import DEAD_LETTERS, MESSAGE_SECONDS, MESSAGES_HANDLED
+from mailroom_kit.wake import Stopped, sleep_until_stopped, until_stopped
 
 log = get_logger(__name__)
 
 Handler = Callable[[Event, Msg], Awaitable[None]]
 BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+Level = Literal["info", "warning", "error"]
+_LEVELS: dict[str, int] = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 class Retry(Exception):
@@ -41,11 +61,41 @@ class Retry(Exception):
 
 
 class Permanent(Exception):
-    """Will never succeed: terminate the message (the handler recorded the failure)."""
+    """Will never succeed (bad data): the message is dead-lettered and terminated."""
 
 
 def backoff(num_delivered: int) -> float:
     return BACKOFF_SECONDS[min(max(num_delivered, 1), len(BACKOFF_SECONDS)) - 1]
+
+
+class _Summary:
+    """The fields of the message being handled's summary line (one per task, via a contextvar)."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Any] = {}
+        self.level = logging.INFO
+
+    def raise_level(self, level: Level) -> None:
+        self.level = max(self.level, _LEVELS[level])
+
+
+_SUMMARY: ContextVar[_Summary | None] = ContextVar("mailroom_consumer_summary", default=None)
+
+
+def note(level: Level | None = None, **fields: Any) -> None:
+    """Add `fields` to the summary line of the message being handled (`message.handled`); `level`
+    raises that line's level (never lowers it). Fields named like the kit's own (outcome, subject,
+    …) are ignored. Outside a message handler this does nothing."""
+    summary = _SUMMARY.get()
+    if summary is None:
+        return
+    summary.fields.update({k: v for k, v in fields.items() if v is not None})
+    if level is not None:
+        summary.raise_level(level)
+
+
+def is_wildcard(spec: ConsumerSpec) -> bool:
+    return any("*" in s.split(".") or ">" in s.split(".") for s in spec.filter_subjects)
 
 
 async def _heartbeat(msg: Msg, every: float) -> None:
@@ -55,54 +105,131 @@ async def _heartbeat(msg: Msg, every: float) -> None:
             await msg.in_progress()
 
 
-async def handle_message(spec: ConsumerSpec, handler: Handler, msg: Msg) -> str:
-    """Run one message through `handler` and settle it. Returns the outcome label."""
-    started = time.perf_counter()
+async def _give_up(
+    js: JetStreamContext | None,
+    spec: ConsumerSpec,
+    msg: Msg,
+    summary: _Summary,
+    *,
+    reason: DeadLetterReason,
+    error: str,
+    event_type: str | None,
+) -> str:
+    """Dead-letter then term; if the dead letter cannot be stored, nak so it comes back."""
+    summary.raise_level("error")
+    summary.fields["dead_letter_reason"] = reason
+    summary.fields["error"] = error
     try:
-        event = decode_event(msg.data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        log.error("undecodable message terminated", consumer=spec.durable, subject=msg.subject, error=str(exc))
-        await msg.term()
-        MESSAGES_HANDLED.labels(consumer=spec.durable, outcome="undecodable").inc()
-        return "undecodable"
-    ctx = {"event_id": event.event_id, "tenant_id": event.tenant_id, "consumer": spec.durable}
-    email_id = getattr(event, "email_id", None)
-    if email_id:
-        ctx["email_id"] = email_id
-    outcome = "ack"
-    with structlog.contextvars.bound_contextvars(**ctx):
-        beat = asyncio.create_task(_heartbeat(msg, max(spec.ack_wait_seconds / 3, 1.0)))
-        try:
-            await handler(event, msg)
-        except Retry as exc:
-            outcome = "retry"
-            delay = exc.delay if exc.delay is not None else backoff(msg.metadata.num_delivered)
-            log.info("message retried", reason=str(exc), delay=delay, subject=msg.subject)
-            await msg.nak(delay=delay)
-        except Permanent as exc:
-            outcome = "term"
-            log.warning("message terminated", reason=str(exc), subject=msg.subject)
-            await msg.term()
-        except Exception as exc:
-            outcome = "error"
-            delay = backoff(msg.metadata.num_delivered)
-            log.exception("message handler failed; will retry", subject=msg.subject, delay=delay, error=repr(exc))
-            await msg.nak(delay=delay)
-        else:
-            await msg.ack()
-        finally:
-            beat.cancel()
-        elapsed = time.perf_counter() - started
-        log.info(
-            "message handled",
-            subject=msg.subject,
-            outcome=outcome,
-            duration_ms=round(elapsed * 1000, 1),
-            delivery=msg.metadata.num_delivered,
+        if js is None:
+            raise RuntimeError("no JetStream context to publish the dead letter with")
+        letter = dlq.dead_letter_for(spec, msg, reason=reason, error=error, event_type=event_type)
+        await dlq.publish(js, letter)
+    except Exception as exc:
+        delay = backoff(msg.metadata.num_delivered)
+        summary.fields.update(dead_letter_error=repr(exc), delay=delay)
+        await msg.nak(delay=delay)
+        return "dead_letter_failed"
+    await msg.term()
+    DEAD_LETTERS.labels(consumer=spec.durable).inc()
+    return "dead_lettered"
+
+
+async def _run_handler(
+    js: JetStreamContext | None, spec: ConsumerSpec, handler: Handler, msg: Msg, event: Event, summary: _Summary
+) -> str:
+    delivery = msg.metadata.num_delivered
+    event_type = str(event.__struct_config__.tag)
+    last = delivery >= spec.max_deliveries
+    if delivery > spec.max_deliveries:
+        # Delivered past the limit without being settled: the handler crashed the process or
+        # outlived ack_wait every time. Do not run it again.
+        return await _give_up(
+            js,
+            spec,
+            msg,
+            summary,
+            reason="exhausted",
+            error=f"delivered {delivery} times (max_deliveries={spec.max_deliveries}) without being settled",
+            event_type=event_type,
         )
-        MESSAGES_HANDLED.labels(consumer=spec.durable, outcome=outcome).inc()
-        MESSAGE_SECONDS.labels(consumer=spec.durable).observe(elapsed)
+    beat = asyncio.create_task(_heartbeat(msg, max(spec.ack_wait_seconds / 3, 1.0)))
+    try:
+        await handler(event, msg)
+    except Retry as exc:
+        if last:
+            return await _give_up(
+                js, spec, msg, summary, reason="exhausted", error=f"Retry: {exc}", event_type=event_type
+            )
+        delay = exc.delay if exc.delay is not None else backoff(delivery)
+        summary.fields.update(reason=str(exc), delay=delay)
+        await msg.nak(delay=delay)
+        return "retry"
+    except Permanent as exc:
+        return await _give_up(js, spec, msg, summary, reason="permanent", error=str(exc), event_type=event_type)
+    except Exception as exc:
+        summary.fields["exc_info"] = exc
+        if last:
+            return await _give_up(js, spec, msg, summary, reason="exhausted", error=repr(exc), event_type=event_type)
+        delay = backoff(delivery)
+        summary.raise_level("error")
+        summary.fields.update(error=repr(exc), delay=delay)
+        await msg.nak(delay=delay)
+        return "error"
+    finally:
+        beat.cancel()
+    await msg.ack()
+    return "ack"
+
+
+async def handle_message(spec: ConsumerSpec, handler: Handler, msg: Msg, *, js: JetStreamContext | None = None) -> str:
+    """Run one message through `handler`, settle it and log its summary line. Returns the outcome:
+    ack | retry | error | ignored | dead_lettered | dead_letter_failed. `js` publishes dead letters."""
+    started = time.perf_counter()
+    summary = _Summary()
+    token = _SUMMARY.set(summary)
+    core: dict[str, Any] = {"consumer": spec.durable, "subject": msg.subject}
+    try:
+        try:
+            event = decode_event(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            tag = peek_type(msg.data)
+            core["event_type"] = tag
+            if tag is not None and tag not in KNOWN_EVENT_TAGS and is_wildcard(spec):
+                # A newer replica's event type: not for us (SPEC §3, consumers ignore unknown types).
+                await msg.ack()
+                outcome = "ignored"
+            else:
+                outcome = await _give_up(
+                    js, spec, msg, summary, reason="undecodable", error=f"undecodable: {exc}", event_type=tag
+                )
+        else:
+            ctx: dict[str, Any] = {"event_id": event.event_id, "tenant_id": event.tenant_id, "consumer": spec.durable}
+            email_id = getattr(event, "email_id", None)
+            if email_id:
+                ctx["email_id"] = email_id
+            core.update(ctx, event_type=str(event.__struct_config__.tag))
+            with structlog.contextvars.bound_contextvars(**ctx):
+                outcome = await _run_handler(js, spec, handler, msg, event, summary)
+    finally:
+        _SUMMARY.reset(token)
+    elapsed = time.perf_counter() - started
+    fields = {k: v for k, v in summary.fields.items() if k != "event"}
+    fields.update(core, outcome=outcome, duration_ms=round(elapsed * 1000, 1), delivery=msg.metadata.num_delivered)
+    log.log(summary.level, "message.handled", **fields)
+    MESSAGES_HANDLED.labels(consumer=spec.durable, outcome=outcome).inc()
+    MESSAGE_SECONDS.labels(consumer=spec.durable).observe(elapsed)
     return outcome
+
+
+async def _release_unhandled(psub: JetStreamContext.PullSubscription) -> None:
+    """Messages that arrived for a fetch abandoned at stop sit in the subscription's queue: nak
+    them so another replica gets them now rather than after ack_wait."""
+    queue = getattr(getattr(psub, "_sub", None), "_pending_queue", None)
+    while queue is not None and not queue.empty():
+        msg = queue.get_nowait()
+        if JetStreamContext.is_status_msg(msg) is None:
+            with contextlib.suppress(Exception):
+                await msg.nak()
 
 
 async def consume(
@@ -119,23 +246,27 @@ async def consume(
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                msgs = await psub.fetch(batch=free, timeout=1.0)
+                msgs = await until_stopped(stop, psub.fetch(batch=free, timeout=1.0))
+            except Stopped:
+                break
             except (TimeoutError, NatsTimeoutError):
                 continue
             except Exception as exc:
                 if stop.is_set():
                     break
-                log.warning("fetch failed", consumer=spec.durable, error=repr(exc))
-                await asyncio.sleep(0.5)
+                log.warning("consumer.fetch_failed", consumer=spec.durable, error=repr(exc))
+                await sleep_until_stopped(stop, 0.5)
                 continue
             for msg in msgs:
                 await slots.acquire()
-                task = asyncio.create_task(handle_message(spec, handler, msg))
+                task = asyncio.create_task(handle_message(spec, handler, msg, js=js))
                 running.add(task)
                 task.add_done_callback(running.discard)
                 task.add_done_callback(lambda _t: slots.release())
     finally:
         if running:
             await asyncio.wait(running, timeout=10)
+        with contextlib.suppress(Exception):
+            await _release_unhandled(psub)
         with contextlib.suppress(Exception):
             await psub.unsubscribe()

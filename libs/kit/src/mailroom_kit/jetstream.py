@@ -21,10 +21,10 @@ log = get_logger(__name__)
 
 async def connect(url: str, name: str) -> Client:
     async def on_disconnect() -> None:
-        log.warning("nats disconnected")
+        log.warning("nats.disconnected")
 
     async def on_reconnect() -> None:
-        log.info("nats reconnected")
+        log.info("nats.reconnected")
 
     return await nats.connect(
         url,
@@ -74,7 +74,7 @@ async def reconcile(
             await js.stream_info(spec.name)
         except NotFoundError:
             await js.add_stream(config)
-            log.info("stream created", stream=spec.name)
+            log.info("stream.created", stream=spec.name)
         else:
             await js.update_stream(config)
     for cspec in consumers:

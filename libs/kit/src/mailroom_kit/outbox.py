@@ -6,22 +6,21 @@ The relay takes rows with `FOR UPDATE SKIP LOCKED` (any number of replicas may r
 publishes each to JetStream with `Nats-Msg-Id = event_id`, and deletes the rows once
 JetStream acknowledged them, all in one transaction. A crash after publish and before
 commit republishes; JetStream's duplicate window drops the copy, and consumers are
-idempotent by event id beyond it.
+idempotent by event id beyond it. `run` waits through the kit's `PgWaker`, so a stop ends it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from mailroom_contracts import encode, subject_for
 from mailroom_contracts.events import Event
 from nats.js import JetStreamContext
-from psycopg import AsyncConnection
 
 from mailroom_kit.db import Conn, Pool
 from mailroom_kit.logging import get_logger
 from mailroom_kit.metrics import OUTBOX_PUBLISHED
+from mailroom_kit.wake import PgWaker, sleep_until_stopped
 
 log = get_logger(__name__)
 
@@ -73,27 +72,16 @@ class OutboxRelay:
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until `stop` is set; woken by NOTIFY, polling as a fallback."""
-        listener: AsyncConnection | None = None  # type: ignore[type-arg]
-        while not stop.is_set():
-            try:
-                if listener is None or listener.closed:
-                    listener = await AsyncConnection.connect(self._url, autocommit=True)
-                    await listener.execute(f"LISTEN {channel(self._schema)}")
-                while await self.relay_once():
-                    if stop.is_set():
-                        return
-                async for _ in listener.notifies(timeout=self._idle, stop_after=1):
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # NATS or Postgres down: keep rows, retry shortly
-                log.warning("outbox relay error", schema=self._schema, error=repr(exc))
-                if listener is not None:
-                    with contextlib.suppress(Exception):
-                        await listener.close()
-                    listener = None
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1.0)
-        if listener is not None:
-            await listener.close()
+        """Relay until `stop` is set (returns at once); woken by NOTIFY, polling as a fallback."""
+        async with PgWaker(self._url, channel(self._schema), stop=stop) as waker:
+            while not stop.is_set():
+                waker.clear()  # before looking: a commit during the batch wakes the next wait
+                try:
+                    while await self.relay_once():
+                        if stop.is_set():
+                            return
+                except Exception as exc:  # NATS or Postgres down: keep rows, retry shortly
+                    log.warning("outbox.relay_failed", schema=self._schema, error=repr(exc))
+                    await sleep_until_stopped(stop, 1.0)
+                    continue
+                await waker.wait(self._idle)

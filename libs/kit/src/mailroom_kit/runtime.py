@@ -141,12 +141,12 @@ async def serve(
     )
     tasks = [asyncio.create_task(w(runtime), name=getattr(w, "__name__", "worker")) for w in workers]
     http = asyncio.create_task(server.serve(), name="http")
-    log.info("service started", host=settings.host, port=settings.port)
+    log.info("service.started", host=settings.host, port=settings.port)
     stopper = asyncio.create_task(runtime.stop.wait())
     done, _ = await asyncio.wait([stopper, http, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for t in done:
         if t is not stopper and t.exception() is not None:
-            log.error("task crashed; stopping", task=t.get_name(), error=repr(t.exception()))
+            log.error("service.task_crashed", task=t.get_name(), error=repr(t.exception()))
     runtime.stop.set()
     server.should_exit = True
     await asyncio.wait([http, *tasks], timeout=15)
@@ -155,7 +155,7 @@ async def serve(
     with contextlib.suppress(Exception):
         await nc.drain()
     await pool.close()
-    log.info("service stopped")
+    log.info("service.stopped")
     crashed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
     if crashed:
         sys.exit(1)
@@ -182,6 +182,6 @@ def main(
     if args.command == "migrate":
         configure_logging(name, settings.log_level, settings.log_format)
         applied = asyncio.run(migrate(settings.database_url, schema, migrations_dir))
-        log.info("migrations applied", schema=schema, applied=applied)
+        log.info("migrations.applied", schema=schema, applied=applied)
         return
     asyncio.run(run(settings))

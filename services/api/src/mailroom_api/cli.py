@@ -1,11 +1,15 @@
 """`mailroom admin …`: the operator API as a command line, working directly on the database
-through the same service layer (MAILROOM_DATABASE_URL).
+through the same service layer (MAILROOM_DATABASE_URL), and the dead-letter queue on NATS
+(MAILROOM_NATS_URL). It never migrates: with migrations pending it says to run
+`python -m mailroom_api migrate` and exits 1.
 
     mailroom admin tenants create --name N [--monthly-quota Q] [--rate-limit R] [--json]
     mailroom admin tenants list [--json]
     mailroom admin tenants update --tenant ten_… [--status active|paused|blocked] [--monthly-quota Q]
                                   [--rate-limit R] [--json]
     mailroom admin api-keys create --tenant ten_… --name N --mode live|test [--permission P] [--json]
+    mailroom admin dlq list [--consumer DURABLE] [--json]
+    mailroom admin dlq replay (--seq N | --all [--consumer DURABLE])
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import nats
+from mailroom_kit import dlq
 from mailroom_kit.db import connect
-from mailroom_kit.migrations import migrate
+from mailroom_kit.migrations import pending
 from mailroom_kit.settings import SettingsError
 
 from mailroom_api.app import MIGRATIONS, SCHEMA
@@ -59,7 +65,75 @@ def _parser() -> argparse.ArgumentParser:
     key.add_argument("--permission", choices=["full_access", "sending_access"], default="full_access")
     key.add_argument("--domain-id")
     key.add_argument("--json", action="store_true")
+
+    dead = admin.add_parser("dlq", help="dead letters (messages a consumer gave up on)")
+    dead_actions = dead.add_subparsers(dest="action", required=True)
+    dlq_list = dead_actions.add_parser("list", help="list dead letters, oldest first")
+    dlq_list.add_argument("--consumer", help="only this consumer's (its durable name, e.g. api-email-log)")
+    dlq_list.add_argument("--json", action="store_true", help="print them as JSON (payloads in base64)")
+    dlq_replay = dead_actions.add_parser(
+        "replay", help="publish dead letters to their original subject again, then remove them"
+    )
+    which = dlq_replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--seq", type=int, help="the dead letter's sequence (from `dlq list`)")
+    which.add_argument("--all", action="store_true", help="every dead letter (of --consumer, if given)")
+    dlq_replay.add_argument("--consumer", help="with --all: only this consumer's")
     return parser
+
+
+class CliError(Exception):
+    """Printed as `mailroom: <message>`; exit status 1."""
+
+
+def _one_line(text: str, limit: int = 120) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py logs every connection error with a traceback by default; the CLI reports it once."""
+
+
+async def _dlq(args: argparse.Namespace, settings: ApiSettings) -> None:
+    try:
+        nc = await nats.connect(
+            settings.nats_url,
+            name="mailroom-cli",
+            connect_timeout=5,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,  # nats-py retries an initial connect for ever at 0 or -1
+            reconnect_time_wait=0.5,
+            error_cb=_quiet,
+        )
+    except Exception as exc:
+        raise CliError(f"unavailable: NATS at MAILROOM_NATS_URL is unreachable ({exc!r})") from exc
+    try:
+        js = nc.jetstream()
+        if args.action == "list":
+            letters = await dlq.list_dead_letters(js, consumer=args.consumer)
+            if args.json:
+                _print_json({"data": [{"seq": d.seq, **msgspec.to_builtins(d.letter)} for d in letters]})
+                return
+            for d in letters:
+                ll = d.letter
+                print(
+                    f"{d.seq}\t{ll.consumer}\t{ll.reason}\tdeliveries={ll.deliveries}\t{ll.subject}\t"
+                    f"{ll.event_type or '-'}\t{ll.event_id or '-'}\t{ll.dead_lettered_at.isoformat()}\t"
+                    f"{_one_line(ll.error)}"
+                )
+            return
+        if args.consumer and not args.all:
+            raise CliError("--consumer goes with --all")
+        try:
+            replayed = (
+                await dlq.replay_all(js, consumer=args.consumer) if args.all else [await dlq.replay(js, args.seq)]
+            )
+        except LookupError as exc:
+            raise CliError(f"not_found: {exc}") from None
+        for d in replayed:
+            print(f"replayed {d.seq}\t{d.letter.consumer}\t{d.letter.subject}\t{d.letter.event_id or '-'}")
+    finally:
+        await nc.close()
 
 
 def _print_json(value: Any) -> None:
@@ -67,8 +141,16 @@ def _print_json(value: Any) -> None:
 
 
 async def _run(args: argparse.Namespace, settings: ApiSettings) -> None:
-    await migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    if args.resource == "dlq":
+        await _dlq(args, settings)
+        return
     async with await connect(settings.database_url, SCHEMA) as conn:
+        missing = await pending(conn, SCHEMA, MIGRATIONS)
+        if missing:
+            raise CliError(
+                f"the {SCHEMA} schema has migrations pending ({', '.join(missing)}); "
+                "run `python -m mailroom_api migrate` first"
+            )
         async with conn.transaction():
             if args.resource == "tenants" and args.action == "create":
                 tenant = await tenants.create_tenant(
@@ -120,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as exc:
         where = f" ({exc.param})" if exc.param else ""
         print(f"mailroom: {exc.code}: {exc.message}{where}", file=sys.stderr)
+        return 1
+    except CliError as exc:
+        print(f"mailroom: {exc}", file=sys.stderr)
         return 1
     return 0
 

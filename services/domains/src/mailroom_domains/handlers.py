@@ -16,17 +16,16 @@ from mailroom_contracts.rpc import CreateDomainRequest, DomainReply
 from mailroom_kit import rpc
 from mailroom_kit.db import Pool
 from mailroom_kit.logging import get_logger
+from mailroom_kit.wake import sleep_until_stopped
 from nats.aio.client import Client
-from prometheus_client import Counter
 
 from mailroom_domains.errors import DomainsError, Unavailable
+from mailroom_domains.metrics import DOMAIN_CHECKS, DOMAINS_CREATED
 from mailroom_domains.service import DomainService
 
 log = get_logger(__name__)
 
 RPC_QUEUE = "domains"
-DOMAIN_CHECKS = Counter("mailroom_domain_checks_total", "Domain verification checks", ["outcome"])
-DOMAINS_CREATED = Counter("mailroom_domains_create_total", "Create-domain requests", ["outcome"])
 
 DB_TIMEOUT_SECONDS = 5.0  # waiting longer for a pooled connection than the caller waits for us is pointless
 _DB_DOWN = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
@@ -48,7 +47,7 @@ class CreateDomainHandler:
             except DomainsError as exc:
                 DOMAINS_CREATED.labels(outcome=exc.code).inc()
                 log.info(
-                    "domain create refused",
+                    "domain.create_refused",
                     code=exc.code,
                     param=exc.param,
                     reason=exc.message,
@@ -58,7 +57,7 @@ class CreateDomainHandler:
             assert reply.domain is not None
             DOMAINS_CREATED.labels(outcome="created").inc()
             log.info(
-                "domain created",
+                "domain.created",
                 domain_id=reply.domain.domain_id,
                 domain=reply.domain.name,
                 ms=round((time.perf_counter() - started) * 1000, 1),
@@ -129,7 +128,7 @@ class VerificationPoller:
                         event = await self._service.apply(conn, observation)
                     if event is not None:
                         log.info(
-                            "domain status changed",
+                            "domain.status_changed",
                             domain=domain.name,
                             previous=domain.status,
                             status=event.domain.status,
@@ -137,12 +136,12 @@ class VerificationPoller:
                         )
             except Unavailable as exc:
                 DOMAIN_CHECKS.labels(outcome="unavailable").inc()
-                log.warning("domain check postponed", reason=exc.message)
+                log.warning("domain.check_postponed", reason=exc.message)
                 await self._postpone(domain_id)
                 return
             except Exception as exc:
                 DOMAIN_CHECKS.labels(outcome="error").inc()
-                log.exception("domain check failed", error=repr(exc))
+                log.exception("domain.check_failed", error=repr(exc))
                 await self._postpone(domain_id)
                 return
             DOMAIN_CHECKS.labels(outcome="changed" if event is not None else "unchanged").inc()
@@ -159,9 +158,8 @@ class VerificationPoller:
             try:
                 claimed = await self.run_once()
             except Exception as exc:  # Postgres down: try again next tick
-                log.warning("domain poll failed", error=repr(exc))
+                log.warning("domain.poll_failed", error=repr(exc))
                 claimed = 0
             if claimed >= batch:
                 continue
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=tick)
+            await sleep_until_stopped(stop, tick)

@@ -79,7 +79,7 @@ def _error_code(exc: ClientError) -> str:
 
 def _unexpected(operation: str, exc: ClientError) -> Unavailable:
     """An SES answer we cannot act on (access denied, account paused, ...): the operator must look."""
-    log.error("unexpected SES error", operation=operation, code=_error_code(exc), error=str(exc))
+    log.error("ses.unexpected_error", operation=operation, code=_error_code(exc), error=str(exc))
     return Unavailable(f"SES refused the request ({_error_code(exc) or 'error'})")
 
 

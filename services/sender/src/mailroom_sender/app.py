@@ -11,6 +11,7 @@ from mailroom_kit.consumer import consume
 from mailroom_kit.logging import get_logger
 from mailroom_kit.runtime import Runtime, ops_app, serve
 from mailroom_kit.settings import BaseSettings
+from mailroom_kit.wake import sleep_until_stopped
 
 from mailroom_sender.handlers import SenderHandlers
 from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
@@ -59,11 +60,12 @@ class Sender:
             except Exception as exc:
                 if attempt == 5:
                     raise
-                log.warning("SES event destination setup failed; retrying", attempt=attempt, error=repr(exc))
-                await asyncio.sleep(attempt)
+                log.warning("ses.event_destination_failed", attempt=attempt, error=repr(exc))
+                if await sleep_until_stopped(rt.stop, attempt):
+                    return
             else:
                 log.info(
-                    "SES event destination ready",
+                    "ses.event_destination_ready",
                     configuration_set=self.settings.configuration_set,
                     topic_arn=topic,
                 )
@@ -85,13 +87,14 @@ class Sender:
                 spec = SENDER_PROVIDER_ACCEPTED
                 info = await rt.js.consumer_info(spec.stream, spec.durable)
             except Exception as exc:
-                log.warning("provider_accepted consumer info unavailable", error=repr(exc))
+                log.warning("sender.backlog_check_failed", error=repr(exc))
             else:
                 if info.num_pending == 0 and info.num_ack_pending == 0:
                     return
-            await asyncio.sleep(0.2)
+            if await sleep_until_stopped(rt.stop, 0.2):
+                return
         if not rt.stop.is_set():
-            log.warning("SES Send event backlog not drained in time; consuming queued emails anyway")
+            log.warning("sender.backlog_not_drained", detail="consuming queued emails anyway", within=within_seconds)
 
     async def consume_provider_accepted(self, rt: Runtime) -> None:
         handlers = SenderHandlers(rt.pool, self.service)

@@ -143,7 +143,8 @@ class SenderService:
             if remaining > 0:
                 return InDoubt(remaining=remaining, recheck_in=min(remaining, self._recheck))
             log.warning(
-                "in-doubt send not settled by an SES Send event in time; sending again (at-least-once fallback)",
+                "email.resend_after_doubt",
+                detail="in-doubt send not settled by an SES Send event in time; sending again (at-least-once fallback)",
                 email_id=email.email_id,
                 attempts=row.attempts,
                 attempt_started_at=str(row.attempt_started_at),
@@ -173,7 +174,7 @@ class SenderService:
         if row.state in ("sent", "failed"):
             if row.state == "failed" or row.provider_message_id != result.message_id:
                 log.warning(
-                    "provider accepted an email that was already settled",
+                    "email.accepted_after_settled",
                     email_id=email.email_id,
                     state=row.state,
                     provider_message_id=result.message_id,
@@ -222,7 +223,7 @@ class SenderService:
         """SES says it took the message: settle an attempt still in flight/in doubt. False = nothing to do."""
         locked = await repository.lock(conn, event.email_id)
         if locked is None:
-            log.debug("provider_accepted for an unknown email ignored", email_id=event.email_id)
+            log.debug("email.accepted_unknown", email_id=event.email_id)
             return False
         row = locked.delivery
         # `pending` after an attempt means a failure we classified as "certainly not sent"; SES

@@ -10,27 +10,22 @@ that many of this process's `concurrency` slots and never delays the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 from cryptography.fernet import InvalidToken
-from mailroom_kit.db import Pool, connect
+from mailroom_kit.db import Pool
 from mailroom_kit.logging import get_logger
-from prometheus_client import Counter, Histogram
+from mailroom_kit.wake import PgWaker
 
 from mailroom_webhooks import delivery, service
 from mailroom_webhooks import repository as repo
+from mailroom_webhooks.metrics import ATTEMPT_SECONDS, ATTEMPTS
 from mailroom_webhooks.service import AttemptResult, Claim
 from mailroom_webhooks.settings import WebhooksSettings
 from mailroom_webhooks.signing import SecretBox
 
 log = get_logger(__name__)
-
-ATTEMPTS = Counter("mailroom_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
-ATTEMPT_SECONDS = Histogram("mailroom_webhook_attempt_seconds", "Webhook delivery attempt latency")
 
 
 class Dispatcher:
@@ -41,30 +36,29 @@ class Dispatcher:
         self._box = box
         self._schedule = settings.retry_delays()
         self._running: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
+        self._waker: PgWaker | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        listener = asyncio.create_task(self._listen(stop), name="webhooks-listen")
-        try:
-            while not stop.is_set():
-                self._wake.clear()
-                free = self._settings.concurrency - len(self._running)
-                claimed = 0
-                if free > 0:
-                    try:
-                        claimed = await self.dispatch_once(free)
-                    except Exception as exc:  # Postgres down: try again shortly
-                        log.warning("claiming deliveries failed", error=repr(exc))
-                if free > 0 and claimed == free:
-                    continue  # there may be more due right now
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._settings.poll_interval_seconds):
-                        await self._first_of(stop.wait(), self._wake.wait())
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
-            await self.drain(grace=min(self._settings.timeout_seconds, 10.0))
+        """Dispatch until `stop` (returns at once when idle); woken by the fan-out's NOTIFY and by
+        finished attempts, polling as the fallback."""
+        async with PgWaker(self._settings.database_url, repo.DELIVERIES_CHANNEL, stop=stop) as waker:
+            self._waker = waker
+            try:
+                while not stop.is_set():
+                    waker.clear()
+                    free = self._settings.concurrency - len(self._running)
+                    claimed = 0
+                    if free > 0:
+                        try:
+                            claimed = await self.dispatch_once(free)
+                        except Exception as exc:  # Postgres down: try again shortly
+                            log.warning("webhook.claim_failed", error=repr(exc))
+                    if free > 0 and claimed == free:
+                        continue  # there may be more due right now
+                    await waker.wait(self._settings.poll_interval_seconds)
+            finally:
+                self._waker = None
+                await self.drain(grace=min(self._settings.timeout_seconds, 10.0))
 
     async def dispatch_once(self, limit: int) -> int:
         """Claim up to `limit` due deliveries and start an attempt for each; return how many."""
@@ -90,15 +84,17 @@ class Dispatcher:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self._wake.set()
+        if self._waker is not None:
+            self._waker.set()  # a slot is free
 
     async def _deliver(self, claim: Claim) -> None:
         try:
             secret = self._box.decrypt(claim.secret_encrypted)
         except InvalidToken:
             log.error(
-                "webhook secret cannot be decrypted with MAILROOM_WEBHOOKS_SECRET_KEY",
+                "webhook.secret_undecryptable",
                 webhook_id=claim.endpoint_id,
+                detail="the secret cannot be decrypted with MAILROOM_WEBHOOKS_SECRET_KEY",
             )
             result = AttemptResult(started_at=datetime.now(UTC), latency_ms=0, error="secret_undecryptable")
         else:
@@ -113,12 +109,12 @@ class Dispatcher:
                     )
                 break
             except Exception as exc:
-                log.warning("recording webhook attempt failed", delivery_id=claim.delivery_id, error=repr(exc))
+                log.warning("webhook.record_failed", delivery_id=claim.delivery_id, error=repr(exc))
         else:
             outcome = "unrecorded"  # the lease expires and the delivery is attempted again
         ATTEMPTS.labels(outcome=outcome).inc()
         log.info(
-            "webhook attempt",
+            "webhook.attempt",
             webhook_id=claim.endpoint_id,
             delivery_id=claim.delivery_id,
             event_id=claim.event_id,
@@ -130,28 +126,3 @@ class Dispatcher:
             latency_ms=result.latency_ms,
             outcome=outcome,
         )
-
-    async def _listen(self, stop: asyncio.Event) -> None:
-        """Wake the loop on NOTIFY from the fan-out (polling stays the fallback)."""
-        while not stop.is_set():
-            try:
-                async with await connect(self._settings.database_url, "webhooks", autocommit=True) as conn:
-                    await repo.listen_deliveries(conn)
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("deliveries listener error", error=repr(exc))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await stop.wait()
-
-    @staticmethod
-    async def _first_of(*aws: Coroutine[Any, Any, Any]) -> None:
-        tasks = [asyncio.ensure_future(a) for a in aws]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in tasks:
-                t.cancel()

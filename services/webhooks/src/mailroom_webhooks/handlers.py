@@ -1,9 +1,11 @@
 """Thin edges: RPC responders and JetStream message handlers. Each opens the transaction,
-calls the service, and maps the service's errors to RPC errors or consumer outcomes."""
+calls the service, and maps the service's errors to RPC errors or consumer outcomes (a message
+that is not the kind of event its consumer follows is `Permanent`: it is dead-lettered). Message
+handlers add their fields to the kit's one `message.handled` line with `note`."""
 
 from __future__ import annotations
 
-from mailroom_contracts.events import Event
+from mailroom_contracts.events import DomainEvent, EmailEvent, Event
 from mailroom_contracts.rpc import (
     CreateWebhookReply,
     CreateWebhookRequest,
@@ -15,7 +17,7 @@ from mailroom_contracts.rpc import (
     WebhookReply,
 )
 from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
-from mailroom_kit.consumer import Retry
+from mailroom_kit.consumer import Permanent, Retry, note
 from mailroom_kit.db import Pool
 from mailroom_kit.logging import get_logger
 from nats.aio.msg import Msg
@@ -55,7 +57,7 @@ class RpcHandlers:
         except _DB_DOWN:
             return CreateWebhookReply(error=_UNAVAILABLE)
         log.info(
-            "webhook endpoint created",
+            "webhook.endpoint_created",
             tenant_id=endpoint.tenant_id,
             webhook_id=endpoint.webhook_id,
             events=endpoint.events,
@@ -86,7 +88,7 @@ class RpcHandlers:
             return WebhookReply(error=exc.to_rpc())
         except _DB_DOWN:
             return WebhookReply(error=_UNAVAILABLE)
-        log.info("webhook endpoint deleted", tenant_id=request.tenant_id, webhook_id=request.webhook_id)
+        log.info("webhook.endpoint_deleted", tenant_id=request.tenant_id, webhook_id=request.webhook_id)
         return WebhookReply(endpoint=endpoint)
 
 
@@ -98,23 +100,27 @@ class EventHandlers:
         self._settings = settings
 
     async def on_email_event(self, event: Event, msg: Msg) -> None:
+        if not isinstance(event, EmailEvent):
+            raise Permanent(f"{event.__struct_config__.tag} is not an email event")
+        # The wait for a missing summary ends on its own, before the consumer would dead-letter it.
+        waits = min(self._settings.summary_wait_attempts, WEBHOOKS_EMAIL.max_deliveries - 1)
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 created = await service.handle_email_event(
                     conn,
                     event,
                     consumer=WEBHOOKS_EMAIL.durable,
-                    wait_for_summary=msg.metadata.num_delivered < self._settings.summary_wait_attempts,
+                    wait_for_summary=msg.metadata.num_delivered < waits,
                 )
         except service.SummaryMissing:
             # Usually the EmailQueued is a moment behind; wait longer each time (≤ 60 s).
             delay = min(self._settings.summary_retry_seconds * msg.metadata.num_delivered, 60.0)
             raise Retry("email summary not recorded yet", delay=delay) from None
-        if created:
-            log.info("webhook deliveries queued", event_type=msg.subject, deliveries=created)
+        note(deliveries=created)
 
     async def on_domain_event(self, event: Event, msg: Msg) -> None:
+        if not isinstance(event, DomainEvent):
+            raise Permanent(f"{event.__struct_config__.tag} is not a domain event")
         async with self._pool.connection() as conn, conn.transaction():
             created = await service.handle_domain_event(conn, event, consumer=WEBHOOKS_DOMAINS.durable)
-        if created:
-            log.info("webhook deliveries queued", event_type=msg.subject, deliveries=created)
+        note(deliveries=created)

@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 
 from mailroom_webhooks.payloads import EmailSummary
 
+# NOTIFY'd by the fan-out, LISTENed to by the dispatchers (through the kit's PgWaker).
 DELIVERIES_CHANNEL = "mailroom_webhooks_deliveries"
 # Serialises claims across replicas so the per-endpoint in-flight bound holds globally.
 _CLAIM_LOCK = 0x6D72_7768_636C_6D00  # "mrwhclm"
@@ -92,17 +93,6 @@ async def subscribed_endpoint_ids(conn: Conn, tenant_id: str, event_type: str) -
     return [row["id"] for row in await cur.fetchall()]
 
 
-# ----------------------------------------------------------------------------- inbox
-
-
-async def mark_processed(conn: Conn, consumer: str, event_id: str) -> bool:
-    """Record the event as handled by `consumer`; False if it already was (a redelivery)."""
-    cur = await conn.execute(
-        "INSERT INTO inbox (consumer, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", (consumer, event_id)
-    )
-    return cur.rowcount == 1
-
-
 # ----------------------------------------------------------------------------- email summaries
 
 
@@ -154,11 +144,6 @@ async def insert_delivery(
         (delivery_id, endpoint_id, tenant_id, event_id, event_type, payload),
     )
     return cur.rowcount == 1
-
-
-async def listen_deliveries(conn: Conn) -> None:
-    """Subscribe an autocommit connection to the fan-out's wake-ups."""
-    await conn.execute(f"LISTEN {DELIVERIES_CHANNEL}")
 
 
 async def notify_deliveries(conn: Conn) -> None:

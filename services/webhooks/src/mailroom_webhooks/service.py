@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from mailroom_contracts import events as ev
 from mailroom_contracts.rpc import CreateWebhookRequest, WebhookEndpoint
+from mailroom_kit import inbox
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
 from mailroom_kit.logging import get_logger
@@ -150,9 +151,9 @@ async def handle_email_event(conn: Conn, event: ev.Event, *, consumer: str, wait
         elif wait_for_summary:
             raise SummaryMissing(event.email_id)
         else:
-            log.warning("email summary never recorded; delivering a partial payload", email_id=event.email_id)
+            log.warning("webhook.summary_missing", email_id=event.email_id, detail="delivering a partial payload")
             summary = unknown_summary(event)
-    if not await repo.mark_processed(conn, consumer, event.event_id):
+    if not await inbox.claim(conn, consumer, event.event_id):
         return 0
     return await _fan_out(conn, event, EMAIL_WEBHOOK_TYPES[type(event)], email_payload(event, summary))
 
@@ -163,7 +164,7 @@ async def handle_domain_event(conn: Conn, event: ev.Event, *, consumer: str) -> 
     webhook_type = domain_webhook_type(event)
     if webhook_type is None:
         return 0
-    if not await repo.mark_processed(conn, consumer, event.event_id):
+    if not await inbox.claim(conn, consumer, event.event_id):
         return 0
     return await _fan_out(conn, event, webhook_type, domain_payload(event, webhook_type))
 
@@ -279,5 +280,5 @@ async def settle_attempt(
         # 410 Gone: the tenant removed the receiver; stop sending to it at all.
         await repo.disable_endpoint(conn, claim.endpoint_id, "gone")
         await repo.cancel_pending_deliveries(conn, claim.endpoint_id, "endpoint_disabled")
-        log.warning("webhook endpoint disabled after 410 Gone", webhook_id=claim.endpoint_id)
+        log.warning("webhook.endpoint_disabled", webhook_id=claim.endpoint_id, reason="gone")
     return outcome if kept else "lost"
