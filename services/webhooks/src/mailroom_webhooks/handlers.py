@@ -5,6 +5,7 @@ handlers add their fields to the kit's one `message.handled` line with `note`.""
 
 from __future__ import annotations
 
+import structlog
 from mailroom_contracts.events import DomainEvent, EmailEvent, Event
 from mailroom_contracts.rpc import (
     CreateWebhookReply,
@@ -56,12 +57,7 @@ class RpcHandlers:
             return CreateWebhookReply(error=exc.to_rpc())
         except _DB_DOWN:
             return CreateWebhookReply(error=_UNAVAILABLE)
-        log.info(
-            "webhook.endpoint_created",
-            tenant_id=endpoint.tenant_id,
-            webhook_id=endpoint.webhook_id,
-            events=endpoint.events,
-        )
+        structlog.contextvars.bind_contextvars(webhook_id=endpoint.webhook_id)  # rides on rpc.handled
         return CreateWebhookReply(endpoint=endpoint, secret=secret)
 
     async def list_endpoints(self, request: ListWebhooksRequest) -> ListWebhooksReply:
@@ -88,7 +84,7 @@ class RpcHandlers:
             return WebhookReply(error=exc.to_rpc())
         except _DB_DOWN:
             return WebhookReply(error=_UNAVAILABLE)
-        log.info("webhook.endpoint_deleted", tenant_id=request.tenant_id, webhook_id=request.webhook_id)
+        structlog.contextvars.bind_contextvars(webhook_id=request.webhook_id)  # rides on rpc.handled
         return WebhookReply(endpoint=endpoint)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from mailroom_contracts import events
 from mailroom_contracts.streams import API_EMAIL_LOG
-from mailroom_kit.consumer import Retry, consume
+from mailroom_kit.consumer import Permanent, Retry, backoff, consume, note
 from mailroom_kit.db import Conn
 from mailroom_kit.inbox import claim
 from mailroom_kit.runtime import Runtime
@@ -60,22 +60,26 @@ async def apply_email_event(conn: Conn, event: events.EmailEvent) -> bool:
     return True
 
 
-async def project_email_event(rt: Runtime, event: events.Event) -> None:
+async def project_email_event(rt: Runtime, event: events.Event, *, delivery: int = 1) -> None:
     if not isinstance(event, events.EmailEvent):
-        return
+        # The consumer follows lifecycle subjects only; anything else there is a bug upstream.
+        raise Permanent(f"{type(event).__name__} is not an email lifecycle event")
     try:
         async with rt.pool.connection() as conn, conn.transaction():
             if not await claim(conn, API_EMAIL_LOG.durable, event.event_id):
+                note(result="duplicate")
                 return
-            await apply_email_event(conn, event)
+            applied = await apply_email_event(conn, event)
     except EmailNotYetKnown:
         # The EmailQueued transaction is committed before its event is published, so this is a
-        # lagging read or an email of another installation: try again later, never drop it.
-        raise Retry("email not in the log yet", delay=2.0) from None
+        # lagging read or an email of another installation: try again soon, then less and less
+        # often; after the consumer's max_deliveries (about an hour) it is a dead letter.
+        raise Retry("email not in the log yet", delay=max(2.0, backoff(delivery))) from None
+    note(result="applied" if applied else "unchanged")
 
 
 async def email_log_worker(rt: Runtime) -> None:
-    async def handle(event: events.Event, _msg: Msg) -> None:
-        await project_email_event(rt, event)
+    async def handle(event: events.Event, msg: Msg) -> None:
+        await project_email_event(rt, event, delivery=msg.metadata.num_delivered or 1)
 
     await consume(rt.js, API_EMAIL_LOG, handle, stop=rt.stop)
