@@ -1,6 +1,10 @@
 """The service runner: one process = HTTP server (health/ready/metrics + the service's
 routes) + background workers (consumers, outbox relay, pollers), sharing a Postgres pool
 and a NATS connection, stopped cleanly on SIGINT/SIGTERM.
+
+`Runtime[S]` is generic over the service's settings class, so every service gets its own settings
+typed from `main(settings_cls=…)` through `run` to its app and workers, never rebuilt or checked
+with isinstance on the way.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import uvicorn
 from litestar import Litestar, Response, Router, get
@@ -33,12 +37,14 @@ from mailroom_kit.settings import BaseSettings, SettingsError
 
 log = get_logger(__name__)
 
+S = TypeVar("S", bound=BaseSettings)
+
 
 @dataclass
-class Runtime:
+class Runtime(Generic[S]):
     name: str
     schema: str
-    settings: BaseSettings
+    settings: S
     migrations_dir: Path
     pool: Pool
     nc: Client
@@ -107,26 +113,26 @@ class _Server(uvicorn.Server):
         yield
 
 
-Worker = Callable[[Runtime], Coroutine[Any, Any, None]]
+Worker = Callable[[Runtime[S]], Coroutine[Any, Any, None]]
 
 
 async def serve(
     *,
     name: str,
     schema: str,
-    settings: BaseSettings,
+    settings: S,
     migrations_dir: Path,
-    build_app: Callable[[Runtime], Litestar] = ops_app,
-    workers: Iterable[Worker] = (),
+    build_app: Callable[[Runtime[S]], Litestar] = ops_app,
+    workers: Iterable[Worker[S]] = (),
     consumers: Sequence[ConsumerSpec] = (),
-    on_start: Callable[[Runtime], Coroutine[Any, Any, None]] | None = None,
+    on_start: Callable[[Runtime[S]], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     configure_logging(name, settings.log_level, settings.log_format)
     pool = await open_pool(settings.database_url, schema, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
     nc = await connect(settings.nats_url, name=f"mailroom-{name}")
     js = nc.jetstream()
     await reconcile(js, STREAMS, consumers, replicas=settings.nats_replicas)
-    runtime = Runtime(
+    runtime: Runtime[S] = Runtime(
         name=name, schema=schema, settings=settings, migrations_dir=migrations_dir, pool=pool, nc=nc, js=js
     )
     loop = asyncio.get_running_loop()
@@ -165,9 +171,9 @@ def main(
     *,
     name: str,
     schema: str,
-    settings_cls: type[BaseSettings],
+    settings_cls: type[S],
     migrations_dir: Path,
-    run: Callable[[BaseSettings], Coroutine[Any, Any, None]],
+    run: Callable[[S], Coroutine[Any, Any, None]],
     argv: Sequence[str] | None = None,
 ) -> None:
     """`python -m mailroom_<name> run|migrate`."""

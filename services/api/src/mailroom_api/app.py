@@ -15,7 +15,6 @@ from litestar.openapi.spec import Components, SecurityScheme
 from mailroom_contracts.streams import API_DOMAINS, API_EMAIL_LOG
 from mailroom_kit.http import request_logging
 from mailroom_kit.runtime import Runtime, Worker, ops_router, serve
-from mailroom_kit.settings import BaseSettings
 
 from mailroom_api.auth.service import Principal
 from mailroom_api.domains.controllers import DomainsController
@@ -67,10 +66,8 @@ OPENAPI = OpenAPIConfig(
 )
 
 
-def create_app(runtime: Runtime) -> Litestar:
+def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
     settings = runtime.settings
-    if not isinstance(settings, ApiSettings):
-        raise TypeError(f"the api needs ApiSettings, got {type(settings).__name__}")
 
     def provide_runtime() -> Runtime:
         return runtime
@@ -98,7 +95,7 @@ def create_app(runtime: Runtime) -> Litestar:
     )
 
 
-async def run(settings: BaseSettings) -> None:
+async def run(settings: ApiSettings) -> None:
     await serve(
         name=NAME,
         schema=SCHEMA,

@@ -10,7 +10,6 @@ from litestar.exceptions import HTTPException
 from mailroom_kit.http import request_logging
 from mailroom_kit.logging import get_logger
 from mailroom_kit.runtime import Runtime, ops_router, serve
-from mailroom_kit.settings import BaseSettings
 
 from mailroom_events.handlers import http_exception_handler, internal_error_handler, sns_handler
 from mailroom_events.settings import EventsSettings
@@ -29,10 +28,8 @@ def build_verifier(settings: EventsSettings) -> SnsVerifier:
     )
 
 
-def create_app(runtime: Runtime, verifier: SnsVerifier | None = None) -> Litestar:
+def create_app(runtime: Runtime[EventsSettings], verifier: SnsVerifier | None = None) -> Litestar:
     settings = runtime.settings
-    if not isinstance(settings, EventsSettings):
-        raise TypeError("the events service needs EventsSettings")
     verifier = verifier or build_verifier(settings)
     if not verifier.allowed_topics:
         log.warning("sns.no_topics", detail="MAILROOM_EVENTS_SNS_TOPIC_ARNS is empty: every SNS message is refused")
@@ -58,9 +55,7 @@ async def relay(runtime: Runtime) -> None:
     await runtime.relay().run(runtime.stop)
 
 
-async def run(settings: BaseSettings) -> None:
-    if not isinstance(settings, EventsSettings):
-        raise TypeError("the events service needs EventsSettings")
+async def run(settings: EventsSettings) -> None:
     await serve(
         name="events",
         schema="events",

@@ -10,7 +10,6 @@ from mailroom_contracts.streams import SENDER_PROVIDER_ACCEPTED, SENDER_QUEUED
 from mailroom_kit.consumer import consume
 from mailroom_kit.logging import get_logger
 from mailroom_kit.runtime import Runtime, ops_app, serve
-from mailroom_kit.settings import BaseSettings
 from mailroom_kit.wake import sleep_until_stopped
 
 from mailroom_sender.handlers import SenderHandlers
@@ -113,9 +112,7 @@ class Sender:
         self.ses.close()
 
 
-async def run(settings: BaseSettings) -> None:
-    if not isinstance(settings, SenderSettings):
-        raise TypeError("mailroom_sender needs SenderSettings")
+async def run(settings: SenderSettings) -> None:
     sender = Sender(settings)
     try:
         await serve(

@@ -17,7 +17,6 @@ from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
 from mailroom_kit import rpc
 from mailroom_kit.consumer import consume
 from mailroom_kit.runtime import Runtime, Worker, ops_app, serve
-from mailroom_kit.settings import BaseSettings
 
 from mailroom_webhooks.dispatcher import Dispatcher
 from mailroom_webhooks.handlers import EventHandlers, RpcHandlers
@@ -100,8 +99,7 @@ def build_workers(
     return [rpc_responders, email_events, domain_events, dispatcher, outbox_relay]
 
 
-async def run(settings: BaseSettings) -> None:
-    assert isinstance(settings, WebhooksSettings)
+async def run(settings: WebhooksSettings) -> None:
     await serve(
         name=NAME,
         schema=SCHEMA,
