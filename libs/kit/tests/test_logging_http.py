@@ -9,7 +9,7 @@ import json
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ def test_debug_level_lets_third_party_info_and_debug_through(database_url: str, 
 
 
 @pytest.fixture
-def captured() -> Iterator[list[dict[str, Any]]]:
+def captured() -> Iterator[list[MutableMapping[str, Any]]]:
     with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as entries:
         yield entries
 

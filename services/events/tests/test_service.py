@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -522,7 +523,7 @@ async def test_health_ready_metrics_and_unknown_routes(client: Client) -> None:
 # --------------------------------------------------------------------------- one log line per request
 
 
-def summary_lines(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summary_lines(entries: Sequence[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [e for e in entries if e["event"] == "http.request"]
 
 
