@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import inspect
 import json
 import os
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from mailroom_contracts import encode, subject_for
 from mailroom_contracts.events import Address, DomainCreated, DomainSnapshot, EmailQueued, Event
 from mailroom_contracts.streams import API_DOMAINS, STREAMS, WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL, ConsumerSpec
 from mailroom_devstack.infra import NatsServer, Postgres
+from mailroom_devstack.pytest_plugin import consumer_settled, eventually
 from mailroom_kit import dlq
 from mailroom_kit.consumer import Permanent, consume
 from mailroom_kit.db import open_pool
@@ -60,22 +60,8 @@ async def js(own_nats: str) -> AsyncIterator[JetStreamContext]:
     await nc.close()
 
 
-async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def settled(js: JetStreamContext, spec: ConsumerSpec) -> bool:
-    info = await js.consumer_info(spec.stream, spec.durable)
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    return await consumer_settled(js, spec.stream, spec.durable)
 
 
 def queued(tenant: str) -> EmailQueued:

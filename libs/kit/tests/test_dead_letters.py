@@ -4,9 +4,8 @@ line per message and the inbox claim, against real NATS JetStream and Postgres."
 from __future__ import annotations
 
 import asyncio
-import inspect
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from mailroom_contracts import encode
 from mailroom_contracts.events import DomainCreated, DomainSnapshot, EmailSent, Event
 from mailroom_contracts.streams import DLQ_STREAM, ConsumerSpec, StreamSpec
+from mailroom_devstack.pytest_plugin import consumer_settled, eventually
 from mailroom_kit import dlq, inbox
 from mailroom_kit.consumer import Permanent, Retry, consume, note
 from mailroom_kit.db import connect
@@ -92,22 +92,8 @@ async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
     await nc.close()
 
 
-async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def settled(js: JetStreamContext, spec: ConsumerSpec) -> bool:
-    info = await js.consumer_info(spec.stream, spec.durable)
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    return await consumer_settled(js, spec.stream, spec.durable)
 
 
 async def test_poison_message_is_dead_lettered_after_max_deliveries_then_replayed(js: JetStreamContext) -> None:

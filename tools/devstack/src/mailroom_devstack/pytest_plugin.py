@@ -3,8 +3,10 @@ fresh database per session, and a pinned nats-server on a free port per session.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +56,23 @@ async def rollback_connection(url: str, schema: str) -> AsyncIterator[psycopg.As
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[4]
+
+
+async def eventually(check: Callable[[], object], timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Wait until `check()` (sync or async) is truthy; fail the test after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(interval)
+
+
+async def consumer_settled(js: Any, stream: str, durable: str) -> bool:
+    """True when a durable consumer has nothing pending and nothing unacknowledged."""
+    info = await js.consumer_info(stream, durable)
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
