@@ -1,0 +1,175 @@
+"""Tenant isolation, generated from the OpenAPI document the API serves, against the whole stack (the
+real domains and webhooks services answer their routes): every tenant route that names a resource,
+called with another tenant's id, is 404 and changes nothing; a sending-access key is refused every
+management route; test and live keys never see each other's emails; no route answers without a
+credential. A new route is covered as soon as it is in the document (and the test fails, asking for
+an id or body, if it names a resource kind it has not met)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from mailroom_devstack.stack import Stack
+from support import Tenant, create_tenant, verified_domain
+
+METHODS = ("get", "post", "put", "patch", "delete")
+PARAM = re.compile(r"\{(\w+)\}")
+# Routes a sending-access key may use (SPEC §2: "send + read own emails").
+SENDING_ROUTES = re.compile(r"^/v1/emails(/|$)")
+# Example bodies for routes that take one and name another tenant's resource; a new such route must
+# be given one here (the lookup must answer 404 before the body could matter).
+BODIES: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+@dataclass
+class World:
+    a: Tenant
+    b: Tenant
+    a_sending: str
+    ids_of_b: dict[str, str]  # path parameter name → one of tenant B's ids
+    a_live_email: str
+    a_test_email: str
+
+
+def operations(doc: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
+    return sorted(
+        (method.upper(), path)
+        for path, item in doc["paths"].items()
+        if path.startswith(prefix)
+        for method in METHODS
+        if method in item
+    )
+
+
+def send(client: httpx.Client, from_: str, headers: dict[str, str]) -> str:
+    r = client.post(
+        "/v1/emails",
+        json={"from": from_, "to": "success@simulator.amazonses.com", "subject": "Hi", "text": "Hello"},
+        headers=headers,
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.url("api"), timeout=15) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def doc(api: httpx.Client) -> dict[str, Any]:
+    r = api.get("/schema/openapi.json")
+    assert r.status_code == 200
+    document: dict[str, Any] = r.json()
+    return document
+
+
+@pytest.fixture(scope="module")
+def world(stack: Stack, api: httpx.Client) -> World:
+    a, b = create_tenant(stack, "Isolation A"), create_tenant(stack, "Isolation B")
+    domain_a = verified_domain(stack, a, f"iso-a-{secrets.token_hex(3)}.test")
+    domain_b = verified_domain(stack, b, f"iso-b-{secrets.token_hex(3)}.test")
+    key_b = api.post("/v1/api-keys", json={"name": "b-extra"}, headers=b.headers())
+    assert key_b.status_code == 201, key_b.text
+    hook_b = api.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]}, headers=b.headers())
+    assert hook_b.status_code == 201, hook_b.text
+    sending = api.post("/v1/api-keys", json={"name": "a-sending", "permission": "sending_access"}, headers=a.headers())
+    assert sending.status_code == 201, sending.text
+    return World(
+        a=a,
+        b=b,
+        a_sending=sending.json()["token"],
+        ids_of_b={
+            "email_id": send(api, f"hi@{domain_b['name']}", b.headers()),
+            "domain_id": domain_b["id"],
+            "key_id": key_b.json()["id"],
+            "webhook_id": hook_b.json()["id"],
+        },
+        a_live_email=send(api, f"hi@{domain_a['name']}", a.headers()),
+        a_test_email=send(api, f"hi@{domain_a['name']}", a.headers("test")),
+    )
+
+
+def call(api: httpx.Client, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
+    body = BODIES.get((method, path))
+    if method in ("POST", "PUT", "PATCH") and body is None:
+        body = {}
+    return api.request(method, path, json=body, headers=headers)
+
+
+def fill(path: str, ids: dict[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        assert name in ids, f"no id of kind {name!r} for {path}: add one to the world fixture"
+        return ids[name]
+
+    return PARAM.sub(one, path)
+
+
+def test_the_document_names_the_resources_the_matrix_covers(doc: dict[str, Any]) -> None:
+    named = {p for _, path in operations(doc, "/v1/") for p in PARAM.findall(path)}
+    assert named == {"email_id", "domain_id", "key_id", "webhook_id"}
+
+
+def test_another_tenants_resources_are_not_found_and_unchanged(
+    doc: dict[str, Any], world: World, api: httpx.Client
+) -> None:
+    targets = [(m, p) for m, p in operations(doc, "/v1/") if PARAM.search(p)]
+    assert len(targets) >= 4
+    for method, path in targets:
+        url = fill(path, world.ids_of_b)
+        for headers in (world.a.headers(), world.a.headers("test")):
+            r = call(api, method, url, headers)
+            assert r.status_code == 404, f"{method} {path}: {r.status_code} {r.text}"
+            body = r.json()
+            assert body["error"] == "not_found" and body["request_id"] == r.headers["x-request-id"], body
+            # nothing of B's leaks through the message
+            assert not any(v in body["message"] for v in world.ids_of_b.values()), body
+    # B's resources are all still there, untouched by A's DELETEs
+    for method, path in targets:
+        if method == "GET":
+            r = api.get(fill(path, world.ids_of_b), headers=world.b.headers())
+            assert r.status_code == 200, f"B lost {path}: {r.status_code} {r.text}"
+
+
+def test_a_sending_key_is_refused_every_management_route(doc: dict[str, Any], world: World, api: httpx.Client) -> None:
+    sending = {"Authorization": f"Bearer {world.a_sending}"}
+    management = [(m, p) for m, p in operations(doc, "/v1/") if not SENDING_ROUTES.match(p)]
+    assert management
+    for method, path in management:
+        r = call(api, method, fill(path, world.ids_of_b), sending)
+        assert (r.status_code, r.json()["error"]) == (403, "insufficient_permission"), f"{method} {path}: {r.text}"
+    listed = api.get("/v1/emails", headers=sending)
+    assert listed.status_code == 200
+    assert world.a_live_email in [e["id"] for e in listed.json()["data"]]
+
+
+def test_test_and_live_keys_never_see_each_others_emails(world: World, api: httpx.Client) -> None:
+    live, test = world.a.headers(), world.a.headers("test")
+    assert api.get(f"/v1/emails/{world.a_live_email}", headers=live).status_code == 200
+    assert api.get(f"/v1/emails/{world.a_test_email}", headers=test).status_code == 200
+    assert api.get(f"/v1/emails/{world.a_live_email}", headers=test).status_code == 404
+    assert api.get(f"/v1/emails/{world.a_test_email}", headers=live).status_code == 404
+    live_ids = [e["id"] for e in api.get("/v1/emails?limit=100", headers=live).json()["data"]]
+    test_ids = [e["id"] for e in api.get("/v1/emails?limit=100", headers=test).json()["data"]]
+    assert world.a_live_email in live_ids and world.a_test_email not in live_ids
+    assert world.a_test_email in test_ids and world.a_live_email not in test_ids
+    assert world.ids_of_b["email_id"] not in live_ids + test_ids
+
+
+def test_no_route_answers_without_a_credential(doc: dict[str, Any], world: World, api: httpx.Client) -> None:
+    ids = {**world.ids_of_b, "tenant_id": world.b.id}
+    for method, path in operations(doc, "/v1/") + operations(doc, "/admin/"):
+        r = call(api, method, fill(path, ids), {})
+        assert (r.status_code, r.json()["error"]) == (401, "missing_api_key"), f"{method} {path}: {r.text}"
+        # a tenant key is not an operator token
+        if path.startswith("/admin/"):
+            r = call(api, method, fill(path, ids), world.a.headers())
+            assert (r.status_code, r.json()["error"]) == (401, "invalid_api_key"), f"{method} {path}: {r.text}"
