@@ -10,12 +10,20 @@ import contextlib
 import json
 import uuid
 from collections.abc import MutableMapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from events_testkit import LOCAL_TOPIC, UNAVAILABLE_CERT_PATH, CertServer, LocalSigner, sns_timestamp
+from events_testkit import (
+    LOCAL_TOPIC,
+    TEXT_PLAIN,
+    UNAVAILABLE_CERT_PATH,
+    CertServer,
+    LocalSigner,
+    confirmation,
+    notification,
+    ses_record,
+)
 from litestar.testing import AsyncTestClient
 from mailroom_contracts import decode_event, subjects
 from mailroom_contracts.events import (
@@ -24,7 +32,6 @@ from mailroom_contracts.events import (
     EmailProviderAccepted,
     Event,
 )
-from mailroom_contracts.ses import TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID
 from mailroom_contracts.streams import EMAIL_STREAM
 from mailroom_events import service
 from mailroom_events.app import MIGRATIONS, create_app, relay
@@ -38,71 +45,12 @@ from mailroom_kit.ids import new_id
 from mailroom_kit.runtime import Runtime
 from mailroom_kit.settings import SettingsError
 
-FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "ses-sns" / "event-publishing"
 OTHER_TOPIC = "arn:aws:sns:us-east-1:000000000000:someone-else"
-TEXT_PLAIN = {"Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": "Notification"}
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 
 
 # --------------------------------------------------------------------------- building messages
-
-
-def ses_record(kind: str, *, email_id: str | None = None, tenant_id: str = "ten_test", mode: str = "live") -> str:
-    """An AWS documentation example SES event (event-publishing/<kind>.json) as SES publishes it
-    (JSON plus a trailing newline), tagged as a Mailroom email when `email_id` is given."""
-    record = json.loads((FIXTURES / f"{kind}.json").read_text())
-    if email_id is not None:
-        record["mail"]["tags"].update({TAG_EMAIL_ID: [email_id], TAG_TENANT_ID: [tenant_id], TAG_MODE: [mode]})
-    return json.dumps(record) + "\n"
-
-
-def notification(
-    signer: LocalSigner,
-    server: CertServer,
-    message: str,
-    *,
-    topic: str = LOCAL_TOPIC,
-    version: str = "2",
-    cert_url: str | None = None,
-) -> dict[str, Any]:
-    return signer.sign(
-        {
-            "Type": "Notification",
-            "MessageId": str(uuid.uuid4()),
-            "TopicArn": topic,
-            "Subject": "Amazon SES Email Event Notification",
-            "Message": message,
-            "Timestamp": sns_timestamp(),
-            "SignatureVersion": version,
-            "SigningCertURL": cert_url or server.cert_url,
-            "UnsubscribeURL": f"{server.base}/unsubscribe?SubscriptionArn={topic}:1",
-        }
-    )
-
-
-def confirmation(
-    signer: LocalSigner,
-    server: CertServer,
-    subscribe_url: str,
-    token: str,
-    *,
-    topic: str = LOCAL_TOPIC,
-    type_: str = "SubscriptionConfirmation",
-) -> dict[str, Any]:
-    return signer.sign(
-        {
-            "Type": type_,
-            "MessageId": str(uuid.uuid4()),
-            "Token": token,
-            "TopicArn": topic,
-            "Message": f"You have chosen to subscribe to the topic {topic}.\nTo confirm, visit the SubscribeURL.",
-            "SubscribeURL": subscribe_url,
-            "Timestamp": sns_timestamp(),
-            "SignatureVersion": "1",
-            "SigningCertURL": server.cert_url,
-        }
-    )
 
 
 async def post(client: Client, body: dict[str, Any] | bytes) -> Any:

@@ -607,3 +607,21 @@ def test_event_timestamps_are_utc() -> None:
     event = parse_ses_message((FIXTURES / "event-publishing/send.json").read_text())
     assert isinstance(event, SesEvent)
     assert event.mail_timestamp == datetime(2016, 10, 14, 5, 2, 16, 645000, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- hostile records (issue 14)
+
+
+def test_nul_escape_in_a_record_becomes_replacement_character() -> None:
+    """Postgres text cannot hold NUL; a NUL an MTA put in a bounce must not lose the event."""
+    record = json.loads((FIXTURES / "event-publishing" / "bounce-permanent.json").read_text())
+    record["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = "smtp; 550 no\u0000such user \\u0000"
+    event = parse_ses_message(json.dumps(record))
+    assert event is not None and isinstance(event.detail, BounceDetail)
+    # The escaped NUL became U+FFFD; the literal text backslash-u0000 stayed as it was.
+    assert event.detail.recipients[0].diagnostic_code == "smtp; 550 no\ufffdsuch user \\u0000"
+
+
+def test_record_nested_beyond_the_decoder_is_a_parse_error() -> None:
+    with pytest.raises(SesParseError):
+        parse_ses_message('{"eventType": "Send", "mail": ' + "[" * 10_000 + "]" * 10_000 + "}")

@@ -15,13 +15,17 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from events_testkit import LOCAL_PATTERN, LOCAL_TOPIC, LocalSigner, self_signed
+from events_testkit import LOCAL_PATTERN, LOCAL_TOPIC, LocalSigner, self_signed, sns_timestamp
 from mailroom_events.sns import (
     DEFAULT_CERT_HOST_PATTERN,
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_FUTURE_SKEW,
+    MAX_JSON_DEPTH,
     HttpxCertFetcher,
     SnsMessage,
     SnsRejected,
     SnsVerifier,
+    json_too_deep,
     parse_sns_message,
     string_to_sign,
 )
@@ -258,7 +262,8 @@ async def test_clock_outside_certificate_validity_is_cert_expired(signed: Signed
         verifier, _ = _verifier(signed, at=at)
         assert await _rejected(verifier, signed.raw) == "cert_expired"
     for at in (signed.not_before, signed.not_after):  # inclusive bounds
-        verifier, _ = _verifier(signed, at=at)
+        # The bounds lie months from the message's Timestamp: judge the certificate alone here.
+        verifier, _ = _verifier(signed, at=at, max_age=None, max_future_skew=None)
         await verifier.verify(signed.raw)
     # Real clock: every fixture certificate has expired.
     verifier = SnsVerifier(
@@ -531,3 +536,82 @@ async def test_httpx_fetcher_gets_pem_without_following_redirects() -> None:
         clock=lambda: signed.timestamp,
     )
     assert await _rejected(verifier, signed.raw) == "cert_unavailable"
+
+
+# --------------------------------------------------------------------------- Timestamp window (issue 14, defect 8)
+
+
+@pytest.mark.parametrize("signed", ALL_SIGNED, ids=SIGNED_IDS)
+async def test_timestamp_outside_the_window_is_refused_after_the_signature(signed: Signed) -> None:
+    """The clock seam that pins certificate validity also judges the signed Timestamp."""
+    inside = (signed.timestamp + DEFAULT_MAX_AGE, signed.timestamp - DEFAULT_MAX_FUTURE_SKEW)
+    for at in inside:  # inclusive bounds
+        verifier, _ = _verifier(signed, at=at)
+        await verifier.verify(signed.raw)
+    verifier, _ = _verifier(signed, at=signed.timestamp + DEFAULT_MAX_AGE + timedelta(seconds=1))
+    assert await _rejected(verifier, signed.raw) == "stale_timestamp"
+    verifier, _ = _verifier(signed, at=signed.timestamp - DEFAULT_MAX_FUTURE_SKEW - timedelta(seconds=1))
+    assert await _rejected(verifier, signed.raw) == "future_timestamp"
+    # A tighter configured age, as MAILROOM_EVENTS_SNS_MAX_AGE_SECONDS sets it.
+    verifier, _ = _verifier(signed, at=signed.timestamp + timedelta(seconds=61), max_age=timedelta(seconds=60))
+    assert await _rejected(verifier, signed.raw) == "stale_timestamp"
+    # A forged Timestamp never reaches the age check: the signature fails first.
+    verifier, _ = _verifier(signed)
+    moved = sns_timestamp(signed.timestamp - timedelta(days=1))
+    assert await _rejected(verifier, signed.with_fields(Timestamp=moved)) == "bad_signature"
+
+
+async def test_unparseable_signed_timestamp_is_bad_timestamp(
+    local_signer: tuple[bytes, Callable[[dict[str, Any]], dict[str, Any]]],
+) -> None:
+    pem, sign = local_signer
+    cert_url = "http://127.0.0.1:4566/SimpleNotificationService-local.pem"
+    verifier = SnsVerifier(
+        allowed_topics={LOCAL_TOPIC},
+        cert_host_pattern=LOCAL_PATTERN,
+        allow_http_cert_urls=True,
+        cert_fetcher=StubFetcher({cert_url: pem}),
+    )
+    for value in ("yesterday", "", "2024-13-01T00:00:00Z"):
+        body = sign({**_local_body("Notification", "2", cert_url), "Timestamp": value})
+        assert await _rejected(verifier, json.dumps(body).encode()) == "bad_timestamp", value
+
+
+# --------------------------------------------------------------------------- hostile shapes (issue 14, defect 1)
+
+
+def test_json_too_deep_counts_brackets_outside_strings_only() -> None:
+    assert not json_too_deep("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)
+    assert json_too_deep("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
+    assert json_too_deep('{"a": ' * 10_000)  # unbalanced counts too
+    assert not json_too_deep('{"a": "' + "[" * 100 + '"}')  # inside a string
+    assert not json_too_deep('{"a\\"' + "[" * 100 + '": 1}')  # an escaped quote does not end it
+    assert json_too_deep('{"a\\\\": ' + "[" * 100)  # an escaped backslash does
+    assert not json_too_deep('"unterminated \\' + "[" * 100)
+    assert not json_too_deep("")
+
+
+async def test_hostile_shapes_are_bad_json_before_any_fetch() -> None:
+    signed = next(s for s in ALL_SIGNED if s.body["Type"] == "Notification")
+    verifier, fetcher = _verifier(signed)
+    deep = "[" * 10_000 + "]" * 10_000
+    bodies = {
+        "body nested 10,000 deep": ("[" * 10_000 + "]" * 10_000).encode(),
+        "a field nested 10,000 deep": signed.raw[:-1] + b', "MessageAttributes": ' + deep.encode() + b"}",
+        "Message nested 10,000 deep": signed.with_fields(Message=deep),
+        "Message nested 33 deep": signed.with_fields(Message='{"a":' * 33 + "1" + "}" * 33),
+        "invalid UTF-8 in a string": signed.raw.replace(
+            b'"Type": "Notification"', b'"Type": "Notification", "x": "\xff"'
+        ),
+        "lone surrogate": signed.raw.replace(b'"Type": "Notification"', b'"Type": "Notification", "x": "\\ud800"'),
+        "NUL in MessageId": signed.with_fields(MessageId=signed.body["MessageId"] + "\u0000"),
+        "NUL in Message": signed.with_fields(Message=signed.body["Message"] + "\u0000"),
+        "NUL in Subject": signed.with_fields(Subject="a\u0000b"),
+        "NUL in SigningCertURL": signed.with_fields(SigningCertURL=signed.cert_url + "\u0000"),
+        "MessageId of 257 characters": signed.with_fields(MessageId="m" * 257),
+    }
+    for what, body in bodies.items():
+        assert await _rejected(verifier, body) == "bad_json", what
+    assert fetcher.calls == []
+    # What SES records really look like passes the depth rule (every fixture above verifies).
+    assert not json_too_deep(signed.body["Message"])

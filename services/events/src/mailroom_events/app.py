@@ -25,6 +25,7 @@ def build_verifier(settings: EventsSettings) -> SnsVerifier:
         cert_host_pattern=settings.sns_cert_host_pattern,
         allowed_topics=settings.topic_arns,
         allow_http_cert_urls=settings.sns_allow_http,
+        max_age=settings.sns_max_age,
     )
 
 

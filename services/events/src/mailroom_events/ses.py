@@ -10,10 +10,15 @@ When an SNS event destination is created, SES publishes the plain text
 "Successfully validated SNS topic for Amazon SES event publishing."; that parses to
 `None` (not an error, nothing to do). Anything else that is not a well-formed SES
 event raises `SesParseError`.
+
+A `\\u0000` escape in the record (a receiving MTA's SMTP answer can carry one into a bounce's
+diagnostic code) is decoded as U+FFFD: Postgres text cannot hold NUL, and the event must not be
+lost over one character.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Final, Literal
 
@@ -43,6 +48,9 @@ __all__ = [
 ]
 
 TOPIC_VALIDATION_TEXT: Final = "Successfully validated SNS topic for Amazon SES event publishing."
+# An escaped backslash pair or a NUL escape; scanning left to right pairs backslashes first, so
+# `\\u0000` (a literal backslash, then "u0000") is left alone. Linear: no backtracking.
+_NUL_ESCAPE = re.compile(r"\\\\|\\u0000")
 
 SesEventType = Literal[
     "send",
@@ -473,12 +481,16 @@ def parse_ses_message(message: str | bytes) -> SesEvent | None:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
     if text.strip() == TOPIC_VALIDATION_TEXT:
         return None
+    if "\\u0000" in text:
+        message = _NUL_ESCAPE.sub(lambda m: m.group() if m.group() == "\\\\" else "\\ufffd", text)
     try:
         record = _DECODER.decode(message)
     except msgspec.ValidationError as exc:
         raise SesParseError(f"not an SES event: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise SesParseError("not JSON") from exc
+    except RecursionError as exc:  # the SNS verifier bounds depth; this is the decoder's own guard
+        raise SesParseError("nested too deeply") from exc
 
     fmt: Literal["event_publishing", "notification"]
     if record.event_type is not None and record.notification_type is None:

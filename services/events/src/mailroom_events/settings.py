@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from mailroom_kit.settings import BaseSettings
 
@@ -25,12 +26,21 @@ class EventsSettings(BaseSettings, frozen=True, kw_only=True):
     sns_cert_host_pattern: str = AWS_CERT_HOSTS
     # Allow http:// certificate and subscribe URLs (the local SES emulator only; never in production).
     sns_allow_http: bool = False
+    # Oldest signed SNS Timestamp accepted, in seconds; older messages are refused as replays (403).
+    # SNS's HTTP/S retries never span more than 3600 s. Timestamps over 5 min ahead are refused too.
+    sns_max_age_seconds: int = 3600
 
     def __post_init__(self) -> None:
+        if self.sns_max_age_seconds <= 0:
+            raise ValueError("MAILROOM_EVENTS_SNS_MAX_AGE_SECONDS must be a positive number of seconds")
         try:
             re.compile(self.sns_cert_host_pattern)
         except re.error as exc:
             raise ValueError(f"MAILROOM_EVENTS_SNS_CERT_HOST_PATTERN is not a valid regex: {exc}") from None
+
+    @property
+    def sns_max_age(self) -> timedelta:
+        return timedelta(seconds=self.sns_max_age_seconds)
 
     @property
     def topic_arns(self) -> frozenset[str]:

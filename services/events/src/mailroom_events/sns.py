@@ -1,9 +1,16 @@
 """Amazon SNS HTTP(S) message verification.
 
 `SnsVerifier.verify(body)` parses the POST body of an SNS delivery and accepts it only when it is
-well formed, of a known type, from an allowed topic, and signed (SignatureVersion 1: RSA/SHA1,
-2: RSA/SHA256, PKCS#1 v1.5) by a certificate fetched from a trusted SNS host and valid now.
+well formed, of a known type, from an allowed topic, signed (SignatureVersion 1: RSA/SHA1,
+2: RSA/SHA256, PKCS#1 v1.5) by a certificate fetched from a trusted SNS host and valid now, and
+recent: its signed `Timestamp` at most `max_age` old and at most `max_future_skew` ahead of the
+clock, so a captured authentic message cannot be replayed later (MessageId de-duplication is the
+other half: it stops replays inside the window).
 Every refusal is an `SnsRejected` whose `reason` is a short machine-readable code.
+
+Hostile shapes are refused as `bad_json` before any signature work: nesting deeper than any SNS
+envelope or SES record has (in the body or in a JSON `Message`), NUL characters (Postgres text
+cannot hold them), and a MessageId longer than SNS's UUIDs could ever be.
 
 The trust anchor is the certificate URL: it must be https (unless the operator allows http,
 for local emulators) on a host matching `cert_host_pattern`, so the certificate comes from
@@ -17,7 +24,8 @@ import binascii
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
@@ -30,6 +38,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 __all__ = [
     "DEFAULT_CERT_HOST_PATTERN",
+    "DEFAULT_MAX_AGE",
+    "DEFAULT_MAX_FUTURE_SKEW",
+    "MAX_JSON_DEPTH",
     "MESSAGE_TYPES",
     "CertFetcher",
     "Clock",
@@ -44,6 +55,18 @@ __all__ = [
 
 DEFAULT_CERT_HOST_PATTERN: Final = r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
 MESSAGE_TYPES: Final = frozenset({"Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"})
+# SNS's HTTP/S retry policy cannot span more than 3600 s, so a genuine (re)delivery is never older.
+DEFAULT_MAX_AGE: Final = timedelta(hours=1)
+# Clock skew tolerated between SNS and this host before a Timestamp counts as "in the future".
+DEFAULT_MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
+# SNS envelopes are flat and SES records nest about 5 levels; anything far deeper is hostile.
+MAX_JSON_DEPTH: Final = 32
+MAX_MESSAGE_ID_LENGTH: Final = 256  # SNS MessageIds are UUIDs; the column is a btree key
+# A JSON string, or an unterminated one running to the end: it always matches from a quote, so
+# it never backtracks (linear even on hostile input); brackets left outside strings give depth.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.?[^"\\]*)*(?:"|\Z)', re.DOTALL)
+_JSON_BRACKETS = re.compile(r"[\[\]{}]")
+_DEPTH_STEP: Final = {"[": 1, "{": 1, "]": -1, "}": -1}
 _SIGNATURE_HASHES: Final[dict[str, Callable[[], hashes.HashAlgorithm]]] = {
     "1": hashes.SHA1,
     "2": hashes.SHA256,
@@ -59,6 +82,9 @@ RejectReason = Literal[
     "bad_cert",  # the fetched document is not a PEM X.509 certificate with an RSA key
     "cert_expired",  # the certificate is not valid at the clock's time
     "bad_signature",  # the signature does not verify
+    "bad_timestamp",  # the (signed) Timestamp is not an ISO 8601 time
+    "stale_timestamp",  # the Timestamp is older than max_age (a replay of a captured message)
+    "future_timestamp",  # the Timestamp is more than max_future_skew ahead of the clock
 ]
 
 CertFetcher = Callable[[str], Awaitable[bytes]]
@@ -106,12 +132,37 @@ class SnsMessage(msgspec.Struct, frozen=True, kw_only=True):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when the JSON-looking `text` nests objects/arrays more than `limit` levels deep.
+
+    Strings are blanked out, then the running sum of +1/-1 per bracket is the depth: regex and
+    C iterators only, never recursion, so it is cheap on input that would exhaust a recursive decoder.
+    """
+    brackets = _JSON_BRACKETS.findall(_JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def _shape_refusal(message: SnsMessage) -> str | None:
+    """Why `message` is a hostile shape no SNS delivery has, or None."""
+    for name in message.__struct_fields__:
+        value = getattr(message, name)
+        if isinstance(value, str) and "\x00" in value:
+            return f"NUL character in {name}"
+    if len(message.MessageId) > MAX_MESSAGE_ID_LENGTH:
+        return "MessageId too long"
+    if message.Message.lstrip()[:1] in ("{", "[") and json_too_deep(message.Message):
+        return f"Message nested deeper than {MAX_JSON_DEPTH} levels"
+    return None
+
+
 def parse_sns_message(body: bytes | str) -> SnsMessage:
     """Parse and shape-check an SNS body. Raises SnsRejected (bad_json, unsupported_type)."""
     try:
         raw = msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise SnsRejected("bad_json", "body is not JSON") from exc
+    except RecursionError as exc:  # msgspec's own guard against deep nesting
+        raise SnsRejected("bad_json", "body nested too deeply") from exc
     if not isinstance(raw, dict):
         raise SnsRejected("bad_json", "body is not a JSON object")
     msg_type = raw.get("Type")
@@ -125,6 +176,8 @@ def parse_sns_message(body: bytes | str) -> SnsMessage:
         raise SnsRejected("bad_json", str(exc)) from exc
     if message.Type != "Notification" and (message.SubscribeURL is None or message.Token is None):
         raise SnsRejected("bad_json", f"{message.Type} without SubscribeURL or Token")
+    if (why := _shape_refusal(message)) is not None:
+        raise SnsRejected("bad_json", why)
     return message
 
 
@@ -200,6 +253,8 @@ class SnsVerifier:
         cert_fetcher: CertFetcher | None = None,
         clock: Clock = _utcnow,
         cert_cache_size: int = 32,
+        max_age: timedelta | None = DEFAULT_MAX_AGE,
+        max_future_skew: timedelta | None = DEFAULT_MAX_FUTURE_SKEW,
     ) -> None:
         """`allowed_topics`: TopicArns accepted (empty = refuse everything).
 
@@ -207,6 +262,8 @@ class SnsVerifier:
         against the URL's lower-cased host and, when the URL carries a port, also against
         `host:port`; either may match.
         `allow_http_cert_urls` lets SigningCertURL and SubscribeURL use http (local emulators).
+        `max_age` / `max_future_skew`: how far the signed Timestamp may lie behind / ahead of
+        `clock` (the same clock the certificate validity is checked with); None disables that side.
         """
         self.allowed_topics: frozenset[str] = frozenset(allowed_topics)
         self._host_re = re.compile(cert_host_pattern)
@@ -215,6 +272,8 @@ class SnsVerifier:
         self._clock = clock
         self._cache_size = max(1, cert_cache_size)
         self._cache: OrderedDict[str, x509.Certificate] = OrderedDict()
+        self.max_age = max_age
+        self.max_future_skew = max_future_skew
 
     # ------------------------------------------------------------------ URL rules
 
@@ -276,10 +335,24 @@ class SnsVerifier:
         now = self._clock()
         return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
 
+    def _check_timestamp(self, message: SnsMessage, now: datetime) -> None:
+        try:
+            sent_at = message.timestamp
+        except ValueError as exc:
+            raise SnsRejected("bad_timestamp", message.Timestamp[:40]) from exc
+        if self.max_age is not None and now - sent_at > self.max_age:
+            raise SnsRejected("stale_timestamp", f"{message.Timestamp[:40]} is older than {self.max_age}")
+        if self.max_future_skew is not None and sent_at - now > self.max_future_skew:
+            raise SnsRejected("future_timestamp", f"{message.Timestamp[:40]} is ahead of {now.isoformat()}")
+
     # ------------------------------------------------------------------ verify
 
     async def verify(self, body: bytes | str) -> SnsMessage:
-        """Return the verified message or raise SnsRejected. Cheap checks run before any fetch."""
+        """Return the verified message or raise SnsRejected. Cheap checks run before any fetch.
+
+        The Timestamp is judged last, once the signature proves SNS wrote it: a refusal for age
+        then means "authentic but replayed late", never a guess about a forgery.
+        """
         message = parse_sns_message(body)
         hash_factory = _SIGNATURE_HASHES.get(message.SignatureVersion)
         if hash_factory is None:
@@ -304,4 +377,5 @@ class SnsVerifier:
             public_key.verify(signature, string_to_sign(message), padding.PKCS1v15(), hash_factory())
         except InvalidSignature as exc:
             raise SnsRejected("bad_signature") from exc
+        self._check_timestamp(message, now)
         return message
