@@ -5,8 +5,8 @@ can never disagree about what is allowed. Pure functions; no I/O.
 A header is refused when its name or value contains a line boundary of any kind (CR, LF and every
 other `str.splitlines()` boundary: VT, FF, FS, GS, RS, NEL, U+2028, U+2029) or NUL (header or
 envelope injection; a mail library may fold or split on any of them), its name is not an RFC 5322
-field name (printable US-ASCII except `:`) of at most `MAX_HEADER_NAME` characters, it is reserved (`is_reserved`), or name plus value exceed the
-RFC 5322 line limit of `MAX_HEADER_LENGTH` characters.
+field name (printable US-ASCII except `:`) of at most `MAX_HEADER_NAME` characters, it is reserved
+(`is_reserved`), or name plus value exceed the RFC 5322 line limit of `MAX_HEADER_LENGTH` characters.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Annotated, Final
 
 import msgspec
 from litestar.params import PathParameter
+from mailroom_contracts.message import has_break_or_nul
 
 from mailroom_api.errors import validation
 
@@ -70,10 +71,12 @@ def parse_timestamp(value: str | None, param: str) -> datetime | None:
 
 
 def check_name(name: str, param: str = "name") -> str:
-    """A display name (tenant, key): trimmed, not empty, at most MAX_NAME characters."""
+    """A display name (tenant, key): trimmed, one line, not empty, at most MAX_NAME characters."""
     name = name.strip()
     if not name:
         raise validation("name is required", param)
+    if has_break_or_nul(name):
+        raise validation("names are one line: no line breaks or NUL", param)
     if len(name) > MAX_NAME:
         raise validation(f"name is longer than {MAX_NAME} characters", param)
     return name

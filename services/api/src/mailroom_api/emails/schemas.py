@@ -12,6 +12,8 @@ from mailroom_api.http.body import Request
 from mailroom_api.keys.schemas import Mode
 
 MAX_SUBJECT = 998
+MAX_RECIPIENTS = 50  # across to, cc and bcc (checked in validation); also each list's bound
+Addresses = Annotated[list[str], msgspec.Meta(max_length=MAX_RECIPIENTS)]
 MAX_TAGS = 10
 
 
@@ -21,10 +23,10 @@ class SendEmail(Request, frozen=True, kw_only=True):
         {"template", "attachments", "scheduled_at", "track_opens", "track_clicks", "stream"}
     )
     from_: str = msgspec.field(name="from")
-    to: str | list[str]
-    cc: str | list[str] = []
-    bcc: str | list[str] = []
-    reply_to: str | list[str] = []
+    to: str | Addresses
+    cc: str | Addresses = []
+    bcc: str | Addresses = []
+    reply_to: str | Addresses = []
     subject: Annotated[str, msgspec.Meta(max_length=MAX_SUBJECT)]
     html: str | None = None
     text: str | None = None

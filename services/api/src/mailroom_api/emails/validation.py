@@ -26,10 +26,9 @@ from mailroom_contracts.message import (
 )
 from mailroom_contracts.ses import RESERVED_TAG_PREFIX, is_reserved_tag
 
-from mailroom_api.emails.schemas import MAX_SUBJECT, MAX_TAGS, SendEmail
+from mailroom_api.emails.schemas import MAX_RECIPIENTS, MAX_SUBJECT, MAX_TAGS, SendEmail
 from mailroom_api.errors import ApiError, validation
 
-MAX_RECIPIENTS = 50
 MAX_METADATA_BYTES = 4096
 # html_to_text never more than triples the bytes (`<hr>` is the most expanding construct; tested in
 # contracts), so most messages are proved small enough without generating their text.

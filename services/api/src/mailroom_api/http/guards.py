@@ -67,33 +67,38 @@ def make_before_request(
     return before_request
 
 
-_ALLOW: dict[int, str] = {}
+_ALLOW: dict[int, tuple[object, str]] = {}
 
 
 def _options(request: Request[Any, Any, Any]) -> Response[None]:
     """204 with every method of the path. (Litestar builds a route's OPTIONS answer when its first
     handler is added, so a path served by several handlers listed only the first one's method.)"""
     handler = request.route_handler
-    allow = _ALLOW.get(id(handler))
-    if allow is None:
+    cached = _ALLOW.get(id(handler))
+    if cached is not None and cached[0] is handler:
+        allow = cached[1]
+    else:
         route = next(
             r for r in request.app.routes if isinstance(r, HTTPRoute) and any(h is handler for h in r.route_handlers)
         )
-        allow = _ALLOW[id(handler)] = ", ".join(sorted(route.methods))
+        allow = ", ".join(sorted(route.methods))
+        _ALLOW[id(handler)] = (handler, allow)
     return Response(None, status_code=204, headers={"Allow": allow})
 
 
-_QUERY_NAMES: dict[int, frozenset[str]] = {}
+# Per handler; each entry keeps its handler alive, so an id is never reused by another app's handler.
+_QUERY_NAMES: dict[int, tuple[object, frozenset[str]]] = {}
 
 
 def _query_names(request: Request[Any, Any, Any]) -> frozenset[str]:
     """The query parameters the route's handler declares (computed once per handler)."""
     handler = request.route_handler
-    names = _QUERY_NAMES.get(id(handler))
-    if names is None:
-        model = handler.create_kwargs_model(path_parameters=dict.fromkeys(request.path_params))  # type: ignore[arg-type]
-        names = frozenset(p.field_alias for p in model.expected_query_params)
-        _QUERY_NAMES[id(handler)] = names
+    cached = _QUERY_NAMES.get(id(handler))
+    if cached is not None and cached[0] is handler:
+        return cached[1]
+    model = handler.create_kwargs_model(path_parameters=dict.fromkeys(request.path_params))  # type: ignore[arg-type]
+    names = frozenset(p.field_alias for p in model.expected_query_params)
+    _QUERY_NAMES[id(handler)] = (handler, names)
     return names
 
 
