@@ -185,3 +185,32 @@ def test_sender_refuses_exactly_what_the_shared_rules_refuse(name: str, value: s
         with pytest.raises(MessageBuildError) as exc:
             build_message(queued(headers={name: value}))
         assert problem in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"subject": "Hi\u2028X-Evil: 1"},
+        {"subject": "Hi\x85there"},
+        {"subject": "Hi\vthere"},
+        {"headers": {"X-Ok": "a\x1cb"}},
+        {"from_": Address(email="noreply@mail.acme.test", name="Acme\u2029Bcc")},
+        {"to": ["jörg@example.org"]},
+        {"to": ["x" * 65 + "@example.org"]},
+        {"headers": {f"X-H{i}": "v" for i in range(51)}},
+    ],
+)
+def test_shared_message_rules_are_applied(overrides: dict[str, object]) -> None:
+    """The rules the API now applies too (mailroom_contracts.message): refused here as well."""
+    with pytest.raises(MessageBuildError) as exc:
+        build_message(queued(**overrides))
+    assert exc.value.reason == "invalid_message"
+
+
+def test_non_ascii_bodies_are_base64_with_the_size_the_api_predicts() -> None:
+    from mailroom_contracts.message import encoded_body_size
+
+    msg = parse(build_message(queued(text="héllo wörld\n" * 50, html=None)))
+    assert msg["Content-Transfer-Encoding"] == "base64"
+    raw = build_message(queued(text="héllo wörld\n" * 50, html=None))
+    assert len(raw.partition(b"\r\n\r\n")[2]) == encoded_body_size("héllo wörld\n" * 50)

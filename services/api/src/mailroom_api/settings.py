@@ -18,6 +18,10 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     operator_token: str = ""
     # Largest accepted request body in bytes (a bigger one is 413 payload_too_large).
     max_body_bytes: int = 10 * 1024 * 1024
+    # Largest message the sender may build, in bytes, as SES counts it (headers and encoded bodies,
+    # including the text generated from html); a bigger one is 413 payload_too_large at accept
+    # time. SPEC: 10 MiB by default; SES accepts up to 40 MB when the account's limit is raised.
+    max_message_bytes: int = 10 * 1024 * 1024
     # How long to wait for the domains/webhooks services to answer a request/reply call. Keep it
     # above MAILROOM_DOMAINS_CREATE_TIMEOUT_SECONDS (8), or a slow SES turns a stored domain into a 503.
     rpc_timeout_seconds: float = 10.0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 
+from mailroom_api.checks import DomainIdPath
 from mailroom_api.domains import service
 from mailroom_api.domains.schemas import CreateDomain, Domain, DomainList
 from mailroom_api.http.errors import documented
@@ -38,6 +39,6 @@ class DomainsController(Controller):
             return DomainList(data=await service.list_domains(conn, principal.tenant_id))
 
     @get("/{domain_id:str}", summary="Get a domain with per-record status", responses=documented(401, 403, 404))
-    async def get_domain(self, domain_id: FromPath[str], rt: Rt, principal: Caller) -> Domain:
+    async def get_domain(self, domain_id: DomainIdPath, rt: Rt, principal: Caller) -> Domain:
         async with rt.pool.connection() as conn:
             return await service.get_domain(conn, principal.tenant_id, domain_id)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
 from mailroom_api.http.body import Request
 
+# One DNS name (IDN allowed, the domains service checks the rest): no blanks or control characters.
+_DNS_CHARS = r"^[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]+$"
+
 
 class CreateDomain(Request, frozen=True, kw_only=True):
-    name: str
-    mail_from_subdomain: str = "bounce"
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=_DNS_CHARS)]
+    mail_from_subdomain: Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=_DNS_CHARS)] = "bounce"
     track_opens: bool = False
     track_clicks: bool = False
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
+from mailroom_contracts.message import MAX_CUSTOM_HEADERS
 
 from mailroom_api.http.body import Request
 from mailroom_api.keys.schemas import Mode
+
+MAX_SUBJECT = 998
+MAX_RECIPIENTS = 50  # across to, cc and bcc (checked in validation); also each list's bound
+Addresses = Annotated[list[str], msgspec.Meta(max_length=MAX_RECIPIENTS)]
+MAX_TAGS = 10
 
 
 class SendEmail(Request, frozen=True, kw_only=True):
@@ -17,16 +23,16 @@ class SendEmail(Request, frozen=True, kw_only=True):
         {"template", "attachments", "scheduled_at", "track_opens", "track_clicks", "stream"}
     )
     from_: str = msgspec.field(name="from")
-    to: str | list[str]
-    cc: str | list[str] = []
-    bcc: str | list[str] = []
-    reply_to: str | list[str] = []
-    subject: str
+    to: str | Addresses
+    cc: str | Addresses = []
+    bcc: str | Addresses = []
+    reply_to: str | Addresses = []
+    subject: Annotated[str, msgspec.Meta(max_length=MAX_SUBJECT)]
     html: str | None = None
     text: str | None = None
     # Values are checked one by one so errors can name `headers.X-Foo` / `tags.key`.
-    headers: dict[str, Any] = {}
-    tags: dict[str, Any] = {}
+    headers: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_CUSTOM_HEADERS)] = {}
+    tags: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_TAGS)] = {}
     metadata: dict[str, Any] | None = None
 
 

@@ -100,10 +100,10 @@ def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: dateti
     )
 
 
-async def send_email(conn: Conn, principal: Principal, req: SendEmail) -> EmailAccepted:
-    """Accept one email (see the module docstring)."""
+async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_message_bytes: int) -> EmailAccepted:
+    """Accept one email (see the module docstring); `max_message_bytes` bounds the built message."""
     _check_tenant(principal)
-    email = validate_send(req)
+    email = validate_send(req, max_message_bytes=max_message_bytes)
     await _check_sender(conn, principal, email.sender.domain)
     now = datetime.now(UTC)
     email_id = new_id("msg")

@@ -1,10 +1,13 @@
 """Checks on a send request beyond its JSON shape: addresses, recipients, subject, body,
-custom headers, tags and metadata. Every failure names the offending field path (`to[2]`,
-`headers.X-Foo`, `tags.team`)."""
+custom headers, tags, metadata and the size of the message the sender will build. Every failure
+names the offending field path (`to[2]`, `headers.X-Foo`, `tags.team`).
+
+What the sender can build and SES send is decided by `mailroom_contracts.message` and
+`mailroom_contracts.headers`, the rules the sender applies too: whatever is accepted here never
+fails there as an invalid message."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,18 +15,24 @@ import msgspec
 from email_validator import EmailNotValidError, validate_email
 from mailroom_contracts.events import Address
 from mailroom_contracts.headers import header_problem
+from mailroom_contracts.message import (
+    address_problem,
+    custom_headers_problem,
+    has_break_or_nul,
+    html_to_text,
+    message_size,
+    tag_problem,
+    text_problem,
+)
 from mailroom_contracts.ses import RESERVED_TAG_PREFIX, is_reserved_tag
 
-from mailroom_api.emails.schemas import SendEmail
-from mailroom_api.errors import validation
+from mailroom_api.emails.schemas import MAX_RECIPIENTS, MAX_SUBJECT, MAX_TAGS, SendEmail
+from mailroom_api.errors import ApiError, validation
 
-MAX_RECIPIENTS = 50
-MAX_SUBJECT = 998
-MAX_TAGS = 10
-MAX_TAG_LENGTH = 256
 MAX_METADATA_BYTES = 4096
-TAG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_CONTROL = re.compile(r"[\r\n\x00]")
+# html_to_text never more than triples the bytes (`<hr>` is the most expanding construct; tested in
+# contracts), so most messages are proved small enough without generating their text.
+_TEXT_EXPANSION = 3
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,9 @@ class ValidEmail:
 
 
 def parse_address(value: str, param: str) -> ParsedAddress:
-    if _CONTROL.search(value):
-        raise validation("addresses must not contain CR, LF or NUL", param)
+    # Display names go into headers as given: every line boundary is refused, not only CR/LF.
+    if has_break_or_nul(value):
+        raise validation("addresses must not contain line breaks (CR, LF, U+2028, ...) or NUL", param)
     text = value.strip()
     if not text:
         raise validation("address must not be empty", param)
@@ -62,6 +72,9 @@ def parse_address(value: str, param: str) -> ParsedAddress:
         parsed = validate_email(text, check_deliverability=False, test_environment=True, allow_display_name=True)
     except EmailNotValidError as exc:
         raise validation(f"invalid email address: {exc}", param) from None
+    problem = address_problem(parsed.normalized)  # what the sender can put on the SES envelope
+    if problem is not None:
+        raise validation(problem, param)
     return ParsedAddress(
         original=text, email=parsed.normalized, name=parsed.display_name or None, domain=parsed.domain.lower()
     )
@@ -75,6 +88,9 @@ def _address_list(value: str | list[str], field: str, *, scalar_param: bool) -> 
 
 def _headers(headers: dict[str, Any]) -> dict[str, str]:
     """The header rules are the contracts' (the sender checks the same ones before SES)."""
+    too_many = custom_headers_problem(len(headers))
+    if too_many is not None:
+        raise validation(too_many, "headers")
     out: dict[str, str] = {}
     for name, value in headers.items():
         param = f"headers.{name}"
@@ -93,17 +109,39 @@ def _tags(tags: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in tags.items():
         param = f"tags.{key}"
-        if not TAG_RE.match(key) or len(key) > MAX_TAG_LENGTH:
-            raise validation("tag names may contain only ASCII letters, digits, '_' and '-'", param)
+        problem = tag_problem(key, value)
+        if problem is not None:
+            raise validation(problem, param)
         if is_reserved_tag(key):
             raise validation(f"the tag prefix {RESERVED_TAG_PREFIX!r} is reserved", param)
-        if not isinstance(value, str) or not TAG_RE.match(value) or len(value) > MAX_TAG_LENGTH:
-            raise validation("tag values must be strings of ASCII letters, digits, '_' and '-'", param)
         out[key] = value
     return out
 
 
-def validate_send(req: SendEmail) -> ValidEmail:
+def check_message_size(email: ValidEmail, limit: int) -> None:
+    """413 when the message the sender will build (html, the text it generates from html when
+    none is given, encoded as the contracts say) is over `limit` bytes."""
+    addresses = [a.original for a in (email.sender, *email.to, *email.cc, *email.reply_to)]
+    header_values = [*addresses, email.subject, *email.headers, *email.headers.values()]
+    html = email.html
+    if email.text is not None or html is None:
+        bodies = [b for b in (email.text, html) if b is not None]
+        size = message_size(header_values=header_values, bodies=bodies)
+    else:
+        # Bound first: text of at most 3x the html's bytes, as if every byte were encoded.
+        worst_text = "\x80" * (_TEXT_EXPANSION * len(html.encode("utf-8")) + 1)
+        size = message_size(header_values=header_values, bodies=[worst_text, html])
+        if size > limit:
+            size = message_size(header_values=header_values, bodies=[html_to_text(html), html])
+    if size > limit:
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"the message would be about {size} bytes once built and encoded; the limit is {limit}",
+        )
+
+
+def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
     sender = parse_address(req.from_, "from")
     to = _address_list(req.to, "to", scalar_param=True)
     cc = _address_list(req.cc, "cc", scalar_param=False)
@@ -116,8 +154,9 @@ def validate_send(req: SendEmail) -> ValidEmail:
     subject = req.subject
     if not subject.strip():
         raise validation("subject is required", "subject")
-    if "\r" in subject or "\n" in subject or "\x00" in subject:
-        raise validation("subject must not contain CR, LF or NUL", "subject")
+    problem = text_problem(subject, "subject")
+    if problem is not None:
+        raise validation(problem, "subject")
     if len(subject) > MAX_SUBJECT:
         raise validation(f"subject is longer than {MAX_SUBJECT} characters", "subject")
     if not req.html and not req.text:
@@ -125,7 +164,7 @@ def validate_send(req: SendEmail) -> ValidEmail:
     metadata = req.metadata
     if metadata is not None and len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
         raise validation(f"metadata is larger than {MAX_METADATA_BYTES} bytes of JSON", "metadata")
-    return ValidEmail(
+    email = ValidEmail(
         sender=sender,
         to=to,
         cc=cc,
@@ -138,3 +177,5 @@ def validate_send(req: SendEmail) -> ValidEmail:
         tags=_tags(req.tags),
         metadata=metadata,
     )
+    check_message_size(email, max_message_bytes)
+    return email

@@ -1,5 +1,8 @@
-"""Strict JSON bodies: the content type must be JSON, the body a JSON object, and it must convert to
-the route's request Struct (which forbids unknown fields). A failure names the field in `param`."""
+"""Strict JSON bodies: the content type must be JSON, the body UTF-8 JSON nested at most
+`MAX_DEPTH` levels, an object, with no NUL in any string (key or value, at any depth: Postgres
+refuses NUL in text and jsonb, so it must never get that far), and it must convert to the route's
+request Struct (which forbids unknown fields and carries the fields' bounds as `msgspec.Meta`).
+A failure names the field in `param`. All of it is decided before any database call."""
 
 from __future__ import annotations
 
@@ -10,6 +13,9 @@ import msgspec
 from litestar import Request as HttpRequest
 
 from mailroom_api.errors import ApiError, validation
+
+# Deeper than any real body (metadata is free-form JSON of at most 4 KiB); bounds the walk below.
+MAX_DEPTH = 32
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -40,6 +46,33 @@ def _is_json(content_type: str) -> bool:
     )
 
 
+def _child(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def check_json_value(value: Any) -> None:
+    """Walk a decoded JSON value once (iteratively): too deep → 400 `invalid_json`; a NUL in any
+    key or string → 422 naming its path (`metadata.a[0].b`)."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise validation("strings must not contain NUL (\\u0000)", path or None)
+        elif isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                raise ApiError(400, "invalid_json", f"request body is nested deeper than {MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if "\x00" in key:
+                        raise validation("keys must not contain NUL (\\u0000)", _child(path, key))
+                    stack.append((child, _child(path, key), depth + 1))
+            else:
+                stack.extend((child, _child(path, i), depth + 1) for i, child in enumerate(item))
+
+
 async def decode_body(request: HttpRequest[Any, Any, Any], body_type: Any) -> None:
     """Check the body before the handler runs (Litestar then decodes it into `body_type`)."""
     if not _is_json(request.content_type[0]):
@@ -47,10 +80,13 @@ async def decode_body(request: HttpRequest[Any, Any, Any], body_type: Any) -> No
     body = await request.body()
     try:
         raw = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for invalid UTF-8
+        raise ApiError(400, "invalid_json", "request body is not valid UTF-8 JSON") from None
+    except RecursionError:  # nested deeper than msgspec's own limit
+        raise ApiError(400, "invalid_json", f"request body is nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(raw, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    check_json_value(raw)
     try:
         msgspec.convert(raw, body_type)
     except msgspec.ValidationError as exc:

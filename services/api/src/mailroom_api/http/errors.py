@@ -4,6 +4,7 @@ undecodable bodies) and database outages all become SPEC §2 error bodies; anyth
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -68,6 +69,30 @@ def _from_http_exception(exc: HTTPException) -> ApiError:
     return ApiError(status, code, message)
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+MAX_LOGGED_MESSAGE = 200
+
+
+def describe_unhandled(exc: BaseException) -> dict[str, str]:
+    """What the log may say about an unexpected error: its class, where it was raised, and for a
+    database error its SQLSTATE only. Postgres messages, DETAIL and CONTEXT echo the values that
+    caused them (a tenant's metadata, say), so no database text is logged; any other message is
+    cut to its first line, quoted fragments masked, and bounded. No traceback: its text would
+    carry the message again."""
+    fields = {"error_class": f"{type(exc).__module__}.{type(exc).__qualname__}"}
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        fields["error_at"] = f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+    if isinstance(exc, psycopg.Error):
+        fields["sqlstate"] = exc.sqlstate or ""
+    else:
+        first_line = (str(exc).splitlines() or [""])[0]
+        fields["error"] = _QUOTED.sub("'…'", first_line)[:MAX_LOGGED_MESSAGE]
+    return fields
+
+
 def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     if isinstance(exc, ApiError):
         error = exc
@@ -79,7 +104,7 @@ def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
         log.error("http.database_unavailable", error=repr(exc))
         error = unavailable("the database is unavailable; try again")
     else:
-        log.exception("http.unhandled_error")
+        log.error("http.unhandled_error", **describe_unhandled(exc))
         error = ApiError(500, "internal", "internal error")
     return error_response(request.scope, error)
 

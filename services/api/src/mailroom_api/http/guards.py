@@ -1,21 +1,26 @@
 """Who may call a route, decided before the body is read: route handlers declare `opt["auth"]`
 ("tenant": a full-access API key; "tenant_sending": sending-access keys too; "operator": the
-operator token; absent: public). The guard then strictly decodes the JSON body. Also the
-dependencies routes ask for (`rt`, `settings`, `principal`)."""
+operator token; absent: public). The guard then checks what no handler should see: a path id that
+is not a well-formed id of its kind (404 `not_found`, as for any unknown resource), a query
+parameter the route does not take, given twice, or holding NUL (422 naming it), and strictly
+decodes the JSON body. All before any database call but the key lookup. Also the dependencies
+routes ask for (`rt`, `settings`, `principal`)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.di import NamedDependency
 from litestar.openapi.spec import SecurityRequirement
+from litestar.routes import HTTPRoute
 from mailroom_kit.http import add_log_fields
 from mailroom_kit.runtime import Runtime
 
 from mailroom_api.auth.service import Principal, authenticate, operator_allowed
-from mailroom_api.errors import ApiError
+from mailroom_api.checks import is_well_formed_id
+from mailroom_api.errors import ApiError, not_found, validation
 from mailroom_api.http.body import decode_body
 from mailroom_api.settings import ApiSettings
 
@@ -32,8 +37,12 @@ Settings = NamedDependency[ApiSettings]
 Caller = NamedDependency[Principal]
 
 
-def make_before_request(rt: Runtime, settings: ApiSettings) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
-    async def before_request(request: Request[Any, Any, Any]) -> None:
+def make_before_request(
+    rt: Runtime, settings: ApiSettings
+) -> Callable[[Request[Any, Any, Any]], Awaitable[Response[None] | None]]:
+    async def before_request(request: Request[Any, Any, Any]) -> Response[None] | None:
+        if request.method == "OPTIONS":  # no auth: the methods of a path are public (OpenAPI says so)
+            return _options(request)
         handler = request.route_handler
         auth = handler.opt.get(AUTH_OPT)
         authorization = request.headers.get("authorization")
@@ -46,11 +55,62 @@ def make_before_request(rt: Runtime, settings: ApiSettings) -> Callable[[Request
             add_log_fields(request.scope, tenant_id=principal.tenant_id, api_key_id=principal.key_id)
             if auth == "tenant":
                 principal.require_full_access()
+        for name, value in request.path_params.items():
+            if isinstance(value, str) and not is_well_formed_id(name, value):
+                raise not_found()
+        _check_query(request)
         data_field = handler.parsed_data_field
         if data_field is not None:
             await decode_body(request, data_field.annotation)
+        return None
 
     return before_request
+
+
+_ALLOW: dict[int, tuple[object, str]] = {}
+
+
+def _options(request: Request[Any, Any, Any]) -> Response[None]:
+    """204 with every method of the path. (Litestar builds a route's OPTIONS answer when its first
+    handler is added, so a path served by several handlers listed only the first one's method.)"""
+    handler = request.route_handler
+    cached = _ALLOW.get(id(handler))
+    if cached is not None and cached[0] is handler:
+        allow = cached[1]
+    else:
+        route = next(
+            r for r in request.app.routes if isinstance(r, HTTPRoute) and any(h is handler for h in r.route_handlers)
+        )
+        allow = ", ".join(sorted(route.methods))
+        _ALLOW[id(handler)] = (handler, allow)
+    return Response(None, status_code=204, headers={"Allow": allow})
+
+
+# Per handler; each entry keeps its handler alive, so an id is never reused by another app's handler.
+_QUERY_NAMES: dict[int, tuple[object, frozenset[str]]] = {}
+
+
+def _query_names(request: Request[Any, Any, Any]) -> frozenset[str]:
+    """The query parameters the route's handler declares (computed once per handler)."""
+    handler = request.route_handler
+    cached = _QUERY_NAMES.get(id(handler))
+    if cached is not None and cached[0] is handler:
+        return cached[1]
+    model = handler.create_kwargs_model(path_parameters=dict.fromkeys(request.path_params))  # type: ignore[arg-type]
+    names = frozenset(p.field_alias for p in model.expected_query_params)
+    _QUERY_NAMES[id(handler)] = (handler, names)
+    return names
+
+
+def _check_query(request: Request[Any, Any, Any]) -> None:
+    known = _query_names(request)
+    for name, values in request.query_params.dict().items():
+        if name not in known:
+            raise validation(f"unknown query parameter {name!r}", name)
+        if len(values) > 1:
+            raise validation(f"query parameter {name!r} given more than once", name)
+        if any("\x00" in v for v in values):
+            raise validation("query parameters must not contain NUL", name)
 
 
 def current_principal(request: Request[Any, Any, Any]) -> Principal:

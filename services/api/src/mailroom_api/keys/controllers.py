@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from litestar import Controller, delete, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 
+from mailroom_api.checks import KeyIdPath, TenantIdPath
 from mailroom_api.http.errors import documented
 from mailroom_api.http.guards import OPERATOR, OPERATOR_SECURITY, TENANT, TENANT_SECURITY, Caller, Rt
 from mailroom_api.keys import service
@@ -34,7 +35,7 @@ class ApiKeysController(Controller):
         summary="Revoke an API key (effective immediately)",
         responses=documented(401, 403, 404),
     )
-    async def revoke_api_key(self, key_id: FromPath[str], rt: Rt, principal: Caller) -> ApiKey:
+    async def revoke_api_key(self, key_id: KeyIdPath, rt: Rt, principal: Caller) -> ApiKey:
         async with rt.pool.connection() as conn, conn.transaction():
             return await service.revoke_api_key(conn, principal.tenant_id, key_id)
 
@@ -50,6 +51,6 @@ class AdminApiKeysController(Controller):
         summary="Create an API key for a tenant (token shown once)",
         responses=documented(400, 401, 404, 422),
     )
-    async def create_api_key(self, tenant_id: FromPath[str], data: JSONBody[CreateApiKey], rt: Rt) -> CreatedApiKey:
+    async def create_api_key(self, tenant_id: TenantIdPath, data: JSONBody[CreateApiKey], rt: Rt) -> CreatedApiKey:
         async with rt.pool.connection() as conn, conn.transaction():
             return await service.create_api_key(conn, tenant_id, data)

@@ -7,6 +7,7 @@ from typing import Literal
 
 import msgspec
 
+from mailroom_api.checks import DomainId, Name
 from mailroom_api.http.body import Request
 
 Mode = Literal["live", "test"]
@@ -14,10 +15,10 @@ Permission = Literal["full_access", "sending_access"]
 
 
 class CreateApiKey(Request, frozen=True, kw_only=True):
-    name: str
+    name: Name
     mode: Mode = "live"
     permission: Permission = "full_access"
-    domain_id: str | None = None
+    domain_id: DomainId | None = None
 
 
 class ApiKey(msgspec.Struct, frozen=True, kw_only=True):

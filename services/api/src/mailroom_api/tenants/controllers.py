@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from litestar import Controller, get, patch, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 
+from mailroom_api.checks import TenantIdPath
 from mailroom_api.http.errors import documented
 from mailroom_api.http.guards import OPERATOR, OPERATOR_SECURITY, Rt
 from mailroom_api.tenants import service
@@ -28,7 +29,7 @@ class AdminTenantsController(Controller):
             return TenantList(data=await service.list_tenants(conn))
 
     @get("/{tenant_id:str}", summary="Get a tenant", responses=documented(401, 404))
-    async def get_tenant(self, tenant_id: FromPath[str], rt: Rt) -> Tenant:
+    async def get_tenant(self, tenant_id: TenantIdPath, rt: Rt) -> Tenant:
         async with rt.pool.connection() as conn:
             return await service.get_tenant(conn, tenant_id)
 
@@ -37,6 +38,6 @@ class AdminTenantsController(Controller):
         summary="Update a tenant (status, quota, rate limit)",
         responses=documented(400, 401, 404, 422),
     )
-    async def update_tenant(self, tenant_id: FromPath[str], data: JSONBody[UpdateTenant], rt: Rt) -> Tenant:
+    async def update_tenant(self, tenant_id: TenantIdPath, data: JSONBody[UpdateTenant], rt: Rt) -> Tenant:
         async with rt.pool.connection() as conn, conn.transaction():
             return await service.update_tenant(conn, tenant_id, data)

@@ -7,22 +7,23 @@ from typing import Literal
 
 import msgspec
 
+from mailroom_api.checks import MonthlyQuota, Name, RateLimit
 from mailroom_api.http.body import Request
 
 TenantStatus = Literal["active", "paused", "blocked"]
 
 
 class CreateTenant(Request, frozen=True, kw_only=True):
-    name: str
-    monthly_quota: int | None = None
-    rate_limit: int | None = None
+    name: Name
+    monthly_quota: MonthlyQuota | None = None
+    rate_limit: RateLimit | None = None
 
 
 class UpdateTenant(Request, frozen=True, kw_only=True):
-    name: str | msgspec.UnsetType = msgspec.UNSET
+    name: Name | msgspec.UnsetType = msgspec.UNSET
     status: TenantStatus | msgspec.UnsetType = msgspec.UNSET
-    monthly_quota: int | msgspec.UnsetType | None = msgspec.UNSET
-    rate_limit: int | msgspec.UnsetType | None = msgspec.UNSET
+    monthly_quota: MonthlyQuota | msgspec.UnsetType | None = msgspec.UNSET
+    rate_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class Tenant(msgspec.Struct, frozen=True, kw_only=True):

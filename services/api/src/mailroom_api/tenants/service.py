@@ -1,4 +1,5 @@
-"""Tenant rules: names are trimmed and bounded, quotas are 0 or more, rate limits at least 1."""
+"""Tenant rules: names are trimmed and bounded, quotas are 0 or more, rate limits at least 1, both
+fit the int4 columns."""
 
 from __future__ import annotations
 
@@ -8,17 +9,19 @@ import msgspec
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
 
-from mailroom_api.checks import check_name
+from mailroom_api.checks import INT4_MAX, check_name
 from mailroom_api.errors import not_found, validation
 from mailroom_api.tenants import repository as repo
 from mailroom_api.tenants.schemas import CreateTenant, Tenant, UpdateTenant
 
 
 def _check_limits(monthly_quota: Any, rate_limit: Any) -> None:
-    if isinstance(monthly_quota, int) and monthly_quota < 0:
-        raise validation("monthly_quota must be 0 or more", "monthly_quota")
-    if isinstance(rate_limit, int) and rate_limit < 1:
-        raise validation("rate_limit must be at least 1", "rate_limit")
+    # The HTTP bodies carry the same bounds as msgspec.Meta; this also covers the CLI, which builds
+    # the Structs directly (no decoding, so no Meta checks).
+    if isinstance(monthly_quota, int) and not 0 <= monthly_quota <= INT4_MAX:
+        raise validation(f"monthly_quota must be between 0 and {INT4_MAX}", "monthly_quota")
+    if isinstance(rate_limit, int) and not 1 <= rate_limit <= INT4_MAX:
+        raise validation(f"rate_limit must be between 1 and {INT4_MAX}", "rate_limit")
 
 
 def _view(row: repo.TenantRow) -> Tenant:
