@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
@@ -27,6 +27,7 @@ SHARED = frozenset(
         "nats_replicas",
         "aws_region",
         "ses_endpoint_url",
+        "db_pool_timeout_seconds",
     }
 )
 
@@ -51,6 +52,9 @@ class BaseSettings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     db_pool_min: int = 1
     db_pool_max: int = 10
+    # Longest wait for a database connection; then the unit of work fails as "unavailable" (HTTP 503,
+    # message retried) instead of hanging while Postgres is down.
+    db_pool_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
 
     @classmethod
     def env_name(cls, field: str) -> str:

@@ -3,6 +3,8 @@
 Keeps everything under ./.run (git-ignored): NATS's store, the pgserver data directory
 (unless MAILROOM_DATABASE_URL is set), the SES emulator's state, logs, and the generated
 operator token, webhook-secret key and bootstrap tenant, so a second run keeps the data.
+While it runs, a process that dies is restarted (see supervisor.py); one that keeps crashing
+stops the run with a message saying which.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import httpx
 from cryptography.fernet import Fernet
 
 from mailroom_devstack.stack import Ports, Stack
+from mailroom_devstack.supervisor import GaveUp, Policy, Supervisor
 
 BOOTSTRAP_TENANT = "Bootstrap tenant"
 
@@ -104,6 +107,11 @@ def run(base_dir: Path) -> int:
     webhooks_key = saved.get("webhooks_secret_key") or Fernet.generate_key().decode()
     _save(secrets_file, {"operator_token": operator_token, "webhooks_secret_key": webhooks_key})
     api_port = int(os.environ.get("MAILROOM_API_PORT", "8000"))
+    try:
+        policy = Policy.from_env(os.environ)
+    except ValueError as exc:
+        _say(f"mailroom: {exc}", sys.stderr)
+        return 2
     stack = Stack(
         base_dir=base_dir,
         ports=Ports.fixed(api_port),
@@ -119,12 +127,14 @@ def run(base_dir: Path) -> int:
         stack.start()
         state = bootstrap(stack, base_dir / "bootstrap.json")
         _say(banner(stack, state))
+        # Restarts happen here, on the main thread, between waits: never from a signal handler.
+        supervisor = Supervisor(stack, policy, say=lambda text: _say(text, sys.stderr))
         while not stopping.is_set():
-            for name, proc in list(stack.procs.items()):
-                if proc.poll() is not None:
-                    _say(f"{name} exited ({proc.returncode}); see {base_dir / 'logs' / (name + '.log')}", sys.stderr)
-                    stopping.set()
-            stopping.wait(1.0)
+            supervisor.tick()
+            stopping.wait(0.2)
+    except GaveUp as exc:
+        _say(str(exc), sys.stderr)
+        return 1
     except Exception as exc:
         _say(f"mailroom: could not start: {exc}", sys.stderr)
         return 1

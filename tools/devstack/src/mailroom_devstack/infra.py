@@ -1,19 +1,26 @@
-"""Start and stop the pinned NATS server and a Postgres for local runs and tests."""
+"""Start and stop the pinned NATS server and a Postgres for local runs and tests, and `spawn()`,
+the one way the devstack starts a child process: it dies with its launcher, whichever thread
+started it."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import os
+import queue
 import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -25,9 +32,50 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("lin
 
 def die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the launcher dies, however it dies (Linux), so
-    a crashed or killed `make run` or test run never leaves processes behind."""
+    a crashed or killed `make run` or test run never leaves processes behind.
+
+    The kernel ties this to the *thread* that forked the child: call it only through `spawn()`."""
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+_spawn_lock = threading.Lock()
+_spawn_queue: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]], Future[subprocess.Popen[bytes]]]] = (
+    queue.SimpleQueue()
+)
+_spawner: threading.Thread | None = None
+
+
+def _spawn_loop() -> None:
+    while True:
+        start, result = _spawn_queue.get()
+        if result.set_running_or_notify_cancel():
+            try:
+                result.set_result(start())
+            except BaseException as exc:
+                result.set_exception(exc)
+
+
+def spawn(args: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """`subprocess.Popen(args, **popen)` with `die_with_parent`, forked from one thread that lives as
+    long as this process. PR_SET_PDEATHSIG fires when the forking thread exits, so a child started
+    from a short-lived thread (a restart from a test's or supervisor's worker thread) would get
+    SIGTERM as soon as that thread returned."""
+    global _spawner
+    parent = os.getpid()
+
+    def in_child() -> None:
+        die_with_parent()
+        if os.getppid() != parent:  # the launcher died between fork and prctl: nobody will signal us
+            os._exit(1)
+
+    with _spawn_lock:
+        if _spawner is None or not _spawner.is_alive():
+            _spawner = threading.Thread(target=_spawn_loop, name="mailroom-devstack-spawner", daemon=True)
+            _spawner.start()
+    result: Future[subprocess.Popen[bytes]] = Future()
+    _spawn_queue.put((lambda: subprocess.Popen(args, preexec_fn=in_child, **popen), result))
+    return result.result()
 
 
 def free_port() -> int:
@@ -92,12 +140,11 @@ class NatsServer:
             "max_payload: 16MB\n"
             f'jetstream {{\n  store_dir: "{self.store_dir / "jetstream"}"\n}}\n'
         )
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [nats_server_binary(), "-c", str(conf), "-l", str(self.log_file)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
         )
         wait_port("127.0.0.1", self.port)
         return self
@@ -121,7 +168,10 @@ def _reachable(url: str) -> bool:
 
 
 class Postgres:
-    """An admin URL for a Postgres server: the given one, else pip `pgserver` under `data_dir`."""
+    """An admin URL for a Postgres server: the given one, else pip `pgserver` under `data_dir`.
+
+    A pgserver can be stopped and started again (an outage test): same data directory, same
+    socket, so the same URL."""
 
     def __init__(self, data_dir: Path, url: str | None = None) -> None:
         self.data_dir = data_dir

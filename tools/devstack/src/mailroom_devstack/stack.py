@@ -11,16 +11,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import httpx
 
-from mailroom_devstack.infra import NatsServer, Postgres, die_with_parent, free_port_block
+from mailroom_devstack.infra import NatsServer, Postgres, free_port_block, spawn
 
 SERVICES = ("api", "events", "sender", "domains", "webhooks")
+PROCESSES = ("emulator", *SERVICES)
 TOPIC_ARN = "arn:aws:sns:us-east-1:000000000000:mailroom-ses-events"
 REGION = "us-east-1"
 
@@ -58,6 +59,7 @@ class Stack:
     webhooks_secret_key: str
     database_url: str | None = None  # None → pip pgserver under base_dir/pg, database "mailroom"
     extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # per process name
+    processes: Sequence[str] = PROCESSES  # a subset for a test that needs only some (e.g. ("api",))
     nats: NatsServer | None = None
     postgres: Postgres | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -75,8 +77,7 @@ class Stack:
             self.postgres = Postgres(self.base_dir / "pg").start()
             self.db_url = self.postgres.create_database("mailroom", exist_ok=True)
         self._migrate_all()
-        self.start_process("emulator")
-        for name in SERVICES:
+        for name in self.processes:
             self.start_process(name)
         self.wait_ready(timeout=timeout)
         return self
@@ -167,6 +168,7 @@ class Stack:
                 self.command(name, "migrate"), env=self.env_for(name), capture_output=True, timeout=120, check=False
             )
             for name in SERVICES
+            if name in self.processes
         }
         for name, result in procs.items():
             if result.returncode != 0:
@@ -174,14 +176,13 @@ class Stack:
 
     def start_process(self, name: str) -> None:
         log = open(self.base_dir / "logs" / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(
+        self.procs[name] = spawn(
             self.command(name),
             env=self.env_for(name),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             start_new_session=True,
-            preexec_fn=die_with_parent,
         )
         log.close()
 
@@ -207,7 +208,7 @@ class Stack:
         self.wait_ready([name], timeout=timeout)
 
     def wait_ready(self, names: list[str] | None = None, timeout: float = 90.0) -> None:
-        pending = list(names or ["emulator", *SERVICES])
+        pending = list(names or self.processes)
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
             while pending:
