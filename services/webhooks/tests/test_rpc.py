@@ -150,4 +150,90 @@ async def test_allow_listed_ip_literal_and_http_when_allowed(start_service: Any)
 async def test_undecodable_request_is_a_validation_error(start_service: Any) -> None:
     svc = await start_service(workers=("rpc_responders",))
     msg = await svc.nc.request(subjects.RPC_WEBHOOKS_CREATE, b'{"tenant_id": 1}', timeout=5)
-    assert b"validation_error" in msg.data
+    assert b"validation_error" in msg.data and b'"kind":"validation"' in msg.data
+
+
+# ----------------------------------------------------------------------------- issue 14: error classes
+
+
+@pytest.mark.parametrize(
+    ("description", "events", "param"),
+    [
+        ("prod\x00", ["*"], "description"),  # Postgres refuses NUL in text: was `internal` → 503
+        ("a\x01b", ["*"], "description"),
+        ("a\x1bb", ["*"], "description"),
+        ("a\x85b", ["*"], "description"),
+        ("x" * 513, ["*"], "description"),
+        (None, ["email.sent\x00"], "events[0]"),
+        (None, ["email.sent"] * 65, "events"),
+    ],
+)
+async def test_bad_input_is_a_validation_error_not_internal(
+    start_service: Any, db: Any, description: str | None, events: list[str], param: str
+) -> None:
+    svc = await start_service(workers=("rpc_responders",), allow_http=False, allowed_cidrs="")
+    reply = await create(svc.nc, "ten_v", "https://hooks.example.com/", events, description=description)
+    assert reply.endpoint is None and reply.error is not None
+    assert (reply.error.code, reply.error.kind, reply.error.param) == ("validation_error", "validation", param)
+    assert "\x00" not in reply.error.message
+    assert (await (await db.execute("SELECT count(*) AS n FROM endpoints")).fetchone())["n"] == 0
+
+
+async def test_a_description_with_line_breaks_is_kept(start_service: Any) -> None:
+    svc = await start_service(workers=("rpc_responders",), allow_http=False, allowed_cidrs="")
+    reply = await create(svc.nc, "ten_v", "https://hooks.example.com/", ["*"], description="line 1\n\tline 2 ✓")
+    assert reply.error is None and reply.endpoint is not None
+    assert reply.endpoint.description == "line 1\n\tline 2 ✓"
+
+
+@pytest.mark.parametrize(
+    "webhook_id",
+    ["wh_\x00", "wh_", "", "wh_" + "0" * 25 + "\x00", "WH_" + "0" * 26, "wh_" + "0" * 25 + "u", "wh_" + "0" * 5000],
+)
+async def test_a_malformed_webhook_id_is_not_found(start_service: Any, webhook_id: str) -> None:
+    svc = await start_service(workers=("rpc_responders",), allow_http=False, allowed_cidrs="")
+    for subject, req in (
+        (subjects.RPC_WEBHOOKS_GET, GetWebhookRequest(tenant_id="ten_a", webhook_id=webhook_id)),
+        (subjects.RPC_WEBHOOKS_DELETE, DeleteWebhookRequest(tenant_id="ten_a", webhook_id=webhook_id)),
+    ):
+        reply = await rpc.request(svc.nc, subject, req, WebhookReply)
+        assert reply.endpoint is None and reply.error is not None
+        assert (reply.error.code, reply.error.kind) == ("not_found", "not_found")
+
+
+@pytest.mark.parametrize("tenant_id", ["ten_\x00", "", "t" * 65, "ten_é"])
+async def test_a_malformed_tenant_id_is_a_validation_error(start_service: Any, tenant_id: str) -> None:
+    svc = await start_service(workers=("rpc_responders",), allow_http=False, allowed_cidrs="")
+    well_formed = "wh_" + "0" * 26
+    replies = [
+        (await create(svc.nc, tenant_id, "https://hooks.example.com/", ["*"])).error,
+        (
+            await rpc.request(
+                svc.nc, subjects.RPC_WEBHOOKS_LIST, ListWebhooksRequest(tenant_id=tenant_id), ListWebhooksReply
+            )
+        ).error,
+        (
+            await rpc.request(
+                svc.nc,
+                subjects.RPC_WEBHOOKS_GET,
+                GetWebhookRequest(tenant_id=tenant_id, webhook_id=well_formed),
+                WebhookReply,
+            )
+        ).error,
+    ]
+    for error in replies:
+        assert error is not None
+        assert (error.code, error.kind, error.param) == ("validation_error", "validation", "tenant_id")
+
+
+async def test_every_service_error_names_its_class(start_service: Any) -> None:
+    svc = await start_service(workers=("rpc_responders",), allow_http=False, allowed_cidrs="")
+    invalid = await create(svc.nc, "ten_k", "http://hooks.example.com/", ["*"])
+    assert invalid.error is not None and invalid.error.kind == "validation"
+    missing = await rpc.request(
+        svc.nc,
+        subjects.RPC_WEBHOOKS_GET,
+        GetWebhookRequest(tenant_id="ten_k", webhook_id="wh_" + "0" * 26),
+        WebhookReply,
+    )
+    assert missing.error is not None and (missing.error.code, missing.error.kind) == ("not_found", "not_found")

@@ -3,22 +3,48 @@
 Used only where the API must answer synchronously with data another service owns:
 a new domain's DNS records (SES generates the DKIM tokens) and webhook endpoints (the
 webhooks service owns them and their secrets). Every reply carries either a result or an
-`RpcError` whose `code` is one of the SPEC §2 error codes.
+`RpcError` whose `code` is one of the SPEC §2 error codes and whose `kind` says which class of
+error it is, so the requester knows the HTTP status (and whether to retry) without knowing the code.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Final, Literal, get_args
 
 import msgspec
 
 from mailroom_contracts.events import DomainSnapshot
+
+# The classes of RPC error, each one SPEC §2 status on the API: validation 422, not_found 404,
+# conflict 409, forbidden 403, transient 503 (a dependency is down; retry), internal 500 (a bug;
+# retrying will not help and the requester must not say "try again").
+ErrorKind = Literal["validation", "not_found", "conflict", "forbidden", "transient", "internal"]
+ERROR_KINDS: Final[frozenset[str]] = frozenset(get_args(ErrorKind))
+
+# The class each SPEC code belongs to when a reply names no `kind` (replies of older responders).
+KIND_OF_CODE: Final[dict[str, ErrorKind]] = {
+    "validation_error": "validation",
+    "not_found": "not_found",
+    "conflict": "conflict",
+    "insufficient_permission": "forbidden",
+    "unavailable": "transient",
+    "internal": "internal",
+}
 
 
 class RpcError(msgspec.Struct, frozen=True, kw_only=True):
     code: str  # SPEC §2 error code: validation_error, not_found, conflict, unavailable, ...
     message: str
     param: str | None = None
+    # One of ERROR_KINDS. A plain string, not the Literal, so a newer responder's new class still
+    # decodes on an older requester (which then maps by `code`); None from responders before it.
+    kind: str | None = None
+
+
+def rpc_error(kind: ErrorKind, code: str, message: str, param: str | None = None) -> RpcError:
+    """An RpcError whose class is checked by the type checker."""
+    return RpcError(code=code, message=message, param=param, kind=kind)
 
 
 class CreateDomainRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,6 +10,11 @@ context), and counts `mailroom_rpc_requests_total{subject,outcome}` and
 `mailroom_rpc_request_seconds{subject}`. Outcome is `ok`, the reply's error code
 (`not_found`, `unavailable`, ...), `bad_request` (undecodable request) or `internal` (the handler
 raised; logged at error level with the traceback). Handlers log no line of their own for it.
+
+The errors `serve` answers itself carry their class (`RpcError.kind`): an undecodable request is
+`validation_error`/`validation`; a handler that let a Postgres outage escape is
+`unavailable`/`transient` (the requester may retry); any other exception is `internal`/`internal`
+with no detail (a bug: retrying will not help, so the requester must not say "try again").
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from typing import Any, TypeVar
 import msgspec
 import structlog
 from mailroom_contracts import decode, encode
+from mailroom_contracts.rpc import RpcError, rpc_error
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from psycopg import OperationalError
+from psycopg_pool import PoolClosed, PoolTimeout
 
 from mailroom_kit.logging import get_logger
 from mailroom_kit.metrics import RPC_REQUESTS, RPC_SECONDS
@@ -42,8 +50,13 @@ class RpcUnavailable(Exception):
     """Nobody answered in time: the owning service is down or overloaded."""
 
 
-def _error_reply(code: str, message: str, param: str | None = None) -> bytes:
-    return msgspec.json.encode({"error": {"code": code, "message": message, "param": param}})
+# Postgres unreachable (or a statement cancelled by its timeout): nothing was committed, so
+# the request can be retried. Anything else a handler raises is a bug.
+_TRANSIENT = (OperationalError, PoolTimeout, PoolClosed)
+
+
+def _error_reply(error: RpcError) -> bytes:
+    return msgspec.json.encode({"error": error})
 
 
 async def serve(
@@ -77,7 +90,8 @@ async def serve(
         try:
             request = decode(msg.data, req_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            await msg.respond(_error_reply("validation_error", f"bad request: {exc}"))
+            # The message names the field msgspec refused but never echoes the value.
+            await msg.respond(_error_reply(rpc_error("validation", "validation_error", f"bad request: {exc}"[:300])))
             summary("bad_request", started, level=logging.WARNING, error=str(exc)[:200])
             return
         tenant_id = getattr(request, "tenant_id", None)
@@ -85,8 +99,12 @@ async def serve(
             structlog.contextvars.bind_contextvars(tenant_id=tenant_id)
         try:
             reply = await handler(request)
+        except _TRANSIENT as exc:
+            await msg.respond(_error_reply(rpc_error("transient", "unavailable", "a dependency is unavailable")))
+            summary("unavailable", started, level=logging.WARNING, error=type(exc).__name__)
+            return
         except Exception:
-            await msg.respond(_error_reply("internal", "internal error"))
+            await msg.respond(_error_reply(rpc_error("internal", "internal", "internal error")))
             summary("internal", started, level=logging.ERROR, exc_info=True)
             return
         await msg.respond(encode(reply))

@@ -1,12 +1,14 @@
-"""The service's one error type: each carries the SPEC §2 error code the RPC reply uses."""
+"""The service's one error type: each carries the SPEC §2 error code and the error class
+(`RpcError.kind`) the RPC reply uses, so the API answers the status the class stands for."""
 
 from __future__ import annotations
 
-from mailroom_contracts.rpc import RpcError
+from mailroom_contracts.rpc import ErrorKind, RpcError, rpc_error
 
 
 class WebhooksError(Exception):
     code = "internal"
+    kind: ErrorKind = "internal"
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -14,12 +16,21 @@ class WebhooksError(Exception):
         self.param = param
 
     def to_rpc(self) -> RpcError:
-        return RpcError(code=self.code, message=self.message, param=self.param)
+        return rpc_error(self.kind, self.code, self.message, self.param)
 
 
 class ValidationError(WebhooksError):
     code = "validation_error"
+    kind: ErrorKind = "validation"
 
 
 class NotFoundError(WebhooksError):
     code = "not_found"
+    kind: ErrorKind = "not_found"
+
+
+class Unavailable(WebhooksError):
+    """Postgres is unreachable: nothing was stored, the caller may try again."""
+
+    code = "unavailable"
+    kind: ErrorKind = "transient"

@@ -14,7 +14,6 @@ from mailroom_contracts.rpc import (
     GetWebhookRequest,
     ListWebhooksReply,
     ListWebhooksRequest,
-    RpcError,
     WebhookReply,
 )
 from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
@@ -26,7 +25,7 @@ from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 
 from mailroom_webhooks import service
-from mailroom_webhooks.errors import WebhooksError
+from mailroom_webhooks.errors import Unavailable, WebhooksError
 from mailroom_webhooks.netpolicy import AddressPolicy
 from mailroom_webhooks.settings import WebhooksSettings
 from mailroom_webhooks.signing import SecretBox
@@ -35,7 +34,7 @@ log = get_logger(__name__)
 
 # Postgres unreachable: the requester gets `unavailable` (retryable), not `internal`.
 _DB_DOWN = (OperationalError, PoolTimeout)
-_UNAVAILABLE = RpcError(code="unavailable", message="webhooks storage is unavailable; try again")
+_UNAVAILABLE = Unavailable("webhooks storage is unavailable; try again").to_rpc()
 
 
 class RpcHandlers:
@@ -47,12 +46,14 @@ class RpcHandlers:
         self._box = box
         self._policy = policy
 
+    # Each responder decides on its input first (validation_error / not_found), so bad input is
+    # answered the same whether or not Postgres is up, and never reaches it.
+
     async def create_endpoint(self, request: CreateWebhookRequest) -> CreateWebhookReply:
         try:
+            new = service.validate_new_endpoint(request, allow_http=self._settings.allow_http, policy=self._policy)
             async with self._pool.connection() as conn, conn.transaction():
-                endpoint, secret = await service.create_endpoint(
-                    conn, request, allow_http=self._settings.allow_http, policy=self._policy, box=self._box
-                )
+                endpoint, secret = await service.create_endpoint(conn, new, box=self._box)
         except WebhooksError as exc:
             return CreateWebhookReply(error=exc.to_rpc())
         except _DB_DOWN:
@@ -62,13 +63,18 @@ class RpcHandlers:
 
     async def list_endpoints(self, request: ListWebhooksRequest) -> ListWebhooksReply:
         try:
+            service.check_tenant_id(request.tenant_id)
             async with self._pool.connection() as conn:
                 return ListWebhooksReply(data=await service.list_endpoints(conn, request.tenant_id))
+        except WebhooksError as exc:
+            return ListWebhooksReply(error=exc.to_rpc())
         except _DB_DOWN:
             return ListWebhooksReply(error=_UNAVAILABLE)
 
     async def get_endpoint(self, request: GetWebhookRequest) -> WebhookReply:
         try:
+            service.check_tenant_id(request.tenant_id)
+            service.check_webhook_id(request.webhook_id)
             async with self._pool.connection() as conn:
                 return WebhookReply(endpoint=await service.get_endpoint(conn, request.tenant_id, request.webhook_id))
         except WebhooksError as exc:
@@ -78,6 +84,8 @@ class RpcHandlers:
 
     async def delete_endpoint(self, request: DeleteWebhookRequest) -> WebhookReply:
         try:
+            service.check_tenant_id(request.tenant_id)
+            service.check_webhook_id(request.webhook_id)
             async with self._pool.connection() as conn, conn.transaction():
                 endpoint = await service.delete_endpoint(conn, request.tenant_id, request.webhook_id)
         except WebhooksError as exc:

@@ -4,6 +4,7 @@ retry rules that settle each delivery attempt. Callers own the transaction."""
 from __future__ import annotations
 
 import random
+import re
 from datetime import datetime
 from typing import Any
 
@@ -56,39 +57,87 @@ def _endpoint(row: dict[str, Any]) -> WebhookEndpoint:
     )
 
 
+# kit ids: "wh_" + 26 Crockford base32 characters. Anything else names no endpoint; saying so
+# before Postgres sees it keeps a NUL or a megabyte of garbage away from the database.
+_WEBHOOK_ID = re.compile(r"wh_[0-9a-hjkmnp-tv-z]{26}")
+MAX_TENANT_ID = 64
+MAX_EVENTS = 64
+# Control characters have no business in a description; NUL is also refused by Postgres text.
+# Tab and line breaks are kept: a description is free text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+class NewEndpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A create request that passed every rule, normalised."""
+
+    tenant_id: str
+    url: str
+    events: list[str]
+    description: str | None
+
+
+def check_tenant_id(tenant_id: str) -> None:
+    """The API sends its authenticated tenant's id; anything unprintable is a caller bug, not a 500."""
+    if not tenant_id:
+        raise ValidationError("tenant_id is required", param="tenant_id")
+    if len(tenant_id) > MAX_TENANT_ID or not tenant_id.isascii() or not tenant_id.isprintable():
+        raise ValidationError("tenant_id is not a tenant id", param="tenant_id")
+
+
+def check_webhook_id(webhook_id: str) -> None:
+    if not _WEBHOOK_ID.fullmatch(webhook_id):
+        raise NotFoundError("webhook not found", param="webhook_id")
+
+
 def validate_events(events: list[str]) -> list[str]:
     if not events:
         raise ValidationError('events must list at least one event type, or ["*"]', param="events")
+    if len(events) > MAX_EVENTS:
+        raise ValidationError(f"events must list at most {MAX_EVENTS} entries", param="events")
     chosen: list[str] = []
     for i, name in enumerate(events):
         if name == "*":
             if len(events) != 1:
                 raise ValidationError('"*" must be the only entry of events', param=f"events[{i}]")
         elif name not in KNOWN_EVENT_TYPES:
-            raise ValidationError(f"unknown event type {name!r}", param=f"events[{i}]")
+            shown = name if len(name) <= 64 and name.isprintable() else "(not an event type)"
+            raise ValidationError(f"unknown event type {shown!r}", param=f"events[{i}]")
         if name not in chosen:
             chosen.append(name)
     return chosen
 
 
-async def create_endpoint(
-    conn: Conn, request: CreateWebhookRequest, *, allow_http: bool, policy: AddressPolicy, box: SecretBox
-) -> tuple[WebhookEndpoint, str]:
-    """Validate and store a new endpoint; return it with its secret (the only time it is shown)."""
-    if not request.tenant_id:
-        raise ValidationError("tenant_id is required", param="tenant_id")
-    url = validate_endpoint_url(request.url, allow_http=allow_http, policy=policy)
-    events = validate_events(request.events)
-    if request.description is not None and len(request.description) > MAX_DESCRIPTION:
+def validate_description(description: str | None) -> str | None:
+    if description is None:
+        return None
+    if len(description) > MAX_DESCRIPTION:
         raise ValidationError(f"description must be at most {MAX_DESCRIPTION} characters", param="description")
+    if _CONTROL.search(description):
+        raise ValidationError("description must not contain control characters (NUL, ...)", param="description")
+    return description
+
+
+def validate_new_endpoint(request: CreateWebhookRequest, *, allow_http: bool, policy: AddressPolicy) -> NewEndpoint:
+    """Every rule of a create request, decided before any database call."""
+    check_tenant_id(request.tenant_id)
+    return NewEndpoint(
+        tenant_id=request.tenant_id,
+        url=validate_endpoint_url(request.url, allow_http=allow_http, policy=policy),
+        events=validate_events(request.events),
+        description=validate_description(request.description),
+    )
+
+
+async def create_endpoint(conn: Conn, new: NewEndpoint, *, box: SecretBox) -> tuple[WebhookEndpoint, str]:
+    """Store a validated endpoint; return it with its secret (the only time it is shown)."""
     secret = new_secret()
     row = await repo.insert_endpoint(
         conn,
         endpoint_id=new_id("wh"),
-        tenant_id=request.tenant_id,
-        url=url,
-        events=events,
-        description=request.description,
+        tenant_id=new.tenant_id,
+        url=new.url,
+        events=new.events,
+        description=new.description,
         secret_encrypted=box.encrypt(secret),
     )
     return _endpoint(row), secret

@@ -1,13 +1,25 @@
-"""Webhook endpoints, answered by the webhooks service (it owns endpoints and their secrets)."""
+"""Webhook endpoints, answered by the webhooks service (it owns endpoints and their secrets).
+A path id that cannot be a webhook id (`wh_` + 26 base32 characters) is 404 without asking."""
 
 from __future__ import annotations
+
+import re
 
 import msgspec
 from mailroom_contracts import rpc, subjects
 from nats.aio.client import Client
 
 from mailroom_api import rpc as calls
+from mailroom_api.errors import not_found
 from mailroom_api.webhooks.schemas import CreatedWebhook, CreateWebhook, Deleted, Webhook
+
+# mailroom_kit.ids: prefix, "_", 26 Crockford base32 characters (lower case, no i, l, o, u).
+_WEBHOOK_ID = re.compile(r"wh_[0-9a-hjkmnp-tv-z]{26}")
+
+
+def _check_id(webhook_id: str) -> None:
+    if not _WEBHOOK_ID.fullmatch(webhook_id):
+        raise not_found("webhook")
 
 
 def _view(endpoint: rpc.WebhookEndpoint) -> Webhook:
@@ -36,12 +48,14 @@ async def list_webhooks(nc: Client, tenant_id: str, *, rpc_timeout: float) -> li
 
 
 async def get_webhook(nc: Client, tenant_id: str, webhook_id: str, *, rpc_timeout: float) -> Webhook:
+    _check_id(webhook_id)
     request = rpc.GetWebhookRequest(tenant_id=tenant_id, webhook_id=webhook_id)
     reply = await calls.call(nc, subjects.RPC_WEBHOOKS_GET, request, rpc.WebhookReply, timeout=rpc_timeout)
     return _view(calls.present(reply.endpoint, "webhooks"))
 
 
 async def delete_webhook(nc: Client, tenant_id: str, webhook_id: str, *, rpc_timeout: float) -> Deleted:
+    _check_id(webhook_id)
     request = rpc.DeleteWebhookRequest(tenant_id=tenant_id, webhook_id=webhook_id)
     await calls.call(nc, subjects.RPC_WEBHOOKS_DELETE, request, rpc.WebhookReply, timeout=rpc_timeout)
     return Deleted(id=webhook_id)
