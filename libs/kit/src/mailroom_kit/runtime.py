@@ -128,7 +128,13 @@ async def serve(
     on_start: Callable[[Runtime[S]], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     configure_logging(name, settings.log_level, settings.log_format)
-    pool = await open_pool(settings.database_url, schema, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    pool = await open_pool(
+        settings.database_url,
+        schema,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        timeout=settings.db_pool_timeout_seconds,
+    )
     nc = await connect(settings.nats_url, name=f"mailroom-{name}")
     js = nc.jetstream()
     await reconcile(js, STREAMS, consumers, replicas=settings.nats_replicas)
