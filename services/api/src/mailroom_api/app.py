@@ -11,7 +11,7 @@ from litestar import Controller, Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, Schema, SecurityScheme
 from mailroom_contracts.streams import API_DOMAINS, API_EMAIL_LOG
 from mailroom_kit.http import request_logging
 from mailroom_kit.runtime import Runtime, Worker, ops_router, serve
@@ -21,6 +21,7 @@ from mailroom_api.domains.controllers import DomainsController
 from mailroom_api.domains.projector import domains_worker
 from mailroom_api.emails.controllers import EmailsController
 from mailroom_api.emails.projector import email_log_worker
+from mailroom_api.http.body import Request
 from mailroom_api.http.errors import exception_handler
 from mailroom_api.http.guards import current_principal, make_before_request
 from mailroom_api.keys.controllers import AdminApiKeysController, ApiKeysController
@@ -76,7 +77,7 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
         return settings
 
     logging = request_logging(NAME)
-    return Litestar(
+    app = Litestar(
         route_handlers=[ops_router(runtime), *ROUTES],
         dependencies={
             "rt": Provide(provide_runtime, sync_to_thread=False),
@@ -93,6 +94,29 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         debug=False,
     )
+    _document_strict_bodies(app)
+    return app
+
+
+def _request_bodies() -> dict[str, type[Request]]:
+    found: dict[str, type[Request]] = {}
+    pending = list(Request.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def _document_strict_bodies(app: Litestar) -> None:
+    """Request bodies refuse unknown fields (`forbid_unknown_fields`); Litestar does not say so in
+    the schema, so the document gets `additionalProperties: false` on each of them."""
+    components = app.openapi_schema.components
+    schemas = components.schemas if components is not None and components.schemas is not None else {}
+    bodies = _request_bodies()
+    for name, schema in schemas.items():
+        if name in bodies and isinstance(schema, Schema):
+            schema.additional_properties = False
 
 
 async def run(settings: ApiSettings) -> None:

@@ -123,8 +123,10 @@ _ERROR_TEXT = {
 
 
 def documented(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI error responses of a route (all in the one error shape); 400 and 401 can happen anywhere."""
+    """OpenAPI error responses of a route (all in the one error shape). 400 (malformed request), 401
+    (credentials), 422 (a bad or unknown query parameter) and 503 (a dependency down) can happen on
+    every route."""
     return {
         s: ResponseSpec(data_container=ErrorBody, description=_ERROR_TEXT[s], generate_examples=False)
-        for s in sorted({400, 401, *statuses})
+        for s in sorted({400, 401, 422, 503, *statuses})
     }
