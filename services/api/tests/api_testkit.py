@@ -20,6 +20,7 @@ from mailroom_api.tenants.schemas import CreateTenant
 from mailroom_contracts.events import DomainRecord, DomainSnapshot
 from mailroom_devstack.infra import free_port
 from mailroom_kit.runtime import Runtime
+from mailroom_kit.server import server_config
 
 OPERATOR_TOKEN = "op-" + "x" * 40
 
@@ -38,7 +39,7 @@ async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     blocking the test's loop, which deadlocks the loop-bound NATS connection and Postgres pool.)
     """
     port = free_port()
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
+    server = _Server(server_config(app, service="api", host="127.0.0.1", port=port))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import httpx
 from litestar import Litestar
 from mailroom_api.app import create_app
@@ -98,3 +101,18 @@ async def test_health_ready_metrics(client: httpx.AsyncClient) -> None:
     await client.get("/v1/emails")
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200 and "mailroom_http_requests_total" in metrics.text
+
+
+async def test_a_malformed_http_request_gets_the_spec_error_body(client: httpx.AsyncClient) -> None:
+    """The server's own 400 (before the app sees the request) is the SPEC body with a request id."""
+    url = httpx.URL(str(client.base_url))
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(b"POST /v1/emails HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    error = json.loads(body)
+    assert (error["error"], error["param"]) == ("invalid_json", None)
+    assert f"x-request-id: {error['request_id']}".encode() in head

@@ -33,6 +33,7 @@ from mailroom_kit.jetstream import connect, reconcile
 from mailroom_kit.logging import configure_logging, get_logger
 from mailroom_kit.migrations import migrate, pending
 from mailroom_kit.outbox import OutboxRelay
+from mailroom_kit.server import server_config
 from mailroom_kit.settings import BaseSettings, SettingsError
 
 log = get_logger(__name__)
@@ -146,11 +147,7 @@ async def serve(
         loop.add_signal_handler(sig, runtime.stop.set)
     if on_start is not None:
         await on_start(runtime)
-    server = _Server(
-        uvicorn.Config(
-            build_app(runtime), host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on"
-        )
-    )
+    server = _Server(server_config(build_app(runtime), service=name, host=settings.host, port=settings.port))
     tasks = [asyncio.create_task(w(runtime), name=getattr(w, "__name__", "worker")) for w in workers]
     http = asyncio.create_task(server.serve(), name="http")
     log.info("service.started", host=settings.host, port=settings.port)

@@ -1,0 +1,84 @@
+"""Requests the HTTP server refuses before the app sees them still get the SPEC error body and an
+X-Request-Id (real uvicorn, real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import uvicorn
+from litestar import Litestar, get
+from mailroom_devstack.infra import free_port
+from mailroom_kit.http import request_logging
+from mailroom_kit.server import server_config
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@get("/hello", sync_to_thread=False)
+def hello() -> dict[str, str]:
+    return {"hello": "world"}
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    logging = request_logging("test")
+    app = Litestar([hello], middleware=logging.middleware, before_send=logging.before_send, logging_config=None)
+    chosen = free_port()
+    server = _Server(server_config(app, service="test", host="127.0.0.1", port=chosen))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield chosen
+    server.should_exit = True
+    await asyncio.wait_for(task, 10)
+
+
+async def raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+        b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        # a header block past h11's 16 KiB limit (the server refuses it before it ends)
+        b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000,
+        b"GET /hello HTTP/1.1\r\nHost x\r\n\r\n",
+        b"NOT A REQUEST LINE\r\n\r\n",
+    ],
+    ids=["bad content-length", "two content-lengths", "over-long header", "header without colon", "garbage"],
+)
+async def test_malformed_requests_get_the_spec_error_body(port: int, request_bytes: bytes) -> None:
+    status, headers, body = await raw(port, request_bytes)
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert headers["x-request-id"].startswith("req_")
+    error = json.loads(body)
+    assert error == {
+        "error": "invalid_json",
+        "message": "malformed HTTP request",
+        "param": None,
+        "request_id": headers["x-request-id"],
+    }
+
+
+async def test_well_formed_requests_are_untouched(port: int) -> None:
+    status, headers, body = await raw(port, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 200 and json.loads(body) == {"hello": "world"} and headers["x-request-id"].startswith("req_")
