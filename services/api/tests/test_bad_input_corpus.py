@@ -124,7 +124,7 @@ def mutations(kind: str, forwarded: bool) -> list[tuple[str, Any]]:
         out += [("deep", _nest(40)), ("int-overflow", 2**64), ("huge-array", ["x"] * 5000)]
         if kind != "text" and not forwarded:
             out += [(f"break-{i}", f"a{b}b") for i, b in enumerate(BREAKS)]
-        if kind in ("addr", "enum", "id") or (kind == "str" and not forwarded):
+        if kind in ("addr", "enum", "id", "str"):
             out.append(("over-long", "x" * 100_000))
         if kind == "text":
             out.append(("over-long", "x" * (11 * 1024 * 1024)))

@@ -70,6 +70,13 @@ class WebhookEndpoint(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
 
 
+# Limits of a webhook endpoint, enforced by the webhooks service and documented (and checked first)
+# by the API, so both ends state the same numbers.
+WEBHOOK_URL_MAX_LENGTH = 2048
+WEBHOOK_DESCRIPTION_MAX_LENGTH = 512
+WEBHOOK_EVENTS_MAX = 64
+
+
 class CreateWebhookRequest(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str
     url: str

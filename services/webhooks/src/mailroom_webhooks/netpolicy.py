@@ -22,12 +22,14 @@ from collections.abc import Iterable
 from typing import Literal, NamedTuple
 from urllib.parse import urlsplit
 
+from mailroom_contracts.rpc import WEBHOOK_URL_MAX_LENGTH
+
 from mailroom_webhooks.errors import ValidationError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-MAX_URL_LENGTH = 2048
+MAX_URL_LENGTH = WEBHOOK_URL_MAX_LENGTH
 
 
 class SpecialRange(NamedTuple):

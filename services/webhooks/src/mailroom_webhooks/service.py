@@ -10,7 +10,12 @@ from typing import Any
 
 import msgspec
 from mailroom_contracts import events as ev
-from mailroom_contracts.rpc import CreateWebhookRequest, WebhookEndpoint
+from mailroom_contracts.rpc import (
+    WEBHOOK_DESCRIPTION_MAX_LENGTH,
+    WEBHOOK_EVENTS_MAX,
+    CreateWebhookRequest,
+    WebhookEndpoint,
+)
 from mailroom_kit import inbox
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
@@ -33,7 +38,7 @@ from mailroom_webhooks.signing import SecretBox, new_secret
 
 log = get_logger(__name__)
 
-MAX_DESCRIPTION = 512
+MAX_DESCRIPTION = WEBHOOK_DESCRIPTION_MAX_LENGTH
 MAX_RETRY_AFTER_SECONDS = 24 * 3600
 ADDRESS_NOT_ALLOWED = "address_not_allowed"
 
@@ -61,7 +66,7 @@ def _endpoint(row: dict[str, Any]) -> WebhookEndpoint:
 # before Postgres sees it keeps a NUL or a megabyte of garbage away from the database.
 _WEBHOOK_ID = re.compile(r"wh_[0-9a-hjkmnp-tv-z]{26}")
 MAX_TENANT_ID = 64
-MAX_EVENTS = 64
+MAX_EVENTS = WEBHOOK_EVENTS_MAX
 # Control characters have no business in a description; NUL is also refused by Postgres text.
 # Tab and line breaks are kept: a description is free text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
