@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 from litestar import Controller, Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -117,6 +118,35 @@ def _document_strict_bodies(app: Litestar) -> None:
     for name, schema in schemas.items():
         if name in bodies and isinstance(schema, Schema):
             schema.additional_properties = False
+            _restore_zero_bounds(schema, bodies[name])
+
+
+# msgspec's JSON Schema keyword → Litestar's Schema attribute.
+_BOUNDS = {
+    "minimum": "minimum",
+    "maximum": "maximum",
+    "exclusiveMinimum": "exclusive_minimum",
+    "exclusiveMaximum": "exclusive_maximum",
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "minItems": "min_items",
+    "maxItems": "max_items",
+}
+
+
+def _restore_zero_bounds(schema: Schema, body: type[Request]) -> None:
+    """Litestar leaves out a bound whose value is 0 (`minimum: 0` on a quota); msgspec's own schema
+    of the same Struct has every bound, so any the document lacks is taken from it."""
+    own = msgspec.json.schema(body)["$defs"][body.__name__].get("properties", {})
+    for field, described in (schema.properties or {}).items():
+        if not isinstance(described, Schema) or field not in own:
+            continue
+        truth = own[field]
+        branches = [b for b in truth.get("anyOf", [truth]) if b.get("type") != "null"]
+        for keyword, attribute in _BOUNDS.items():
+            value = next((b[keyword] for b in branches if keyword in b), None)
+            if value is not None and getattr(described, attribute) is None:
+                setattr(described, attribute, value)
 
 
 async def run(settings: ApiSettings) -> None:
