@@ -235,10 +235,34 @@ async def test_rpc_logs_one_line_per_request_with_outcome(nats_url: str, capture
     assert [line.get("tenant_id") for line in lines] == ["ten_r", "ten_r", "ten_r", None]
     assert lines[0]["webhook_id"] == "wh_1" and "webhook_id" not in lines[1]
     assert [line["log_level"] for line in lines] == ["info", "info", "error", "warning"]
-    assert lines[2]["exc_info"] is True  # rendered as `exception` (the traceback) by the kit's processors
+    # the error is described, never dumped: no traceback (its text would carry data), the class and place
+    assert "exc_info" not in lines[2] and "exception" not in lines[2]
+    assert lines[2]["error_class"] == "builtins.RuntimeError" and lines[2]["error"] == "kaput"
+    assert lines[2]["error_at"].startswith("test_logging_http.py:")
     for outcome in ("ok", "not_found", "internal", "bad_request"):
         assert sample("mailroom_rpc_requests_total", subject=subject, outcome=outcome) == 1
     assert sample("mailroom_rpc_request_seconds_count", subject=subject) == 4
     assert len(captured) == 4  # nothing else was logged for these requests
     await sub.unsubscribe()
     await nc.close()
+
+
+def test_a_database_error_is_described_without_its_text() -> None:
+    """Postgres echoes the offending value in its message and DETAIL; only class, place and SQLSTATE
+    may reach a log line or a dead letter."""
+    import psycopg
+    from mailroom_kit.redact import describe_error, error_text
+
+    marker = "tenant-secret-metadata-7731"
+    try:
+        raise psycopg.errors.UniqueViolation(f'duplicate key value violates unique constraint "x" DETAIL: ({marker})')
+    except psycopg.Error as exc:
+        described = describe_error(exc)
+        text = error_text(exc)
+    assert described["error_class"] == "psycopg.errors.UniqueViolation" and "sqlstate" in described
+    assert marker not in str(described) and marker not in text
+    try:
+        raise ValueError(f"bad value '{marker}' in field\nsecond line {marker}")
+    except ValueError as exc:
+        other = describe_error(exc)
+    assert other["error"] == "bad value '…' in field" and marker not in str(other)

@@ -42,6 +42,7 @@ from nats.js import JetStreamContext
 from mailroom_kit import dlq
 from mailroom_kit.logging import get_logger
 from mailroom_kit.metrics import DEAD_LETTERS, MESSAGE_SECONDS, MESSAGES_HANDLED
+from mailroom_kit.redact import describe_error, error_text
 from mailroom_kit.wake import Stopped, sleep_until_stopped, until_stopped
 
 log = get_logger(__name__)
@@ -167,12 +168,15 @@ async def _run_handler(
     except Permanent as exc:
         return await _give_up(js, spec, msg, summary, reason="permanent", error=str(exc), event_type=event_type)
     except Exception as exc:
-        summary.fields["exc_info"] = exc
+        # Never the exception's text as such: a database error echoes the data that caused it.
+        summary.fields.update(describe_error(exc))
         if last:
-            return await _give_up(js, spec, msg, summary, reason="exhausted", error=repr(exc), event_type=event_type)
+            return await _give_up(
+                js, spec, msg, summary, reason="exhausted", error=error_text(exc), event_type=event_type
+            )
         delay = backoff(delivery)
         summary.raise_level("error")
-        summary.fields.update(error=repr(exc), delay=delay)
+        summary.fields.update(delay=delay)
         await msg.nak(delay=delay)
         return "error"
     finally:

@@ -39,6 +39,7 @@ from psycopg_pool import PoolClosed, PoolTimeout
 
 from mailroom_kit.logging import get_logger
 from mailroom_kit.metrics import RPC_REQUESTS, RPC_SECONDS
+from mailroom_kit.redact import describe_error
 
 log = get_logger(__name__)
 
@@ -103,9 +104,9 @@ async def serve(
             await msg.respond(_error_reply(rpc_error("transient", "unavailable", "a dependency is unavailable")))
             summary("unavailable", started, level=logging.WARNING, error=type(exc).__name__)
             return
-        except Exception:
+        except Exception as exc:
             await msg.respond(_error_reply(rpc_error("internal", "internal", "internal error")))
-            summary("internal", started, level=logging.ERROR, exc_info=True)
+            summary("internal", started, level=logging.ERROR, **describe_error(exc))
             return
         await msg.respond(encode(reply))
         error = getattr(reply, "error", None)

@@ -15,6 +15,7 @@ from mailroom_contracts.rpc import CreateDomainRequest, DomainReply
 from mailroom_kit import rpc
 from mailroom_kit.db import Pool
 from mailroom_kit.logging import get_logger
+from mailroom_kit.redact import describe_error
 from mailroom_kit.wake import sleep_until_stopped
 from nats.aio.client import Client
 
@@ -129,7 +130,7 @@ class VerificationPoller:
                 return
             except Exception as exc:
                 DOMAIN_CHECKS.labels(outcome="error").inc()
-                log.exception("domain.check_failed", error=repr(exc))
+                log.error("domain.check_failed", **describe_error(exc))
                 await self._postpone(domain_id)
                 return
             DOMAIN_CHECKS.labels(outcome="changed" if event is not None else "unchanged").inc()

@@ -22,6 +22,7 @@ from litestar.exceptions import HTTPException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from mailroom_kit.http import add_log_fields, request_id
 from mailroom_kit.logging import get_logger
+from mailroom_kit.redact import describe_error
 from mailroom_kit.runtime import Runtime
 
 from mailroom_events import service
@@ -110,5 +111,5 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     # A bug: the traceback gets a line of its own, next to the request's summary line.
-    log.error("http.unhandled_error", request_id=request_id(request.scope), error=repr(exc)[:300], exc_info=exc)
+    log.error("http.unhandled_error", request_id=request_id(request.scope), **describe_error(exc))
     return error_response(request, EventsError(500, "internal", "internal error"))

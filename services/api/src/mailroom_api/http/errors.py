@@ -4,7 +4,6 @@ undecodable bodies) and database outages all become SPEC §2 error bodies; anyth
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
@@ -15,6 +14,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import Scope
 from mailroom_kit.http import request_id
 from mailroom_kit.logging import get_logger
+from mailroom_kit.redact import describe_error
 from psycopg_pool import PoolClosed, PoolTimeout
 
 from mailroom_api.errors import ApiError, unavailable, validation
@@ -69,30 +69,6 @@ def _from_http_exception(exc: HTTPException) -> ApiError:
     return ApiError(status, code, message)
 
 
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-MAX_LOGGED_MESSAGE = 200
-
-
-def describe_unhandled(exc: BaseException) -> dict[str, str]:
-    """What the log may say about an unexpected error: its class, where it was raised, and for a
-    database error its SQLSTATE only. Postgres messages, DETAIL and CONTEXT echo the values that
-    caused them (a tenant's metadata, say), so no database text is logged; any other message is
-    cut to its first line, quoted fragments masked, and bounded. No traceback: its text would
-    carry the message again."""
-    fields = {"error_class": f"{type(exc).__module__}.{type(exc).__qualname__}"}
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is not None:
-        fields["error_at"] = f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
-    if isinstance(exc, psycopg.Error):
-        fields["sqlstate"] = exc.sqlstate or ""
-    else:
-        first_line = (str(exc).splitlines() or [""])[0]
-        fields["error"] = _QUOTED.sub("'…'", first_line)[:MAX_LOGGED_MESSAGE]
-    return fields
-
-
 def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     if isinstance(exc, ApiError):
         error = exc
@@ -104,7 +80,7 @@ def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
         log.error("http.database_unavailable", error=repr(exc))
         error = unavailable("the database is unavailable; try again")
     else:
-        log.error("http.unhandled_error", **describe_unhandled(exc))
+        log.error("http.unhandled_error", **describe_error(exc))
         error = ApiError(500, "internal", "internal error")
     return error_response(request.scope, error)
 
