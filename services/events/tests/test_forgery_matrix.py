@@ -11,6 +11,7 @@ the events test kit's local keys, whose certificates a real local HTTP server se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -50,16 +51,7 @@ EXPIRED_CERT_PATH = "/SimpleNotificationService-expired.pem"
 async def relaying(runtime: Runtime) -> AsyncIterator[None]:
     """The service's own relay worker, publishing whatever reaches the outbox to JetStream."""
     stop = asyncio.Event()
-    relay_rt = Runtime(
-        name=runtime.name,
-        schema=runtime.schema,
-        settings=runtime.settings,
-        migrations_dir=runtime.migrations_dir,
-        pool=runtime.pool,
-        nc=runtime.nc,
-        js=runtime.js,
-        stop=stop,
-    )
+    relay_rt = dataclasses.replace(runtime, stop=stop)
     task = asyncio.create_task(relay(relay_rt))
     yield
     stop.set()

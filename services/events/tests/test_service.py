@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections.abc import MutableMapping, Sequence
@@ -136,16 +137,7 @@ async def test_delivery_becomes_one_email_delivered_and_is_relayed_with_msg_id(
 
     # The service's own relay worker publishes it with Nats-Msg-Id = event id, then empties the outbox.
     stop_relay = asyncio.Event()
-    relay_rt = Runtime(
-        name=runtime.name,
-        schema=runtime.schema,
-        settings=runtime.settings,
-        migrations_dir=runtime.migrations_dir,
-        pool=runtime.pool,
-        nc=runtime.nc,
-        js=runtime.js,
-        stop=stop_relay,
-    )
+    relay_rt = dataclasses.replace(runtime, stop=stop_relay)
     task = asyncio.create_task(relay(relay_rt))
     try:
         for _ in range(100):
