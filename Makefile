@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format
+.PHONY: help install run test lint format chaos
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,3 +35,6 @@ lint: install ## ruff (lint + format), mypy (sources and tests), boundaries (imp
 format: install ## Apply ruff's fixes and formatting
 	@$(UV) run --no-sync ruff check --fix .
 	@$(UV) run --no-sync ruff format .
+
+chaos: install ## Kill -9 every service in turn, restart NATS and Postgres under a steady stream; report lost/duplicates
+	@$(UV) run --no-sync python tests/chaos.py --seconds $${CHAOS_SECONDS:-180} --rate $${CHAOS_RATE:-20}
