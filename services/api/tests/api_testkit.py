@@ -110,3 +110,26 @@ async def add_domain(rt: Runtime, tenant_id: str, name: str, status: str = "veri
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def table_counts(rt: Runtime, *tables: str) -> tuple[int, ...]:
+    """Row counts of `tables` (names from the test itself), to show a refused request wrote nothing."""
+    async with rt.pool.connection() as conn:
+        counts = []
+        for table in tables:
+            cur = await conn.execute(f"SELECT count(*) AS n FROM {table}")
+            row = await cur.fetchone()
+            assert row is not None
+            counts.append(int(row["n"]))
+    return tuple(counts)
+
+
+def assert_error(resp: httpx.Response, status: int, code: str, param: str | None) -> None:
+    """`resp` is the SPEC error body with this status, code and param, and the response's request id."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error", "message", "param", "request_id"}
+    assert (body["error"], body["param"]) == (code, param), body
+    assert body["message"]
+    rid = resp.headers.get("x-request-id")
+    assert rid and rid.startswith("req_") and body["request_id"] == rid

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from api_testkit import Tenant, add_domain, bearer, make_tenant, serve, unique_domain
+from api_testkit import Tenant, add_domain, assert_error, bearer, make_tenant, serve, table_counts, unique_domain
 from mailroom_api.app import create_app
 from mailroom_api.keys import service as keys
 from mailroom_api.keys.schemas import CreateApiKey
@@ -76,26 +76,8 @@ def email(sender: str, **overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
-async def snapshot_counts(rt: Runtime) -> tuple[Any, ...]:
-    async with rt.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT (SELECT count(*) FROM emails) AS emails, (SELECT count(*) FROM outbox) AS outbox"
-            ", (SELECT count(*) FROM email_events) AS timeline,"
-            " (SELECT count(*) FROM email_recipients) AS rcpt"
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    return tuple(row.values())
-
-
-def assert_error(resp: Any, status: int, code: str, param: str | None) -> None:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error", "message", "param", "request_id"}
-    assert (body["error"], body["param"]) == (code, param), body
-    assert body["message"]
-    rid = resp.headers.get("x-request-id")
-    assert rid and rid.startswith("req_") and body["request_id"] == rid
+async def snapshot_counts(rt: Runtime) -> tuple[int, ...]:
+    return await table_counts(rt, "emails", "outbox", "email_events", "email_recipients")
 
 
 # (case id, key attribute on World/Tenant, raw body or JSON body builder, content type, status, code, param)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from api_testkit import OPERATOR_TOKEN, Tenant, add_domain, bearer, make_tenant, unique_domain
+from api_testkit import OPERATOR_TOKEN, Tenant, add_domain, bearer, make_tenant, table_counts, unique_domain
 from mailroom_kit.runtime import Runtime
 
 OP = bearer(OPERATOR_TOKEN)
@@ -177,18 +177,17 @@ async def world(runtime: Runtime) -> World:
 
 
 async def _counts(rt: Runtime) -> tuple[Any, ...]:
+    tables = await table_counts(
+        rt, "emails", "email_recipients", "email_events", "outbox", "tenants", "api_keys", "domains"
+    )
     async with rt.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT (SELECT count(*) FROM emails) AS emails, (SELECT count(*) FROM email_recipients) AS rcpt,"
-            " (SELECT count(*) FROM email_events) AS events, (SELECT count(*) FROM outbox) AS outbox,"
-            " (SELECT count(*) FROM tenants) AS tenants, (SELECT count(*) FROM api_keys) AS keys,"
-            " (SELECT count(*) FROM domains) AS domains,"
-            " (SELECT string_agg(name || status || coalesce(monthly_quota, -1) || coalesce(rate_limit, -1), ',')"
-            "  FROM tenants) AS tenant_state"
+            "SELECT string_agg(name || status || coalesce(monthly_quota, -1) || coalesce(rate_limit, -1), ',')"
+            " AS tenant_state FROM tenants"
         )
         row = await cur.fetchone()
     assert row is not None
-    return tuple(row.values())
+    return (*tables, row["tenant_state"])
 
 
 def _encode(body: dict[str, Any]) -> bytes:

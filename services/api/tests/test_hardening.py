@@ -12,7 +12,17 @@ import httpx
 import msgspec
 import pytest
 import structlog
-from api_testkit import OPERATOR_TOKEN, Tenant, add_domain, bearer, make_tenant, serve, unique_domain
+from api_testkit import (
+    OPERATOR_TOKEN,
+    Tenant,
+    add_domain,
+    assert_error,
+    bearer,
+    make_tenant,
+    serve,
+    table_counts,
+    unique_domain,
+)
 from mailroom_api.app import create_app
 from mailroom_contracts.message import MAX_CUSTOM_HEADERS
 from mailroom_kit.runtime import Runtime
@@ -40,22 +50,8 @@ def email(ctx: Ctx, **overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def counts(rt: Runtime) -> tuple[Any, ...]:
-    async with rt.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT (SELECT count(*) FROM emails) AS emails, (SELECT count(*) FROM outbox) AS outbox,"
-            " (SELECT count(*) FROM tenants) AS tenants, (SELECT count(*) FROM api_keys) AS keys"
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    return tuple(row.values())
-
-
-def assert_error(resp: httpx.Response, status: int, code: str, param: str | None) -> None:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert (body["error"], body["param"]) == (code, param), body
-    assert body["request_id"] == resp.headers["x-request-id"]
+async def counts(rt: Runtime) -> tuple[int, ...]:
+    return await table_counts(rt, "emails", "outbox", "tenants", "api_keys")
 
 
 # --------------------------------------------------------------------------- defect 1: NUL, UTF-8, depth, int4
