@@ -131,6 +131,7 @@ def test_config_from_env() -> None:
             "SES_EMULATOR_STATE_DIR": "/tmp/x",
             "SES_EMULATOR_MAX_SEND_RATE": "14",
             "SES_EMULATOR_REQUIRE_CONFIRMATION": "false",
+            "SES_EMULATOR_MAX_SENT_KEPT": "250000",
         }
     )
     assert cfg.port == 4599 and cfg.region == "eu-west-1" and cfg.account_id == "123456789012"
@@ -141,6 +142,7 @@ def test_config_from_env() -> None:
     )
     assert cfg.state_dir == Path("/tmp/x")
     assert cfg.max_send_rate == 14 and cfg.require_confirmation is False
+    assert cfg.max_sent_kept == 250000
     assert cfg.base_url == "http://127.0.0.1:4599"
     assert EmulatorConfig.from_env({"SES_EMULATOR_PUBLIC_URL": "http://emu:1/"}).base_url == "http://emu:1"
     defaults = EmulatorConfig.from_env({})

@@ -290,6 +290,8 @@ def test_send_recipients_and_inspection(start_emulator: StartEmulator) -> None:
     assert m2["configuration_set"] is None and m2["tags"] == {}
     assert m3["subject"] == "Simple subject"
     assert "<p>html</p>" in m3["raw"] and "multipart/alternative" in m3["raw"]
+    light = httpx.get(f"{srv.url}/_emulator/sent", params={"raw": "false"}).json()["messages"]
+    assert light == [{k: v for k, v in m.items() if k != "raw"} for m in msgs]
 
     assert ses.get_account()["SendQuota"]["SentLast24Hours"] == 3
     assert httpx.delete(f"{srv.url}/_emulator/sent").status_code == 200

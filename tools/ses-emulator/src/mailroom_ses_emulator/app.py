@@ -203,8 +203,14 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
         return _json({"status": "ok"})
 
     @get("/_emulator/sent")
-    async def list_sent() -> Response[bytes]:
-        return _json({"messages": [m.to_json() for m in emu.sent]})
+    async def list_sent(raw: bool = True) -> Response[bytes]:
+        """Every message sent, oldest first; `?raw=false` leaves out the raw MIME (a bench reads
+        tens of thousands of them)."""
+        messages = [m.to_json() for m in emu.sent]
+        if not raw:
+            for m in messages:
+                del m["raw"]
+        return _json({"messages": messages})
 
     @delete("/_emulator/sent", status_code=200)
     async def clear_sent() -> Response[bytes]:

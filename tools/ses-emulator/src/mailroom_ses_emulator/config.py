@@ -169,6 +169,8 @@ class EmulatorConfig:
             kwargs["sns_workers"] = int(_parse_number("SES_EMULATOR_SNS_WORKERS", v, int))
         if (v := get("SES_EMULATOR_SNS_MAX_ATTEMPTS")) is not None:
             kwargs["sns_max_attempts"] = int(_parse_number("SES_EMULATOR_SNS_MAX_ATTEMPTS", v, int))
+        if (v := get("SES_EMULATOR_MAX_SENT_KEPT")) is not None:
+            kwargs["max_sent_kept"] = int(_parse_number("SES_EMULATOR_MAX_SENT_KEPT", v, int))
         if (v := get("SES_EMULATOR_LOG_LEVEL")) is not None:
             kwargs["log_level"] = v.strip().lower()
         return cls(**kwargs)  # type: ignore[arg-type]
