@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format chaos
+.PHONY: help install run test lint format chaos bench bench-quick
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ test: install ## Run every test (unit, service, end-to-end, crash)
 # Test folders have no __init__.py and repeat module names (conftest, test_repository), so mypy
 # checks each folder on its own; the root conftest.py and tools/boundaries.py go with the sources.
 MYPY_SOURCES := libs/contracts/src libs/kit/src $(wildcard services/*/src tools/*/src) conftest.py tools/boundaries.py
-MYPY_TESTS := $(wildcard libs/*/tests services/*/tests tools/*/tests) tests
+MYPY_TESTS := $(wildcard libs/*/tests services/*/tests tools/*/tests) tests bench
 
 lint: install ## ruff (lint + format), mypy (sources and tests), boundaries (imports, SQL only in repository.py)
 	@status=0; \
@@ -38,3 +38,14 @@ format: install ## Apply ruff's fixes and formatting
 
 chaos: install ## Kill -9 every service in turn, restart NATS and Postgres under a steady stream; report lost/duplicates
 	@$(UV) run --no-sync python tests/chaos.py --seconds $${CHAOS_SECONDS:-180} --rate $${CHAOS_RATE:-20}
+
+# wrk comes from Debian's package; `.ci/run` does not need it (make test never benches).
+WRK_CHECK = command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)); } || { echo "make bench needs wrk: sudo apt-get install wrk"; exit 1; }
+
+bench: install ## Measure accept path and pipeline against same-run baselines (long; BENCH_ARGS=... to tune)
+	@$(WRK_CHECK)
+	@$(UV) run --no-sync python bench/run.py $(BENCH_ARGS)
+
+bench-quick: install ## The short bench (about 3 minutes): run it before stopping on a change to a hot path
+	@$(WRK_CHECK)
+	@$(UV) run --no-sync python bench/run.py --quick $(BENCH_ARGS)

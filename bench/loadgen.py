@@ -1,0 +1,165 @@
+"""The pipeline bench's own HTTP: a lean keep-alive HTTP/1.1 client that POSTs emails and records each
+202's time and id, and a webhook receiver that records when each email's webhook arrived. Both are
+plain asyncio on prebuilt bytes, so the load generator costs little of the two cores it shares."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+
+
+class _Hook(msgspec.Struct):
+    type: str
+    data: dict[str, object]
+
+
+class _Accepted(msgspec.Struct):
+    id: str
+
+
+@dataclass
+class Sent:
+    accepted: dict[str, float] = field(default_factory=dict)  # email id → time.time() of its 202
+    refused: dict[int, int] = field(default_factory=dict)  # status → count (0: connection error)
+
+
+class Connection:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, data: bytes) -> tuple[int, bytes]:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(data)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        close = False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            lname = name.strip().lower()
+            if lname == b"content-length":
+                length = int(value)
+            elif lname == b"connection" and value.strip().lower() == b"close":
+                close = True
+        body = await self.reader.readexactly(length) if length else b""
+        if close:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def email_request(path: str, token: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def send_emails(
+    host: str, port: int, request: bytes, *, count: int, connections: int, rate: float | None, sent: Sent
+) -> float:
+    """POST `count` emails over `connections` keep-alive connections, as fast as they are answered
+    (`rate` None) or on an open-loop schedule of `rate` per second. Returns the seconds it took."""
+    started = time.monotonic()
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        conn = Connection(host, port)
+        try:
+            while next_index < count:
+                index = next_index
+                next_index += 1
+                if rate is not None:
+                    delay = started + index / rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                try:
+                    status, body = await conn.request(request)
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    conn.close()
+                    sent.refused[0] = sent.refused.get(0, 0) + 1
+                    continue
+                if status == 202:
+                    sent.accepted[msgspec.json.decode(body, type=_Accepted).id] = time.time()
+                else:
+                    sent.refused[status] = sent.refused.get(status, 0) + 1
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return time.monotonic() - started
+
+
+@dataclass
+class Receiver:
+    """Records the first arrival time of each email's webhook of `event_type`, and repeats of a webhook-id."""
+
+    event_type: str = "email.delivered"
+    arrived: dict[str, float] = field(default_factory=dict)
+    webhook_ids: set[str] = field(default_factory=set)
+    redelivered: int = 0
+    other: int = 0
+    server: asyncio.Server | None = None
+
+    async def start(self) -> Receiver:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hooks"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length, webhook_id = 0, ""
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    lname = name.strip().lower()
+                    if lname == b"content-length":
+                        length = int(value)
+                    elif lname == b"webhook-id":
+                        webhook_id = value.strip().decode()
+                body = await reader.readexactly(length)
+                now = time.time()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                self._record(body, webhook_id, now)
+        writer.close()
+
+    def _record(self, body: bytes, webhook_id: str, now: float) -> None:
+        if webhook_id in self.webhook_ids:
+            self.redelivered += 1
+            return
+        self.webhook_ids.add(webhook_id)
+        try:
+            hook = msgspec.json.decode(body, type=_Hook)
+        except msgspec.DecodeError:
+            self.other += 1
+            return
+        email_id = hook.data.get("email_id")
+        if hook.type == self.event_type and isinstance(email_id, str):
+            self.arrived.setdefault(email_id, now)
+        else:
+            self.other += 1
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)

@@ -1,0 +1,78 @@
+"""The bench's own measuring parts, so `make bench` cannot rot unnoticed: its load generator and webhook
+receiver speak real HTTP to each other, its CPU accounting sees a busy child, and the wrk script parses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+from loadgen import Connection, Receiver  # noqa: E402
+from procs import Group, Meter, children_cpu_seconds  # noqa: E402
+from run import html_2kb, pct  # noqa: E402
+
+
+def _hook(webhook_id: str, type_: str, email_id: str) -> bytes:
+    body = msgspec.json.encode({"id": webhook_id, "type": type_, "data": {"email_id": email_id}})
+    head = f"POST /hooks HTTP/1.1\r\nHost: x\r\nwebhook-id: {webhook_id}\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+async def test_receiver_records_first_arrival_and_counts_redeliveries() -> None:
+    receiver = await Receiver().start()
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    conn = Connection("127.0.0.1", port)
+    try:
+        for data in (
+            _hook("evt_1", "email.delivered", "msg_a"),
+            _hook("evt_1", "email.delivered", "msg_a"),  # the same webhook-id again: a redelivery
+            _hook("evt_2", "email.sent", "msg_a"),
+            _hook("evt_3", "email.delivered", "msg_b"),
+        ):
+            status, body = await conn.request(data)
+            assert (status, body) == (200, b"")
+    finally:
+        conn.close()
+        await receiver.stop()
+    assert sorted(receiver.arrived) == ["msg_a", "msg_b"]
+    assert receiver.redelivered == 1 and receiver.other == 1
+
+
+def test_cpu_of_a_busy_child_is_counted() -> None:
+    before = children_cpu_seconds()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\ntime.sleep(1)",
+        ]
+    )
+    group = Group("child", lambda: [child.pid])
+    meter = Meter([group]).start()
+    time.sleep(0.8)
+    busy = meter.stop()["child"]
+    child.wait()
+    assert busy >= 0.3, busy
+    assert children_cpu_seconds() - before >= 0.4
+    assert group.memory_bytes() == 0  # gone: nothing left to count
+
+
+def test_helpers() -> None:
+    assert pct([5.0, 1.0, 3.0, 2.0, 4.0], 0.5) == 3.0 and pct([], 0.99) == 0.0
+    assert 1900 < len(html_2kb()) <= 2048
+
+
+def test_wrk_script_reports_a_json_line() -> None:
+    """The line wrk's `done()` prints is JSON with the keys bench/run.py reads (wrk is not on CI)."""
+    script = (BENCH / "post.lua").read_text()
+    template = script[script.index("'BENCH_JSON ") + len("'BENCH_JSON ") : script.index("\\n'")]
+    template = template.replace("' ..\n    '", "")
+    sample = template.replace("%d", "1").replace("%.1f", "1.5")
+    assert set(json.loads(sample)) >= {"requests", "p99_us", "p999_us", "status_errors", "duration_us"}
