@@ -42,7 +42,9 @@ def draw(path: Path, phases: list[dict[str, Any]], title: str) -> None:
         ax = axes[2][col]
         samples = phase["samples"]
         xs = [s["t"] - t0 for s in samples]
-        names = sorted({k for s in samples for k in s["backlog"]})
+        # Series that stayed at 0 (the domain consumers, mostly) only crowd the legend.
+        names = sorted({k for s in samples for k, v in s["backlog"].items() if v})
+        ax.set_prop_cycle(color=[plt.get_cmap("tab20")(i % 20) for i in range(max(1, len(names)))])
         for name in names:
             ax.plot(xs, [s["backlog"].get(name, 0) for s in samples], label=name)
         ax.set_title("backlog: consumer pending and outbox rows")
