@@ -1,6 +1,7 @@
 """The SES v2 calls the domains service makes, behind a small async interface.
 
-boto3 is blocking, so each call runs in a worker thread. Connection failures, timeouts,
+botocore is blocking, so each call runs in a worker thread. (botocore itself, not boto3: boto3 adds
+nothing for one client and its import, s3transfer included, doubled the service's start.) Connection failures, timeouts,
 throttling and 5xx answers become `Unavailable`; the caller decides what that means
 (an RPC error, or "try again next round" for the poller).
 """
@@ -11,7 +12,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from mailroom_kit.logging import get_logger
@@ -96,13 +97,15 @@ class SesClient:
 
     @classmethod
     def create(cls, *, region: str, endpoint_url: str | None, timeout: float = 10.0, **credentials: str) -> SesClient:
-        """A boto3 `sesv2` client; credentials come from the usual AWS chain unless given (tests)."""
+        """A `sesv2` client; credentials come from the usual AWS chain unless given (tests)."""
         config = Config(
             connect_timeout=timeout,
             read_timeout=timeout,
             retries={"max_attempts": 2, "mode": "standard"},
         )
-        client = boto3.client("sesv2", region_name=region, endpoint_url=endpoint_url, config=config, **credentials)  # type: ignore[call-overload]
+        client = botocore.session.get_session().create_client(
+            "sesv2", region_name=region, endpoint_url=endpoint_url, config=config, **credentials
+        )
         return cls(client)
 
     @classmethod
