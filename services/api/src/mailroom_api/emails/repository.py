@@ -184,3 +184,81 @@ async def list_emails(
             "limit": limit,
         },
     )
+
+
+# ----------------------------------------------------------------------------- projector (batches)
+
+
+class LockedRecipient(msgspec.Struct, frozen=True, kw_only=True):
+    """One recipient of an email the projector holds the lock on, with the email's own state."""
+
+    email_id: str
+    email_status: str
+    position: int | None  # None: the email has no recipient rows
+    address: str | None
+    status: str | None
+
+
+async def lock_emails_with_recipients(conn: Conn, email_ids: list[str]) -> list[LockedRecipient]:
+    """SELECT … FOR UPDATE of the emails (in id order, so concurrent batches cannot deadlock) with
+    their recipients, in one statement: the projector applies one email's events one after the other."""
+    return await fetch_all(
+        conn,
+        LockedRecipient,
+        "SELECT e.id AS email_id, e.status AS email_status, r.position, r.address, r.status"
+        " FROM emails e LEFT JOIN email_recipients r ON r.email_id = e.id"
+        " WHERE e.id = ANY(%s) ORDER BY e.id, r.position FOR UPDATE OF e",
+        (sorted(set(email_ids)),),
+    )
+
+
+class TimelineInsert(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: str
+    email_id: str
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+async def insert_timeline_events(conn: Conn, entries: list[TimelineInsert]) -> set[str]:
+    """Record timeline entries in one statement; returns the event ids that were new (the others
+    were recorded before: redeliveries)."""
+    if not entries:
+        return set()
+    cur = await conn.execute(
+        "INSERT INTO email_events (id, email_id, type, occurred_at, data)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::jsonb[])"
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
+        (
+            [e.event_id for e in entries],
+            [e.email_id for e in entries],
+            [e.type for e in entries],
+            [e.occurred_at for e in entries],
+            [Jsonb(e.data) for e in entries],
+        ),
+    )
+    return {row["id"] for row in await cur.fetchall()}
+
+
+async def update_recipient_statuses(conn: Conn, updates: list[tuple[str, int, str]]) -> None:
+    """`updates`: (email_id, position, status), in one statement."""
+    if not updates:
+        return
+    await conn.execute(
+        "UPDATE email_recipients r SET status = u.status, updated_at = now()"
+        " FROM unnest(%s::text[], %s::int[], %s::text[]) AS u(email_id, position, status)"
+        " WHERE r.email_id = u.email_id AND r.position = u.position",
+        ([u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates]),
+    )
+
+
+async def update_email_statuses(conn: Conn, updates: list[tuple[str, str, datetime]]) -> None:
+    """`updates`: (email_id, status, last_event_at), in one statement; last_event_at never moves back."""
+    if not updates:
+        return
+    await conn.execute(
+        "UPDATE emails e SET status = u.status, last_event_at = greatest(e.last_event_at, u.last_event_at)"
+        " FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS u(id, status, last_event_at)"
+        " WHERE e.id = u.id",
+        ([u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates]),
+    )
