@@ -2,9 +2,9 @@
 are applied in one transaction with their inbox rows (the kit's batch mode), so a redelivery is
 a no-op; status moves only forward, per recipient and per email (see `status`).
 
-Per batch, whatever its size: one SELECT … FOR UPDATE of the emails with their recipients, one
-inbox claim, one timeline INSERT, one UPDATE of the recipients and one of the emails whose status
-changed. The events of one email are folded in delivery (stream) order, as applying them one
+Per batch, whatever its size: one SELECT … FOR UPDATE of the emails, one SELECT of their
+recipients, one inbox claim, one timeline INSERT, one UPDATE of the recipients whose status changed
+and one of the emails. The events of one email are folded in delivery (stream) order, as applying them one
 after the other would; an event whose email is not in the log yet claims nothing and is retried."""
 
 from __future__ import annotations
@@ -65,14 +65,11 @@ async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> 
     transaction. Returns each event's result: applied | unchanged (its timeline entry was already
     recorded, or its type has no status) | duplicate (the inbox has it, or it came twice in the
     batch) | not_yet_known (its email is not in the log: nothing was written for it)."""
-    emails: dict[str, _EmailState] = {}
-    for row in await repo.lock_emails_with_recipients(conn, [e.email_id for e in batch]):
-        state = emails.get(row.email_id)
-        if state is None:
-            state = emails[row.email_id] = _EmailState(row.email_status)
-        if row.position is not None and row.address is not None and row.status is not None:
-            state.recipients[row.position] = (row.address.lower(), row.status)
-            state.start[row.position] = row.status
+    emails = {row.id: _EmailState(row.status) for row in await repo.lock_emails(conn, [e.email_id for e in batch])}
+    for recipient in await repo.get_recipients_of(conn, list(emails)):
+        state = emails[recipient.email_id]
+        state.recipients[recipient.position] = (recipient.address.lower(), recipient.status)
+        state.start[recipient.position] = recipient.status
     results: list[Result] = ["not_yet_known"] * len(batch)
     known = [i for i, e in enumerate(batch) if e.email_id in emails]
     claimed = await claim_many(conn, API_EMAIL_LOG.durable, [batch[i].event_id for i in known])

@@ -189,25 +189,32 @@ async def list_emails(
 # ----------------------------------------------------------------------------- projector (batches)
 
 
-class LockedRecipient(msgspec.Struct, frozen=True, kw_only=True):
-    """One recipient of an email the projector holds the lock on, with the email's own state."""
-
-    email_id: str
-    email_status: str
-    position: int | None  # None: the email has no recipient rows
-    address: str | None
-    status: str | None
-
-
-async def lock_emails_with_recipients(conn: Conn, email_ids: list[str]) -> list[LockedRecipient]:
-    """SELECT … FOR UPDATE of the emails (in id order, so concurrent batches cannot deadlock) with
-    their recipients, in one statement: the projector applies one email's events one after the other."""
+async def lock_emails(conn: Conn, email_ids: list[str]) -> list[LockedEmail]:
+    """`lock_email` for a batch: SELECT … FOR UPDATE in id order, so two batches that share emails
+    lock them in the same order and cannot deadlock."""
     return await fetch_all(
         conn,
-        LockedRecipient,
-        "SELECT e.id AS email_id, e.status AS email_status, r.position, r.address, r.status"
-        " FROM emails e LEFT JOIN email_recipients r ON r.email_id = e.id"
-        " WHERE e.id = ANY(%s) ORDER BY e.id, r.position FOR UPDATE OF e",
+        LockedEmail,
+        f"SELECT {columns(LockedEmail)} FROM emails WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+        (sorted(set(email_ids)),),
+    )
+
+
+class EmailRecipient(msgspec.Struct, frozen=True, kw_only=True):
+    email_id: str
+    position: int
+    address: str
+    status: str
+
+
+async def get_recipients_of(conn: Conn, email_ids: list[str]) -> list[EmailRecipient]:
+    """The recipients of `email_ids`. Read after `lock_emails`, in a statement of its own: its
+    snapshot then includes what the previous holder of those locks committed (a join in the
+    locking statement would read the recipients as they were before it waited)."""
+    return await fetch_all(
+        conn,
+        EmailRecipient,
+        f"SELECT {columns(EmailRecipient)} FROM email_recipients WHERE email_id = ANY(%s) ORDER BY email_id, position",
         (sorted(set(email_ids)),),
     )
 
