@@ -232,3 +232,36 @@ async def test_kill_9_between_commit_and_ack_redelivers_and_applies_nothing_twic
         assert await effect_counts(pool) == {e.event_id: 1 for e in events}
         redelivered = {r["event_id"] for r in await rows(pool, "SELECT event_id FROM seen WHERE delivery > 1")}
         assert redelivered == {r["event_id"] for r in first}  # handed over again, applied nothing
+
+
+async def test_a_lost_database_connection_naks_the_batch_at_once_and_it_comes_back_whole(
+    js: JetStreamContext, pool: Pool
+) -> None:
+    """The batch's connection dies mid-transaction (the server terminates it): no message is to
+    blame, so none is tried alone; all are nak'd and applied when they come back."""
+    async with Space(js) as space:
+        from mailroom_kit.jetstream import reconcile
+
+        spec = space.consumer("email.>")
+        await reconcile(js, [], [spec])
+        events = [sent(i) for i in range(6)]
+        for event in events:
+            await space.publish("email.sent", encode(event), event.event_id)
+        apply = batch_handler(pool, spec)
+        calls: list[int] = []
+
+        async def handler(items: list[BatchItem]) -> None:
+            calls.append(len(items))
+            if len(calls) == 1:
+                async with pool.connection() as conn, conn.transaction():
+                    await inbox.claim_many(conn, spec.durable, [it.event.event_id for it in items])
+                    await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            await apply(items)
+
+        with capture_logs() as logs:
+            await run_until_settled(js, spec, handler)
+        assert await effect_counts(pool) == {e.event_id: 1 for e in events}
+        assert calls[0] == 6 and sum(calls) == 12 and 1 not in calls, calls
+        assert not [line for line in logs if line["event"] == "consumer.batch_failed"]
+        outcomes = [line["outcome"] for line in handled(logs)]
+        assert sorted(outcomes) == ["ack"] * 6 + ["error"] * 6

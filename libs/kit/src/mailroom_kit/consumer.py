@@ -25,7 +25,9 @@ untouched, e.g. claimed nothing for). Only after the commit are messages acked, 
 commit and ack redelivers them, and the handler's inbox claim makes the redelivery a no-op. If the
 batch handler raises, nothing of the batch was committed; the kit then hands each message to the
 same handler alone (a batch of one), classified exactly as `consume` classifies a handler's
-exceptions, so one poison message is retried / dead-lettered on its own while the rest apply.
+exceptions, so one poison message is retried / dead-lettered on its own while the rest apply;
+except when the batch failed because Postgres was unreachable (pool timeout, connection lost,
+server shutting down): no message is to blame, so all are nak'd with backoff at once.
 Undecodable, unknown-type and over-delivered messages are settled before the batch, as in
 `consume`. Each message still gets its own `message.handled` line (with `batch`, the size of the
 batch it was applied in); batch handlers add fields with `item.note(...)`.
@@ -51,6 +53,8 @@ from mailroom_contracts.streams import ConsumerSpec
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from psycopg import OperationalError
+from psycopg_pool import PoolTimeout
 
 from mailroom_kit import dlq
 from mailroom_kit.logging import get_logger
@@ -62,6 +66,8 @@ log = get_logger(__name__)
 
 Handler = Callable[[Event, Msg], Awaitable[None]]
 BatchHandler = Callable[[list["BatchItem"]], Awaitable[None]]
+# Server shutting down / starting up: like a lost connection, no message's fault.
+_DB_GOING_AWAY = frozenset({"57P01", "57P02", "57P03"})
 BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 Level = Literal["info", "warning", "error"]
 _LEVELS: dict[str, int] = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -337,6 +343,49 @@ async def _apply_alone(js: JetStreamContext | None, spec: ConsumerSpec, handler:
         _SUMMARY.reset(token)
 
 
+async def _apply_batch(
+    js: JetStreamContext | None, spec: ConsumerSpec, handler: BatchHandler, items: dict[int, BatchItem]
+) -> dict[int, str]:
+    batch = list(items.values())
+    outcomes: dict[int, str] = {}
+    try:
+        with structlog.contextvars.bound_contextvars(consumer=spec.durable, batch=len(batch)):
+            await handler(batch)
+    except Exception as exc:
+        if _database_unreachable(exc):
+            # Nothing was committed and no message is to blame; trying them one by one would
+            # only wait out the pool's timeout once per message. All come back after the
+            # backoff, as a batch.
+            for i, item in items.items():
+                outcomes[i] = await _settle(js, spec, item.msg, item._summary, _tag(item.event), exc)
+            return outcomes
+        # Nothing of the batch was committed: apply each message alone, so a poison one is
+        # retried or dead-lettered by itself and the others go through.
+        log.warning("consumer.batch_failed", consumer=spec.durable, batch=len(batch), **describe_error(exc))
+        for i, item in items.items():
+            outcomes[i] = await _apply_alone(js, spec, handler, item)
+        return outcomes
+    for i, item in items.items():
+        item._core["batch"] = len(batch)
+        outcomes[i] = await _settle(js, spec, item.msg, item._summary, _tag(item.event), item._decision)
+    return outcomes
+
+
+def _database_unreachable(exc: Exception) -> bool:
+    """No connection (pool timeout, connection lost or refused, server shutting down), as
+    opposed to an error a statement, and so some message's data, may have caused."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _DB_GOING_AWAY
+
+
+def _tag(event: Event) -> str:
+    return str(event.__struct_config__.tag)
+
+
 async def handle_batch(
     spec: ConsumerSpec, handler: BatchHandler, msgs: list[Msg], *, js: JetStreamContext | None = None
 ) -> list[str]:
@@ -356,35 +405,21 @@ async def handle_batch(
         if isinstance(decoded, str):
             outcomes[i] = decoded
         elif msg.metadata.num_delivered > spec.max_deliveries:
-            outcomes[i] = await _exhausted(js, spec, msg, summary, str(decoded.__struct_config__.tag))
+            outcomes[i] = await _exhausted(js, spec, msg, summary, _tag(decoded))
         else:
             items[i] = BatchItem(decoded, msg, summary, core)
     batch = list(items.values())
-    if len(batch) == 1:
-        [(i, item)] = items.items()
-        outcomes[i] = await _apply_alone(js, spec, handler, item)
-    elif batch:
-        beat = asyncio.create_task(_heartbeat_all([it.msg for it in batch], max(spec.ack_wait_seconds / 3, 1.0)))
-        failure: Exception | None = None
-        try:
-            with structlog.contextvars.bound_contextvars(consumer=spec.durable, batch=len(batch)):
-                await handler(batch)
-        except Exception as exc:
-            failure = exc
-        finally:
-            beat.cancel()
-        if failure is None:
-            for i, item in items.items():
-                item._core["batch"] = len(batch)
-                outcomes[i] = await _settle(
-                    js, spec, item.msg, item._summary, str(item.event.__struct_config__.tag), item._decision
-                )
-        else:
-            # Nothing of the batch was committed: apply each message alone, so a poison one is
-            # retried or dead-lettered by itself and the others go through.
-            log.warning("consumer.batch_failed", consumer=spec.durable, batch=len(batch), **describe_error(failure))
-            for i, item in items.items():
-                outcomes[i] = await _apply_alone(js, spec, handler, item)
+    # One heartbeat for every message until it is settled (acking one stops its in-progress
+    # signals: the client refuses them for an acked message).
+    beat = asyncio.create_task(_heartbeat_all([it.msg for it in batch], max(spec.ack_wait_seconds / 3, 1.0)))
+    try:
+        if len(batch) == 1:
+            [(i, item)] = items.items()
+            outcomes[i] = await _apply_alone(js, spec, handler, item)
+        elif batch:
+            outcomes.update(await _apply_batch(js, spec, handler, items))
+    finally:
+        beat.cancel()
     elapsed = time.perf_counter() - started
     for i, msg in enumerate(msgs):
         _log_handled(spec, msg, summaries[i], cores[i], outcomes[i], elapsed)
