@@ -94,64 +94,6 @@ async def subscribed_endpoint_ids(conn: Conn, tenant_id: str, event_type: str) -
     return [row["id"] for row in await cur.fetchall()]
 
 
-# ----------------------------------------------------------------------------- email summaries
-
-
-async def insert_email_summary(conn: Conn, summary: EmailSummary, *, created_at: datetime) -> None:
-    await conn.execute(
-        "INSERT INTO email_summaries (email_id, tenant_id, mode, from_address, to_addresses, recipients, "
-        "subject, tags, metadata, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (email_id) DO NOTHING",
-        (
-            summary.email_id,
-            summary.tenant_id,
-            summary.mode,
-            summary.from_address,
-            Jsonb(summary.to_addresses),
-            Jsonb(summary.recipients),
-            summary.subject,
-            Jsonb(summary.tags),
-            Jsonb(summary.metadata) if summary.metadata is not None else None,
-            created_at,
-        ),
-    )
-
-
-async def get_email_summary(conn: Conn, tenant_id: str, email_id: str) -> dict[str, Any] | None:
-    cur = await conn.execute(
-        "SELECT email_id, tenant_id, mode, from_address, to_addresses, recipients, subject, tags, metadata "
-        "FROM email_summaries WHERE email_id = %s AND tenant_id = %s",
-        (email_id, tenant_id),
-    )
-    return await cur.fetchone()
-
-
-# ----------------------------------------------------------------------------- deliveries
-
-
-async def insert_delivery(
-    conn: Conn,
-    *,
-    delivery_id: str,
-    endpoint_id: str,
-    tenant_id: str,
-    event_id: str,
-    event_type: str,
-    payload: bytes,
-) -> bool:
-    cur = await conn.execute(
-        "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload) "
-        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
-        (delivery_id, endpoint_id, tenant_id, event_id, event_type, payload),
-    )
-    return cur.rowcount == 1
-
-
-async def notify_deliveries(conn: Conn) -> None:
-    """Wake the dispatchers (delivered on commit)."""
-    await conn.execute("SELECT pg_notify(%s, '')", (DELIVERIES_CHANNEL,))
-
-
 # ----------------------------------------------------------------------------- fan-out of a batch
 
 
@@ -231,6 +173,32 @@ async def insert_deliveries(conn: Conn, deliveries: list[NewDelivery]) -> list[s
         ),
     )
     return [row["event_id"] for row in await cur.fetchall()]
+
+
+# ----------------------------------------------------------------------------- deliveries
+
+
+async def insert_delivery(
+    conn: Conn,
+    *,
+    delivery_id: str,
+    endpoint_id: str,
+    tenant_id: str,
+    event_id: str,
+    event_type: str,
+    payload: bytes,
+) -> bool:
+    cur = await conn.execute(
+        "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+        (delivery_id, endpoint_id, tenant_id, event_id, event_type, payload),
+    )
+    return cur.rowcount == 1
+
+
+async def notify_deliveries(conn: Conn) -> None:
+    """Wake the dispatchers (delivered on commit)."""
+    await conn.execute("SELECT pg_notify(%s, '')", (DELIVERIES_CHANNEL,))
 
 
 async def claim_due_deliveries(
