@@ -30,7 +30,8 @@ except when the batch failed because Postgres was unreachable (pool timeout, con
 server shutting down): no message is to blame, so all are nak'd with backoff at once.
 Undecodable, unknown-type and over-delivered messages are settled before the batch, as in
 `consume`. Each message still gets its own `message.handled` line (with `batch`, the size of the
-batch it was applied in); batch handlers add fields with `item.note(...)`.
+batch it was applied in; `duration_ms` is the batch's); batch handlers add fields with
+`item.note(...)` (the contextvar `note()` has no single message to go to inside a batch).
 """
 
 from __future__ import annotations
