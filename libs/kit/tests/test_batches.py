@@ -31,7 +31,7 @@ from structlog.testing import capture_logs
 sys.path.insert(0, str(Path(__file__).parent))
 
 from batch_consumer import batch_handler
-from test_dead_letters import Space, sent
+from kit_testkit import Space, sent
 
 HERE = Path(__file__).parent
 

@@ -7,16 +7,15 @@ overwriting what the other committed."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
-from datetime import timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 from mailroom_api.emails import repository as emails_repo
 from mailroom_api.emails.projector import apply_email_events
+from mailroom_api.tenants import repository as tenants_repo
 from mailroom_contracts import events
 from mailroom_contracts.streams import API_EMAIL_LOG
 from mailroom_devstack.pytest_plugin import rollback_connection
@@ -24,9 +23,42 @@ from mailroom_kit.db import Conn, connect
 from mailroom_kit.ids import new_id
 from mailroom_kit.inbox import claim
 
-sys.path.insert(0, str(Path(__file__).parent))
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
-from test_repository import T0, email, tenant
+
+async def tenant(conn: Conn) -> str:
+    tenant_id = new_id("ten")
+    await tenants_repo.insert_tenant(conn, tenant_id=tenant_id, name="Acme", monthly_quota=None, rate_limit=None)
+    return tenant_id
+
+
+async def email(conn: Conn, tenant_id: str, *, recipients: list[tuple[str, str]]) -> str:
+    """A queued email with `recipients` ((address, type) in order), as the accept path writes it."""
+    email_id = new_id("msg")
+    row = emails_repo.EmailRow(
+        id=email_id,
+        tenant_id=tenant_id,
+        api_key_id="key_x",
+        mode="live",
+        from_address="Acme <noreply@mail.acme.test>",
+        from_domain="mail.acme.test",
+        to_addresses=[a for a, kind in recipients if kind == "to"],
+        cc_addresses=[a for a, kind in recipients if kind == "cc"],
+        bcc_addresses=[],
+        reply_to=[],
+        subject="Receipt",
+        html=None,
+        text="hi",
+        headers={},
+        tags={},
+        metadata=None,
+        status="queued",
+        created_at=T0,
+        last_event_at=T0,
+    )
+    await emails_repo.insert_email(conn, row)
+    await emails_repo.insert_recipients(conn, email_id, recipients, "queued")
+    return email_id
 
 
 @pytest.fixture

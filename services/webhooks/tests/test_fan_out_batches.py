@@ -6,10 +6,8 @@ whole batch redelivered (a crash between commit and ack) adding nothing."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -24,10 +22,6 @@ from mailroom_webhooks import service
 from mailroom_webhooks.app import SCHEMA
 from mailroom_webhooks.payloads import EmailSummary
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_repository import endpoint, only_ours
-
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 CONSUMER = "webhooks-email"
 
@@ -36,6 +30,27 @@ CONSUMER = "webhooks-email"
 async def conn(webhooks_db: str) -> AsyncIterator[Conn]:
     async for c in rollback_connection(webhooks_db, SCHEMA):
         yield c
+
+
+async def endpoint(conn: Conn, tenant_id: str, *, events: list[str] | None = None) -> str:
+    endpoint_id = new_id("wh")
+    await repo.insert_endpoint(
+        conn,
+        endpoint_id=endpoint_id,
+        tenant_id=tenant_id,
+        url=f"https://hooks.example.org/{endpoint_id}",
+        events=events or ["*"],
+        description=None,
+        secret_encrypted=f"enc-{endpoint_id}",
+    )
+    return endpoint_id
+
+
+async def only_ours(conn: Conn) -> None:
+    """Hide rows other tests committed, inside this rolled-back transaction."""
+    await conn.execute("DELETE FROM delivery_attempts")
+    await conn.execute("DELETE FROM deliveries")
+    await conn.execute("DELETE FROM endpoints")
 
 
 def queued(tenant_id: str, email_id: str | None = None) -> ev.EmailQueued:
