@@ -25,7 +25,7 @@ from mailroom_contracts.streams import API_DOMAINS, STREAMS, WEBHOOKS_DOMAINS, W
 from mailroom_devstack.infra import NatsServer, Postgres
 from mailroom_devstack.pytest_plugin import consumer_settled, eventually
 from mailroom_kit import dlq
-from mailroom_kit.consumer import Permanent, consume
+from mailroom_kit.consumer import Permanent, consume, consume_batches
 from mailroom_kit.db import open_pool
 from mailroom_kit.ids import new_id
 from mailroom_kit.jetstream import reconcile
@@ -136,7 +136,7 @@ async def test_old_consumers_ignore_future_event_types_and_carry_on(js: JetStrea
     tasks = [
         asyncio.create_task(consume(js, API_DOMAINS, recorder(API_DOMAINS), stop=stop)),
         asyncio.create_task(consume(js, INTERNAL_TEAM, recorder(INTERNAL_TEAM), stop=stop)),
-        asyncio.create_task(consume(js, WEBHOOKS_EMAIL, webhooks.on_email_event, stop=stop)),
+        asyncio.create_task(consume_batches(js, WEBHOOKS_EMAIL, webhooks.on_email_events, stop=stop)),
         asyncio.create_task(consume(js, WEBHOOKS_DOMAINS, webhooks.on_domain_event, stop=stop)),
     ]
     try:

@@ -29,7 +29,8 @@ from mailroom_contracts.events import (
     EmailSent,
     Event,
 )
-from mailroom_contracts.streams import API_EMAIL_LOG, EMAIL_STREAM
+from mailroom_contracts.streams import API_DOMAINS, API_EMAIL_LOG, DOMAIN_STREAM, EMAIL_STREAM
+from mailroom_devstack.pytest_plugin import consumer_settled
 from mailroom_kit.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -381,6 +382,47 @@ async def test_domain_projector_keeps_the_newest_snapshot(client: httpx.AsyncCli
     other = await make_tenant(runtime)
     resp = await client.get(f"/v1/domains/{pending.domain_id}", headers=bearer(other.live))
     assert resp.status_code == 404
+
+
+async def test_a_burst_of_domain_events_keeps_the_newest_snapshot_and_applies_each_once(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Published back to back (so fetched together): the newest snapshot wins whatever the order,
+    and an event republished under another message id is applied once."""
+    tenant = await make_tenant(runtime)
+    pending = snapshot(tenant.id, unique_domain(), status="pending")
+    verified = msgspec.structs.replace(pending, status="verified", last_checked_at=T0 + timedelta(minutes=10))
+    older = msgspec.structs.replace(pending, status="partially_verified", last_checked_at=T0 + timedelta(minutes=5))
+    newest = DomainVerified(
+        event_id=evt(), occurred_at=T0 + timedelta(minutes=10), tenant_id=tenant.id, domain=verified
+    )
+    burst: list[Event] = [
+        DomainCreated(event_id=evt(), occurred_at=T0, tenant_id=tenant.id, domain=pending),
+        newest,
+        DomainStatusChanged(
+            event_id=evt(),
+            occurred_at=T0 + timedelta(minutes=5),
+            tenant_id=tenant.id,
+            domain=older,
+            previous_status="pending",
+        ),
+    ]
+    for event in burst:
+        await publish(runtime, event)
+    await publish(runtime, newest, msg_id=f"again-{newest.event_id}")
+
+    async def all_seen() -> bool:
+        async with runtime.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM inbox WHERE event_id = ANY(%s)", ([e.event_id for e in burst],)
+            )
+            row = await cur.fetchone()
+            return row is not None and row["n"] == len(burst)
+
+    await eventually(all_seen)
+    await eventually(lambda: consumer_settled(runtime.js, DOMAIN_STREAM.name, API_DOMAINS.durable))
+    got = (await client.get(f"/v1/domains/{pending.domain_id}", headers=bearer(tenant.live))).json()
+    assert got["status"] == "verified" and got["last_checked_at"] == "2030-01-01T00:10:00Z"
 
 
 async def test_list_emails_paginates_newest_first(client: httpx.AsyncClient, runtime: Runtime) -> None:

@@ -48,20 +48,21 @@ async def test_record_message_refuses_the_same_sns_message_id_twice(conn: Conn) 
     assert await cur.fetchone() == {"n": 1}
 
 
-async def test_annotate_message_touches_only_that_message(conn: Conn) -> None:
+async def test_record_message_stores_what_ses_reported_in_the_same_statement(conn: Conn) -> None:
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
-    for message_id in (first, second):
-        await repo.record_message(conn, message_id=message_id, topic_arn=TOPIC, type_="Notification")
-
-    await repo.annotate_message(
+    assert await repo.record_message(
         conn,
         message_id=first,
+        topic_arn=TOPIC,
+        type_="Notification",
         ses_event_type="Bounce",
         ses_message_id="0100-ses",
         email_id="msg_1",
         tenant_id="ten_1",
         events_emitted=2,
     )
+    # a message that could not be attributed keeps NULLs
+    assert await repo.record_message(conn, message_id=second, topic_arn=TOPIC, type_="Notification")
     row = await message(conn, first)
     assert row is not None
     assert (row["ses_event_type"], row["ses_message_id"], row["email_id"], row["tenant_id"], row["events_emitted"]) == (
@@ -71,22 +72,20 @@ async def test_annotate_message_touches_only_that_message(conn: Conn) -> None:
         "ten_1",
         2,
     )
-    untouched = await message(conn, second)
-    assert untouched is not None
-    assert (untouched["ses_event_type"], untouched["email_id"], untouched["events_emitted"]) == (None, None, 0)
-
-    # a message that could not be attributed keeps NULLs
-    await repo.annotate_message(
-        conn,
-        message_id=second,
-        ses_event_type=None,
-        ses_message_id=None,
-        email_id=None,
-        tenant_id=None,
-        events_emitted=0,
+    other = await message(conn, second)
+    assert other is not None
+    assert (other["ses_event_type"], other["email_id"], other["tenant_id"], other["events_emitted"]) == (
+        None,
+        None,
+        None,
+        0,
     )
-    untouched = await message(conn, second)
-    assert untouched is not None and (untouched["ses_event_type"], untouched["tenant_id"]) == (None, None)
+    # a duplicate delivery changes nothing of the first one's row
+    assert not await repo.record_message(
+        conn, message_id=first, topic_arn=TOPIC, type_="Notification", ses_event_type="Delivery", events_emitted=9
+    )
+    again = await message(conn, first)
+    assert again is not None and (again["ses_event_type"], again["events_emitted"]) == ("Bounce", 2)
 
 
 async def test_record_subscription_upserts_the_confirmation_time(conn: Conn) -> None:

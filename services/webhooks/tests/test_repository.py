@@ -17,7 +17,6 @@ from mailroom_kit.db import Conn, connect
 from mailroom_kit.ids import new_id
 from mailroom_webhooks import repository as repo
 from mailroom_webhooks.app import SCHEMA
-from mailroom_webhooks.payloads import EmailSummary
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 PAST = datetime(2000, 1, 1, tzinfo=UTC)  # due long ago
@@ -162,51 +161,6 @@ async def test_inbox_claim_once_per_consumer(conn: Conn) -> None:
     assert await inbox.claim(conn, "webhooks-email", event_id)
     assert not await inbox.claim(conn, "webhooks-email", event_id)
     assert await inbox.claim(conn, "webhooks-domain", event_id)
-
-
-async def test_email_summary_is_written_once_and_read_per_tenant(conn: Conn) -> None:
-    email_id = new_id("msg")
-    summary = EmailSummary(
-        email_id=email_id,
-        tenant_id="ten_a",
-        mode="live",
-        from_address="Acme <no@acme.test>",
-        to_addresses=["Bob <bob@example.org>"],
-        recipients=["bob@example.org", "cc@example.org"],
-        subject="Receipt",
-        tags={"kind": "receipt"},
-        metadata={"order": 7},
-    )
-    await repo.insert_email_summary(conn, summary, created_at=T0)
-    # a redelivered EmailQueued does not overwrite it
-    await repo.insert_email_summary(conn, EmailSummary(**{**_fields(summary), "subject": "Changed"}), created_at=T0)
-
-    got = await repo.get_email_summary(conn, "ten_a", email_id)
-    assert got == {
-        "email_id": email_id,
-        "tenant_id": "ten_a",
-        "mode": "live",
-        "from_address": "Acme <no@acme.test>",
-        "to_addresses": ["Bob <bob@example.org>"],
-        "recipients": ["bob@example.org", "cc@example.org"],
-        "subject": "Receipt",
-        "tags": {"kind": "receipt"},
-        "metadata": {"order": 7},
-    }
-    assert await repo.get_email_summary(conn, "ten_b", email_id) is None
-
-    no_metadata = EmailSummary(**{**_fields(summary), "email_id": new_id("msg"), "metadata": None})
-    await repo.insert_email_summary(conn, no_metadata, created_at=T0)
-    got = await repo.get_email_summary(conn, "ten_a", no_metadata.email_id)
-    assert got is not None and got["metadata"] is None
-    cur = await conn.execute(
-        "SELECT metadata IS NULL AS sql_null FROM email_summaries WHERE email_id = %s", (no_metadata.email_id,)
-    )
-    assert await cur.fetchone() == {"sql_null": True}  # SQL NULL, not a JSON null
-
-
-def _fields(summary: EmailSummary) -> dict[str, Any]:
-    return {f: getattr(summary, f) for f in summary.__struct_fields__}
 
 
 # ----------------------------------------------------------------------------- deliveries

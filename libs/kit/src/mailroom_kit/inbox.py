@@ -2,8 +2,10 @@
 table of the service's schema (created by the kit's migration next to `outbox`).
 
 `claim(conn, consumer, event_id)` inside the handler's transaction records that `consumer`
-applied the event; it returns False for a redelivery, and the handler then does nothing. A
-rolled-back transaction un-claims it, so a failed attempt is applied again on redelivery.
+applied the event; it returns False for a redelivery, and the handler then does nothing.
+`claim_many(conn, consumer, event_ids)` does the same for a batch in one statement and returns
+the ids that are new. A rolled-back transaction un-claims them, so a failed attempt is applied
+again on redelivery.
 """
 
 from __future__ import annotations
@@ -17,3 +19,17 @@ async def claim(conn: Conn, consumer: str, event_id: str) -> bool:
         "INSERT INTO inbox (consumer, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", (consumer, event_id)
     )
     return cur.rowcount == 1
+
+
+async def claim_many(conn: Conn, consumer: str, event_ids: list[str]) -> set[str]:
+    """`claim` for a batch in one statement: the ids of `event_ids` not applied by `consumer`
+    before (an id twice in `event_ids` is claimed once). Sorted, so two transactions claiming
+    overlapping batches take the row locks in the same order."""
+    if not event_ids:
+        return set()
+    cur = await conn.execute(
+        "INSERT INTO inbox (consumer, event_id) SELECT %s, unnest(%s::text[])"
+        " ON CONFLICT DO NOTHING RETURNING event_id",
+        (consumer, sorted(set(event_ids))),
+    )
+    return {row["event_id"] for row in await cur.fetchall()}

@@ -60,38 +60,48 @@ async def record_confirmation(conn: Conn, topic_arn: str) -> None:
 async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
     """Apply one verified Notification inside the caller's transaction. Returns the outcome.
 
-    The MessageId row is inserted first: a concurrent delivery of the same message waits on it
-    and then sees a duplicate; a rolled-back attempt leaves nothing behind, so SNS's retry works.
-    Outcomes: duplicate, unparseable, informational, mapped, ignored (ours, no lifecycle event
-    for this SES type), not_ours (no Mailroom tags).
+    The SES record is parsed and mapped first (no I/O); then the MessageId row, with what SES
+    reported, is the first statement: a concurrent delivery of the same message waits on it and
+    then sees a duplicate (its parse is thrown away); a rolled-back attempt leaves nothing behind,
+    so SNS's retry works. Then the events go to the outbox. Outcomes: duplicate, unparseable,
+    informational, mapped, ignored (ours, no lifecycle event for this SES type), not_ours (no
+    Mailroom tags).
     """
-    if not await repository.record_message(conn, message_id=msg.MessageId, topic_arn=msg.TopicArn, type_=msg.Type):
-        SNS_MESSAGES.labels(outcome="duplicate").inc()
-        return "duplicate"
+    parse_error: SesParseError | None = None
     try:
         ses = parse_ses_message(msg.Message)
     except SesParseError as exc:
+        ses, parse_error = None, exc
+    ref = mailroom_ref(ses) if ses is not None else None
+    events = (
+        to_lifecycle(ses, event_id_factory=lambda: new_id("evt"), now=datetime.now(UTC), source_id=msg.MessageId)
+        if ses is not None
+        else []
+    )
+    if not await repository.record_message(
+        conn,
+        message_id=msg.MessageId,
+        topic_arn=msg.TopicArn,
+        type_=msg.Type,
+        ses_event_type=ses.event_type if ses is not None else None,
+        ses_message_id=ses.ses_message_id if ses is not None else None,
+        email_id=ref.email_id if ref else None,
+        tenant_id=ref.tenant_id if ref else None,
+        events_emitted=len(events),
+    ):
+        SNS_MESSAGES.labels(outcome="duplicate").inc()
+        return "duplicate"
+    if parse_error is not None:
         # Authentic but not an SES record we understand: keep it recorded and answer 200, so
         # SNS does not redeliver it for days; the log line is the operator's signal.
-        log.error("ses.unparseable", sns_message_id=msg.MessageId, error=str(exc)[:300])
+        log.error("ses.unparseable", sns_message_id=msg.MessageId, error=str(parse_error)[:300])
         SNS_MESSAGES.labels(outcome="unparseable").inc()
         return "unparseable"
     if ses is None:  # "Successfully validated SNS topic for Amazon SES event publishing."
         SNS_MESSAGES.labels(outcome="informational").inc()
         return "informational"
-    ref = mailroom_ref(ses)
-    events = to_lifecycle(ses, event_id_factory=lambda: new_id("evt"), now=datetime.now(UTC), source_id=msg.MessageId)
     for event in events:
         await outbox.add(conn, event, schema=SCHEMA)
-    await repository.annotate_message(
-        conn,
-        message_id=msg.MessageId,
-        ses_event_type=ses.event_type,
-        ses_message_id=ses.ses_message_id,
-        email_id=ref.email_id if ref else None,
-        tenant_id=ref.tenant_id if ref else None,
-        events_emitted=len(events),
-    )
     outcome = "not_ours" if ref is None else "mapped" if events else "ignored"
     SNS_MESSAGES.labels(outcome=outcome).inc()
     # For the request's one summary line (the kit's `http.request`), not a line of its own.

@@ -15,7 +15,7 @@ from mailroom_contracts.rpc import (
 )
 from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
 from mailroom_kit import rpc
-from mailroom_kit.consumer import consume
+from mailroom_kit.consumer import consume, consume_batches
 from mailroom_kit.runtime import Runtime, Worker, ops_app, serve
 
 from mailroom_webhooks.dispatcher import Dispatcher
@@ -78,7 +78,7 @@ def build_workers(
                 await sub.unsubscribe()
 
     async def email_events(rt: Runtime) -> None:
-        await consume(rt.js, WEBHOOKS_EMAIL, EventHandlers(rt.pool, settings).on_email_event, stop=rt.stop)
+        await consume_batches(rt.js, WEBHOOKS_EMAIL, EventHandlers(rt.pool, settings).on_email_events, stop=rt.stop)
 
     async def domain_events(rt: Runtime) -> None:
         await consume(rt.js, WEBHOOKS_DOMAINS, EventHandlers(rt.pool, settings).on_domain_event, stop=rt.stop)

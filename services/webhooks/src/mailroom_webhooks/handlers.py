@@ -1,7 +1,8 @@
 """Thin edges: RPC responders and JetStream message handlers. Each opens the transaction,
 calls the service, and maps the service's errors to RPC errors or consumer outcomes (a message
 that is not the kind of event its consumer follows is `Permanent`: it is dead-lettered). Message
-handlers add their fields to the kit's one `message.handled` line with `note`."""
+handlers add their fields to the kit's one `message.handled` line with `note` (`item.note` in the
+email consumer's batch handler, which applies a whole fetch in one transaction)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from mailroom_contracts.rpc import (
     WebhookReply,
 )
 from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
-from mailroom_kit.consumer import Permanent, Retry, note
+from mailroom_kit.consumer import BatchItem, Permanent, note
 from mailroom_kit.db import Pool
 from mailroom_kit.logging import get_logger
 from nats.aio.msg import Msg
@@ -103,24 +104,29 @@ class EventHandlers:
         self._pool = pool
         self._settings = settings
 
-    async def on_email_event(self, event: Event, msg: Msg) -> None:
-        if not isinstance(event, EmailEvent):
-            raise Permanent(f"{event.__struct_config__.tag} is not an email event")
+    async def on_email_events(self, items: list[BatchItem]) -> None:
+        """The WEBHOOKS_EMAIL batch handler: every email event of one fetch in one transaction."""
         # The wait for a missing summary ends on its own, before the consumer would dead-letter it.
         waits = min(self._settings.summary_wait_attempts, WEBHOOKS_EMAIL.max_deliveries - 1)
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                created = await service.handle_email_event(
-                    conn,
-                    event,
-                    consumer=WEBHOOKS_EMAIL.durable,
-                    wait_for_summary=msg.metadata.num_delivered < waits,
-                )
-        except service.SummaryMissing:
-            # Usually the EmailQueued is a moment behind; wait longer each time (≤ 60 s).
-            delay = min(self._settings.summary_retry_seconds * msg.metadata.num_delivered, 60.0)
-            raise Retry("email summary not recorded yet", delay=delay) from None
-        note(deliveries=created)
+        mine: list[BatchItem] = []
+        batch: list[service.EmailEventInput] = []
+        for item in items:
+            if isinstance(item.event, EmailEvent):
+                mine.append(item)
+                batch.append(service.EmailEventInput(item.event, wait_for_summary=item.delivery < waits))
+            else:
+                item.permanent(f"{item.event.__struct_config__.tag} is not an email event")
+        if not batch:
+            return
+        async with self._pool.connection() as conn, conn.transaction():
+            results = await service.handle_email_events(conn, batch, consumer=WEBHOOKS_EMAIL.durable)
+        for item, created in zip(mine, results, strict=True):
+            if created is None:
+                # Usually the EmailQueued is a moment behind; wait longer each time (≤ 60 s).
+                delay = min(self._settings.summary_retry_seconds * item.delivery, 60.0)
+                item.retry("email summary not recorded yet", delay=delay)
+            else:
+                item.note(deliveries=created)
 
     async def on_domain_event(self, event: Event, msg: Msg) -> None:
         if not isinstance(event, DomainEvent):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from mailroom_kit.db import Conn
 from psycopg.types.json import Jsonb
 
@@ -93,36 +94,85 @@ async def subscribed_endpoint_ids(conn: Conn, tenant_id: str, event_type: str) -
     return [row["id"] for row in await cur.fetchall()]
 
 
-# ----------------------------------------------------------------------------- email summaries
+# ----------------------------------------------------------------------------- fan-out of a batch
 
 
-async def insert_email_summary(conn: Conn, summary: EmailSummary, *, created_at: datetime) -> None:
+async def insert_email_summaries(conn: Conn, summaries: list[tuple[EmailSummary, datetime]]) -> None:
+    """`insert_email_summary` for a batch, in one statement: (summary, created_at)."""
+    if not summaries:
+        return
     await conn.execute(
         "INSERT INTO email_summaries (email_id, tenant_id, mode, from_address, to_addresses, recipients, "
-        "subject, tags, metadata, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (email_id) DO NOTHING",
+        "subject, tags, metadata, created_at) SELECT * FROM unnest("
+        "%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::text[], %s::jsonb[], "
+        "%s::jsonb[], %s::timestamptz[]) ON CONFLICT (email_id) DO NOTHING",
         (
-            summary.email_id,
-            summary.tenant_id,
-            summary.mode,
-            summary.from_address,
-            Jsonb(summary.to_addresses),
-            Jsonb(summary.recipients),
-            summary.subject,
-            Jsonb(summary.tags),
-            Jsonb(summary.metadata) if summary.metadata is not None else None,
-            created_at,
+            [s.email_id for s, _ in summaries],
+            [s.tenant_id for s, _ in summaries],
+            [s.mode for s, _ in summaries],
+            [s.from_address for s, _ in summaries],
+            [Jsonb(s.to_addresses) for s, _ in summaries],
+            [Jsonb(s.recipients) for s, _ in summaries],
+            [s.subject for s, _ in summaries],
+            [Jsonb(s.tags) for s, _ in summaries],
+            [Jsonb(s.metadata) if s.metadata is not None else None for s, _ in summaries],
+            [created_at for _, created_at in summaries],
         ),
     )
 
 
-async def get_email_summary(conn: Conn, tenant_id: str, email_id: str) -> dict[str, Any] | None:
+async def get_email_summaries(conn: Conn, email_ids: list[str]) -> list[dict[str, Any]]:
+    """The recorded summaries of `email_ids` (the caller matches each to its event's tenant)."""
+    if not email_ids:
+        return []
     cur = await conn.execute(
         "SELECT email_id, tenant_id, mode, from_address, to_addresses, recipients, subject, tags, metadata "
-        "FROM email_summaries WHERE email_id = %s AND tenant_id = %s",
-        (email_id, tenant_id),
+        "FROM email_summaries WHERE email_id = ANY(%s)",
+        (sorted(set(email_ids)),),
     )
-    return await cur.fetchone()
+    return await cur.fetchall()
+
+
+async def live_endpoints(conn: Conn, tenant_ids: list[str]) -> list[dict[str, Any]]:
+    """Enabled, not deleted endpoints of `tenant_ids` with the event types they subscribe to, by id."""
+    if not tenant_ids:
+        return []
+    cur = await conn.execute(
+        "SELECT id, tenant_id, events FROM endpoints WHERE tenant_id = ANY(%s) AND enabled AND deleted_at IS NULL "
+        "ORDER BY id",
+        (sorted(set(tenant_ids)),),
+    )
+    return await cur.fetchall()
+
+
+class NewDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    delivery_id: str
+    endpoint_id: str
+    tenant_id: str
+    event_id: str
+    event_type: str
+    payload: bytes
+
+
+async def insert_deliveries(conn: Conn, deliveries: list[NewDelivery]) -> list[str]:
+    """`insert_delivery` for a batch, in one statement; returns the event id of each delivery that
+    was new (one per endpoint and event)."""
+    if not deliveries:
+        return []
+    cur = await conn.execute(
+        "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload) "
+        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[]) "
+        "ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING event_id",
+        (
+            [d.delivery_id for d in deliveries],
+            [d.endpoint_id for d in deliveries],
+            [d.tenant_id for d in deliveries],
+            [d.event_id for d in deliveries],
+            [d.event_type for d in deliveries],
+            [d.payload for d in deliveries],
+        ),
+    )
+    return [row["event_id"] for row in await cur.fetchall()]
 
 
 # ----------------------------------------------------------------------------- deliveries

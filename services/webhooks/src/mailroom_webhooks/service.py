@@ -3,6 +3,7 @@ retry rules that settle each delivery attempt. Callers own the transaction."""
 
 from __future__ import annotations
 
+import collections
 import random
 import re
 from datetime import datetime
@@ -41,10 +42,6 @@ log = get_logger(__name__)
 MAX_DESCRIPTION = WEBHOOK_DESCRIPTION_MAX_LENGTH
 MAX_RETRY_AFTER_SECONDS = 24 * 3600
 ADDRESS_NOT_ALLOWED = "address_not_allowed"
-
-
-class SummaryMissing(Exception):
-    """A lifecycle event arrived before its EmailQueued was recorded."""
 
 
 # ----------------------------------------------------------------------------- endpoints
@@ -187,29 +184,83 @@ async def _fan_out(conn: Conn, event: ev.Event, webhook_type: str, payload: byte
     return created
 
 
-async def handle_email_event(conn: Conn, event: ev.Event, *, consumer: str, wait_for_summary: bool = True) -> int:
-    """Record the summary (EmailQueued) and queue one delivery per subscribed endpoint.
-    Returns the number of deliveries created (0 for a redelivered event).
+class EmailEventInput(msgspec.Struct, frozen=True):
+    """One lifecycle event of a batch, and whether a missing summary is still worth waiting for."""
 
-    A lifecycle event whose EmailQueued was not recorded yet raises SummaryMissing while
-    `wait_for_summary`; after that (the caller gave up waiting) it goes out without from/to/subject."""
-    if not isinstance(event, ev.EmailEvent) or type(event) not in EMAIL_WEBHOOK_TYPES:
-        return 0
-    if isinstance(event, ev.EmailQueued):
-        summary = summary_from_queued(event)
-        await repo.insert_email_summary(conn, summary, created_at=event.created_at)
-    else:
-        row = await repo.get_email_summary(conn, event.tenant_id, event.email_id)
-        if row is not None:
+    event: ev.EmailEvent
+    wait_for_summary: bool = True
+
+
+async def handle_email_events(conn: Conn, batch: list[EmailEventInput], *, consumer: str) -> list[int | None]:
+    """Record the summaries (EmailQueued) and queue one delivery per subscribed endpoint for a
+    batch of email events (in delivery order), with a fixed number of statements whatever its
+    size: the EmailQueued summaries, the summaries the others need, the inbox claim, the tenants'
+    endpoints, the deliveries (and one NOTIFY). Returns per event the number of deliveries created
+    (0 for a redelivered event or a type that is not a webhook), or None for a lifecycle event
+    whose EmailQueued was not recorded yet while `wait_for_summary`: that one claimed and wrote
+    nothing (retry it). Once the caller gave up waiting, it goes out without from/to/subject."""
+    await repo.insert_email_summaries(
+        conn,
+        [(summary_from_queued(x.event), x.event.created_at) for x in batch if isinstance(x.event, ev.EmailQueued)],
+    )
+    wanted = [
+        x.event.email_id
+        for x in batch
+        if type(x.event) in EMAIL_WEBHOOK_TYPES and not isinstance(x.event, ev.EmailQueued)
+    ]
+    recorded = {(r["email_id"], r["tenant_id"]): r for r in await repo.get_email_summaries(conn, wanted)}
+    results: list[int | None] = [0] * len(batch)
+    pending: list[tuple[int, ev.EmailEvent, EmailSummary]] = []
+    for i, x in enumerate(batch):
+        event = x.event
+        if type(event) not in EMAIL_WEBHOOK_TYPES:
+            continue
+        if isinstance(event, ev.EmailQueued):
+            summary = summary_from_queued(event)
+        elif (row := recorded.get((event.email_id, event.tenant_id))) is not None:
             summary = msgspec.convert(row, EmailSummary)
-        elif wait_for_summary:
-            raise SummaryMissing(event.email_id)
+        elif x.wait_for_summary:
+            results[i] = None
+            continue
         else:
             log.warning("webhook.summary_missing", email_id=event.email_id, detail="delivering a partial payload")
             summary = unknown_summary(event)
-    if not await inbox.claim(conn, consumer, event.event_id):
-        return 0
-    return await _fan_out(conn, event, EMAIL_WEBHOOK_TYPES[type(event)], email_payload(event, summary))
+        pending.append((i, event, summary))
+    claimed = await inbox.claim_many(conn, consumer, [event.event_id for _, event, _ in pending])
+    fresh: list[tuple[int, ev.EmailEvent, EmailSummary]] = []
+    for i, event, summary in pending:
+        if event.event_id in claimed:
+            claimed.discard(event.event_id)  # the same id again later in the batch is a redelivery
+            fresh.append((i, event, summary))
+    endpoints = await repo.live_endpoints(conn, [event.tenant_id for _, event, _ in fresh])
+    deliveries: list[repo.NewDelivery] = []
+    for _, event, summary in fresh:
+        webhook_type = EMAIL_WEBHOOK_TYPES[type(event)]
+        subscribed = [
+            e["id"]
+            for e in endpoints
+            if e["tenant_id"] == event.tenant_id and (webhook_type in e["events"] or "*" in e["events"])
+        ]
+        if not subscribed:
+            continue
+        payload = email_payload(event, summary)
+        deliveries.extend(
+            repo.NewDelivery(
+                delivery_id=new_id("whd"),
+                endpoint_id=endpoint_id,
+                tenant_id=event.tenant_id,
+                event_id=event.event_id,
+                event_type=webhook_type,
+                payload=payload,
+            )
+            for endpoint_id in subscribed
+        )
+    created = collections.Counter(await repo.insert_deliveries(conn, deliveries))
+    for i, event, _ in fresh:
+        results[i] = created[event.event_id]
+    if created:
+        await repo.notify_deliveries(conn)
+    return results
 
 
 async def handle_domain_event(conn: Conn, event: ev.Event, *, consumer: str) -> int:

@@ -1,28 +1,32 @@
-"""The email log projector (durable consumer `api-email-log`): each lifecycle event is applied in
-one transaction with its inbox row, so a redelivery is a no-op; status moves only forward, per
-recipient and per email (see `status`)."""
+"""The email log projector (durable consumer `api-email-log`): the lifecycle events of one fetch
+are applied in one transaction with their inbox rows (the kit's batch mode), so a redelivery is
+a no-op; status moves only forward, per recipient and per email (see `status`).
+
+Per batch, whatever its size: one SELECT … FOR UPDATE of the emails, one SELECT of their
+recipients, one inbox claim, one timeline INSERT, one UPDATE of the recipients whose status changed
+and one of the emails. The events of one email are folded in delivery (stream) order, as applying them one
+after the other would; an event whose email is not in the log yet claims nothing and is retried."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
 
 import msgspec
 from mailroom_contracts import events
 from mailroom_contracts.streams import API_EMAIL_LOG
-from mailroom_kit.consumer import Permanent, Retry, backoff, consume, note
+from mailroom_kit.consumer import BatchItem, backoff, consume_batches
 from mailroom_kit.db import Conn
-from mailroom_kit.inbox import claim
+from mailroom_kit.inbox import claim_many
 from mailroom_kit.runtime import Runtime
-from nats.aio.msg import Msg
 
 from mailroom_api.emails import repository as repo
 from mailroom_api.emails.status import EVENT_STATUS, advance
 
 _COMMON_FIELDS = ("type", "event_id", "occurred_at", "tenant_id", "email_id", "mode")
 
-
-class EmailNotYetKnown(Exception):
-    """A lifecycle event arrived before the email it is about is visible (retry later)."""
+Result = Literal["applied", "unchanged", "duplicate", "not_yet_known"]
 
 
 def _timeline_data(event: events.EmailEvent) -> dict[str, Any]:
@@ -32,54 +36,111 @@ def _timeline_data(event: events.EmailEvent) -> dict[str, Any]:
     return data
 
 
-async def apply_email_event(conn: Conn, event: events.EmailEvent) -> bool:
-    """Project one lifecycle event into the email log. Returns False for a duplicate."""
-    new_status = EVENT_STATUS.get(type(event))
-    if new_status is None:
-        return False
-    email = await repo.lock_email(conn, event.email_id)
-    if email is None:
-        raise EmailNotYetKnown(event.email_id)
-    if not await repo.insert_timeline_event(
-        conn,
-        event_id=event.event_id,
-        email_id=event.email_id,
-        type_=new_status,
-        occurred_at=event.occurred_at,
-        data=_timeline_data(event),
-    ):
-        return False
-    targets = {r.lower() for r in getattr(event, "recipients", [])}
-    for recipient in await repo.get_recipients(conn, event.email_id):
-        if targets and recipient.address.lower() not in targets:
+class _EmailState:
+    """One locked email while its events are folded: status, recipients, latest event time."""
+
+    __slots__ = ("last_event_at", "recipients", "start", "status", "touched")
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        self.start: dict[int, str] = {}
+        self.recipients: dict[int, tuple[str, str]] = {}  # position → (lowercased address, status)
+        self.last_event_at: datetime | None = None
+        self.touched = False
+
+    def apply(self, event: events.EmailEvent, new_status: str) -> None:
+        targets = {r.lower() for r in getattr(event, "recipients", [])}
+        for position, (address, status) in self.recipients.items():
+            if not targets or address in targets:
+                self.recipients[position] = (address, advance(status, new_status))
+        self.status = advance(self.status, new_status)
+        self.last_event_at = (
+            event.occurred_at if self.last_event_at is None else max(self.last_event_at, event.occurred_at)
+        )
+        self.touched = True
+
+
+async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> list[Result]:
+    """Project lifecycle events (in delivery order) into the email log inside the caller's
+    transaction. Returns each event's result: applied | unchanged (its timeline entry was already
+    recorded, or its type has no status) | duplicate (the inbox has it, or it came twice in the
+    batch) | not_yet_known (its email is not in the log: nothing was written for it)."""
+    emails = {row.id: _EmailState(row.status) for row in await repo.lock_emails(conn, [e.email_id for e in batch])}
+    for recipient in await repo.get_recipients_of(conn, list(emails)):
+        state = emails[recipient.email_id]
+        state.recipients[recipient.position] = (recipient.address.lower(), recipient.status)
+        state.start[recipient.position] = recipient.status
+    results: list[Result] = ["not_yet_known"] * len(batch)
+    known = [i for i, e in enumerate(batch) if e.email_id in emails]
+    claimed = await claim_many(conn, API_EMAIL_LOG.durable, [batch[i].event_id for i in known])
+    entries: list[repo.TimelineInsert] = []
+    for i in known:
+        event = batch[i]
+        new_status = EVENT_STATUS.get(type(event))
+        if event.event_id not in claimed:
+            results[i] = "duplicate"
             continue
-        status = advance(recipient.status, new_status)
-        if status != recipient.status:
-            await repo.update_recipient_status(conn, event.email_id, recipient.position, status)
-    await repo.update_email_status(conn, event.email_id, advance(email.status, new_status), event.occurred_at)
-    return True
+        claimed.discard(event.event_id)  # the same id again later in the batch is a duplicate
+        results[i] = "unchanged"
+        if new_status is not None:
+            entries.append(
+                repo.TimelineInsert(
+                    event_id=event.event_id,
+                    email_id=event.email_id,
+                    type=new_status,
+                    occurred_at=event.occurred_at,
+                    data=_timeline_data(event),
+                )
+            )
+    recorded = await repo.insert_timeline_events(conn, entries)
+    for i in known:
+        event = batch[i]
+        if results[i] == "unchanged" and event.event_id in recorded:
+            recorded.discard(event.event_id)
+            emails[event.email_id].apply(event, EVENT_STATUS[type(event)])
+            results[i] = "applied"
+    recipient_updates: list[tuple[str, int, str]] = []
+    email_updates: list[tuple[str, str, datetime]] = []
+    for email_id, state in emails.items():
+        if not state.touched or state.last_event_at is None:
+            continue
+        email_updates.append((email_id, state.status, state.last_event_at))
+        recipient_updates.extend(
+            (email_id, position, status)
+            for position, (_address, status) in state.recipients.items()
+            if status != state.start[position]
+        )
+    await repo.update_recipient_statuses(conn, recipient_updates)
+    await repo.update_email_statuses(conn, email_updates)
+    return results
 
 
-async def project_email_event(rt: Runtime, event: events.Event, *, delivery: int = 1) -> None:
-    if not isinstance(event, events.EmailEvent):
-        # The consumer follows lifecycle subjects only; anything else there is a bug upstream.
-        raise Permanent(f"{type(event).__name__} is not an email lifecycle event")
-    try:
-        async with rt.pool.connection() as conn, conn.transaction():
-            if not await claim(conn, API_EMAIL_LOG.durable, event.event_id):
-                note(result="duplicate")
-                return
-            applied = await apply_email_event(conn, event)
-    except EmailNotYetKnown:
-        # The EmailQueued transaction is committed before its event is published, so this is a
-        # lagging read or an email of another installation: try again soon, then less and less
-        # often; after the consumer's max_deliveries (about an hour) it is a dead letter.
-        raise Retry("email not in the log yet", delay=max(2.0, backoff(delivery))) from None
-    note(result="applied" if applied else "unchanged")
+async def project_email_events(rt: Runtime, items: list[BatchItem]) -> None:
+    """The batch handler: one transaction for every lifecycle event of the fetch."""
+    lifecycle: list[BatchItem] = []
+    for item in items:
+        if isinstance(item.event, events.EmailEvent):
+            lifecycle.append(item)
+        else:
+            # The consumer follows lifecycle subjects only; anything else there is a bug upstream.
+            item.permanent(f"{type(item.event).__name__} is not an email lifecycle event")
+    if not lifecycle:
+        return
+    batch = [item.event for item in lifecycle if isinstance(item.event, events.EmailEvent)]
+    async with rt.pool.connection() as conn, conn.transaction():
+        results = await apply_email_events(conn, batch)
+    for item, result in zip(lifecycle, results, strict=True):
+        if result == "not_yet_known":
+            # The EmailQueued transaction is committed before its event is published, so this is
+            # a lagging read or an email of another installation: try again soon, then less and
+            # less often; after the consumer's max_deliveries (about an hour) it is a dead letter.
+            item.retry("email not in the log yet", delay=max(2.0, backoff(item.delivery)))
+        else:
+            item.note(result=result)
 
 
 async def email_log_worker(rt: Runtime) -> None:
-    async def handle(event: events.Event, msg: Msg) -> None:
-        await project_email_event(rt, event, delivery=msg.metadata.num_delivered or 1)
+    async def handle(items: list[BatchItem]) -> None:
+        await project_email_events(rt, items)
 
-    await consume(rt.js, API_EMAIL_LOG, handle, stop=rt.stop)
+    await consume_batches(rt.js, API_EMAIL_LOG, handle, stop=rt.stop)

@@ -184,3 +184,88 @@ async def list_emails(
             "limit": limit,
         },
     )
+
+
+# ----------------------------------------------------------------------------- projector (batches)
+
+
+async def lock_emails(conn: Conn, email_ids: list[str]) -> list[LockedEmail]:
+    """`lock_email` for a batch: SELECT … FOR UPDATE in id order, so two batches that share emails
+    lock them in the same order and cannot deadlock."""
+    return await fetch_all(
+        conn,
+        LockedEmail,
+        f"SELECT {columns(LockedEmail)} FROM emails WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+        (sorted(set(email_ids)),),
+    )
+
+
+class EmailRecipient(msgspec.Struct, frozen=True, kw_only=True):
+    email_id: str
+    position: int
+    address: str
+    status: str
+
+
+async def get_recipients_of(conn: Conn, email_ids: list[str]) -> list[EmailRecipient]:
+    """The recipients of `email_ids`. Read after `lock_emails`, in a statement of its own: its
+    snapshot then includes what the previous holder of those locks committed (a join in the
+    locking statement would read the recipients as they were before it waited)."""
+    return await fetch_all(
+        conn,
+        EmailRecipient,
+        f"SELECT {columns(EmailRecipient)} FROM email_recipients WHERE email_id = ANY(%s) ORDER BY email_id, position",
+        (sorted(set(email_ids)),),
+    )
+
+
+class TimelineInsert(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: str
+    email_id: str
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+async def insert_timeline_events(conn: Conn, entries: list[TimelineInsert]) -> set[str]:
+    """Record timeline entries in one statement; returns the event ids that were new (the others
+    were recorded before: redeliveries)."""
+    if not entries:
+        return set()
+    cur = await conn.execute(
+        "INSERT INTO email_events (id, email_id, type, occurred_at, data)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::jsonb[])"
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
+        (
+            [e.event_id for e in entries],
+            [e.email_id for e in entries],
+            [e.type for e in entries],
+            [e.occurred_at for e in entries],
+            [Jsonb(e.data) for e in entries],
+        ),
+    )
+    return {row["id"] for row in await cur.fetchall()}
+
+
+async def update_recipient_statuses(conn: Conn, updates: list[tuple[str, int, str]]) -> None:
+    """`updates`: (email_id, position, status), in one statement."""
+    if not updates:
+        return
+    await conn.execute(
+        "UPDATE email_recipients r SET status = u.status, updated_at = now()"
+        " FROM unnest(%s::text[], %s::int[], %s::text[]) AS u(email_id, position, status)"
+        " WHERE r.email_id = u.email_id AND r.position = u.position",
+        ([u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates]),
+    )
+
+
+async def update_email_statuses(conn: Conn, updates: list[tuple[str, str, datetime]]) -> None:
+    """`updates`: (email_id, status, last_event_at), in one statement; last_event_at never moves back."""
+    if not updates:
+        return
+    await conn.execute(
+        "UPDATE emails e SET status = u.status, last_event_at = greatest(e.last_event_at, u.last_event_at)"
+        " FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS u(id, status, last_event_at)"
+        " WHERE e.id = u.id",
+        ([u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates]),
+    )
