@@ -35,6 +35,7 @@ class Sender:
                 max_pool_connections=settings.concurrency + 4,
                 connect_timeout=settings.ses_connect_timeout_seconds,
                 read_timeout=settings.effective_read_timeout,
+                max_idle_seconds=settings.ses_max_idle_seconds,
             ),
             configuration_set=settings.configuration_set,
             max_concurrency=settings.concurrency,

@@ -29,6 +29,10 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
     # SES HTTP timeouts. A read timeout leaves the send in doubt; a connect failure is retried.
     ses_connect_timeout_seconds: float = 5.0
     ses_read_timeout_seconds: float = 30.0
+    # A pooled SES connection idle for longer is not reused but replaced: it must stay below the
+    # server's keep-alive timeout (the emulator's uvicorn: 5 s; SES: longer), or a request can
+    # race the server closing the connection and end in doubt. 0.1 .. 60.
+    ses_max_idle_seconds: float = 2.0
     # AWS region (shared MAILROOM_AWS_REGION).
     aws_region: str = "us-east-1"
     # SES v2 endpoint override (shared MAILROOM_SES_ENDPOINT_URL); empty = the real AWS endpoint.
@@ -42,6 +46,8 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
             raise ValueError(
                 "MAILROOM_SENDER_IN_DOUBT_SECONDS and MAILROOM_SENDER_SES_READ_TIMEOUT_SECONDS must be > 0"
             )
+        if not 0.1 <= self.ses_max_idle_seconds <= 60:
+            raise ValueError("MAILROOM_SENDER_SES_MAX_IDLE_SECONDS must be between 0.1 and 60")
         if not self.configuration_set:
             raise ValueError("MAILROOM_SENDER_CONFIGURATION_SET must not be empty")
 
