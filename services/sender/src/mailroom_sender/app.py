@@ -45,6 +45,8 @@ class Sender:
             simulator=SimulatorProvider(),
             in_doubt_seconds=settings.in_doubt_seconds,
             in_doubt_recheck_seconds=settings.in_doubt_recheck_seconds,
+            in_doubt_grace_seconds=settings.in_doubt_grace_seconds,
+            attempt_max_seconds=settings.attempt_max_seconds,
         )
 
     async def on_start(self, rt: Runtime) -> None:

@@ -10,7 +10,7 @@ from mailroom_kit.db import Conn
 
 _COLUMNS = (
     "email_id, tenant_id, mode, recipients, state, attempts, attempt_started_at, provider, "
-    "provider_message_id, failure_reason, created_at, updated_at"
+    "provider_message_id, failure_reason, resent_early, created_at, updated_at"
 )
 
 
@@ -26,6 +26,7 @@ class Delivery:
     provider: str | None
     provider_message_id: str | None
     failure_reason: str | None
+    resent_early: bool
     created_at: datetime
     updated_at: datetime
 
@@ -70,12 +71,13 @@ async def get(conn: Conn, email_id: str) -> Delivery | None:
     return _delivery(row) if row else None
 
 
-async def start_attempt(conn: Conn, email_id: str, *, provider: str) -> int:
-    """pending/sending → sending with a new attempt; returns the attempt number."""
+async def start_attempt(conn: Conn, email_id: str, *, provider: str, early_resend: bool = False) -> int:
+    """pending/sending → sending with a new attempt; returns the attempt number. `early_resend`
+    marks the row as re-sent before its in-doubt timeout (allowed once)."""
     cur = await conn.execute(
         "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, attempt_started_at = now(), "
-        "provider = %s, updated_at = now() WHERE email_id = %s RETURNING attempts",
-        (provider, email_id),
+        "provider = %s, resent_early = resent_early OR %s, updated_at = now() WHERE email_id = %s RETURNING attempts",
+        (provider, early_resend, email_id),
     )
     row = await cur.fetchone()
     if row is None:
