@@ -41,11 +41,13 @@ def channel(schema: str) -> str:
 
 
 async def add(conn: Conn, event: Event, *, schema: str) -> None:
+    """Write `event` to the outbox and notify the relay on commit, in one round trip (an event
+    already there is left alone: it was notified when it was written)."""
     await conn.execute(
-        "INSERT INTO outbox (event_id, subject, payload) VALUES (%s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
-        (event.event_id, subject_for(event), encode(event)),
+        "WITH added AS (INSERT INTO outbox (event_id, subject, payload) VALUES (%s, %s, %s) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING 1) SELECT pg_notify(%s, '') FROM added",
+        (event.event_id, subject_for(event), encode(event), channel(schema)),
     )
-    await conn.execute("SELECT pg_notify(%s, '')", (channel(schema),))
 
 
 # nats-py lets 4,000 asynchronous publishes be pending per JetStream context; a window stays

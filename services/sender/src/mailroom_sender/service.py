@@ -171,16 +171,14 @@ class SenderService:
     # ------------------------------------------------------------------ step 1: TX1
 
     async def begin(self, conn: Conn, email: EmailQueued, prepared: Prepared) -> Begin:
-        await repository.insert_if_missing(
+        locked = await repository.insert_and_lock(
             conn,
             email_id=email.email_id,
             tenant_id=email.tenant_id,
             mode=email.mode,
             recipients=prepared.recipients,
+            in_doubt_seconds=self._in_doubt_seconds,
         )
-        locked = await repository.lock(conn, email.email_id, in_doubt_seconds=self._in_doubt_seconds)
-        if locked is None:  # inserted above in this transaction
-            raise LookupError(email.email_id)
         row = locked.delivery
         if row.state in ("sent", "failed"):
             return Settled(state=row.state, provider_message_id=row.provider_message_id)
@@ -228,23 +226,23 @@ class SenderService:
 
     async def record_sent(self, conn: Conn, email: EmailQueued, result: SendResult) -> bool:
         """sending → sent + EmailSent (+ simulated outcomes). False if something settled it first."""
-        locked = await repository.lock(conn, email.email_id)
-        if locked is None:
-            raise LookupError(email.email_id)
-        row = locked.delivery
-        if row.state in ("sent", "failed"):
-            if row.state == "failed" or row.provider_message_id != result.message_id:
+        row = await repository.mark_sent_unless_settled(
+            conn, email.email_id, provider=result.provider, provider_message_id=result.message_id
+        )
+        if row is None:  # settled first (by the Send event, say): look at how
+            locked = await repository.lock(conn, email.email_id)
+            if locked is None:
+                raise LookupError(email.email_id)
+            settled = locked.delivery
+            if settled.state == "failed" or settled.provider_message_id != result.message_id:
                 log.warning(
                     "email.accepted_after_settled",
                     email_id=email.email_id,
-                    state=row.state,
+                    state=settled.state,
                     provider_message_id=result.message_id,
-                    settled_provider_message_id=row.provider_message_id,
+                    settled_provider_message_id=settled.provider_message_id,
                 )
             return False
-        await repository.mark_sent(
-            conn, email.email_id, provider=result.provider, provider_message_id=result.message_id
-        )
         await self._publish(
             conn,
             EmailSent(
