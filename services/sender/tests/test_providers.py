@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 
@@ -11,7 +12,7 @@ from mailroom_contracts.events import Address
 from mailroom_contracts.ses import MAILROOM_TAGS, TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID, is_reserved_tag
 from mailroom_sender.errors import InDoubtProviderError, PermanentProviderError, TransientProviderError
 from mailroom_sender.mime import build_message
-from mailroom_sender.providers import SES_EVENT_TYPES, SesProvider, SimulatorProvider, simulate
+from mailroom_sender.providers import SES_EVENT_TYPES, SesProvider, SimulatorProvider, make_ses_client, simulate
 from mailroom_ses_emulator import EmulatorServer
 
 from .conftest import (
@@ -166,3 +167,96 @@ async def test_simulator_provider_never_touches_ses(emulator: EmulatorServer) ->
     assert result.provider == "simulator" and result.message_id.startswith("sim-")
     assert [o.kind for o in result.outcomes] == ["bounced"]
     assert sent_messages(emulator, ev.email_id) == []
+
+
+class KeepAliveRace:
+    """A real TCP proxy in front of the emulator that behaves like a server whose keep-alive
+    timer fires just as a request arrives: a request on a connection idle for `keep_alive`
+    seconds or more is read and the connection closed without an answer (the tail defect:
+    "Connection was closed before we received a valid response")."""
+
+    def __init__(self, upstream: str, keep_alive: float) -> None:
+        self._upstream = upstream.removeprefix("http://").rpartition(":")
+        self.keep_alive = keep_alive
+        self.connections = 0
+        self.cut = 0
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def start(self) -> KeepAliveRace:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        host, _, port = self._upstream
+        server_r, server_w = await asyncio.open_connection(host, int(port))
+        loop = asyncio.get_running_loop()
+        last_answer: list[float | None] = [None]
+
+        async def answers() -> None:
+            while data := await server_r.read(65536):
+                client_w.write(data)
+                await client_w.drain()
+                last_answer[0] = loop.time()
+
+        answering = asyncio.create_task(answers())
+        try:
+            while data := await client_r.read(65536):
+                idle_since = last_answer[0]
+                if idle_since is not None and loop.time() - idle_since >= self.keep_alive:
+                    self.cut += 1
+                    return
+                server_w.write(data)
+                await server_w.drain()
+        finally:
+            answering.cancel()
+            client_w.close()
+            server_w.close()
+
+
+def racing_client(url: str, max_idle_seconds: float) -> SesProvider:
+    client = make_ses_client(
+        region="us-east-1",
+        endpoint_url=url,
+        max_idle_seconds=max_idle_seconds,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    return SesProvider(client, configuration_set=CONFIG_SET, max_concurrency=2)
+
+
+async def test_a_connection_idle_past_the_servers_keep_alive_is_never_reused(emulator: EmulatorServer) -> None:
+    race = await KeepAliveRace(emulator.url, keep_alive=1.0).start()
+    try:
+        # Reusing a connection idle past the server's keep-alive: the request is lost, in doubt.
+        careless = racing_client(race.url, max_idle_seconds=30)
+        ev = queued()
+        await careless.send(ev, build_message(ev))
+        await asyncio.sleep(1.1)
+        with pytest.raises(InDoubtProviderError, match="Connection was closed before we received a valid response"):
+            await careless.send(ev, build_message(ev))
+        careless.close()
+        assert (race.connections, race.cut) == (1, 1)
+
+        # Idle time bounded below the keep-alive: back-to-back sends share the connection, one
+        # after a longer gap gets a new connection and goes through.
+        race.connections = race.cut = 0
+        bounded = racing_client(race.url, max_idle_seconds=0.5)
+        sent: dict[str, str] = {}
+        for gap in (0.0, 0.0, 1.1, 0.0, 1.2):
+            await asyncio.sleep(gap)
+            ev = queued()
+            sent[ev.email_id] = (await bounded.send(ev, build_message(ev))).message_id
+        bounded.close()
+        assert race.cut == 0
+        assert race.connections <= 3  # 3 on an idle machine; each gap over 0.5 s costs one
+        for email_id, message_id in sent.items():
+            assert [m["message_id"] for m in sent_messages(emulator, email_id)] == [message_id]
+    finally:
+        await race.stop()

@@ -216,3 +216,65 @@ async def test_updated_at_moves_with_each_transition(conn: Conn) -> None:
         await step()
         row = await repo.get(conn, email_id)
         assert row is not None and row.updated_at == now
+
+
+async def test_insert_and_lock_creates_or_returns_the_row_and_locks_it(
+    sender_db: str, conn: Conn, other_conn: Conn
+) -> None:
+    """One statement for TX1: a new row is created pending; an existing one comes back unchanged
+    (a redelivery never rewrites it) and locked against another replica, as `lock` does."""
+    email_id = new_id("msg")
+    setup = await connect(sender_db, SCHEMA, autocommit=True)
+    try:
+        created = await repo.insert_and_lock(
+            setup, email_id=email_id, tenant_id="ten_a", mode="live", recipients=["a@b.c"], in_doubt_seconds=600
+        )
+        assert (created.delivery.state, created.delivery.attempts, created.in_doubt_remaining) == ("pending", 0, None)
+        await repo.start_attempt(setup, email_id, provider="ses")
+
+        again = await repo.insert_and_lock(
+            conn, email_id=email_id, tenant_id="ten_b", mode="test", recipients=["x@y.z"], in_doubt_seconds=600
+        )
+        row = again.delivery
+        assert (row.tenant_id, row.mode, row.recipients, row.state, row.attempts) == (
+            "ten_a",
+            "live",
+            ["a@b.c"],
+            "sending",
+            1,
+        )
+        assert again.in_doubt_remaining is not None and 590 < again.in_doubt_remaining <= 600
+        await other_conn.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            await repo.insert_and_lock(
+                other_conn, email_id=email_id, tenant_id="ten_a", mode="live", recipients=[], in_doubt_seconds=1
+            )
+        await other_conn.rollback()
+        await other_conn.execute("SET lock_timeout = '200ms'")  # the rollback undid the SET
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            await repo.lock(other_conn, email_id)
+    finally:
+        await conn.rollback()
+        await other_conn.rollback()
+        await setup.execute("DELETE FROM deliveries WHERE email_id = %s", (email_id,))
+        await setup.close()
+
+
+async def test_mark_sent_unless_settled_settles_only_an_unsettled_row(conn: Conn) -> None:
+    email_id = await new_delivery(conn)
+    await repo.start_attempt(conn, email_id, provider="ses")
+    sent = await repo.mark_sent_unless_settled(conn, email_id, provider="ses", provider_message_id="pm-1")
+    assert sent is not None and (sent.state, sent.provider_message_id, sent.recipients) == (
+        "sent",
+        "pm-1",
+        ["a@example.org"],
+    )
+    assert await repo.mark_sent_unless_settled(conn, email_id, provider="ses", provider_message_id="pm-2") is None
+    failed = await new_delivery(conn)
+    await repo.mark_failed(conn, failed, reason="invalid_message")
+    assert await repo.mark_sent_unless_settled(conn, failed, provider="ses", provider_message_id="pm-3") is None
+    row = await repo.get(conn, email_id)
+    assert row is not None and row.provider_message_id == "pm-1"
+    failed_row = await repo.get(conn, failed)
+    assert failed_row is not None and failed_row.state == "failed"
+    assert await repo.mark_sent_unless_settled(conn, new_id("msg"), provider="ses", provider_message_id="x") is None

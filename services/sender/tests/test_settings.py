@@ -45,3 +45,18 @@ def test_read_timeout_is_capped_by_the_in_doubt_window() -> None:
     assert SenderSettings.from_env({}).effective_read_timeout == 30.0
     short = SenderSettings.from_env({"MAILROOM_SENDER_IN_DOUBT_SECONDS": "5"})
     assert short.effective_read_timeout == 2.5
+
+
+def test_keep_alive_and_early_resend_settings_are_bounded() -> None:
+    s = SenderSettings.from_env({})
+    assert (s.ses_max_idle_seconds, s.in_doubt_grace_seconds, s.attempt_max_seconds) == (2.0, 30.0, 35.0)
+    s = SenderSettings.from_env(
+        {"MAILROOM_SENDER_SES_MAX_IDLE_SECONDS": "0.5", "MAILROOM_SENDER_IN_DOUBT_GRACE_SECONDS": "0"}
+    )
+    assert (s.ses_max_idle_seconds, s.in_doubt_grace_seconds) == (0.5, 0.0)
+    for value in ("0", "61"):
+        with pytest.raises(ValueError, match="SES_MAX_IDLE_SECONDS"):
+            SenderSettings.from_env({"MAILROOM_SENDER_SES_MAX_IDLE_SECONDS": value})
+    for value in ("-1", "3601"):
+        with pytest.raises(ValueError, match="IN_DOUBT_GRACE_SECONDS"):
+            SenderSettings.from_env({"MAILROOM_SENDER_IN_DOUBT_GRACE_SECONDS": value})

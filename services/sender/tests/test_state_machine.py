@@ -4,8 +4,9 @@ duplicates, in-doubt sends, SES Send events settling them, transient and permane
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from mailroom_contracts.events import (
     EmailBounced,
@@ -19,7 +20,8 @@ from mailroom_kit.consumer import Permanent, Retry
 from mailroom_kit.db import Pool
 from mailroom_kit.ids import new_id
 from mailroom_sender.handlers import SenderHandlers
-from mailroom_sender.providers import SesProvider, make_ses_client
+from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
+from mailroom_sender.service import SenderService, SendEventProgress
 from mailroom_ses_emulator import EmulatorServer
 
 from .conftest import (
@@ -320,3 +322,105 @@ async def test_an_event_the_consumer_does_not_follow_is_permanent(handlers: Send
         await handlers.provider_accepted(ev)
     assert await delivery_row(pool, ev.email_id) is None
     assert await outbox_events(pool, ev.email_id) == []
+
+
+def black_hole_provider(black_hole: BlackHole) -> SesProvider:
+    client = make_ses_client(
+        region="us-east-1",
+        endpoint_url=black_hole.url,
+        read_timeout=0.3,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    return SesProvider(client, configuration_set=CONFIG_SET, max_concurrency=2)
+
+
+def early_service(ses: SesProvider, send_events: SendEventProgress | None = None) -> SenderService:
+    """In doubt for 600 s, but re-sent early once Send events for sends accepted 0.3 s after the
+    attempt started have been seen for 0.4 s."""
+    return SenderService(
+        ses=ses,
+        simulator=SimulatorProvider(),
+        in_doubt_seconds=600,
+        in_doubt_recheck_seconds=5,
+        in_doubt_grace_seconds=0.4,
+        attempt_max_seconds=0.3,
+        send_events=send_events,
+    )
+
+
+async def test_in_doubt_send_is_resent_early_once_when_later_send_events_arrive(
+    pool: Pool, ses_provider: SesProvider, emulator: EmulatorServer, black_hole: BlackHole
+) -> None:
+    hole = black_hole_provider(black_hole)
+    ev = queued()
+    # 1. The request went out, no answer: in doubt.
+    in_doubt = SenderHandlers(pool, early_service(hole))
+    with pytest.raises(Retry):
+        await in_doubt.email_queued(ev)
+    service = early_service(ses_provider)
+    handlers = SenderHandlers(pool, service)
+    # 2. No Send event seen yet (e.g. just restarted): it waits, as for the full timeout.
+    with pytest.raises(Retry):
+        await handlers.email_queued(redelivered(ev))
+    # 3. A later send's Send event, but SES accepted it while the attempt's own call could still
+    # have been going on: ours may still be on its way. Waits.
+    row = await delivery_row(pool, ev.email_id)
+    assert row is not None and row["state"] == "sending"
+    during_the_call = row["attempt_started_at"] + timedelta(seconds=0.2)
+    await handlers.provider_accepted(
+        msgspec.structs.replace(accepted(new_id("msg"), "other-1"), occurred_at=during_the_call)
+    )
+    await asyncio.sleep(0.5)
+    with pytest.raises(Retry):
+        await handlers.email_queued(redelivered(ev))
+    # 4. One accepted after the attempt's call must have ended, but seen only just now: waits.
+    await handlers.provider_accepted(accepted(new_id("msg"), "other-2"))
+    with pytest.raises(Retry):
+        await handlers.email_queued(redelivered(ev))
+    assert sent_messages(emulator, ev.email_id) == []
+    # 5. Still nothing for ours after the grace: re-sent now, not after 600 s.
+    await asyncio.sleep(0.5)
+    await handlers.email_queued(redelivered(ev))
+    assert len(sent_messages(emulator, ev.email_id)) == 1
+    row = await delivery_row(pool, ev.email_id)
+    assert row is not None and row["state"] == "sent" and row["attempts"] == 2 and row["resent_early"]
+    assert types(await outbox_events(pool, ev.email_id)) == ["EmailSent"]
+
+    # At most once: a second in-doubt attempt of the same email waits the full timeout.
+    ev2 = queued()
+    with pytest.raises(Retry):
+        await in_doubt.email_queued(ev2)
+    await asyncio.sleep(0.5)
+    await handlers.provider_accepted(accepted(new_id("msg"), "other-3"))
+    await asyncio.sleep(0.5)
+    # The early resend goes out and is in doubt again ...
+    with pytest.raises(Retry, match="outcome unknown"):
+        await SenderHandlers(pool, early_service(hole, service.send_events)).email_queued(redelivered(ev2))
+    row = await delivery_row(pool, ev2.email_id)
+    assert row is not None and row["state"] == "sending" and row["attempts"] == 2 and row["resent_early"]
+    # ... and however many later Send events arrive, it now waits for its timeout.
+    await asyncio.sleep(0.5)
+    await handlers.provider_accepted(accepted(new_id("msg"), "other-4"))
+    await asyncio.sleep(0.5)
+    with pytest.raises(Retry):
+        await handlers.email_queued(redelivered(ev2))
+    assert (await delivery_row(pool, ev2.email_id) or {})["attempts"] == 2
+    hole.close()
+
+
+def test_send_event_progress_counts_an_event_only_after_the_grace() -> None:
+    now = [100.0]
+    progress = SendEventProgress(30, clock=lambda: now[0])
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    progress.saw(t0)
+    assert progress.accepted_since_grace() is None
+    now[0] = 120.0
+    progress.saw(t0.replace(second=10))
+    progress.saw(t0.replace(second=5))  # older than one already seen: never the latest
+    now[0] = 130.0
+    assert progress.accepted_since_grace() == t0
+    now[0] = 150.0
+    assert progress.accepted_since_grace() == t0.replace(second=10)
+    progress.saw(t0.replace(second=1))
+    assert progress.accepted_since_grace() == t0.replace(second=10)

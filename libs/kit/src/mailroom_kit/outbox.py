@@ -2,16 +2,27 @@
 
 `add(conn, event)` writes the event into the schema's outbox inside the caller's
 transaction (no publish without commit) and NOTIFYs the relay, which wakes on commit.
-The relay takes rows with `FOR UPDATE SKIP LOCKED` (any number of replicas may run),
-publishes each to JetStream with `Nats-Msg-Id = event_id`, and deletes the rows once
-JetStream acknowledged them, all in one transaction. A crash after publish and before
-commit republishes; JetStream's duplicate window drops the copy, and consumers are
-idempotent by event id beyond it. `run` waits through the kit's `PgWaker`, so a stop ends it at once.
+The relay takes a window of rows with `FOR UPDATE SKIP LOCKED` (any number of replicas may
+run), publishes all of them to JetStream with `Nats-Msg-Id = event_id` without waiting for
+each ack (`publish_async`: the acks come back while later messages are still being written),
+then awaits every ack and deletes, in one statement, exactly the rows JetStream acknowledged,
+all in the transaction that holds the locks. A row whose publish failed or was not acked in
+time stays and is published again by the next window; a crash after publish and before commit
+republishes too. JetStream's duplicate window drops the copies, and consumers are idempotent
+by event id beyond it. `run` waits through the kit's `PgWaker`, so a stop ends it at once.
+
+Order: the publishes of a window are written to the one NATS connection in `id` order
+(nats-py appends each PUB to its write buffer before returning) and JetStream stores a
+connection's messages in the order it reads them, so without failures the stream holds
+them in outbox order. A window with a failed publish may store later rows first and the
+failed one on retry: ordering is best-effort, as consumers already assume (they run
+messages concurrently and rank status so that late events never move it back).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from mailroom_contracts import encode, subject_for
 from mailroom_contracts.events import Event
@@ -30,11 +41,28 @@ def channel(schema: str) -> str:
 
 
 async def add(conn: Conn, event: Event, *, schema: str) -> None:
+    """Write `event` to the outbox and notify the relay on commit, in one round trip (an event
+    already there is left alone: it was notified when it was written)."""
     await conn.execute(
-        "INSERT INTO outbox (event_id, subject, payload) VALUES (%s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
-        (event.event_id, subject_for(event), encode(event)),
+        "WITH added AS (INSERT INTO outbox (event_id, subject, payload) VALUES (%s, %s, %s) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING 1) SELECT pg_notify(%s, '') FROM added",
+        (event.event_id, subject_for(event), encode(event), channel(schema)),
     )
-    await conn.execute("SELECT pg_notify(%s, '')", (channel(schema),))
+
+
+# nats-py lets 4,000 asynchronous publishes be pending per JetStream context; a window stays
+# well below that, so `publish_async` never has to wait for a slot.
+MAX_WINDOW = 1000
+
+
+class RelayIncomplete(Exception):
+    """Some publishes of a window were not acknowledged; their rows stay for the next window."""
+
+    def __init__(self, *, relayed: int, failed: int, error: BaseException | None) -> None:
+        super().__init__(f"{failed} of {relayed + failed} outbox rows not acknowledged: {error!r}")
+        self.relayed = relayed
+        self.failed = failed
+        self.error = error
 
 
 class OutboxRelay:
@@ -45,18 +73,25 @@ class OutboxRelay:
         *,
         url: str,
         schema: str,
-        batch_size: int = 200,
+        batch_size: int = 256,
         idle_poll_seconds: float = 1.0,
+        ack_timeout_seconds: float = 5.0,
     ) -> None:
+        if not 1 <= batch_size <= MAX_WINDOW:
+            raise ValueError(f"batch_size must be 1..{MAX_WINDOW}")
         self._pool = pool
         self._js = js
         self._url = url
         self._schema = schema
         self._batch = batch_size
         self._idle = idle_poll_seconds
+        self._ack_timeout = ack_timeout_seconds
 
     async def relay_once(self) -> int:
-        """Publish and delete one batch; return how many rows were relayed."""
+        """Publish one window and delete the rows JetStream acknowledged; return how many.
+
+        Raises `RelayIncomplete` (after committing the deletes of the acknowledged rows) when
+        any publish of the window failed, so that `run` backs off instead of spinning."""
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
@@ -65,11 +100,45 @@ class OutboxRelay:
             rows = await cur.fetchall()
             if not rows:
                 return 0
+            acked, error = await self._publish_window(rows)
+            if acked:
+                await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", (acked,))
+        if acked:
+            OUTBOX_PUBLISHED.labels(schema=self._schema).inc(len(acked))
+        if len(acked) < len(rows):
+            raise RelayIncomplete(relayed=len(acked), failed=len(rows) - len(acked), error=error)
+        return len(acked)
+
+    async def _publish_window(self, rows: list[dict[str, Any]]) -> tuple[list[int], BaseException | None]:
+        """Publish every row, then await the acks: (ids of acknowledged rows, first error)."""
+        error: BaseException | None = None
+        pending: list[tuple[int, asyncio.Future[Any]]] = []
+        try:
             for row in rows:
-                await self._js.publish(row["subject"], bytes(row["payload"]), headers={"Nats-Msg-Id": row["event_id"]})
-            await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r["id"] for r in rows],))
-        OUTBOX_PUBLISHED.labels(schema=self._schema).inc(len(rows))
-        return len(rows)
+                future = await self._js.publish_async(
+                    row["subject"],
+                    bytes(row["payload"]),
+                    headers={"Nats-Msg-Id": row["event_id"]},
+                    # No stall timeout: with one nats-py wraps each call in a task and yields,
+                    # writing one message per syscall; a window never fills the slots (MAX_WINDOW).
+                    wait_stall=None,
+                )
+                pending.append((row["id"], future))
+        except Exception as exc:  # the connection is closed or its buffer full: the rest waits
+            error = exc
+        if pending:
+            _, not_done = await asyncio.wait([f for _, f in pending], timeout=self._ack_timeout)
+            for future in not_done:  # cancelling frees nats-py's slot for it; a late ack is dropped
+                future.cancel()
+        acked: list[int] = []
+        for row_id, future in pending:
+            if future.cancelled():
+                error = error or TimeoutError(f"no JetStream ack within {self._ack_timeout} s")
+            elif (failure := future.exception()) is not None:
+                error = error or failure
+            else:
+                acked.append(row_id)
+        return acked, error
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set (returns at once); woken by NOTIFY, polling as a fallback."""

@@ -35,6 +35,7 @@ class Sender:
                 max_pool_connections=settings.concurrency + 4,
                 connect_timeout=settings.ses_connect_timeout_seconds,
                 read_timeout=settings.effective_read_timeout,
+                max_idle_seconds=settings.ses_max_idle_seconds,
             ),
             configuration_set=settings.configuration_set,
             max_concurrency=settings.concurrency,
@@ -44,6 +45,8 @@ class Sender:
             simulator=SimulatorProvider(),
             in_doubt_seconds=settings.in_doubt_seconds,
             in_doubt_recheck_seconds=settings.in_doubt_recheck_seconds,
+            in_doubt_grace_seconds=settings.in_doubt_grace_seconds,
+            attempt_max_seconds=settings.attempt_max_seconds,
         )
 
     async def on_start(self, rt: Runtime) -> None:

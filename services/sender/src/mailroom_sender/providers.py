@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import boto3
+from botocore.awsrequest import AWSHTTPConnectionPool, AWSHTTPSConnectionPool
 from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import (
@@ -121,6 +123,43 @@ class Provider(Protocol):
 
 # --------------------------------------------------------------------------- SES v2
 
+# A server closes a keep-alive connection it has found idle for its timeout; a request written on
+# it at that moment is lost with "Connection was closed before we received a valid response" and
+# the send is in doubt. urllib3 already drops a pooled connection whose close has arrived; these
+# pools also never reuse one idle for longer than `max_idle_seconds` (below any server's timeout),
+# so a request never races the server's close.
+_IDLE_SINCE = "_mailroom_idle_since"
+
+
+class _IdleBoundedPool:
+    max_idle_seconds: float = 2.0
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        idle_since = getattr(conn, _IDLE_SINCE, None)
+        if idle_since is not None and time.monotonic() - idle_since > self.max_idle_seconds:
+            conn.close()  # reconnects on the request it is taken for
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            setattr(conn, _IDLE_SINCE, time.monotonic())
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+def _idle_bounded_pools(client: BaseClient, max_idle_seconds: float) -> None:
+    """Make the client's HTTP session use pools that drop connections idle too long."""
+    attrs = {"max_idle_seconds": max_idle_seconds}
+    pools = {
+        "http": type("IdleBoundedHTTPConnectionPool", (_IdleBoundedPool, AWSHTTPConnectionPool), attrs),
+        "https": type("IdleBoundedHTTPSConnectionPool", (_IdleBoundedPool, AWSHTTPSConnectionPool), attrs),
+    }
+    # botocore shares this one dict with every pool manager it makes (pools are made on first use).
+    by_scheme = client._endpoint.http_session._pool_classes_by_scheme
+    if set(by_scheme) != set(pools):
+        raise RuntimeError(f"unexpected botocore HTTP session (pool classes {sorted(by_scheme)})")
+    by_scheme.update(pools)
+
 
 def make_ses_client(
     *,
@@ -129,10 +168,12 @@ def make_ses_client(
     max_pool_connections: int = 20,
     connect_timeout: float = 5.0,
     read_timeout: float = 30.0,
+    max_idle_seconds: float = 2.0,
     aws_access_key_id: str | None = None,
     aws_secret_access_key: str | None = None,
 ) -> BaseClient:
-    """A thread-safe sesv2 client. Retries are off: the state machine decides what a failure means."""
+    """A thread-safe sesv2 client. Retries are off: the state machine decides what a failure means.
+    A pooled connection idle for more than `max_idle_seconds` is not reused (see `_IdleBoundedPool`)."""
     config = Config(
         region_name=region,
         connect_timeout=connect_timeout,
@@ -149,6 +190,7 @@ def make_ses_client(
         aws_access_key_id=aws_access_key_id,
         aws_secret_access_key=aws_secret_access_key,
     )
+    _idle_bounded_pools(client, max_idle_seconds)
     return client
 
 

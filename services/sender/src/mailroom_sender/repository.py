@@ -10,7 +10,7 @@ from mailroom_kit.db import Conn
 
 _COLUMNS = (
     "email_id, tenant_id, mode, recipients, state, attempts, attempt_started_at, provider, "
-    "provider_message_id, failure_reason, created_at, updated_at"
+    "provider_message_id, failure_reason, resent_early, created_at, updated_at"
 )
 
 
@@ -26,6 +26,7 @@ class Delivery:
     provider: str | None
     provider_message_id: str | None
     failure_reason: str | None
+    resent_early: bool
     created_at: datetime
     updated_at: datetime
 
@@ -49,13 +50,30 @@ async def insert_if_missing(conn: Conn, *, email_id: str, tenant_id: str, mode: 
     )
 
 
+_REMAINING = "EXTRACT(EPOCH FROM (attempt_started_at + make_interval(secs => %s::float8) - now()))::float8 AS remaining"
+
+
+async def insert_and_lock(
+    conn: Conn, *, email_id: str, tenant_id: str, mode: str, recipients: list[str], in_doubt_seconds: float
+) -> LockedDelivery:
+    """The row, created if missing, locked until the transaction ends: one statement (the no-op
+    `DO UPDATE` takes the row lock an `INSERT … DO NOTHING` + `SELECT … FOR UPDATE` took)."""
+    cur = await conn.execute(
+        "INSERT INTO deliveries (email_id, tenant_id, mode, recipients) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (email_id) DO UPDATE SET email_id = EXCLUDED.email_id "
+        f"RETURNING {_COLUMNS}, {_REMAINING}",
+        (email_id, tenant_id, mode, recipients, in_doubt_seconds),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError(email_id)
+    return LockedDelivery(delivery=_delivery(row), in_doubt_remaining=row["remaining"])
+
+
 async def lock(conn: Conn, email_id: str, *, in_doubt_seconds: float = 0.0) -> LockedDelivery | None:
     """The row, locked until the transaction ends, or None if unknown."""
     cur = await conn.execute(
-        f"SELECT {_COLUMNS}, "
-        "EXTRACT(EPOCH FROM (attempt_started_at + make_interval(secs => %s::float8) - now()))::float8 "
-        "AS remaining "
-        "FROM deliveries WHERE email_id = %s FOR UPDATE",
+        f"SELECT {_COLUMNS}, {_REMAINING} FROM deliveries WHERE email_id = %s FOR UPDATE",
         (in_doubt_seconds, email_id),
     )
     row = await cur.fetchone()
@@ -70,12 +88,13 @@ async def get(conn: Conn, email_id: str) -> Delivery | None:
     return _delivery(row) if row else None
 
 
-async def start_attempt(conn: Conn, email_id: str, *, provider: str) -> int:
-    """pending/sending → sending with a new attempt; returns the attempt number."""
+async def start_attempt(conn: Conn, email_id: str, *, provider: str, early_resend: bool = False) -> int:
+    """pending/sending → sending with a new attempt; returns the attempt number. `early_resend`
+    marks the row as re-sent before its in-doubt timeout (allowed once)."""
     cur = await conn.execute(
         "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, attempt_started_at = now(), "
-        "provider = %s, updated_at = now() WHERE email_id = %s RETURNING attempts",
-        (provider, email_id),
+        "provider = %s, resent_early = resent_early OR %s, updated_at = now() WHERE email_id = %s RETURNING attempts",
+        (provider, early_resend, email_id),
     )
     row = await cur.fetchone()
     if row is None:
@@ -89,6 +108,21 @@ async def mark_sent(conn: Conn, email_id: str, *, provider: str, provider_messag
         "failure_reason = NULL, updated_at = now() WHERE email_id = %s",
         (provider, provider_message_id, email_id),
     )
+
+
+async def mark_sent_unless_settled(
+    conn: Conn, email_id: str, *, provider: str, provider_message_id: str
+) -> Delivery | None:
+    """→ sent unless already sent or failed, in one statement; the updated row, or None when
+    it was settled already (or is unknown)."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET state = 'sent', provider = %s, provider_message_id = %s, "
+        "failure_reason = NULL, updated_at = now() WHERE email_id = %s AND state NOT IN ('sent', 'failed') "
+        f"RETURNING {_COLUMNS}",
+        (provider, provider_message_id, email_id),
+    )
+    row = await cur.fetchone()
+    return _delivery(row) if row else None
 
 
 async def mark_failed(conn: Conn, email_id: str, *, reason: str) -> None:

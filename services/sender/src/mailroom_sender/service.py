@@ -6,6 +6,10 @@ runs each step in its own transaction with the provider call in between:
 1. `begin` (TX1): create/lock the row. sent/failed → duplicate delivery, nothing to do.
    `sending` → an earlier attempt may have reached SES (in doubt): wait for SES's Send
    event until `in_doubt_seconds` have passed, then send again (at-least-once fallback).
+   Sooner, once per email, when Send events are flowing and this one's is missing: SES
+   accepted a message more than `attempt_max_seconds` after this attempt started (so after
+   this attempt's call had ended), its Send event reached us `in_doubt_grace_seconds` ago,
+   and none came for this one (`SendEventProgress`).
    Otherwise mark it `sending` and commit *before* calling the provider.
 2. `send`: the provider call, outside any transaction.
 3. `record_sent` / `record_failed` / `release` (TX2): settle the row and write the event to
@@ -17,8 +21,11 @@ Whichever of 3 and 4 settles first publishes the single EmailSent; the other doe
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mailroom_contracts.events import (
@@ -94,6 +101,35 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class SendEventProgress:
+    """How far SES's Send events have come, as this process has seen them: the latest SES
+    acceptance time (`EmailProviderAccepted.occurred_at`) whose event arrived at least `grace`
+    seconds ago. In memory and per replica (after a restart it knows nothing, and in-doubt
+    sends wait the full timeout); O(1) per event."""
+
+    def __init__(self, grace: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._grace = grace
+        self._clock = clock
+        # (seen at, accepted at), both increasing: an event accepted no later than one seen
+        # before it can never be the latest once that one counts.
+        self._recent: deque[tuple[float, datetime]] = deque()
+        self._settled: datetime | None = None
+
+    def saw(self, accepted_at: datetime) -> None:
+        if self._settled is not None and accepted_at <= self._settled:
+            return
+        if self._recent and accepted_at <= self._recent[-1][1]:
+            return
+        self._recent.append((self._clock(), accepted_at))
+
+    def accepted_since_grace(self) -> datetime | None:
+        """The latest SES acceptance time whose Send event arrived `grace` seconds ago or more."""
+        cutoff = self._clock() - self._grace
+        while self._recent and self._recent[0][0] <= cutoff:
+            self._settled = self._recent.popleft()[1]
+        return self._settled
+
+
 class SenderService:
     def __init__(
         self,
@@ -102,11 +138,27 @@ class SenderService:
         simulator: Provider,
         in_doubt_seconds: float,
         in_doubt_recheck_seconds: float = 15.0,
+        in_doubt_grace_seconds: float = 0.0,
+        attempt_max_seconds: float = 35.0,
+        send_events: SendEventProgress | None = None,
     ) -> None:
         self._ses = ses
         self._simulator = simulator
         self._in_doubt_seconds = in_doubt_seconds
         self._recheck = in_doubt_recheck_seconds
+        # 0 = no early resend: every in-doubt send waits `in_doubt_seconds`.
+        self._grace = in_doubt_grace_seconds
+        # The longest an SES call can take (connect + read timeout): SES cannot accept this
+        # attempt's request later than its start plus this.
+        self._attempt_max = timedelta(seconds=attempt_max_seconds)
+        self.send_events = send_events or SendEventProgress(in_doubt_grace_seconds)
+
+    def _send_event_overdue(self, row: repository.Delivery) -> bool:
+        """Send events are flowing and this attempt's is overdue (see the module docstring)."""
+        if self._grace <= 0 or row.resent_early or row.attempt_started_at is None:
+            return False
+        progress = self.send_events.accepted_since_grace()
+        return progress is not None and progress > row.attempt_started_at + self._attempt_max
 
     # ------------------------------------------------------------------ step 0: build (no I/O)
 
@@ -119,39 +171,46 @@ class SenderService:
     # ------------------------------------------------------------------ step 1: TX1
 
     async def begin(self, conn: Conn, email: EmailQueued, prepared: Prepared) -> Begin:
-        await repository.insert_if_missing(
+        locked = await repository.insert_and_lock(
             conn,
             email_id=email.email_id,
             tenant_id=email.tenant_id,
             mode=email.mode,
             recipients=prepared.recipients,
+            in_doubt_seconds=self._in_doubt_seconds,
         )
-        locked = await repository.lock(conn, email.email_id, in_doubt_seconds=self._in_doubt_seconds)
-        if locked is None:  # inserted above in this transaction
-            raise LookupError(email.email_id)
         row = locked.delivery
         if row.state in ("sent", "failed"):
             return Settled(state=row.state, provider_message_id=row.provider_message_id)
         if prepared.error is not None:
             await self._fail(conn, email, prepared.error)
             return Refused(reason=prepared.error.reason, message=prepared.error.message)
-        resent = False
+        resent = early = False
         # The simulator has no side effect outside this database, so a test-mode attempt cut
         # short by a crash is simply run again; only a live send can be in doubt.
         if row.state == "sending" and email.mode == "live":
             remaining = locked.in_doubt_remaining if locked.in_doubt_remaining is not None else 0.0
-            if remaining > 0:
+            early = remaining > 0 and self._send_event_overdue(row)
+            if remaining > 0 and not early:
                 return InDoubt(remaining=remaining, recheck_in=min(remaining, self._recheck))
             log.warning(
                 "email.resend_after_doubt",
-                detail="in-doubt send not settled by an SES Send event in time; sending again (at-least-once fallback)",
+                detail=(
+                    "in-doubt send's SES Send event overdue while later sends' arrived; sending again"
+                    if early
+                    else "in-doubt send not settled by an SES Send event in time; sending again"
+                )
+                + " (at-least-once fallback)",
+                reason="send_event_overdue" if early else "in_doubt_timeout",
                 email_id=email.email_id,
                 attempts=row.attempts,
                 attempt_started_at=str(row.attempt_started_at),
                 in_doubt_seconds=self._in_doubt_seconds,
             )
             resent = True
-        attempt = await repository.start_attempt(conn, email.email_id, provider=self.provider_name(email))
+        attempt = await repository.start_attempt(
+            conn, email.email_id, provider=self.provider_name(email), early_resend=early
+        )
         return Proceed(attempt=attempt, resent_after_doubt=resent)
 
     # ------------------------------------------------------------------ step 2: provider (no transaction)
@@ -167,23 +226,23 @@ class SenderService:
 
     async def record_sent(self, conn: Conn, email: EmailQueued, result: SendResult) -> bool:
         """sending → sent + EmailSent (+ simulated outcomes). False if something settled it first."""
-        locked = await repository.lock(conn, email.email_id)
-        if locked is None:
-            raise LookupError(email.email_id)
-        row = locked.delivery
-        if row.state in ("sent", "failed"):
-            if row.state == "failed" or row.provider_message_id != result.message_id:
+        row = await repository.mark_sent_unless_settled(
+            conn, email.email_id, provider=result.provider, provider_message_id=result.message_id
+        )
+        if row is None:  # settled first (by the Send event, say): look at how
+            locked = await repository.lock(conn, email.email_id)
+            if locked is None:
+                raise LookupError(email.email_id)
+            settled = locked.delivery
+            if settled.state == "failed" or settled.provider_message_id != result.message_id:
                 log.warning(
                     "email.accepted_after_settled",
                     email_id=email.email_id,
-                    state=row.state,
+                    state=settled.state,
                     provider_message_id=result.message_id,
-                    settled_provider_message_id=row.provider_message_id,
+                    settled_provider_message_id=settled.provider_message_id,
                 )
             return False
-        await repository.mark_sent(
-            conn, email.email_id, provider=result.provider, provider_message_id=result.message_id
-        )
         await self._publish(
             conn,
             EmailSent(
@@ -221,6 +280,7 @@ class SenderService:
 
     async def settle_accepted(self, conn: Conn, event: EmailProviderAccepted) -> bool:
         """SES says it took the message: settle an attempt still in flight/in doubt. False = nothing to do."""
+        self.send_events.saw(event.occurred_at)
         locked = await repository.lock(conn, event.email_id)
         if locked is None:
             log.debug("email.accepted_unknown", email_id=event.email_id)

@@ -26,9 +26,18 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
     # While a send is in doubt, its queued message is re-checked this often (acked soon after
     # the Send event settles it).
     in_doubt_recheck_seconds: float = 15.0
+    # Re-send an in-doubt email sooner (once) when SES Send events keep arriving and its own
+    # does not: SES accepted a message more than connect + read timeout after this attempt
+    # started, that message's Send event arrived this many seconds ago, and this one's has not.
+    # 0 = off (always wait in_doubt_seconds); at most 3600 (no use at or above in_doubt_seconds).
+    in_doubt_grace_seconds: float = 30.0
     # SES HTTP timeouts. A read timeout leaves the send in doubt; a connect failure is retried.
     ses_connect_timeout_seconds: float = 5.0
     ses_read_timeout_seconds: float = 30.0
+    # A pooled SES connection idle for longer is not reused but replaced: it must stay below the
+    # server's keep-alive timeout (the emulator's uvicorn: 5 s; SES: longer), or a request can
+    # race the server closing the connection and end in doubt. 0.1 .. 60.
+    ses_max_idle_seconds: float = 2.0
     # AWS region (shared MAILROOM_AWS_REGION).
     aws_region: str = "us-east-1"
     # SES v2 endpoint override (shared MAILROOM_SES_ENDPOINT_URL); empty = the real AWS endpoint.
@@ -42,8 +51,17 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
             raise ValueError(
                 "MAILROOM_SENDER_IN_DOUBT_SECONDS and MAILROOM_SENDER_SES_READ_TIMEOUT_SECONDS must be > 0"
             )
+        if not 0 <= self.in_doubt_grace_seconds <= 3600:
+            raise ValueError("MAILROOM_SENDER_IN_DOUBT_GRACE_SECONDS must be between 0 (off) and 3600")
+        if not 0.1 <= self.ses_max_idle_seconds <= 60:
+            raise ValueError("MAILROOM_SENDER_SES_MAX_IDLE_SECONDS must be between 0.1 and 60")
         if not self.configuration_set:
             raise ValueError("MAILROOM_SENDER_CONFIGURATION_SET must not be empty")
+
+    @property
+    def attempt_max_seconds(self) -> float:
+        """The longest one SES call can take: SES cannot accept a request later than this after it started."""
+        return self.ses_connect_timeout_seconds + self.effective_read_timeout
 
     @property
     def effective_read_timeout(self) -> float:

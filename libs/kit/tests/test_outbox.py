@@ -1,0 +1,195 @@
+"""The outbox relay's windows against real Postgres and a real nats-server, seen through a TCP
+proxy that can delay or hold what the server sends back (its acks): a row is deleted only
+once its publish was acknowledged, and a window costs a few round trips, not one per row."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import nats
+import pytest
+from mailroom_contracts.streams import StreamSpec
+from mailroom_kit import outbox
+from mailroom_kit.db import Pool, open_pool
+from mailroom_kit.jetstream import reconcile
+from mailroom_kit.migrations import migrate
+from nats.js import JetStreamContext
+
+FIXTURE_MIGRATIONS = Path(__file__).parent / "fixture_migrations"
+
+
+class AckProxy:
+    """Forwards a TCP connection; what the server sends back arrives `delay` seconds late
+    (a fixed latency, not a cumulative one) and not at all while `hold()` is in effect."""
+
+    def __init__(self, upstream: str, delay: float = 0.0) -> None:
+        parsed = urlparse(upstream)
+        self._host, self._port = parsed.hostname or "127.0.0.1", parsed.port or 4222
+        self.delay = delay
+        self._released = asyncio.Event()
+        self._released.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> AckProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"nats://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def hold(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(self._host, self._port)
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        for coro in (
+            self._pipe(client_r, server_w),
+            self._read_back(server_r, queue),
+            self._write_back(queue, client_w),
+        ):
+            task = asyncio.create_task(coro)
+            self._tasks.add(task)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    @staticmethod
+    async def _read_back(reader: asyncio.StreamReader, queue: asyncio.Queue[tuple[float, bytes]]) -> None:
+        loop = asyncio.get_running_loop()
+        while data := await reader.read(65536):
+            queue.put_nowait((loop.time(), data))
+
+    async def _write_back(self, queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            received_at, data = await queue.get()
+            await asyncio.sleep(max(0.0, received_at + self.delay - loop.time()))
+            await self._released.wait()
+            writer.write(data)
+            await writer.drain()
+
+
+class Setup:
+    def __init__(self, pool: Pool, js: JetStreamContext, stream: str, subject: str, url: str, schema: str) -> None:
+        self.pool, self.js, self.stream, self.subject, self.url, self.schema = pool, js, stream, subject, url, schema
+
+    async def add_rows(self, n: int, *, subject: str | None = None) -> list[str]:
+        """`n` outbox rows on `subject` (the stream's by default); their event ids in id order."""
+        ids = [f"evt_{secrets.token_hex(8)}" for _ in range(n)]
+        async with self.pool.connection() as conn, conn.transaction():
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO outbox (event_id, subject, payload) VALUES (%s, %s, %s)",
+                    [(event_id, subject or self.subject, event_id.encode()) for event_id in ids],
+                )
+        return ids
+
+    async def outbox_ids(self) -> list[str]:
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute("SELECT event_id FROM outbox ORDER BY id")).fetchall()
+        return [r["event_id"] for r in rows]
+
+    async def stored_ids(self) -> list[str]:
+        """Nats-Msg-Id of every message in the stream, in stream order."""
+        info = await self.js.stream_info(self.stream)
+        ids = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await self.js.get_msg(self.stream, seq)
+            assert msg.headers is not None
+            ids.append(msg.headers["Nats-Msg-Id"])
+        return ids
+
+
+@pytest.fixture
+async def setup(database_url: str, nats_url: str) -> AsyncIterator[Setup]:
+    schema = f"relay_{secrets.token_hex(3)}"
+    await migrate(database_url, schema, FIXTURE_MIGRATIONS)
+    subject_space = f"relaytest.{secrets.token_hex(3)}"
+    stream = f"RELAY_{secrets.token_hex(3)}".upper()
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await reconcile(js, [StreamSpec(name=stream, subjects=[f"{subject_space}.>"], description="relay test")], [])
+    pool = await open_pool(database_url, schema)
+    yield Setup(pool, js, stream, f"{subject_space}.event", database_url, schema)
+    await js.delete_stream(stream)
+    await pool.close()
+    await nc.close()
+
+
+async def test_rows_stay_until_their_acks_arrive(setup: Setup, nats_url: str) -> None:
+    ids = await setup.add_rows(10)
+    async with AckProxy(nats_url) as proxy:
+        nc = await nats.connect(proxy.url)
+        relay = outbox.OutboxRelay(
+            setup.pool, nc.jetstream(), url=setup.url, schema=setup.schema, ack_timeout_seconds=0.5
+        )
+        proxy.hold()  # NATS stores the messages, but no ack comes back (NATS lost mid-window)
+        with pytest.raises(outbox.RelayIncomplete) as failed:
+            await relay.relay_once()
+        assert (failed.value.relayed, failed.value.failed) == (0, 10)
+        assert await setup.outbox_ids() == ids  # nothing deleted without its ack
+        assert await setup.stored_ids() == ids  # ... although JetStream has them
+        proxy.release()
+        assert await relay.relay_once() == 10  # republished: JetStream acks the duplicates
+        assert await relay.relay_once() == 0
+        await nc.close()
+    assert await setup.outbox_ids() == []
+    assert await setup.stored_ids() == ids  # once each, in outbox order
+
+
+async def test_a_failed_publish_keeps_only_its_own_row(setup: Setup) -> None:
+    first = await setup.add_rows(3)
+    nowhere = await setup.add_rows(2, subject=f"relaytest.nostream.{secrets.token_hex(3)}")
+    last = await setup.add_rows(3)
+    relay = outbox.OutboxRelay(setup.pool, setup.js, url=setup.url, schema=setup.schema)
+    with pytest.raises(outbox.RelayIncomplete) as failed:
+        await relay.relay_once()  # no stream takes the middle two: JetStream answers "no responders"
+    assert (failed.value.relayed, failed.value.failed) == (6, 2)
+    assert await setup.outbox_ids() == nowhere  # retried by the next window
+    assert await setup.stored_ids() == first + last
+
+
+async def test_a_window_costs_a_few_round_trips_not_one_per_row(setup: Setup, nats_url: str) -> None:
+    rows, delay = 600, 0.05
+    ids = await setup.add_rows(rows)
+    async with AckProxy(nats_url, delay=delay) as proxy:
+        nc = await nats.connect(proxy.url)
+        relay = outbox.OutboxRelay(setup.pool, nc.jetstream(), url=setup.url, schema=setup.schema, batch_size=256)
+        windows, started = [], time.monotonic()
+        while relayed := await relay.relay_once():
+            windows.append(relayed)
+        elapsed = time.monotonic() - started
+        await nc.close()
+    assert windows == [256, 256, 88]  # three transactions, one DELETE each
+    # Awaiting each ack before the next publish would take rows x delay = 30 s; a window is
+    # about one delayed round trip (the first also subscribes the ack inbox).
+    assert elapsed < 20 * delay, elapsed
+    assert await setup.outbox_ids() == []
+    assert await setup.stored_ids() == ids  # the stream holds them in outbox order
+
+
+def test_window_is_bounded() -> None:
+    with pytest.raises(ValueError):
+        outbox.OutboxRelay(None, None, url="", schema="s", batch_size=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        outbox.OutboxRelay(None, None, url="", schema="s", batch_size=5000)  # type: ignore[arg-type]
