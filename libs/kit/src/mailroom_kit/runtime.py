@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import uvicorn
+import uvloop
 from litestar import Litestar, Response, Router, get
 from litestar.exceptions import HTTPException
 from mailroom_contracts.streams import STREAMS, ConsumerSpec
@@ -193,4 +194,6 @@ def main(
         applied = asyncio.run(migrate(settings.database_url, schema, migrations_dir))
         log.info("migrations.applied", schema=schema, applied=applied)
         return
-    asyncio.run(run(settings))
+    # uvloop: libuv's event loop, about twice asyncio's throughput for the HTTP and Postgres I/O.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run(settings))

@@ -5,10 +5,14 @@ A new domain is a new package with its controllers, added to ROUTES (and its pro
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
 from litestar import Controller, Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -17,6 +21,7 @@ from mailroom_contracts.streams import API_DOMAINS, API_EMAIL_LOG
 from mailroom_kit.http import request_logging
 from mailroom_kit.runtime import Runtime, Worker, ops_router, serve
 
+from mailroom_api.auth.cache import KeyCache
 from mailroom_api.auth.service import Principal
 from mailroom_api.domains.controllers import DomainsController
 from mailroom_api.domains.projector import domains_worker
@@ -24,7 +29,7 @@ from mailroom_api.emails.controllers import EmailsController
 from mailroom_api.emails.projector import email_log_worker
 from mailroom_api.http.body import Request
 from mailroom_api.http.errors import exception_handler
-from mailroom_api.http.guards import current_principal, make_before_request
+from mailroom_api.http.guards import KEY_CACHE_STATE, RUNTIME_STATE, current_principal, make_before_request
 from mailroom_api.keys.controllers import AdminApiKeysController, ApiKeysController
 from mailroom_api.settings import ApiSettings
 from mailroom_api.tenants.controllers import AdminTenantsController
@@ -70,6 +75,19 @@ OPENAPI = OpenAPIConfig(
 
 def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
     settings = runtime.settings
+    keys = KeyCache(settings.key_cache_seconds)
+
+    @contextlib.asynccontextmanager
+    async def forget_revoked_keys(_: Litestar) -> AsyncIterator[None]:
+        """The key cache's LISTEN, for as long as the app serves."""
+        stop = asyncio.Event()
+        listener = asyncio.create_task(keys.listen(settings.database_url, stop), name="key-cache-listen")
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.wait([listener], timeout=5)
+            listener.cancel()
 
     def provide_runtime() -> Runtime:
         return runtime
@@ -86,7 +104,9 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
             "principal": Provide(current_principal, sync_to_thread=False),
         },
         signature_types=[Runtime, Principal, ApiSettings],
-        before_request=make_before_request(runtime, settings),
+        before_request=make_before_request(runtime, settings, keys),
+        state=State({RUNTIME_STATE: runtime, KEY_CACHE_STATE: keys}),
+        lifespan=[forget_revoked_keys],
         before_send=logging.before_send,
         middleware=logging.middleware,
         logging_config=None,  # the kit's stdlib logging (JSON lines); Litestar's would replace it

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Self
+from typing import Annotated, Self
 
+import msgspec
 from mailroom_kit.settings import BaseSettings
 
 
@@ -25,6 +26,10 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     # How long to wait for the domains/webhooks services to answer a request/reply call. Keep it
     # above MAILROOM_DOMAINS_CREATE_TIMEOUT_SECONDS (8), or a slow SES turns a stored domain into a 503.
     rpc_timeout_seconds: float = 10.0
+    # How long a process may reuse an API key lookup (and its tenant's status). Revocations and
+    # tenant status changes are also pushed to every process (LISTEN/NOTIFY), so this only bounds
+    # staleness while that listener is down. 0 looks every key up on every request.
+    key_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:

@@ -1,16 +1,19 @@
 """Who is calling. Tenant keys are `mr_live_…`/`mr_test_…`, stored only as SHA-256 hashes and
-looked up on every request (no cache), so a revocation is effective at once on every replica.
-The operator token is compared in constant time; with none configured `/admin` is closed."""
+looked up by hash, through the process's `KeyCache` (at most 1 s old, forgotten on every revocation
+or tenant status change: see auth/cache.py). The operator token is compared in constant time; with
+none configured `/admin` is closed."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 
-from mailroom_kit.db import Conn
+from mailroom_kit.db import Conn, Pool
 
 from mailroom_api.auth import repository as repo
+from mailroom_api.auth.cache import KeyCache
 from mailroom_api.errors import ApiError, forbidden
 
 TOKEN_PREFIXES = {"live": "mr_live_", "test": "mr_test_"}
@@ -45,13 +48,17 @@ def parse_bearer(header: str | None) -> str | None:
     return token.strip()
 
 
-async def authenticate(conn: Conn, authorization: str | None) -> Principal:
+def token_hash_of(authorization: str | None) -> str:
+    """The hash to look the key up by; 401 for a missing or malformed key."""
     token = parse_bearer(authorization)
     if token is None:
         raise ApiError(401, "missing_api_key", "missing API key: send Authorization: Bearer mr_live_…")
     if not token.startswith(tuple(TOKEN_PREFIXES.values())):
         raise ApiError(401, "invalid_api_key", "invalid API key")
-    row = await repo.find_key_by_hash(conn, hash_token(token))
+    return hash_token(token)
+
+
+def principal_of(row: repo.KeyPrincipalRow | None) -> Principal:
     if row is None:
         raise ApiError(401, "invalid_api_key", "invalid API key")
     if row.revoked_at is not None:
@@ -64,6 +71,24 @@ async def authenticate(conn: Conn, authorization: str | None) -> Principal:
         domain_id=row.domain_id,
         tenant_status=row.tenant_status,
     )
+
+
+async def authenticate(conn: Conn, authorization: str | None) -> Principal:
+    """Look the key up on `conn` (no cache)."""
+    return principal_of(await repo.find_key_by_hash(conn, token_hash_of(authorization)))
+
+
+async def authenticate_cached(pool: Pool, cache: KeyCache, authorization: str | None) -> Principal:
+    """Look the key up in `cache`, else on a connection of `pool` (then remember it)."""
+    token_hash = token_hash_of(authorization)
+    row = cache.get(token_hash)
+    if row is None:
+        generation, looked_up_at = cache.generation, time.monotonic()
+        async with pool.connection() as conn:
+            row = await repo.find_key_by_hash(conn, token_hash)
+        if row is not None:
+            cache.put(token_hash, row, generation=generation, looked_up_at=looked_up_at)
+    return principal_of(row)
 
 
 def operator_allowed(configured: str, authorization: str | None) -> None:
