@@ -28,7 +28,7 @@ def hello() -> dict[str, str]:
     return {"hello": "world"}
 
 
-@post("/size", sync_to_thread=False, status_code=200)
+@post("/size", status_code=200)
 async def size(request: Request[Any, Any, Any]) -> dict[str, int]:
     return {"size": len(await request.body())}
 

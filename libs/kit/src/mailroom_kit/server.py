@@ -12,6 +12,14 @@ limit, llhttp has none, so the httptools protocol counts the bytes of an unfinis
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import h11
@@ -108,3 +116,100 @@ def server_config(
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         **extra,
     )
+
+
+# --------------------------------------------------------------------------- several processes
+# `serve(processes=N)` with N > 1: the process started (the parent) runs no service itself; it
+# starts N copies of its own command line (children), each a whole service runtime (HTTP, relay,
+# consumers: all safe to replicate) listening on the same port with SO_REUSEPORT, so the kernel
+# spreads connections over them. The parent forwards SIGTERM/SIGINT, and exits 1 as soon as a child
+# dies on its own (after stopping the others), so the supervisor restarts the whole service.
+# Children die with the parent however it dies (PR_SET_PDEATHSIG, set by the child itself, then
+# a check that the parent it was started by is still its parent).
+
+PARENT_ENV = "MAILROOM_PARENT_PID"  # set by the parent for its children only
+PROCESS_INDEX_ENV = "MAILROOM_PROCESS_INDEX"
+_PR_SET_PDEATHSIG = 1
+CHILD_STOP_SECONDS = 20.0
+
+
+def is_child_process() -> bool:
+    return PARENT_ENV in os.environ
+
+
+def process_index() -> int | None:
+    """0..N-1 in a child of a multi-process service, None otherwise."""
+    value = os.environ.get(PROCESS_INDEX_ENV)
+    return int(value) if value is not None else None
+
+
+def die_with_parent() -> None:
+    """In a child: get SIGTERM when the parent dies (Linux); exit at once if it is already gone."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if str(os.getppid()) != os.environ.get(PARENT_ENV):  # the parent died before the prctl
+        log.error("service.orphaned", parent=os.environ.get(PARENT_ENV))
+        sys.exit(1)
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that every process of the service binds on the same port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+async def run_children(count: int, *, command: Sequence[str] | None = None) -> int:
+    """Run `count` children (`command`, default: this process's own command line) until SIGTERM or
+    SIGINT (forwarded to them; exit code 0 if they all stopped cleanly) or until one of them exits
+    on its own (the others are stopped; exit code 1)."""
+    argv = list(command if command is not None else sys.orig_argv)
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+    stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    children: list[asyncio.subprocess.Process] = []
+    died: list[asyncio.subprocess.Process] = []
+    try:
+        for index in range(count):
+            env = dict(os.environ, **{PARENT_ENV: str(os.getpid()), PROCESS_INDEX_ENV: str(index)})
+            children.append(await asyncio.create_subprocess_exec(*argv, env=env))
+        log.info("service.processes_started", processes=count, pids=[c.pid for c in children])
+        exits = {asyncio.ensure_future(c.wait()): c for c in children}
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait([stopper, *exits], return_when=asyncio.FIRST_COMPLETED)
+        died = [exits[t] for t in done if t is not stopper]
+        for child in died:
+            log.error("service.process_died", pid=child.pid, returncode=child.returncode)
+    finally:
+        forward = received[0] if received else signal.SIGTERM
+        for child in children:
+            if child.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(forward)
+        waiting = [asyncio.ensure_future(c.wait()) for c in children]
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=CHILD_STOP_SECONDS)
+            for child in children:
+                if child.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.kill()
+            if late:
+                await asyncio.wait(late)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if died:
+        return 1
+    # A copy the forwarded signal ended before it had set up its own handling stopped cleanly too.
+    return 0 if all(c.returncode in (0, -forward) for c in children) else 1

@@ -178,4 +178,5 @@ async def run(settings: ApiSettings) -> None:
         build_app=create_app,
         workers=WORKERS,
         consumers=CONSUMERS,
+        processes=settings.processes,
     )
