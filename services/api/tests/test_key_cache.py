@@ -133,3 +133,39 @@ def test_the_cache_is_bounded() -> None:
         cache.put(f"h{i}", _row(f"key_{i}"), generation=cache.generation, looked_up_at=time.monotonic())
     assert cache.get("h9") is not None and cache.get("h0") is None
     assert len([i for i in range(10) if cache.get(f"h{i}") is not None]) <= 3
+
+
+async def test_concurrent_misses_of_one_key_share_one_lookup() -> None:
+    cache = KeyCache(1.0)
+    calls = 0
+    release = asyncio.Event()
+
+    async def fetch() -> KeyPrincipalRow | None:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return _row()
+
+    waiting = [asyncio.ensure_future(cache.lookup("h", fetch)) for _ in range(20)]
+    await asyncio.sleep(0)
+    waiting[0].cancel()  # a caller that goes away does not cancel the lookup for the others
+    release.set()
+    rows = await asyncio.gather(*waiting[1:])
+    assert calls == 1 and all(r == _row() for r in rows)
+    assert await cache.lookup("h", fetch) == _row() and calls == 1  # now remembered
+
+
+async def test_a_failed_lookup_fails_its_waiters_and_is_not_remembered() -> None:
+    cache = KeyCache(1.0)
+
+    async def broken() -> KeyPrincipalRow | None:
+        await asyncio.sleep(0.01)
+        raise ConnectionError("database down")
+
+    results = await asyncio.gather(*(cache.lookup("h", broken) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+
+    async def fetch() -> KeyPrincipalRow | None:
+        return _row()
+
+    assert await cache.lookup("h", fetch) == _row()

@@ -9,13 +9,15 @@ revocation is honoured on every replica within the TTL, normally within millisec
 
 A lookup that started before an invalidation is not remembered (`generation`), so a read from just
 before a revocation's commit cannot outlive the NOTIFY. Only keys that exist are remembered; an
-unknown token is looked up every time.
+unknown token is looked up every time. Concurrent misses of one key share one lookup (`lookup`):
+when an entry expires under load, one query refreshes it instead of one per request in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from mailroom_kit.wake import PgWaker
 
@@ -32,6 +34,7 @@ class KeyCache:
         self.generation = 0
         self._max = max_entries
         self._entries: dict[str, tuple[float, KeyPrincipalRow]] = {}
+        self._inflight: dict[str, asyncio.Future[KeyPrincipalRow | None]] = {}
 
     def get(self, token_hash: str) -> KeyPrincipalRow | None:
         hit = self._entries.get(token_hash)
@@ -54,6 +57,36 @@ class KeyCache:
     def invalidate(self) -> None:
         self.generation += 1
         self._entries.clear()
+        self._inflight.clear()  # lookups already under way answer their own requests only
+
+    async def lookup(
+        self, token_hash: str, fetch: Callable[[], Awaitable[KeyPrincipalRow | None]]
+    ) -> KeyPrincipalRow | None:
+        """The remembered row, else `fetch()`'s, shared with every concurrent miss of the same key
+        (which then also get its error, e.g. the database being unavailable). The fetch runs as its
+        own task, so a caller that goes away does not cancel it for the others."""
+        hit = self.get(token_hash)
+        if hit is not None:
+            return hit
+        task = self._inflight.get(token_hash)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(token_hash, fetch))
+            task.add_done_callback(_retrieve)
+            self._inflight[token_hash] = task
+        return await asyncio.shield(task)
+
+    async def _fetch(
+        self, token_hash: str, fetch: Callable[[], Awaitable[KeyPrincipalRow | None]]
+    ) -> KeyPrincipalRow | None:
+        generation, looked_up_at = self.generation, time.monotonic()
+        try:
+            row = await fetch()
+        finally:
+            if self._inflight.get(token_hash) is asyncio.current_task():
+                del self._inflight[token_hash]
+        if row is not None:
+            self.put(token_hash, row, generation=generation, looked_up_at=looked_up_at)
+        return row
 
     async def listen(self, url: str, stop: asyncio.Event) -> None:
         """Forget everything on each NOTIFY of `CHANNEL` (and on each reconnect) until `stop`."""
@@ -62,3 +95,9 @@ class KeyCache:
                 if await waker.wait(60.0):
                     waker.clear()
                     self.invalidate()
+
+
+def _retrieve(task: asyncio.Future[KeyPrincipalRow | None]) -> None:
+    """Every caller may have gone: the error is theirs to see, not asyncio's to log."""
+    if not task.cancelled():
+        task.exception()

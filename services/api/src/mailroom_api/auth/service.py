@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from dataclasses import dataclass
 
 from mailroom_kit.db import Conn, Pool
@@ -81,14 +80,12 @@ async def authenticate(conn: Conn, authorization: str | None) -> Principal:
 async def authenticate_cached(pool: Pool, cache: KeyCache, authorization: str | None) -> Principal:
     """Look the key up in `cache`, else on a connection of `pool` (then remember it)."""
     token_hash = token_hash_of(authorization)
-    row = cache.get(token_hash)
-    if row is None:
-        generation, looked_up_at = cache.generation, time.monotonic()
+
+    async def fetch() -> repo.KeyPrincipalRow | None:
         async with pool.connection() as conn:
-            row = await repo.find_key_by_hash(conn, token_hash)
-        if row is not None:
-            cache.put(token_hash, row, generation=generation, looked_up_at=looked_up_at)
-    return principal_of(row)
+            return await repo.find_key_by_hash(conn, token_hash)
+
+    return principal_of(await cache.lookup(token_hash, fetch))
 
 
 def operator_allowed(configured: str, authorization: str | None) -> None:
