@@ -15,7 +15,15 @@ from mailroom_api.emails import service
 from mailroom_api.emails.schemas import EmailAccepted, EmailDetail, EmailList, SendEmail
 from mailroom_api.emails.status import STATUSES
 from mailroom_api.http.errors import documented
-from mailroom_api.http.guards import TENANT_SECURITY, TENANT_SENDING, Caller, Rt, current_principal, runtime_of
+from mailroom_api.http.guards import (
+    TENANT_SECURITY,
+    TENANT_SENDING,
+    Caller,
+    Rt,
+    current_principal,
+    relay_wake_of,
+    runtime_of,
+)
 
 
 @contextlib.asynccontextmanager
@@ -43,7 +51,9 @@ class EmailsController(Controller):
         rt = runtime_of(request)
         principal = current_principal(request)
         async with rt.pool.connection() as conn, single_statement(conn):
-            return await service.send_email(conn, principal, data, max_message_bytes=rt.settings.max_message_bytes)
+            accepted = await service.send_email(conn, principal, data, max_message_bytes=rt.settings.max_message_bytes)
+        relay_wake_of(request).accepted()  # committed: the relay may look now
+        return accepted
 
     @get("/", summary="List emails, newest first", responses=documented(401, 403, 422))
     async def list_emails(

@@ -93,8 +93,7 @@ WITH allowed AS (
     SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea FROM email
     ON CONFLICT (event_id) DO NOTHING
 )
-SELECT domain_allowed, domain_verified, (SELECT count(pg_notify(%(channel)s::text, '')) FROM email) AS notified
-FROM allowed
+SELECT domain_allowed, domain_verified FROM allowed
 """
 
 
@@ -113,13 +112,12 @@ async def accept_email(
     event_id: str,
     outbox_subject: str,
     payload: bytes,
-    notify_channel: str,
 ) -> Acceptance:
     """Accept an email in ONE statement, atomic by itself: check the from-domain (the key's own
     domain if it is limited to one; a verified domain of the tenant if `needs_verified_domain`),
     and only if both hold write the email, its `recipients` ((address, type) in order) with the
     email's status, the `queued` timeline entry (`event_id`) and the outbox row (`outbox_subject`,
-    `payload`), and NOTIFY the relay on `notify_channel`."""
+    `payload`). No NOTIFY here: it would serialize the commits (see emails/relay_wake.py)."""
     params: dict[str, Any] = msgspec.structs.asdict(email)
     for name in (*_JSON_COLUMNS, "metadata"):
         value = params[name]
@@ -132,11 +130,15 @@ async def accept_email(
         event_id=event_id,
         outbox_subject=outbox_subject,
         payload=payload,
-        channel=notify_channel,
     )
     row = await fetch_one(conn, Acceptance, _ACCEPT, params)
     assert row is not None  # `allowed` is always one row
     return row
+
+
+async def notify_relay(conn: Conn, channel: str) -> None:
+    """Wake the outbox relays listening on `channel` (on an autocommit connection: its own transaction)."""
+    await conn.execute("SELECT pg_notify(%s, '')", (channel,))
 
 
 async def insert_email(conn: Conn, email: EmailRow) -> None:

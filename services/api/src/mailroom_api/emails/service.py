@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailroom_contracts import encode, events, subject_for
-from mailroom_kit import outbox
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import has_prefix, new_id
 
@@ -108,7 +107,6 @@ async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_me
         event_id=queued.event_id,
         outbox_subject=subject_for(queued),
         payload=encode(queued),
-        notify_channel=outbox.channel(SCHEMA),
     )
     if not accepted.domain_allowed:
         raise forbidden("from_domain_not_allowed", "this API key may only send from its own domain")

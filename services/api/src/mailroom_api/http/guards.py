@@ -23,6 +23,7 @@ from mailroom_kit.runtime import Runtime
 from mailroom_api.auth.cache import KeyCache
 from mailroom_api.auth.service import Principal, authenticate_cached, operator_allowed
 from mailroom_api.checks import is_well_formed_id
+from mailroom_api.emails.relay_wake import RelayWake
 from mailroom_api.errors import ApiError, not_found, validation
 from mailroom_api.http.body import decode_body
 from mailroom_api.settings import ApiSettings
@@ -36,6 +37,7 @@ OPERATOR_SECURITY: list[SecurityRequirement] = [{"OperatorToken": []}]
 PRINCIPAL_KEY = "principal"
 RUNTIME_STATE = "mailroom_runtime"  # app.state keys, set by create_app
 KEY_CACHE_STATE = "mailroom_key_cache"
+RELAY_WAKE_STATE = "mailroom_relay_wake"
 
 Rt = NamedDependency[Runtime]
 Settings = NamedDependency[ApiSettings]
@@ -125,6 +127,11 @@ def runtime_of(request: Request[Any, Any, Any]) -> Runtime[ApiSettings]:
 def key_cache_of(request: Request[Any, Any, Any]) -> KeyCache:
     cache: KeyCache = request.app.state[KEY_CACHE_STATE]
     return cache
+
+
+def relay_wake_of(request: Request[Any, Any, Any]) -> RelayWake:
+    wake: RelayWake = request.app.state[RELAY_WAKE_STATE]
+    return wake
 
 
 def current_principal(request: Request[Any, Any, Any]) -> Principal:
