@@ -25,7 +25,8 @@ from mailroom_api.emails import repository as repo
 
 log = get_logger(__name__)
 
-DEFAULT_INTERVAL = 0.002
+# At most this long between an accept's commit and the relay's wake while accepts keep coming.
+DEFAULT_INTERVAL = 0.005
 
 
 class RelayWake:

@@ -84,7 +84,8 @@ WITH allowed AS (
 ), recipients AS (
     INSERT INTO email_recipients (email_id, position, address, type, status)
     SELECT email.id, r.n - 1, r.address, r.type, %(status)s::text
-    FROM email, unnest(%(addresses)s::text[], %(types)s::text[]) WITH ORDINALITY AS r (address, type, n)
+    FROM email, ROWS FROM (jsonb_to_recordset(%(recipients)s::jsonb) AS (address text, type text))
+        WITH ORDINALITY AS r (address, type, n)
 ), timeline AS (
     INSERT INTO email_events (id, email_id, type, occurred_at, data)
     SELECT %(event_id)s::text, email.id, 'queued', %(created_at)s::timestamptz, '{{}}' FROM email
@@ -125,15 +126,16 @@ async def accept_email(
     params.update(
         key_domain_id=key_domain_id,
         needs_verified=needs_verified_domain,
-        addresses=[address for address, _ in recipients],
-        types=[kind for _, kind in recipients],
+        # One JSON text, not two arrays: psycopg dumps a str without inspecting it.
+        recipients=msgspec.json.encode([{"address": a, "type": t} for a, t in recipients]).decode(),
         event_id=event_id,
         outbox_subject=outbox_subject,
         payload=payload,
     )
-    row = await fetch_one(conn, Acceptance, _ACCEPT, params)
+    cur = await conn.execute(_ACCEPT, params)
+    row = await cur.fetchone()
     assert row is not None  # `allowed` is always one row
-    return row
+    return Acceptance(domain_allowed=row["domain_allowed"], domain_verified=row["domain_verified"])
 
 
 async def notify_relay(conn: Conn, channel: str) -> None:
