@@ -169,3 +169,25 @@ async def test_a_failed_lookup_fails_its_waiters_and_is_not_remembered() -> None
         return _row()
 
     assert await cache.lookup("h", fetch) == _row()
+
+
+async def test_an_entry_past_half_its_ttl_is_served_and_refreshed_in_the_background() -> None:
+    cache = KeyCache(0.2)
+    calls = 0
+    release = asyncio.Event()
+
+    async def fetch() -> KeyPrincipalRow | None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            await release.wait()
+        return _row(f"key_{calls}")
+
+    assert (await cache.lookup("h", fetch)).id == "key_1"  # type: ignore[union-attr]
+    await asyncio.sleep(0.12)
+    # Past half the TTL: the remembered row at once, and one refresh under way.
+    assert (await asyncio.wait_for(cache.lookup("h", fetch), 0.05)).id == "key_1"  # type: ignore[union-attr]
+    assert (await asyncio.wait_for(cache.lookup("h", fetch), 0.05)).id == "key_1"  # type: ignore[union-attr]
+    release.set()
+    await asyncio.sleep(0.01)
+    assert calls == 2 and cache.get("h") == _row("key_2")

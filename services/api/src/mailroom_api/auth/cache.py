@@ -9,8 +9,9 @@ revocation is honoured on every replica within the TTL, normally within millisec
 
 A lookup that started before an invalidation is not remembered (`generation`), so a read from just
 before a revocation's commit cannot outlive the NOTIFY. Only keys that exist are remembered; an
-unknown token is looked up every time. Concurrent misses of one key share one lookup (`lookup`):
-when an entry expires under load, one query refreshes it instead of one per request in flight.
+unknown token is looked up every time. Concurrent misses of one key share one lookup (`lookup`),
+and an entry past half its TTL is refreshed in the background while still served, so a busy key
+never makes requests wait for a lookup (which, under load, queues for a pool connection).
 """
 
 from __future__ import annotations
@@ -65,15 +66,25 @@ class KeyCache:
         """The remembered row, else `fetch()`'s, shared with every concurrent miss of the same key
         (which then also get its error, e.g. the database being unavailable). The fetch runs as its
         own task, so a caller that goes away does not cancel it for the others."""
-        hit = self.get(token_hash)
+        hit = self._entries.get(token_hash)
         if hit is not None:
-            return hit
+            age = time.monotonic() - hit[0]
+            if age < self.ttl:
+                if age >= self.ttl / 2:  # refreshed ahead, so a busy key never waits for its lookup
+                    self._start(token_hash, fetch)
+                return hit[1]
+            del self._entries[token_hash]
+        return await asyncio.shield(self._start(token_hash, fetch))
+
+    def _start(
+        self, token_hash: str, fetch: Callable[[], Awaitable[KeyPrincipalRow | None]]
+    ) -> asyncio.Future[KeyPrincipalRow | None]:
         task = self._inflight.get(token_hash)
         if task is None:
             task = asyncio.ensure_future(self._fetch(token_hash, fetch))
             task.add_done_callback(_retrieve)
             self._inflight[token_hash] = task
-        return await asyncio.shield(task)
+        return task
 
     async def _fetch(
         self, token_hash: str, fetch: Callable[[], Awaitable[KeyPrincipalRow | None]]
