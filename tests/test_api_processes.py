@@ -40,6 +40,12 @@ def api_stack(tmp_path: Path, postgres: Postgres) -> Iterator[Stack]:
     )
     try:
         stack.start()
+        # Ready answers as soon as one copy listens: wait for every copy.
+        wait_for(
+            lambda: stack.log_tail("api", 200_000).count('"service.started"') == PROCESSES,
+            timeout=60,
+            what="every copy started",
+        )
         yield stack
     finally:
         stack.stop()
