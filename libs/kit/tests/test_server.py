@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import uvicorn
-from litestar import Litestar, get
+from litestar import Litestar, Request, get, post
 from mailroom_devstack.infra import free_port
 from mailroom_kit.http import request_logging
-from mailroom_kit.server import server_config
+from mailroom_kit.server import MAX_HEAD_BYTES, server_config
 
 
 class _Server(uvicorn.Server):
@@ -27,12 +28,17 @@ def hello() -> dict[str, str]:
     return {"hello": "world"}
 
 
-@pytest.fixture
-async def port() -> AsyncIterator[int]:
+@post("/size", status_code=200)
+async def size(request: Request[Any, Any, Any]) -> dict[str, int]:
+    return {"size": len(await request.body())}
+
+
+@pytest.fixture(params=["httptools", "h11"])
+async def port(request: pytest.FixtureRequest) -> AsyncIterator[int]:
     logging = request_logging("test")
-    app = Litestar([hello], middleware=logging.middleware, before_send=logging.before_send, logging_config=None)
+    app = Litestar([hello, size], middleware=logging.middleware, before_send=logging.before_send, logging_config=None)
     chosen = free_port()
-    server = _Server(server_config(app, service="test", host="127.0.0.1", port=chosen))
+    server = _Server(server_config(app, service="test", host="127.0.0.1", port=chosen, http=request.param))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
@@ -82,3 +88,20 @@ async def test_malformed_requests_get_the_spec_error_body(port: int, request_byt
 async def test_well_formed_requests_are_untouched(port: int) -> None:
     status, headers, body = await raw(port, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status == 200 and json.loads(body) == {"hello": "world"} and headers["x-request-id"].startswith("req_")
+
+
+async def test_a_head_just_under_the_limit_is_served(port: int) -> None:
+    padding = b"a" * (MAX_HEAD_BYTES - 200)
+    request = b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Pad: " + padding + b"\r\nConnection: close\r\n\r\n"
+    status, _, body = await raw(port, request)
+    assert status == 200 and json.loads(body) == {"hello": "world"}
+
+
+async def test_a_large_body_in_the_same_packet_as_its_head_is_not_a_large_head(port: int) -> None:
+    body = b"x" * 200_000
+    request = b"POST /size HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    status, _, answer = await raw(port, request)
+    assert status == 200 and json.loads(answer) == {"size": len(body)}

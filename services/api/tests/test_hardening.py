@@ -261,13 +261,13 @@ async def test_unhandled_database_error_logs_no_data(
 
     marker = "SECRET-MARKER-7f3a"
 
-    async def broken_insert(conn: Any, row: Any) -> None:
+    async def broken_accept(conn: Any, *args: Any, **kwargs: Any) -> None:
         # A real Postgres error that echoes the value in its message and CONTEXT.
         await conn.execute(
             f"DO $$ BEGIN RAISE EXCEPTION 'bad value {marker}' USING DETAIL = '{marker}', HINT = '{marker}'; END $$"
         )
 
-    monkeypatch.setattr(repository, "insert_email", broken_insert)
+    monkeypatch.setattr(repository, "accept_email", broken_accept)
     async with serve(create_app(runtime)) as client:
         with structlog.testing.capture_logs() as logs:
             resp = await client.post(

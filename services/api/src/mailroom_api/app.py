@@ -5,26 +5,39 @@ A new domain is a new package with its controllers, added to ROUTES (and its pro
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
 from litestar import Controller, Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, Schema, SecurityScheme
 from mailroom_contracts.streams import API_DOMAINS, API_EMAIL_LOG
+from mailroom_kit import outbox
 from mailroom_kit.http import request_logging
 from mailroom_kit.runtime import Runtime, Worker, ops_router, serve
 
+from mailroom_api.auth.cache import KeyCache
 from mailroom_api.auth.service import Principal
 from mailroom_api.domains.controllers import DomainsController
 from mailroom_api.domains.projector import domains_worker
 from mailroom_api.emails.controllers import EmailsController
 from mailroom_api.emails.projector import email_log_worker
+from mailroom_api.emails.relay_wake import RelayWake
 from mailroom_api.http.body import Request
 from mailroom_api.http.errors import exception_handler
-from mailroom_api.http.guards import current_principal, make_before_request
+from mailroom_api.http.guards import (
+    KEY_CACHE_STATE,
+    RELAY_WAKE_STATE,
+    RUNTIME_STATE,
+    current_principal,
+    make_before_request,
+)
 from mailroom_api.keys.controllers import AdminApiKeysController, ApiKeysController
 from mailroom_api.settings import ApiSettings
 from mailroom_api.tenants.controllers import AdminTenantsController
@@ -70,6 +83,24 @@ OPENAPI = OpenAPIConfig(
 
 def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
     settings = runtime.settings
+    keys = KeyCache(settings.key_cache_seconds)
+    wake = RelayWake(settings.database_url, SCHEMA, outbox.channel(SCHEMA))
+
+    @contextlib.asynccontextmanager
+    async def background(_: Litestar) -> AsyncIterator[None]:
+        """The key cache's LISTEN and the relay wake, for as long as the app serves."""
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(keys.listen(settings.database_url, stop), name="key-cache-listen"),
+            asyncio.create_task(wake.run(stop), name="relay-wake"),
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.wait(tasks, timeout=5)
+            for task in tasks:
+                task.cancel()
 
     def provide_runtime() -> Runtime:
         return runtime
@@ -86,7 +117,9 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
             "principal": Provide(current_principal, sync_to_thread=False),
         },
         signature_types=[Runtime, Principal, ApiSettings],
-        before_request=make_before_request(runtime, settings),
+        before_request=make_before_request(runtime, settings, keys),
+        state=State({RUNTIME_STATE: runtime, KEY_CACHE_STATE: keys, RELAY_WAKE_STATE: wake}),
+        lifespan=[background],
         before_send=logging.before_send,
         middleware=logging.middleware,
         logging_config=None,  # the kit's stdlib logging (JSON lines); Litestar's would replace it
@@ -158,4 +191,5 @@ async def run(settings: ApiSettings) -> None:
         build_app=create_app,
         workers=WORKERS,
         consumers=CONSUMERS,
+        processes=settings.processes,
     )

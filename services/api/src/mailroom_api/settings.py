@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Self
+from typing import Annotated, Self
 
+import msgspec
 from mailroom_kit.settings import BaseSettings
 
 
@@ -25,6 +26,14 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     # How long to wait for the domains/webhooks services to answer a request/reply call. Keep it
     # above MAILROOM_DOMAINS_CREATE_TIMEOUT_SECONDS (8), or a slow SES turns a stored domain into a 503.
     rpc_timeout_seconds: float = 10.0
+    # How long a process may reuse an API key lookup (and its tenant's status). Revocations and
+    # tenant status changes are also pushed to every process (LISTEN/NOTIFY), so this only bounds
+    # staleness while that listener is down. 0 looks every key up on every request.
+    # Copies of the whole service (HTTP, projectors, relay) on the one port (SO_REUSEPORT), under a
+    # parent that forwards signals and exits when a copy dies. 1 on Kubernetes (scale pods); on a VM,
+    # about the number of cores the API may use.
+    processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    key_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:

@@ -1,4 +1,5 @@
-"""The SQL authentication needs: one key by its token hash, with its tenant's status."""
+"""The SQL authentication needs: one key by its token hash, with its tenant's status, and the
+NOTIFY that makes every API process forget the keys it remembered (auth/cache.py)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,11 @@ async def find_key_by_hash(conn: Conn, token_hash: str) -> KeyPrincipalRow | Non
         " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.token_hash = %s",
         (token_hash,),
     )
+
+
+AUTH_CHANNEL = "mailroom_api_auth"
+
+
+async def notify_auth_changed(conn: Conn) -> None:
+    """In the transaction of a change that can refuse a key: delivered to every API process on commit."""
+    await conn.execute("SELECT pg_notify(%s, '')", (AUTH_CHANNEL,))

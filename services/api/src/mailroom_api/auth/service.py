@@ -1,6 +1,7 @@
 """Who is calling. Tenant keys are `mr_live_…`/`mr_test_…`, stored only as SHA-256 hashes and
-looked up on every request (no cache), so a revocation is effective at once on every replica.
-The operator token is compared in constant time; with none configured `/admin` is closed."""
+looked up by hash, through the process's `KeyCache` (at most 1 s old, forgotten on every revocation
+or tenant status change: see auth/cache.py). The operator token is compared in constant time; with
+none configured `/admin` is closed."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from mailroom_kit.db import Conn
+from mailroom_kit.db import Conn, Pool
 
 from mailroom_api.auth import repository as repo
+from mailroom_api.auth.cache import KeyCache
 from mailroom_api.errors import ApiError, forbidden
 
 TOKEN_PREFIXES = {"live": "mr_live_", "test": "mr_test_"}
@@ -45,13 +47,17 @@ def parse_bearer(header: str | None) -> str | None:
     return token.strip()
 
 
-async def authenticate(conn: Conn, authorization: str | None) -> Principal:
+def token_hash_of(authorization: str | None) -> str:
+    """The hash to look the key up by; 401 for a missing or malformed key."""
     token = parse_bearer(authorization)
     if token is None:
         raise ApiError(401, "missing_api_key", "missing API key: send Authorization: Bearer mr_live_…")
     if not token.startswith(tuple(TOKEN_PREFIXES.values())):
         raise ApiError(401, "invalid_api_key", "invalid API key")
-    row = await repo.find_key_by_hash(conn, hash_token(token))
+    return hash_token(token)
+
+
+def principal_of(row: repo.KeyPrincipalRow | None) -> Principal:
     if row is None:
         raise ApiError(401, "invalid_api_key", "invalid API key")
     if row.revoked_at is not None:
@@ -64,6 +70,22 @@ async def authenticate(conn: Conn, authorization: str | None) -> Principal:
         domain_id=row.domain_id,
         tenant_status=row.tenant_status,
     )
+
+
+async def authenticate(conn: Conn, authorization: str | None) -> Principal:
+    """Look the key up on `conn` (no cache)."""
+    return principal_of(await repo.find_key_by_hash(conn, token_hash_of(authorization)))
+
+
+async def authenticate_cached(pool: Pool, cache: KeyCache, authorization: str | None) -> Principal:
+    """Look the key up in `cache`, else on a connection of `pool` (then remember it)."""
+    token_hash = token_hash_of(authorization)
+
+    async def fetch() -> repo.KeyPrincipalRow | None:
+        async with pool.connection() as conn:
+            return await repo.find_key_by_hash(conn, token_hash)
+
+    return principal_of(await cache.lookup(token_hash, fetch))
 
 
 def operator_allowed(configured: str, authorization: str | None) -> None:

@@ -57,6 +57,92 @@ COLUMNS = columns(EmailRow)
 _JSON_COLUMNS = ("to_addresses", "cc_addresses", "bcc_addresses", "reply_to", "headers", "tags")
 
 
+# The accept statement's column casts (its values come from a SELECT, so nothing else types them).
+_ACCEPT_TYPES = {
+    **dict.fromkeys(EmailRow.__struct_fields__, "text"),
+    **dict.fromkeys(_JSON_COLUMNS, "jsonb"),
+    "metadata": "jsonb",
+    "created_at": "timestamptz",
+    "last_event_at": "timestamptz",
+}
+_ACCEPT = f"""
+WITH allowed AS (
+    SELECT
+        (%(key_domain_id)s::text IS NULL OR EXISTS (
+            SELECT 1 FROM domains
+            WHERE tenant_id = %(tenant_id)s AND id = %(key_domain_id)s AND lower(name) = %(from_domain)s
+        )) AS domain_allowed,
+        (NOT %(needs_verified)s::boolean OR EXISTS (
+            SELECT 1 FROM domains
+            WHERE tenant_id = %(tenant_id)s AND lower(name) = %(from_domain)s AND status = 'verified'
+        )) AS domain_verified
+), email AS (
+    INSERT INTO emails ({COLUMNS})
+    SELECT {", ".join(f"%({name})s::{kind}" for name, kind in _ACCEPT_TYPES.items())}
+    FROM allowed WHERE domain_allowed AND domain_verified
+    RETURNING id
+), recipients AS (
+    INSERT INTO email_recipients (email_id, position, address, type, status)
+    SELECT email.id, r.n - 1, r.address, r.type, %(status)s::text
+    FROM email, ROWS FROM (jsonb_to_recordset(%(recipients)s::jsonb) AS (address text, type text))
+        WITH ORDINALITY AS r (address, type, n)
+), timeline AS (
+    INSERT INTO email_events (id, email_id, type, occurred_at, data)
+    SELECT %(event_id)s::text, email.id, 'queued', %(created_at)s::timestamptz, '{{}}' FROM email
+), queued AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea FROM email
+    ON CONFLICT (event_id) DO NOTHING
+)
+SELECT domain_allowed, domain_verified FROM allowed
+"""
+
+
+class Acceptance(msgspec.Struct, frozen=True, kw_only=True):
+    domain_allowed: bool  # False: the key is limited to another domain (nothing was written)
+    domain_verified: bool  # False: a live key and no verified domain of that name (nothing was written)
+
+
+async def accept_email(
+    conn: Conn,
+    email: EmailRow,
+    *,
+    recipients: list[tuple[str, str]],
+    key_domain_id: str | None,
+    needs_verified_domain: bool,
+    event_id: str,
+    outbox_subject: str,
+    payload: bytes,
+) -> Acceptance:
+    """Accept an email in ONE statement, atomic by itself: check the from-domain (the key's own
+    domain if it is limited to one; a verified domain of the tenant if `needs_verified_domain`),
+    and only if both hold write the email, its `recipients` ((address, type) in order) with the
+    email's status, the `queued` timeline entry (`event_id`) and the outbox row (`outbox_subject`,
+    `payload`). No NOTIFY here: it would serialize the commits (see emails/relay_wake.py)."""
+    params: dict[str, Any] = msgspec.structs.asdict(email)
+    for name in (*_JSON_COLUMNS, "metadata"):
+        value = params[name]
+        params[name] = None if value is None else msgspec.json.encode(value).decode()
+    params.update(
+        key_domain_id=key_domain_id,
+        needs_verified=needs_verified_domain,
+        # One JSON text, not two arrays: psycopg dumps a str without inspecting it.
+        recipients=msgspec.json.encode([{"address": a, "type": t} for a, t in recipients]).decode(),
+        event_id=event_id,
+        outbox_subject=outbox_subject,
+        payload=payload,
+    )
+    cur = await conn.execute(_ACCEPT, params)
+    row = await cur.fetchone()
+    assert row is not None  # `allowed` is always one row
+    return Acceptance(domain_allowed=row["domain_allowed"], domain_verified=row["domain_verified"])
+
+
+async def notify_relay(conn: Conn, channel: str) -> None:
+    """Wake the outbox relays listening on `channel` (on an autocommit connection: its own transaction)."""
+    await conn.execute("SELECT pg_notify(%s, '')", (channel,))
+
+
 async def insert_email(conn: Conn, email: EmailRow) -> None:
     params = msgspec.structs.asdict(email)
     for name in _JSON_COLUMNS:

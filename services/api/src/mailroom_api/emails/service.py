@@ -12,13 +12,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from mailroom_contracts import events
-from mailroom_kit import outbox
+from mailroom_contracts import encode, events, subject_for
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import has_prefix, new_id
 
 from mailroom_api.auth.service import Principal
-from mailroom_api.domains import service as domains
 from mailroom_api.emails import repository as repo
 from mailroom_api.emails.schemas import (
     EmailAccepted,
@@ -41,17 +39,6 @@ def _check_tenant(principal: Principal) -> None:
         raise forbidden("tenant_paused", "sending is paused for this account")
     if principal.tenant_status == "blocked":
         raise forbidden("tenant_blocked", "sending is blocked for this account")
-
-
-async def _check_sender(conn: Conn, principal: Principal, from_domain: str) -> None:
-    if principal.domain_id is not None:
-        key_domain = await domains.find(conn, principal.tenant_id, principal.domain_id)
-        if key_domain is None or key_domain.name.lower() != from_domain:
-            raise forbidden("from_domain_not_allowed", "this API key may only send from its own domain")
-    if principal.mode == "live":
-        domain = await domains.find_by_name(conn, principal.tenant_id, from_domain)
-        if domain is None or domain.status != "verified":
-            raise forbidden("domain_not_verified", f"{from_domain} is not a verified domain of this account")
 
 
 def _queued_event(principal: Principal, email_id: str, email: ValidEmail, now: datetime) -> events.EmailQueued:
@@ -101,22 +88,30 @@ def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: dateti
 
 
 async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_message_bytes: int) -> EmailAccepted:
-    """Accept one email (see the module docstring); `max_message_bytes` bounds the built message."""
+    """Accept one email (see the module docstring); `max_message_bytes` bounds the built message.
+    One statement writes it all or, when the from-domain is refused, nothing."""
     _check_tenant(principal)
     email = validate_send(req, max_message_bytes=max_message_bytes)
-    await _check_sender(conn, principal, email.sender.domain)
     now = datetime.now(UTC)
     email_id = new_id("msg")
     queued = _queued_event(principal, email_id, email, now)
-    await repo.insert_email(conn, _log_row(principal, email_id, email, now))
     recipients = [
         (a.email, kind) for kind, group in (("to", email.to), ("cc", email.cc), ("bcc", email.bcc)) for a in group
     ]
-    await repo.insert_recipients(conn, email_id, recipients, "queued")
-    await repo.insert_timeline_event(
-        conn, event_id=queued.event_id, email_id=email_id, type_="queued", occurred_at=now, data={}
+    accepted = await repo.accept_email(
+        conn,
+        _log_row(principal, email_id, email, now),
+        recipients=recipients,
+        key_domain_id=principal.domain_id,
+        needs_verified_domain=principal.mode == "live",
+        event_id=queued.event_id,
+        outbox_subject=subject_for(queued),
+        payload=encode(queued),
     )
-    await outbox.add(conn, queued, schema=SCHEMA)
+    if not accepted.domain_allowed:
+        raise forbidden("from_domain_not_allowed", "this API key may only send from its own domain")
+    if not accepted.domain_verified:
+        raise forbidden("domain_not_verified", f"{email.sender.domain} is not a verified domain of this account")
     return EmailAccepted(id=email_id, status="queued", created_at=now)
 
 

@@ -8,6 +8,7 @@ fails there as an invalid message."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,22 +63,37 @@ class ValidEmail:
 
 
 def parse_address(value: str, param: str) -> ParsedAddress:
+    parsed = _remembered_address(value) if len(value) <= _REMEMBERED_LENGTH else _parse_address(value)
+    if isinstance(parsed, str):
+        raise validation(parsed, param)
+    return parsed
+
+
+def _parse_address(value: str) -> ParsedAddress | str:
+    """The parsed address, or why it is refused."""
     # Display names go into headers as given: every line boundary is refused, not only CR/LF.
     if has_break_or_nul(value):
-        raise validation("addresses must not contain line breaks (CR, LF, U+2028, ...) or NUL", param)
+        return "addresses must not contain line breaks (CR, LF, U+2028, ...) or NUL"
     text = value.strip()
     if not text:
-        raise validation("address must not be empty", param)
+        return "address must not be empty"
     try:
         parsed = validate_email(text, check_deliverability=False, test_environment=True, allow_display_name=True)
     except EmailNotValidError as exc:
-        raise validation(f"invalid email address: {exc}", param) from None
+        return f"invalid email address: {exc}"
     problem = address_problem(parsed.normalized)  # what the sender can put on the SES envelope
     if problem is not None:
-        raise validation(problem, param)
+        return problem
     return ParsedAddress(
         original=text, email=parsed.normalized, name=parsed.display_name or None, domain=parsed.domain.lower()
     )
+
+
+# Senders (and often recipients) repeat from request to request, and email-validator's checks
+# are the costliest step of a send's validation: the verdict on an address text is remembered
+# (texts of a plausible length only, so the cache stays small whatever clients send).
+_REMEMBERED_LENGTH = 512
+_remembered_address = functools.lru_cache(maxsize=4096)(_parse_address)
 
 
 def _address_list(value: str | list[str], field: str, *, scalar_param: bool) -> list[ParsedAddress]:

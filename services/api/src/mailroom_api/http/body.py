@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request as HttpRequest
+from litestar.utils.scope.state import ScopeState
 
 from mailroom_api.errors import ApiError, validation
 
@@ -74,7 +75,9 @@ def check_json_value(value: Any) -> None:
 
 
 async def decode_body(request: HttpRequest[Any, Any, Any], body_type: Any) -> None:
-    """Check the body before the handler runs (Litestar then decodes it into `body_type`)."""
+    """Check and convert the body before the handler runs. The result is left where Litestar's
+    `request.json()` keeps a decoded body, so the handler's `data` is this very Struct (msgspec
+    passes an instance of the target type through) and the body is decoded once."""
     if not _is_json(request.content_type[0]):
         raise ApiError(400, "invalid_json", "Content-Type must be application/json")
     body = await request.body()
@@ -88,9 +91,10 @@ async def decode_body(request: HttpRequest[Any, Any, Any], body_type: Any) -> No
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     check_json_value(raw)
     try:
-        msgspec.convert(raw, body_type)
+        converted = msgspec.convert(raw, body_type)
     except msgspec.ValidationError as exc:
         message, param = msgspec_param(exc)
         if param in getattr(body_type, "__not_yet_supported__", ()):
             message = f"`{param}` is part of the API but not supported by this version of Mailroom yet"
         raise validation(message, param) from None
+    ScopeState.from_scope(request.scope).json = converted

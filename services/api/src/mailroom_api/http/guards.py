@@ -3,8 +3,10 @@
 operator token; absent: public). The guard then checks what no handler should see: a path id that
 is not a well-formed id of its kind (404 `not_found`, as for any unknown resource), a query
 parameter the route does not take, given twice, or holding NUL (422 naming it), and strictly
-decodes the JSON body. All before any database call but the key lookup. Also the dependencies
-routes ask for (`rt`, `settings`, `principal`)."""
+decodes the JSON body (once: the handler's `data` is the Struct decoded here). All before any
+database call but the key lookup, which goes through the process's `KeyCache`. Also the
+dependencies routes ask for (`rt`, `settings`, `principal`) and, for a hot route that takes none,
+the same values read from the request (`runtime_of`, `current_principal`)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from litestar.routes import HTTPRoute
 from mailroom_kit.http import add_log_fields
 from mailroom_kit.runtime import Runtime
 
-from mailroom_api.auth.service import Principal, authenticate, operator_allowed
+from mailroom_api.auth.cache import KeyCache
+from mailroom_api.auth.service import Principal, authenticate_cached, operator_allowed
 from mailroom_api.checks import is_well_formed_id
+from mailroom_api.emails.relay_wake import RelayWake
 from mailroom_api.errors import ApiError, not_found, validation
 from mailroom_api.http.body import decode_body
 from mailroom_api.settings import ApiSettings
@@ -31,6 +35,9 @@ OPERATOR = {AUTH_OPT: "operator"}
 TENANT_SECURITY: list[SecurityRequirement] = [{"ApiKey": []}]
 OPERATOR_SECURITY: list[SecurityRequirement] = [{"OperatorToken": []}]
 PRINCIPAL_KEY = "principal"
+RUNTIME_STATE = "mailroom_runtime"  # app.state keys, set by create_app
+KEY_CACHE_STATE = "mailroom_key_cache"
+RELAY_WAKE_STATE = "mailroom_relay_wake"
 
 Rt = NamedDependency[Runtime]
 Settings = NamedDependency[ApiSettings]
@@ -38,7 +45,7 @@ Caller = NamedDependency[Principal]
 
 
 def make_before_request(
-    rt: Runtime, settings: ApiSettings
+    rt: Runtime, settings: ApiSettings, keys: KeyCache
 ) -> Callable[[Request[Any, Any, Any]], Awaitable[Response[None] | None]]:
     async def before_request(request: Request[Any, Any, Any]) -> Response[None] | None:
         if request.method == "OPTIONS":  # no auth: the methods of a path are public (OpenAPI says so)
@@ -49,8 +56,7 @@ def make_before_request(
         if auth == "operator":
             operator_allowed(settings.operator_token, authorization)
         elif auth in ("tenant", "tenant_sending"):
-            async with rt.pool.connection() as conn:
-                principal = await authenticate(conn, authorization)
+            principal = await authenticate_cached(rt.pool, keys, authorization)
             request.scope["state"][PRINCIPAL_KEY] = principal
             add_log_fields(request.scope, tenant_id=principal.tenant_id, api_key_id=principal.key_id)
             if auth == "tenant":
@@ -111,6 +117,21 @@ def _check_query(request: Request[Any, Any, Any]) -> None:
             raise validation(f"query parameter {name!r} given more than once", name)
         if any("\x00" in v for v in values):
             raise validation("query parameters must not contain NUL", name)
+
+
+def runtime_of(request: Request[Any, Any, Any]) -> Runtime[ApiSettings]:
+    rt: Runtime[ApiSettings] = request.app.state[RUNTIME_STATE]
+    return rt
+
+
+def key_cache_of(request: Request[Any, Any, Any]) -> KeyCache:
+    cache: KeyCache = request.app.state[KEY_CACHE_STATE]
+    return cache
+
+
+def relay_wake_of(request: Request[Any, Any, Any]) -> RelayWake:
+    wake: RelayWake = request.app.state[RELAY_WAKE_STATE]
+    return wake
 
 
 def current_principal(request: Request[Any, Any, Any]) -> Principal:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from litestar import Controller, delete, get, post
+from typing import Any
+
+from litestar import Controller, Request, delete, get, post
 from litestar.params import JSONBody
 
 from mailroom_api.checks import KeyIdPath, TenantIdPath
 from mailroom_api.http.errors import documented
-from mailroom_api.http.guards import OPERATOR, OPERATOR_SECURITY, TENANT, TENANT_SECURITY, Caller, Rt
+from mailroom_api.http.guards import OPERATOR, OPERATOR_SECURITY, TENANT, TENANT_SECURITY, Caller, Rt, key_cache_of
 from mailroom_api.keys import service
 from mailroom_api.keys.schemas import ApiKey, ApiKeyList, CreateApiKey, CreatedApiKey
 
@@ -35,9 +37,13 @@ class ApiKeysController(Controller):
         summary="Revoke an API key (effective immediately)",
         responses=documented(401, 403, 404),
     )
-    async def revoke_api_key(self, key_id: KeyIdPath, rt: Rt, principal: Caller) -> ApiKey:
+    async def revoke_api_key(
+        self, key_id: KeyIdPath, rt: Rt, principal: Caller, request: Request[Any, Any, Any]
+    ) -> ApiKey:
         async with rt.pool.connection() as conn, conn.transaction():
-            return await service.revoke_api_key(conn, principal.tenant_id, key_id)
+            revoked = await service.revoke_api_key(conn, principal.tenant_id, key_id)
+        key_cache_of(request).invalidate()  # committed: this process's next request already sees it
+        return revoked
 
 
 class AdminApiKeysController(Controller):

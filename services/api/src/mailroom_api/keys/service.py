@@ -8,6 +8,7 @@ import secrets
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
 
+from mailroom_api.auth import repository as auth_repo
 from mailroom_api.auth.service import TOKEN_PREFIXES, hash_token
 from mailroom_api.checks import check_name
 from mailroom_api.domains import service as domains
@@ -69,4 +70,5 @@ async def revoke_api_key(conn: Conn, tenant_id: str, key_id: str) -> ApiKey:
     row = await repo.revoke_api_key(conn, tenant_id, key_id)
     if row is None:
         raise not_found("API key")
+    await auth_repo.notify_auth_changed(conn)  # every API process forgets the keys it remembered
     return _view(row)

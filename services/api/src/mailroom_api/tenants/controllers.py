@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get, patch, post
+from typing import Any
+
+from litestar import Controller, Request, get, patch, post
 from litestar.params import JSONBody
 
 from mailroom_api.checks import TenantIdPath
 from mailroom_api.http.errors import documented
-from mailroom_api.http.guards import OPERATOR, OPERATOR_SECURITY, Rt
+from mailroom_api.http.guards import OPERATOR, OPERATOR_SECURITY, Rt, key_cache_of
 from mailroom_api.tenants import service
 from mailroom_api.tenants.schemas import CreateTenant, Tenant, TenantList, UpdateTenant
 
@@ -38,6 +40,10 @@ class AdminTenantsController(Controller):
         summary="Update a tenant (status, quota, rate limit)",
         responses=documented(400, 401, 404, 422),
     )
-    async def update_tenant(self, tenant_id: TenantIdPath, data: JSONBody[UpdateTenant], rt: Rt) -> Tenant:
+    async def update_tenant(
+        self, tenant_id: TenantIdPath, data: JSONBody[UpdateTenant], rt: Rt, request: Request[Any, Any, Any]
+    ) -> Tenant:
         async with rt.pool.connection() as conn, conn.transaction():
-            return await service.update_tenant(conn, tenant_id, data)
+            updated = await service.update_tenant(conn, tenant_id, data)
+        key_cache_of(request).invalidate()  # committed: this process's next request already sees it
+        return updated

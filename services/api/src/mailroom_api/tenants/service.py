@@ -9,6 +9,7 @@ import msgspec
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
 
+from mailroom_api.auth import repository as auth_repo
 from mailroom_api.checks import INT4_MAX, check_name
 from mailroom_api.errors import not_found, validation
 from mailroom_api.tenants import repository as repo
@@ -60,4 +61,6 @@ async def update_tenant(conn: Conn, tenant_id: str, req: UpdateTenant) -> Tenant
     row = await repo.update_tenant(conn, tenant_id, changes)
     if row is None:
         raise not_found("tenant")
+    if "status" in changes:  # a paused or blocked tenant's keys are refused on every API process
+        await auth_repo.notify_auth_changed(conn)
     return _view(row)

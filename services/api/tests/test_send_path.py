@@ -1,0 +1,50 @@
+"""The accept path's shape: the body is decoded once (by the guard; the handler gets that very
+Struct), and the send handler resolves no dependencies (Litestar resolves several in an anyio
+TaskGroup per request)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import litestar.connection.request
+import pytest
+from api_testkit import bearer, make_tenant, serve
+from litestar.routes import HTTPRoute
+from mailroom_api.app import create_app
+from mailroom_kit.runtime import Runtime
+
+SEND = {"from": "a@anything.test", "to": "b@example.test", "subject": "hi", "text": "t"}
+
+
+async def test_the_body_is_decoded_once(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    def second_decode(*_: Any, **__: Any) -> Any:
+        raise AssertionError("Litestar decoded the body again")
+
+    monkeypatch.setattr(litestar.connection.request, "decode_json", second_decode)
+    tenant = await make_tenant(runtime)
+    async with serve(create_app(runtime)) as client:
+        resp = await client.post("/v1/emails", json=SEND, headers=bearer(tenant.test))
+        assert resp.status_code == 202, resp.text
+        bad = await client.post("/v1/emails", json={**SEND, "to": 5}, headers=bearer(tenant.test))
+        assert (bad.status_code, bad.json()["param"]) == (422, "to")
+
+
+def test_the_send_handler_resolves_no_dependencies(runtime: Runtime) -> None:
+    app = create_app(runtime)
+    route = next(r for r in app.routes if isinstance(r, HTTPRoute) and r.path == "/v1/emails")
+    handler = next(h for h in route.route_handlers if "POST" in h.http_methods)
+    model = handler.create_kwargs_model(path_parameters={})
+    assert model.dependency_batches == []  # the list_emails handler, for contrast, has some
+    listing = next(h for h in route.route_handlers if "GET" in h.http_methods)
+    assert listing.create_kwargs_model(path_parameters={}).dependency_batches
+
+
+async def test_sends_still_reach_the_log(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant = await make_tenant(runtime)
+    resp = await client.post("/v1/emails", json=SEND, headers=bearer(tenant.test))
+    assert resp.status_code == 202
+    got = await client.get(f"/v1/emails/{resp.json()['id']}", headers=bearer(tenant.test))
+    assert got.status_code == 200 and got.json()["recipients"] == [
+        {"email": "b@example.test", "type": "to", "status": "queued"}
+    ]
