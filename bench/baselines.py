@@ -43,12 +43,20 @@ def bare_app() -> Any:
     return Litestar(route_handlers=[accept], openapi_config=None, logging_config=None, debug=False)
 
 
-def serve_bare(port: int) -> None:
-    """The bare app on the server stack the API uses (the kit's `server_config`), nothing else."""
+def serve_bare(port: int, processes: int) -> None:
+    """The bare app on the server stack the API uses (the kit's `server_config`, and with `processes`
+    > 1 the kit's SO_REUSEPORT copies, as MAILROOM_API_PROCESSES runs the API), nothing else."""
     import uvicorn
-    from mailroom_kit.server import server_config
+    from mailroom_kit import server
 
-    uvicorn.Server(server_config(bare_app(), service="bare", host="127.0.0.1", port=port)).run()
+    if processes > 1 and not server.is_child_process():
+        sys.exit(asyncio.run(server.run_children(processes)))
+    sockets = None
+    if server.is_child_process():
+        server.die_with_parent()
+        sockets = [server.reuse_port_socket("127.0.0.1", port)]
+    config = server.server_config(bare_app(), service="bare", host="127.0.0.1", port=port)
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 def _summary(latencies: list[float], seconds: float) -> dict[str, Any]:
@@ -126,9 +134,10 @@ def main() -> None:
     parser.add_argument("--url", default="")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args()
     if args.kind == "bare":
-        serve_bare(args.port)
+        serve_bare(args.port, args.processes)
         return
     if args.kind == "jetstream":
         result = asyncio.run(jetstream(args.nats, args.seconds, args.concurrency))

@@ -203,7 +203,8 @@ def measured(groups: list[Group], names: tuple[str, ...], fn: Callable[[], Any])
 
 
 def accept_phase(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
-    with bench.stack("accept") as (stack, startup):
+    api_env = {"api": {"MAILROOM_API_PROCESSES": str(args.api_processes)}}
+    with bench.stack("accept", api_env) as (stack, startup):
         tenant = create_tenant(stack)
         verified_domain(stack, tenant, DOMAIN)
         api = stack.url("api")
@@ -226,7 +227,15 @@ def accept_phase(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         assert stack.nats is not None
         bare_port = free_port()
         bare = spawn(
-            [sys.executable, str(HERE / "baselines.py"), "bare", "--port", str(bare_port)],
+            [
+                sys.executable,
+                str(HERE / "baselines.py"),
+                "bare",
+                "--port",
+                str(bare_port),
+                "--processes",
+                str(args.api_processes),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -569,10 +578,11 @@ async def pipeline_async(bench: Bench, stack: Stack, args: argparse.Namespace) -
 
 def pipeline_phase(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     env = {
+        "api": {"MAILROOM_API_PROCESSES": str(args.api_processes)},
         "emulator": {
             "SES_EMULATOR_MAX_SENT_KEPT": str(args.emails * 2 + 10000),
             "SES_EMULATOR_MAX_24_HOUR_SEND": "100000000",
-        }
+        },
     }
     with bench.stack("pipeline", env) as (stack, startup):
         out = asyncio.run(pipeline_async(bench, stack, args))
@@ -641,6 +651,12 @@ def main() -> None:
     parser.add_argument("--steady-seconds", type=float, help="steady pipeline run (default 60; quick 15)")
     parser.add_argument("--drain-seconds", type=float, default=60.0, help="give up waiting after this long idle")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=1,
+        help="MAILROOM_API_PROCESSES of the API (and the bare baseline's copies)",
+    )
     parser.add_argument("--only", choices=["accept", "pipeline"])
     parser.add_argument("--database-url", help="an existing Postgres to use instead of a private pgserver")
     parser.add_argument("--out", type=Path, default=HERE / "results")
