@@ -660,6 +660,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["accept", "pipeline"])
     parser.add_argument("--database-url", help="an existing Postgres to use instead of a private pgserver")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--keep", action="store_true", help="keep the stacks' directories (logs) and say where")
     args = parser.parse_args()
     args.emails = args.emails or (3000 if args.quick else 60000)
     args.accept_seconds = args.accept_seconds or (8.0 if args.quick else 30.0)
@@ -688,7 +689,10 @@ def main() -> None:
             result["startup_seconds"] = result["pipeline"]["startup_seconds"]
     finally:
         bench.postgres.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        if args.keep:
+            print(f"kept {base} (logs under */logs/)")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     charts = result.get("pipeline", {}).pop("charts", None)
     if charts:

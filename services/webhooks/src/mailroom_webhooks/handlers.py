@@ -122,8 +122,9 @@ class EventHandlers:
             results = await service.handle_email_events(conn, batch, consumer=WEBHOOKS_EMAIL.durable)
         for item, created in zip(mine, results, strict=True):
             if created is None:
-                # Usually the EmailQueued is a moment behind; wait longer each time (≤ 60 s).
-                delay = min(self._settings.summary_retry_seconds * item.delivery, 60.0)
+                # Usually the EmailQueued is a moment behind (in a batch handled beside this one):
+                # retry soon, then twice as long each time (≤ 60 s), so the whole wait stays long.
+                delay = min(self._settings.summary_retry_seconds * 2 ** (item.delivery - 1), 60.0)
                 item.retry("email summary not recorded yet", delay=delay)
             else:
                 item.note(deliveries=created)

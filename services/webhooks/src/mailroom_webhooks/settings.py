@@ -40,8 +40,8 @@ class WebhooksSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore
     # How often the dispatcher looks for due deliveries when nothing woke it (NOTIFY wakes it at once).
     poll_interval_seconds: float = 1.0
     # Delay before a lifecycle event whose EmailQueued has not been seen yet is tried again
-    # (multiplied by the delivery count, at most 60 s).
-    summary_retry_seconds: float = 2.0
+    # (doubled on each later try, at most 60 s).
+    summary_retry_seconds: float = 0.25
     # After this many tries without the EmailQueued (e.g. it predates this service), the event is
     # delivered anyway with from/to/subject unknown (null) rather than retried forever.
     summary_wait_attempts: int = 30

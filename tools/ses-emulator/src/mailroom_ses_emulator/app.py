@@ -10,7 +10,7 @@ from xml.sax.saxutils import escape
 
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.exceptions import HTTPException
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.types import ControllerRouterHandler
 
 from .config import EmulatorConfig
@@ -203,7 +203,7 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
         return _json({"status": "ok"})
 
     @get("/_emulator/sent")
-    async def list_sent(raw: bool = True) -> Response[bytes]:
+    async def list_sent(raw: FromQuery[bool] = True) -> Response[bytes]:
         """Every message sent, oldest first; `?raw=false` leaves out the raw MIME (a bench reads
         tens of thousands of them)."""
         messages = [m.to_json() for m in emu.sent]
