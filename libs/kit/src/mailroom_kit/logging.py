@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
+import msgspec
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -30,11 +32,26 @@ def _add_service(service: str) -> Processor:
     return add_service
 
 
+def _fallback(value: Any) -> str:
+    """What msgspec cannot encode is written as its repr, as structlog's own JSON fallback does."""
+    return repr(value)
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_fallback)
+
+
+def dumps(event_dict: Any, **_: Any) -> str:
+    """structlog's JSON serializer: msgspec, not the stdlib `json` (whose encoder was the larger part of
+    the cost of the one line every request and message writes). Same output for JSON-native values;
+    datetimes come out as RFC 3339 strings, NaN as null (valid JSON either way)."""
+    return _ENCODER.encode(event_dict).decode()
+
+
 def configure_logging(service: str, level: str = "info", fmt: str = "auto") -> None:
     renderer: Processor
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     if use_json:
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=dumps)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
