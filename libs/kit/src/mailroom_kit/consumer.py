@@ -438,6 +438,25 @@ async def _release_unhandled(psub: JetStreamContext.PullSubscription) -> None:
                 await msg.nak()
 
 
+async def _fetch(
+    psub: JetStreamContext.PullSubscription, spec: ConsumerSpec, stop: asyncio.Event, batch: int
+) -> list[Msg]:
+    """One fetch of up to `batch` messages: [] when none came within a second or the fetch failed
+    (logged, then a short pause); raises `Stopped` once `stop` is set."""
+    try:
+        return await until_stopped(stop, psub.fetch(batch=batch, timeout=1.0))
+    except (TimeoutError, NatsTimeoutError):
+        return []
+    except Stopped:
+        raise
+    except Exception as exc:
+        if stop.is_set():
+            raise Stopped from exc
+        log.warning("consumer.fetch_failed", consumer=spec.durable, error=repr(exc))
+        await sleep_until_stopped(stop, 0.5)
+        return []
+
+
 async def consume(
     js: JetStreamContext, spec: ConsumerSpec, handler: Handler, *, stop: asyncio.Event, concurrency: int = 16
 ) -> None:
@@ -452,17 +471,9 @@ async def consume(
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                msgs = await until_stopped(stop, psub.fetch(batch=free, timeout=1.0))
+                msgs = await _fetch(psub, spec, stop, free)
             except Stopped:
                 break
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except Exception as exc:
-                if stop.is_set():
-                    break
-                log.warning("consumer.fetch_failed", consumer=spec.durable, error=repr(exc))
-                await sleep_until_stopped(stop, 0.5)
-                continue
             for msg in msgs:
                 await slots.acquire()
                 task = asyncio.create_task(handle_message(spec, handler, msg, js=js))
@@ -498,16 +509,10 @@ async def consume_batches(
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                msgs = await until_stopped(stop, psub.fetch(batch=max_batch, timeout=1.0))
+                msgs = await _fetch(psub, spec, stop, max_batch)
             except Stopped:
                 break
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except Exception as exc:
-                if stop.is_set():
-                    break
-                log.warning("consumer.fetch_failed", consumer=spec.durable, error=repr(exc))
-                await sleep_until_stopped(stop, 0.5)
+            if not msgs:
                 continue
             task = asyncio.create_task(handle_batch(spec, handler, msgs, js=js))
             running.add(task)
