@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -104,3 +104,15 @@ async def test_record_subscription_upserts_the_confirmation_time(conn: Conn) -> 
     cur = await conn.execute("SELECT confirmed_at, now() AS now FROM subscriptions WHERE topic_arn = %s", (topic,))
     rows = await cur.fetchall()
     assert len(rows) == 1 and rows[0]["confirmed_at"] == rows[0]["now"]
+
+
+async def test_purge_deletes_only_records_older_than_the_cutoff(conn: Conn) -> None:
+    old, recent = str(uuid.uuid4()), str(uuid.uuid4())
+    for message_id in (old, recent):
+        assert await repo.record_message(conn, message_id=message_id, topic_arn=TOPIC, type_="Notification")
+    await conn.execute("UPDATE sns_messages SET received_at = now() - interval '31 days' WHERE message_id = %s", (old,))
+    cutoff = datetime.now(UTC) - timedelta(days=30)
+    assert await repo.purge_sns_messages(conn, cutoff, 100) == 1
+    assert await message(conn, old) is None
+    assert await message(conn, recent) is not None
+    assert await repo.purge_sns_messages(conn, cutoff, 100) == 0

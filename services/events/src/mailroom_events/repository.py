@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from mailroom_kit.db import Conn
 
 
@@ -32,3 +34,14 @@ async def record_subscription(conn: Conn, topic_arn: str) -> None:
         "INSERT INTO subscriptions (topic_arn) VALUES (%s) ON CONFLICT (topic_arn) DO UPDATE SET confirmed_at = now()",
         (topic_arn,),
     )
+
+
+async def purge_sns_messages(conn: Conn, cutoff: datetime, limit: int) -> int:
+    """Delete at most `limit` SNS message records received before `cutoff` (the retention job).
+    Safe once older than the replay window: such a message is refused as a replay anyway."""
+    cur = await conn.execute(
+        "DELETE FROM sns_messages WHERE ctid IN"
+        " (SELECT ctid FROM sns_messages WHERE received_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (cutoff, limit),
+    )
+    return cur.rowcount
