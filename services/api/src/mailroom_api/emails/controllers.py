@@ -107,14 +107,11 @@ class EmailsController(Controller):
         rt = runtime_of(request)
         principal = current_principal(request)
         key = await idempotency.read_key(request, "POST /v1/emails/batch")
+        # Validation first: a connection is held only for the writes.
+        batch = service.prepare_batch(principal, data, max_message_bytes=rt.settings.max_message_bytes)
         async with rt.pool.connection() as conn, single_statement(conn):
-            answer = await service.send_batch(
-                conn,
-                principal,
-                data,
-                max_message_bytes=rt.settings.max_message_bytes,
-                key=key,
-                ttl_seconds=rt.settings.idempotency_ttl_seconds,
+            answer = await service.accept_batch(
+                conn, principal, batch, key=key, ttl_seconds=rt.settings.idempotency_ttl_seconds
             )
         return _answer(request, answer)  # type: ignore[return-value]  # the BatchResult, encoded once
 

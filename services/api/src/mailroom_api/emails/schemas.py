@@ -43,17 +43,23 @@ class EmailAccepted(msgspec.Struct, frozen=True, kw_only=True):
 
 
 MAX_BATCH = 100
+_BATCH_ITEM_SCHEMA = {
+    "anyOf": [{"$ref": "#/components/schemas/SendEmail"}, {}],
+    "description": "A `POST /v1/emails` body (SendEmail). An item that is not a valid one is refused alone: "
+    "its entry in the answer's `data` says why (`error`, `message`, `param` within the item).",
+}
 
 
 class SendBatch(Request, frozen=True, kw_only=True):
     # Items are checked one by one (service.send_batch), each as a single send's body, so one bad
-    # item fails alone; the document still shows them as SendEmail.
+    # item fails alone, in the 200 answer. The document says so: an item is a SendEmail or, if not,
+    # anything (refused alone) — a request with a bad item is not a bad request.
     emails: Annotated[
         list[Any],
         msgspec.Meta(
             min_length=1,
             max_length=MAX_BATCH,
-            extra_json_schema={"extra": {"items": {"$ref": "#/components/schemas/SendEmail"}}},
+            extra_json_schema={"extra": {"items": _BATCH_ITEM_SCHEMA}},
         ),
     ]
 

@@ -267,19 +267,19 @@ async def _domain_verdicts(conn: Conn, principal: Principal, names: set[str]) ->
     return verdicts
 
 
-async def send_batch(
-    conn: Conn,
-    principal: Principal,
-    req: SendBatch,
-    *,
-    max_message_bytes: int,
-    key: IdempotencyKey | None = None,
-    ttl_seconds: int = 0,
-) -> Answer:
-    """Accept a batch: each item validated on its own, with the single send's rules (its errors
-    and from-domain refusals become item failures); the tenant's status refuses the whole batch.
-    Every accepted item is written by one statement (one outbox batch), with the key's record
-    when there is a key; a batch that accepts nothing writes nothing, a key included."""
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch's items, each prepared or refused (`failures`), before any I/O."""
+
+    count: int
+    prepared: dict[int, PreparedEmail]
+    failures: dict[int, BatchItem]
+
+
+def prepare_batch(principal: Principal, req: SendBatch, *, max_message_bytes: int) -> PreparedBatch:
+    """Each item validated on its own, with the single send's rules (its errors become item
+    failures); the tenant's status refuses the whole batch. No I/O: call it before taking a
+    database connection (100 items are milliseconds of CPU)."""
     _check_tenant(principal)
     now = datetime.now(UTC)
     failures: dict[int, BatchItem] = {}
@@ -291,17 +291,42 @@ async def send_batch(
             )
         except ApiError as exc:
             failures[index] = _failure(index, exc)
+    return PreparedBatch(count=len(req.emails), prepared=prepared, failures=failures)
+
+
+async def accept_batch(
+    conn: Conn,
+    principal: Principal,
+    batch: PreparedBatch,
+    *,
+    key: IdempotencyKey | None = None,
+    ttl_seconds: int = 0,
+) -> Answer:
+    """Accept a prepared batch: from-domain refusals become item failures; every accepted item is
+    written by one statement (one outbox batch), with the key's record when there is a key; a
+    batch that accepts nothing writes nothing, a key included."""
+    prepared, failures = batch.prepared, batch.failures
+    writes = {
+        i: repo.BatchEmail(
+            row=p.row,
+            recipients=p.recipients,
+            event_id=p.event.event_id,
+            outbox_subject=subject_for(p.event),
+            payload=encode(p.event),
+            timeline_type=p.timeline_type,
+        )
+        for i, p in prepared.items()
+    }
     for _ in range(_KEY_ATTEMPTS):
         verdicts = await _domain_verdicts(conn, principal, {p.row.from_domain for p in prepared.values()})
         accepted = {i: p for i, p in prepared.items() if verdicts[p.row.from_domain] is None}
         refused = {i: _failure(i, error) for i, p in prepared.items() if (error := verdicts[p.row.from_domain])}
-        body = msgspec.json.encode(_batch_result(len(req.emails), accepted, {**failures, **refused}))
+        body = msgspec.json.encode(_batch_result(batch.count, accepted, {**failures, **refused}))
         if not accepted:
-            stored = None
             if key is not None:
                 stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
-            if stored is not None:
-                return _replay(stored, key)  # type: ignore[arg-type]  # stored implies key
+                if stored is not None:
+                    return _replay(stored, key)
             return Answer(status_code=200, body=body, replayed=False, written=False)
         record = None
         if key is not None:
@@ -315,17 +340,7 @@ async def send_batch(
             )
         outcome = await repo.accept_emails(
             conn,
-            [
-                repo.BatchEmail(
-                    row=p.row,
-                    recipients=p.recipients,
-                    event_id=p.event.event_id,
-                    outbox_subject=subject_for(p.event),
-                    payload=encode(p.event),
-                    timeline_type=p.timeline_type,
-                )
-                for p in accepted.values()
-            ],
+            [writes[i] for i in accepted],
             tenant_id=principal.tenant_id,
             mode=principal.mode,
             key_domain_id=principal.domain_id,
