@@ -4,9 +4,9 @@
 
 1. Accept path: the real stack (production settings: JSON logs at info) with a tenant, a live key and a
    verified domain; every other service paused (SIGSTOP), so the API, Postgres and NATS have the cores.
-   wrk (64 connections) POSTs single emails (1 recipient, 2 KB html) and, once the API has it, batches of
-   100. Interleaved with each measured run, in every round: a bare Litestar + msgspec POST served the same
-   way, a JetStream publish-with-ack loop and a single-row Postgres insert+commit loop at the same
+   wrk (64 connections) POSTs single emails (1 recipient, 2 KB html) and batches of 100 of them to
+   /v1/emails/batch. Interleaved with each measured run, in every round: a bare Litestar + msgspec POST
+   served the same way, a JetStream publish-with-ack loop and a single-row Postgres insert+commit loop at the same
    concurrency. CPU per request of every process from /proc; the outbox relay's catch-up after the run is
    counted in the API's CPU.
 2. Pipeline: a fresh stack, a webhook endpoint for `email.delivered` on the bench's own receiver; N emails

@@ -129,6 +129,27 @@ async def test_a_refused_request_records_no_key_so_a_corrected_retry_may_reuse_i
     assert await counts(runtime, tenant) == (1, 1, 1)
 
 
+async def test_a_replay_does_not_depend_on_the_domain_still_being_verified(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime)
+    domain = unique_domain()
+    domain_id = await add_domain(runtime, tenant.id, domain)
+    body = {**SEND, "from": f"a@{domain}"}
+    first = await client.post("/v1/emails", json=body, headers=keyed(tenant.live, "before"))
+    batch = await client.post("/v1/emails/batch", json={"emails": [body]}, headers=keyed(tenant.live, "before-b"))
+    assert first.status_code == 202 and batch.json()["queued"] == 1
+    async with runtime.pool.connection() as conn:
+        await conn.execute("UPDATE domains SET status = 'temporary_failure' WHERE id = %s", (domain_id,))
+    again = await client.post("/v1/emails", json=body, headers=keyed(tenant.live, "before"))
+    assert again.headers["idempotent-replayed"] == "true" and again.content == first.content
+    batch_again = await client.post("/v1/emails/batch", json={"emails": [body]}, headers=keyed(tenant.live, "before-b"))
+    assert batch_again.headers["idempotent-replayed"] == "true" and batch_again.content == batch.content
+    fresh = await client.post("/v1/emails", json=body, headers=keyed(tenant.live, "after"))
+    assert_error(fresh, 403, "domain_not_verified", None)
+    assert await counts(runtime, tenant) == (2, 2, 2)
+
+
 async def test_keys_are_scoped_to_the_tenant_and_the_mode(client: httpx.AsyncClient, runtime: Runtime) -> None:
     a, b = await make_tenant(runtime, "A"), await make_tenant(runtime, "B")
     domain = unique_domain()

@@ -4,6 +4,11 @@ Accepting: the tenant may send (not paused/blocked), the request is valid, and t
 allowed (a live key needs a verified domain of the tenant; a key limited to a domain only sends
 from it). The email, its recipients, the `queued` timeline entry and the EmailQueued event are then
 written in the caller's transaction, so a 202 is visible at once and nothing is half-accepted.
+`prepare_email` is the pure half (validation, the log row, the event), `accept_email` the write;
+a batch prepares its items one by one (`prepare_batch`) and writes the accepted ones together
+(`accept_batch`). Under an Idempotency-Key (`send_email_once`, `accept_batch(key=)`) the key's
+record, holding the answer, is written by the same statement as the email(s); a key already
+recorded gets that answer again (or 409 for another body).
 Reading: a key sees only its own tenant's emails of its own mode.
 """
 
