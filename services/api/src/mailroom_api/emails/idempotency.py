@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
-from litestar.openapi.spec import Operation, Parameter, Schema
+from litestar.openapi.spec import OpenAPIResponse, Operation, Parameter, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from mailroom_kit.logging import get_logger
 from mailroom_kit.runtime import Runtime
@@ -110,3 +110,9 @@ class IdempotentOperation(Operation):
             schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_KEY_LENGTH, pattern=KEY_PATTERN),
         )
         self.parameters = [*(self.parameters or []), header]
+        conflict = (self.responses or {}).get("409")
+        if isinstance(conflict, OpenAPIResponse):
+            conflict.description = (
+                "idempotency_conflict: the Idempotency-Key was used with another body or endpoint; "
+                "idempotency_in_progress: a request with that key could not be settled, retry"
+            )
