@@ -10,6 +10,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody, QueryParameter
 from mailroom_kit.db import Conn
+from mailroom_kit.http import add_log_fields
 
 from mailroom_api.checks import RFC3339, EmailIdPath, id_pattern, parse_timestamp
 from mailroom_api.emails import idempotency, service
@@ -52,6 +53,10 @@ def _answer(request: Request[Any, Any, Any], answer: service.Answer) -> Response
     """An answer given as bytes (the very bytes an Idempotency-Key replays)."""
     if answer.written:
         relay_wake_of(request).accepted()  # committed: the relay may look now
+    if answer.replayed:
+        add_log_fields(request.scope, idempotent_replay=True)
+    elif answer.queued is not None:
+        add_log_fields(request.scope, emails_queued=answer.queued, emails_failed=answer.failed)
     headers = {REPLAYED_HEADER: "true"} if answer.replayed else None
     return Response(answer.body, status_code=answer.status_code, media_type="application/json", headers=headers)
 

@@ -187,6 +187,8 @@ class Answer:
     body: bytes
     replayed: bool
     written: bool  # emails were written by this request (wake the relay)
+    queued: int | None = None  # a batch's counts, for the request's log line
+    failed: int | None = None
 
 
 def _replay(stored: repo.StoredAnswer, key: IdempotencyKey) -> Answer:
@@ -327,12 +329,13 @@ async def accept_batch(
         accepted = {i: p for i, p in prepared.items() if verdicts[p.row.from_domain] is None}
         refused = {i: _failure(i, error) for i, p in prepared.items() if (error := verdicts[p.row.from_domain])}
         body = msgspec.json.encode(_batch_result(batch.count, accepted, {**failures, **refused}))
+        counts = {"queued": len(accepted), "failed": batch.count - len(accepted)}
         if not accepted:
             if key is not None:
                 stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
                 if stored is not None:
                     return _replay(stored, key)
-            return Answer(status_code=200, body=body, replayed=False, written=False)
+            return Answer(status_code=200, body=body, replayed=False, written=False, **counts)
         record = None
         if key is not None:
             record = repo.IdempotencyRecord(
@@ -353,7 +356,7 @@ async def accept_batch(
             idempotency=record,
         )
         if outcome.key_recorded:
-            return Answer(status_code=200, body=body, replayed=False, written=True)
+            return Answer(status_code=200, body=body, replayed=False, written=True, **counts)
         if key is not None:
             stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
             if stored is not None:
