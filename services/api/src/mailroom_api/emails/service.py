@@ -102,7 +102,7 @@ def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: dateti
 @dataclass(frozen=True)
 class PreparedEmail:
     """An email ready to be written: validated, with its log row and its EmailQueued event. Built
-    without I/O (`prepare_email`); written by `accept_email` (one) or `send_batch` (many). A new
+    without I/O (`prepare_email`); written by `accept_email` (one) or `accept_batch` (many). A new
     send field goes into ValidEmail, `_log_row` and `_queued_event`: both paths then carry it."""
 
     email: ValidEmail
