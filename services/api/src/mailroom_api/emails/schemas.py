@@ -51,7 +51,7 @@ _BATCH_ITEM_SCHEMA = {
 
 
 class SendBatch(Request, frozen=True, kw_only=True):
-    # Items are checked one by one (service.send_batch), each as a single send's body, so one bad
+    # Items are checked one by one (service.prepare_batch), each as a single send's body, so one bad
     # item fails alone, in the 200 answer. The document says so: an item is a SendEmail or, if not,
     # anything (refused alone) — a request with a bad item is not a bad request.
     emails: Annotated[
