@@ -150,11 +150,13 @@ async def test_a_hundred_items_are_one_statement(
     )
     monkeypatch.undo()
     assert resp.status_code == 200 and resp.json()["queued"] == 100
+    ids = [d["id"] for d in resp.json()["data"]]
+    assert ids == sorted(ids)  # in the order given: the log lists them newest (last) first
     # The from-domains' read, then one statement for the 100 emails, 200 recipients, timeline and outbox.
     assert statements == ["SELECT", "WITH"]
     assert await tenant_counts(runtime, tenant) == (100, 200, 100, 100)
     emails = await client.get("/v1/emails?limit=100", headers=bearer(tenant.live))
-    assert len(emails.json()["data"]) == 100
+    assert [e["id"] for e in emails.json()["data"]] == ids[::-1]
     one = await client.get(f"/v1/emails/{resp.json()['data'][42]['id']}", headers=bearer(tenant.live))
     assert [r["email"] for r in one.json()["recipients"]] == ["r42@example.test", "x@example.test"]
     async with runtime.pool.connection() as conn:

@@ -123,12 +123,17 @@ class PreparedEmail:
 
 
 def prepare_email(
-    principal: Principal, req: SendEmail, *, max_message_bytes: int, now: datetime | None = None
+    principal: Principal,
+    req: SendEmail,
+    *,
+    max_message_bytes: int,
+    now: datetime | None = None,
+    email_id: str | None = None,
 ) -> PreparedEmail:
     """Validate `req` (ApiError 422/413 naming the field) and build what accepting it writes."""
     email = validate_send(req, max_message_bytes=max_message_bytes)
     now = now or datetime.now(UTC)
-    email_id = new_id("msg")
+    email_id = email_id or new_id("msg")
     return PreparedEmail(
         email=email, row=_log_row(principal, email_id, email, now), event=_queued_event(principal, email_id, email, now)
     )
@@ -289,12 +294,15 @@ def prepare_batch(principal: Principal, req: SendBatch, *, max_message_bytes: in
     database connection (100 items are milliseconds of CPU)."""
     _check_tenant(principal)
     now = datetime.now(UTC)
+    # Ids rise with the index (ids made in one millisecond are otherwise in random order), so the
+    # log lists a batch's emails in the order they were given.
+    ids = sorted(new_id("msg") for _ in req.emails)
     failures: dict[int, BatchItem] = {}
     prepared: dict[int, PreparedEmail] = {}
     for index, item in enumerate(req.emails):
         try:
             prepared[index] = prepare_email(
-                principal, _item_request(item), max_message_bytes=max_message_bytes, now=now
+                principal, _item_request(item), max_message_bytes=max_message_bytes, now=now, email_id=ids[index]
             )
         except ApiError as exc:
             failures[index] = _failure(index, exc)
