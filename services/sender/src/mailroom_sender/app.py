@@ -12,6 +12,7 @@ from mailroom_kit.logging import get_logger
 from mailroom_kit.runtime import Runtime, ops_app, serve
 from mailroom_kit.wake import sleep_until_stopped
 
+from mailroom_sender.content import ContentLoader
 from mailroom_sender.handlers import SenderHandlers
 from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
 from mailroom_sender.service import SCHEMA, SenderService
@@ -75,7 +76,7 @@ class Sender:
 
     async def consume_queued(self, rt: Runtime) -> None:
         await self.settle_backlog_first(rt)
-        handlers = SenderHandlers(rt.pool, self.service)
+        handlers = SenderHandlers(rt.pool, self.service, ContentLoader(rt.js))
         await consume(rt.js, SENDER_QUEUED, handlers.email_queued, stop=rt.stop, concurrency=self.settings.concurrency)
 
     async def settle_backlog_first(self, rt: Runtime, *, within_seconds: float = 30.0) -> None:

@@ -140,3 +140,11 @@ async def release_attempt(conn: Conn, email_id: str, *, attempt: int, reason: st
         (reason, email_id, attempt),
     )
     return cur.rowcount == 1
+
+
+async def state_of(conn: Conn, email_id: str) -> str | None:
+    """The delivery's state without locking it (None: not seen yet). issue 16: an offloaded email
+    already settled needs no content fetch."""
+    cur = await conn.execute("SELECT state FROM deliveries WHERE email_id = %s", (email_id,))
+    row = await cur.fetchone()
+    return None if row is None else str(row["state"])

@@ -51,7 +51,14 @@ class EmailsController(Controller):
         rt = runtime_of(request)
         principal = current_principal(request)
         async with rt.pool.connection() as conn, single_statement(conn):
-            accepted = await service.send_email(conn, principal, data, max_message_bytes=rt.settings.max_message_bytes)
+            accepted = await service.send_email(
+                conn,
+                principal,
+                data,
+                max_message_bytes=rt.settings.max_message_bytes,
+                js=rt.js,
+                offload_threshold=rt.settings.offload_threshold_bytes,
+            )
         relay_wake_of(request).accepted()  # committed: the relay may look now
         return accepted
 
@@ -96,7 +103,8 @@ class EmailsController(Controller):
         rt: Rt,
         principal: Caller,
         include: Annotated[
-            str | None, QueryParameter(enum=["content"], description="`content` adds html, text and headers")
+            str | None,
+            QueryParameter(enum=["content"], description="`content` adds html, text, headers and attachments"),
         ] = None,
     ) -> EmailDetail:
         include_content = "content" in (include or "").split(",")

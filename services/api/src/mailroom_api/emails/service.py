@@ -13,12 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailroom_contracts import encode, events, subject_for
+from mailroom_contracts.message import INVITE_CONTENT_TYPE, INVITE_FILENAME
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import has_prefix, new_id
+from nats.js import JetStreamContext
 
 from mailroom_api.auth.service import Principal
+from mailroom_api.emails import content as stored_content
 from mailroom_api.emails import repository as repo
 from mailroom_api.emails.schemas import (
+    AttachmentInfo,
     EmailAccepted,
     EmailDetail,
     EmailList,
@@ -60,6 +64,8 @@ def _queued_event(principal: Principal, email_id: str, email: ValidEmail, now: d
         tags=email.tags,
         metadata=email.metadata,
         created_at=now,
+        attachments=email.attachments,  # issue 16
+        ical_event=email.ical_event,
     )
 
 
@@ -84,12 +90,34 @@ def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: dateti
         status="queued",
         created_at=now,
         last_event_at=now,
+        attachments=attachment_log(email),  # issue 16
     )
 
 
-async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_message_bytes: int) -> EmailAccepted:
+def attachment_log(email: ValidEmail) -> list[dict[str, Any]]:
+    """issue 16: what `include=content` lists for the attachments (the sender adds invite.ics)."""
+    listed = [
+        {"filename": a.filename, "size": len(a.content), "content_type": a.content_type, "content_id": a.content_id}
+        for a in email.attachments
+    ]
+    if email.ical_event is not None:
+        size = len(email.ical_event.encode("utf-8"))
+        listed.append({"filename": INVITE_FILENAME, "size": size, "content_type": INVITE_CONTENT_TYPE})
+    return listed
+
+
+async def send_email(
+    conn: Conn,
+    principal: Principal,
+    req: SendEmail,
+    *,
+    max_message_bytes: int,
+    js: JetStreamContext | None = None,
+    offload_threshold: int = 256 * 1024,
+) -> EmailAccepted:
     """Accept one email (see the module docstring); `max_message_bytes` bounds the built message.
-    One statement writes it all or, when the from-domain is refused, nothing."""
+    One statement writes it all or, when the from-domain is refused, nothing. Content too large for
+    the event goes to the object store first (`js`; emails/content.py)."""
     _check_tenant(principal)
     email = validate_send(req, max_message_bytes=max_message_bytes)
     now = datetime.now(UTC)
@@ -98,16 +126,29 @@ async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_me
     recipients = [
         (a.email, kind) for kind, group in (("to", email.to), ("cc", email.cc), ("bcc", email.bcc)) for a in group
     ]
-    accepted = await repo.accept_email(
-        conn,
-        _log_row(principal, email_id, email, now),
-        recipients=recipients,
-        key_domain_id=principal.domain_id,
-        needs_verified_domain=principal.mode == "live",
-        event_id=queued.event_id,
-        outbox_subject=subject_for(queued),
-        payload=encode(queued),
-    )
+    # issue 16: a large email's content goes to the object store before the statement; an object
+    # no committed email refers to is deleted again (emails/content.py).
+    if js is None:
+        payload, offloaded = encode(queued), None
+    else:
+        queued, payload, offloaded = await stored_content.offload_if_large(queued, js=js, threshold=offload_threshold)
+    try:
+        accepted = await repo.accept_email(
+            conn,
+            _log_row(principal, email_id, email, now),
+            recipients=recipients,
+            key_domain_id=principal.domain_id,
+            needs_verified_domain=principal.mode == "live",
+            event_id=queued.event_id,
+            outbox_subject=subject_for(queued),
+            payload=payload,
+        )
+    except BaseException:
+        if offloaded is not None and js is not None:
+            await stored_content.discard(js, offloaded)
+        raise
+    if offloaded is not None and js is not None and not (accepted.domain_allowed and accepted.domain_verified):
+        await stored_content.discard(js, offloaded)
     if not accepted.domain_allowed:
         raise forbidden("from_domain_not_allowed", "this API key may only send from its own domain")
     if not accepted.domain_verified:
@@ -148,6 +189,7 @@ async def get_email(conn: Conn, principal: Principal, email_id: str, *, include_
     content: dict[str, Any] = {}
     if include_content:
         content = {"html": row.html, "text": row.text, "headers": row.headers}
+        content["attachments"] = [AttachmentInfo(**a) for a in row.attachments]  # issue 16
     return EmailDetail(**_summary_fields(row), recipients=recipients, events=timeline, **content)
 
 
