@@ -168,7 +168,7 @@ _CONTROL_OR_SEPARATOR: Final = re.compile(r"[\x00-\x1f\x7f-\x9f/\\\u2028\u2029]"
 _QUOTABLE_PARAM: Final = re.compile(r"[\x20-\x7e]*")
 # RFC 2231 attribute-chars: what a percent-encoded parameter value may hold as is.
 _ATTR_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$&+-.^_`|~")
-_PARAM_SEGMENT: Final = 60  # characters of percent-encoded value per RFC 2231 continuation line
+_PARAM_SEGMENT: Final = 50  # percent-encoded characters per RFC 2231 continuation (lines stay <= 78)
 # `--boundary` CRLF before a part and the CRLF after it (boundaries are "=_" + 32 hex digits).
 _PART_BOUNDARY_BYTES: Final = 2 + 34 + 2 + 2
 # The multipart/mixed and multipart/related levels and the calendar part's headers that
@@ -201,6 +201,8 @@ def filename_problem(filename: str) -> str | None:
         return "filename must not contain line breaks, control characters, NUL or path separators (/ \\)"
     if filename.strip(" .") == "":
         return "filename must name a file"
+    if filename != filename.strip():
+        return "filename must not start or end with whitespace"
     extension = _extension(filename)
     if extension in DANGEROUS_EXTENSIONS:
         return f"SES does not send attachments of type .{extension}"
@@ -247,9 +249,14 @@ def ical_problem(ical: str) -> str | None:
 
 
 def _param(name: str, value: str) -> list[str]:
-    """`name="value"`, or the RFC 2231 form (UTF-8, percent-encoded, continued over lines)."""
-    if _QUOTABLE_PARAM.fullmatch(value) and '"' not in value and "\\" not in value:
-        return [f'{name}="{value}"']
+    """`name="value"`, or the RFC 2231 form (UTF-8, percent-encoded, continued over lines of at
+    most 78 characters)."""
+    quoted = f'{name}="{value}"'
+    # Quoted when plain ASCII (nothing a reader could take for an RFC 2047 word) and the folded
+    # line (a space, the parameter, `;`) stays within 78 characters.
+    plain = _QUOTABLE_PARAM.fullmatch(value) and not any(c in value for c in ('"', "\\", "=?"))
+    if len(quoted) <= 76 and plain:
+        return [quoted]
     # Segments hold whole characters, so each decodes on its own (some clients decode them apart).
     segments: list[str] = []
     segment = ""
