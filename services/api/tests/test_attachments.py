@@ -70,7 +70,10 @@ async def test_attachments_are_accepted_stored_as_a_list_and_carried_by_the_even
         attachments=[
             pdf(),
             {"filename": "logo.PNG", "content": b64(logo), "content_id": "logo"},
-            {"filename": "data.bin", "content": "\n".join([b64(b"x" * 60)[:40], b64(b"x" * 60)[40:]])},  # MIME-style lines
+            {
+                "filename": "data.bin",
+                "content": "\n".join([b64(b"x" * 60)[:40], b64(b"x" * 60)[40:]]),
+            },  # MIME-style lines
             {"filename": "notes.csv", "content": b64(b"a,b\n"), "content_type": "Text/CSV"},
         ],
         ical_event=ICAL,

@@ -181,7 +181,9 @@ async def bucket(nc: Client) -> ObjectStore:
 async def offloaded(bucket: ObjectStore, ev: EmailQueued, *, stored: bytes | None = None) -> EmailQueued:
     """`ev` as the API publishes it when its content is too large: a reference to an object.
     `stored` replaces the bytes put in the store (a tampered object); b"" puts nothing."""
-    data = encode_content(EmailContent(html=ev.html, text=ev.text, attachments=ev.attachments, ical_event=ev.ical_event))
+    data = encode_content(
+        EmailContent(html=ev.html, text=ev.text, attachments=ev.attachments, ical_event=ev.ical_event)
+    )
     if stored != b"":
         await bucket.put(ev.email_id, data if stored is None else stored)
     ref = ContentRef(bucket=CONTENT_BUCKET.bucket, name=ev.email_id, sha256=sha256_hex(data), size=len(data))
@@ -262,7 +264,9 @@ async def test_an_unreachable_store_retries_and_sends_nothing(
         bucket = await ensure_object_store(client.jetstream(), CONTENT_BUCKET)
         ev = await offloaded(bucket, rich_email())
         server.stop()
-        handlers = SenderHandlers(pool, make_service(ses_provider), ContentLoader(client.jetstream(), timeout_seconds=1))
+        handlers = SenderHandlers(
+            pool, make_service(ses_provider), ContentLoader(client.jetstream(), timeout_seconds=1)
+        )
         with pytest.raises(Retry):
             await handlers.email_queued(ev)
         assert sent_messages(emulator, ev.email_id) == []
