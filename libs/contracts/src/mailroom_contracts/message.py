@@ -176,6 +176,24 @@ _PART_BOUNDARY_BYTES: Final = 2 + 34 + 2 + 2
 _EXTRA_LEVELS_BYTES: Final = 1024
 # The built-in table only (not the host's /etc/mime.types), so every host guesses the same.
 _TYPES: Final = mimetypes.MimeTypes(filenames=())
+# Common types Python's built-in table (3.11) lacks; consulted first.
+_EXTRA_TYPES: Final = {
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "odt": "application/vnd.oasis.opendocument.text",
+    "ods": "application/vnd.oasis.opendocument.spreadsheet",
+    "odp": "application/vnd.oasis.opendocument.presentation",
+    "ics": "text/calendar",
+    "vcf": "text/vcard",
+    "md": "text/markdown",
+    "webp": "image/webp",
+    "heic": "image/heic",
+    "avif": "image/avif",
+    "7z": "application/x-7z-compressed",
+    "rar": "application/vnd.rar",
+    "epub": "application/epub+zip",
+}
 _COMPRESSED: Final = {
     "gzip": "application/gzip",
     "bzip2": "application/x-bzip2",
@@ -214,6 +232,8 @@ def guess_content_type(filename: str) -> str:
     extension = _extension(filename)
     if not extension:
         return DEFAULT_CONTENT_TYPE
+    if extension in _EXTRA_TYPES:
+        return _EXTRA_TYPES[extension]
     dotted = "." + extension
     compressed = _TYPES.encodings_map.get(dotted)
     if compressed is not None:

@@ -71,8 +71,6 @@ class ValidEmail:
     metadata: dict[str, Any] | None
     attachments: list[Attachment]
     ical_event: str | None
-    # True when `text` was generated from `html` (the request had none).
-    text_generated: bool = False
 
 
 def parse_address(value: str, param: str) -> ParsedAddress:
@@ -255,7 +253,6 @@ def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
         metadata=metadata,
         attachments=attachments,
         ical_event=req.ical_event,
-        text_generated=req.text is None and req.html is not None,
     )
     check_message_size(email, max_message_bytes)
     return email
