@@ -245,3 +245,22 @@ async def test_an_unavailable_store_is_503_and_nothing_is_accepted(
         assert ok.status_code == 202
     finally:
         await ensure_object_store(runtime.js, CONTENT_BUCKET)
+
+
+async def test_an_accept_statement_that_fails_after_the_put_leaves_no_object(
+    small_limits: tuple[httpx.AsyncClient, Runtime], runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The object is written before the statement; a statement that errors (here: a real Postgres
+    error raised by the real connection) must not leave it behind."""
+    from mailroom_api.emails import repository
+
+    async def broken_accept(conn: Any, *_: Any, **__: Any) -> Any:
+        await conn.execute("DO $$ BEGIN RAISE EXCEPTION 'accept failed'; END $$")
+
+    client, _ = small_limits
+    before, objects_before = await written(runtime), await live_objects(runtime)
+    monkeypatch.setattr(repository, "accept_email", broken_accept)
+    resp = await client.post("/v1/emails", json=send(text="t", attachments=[pdf()]), headers=bearer(tenant.test))
+    assert_error(resp, 500, "internal", None)
+    assert await written(runtime) == before
+    assert await live_objects(runtime) == objects_before
