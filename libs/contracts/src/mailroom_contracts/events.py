@@ -39,6 +39,27 @@ class EmailEvent(Event, frozen=True, kw_only=True):
     mode: Mode = "live"
 
 
+class Attachment(msgspec.Struct, frozen=True, kw_only=True):
+    """A file sent with an email: its bytes (base64 in JSON) and how the MIME part names them.
+    `content_type` is decided by the API (given, or guessed from the filename); a `content_id`
+    makes the part inline (`cid:` in the html, under multipart/related)."""
+
+    filename: str
+    content: bytes
+    content_type: str = "application/octet-stream"
+    content_id: str | None = None
+
+
+class ContentRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an offloaded email's content is: an object in a JetStream Object Store bucket whose
+    bytes (a msgpack `mailroom_contracts.content.EmailContent`) have this SHA-256 (hex) and size."""
+
+    bucket: str
+    name: str
+    sha256: str
+    size: int
+
+
 class EmailQueued(EmailEvent, frozen=True, kw_only=True, tag="email.queued"):
     """An accepted email, with everything the sender needs to build and send it."""
 
@@ -54,6 +75,13 @@ class EmailQueued(EmailEvent, frozen=True, kw_only=True, tag="email.queued"):
     tags: dict[str, str] = {}
     metadata: dict[str, Any] | None = None
     created_at: datetime
+    # Attachments (issue 16), in the order given; an RFC 5545 invite sent as a text/calendar
+    # alternative and as invite.ics.
+    attachments: list[Attachment] = []
+    ical_event: str | None = None
+    # Set when the content was too large to ride in the event: html, text, attachments and
+    # ical_event are then empty here and live in the object it names (mailroom_contracts.content).
+    content: ContentRef | None = None
 
 
 class EmailSent(EmailEvent, frozen=True, kw_only=True, tag="email.sent"):

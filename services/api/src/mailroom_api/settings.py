@@ -9,6 +9,8 @@ from typing import Annotated, Self
 import msgspec
 from mailroom_kit.settings import BaseSettings
 
+MAX_SES_MESSAGE_BYTES = 40_000_000  # SES: "40 MB" total message size, attachments included
+
 
 class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call-arg]
     env_prefix = "MAILROOM_API_"
@@ -17,12 +19,19 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     # Bearer token for /admin/v1 (compared in constant time). Empty: the operator API answers 401.
     # Read from MAILROOM_API_OPERATOR_TOKEN, or MAILROOM_OPERATOR_TOKEN (the SPEC's name) when unset.
     operator_token: str = ""
-    # Largest accepted request body in bytes (a bigger one is 413 payload_too_large).
-    max_body_bytes: int = 10 * 1024 * 1024
+    # Largest accepted request body in bytes (a bigger one is 413 payload_too_large). Attachments
+    # arrive base64 in JSON (4/3 of their size): to accept a message of MAX_MESSAGE_BYTES, keep this
+    # at least 4/3 of it plus a little (the default: 14 MiB for the 10 MiB message).
+    max_body_bytes: int = 14 * 1024 * 1024
     # Largest message the sender may build, in bytes, as SES counts it (headers and encoded bodies,
-    # including the text generated from html); a bigger one is 413 payload_too_large at accept
-    # time. SPEC: 10 MiB by default; SES accepts up to 40 MB when the account's limit is raised.
-    max_message_bytes: int = 10 * 1024 * 1024
+    # including the text generated from html and base64 attachments); a bigger one is 413
+    # payload_too_large at accept time. SPEC: 10 MiB by default; SES accepts up to 40 MB when the
+    # account's limit is raised, so at most 40,000,000.
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=1024, le=MAX_SES_MESSAGE_BYTES)] = 10 * 1024 * 1024
+    # An EmailQueued whose JSON is over this many bytes carries a reference instead of its content,
+    # which goes to the JetStream Object Store bucket `mailroom-content` (mailroom_contracts.content).
+    # Below NATS's max_payload (1 MiB by default) with room for the rest of the event.
+    offload_threshold_bytes: Annotated[int, msgspec.Meta(ge=1024, le=768 * 1024)] = 256 * 1024
     # How long to wait for the domains/webhooks services to answer a request/reply call. Keep it
     # above MAILROOM_DOMAINS_CREATE_TIMEOUT_SECONDS (8), or a slow SES turns a stored domain into a 503.
     rpc_timeout_seconds: float = 10.0

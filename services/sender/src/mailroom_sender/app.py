@@ -15,6 +15,7 @@ from mailroom_kit.settings import DAY
 from mailroom_kit.wake import sleep_until_stopped
 
 from mailroom_sender import repository
+from mailroom_sender.content import ContentLoader
 from mailroom_sender.handlers import SenderHandlers
 from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
 from mailroom_sender.service import SCHEMA, SenderService
@@ -78,7 +79,7 @@ class Sender:
 
     async def consume_queued(self, rt: Runtime) -> None:
         await self.settle_backlog_first(rt)
-        handlers = SenderHandlers(rt.pool, self.service)
+        handlers = SenderHandlers(rt.pool, self.service, ContentLoader(rt.js))
         await consume(rt.js, SENDER_QUEUED, handlers.email_queued, stop=rt.stop, concurrency=self.settings.concurrency)
 
     async def settle_backlog_first(self, rt: Runtime, *, within_seconds: float = 30.0) -> None:

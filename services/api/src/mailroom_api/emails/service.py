@@ -14,19 +14,25 @@ Reading: a key sees only its own tenant's emails of its own mode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import psycopg
 from mailroom_contracts import encode, events, subject_for
+from mailroom_contracts.message import INVITE_CONTENT_TYPE, INVITE_FILENAME
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import has_prefix, new_id
+from nats.js import JetStreamContext
 
 from mailroom_api.auth.service import Principal
+from mailroom_api.emails import content as stored_content
 from mailroom_api.emails import repository as repo
 from mailroom_api.emails.idempotency import KEY_PARAM, IdempotencyKey
 from mailroom_api.emails.schemas import (
+    AttachmentInfo,
     BatchItem,
     BatchResult,
     EmailAccepted,
@@ -72,6 +78,8 @@ def _queued_event(principal: Principal, email_id: str, email: ValidEmail, now: d
         tags=email.tags,
         metadata=email.metadata,
         created_at=now,
+        attachments=email.attachments,
+        ical_event=email.ical_event,
     )
 
 
@@ -96,7 +104,20 @@ def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: dateti
         status="queued",
         created_at=now,
         last_event_at=now,
+        attachments=attachment_log(email),
     )
+
+
+def attachment_log(email: ValidEmail) -> list[dict[str, Any]]:
+    """What `include=content` lists for the attachments (the sender adds invite.ics)."""
+    listed = [
+        {"filename": a.filename, "size": len(a.content), "content_type": a.content_type, "content_id": a.content_id}
+        for a in email.attachments
+    ]
+    if email.ical_event is not None:
+        size = len(email.ical_event.encode("utf-8"))
+        listed.append({"filename": INVITE_FILENAME, "size": size, "content_type": INVITE_CONTENT_TYPE})
+    return listed
 
 
 @dataclass(frozen=True)
@@ -108,7 +129,10 @@ class PreparedEmail:
     email: ValidEmail
     row: repo.EmailRow
     event: events.EmailQueued
+    payload: bytes  # the event, encoded once
     timeline_type: str = "queued"  # the first timeline entry's type
+    # Set by `offload_large`: the object holding the content the event then only refers to.
+    content: events.ContentRef | None = None
 
     @property
     def recipients(self) -> list[tuple[str, str]]:
@@ -134,9 +158,45 @@ def prepare_email(
     email = validate_send(req, max_message_bytes=max_message_bytes)
     now = now or datetime.now(UTC)
     email_id = email_id or new_id("msg")
-    return PreparedEmail(
-        email=email, row=_log_row(principal, email_id, email, now), event=_queued_event(principal, email_id, email, now)
+    event = _queued_event(principal, email_id, email, now)
+    return PreparedEmail(email=email, row=_log_row(principal, email_id, email, now), event=event, payload=encode(event))
+
+
+def prepare_send(principal: Principal, req: SendEmail, *, max_message_bytes: int) -> PreparedEmail:
+    """A single send's checks without I/O: the tenant may send, and `prepare_email`."""
+    _check_tenant(principal)
+    return prepare_email(principal, req, max_message_bytes=max_message_bytes)
+
+
+# ----------------------------------------------------------------------------- large content
+
+
+async def offload_large(prepared: PreparedEmail, *, js: JetStreamContext, threshold: int) -> PreparedEmail:
+    """An email whose encoded event is over `threshold` bytes has its content put in the object
+    store (emails/content.py) and carries a reference instead; any other is returned as it is, at
+    the cost of one length comparison. Call it before taking a database connection; 503 when the
+    store cannot take the content (nothing was accepted)."""
+    if len(prepared.payload) <= threshold:
+        return prepared
+    light, payload, ref = await stored_content.offload(prepared.event, js=js)
+    return replace(prepared, event=light, payload=payload, content=ref)
+
+
+def nothing_written(exc: BaseException) -> bool:
+    """Whether an accept that raised `exc` certainly wrote nothing: a refusal, or an error the server
+    answered the statement with (an autocommit statement that fails is rolled back). A lost
+    connection (OperationalError) may have lost the answer of a statement that committed."""
+    return isinstance(exc, ApiError) or (
+        isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.OperationalError)
     )
+
+
+async def discard_content(js: JetStreamContext, prepared: Iterable[PreparedEmail]) -> None:
+    """Delete the objects of emails that were NOT written (refused, or a replay answered instead).
+    Only then: an email whose statement may have committed keeps its object (an orphan expires
+    with the bucket's max age)."""
+    for p in prepared:
+        await stored_content.discard(js, p.content)
 
 
 def _domain_refusal(domain: str, *, allowed: bool) -> ApiError:
@@ -159,7 +219,7 @@ async def accept_email(
         needs_verified_domain=principal.mode == "live",
         event_id=prepared.event.event_id,
         outbox_subject=subject_for(prepared.event),
-        payload=encode(prepared.event),
+        payload=prepared.payload,
         timeline_type=prepared.timeline_type,
         idempotency=idempotency,
     )
@@ -169,10 +229,10 @@ async def accept_email(
 
 
 async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_message_bytes: int) -> EmailAccepted:
-    """Accept one email (see the module docstring); `max_message_bytes` bounds the built message.
-    One statement writes it all or, when the from-domain is refused, nothing."""
-    _check_tenant(principal)
-    prepared = prepare_email(principal, req, max_message_bytes=max_message_bytes)
+    """Accept one small email (see the module docstring); `max_message_bytes` bounds the built
+    message. One statement writes it all or, when the from-domain is refused, nothing. (The HTTP
+    route does the same in steps: `prepare_send`, `offload_large`, `accept_email`.)"""
+    prepared = prepare_send(principal, req, max_message_bytes=max_message_bytes)
     await accept_email(conn, principal, prepared)
     return prepared.accepted
 
@@ -192,6 +252,7 @@ class Answer:
     body: bytes
     replayed: bool
     written: bool  # emails were written by this request (wake the relay)
+    written_ids: frozenset[str] = frozenset()  # which (a batch writes some of its items)
     queued: int | None = None  # a batch's counts, for the request's log line
     failed: int | None = None
 
@@ -216,13 +277,11 @@ def _in_progress() -> ApiError:
     )
 
 
-async def send_email_once(
-    conn: Conn, principal: Principal, req: SendEmail, key: IdempotencyKey, *, max_message_bytes: int, ttl_seconds: int
+async def accept_email_once(
+    conn: Conn, principal: Principal, prepared: PreparedEmail, key: IdempotencyKey, *, ttl_seconds: int
 ) -> Answer:
-    """`send_email` under an Idempotency-Key: the email and the key's record (this 202) are one
+    """`accept_email` under an Idempotency-Key: the email and the key's record (this 202) are one
     statement; a key already recorded replays its answer (or 409 for another body/endpoint)."""
-    _check_tenant(principal)
-    prepared = prepare_email(principal, req, max_message_bytes=max_message_bytes)
     body = msgspec.json.encode(prepared.accepted)
     record = repo.IdempotencyRecord(
         key=key.key,
@@ -235,7 +294,9 @@ async def send_email_once(
     for _ in range(_KEY_ATTEMPTS):
         accepted = await accept_email(conn, principal, prepared, idempotency=record)
         if accepted.key_recorded:
-            return Answer(status_code=202, body=body, replayed=False, written=True)
+            return Answer(
+                status_code=202, body=body, replayed=False, written=True, written_ids=frozenset({prepared.row.id})
+            )
         stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
         if stored is not None:
             return _replay(stored, key)
@@ -309,6 +370,19 @@ def prepare_batch(principal: Principal, req: SendBatch, *, max_message_bytes: in
     return PreparedBatch(count=len(req.emails), prepared=prepared, failures=failures)
 
 
+async def offload_batch(batch: PreparedBatch, *, js: JetStreamContext, threshold: int) -> PreparedBatch:
+    """`offload_large` for each prepared item (before taking a database connection); when the store
+    fails for one, the objects already written for the others are deleted again (503)."""
+    prepared: dict[int, PreparedEmail] = {}
+    try:
+        for i, p in batch.prepared.items():
+            prepared[i] = await offload_large(p, js=js, threshold=threshold)
+    except ApiError:
+        await discard_content(js, prepared.values())
+        raise
+    return replace(batch, prepared=prepared)
+
+
 async def accept_batch(
     conn: Conn,
     principal: Principal,
@@ -327,7 +401,7 @@ async def accept_batch(
             recipients=p.recipients,
             event_id=p.event.event_id,
             outbox_subject=subject_for(p.event),
-            payload=encode(p.event),
+            payload=p.payload,
             timeline_type=p.timeline_type,
         )
         for i, p in prepared.items()
@@ -337,13 +411,13 @@ async def accept_batch(
         accepted = {i: p for i, p in prepared.items() if verdicts[p.row.from_domain] is None}
         refused = {i: _failure(i, error) for i, p in prepared.items() if (error := verdicts[p.row.from_domain])}
         body = msgspec.json.encode(_batch_result(batch.count, accepted, {**failures, **refused}))
-        counts = {"queued": len(accepted), "failed": batch.count - len(accepted)}
+        queued, failed = len(accepted), batch.count - len(accepted)
         if not accepted:
             if key is not None:
                 stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
                 if stored is not None:
                     return _replay(stored, key)
-            return Answer(status_code=200, body=body, replayed=False, written=False, **counts)
+            return Answer(status_code=200, body=body, replayed=False, written=False, queued=queued, failed=failed)
         record = None
         if key is not None:
             record = repo.IdempotencyRecord(
@@ -364,7 +438,10 @@ async def accept_batch(
             idempotency=record,
         )
         if outcome.key_recorded:
-            return Answer(status_code=200, body=body, replayed=False, written=True, **counts)
+            ids = frozenset(p.row.id for p in accepted.values())
+            return Answer(
+                status_code=200, body=body, replayed=False, written=True, written_ids=ids, queued=queued, failed=failed
+            )
         if key is not None:
             stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
             if stored is not None:
@@ -416,7 +493,12 @@ async def get_email(conn: Conn, principal: Principal, email_id: str, *, include_
     ]
     content: dict[str, Any] = {}
     if include_content:
-        content = {"html": row.html, "text": row.text, "headers": row.headers}
+        content = {
+            "html": row.html,
+            "text": row.text,
+            "headers": row.headers,
+            "attachments": [AttachmentInfo(**a) for a in row.attachments],
+        }
     return EmailDetail(**_summary_fields(row), recipients=recipients, events=timeline, **content)
 
 

@@ -1,6 +1,10 @@
 """Checks on a send request beyond its JSON shape: addresses, recipients, subject, body,
-custom headers, tags, metadata and the size of the message the sender will build. Every failure
-names the offending field path (`to[2]`, `headers.X-Foo`, `tags.team`).
+custom headers, tags, metadata, attachments, the invite and the size of the message the sender
+will build. Every failure names the offending field path (`to[2]`, `headers.X-Foo`, `tags.team`,
+`attachments[1].content`).
+
+Without `text`, the text part is generated from `html` here (so the log shows exactly what is
+sent, and the sender does not generate it again).
 
 What the sender can build and SES send is decided by `mailroom_contracts.message` and
 `mailroom_contracts.headers`, the rules the sender applies too: whatever is accepted here never
@@ -8,32 +12,37 @@ fails there as an invalid message."""
 
 from __future__ import annotations
 
+import binascii
 import functools
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from email_validator import EmailNotValidError, validate_email
-from mailroom_contracts.events import Address
+from mailroom_contracts.events import Address, Attachment
 from mailroom_contracts.headers import header_problem
 from mailroom_contracts.message import (
+    MAX_ATTACHMENTS,
     address_problem,
+    attachment_sizes,
+    content_id_problem,
+    content_type_problem,
     custom_headers_problem,
+    filename_problem,
+    guess_content_type,
     has_break_or_nul,
     html_to_text,
+    ical_problem,
     message_size,
     tag_problem,
     text_problem,
 )
 from mailroom_contracts.ses import RESERVED_TAG_PREFIX, is_reserved_tag
 
-from mailroom_api.emails.schemas import MAX_RECIPIENTS, MAX_SUBJECT, MAX_TAGS, SendEmail
+from mailroom_api.emails.schemas import MAX_RECIPIENTS, MAX_SUBJECT, MAX_TAGS, AttachmentIn, SendEmail
 from mailroom_api.errors import ApiError, validation
 
 MAX_METADATA_BYTES = 4096
-# html_to_text never more than triples the bytes (`<hr>` is the most expanding construct; tested in
-# contracts), so most messages are proved small enough without generating their text.
-_TEXT_EXPANSION = 3
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class ValidEmail:
     headers: dict[str, str]
     tags: dict[str, str]
     metadata: dict[str, Any] | None
+    attachments: list[Attachment]
+    ical_event: str | None
 
 
 def parse_address(value: str, param: str) -> ParsedAddress:
@@ -134,21 +145,61 @@ def _tags(tags: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _decode_base64(value: str, param: str) -> bytes:
+    try:
+        return binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
+    compact = "".join(value.split())  # MIME-style line breaks are tolerated
+    if compact != value:
+        try:
+            return binascii.a2b_base64(compact, strict_mode=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise validation("content must be base64 (RFC 4648 standard alphabet, with padding)", param)
+
+
+def _attachments(items: list[AttachmentIn]) -> list[Attachment]:
+    if len(items) > MAX_ATTACHMENTS:
+        raise validation(f"at most {MAX_ATTACHMENTS} attachments are allowed", "attachments")
+    out: list[Attachment] = []
+    content_ids: set[str] = set()
+    for i, item in enumerate(items):
+        param = f"attachments[{i}]"
+        problem = filename_problem(item.filename)
+        if problem is not None:
+            raise validation(problem, f"{param}.filename")
+        if item.content_type is None:
+            content_type = guess_content_type(item.filename)
+        else:
+            content_type = item.content_type.strip().lower()
+            problem = content_type_problem(content_type)
+            if problem is not None:
+                raise validation(problem, f"{param}.content_type")
+        if item.content_id is not None:
+            problem = content_id_problem(item.content_id)
+            if problem is not None:
+                raise validation(problem, f"{param}.content_id")
+            if item.content_id in content_ids:
+                raise validation("content_id is used by another attachment", f"{param}.content_id")
+            content_ids.add(item.content_id)
+        content = _decode_base64(item.content, f"{param}.content")
+        out.append(
+            Attachment(filename=item.filename, content=content, content_type=content_type, content_id=item.content_id)
+        )
+    return out
+
+
 def check_message_size(email: ValidEmail, limit: int) -> None:
-    """413 when the message the sender will build (html, the text it generates from html when
-    none is given, encoded as the contracts say) is over `limit` bytes."""
+    """413 when the message the sender will build (text, html, the invite and the attachments,
+    encoded as the contracts say) is over `limit` bytes."""
     addresses = [a.original for a in (email.sender, *email.to, *email.cc, *email.reply_to)]
     header_values = [*addresses, email.subject, *email.headers, *email.headers.values()]
-    html = email.html
-    if email.text is not None or html is None:
-        bodies = [b for b in (email.text, html) if b is not None]
-        size = message_size(header_values=header_values, bodies=bodies)
-    else:
-        # Bound first: text of at most 3x the html's bytes, as if every byte were encoded.
-        worst_text = "\x80" * (_TEXT_EXPANSION * len(html.encode("utf-8")) + 1)
-        size = message_size(header_values=header_values, bodies=[worst_text, html])
-        if size > limit:
-            size = message_size(header_values=header_values, bodies=[html_to_text(html), html])
+    bodies = [b for b in (email.text, email.html, email.ical_event) if b is not None]
+    parts = attachment_sizes(
+        ((a.filename, a.content_type, a.content_id, len(a.content)) for a in email.attachments), email.ical_event
+    )
+    size = message_size(header_values=header_values, bodies=bodies, parts=parts)
     if size > limit:
         raise ApiError(
             413,
@@ -180,6 +231,14 @@ def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
     metadata = req.metadata
     if metadata is not None and len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
         raise validation(f"metadata is larger than {MAX_METADATA_BYTES} bytes of JSON", "metadata")
+    if req.ical_event is not None:
+        problem = ical_problem(req.ical_event)
+        if problem is not None:
+            raise validation(problem, "ical_event")
+    attachments = _attachments(req.attachments) if req.attachments else []
+    text = req.text
+    if text is None and req.html is not None:
+        text = html_to_text(req.html)
     email = ValidEmail(
         sender=sender,
         to=to,
@@ -188,10 +247,12 @@ def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
         reply_to=reply_to,
         subject=subject,
         html=req.html,
-        text=req.text,
+        text=text,
         headers=_headers(req.headers),
         tags=_tags(req.tags),
         metadata=metadata,
+        attachments=attachments,
+        ical_event=req.ical_event,
     )
     check_message_size(email, max_message_bytes)
     return email
