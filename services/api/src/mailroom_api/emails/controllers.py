@@ -23,6 +23,7 @@ from mailroom_api.http.guards import (
     current_principal,
     relay_wake_of,
     runtime_of,
+    unsubscribe_links_of,
 )
 
 
@@ -51,7 +52,13 @@ class EmailsController(Controller):
         rt = runtime_of(request)
         principal = current_principal(request)
         async with rt.pool.connection() as conn, single_statement(conn):
-            accepted = await service.send_email(conn, principal, data, max_message_bytes=rt.settings.max_message_bytes)
+            accepted = await service.send_email(
+                conn,
+                principal,
+                data,
+                max_message_bytes=rt.settings.max_message_bytes,
+                unsubscribe_links=unsubscribe_links_of(request),
+            )
         relay_wake_of(request).accepted()  # committed: the relay may look now
         return accepted
 

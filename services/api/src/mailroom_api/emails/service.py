@@ -30,6 +30,7 @@ from mailroom_api.emails.schemas import (
 from mailroom_api.emails.status import STATUSES
 from mailroom_api.emails.validation import ValidEmail, validate_send
 from mailroom_api.errors import forbidden, not_found, validation
+from mailroom_api.unsubscribe.tokens import UnsubscribeLinks, Unsubscriber
 
 SCHEMA = "api"
 
@@ -41,7 +42,13 @@ def _check_tenant(principal: Principal) -> None:
         raise forbidden("tenant_blocked", "sending is blocked for this account")
 
 
-def _queued_event(principal: Principal, email_id: str, email: ValidEmail, now: datetime) -> events.EmailQueued:
+def _queued_event(
+    principal: Principal,
+    email_id: str,
+    email: ValidEmail,
+    now: datetime,
+    unsubscribe: tuple[str, str | None] | None = None,
+) -> events.EmailQueued:
     return events.EmailQueued(
         event_id=new_id("evt"),
         occurred_at=now,
@@ -60,6 +67,12 @@ def _queued_event(principal: Principal, email_id: str, email: ValidEmail, now: d
         tags=email.tags,
         metadata=email.metadata,
         created_at=now,
+        # streams and tracking: the sender's configuration set; broadcast's unsubscribe links
+        stream=email.stream,
+        track_opens=email.track_opens,
+        track_clicks=email.track_clicks,
+        unsubscribe_url=unsubscribe[0] if unsubscribe else None,
+        unsubscribe_mailto=unsubscribe[1] if unsubscribe else None,
     )
 
 
@@ -87,14 +100,27 @@ def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: dateti
     )
 
 
-async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_message_bytes: int) -> EmailAccepted:
-    """Accept one email (see the module docstring); `max_message_bytes` bounds the built message.
+async def send_email(
+    conn: Conn,
+    principal: Principal,
+    req: SendEmail,
+    *,
+    max_message_bytes: int,
+    unsubscribe_links: UnsubscribeLinks | None = None,
+) -> EmailAccepted:
+    """Accept one email (see the module docstring); `max_message_bytes` bounds the built message,
+    `unsubscribe_links` signs broadcast emails' links (None: the broadcast stream is off).
     One statement writes it all or, when the from-domain is refused, nothing."""
     _check_tenant(principal)
-    email = validate_send(req, max_message_bytes=max_message_bytes)
+    email = validate_send(
+        req,
+        max_message_bytes=max_message_bytes,
+        default_from=principal.default_from,
+        domain_tracking=principal.domain_tracking,
+    )
     now = datetime.now(UTC)
     email_id = new_id("msg")
-    queued = _queued_event(principal, email_id, email, now)
+    queued = _queued_event(principal, email_id, email, now, _unsubscribe(unsubscribe_links, principal, email_id, email))
     recipients = [
         (a.email, kind) for kind, group in (("to", email.to), ("cc", email.cc), ("bcc", email.bcc)) for a in group
     ]
@@ -113,6 +139,27 @@ async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_me
     if not accepted.domain_verified:
         raise forbidden("domain_not_verified", f"{email.sender.domain} is not a verified domain of this account")
     return EmailAccepted(id=email_id, status="queued", created_at=now)
+
+
+def _unsubscribe(
+    links: UnsubscribeLinks | None, principal: Principal, email_id: str, email: ValidEmail
+) -> tuple[str, str | None] | None:
+    """A broadcast email's one-click links, naming its one recipient (see validation)."""
+    if email.stream != "broadcast":
+        return None
+    if links is None:
+        raise validation(
+            "the broadcast stream is not enabled on this server (the operator sets MAILROOM_API_UNSUBSCRIBE_SECRET"
+            " and MAILROOM_API_PUBLIC_URL)",
+            "stream",
+        )
+    who = Unsubscriber(
+        tenant_id=principal.tenant_id,
+        mode="test" if principal.mode == "test" else "live",
+        email_id=email_id,
+        address=email.to[0].email,
+    )
+    return links.for_recipient(who)
 
 
 def _summary_fields(row: repo.EmailRow) -> dict[str, Any]:

@@ -9,12 +9,13 @@ fails there as an invalid message."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from email_validator import EmailNotValidError, validate_email
-from mailroom_contracts.events import Address
+from mailroom_contracts.events import Address, Stream
 from mailroom_contracts.headers import header_problem
 from mailroom_contracts.message import (
     address_problem,
@@ -60,6 +61,10 @@ class ValidEmail:
     headers: dict[str, str]
     tags: dict[str, str]
     metadata: dict[str, Any] | None
+    # Streams and tracking (resolved: the request's choice, else the from-domain's defaults).
+    stream: Stream = "transactional"
+    track_opens: bool = False
+    track_clicks: bool = False
 
 
 def parse_address(value: str, param: str) -> ParsedAddress:
@@ -134,6 +139,43 @@ def _tags(tags: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+# --------------------------------------------------------------------------- streams, tracking, default sender
+
+# Mailroom writes these on broadcast emails (RFC 8058); a tenant's own would contradict them.
+_LIST_UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+def _sender(from_: str | None, default_from: str | None) -> ParsedAddress:
+    """`from`, else the tenant's default sender (checked as if it had been given as `from`)."""
+    if from_ is not None:
+        return parse_address(from_, "from")
+    if default_from is None:
+        raise validation("from is required (or set a default sender: PATCH /v1/settings)", "from")
+    return parse_address(default_from, "from")
+
+
+def _check_broadcast(
+    req: SendEmail, to: list[ParsedAddress], cc: list[ParsedAddress], bcc: list[ParsedAddress]
+) -> None:
+    """A broadcast email goes to one recipient: its one-click unsubscribe link names that address
+    (a header is per message, and any recipient could press it)."""
+    if req.stream != "broadcast":
+        return
+    if len(to) != 1:
+        raise validation("a broadcast email has exactly one recipient in to (send one email per recipient)", "to")
+    if cc or bcc:
+        raise validation("a broadcast email has no cc or bcc (send one email per recipient)", "cc" if cc else "bcc")
+    for name in req.headers:
+        if name.lower() in _LIST_UNSUBSCRIBE_HEADERS:
+            raise validation("Mailroom sets the List-Unsubscribe headers of broadcast emails", f"headers.{name}")
+
+
+def _tracking(req: SendEmail, defaults: tuple[bool, bool]) -> tuple[bool, bool]:
+    opens = defaults[0] if req.track_opens is None else req.track_opens
+    clicks = defaults[1] if req.track_clicks is None else req.track_clicks
+    return opens, clicks
+
+
 def check_message_size(email: ValidEmail, limit: int) -> None:
     """413 when the message the sender will build (html, the text it generates from html when
     none is given, encoded as the contracts say) is over `limit` bytes."""
@@ -157,8 +199,16 @@ def check_message_size(email: ValidEmail, limit: int) -> None:
         )
 
 
-def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
-    sender = parse_address(req.from_, "from")
+def validate_send(
+    req: SendEmail,
+    *,
+    max_message_bytes: int,
+    default_from: str | None = None,
+    domain_tracking: Mapping[str, tuple[bool, bool]] | None = None,
+) -> ValidEmail:
+    """`default_from` is used when `from` is omitted; `domain_tracking` ({domain: (opens, clicks)})
+    gives the from-domain's tracking defaults."""
+    sender = _sender(req.from_, default_from)
     to = _address_list(req.to, "to", scalar_param=True)
     cc = _address_list(req.cc, "cc", scalar_param=False)
     bcc = _address_list(req.bcc, "bcc", scalar_param=False)
@@ -180,6 +230,8 @@ def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
     metadata = req.metadata
     if metadata is not None and len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
         raise validation(f"metadata is larger than {MAX_METADATA_BYTES} bytes of JSON", "metadata")
+    _check_broadcast(req, to, cc, bcc)
+    track_opens, track_clicks = _tracking(req, (domain_tracking or {}).get(sender.domain, (False, False)))
     email = ValidEmail(
         sender=sender,
         to=to,
@@ -192,6 +244,9 @@ def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
         headers=_headers(req.headers),
         tags=_tags(req.tags),
         metadata=metadata,
+        stream=req.stream,
+        track_opens=track_opens,
+        track_clicks=track_clicks,
     )
     check_message_size(email, max_message_bytes)
     return email
