@@ -79,7 +79,7 @@ def test_configuration_set_follows_stream_and_tracking(stack: Stack, tenant: Ten
         "subject": "Hi",
         "html": "<p>Hi <a href='https://a.test'>a</a></p>",
     }
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"from": "a@plain.streams.test"}, "mailroom-transactional"),
         ({"from": "a@plain.streams.test", "track_opens": True}, "mailroom-transactional-opens"),
         ({"from": "a@tracked.streams.test"}, "mailroom-transactional-opens-clicks"),  # the domain's default
