@@ -464,3 +464,37 @@ async def test_default_sender_reaches_other_processes_by_notify(runtime: Runtime
             return resp.status_code == 202
 
         await eventually(other_uses_it)
+
+
+async def test_an_idn_recipient_is_suppressed_in_its_normalised_form(
+    world: World, runtime: Runtime, https: httpx.AsyncClient
+) -> None:
+    email_id, url = await _broadcast_url(runtime, https, world.tenant.live, f"n@{world.domain}", "Reader@Bücher.test")
+    token = url.rsplit("/", 1)[1]
+    assert b"xn--bcher-kva.test" in base64.urlsafe_b64decode(token.split(".")[1] + "==")  # ASCII in the link
+    assert (await https.post(url)).status_code == 200
+    assert {"mode": "live", "email": "reader@bücher.test", "reason": "unsubscribe", "source_email_id": email_id} in (
+        await suppressions(runtime, world.tenant.id)
+    )
+
+
+def test_broadcast_settings_are_validated() -> None:
+    from mailroom_api.settings import ApiSettings
+
+    ok = ApiSettings.from_env(
+        {"MAILROOM_API_UNSUBSCRIBE_SECRET": SECRET, "MAILROOM_API_PUBLIC_URL": "https://mail-api.example.com/"}
+    )
+    assert ok.unsubscribe_links is not None and ok.unsubscribe_links.public_url == "https://mail-api.example.com"
+    assert ApiSettings.from_env({"MAILROOM_API_UNSUBSCRIBE_SECRET": SECRET}).unsubscribe_links is None
+    assert ApiSettings.from_env({}).unsubscribe_links is None
+    local = ApiSettings.from_env({"MAILROOM_API_PUBLIC_URL": "http://127.0.0.1:8000"})
+    assert local.public_url == "http://127.0.0.1:8000"
+    for env, name in (
+        ({"MAILROOM_API_UNSUBSCRIBE_SECRET": "short"}, "UNSUBSCRIBE_SECRET"),
+        ({"MAILROOM_API_PUBLIC_URL": "http://mail-api.example.com"}, "PUBLIC_URL"),
+        ({"MAILROOM_API_PUBLIC_URL": "https://a.test/?q=1"}, "PUBLIC_URL"),
+        ({"MAILROOM_API_PUBLIC_URL": "https://" + "a" * 200 + ".test"}, "PUBLIC_URL"),
+        ({"MAILROOM_API_UNSUBSCRIBE_MAILTO": "Acme <u@a.test>"}, "UNSUBSCRIBE_MAILTO"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            ApiSettings.from_env(env)

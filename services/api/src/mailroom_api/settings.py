@@ -57,11 +57,14 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
         # Checks a field type cannot express; a failure stops the process at start (SettingsError).
         if self.unsubscribe_secret and len(self.unsubscribe_secret) < 32:
             raise ValueError("MAILROOM_API_UNSUBSCRIBE_SECRET must be at least 32 characters")
-        if self.public_url and not _PUBLIC_URL.fullmatch(self.public_url):
+        if self.public_url and (len(self.public_url) > 200 or not _PUBLIC_URL.fullmatch(self.public_url)):
             raise ValueError(
-                "MAILROOM_API_PUBLIC_URL must be https://host[:port][/path] (http:// only for 127.0.0.1 or localhost)"
+                "MAILROOM_API_PUBLIC_URL must be https://host[:port][/path] (http:// only for 127.0.0.1 or localhost),"
+                " at most 200 characters"
             )
-        if self.unsubscribe_mailto and not _MAILTO.fullmatch(self.unsubscribe_mailto):
+        if self.unsubscribe_mailto and (
+            len(self.unsubscribe_mailto) > 254 or not _MAILTO.fullmatch(self.unsubscribe_mailto)
+        ):
             raise ValueError("MAILROOM_API_UNSUBSCRIBE_MAILTO must be a bare email address")
 
     @property

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailroom_contracts import encode, events, subject_for
+from mailroom_contracts.message import wire_address
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import has_prefix, new_id
 
@@ -157,7 +158,8 @@ def _unsubscribe(
         tenant_id=principal.tenant_id,
         mode="test" if principal.mode == "test" else "live",
         email_id=email_id,
-        address=email.to[0].email,
+        # ASCII (punycode domain), so the token, and the URL, stay short enough for one header line.
+        address=wire_address(email.to[0].email),
     )
     return links.for_recipient(who)
 

@@ -8,6 +8,7 @@ import html
 
 from mailroom_kit.db import Conn
 
+from mailroom_api.emails.validation import parse_address
 from mailroom_api.errors import not_found
 from mailroom_api.unsubscribe import repository as repo
 from mailroom_api.unsubscribe.tokens import Unsubscriber, verify
@@ -26,13 +27,19 @@ async def unsubscribe(conn: Conn, secret: bytes | None, token: str) -> Unsubscri
         conn,
         tenant_id=who.tenant_id,
         mode=who.mode,
-        email=who.address.lower(),
+        email=suppressed_form(who.address),
         reason="unsubscribe",
         source_email_id=who.email_id,
     )
     if recorded is None:
         raise not_found("unsubscribe link")
     return who
+
+
+def suppressed_form(address: str) -> str:
+    """The address as suppressions keep it: normalised as a recipient is (an IDN domain back in
+    Unicode; the token carries the ASCII form), then lower-cased."""
+    return parse_address(address, "token").email.lower()
 
 
 _PAGE = """<!doctype html>
