@@ -130,3 +130,7 @@ def test_one_click_unsubscribe_from_the_sent_mime(stack: Stack, tenant: Tenant) 
         tampered = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
         assert c.post(tampered).status_code == 404
     assert suppressions(stack, tenant.id) == [("live", "reader@example.test", "unsubscribe", email_id)]
+    # The token is a capability naming the address: the API's request lines show the route only.
+    api_log = (stack.base_dir / "logs" / "api.log").read_text(errors="replace")
+    assert "/v1/unsubscribe/{token}" in api_log
+    assert url.rsplit("/", 1)[1][:40] not in api_log

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.params import PathParameter
+from mailroom_kit.http import add_log_fields
 
 from mailroom_api.http.errors import documented
 from mailroom_api.http.guards import Rt, unsubscribe_links_of
@@ -36,6 +37,11 @@ def _secret(request: Request[Any, Any, Any]) -> bytes | None:
     return links.secret if links is not None else None
 
 
+def _log_without_token(request: Request[Any, Any, Any]) -> None:
+    """The token is a capability naming an address: the request's log line shows the route instead."""
+    add_log_fields(request.scope, path="/v1/unsubscribe/{token}")
+
+
 class UnsubscribeController(Controller):
     path = "/v1/unsubscribe"
     tags = ["unsubscribe"]
@@ -48,6 +54,7 @@ class UnsubscribeController(Controller):
         responses=documented(404),
     )
     async def unsubscribe(self, token: Token, rt: Rt, request: Request[Any, Any, Any]) -> Response[str]:
+        _log_without_token(request)
         async with rt.pool.connection() as conn, conn.transaction():
             who = await service.unsubscribe(conn, _secret(request), token)
         return Response(service.done_page(who), media_type=MediaType.HTML, headers=_HEADERS)
@@ -59,5 +66,6 @@ class UnsubscribeController(Controller):
         responses=documented(404),
     )
     async def confirmation(self, token: Token, request: Request[Any, Any, Any]) -> Response[str]:
+        _log_without_token(request)
         who = service.check_token(_secret(request), token)
         return Response(service.confirmation_page(who), media_type=MediaType.HTML, headers=_HEADERS)
