@@ -498,3 +498,43 @@ def test_broadcast_settings_are_validated() -> None:
     ):
         with pytest.raises(ValueError, match=name):
             ApiSettings.from_env(env)
+
+
+def test_the_size_bound_counts_the_broadcast_headers() -> None:
+    """A message just under the limit as transactional is over it as broadcast: the sender adds the
+    List-Unsubscribe headers, so the API's bound must include them."""
+    from mailroom_api.emails.schemas import SendEmail
+    from mailroom_api.emails.validation import validate_send
+    from mailroom_api.errors import ApiError
+
+    def request(stream: str) -> SendEmail:
+        fields = body("a@acme.test", text="x" * 20_000, stream=stream)
+        del fields["html"]
+        return msgspec.convert(fields, SendEmail)
+
+    limit = 20_000
+    while True:  # the smallest limit the transactional message fits
+        try:
+            validate_send(request("transactional"), max_message_bytes=limit)
+            break
+        except ApiError:
+            limit += 256
+    with pytest.raises(ApiError) as refused:
+        validate_send(request("broadcast"), max_message_bytes=limit)
+    assert refused.value.status == 413
+    validate_send(request("broadcast"), max_message_bytes=limit + 2 * 1024 + 100)
+
+
+def test_the_longest_links_fit_the_header_and_the_size_allowance() -> None:
+    """With the longest public URL and mailto the settings allow and the longest address, each URI
+    stays within the sender's 900-character bound (one header line) and both within the allowance."""
+    from mailroom_api.unsubscribe.tokens import UnsubscribeLinks
+
+    links = UnsubscribeLinks(
+        secret=SECRET.encode(), public_url="https://" + "a" * 192, mailto="m" * 64 + "@" + "d" * 189
+    )
+    address = "l" * 64 + "@" + ".".join(["d" * 63] * 3) + "." + "t" * 61  # 64 + 1 + 253
+    url, mailto = links.for_recipient(Unsubscriber("ten_" + "0" * 26, "live", "msg_" + "0" * 26, address))
+    assert mailto is not None and len(url) <= 900 and len(mailto) <= 900
+    header = len(f"List-Unsubscribe: <{url}>,\r\n <{mailto}>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+    assert header <= 2 * 1024 + 100
