@@ -16,6 +16,7 @@ Mode = Literal["live", "test"]
 BounceType = Literal["Permanent", "Transient", "Undetermined"]
 DomainStatus = Literal["pending", "verified", "partially_verified", "temporary_failure", "failed"]
 RecordStatus = Literal["pending", "verified", "failed"]
+Stream = Literal["transactional", "broadcast"]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -82,6 +83,15 @@ class EmailQueued(EmailEvent, frozen=True, kw_only=True, tag="email.queued"):
     # Set when the content was too large to ride in the event: html, text, attachments and
     # ical_event are then empty here and live in the object it names (mailroom_contracts.content).
     content: ContentRef | None = None
+    # --- streams and tracking (issue 16): the sender picks the SES configuration set from these.
+    stream: Stream = "transactional"
+    # Resolved at accept time (the request's value, else the from-domain's setting).
+    track_opens: bool = False
+    track_clicks: bool = False
+    # Broadcast only: the api-signed one-click URL (RFC 8058) and an optional mailto, which the
+    # sender writes as `List-Unsubscribe` (+ `List-Unsubscribe-Post`). The sender never signs.
+    unsubscribe_url: str | None = None
+    unsubscribe_mailto: str | None = None
 
 
 class EmailSent(EmailEvent, frozen=True, kw_only=True, tag="email.sent"):

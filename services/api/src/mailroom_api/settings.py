@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Annotated, Self
 
 import msgspec
 from mailroom_kit.settings import BaseSettings
 
+from mailroom_api.unsubscribe.tokens import UnsubscribeLinks
+
 MAX_SES_MESSAGE_BYTES = 40_000_000  # SES: "40 MB" total message size, attachments included
+
+_PUBLIC_URL = re.compile(
+    r"(?:https://[A-Za-z0-9.-]+|http://(?:127\.0\.0\.1|localhost|\[::1\]))(?::\d{1,5})?(?:/[A-Za-z0-9._~/-]*)?"
+)
+_MAILTO = re.compile(r"[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]+@[A-Za-z0-9.-]+")
 
 
 class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call-arg]
@@ -48,6 +56,42 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     idempotency_ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] = 24 * 3600
     # How often each API process deletes expired Idempotency-Key records (1,000 rows per statement).
     idempotency_purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
+    # --- broadcast stream (RFC 8058 one-click unsubscribe). Both must be set for broadcast sends
+    # (else they are refused): the HMAC key of the unsubscribe tokens (at least 32 characters;
+    # every API replica needs the same one; changing it voids the links already sent) ...
+    unsubscribe_secret: str = ""
+    # ... and the API's public base URL the links point at (https://; http:// only for a loopback
+    # host, for local runs), e.g. https://mail-api.example.com.
+    public_url: str = ""
+    # An address that takes unsubscribe requests by email, added to List-Unsubscribe as a mailto
+    # (subject "unsubscribe <token>"); empty: the https link only (what RFC 8058 requires).
+    unsubscribe_mailto: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Checks a field type cannot express; a failure stops the process at start (SettingsError).
+        if self.unsubscribe_secret and len(self.unsubscribe_secret) < 32:
+            raise ValueError("MAILROOM_API_UNSUBSCRIBE_SECRET must be at least 32 characters")
+        if self.public_url and (len(self.public_url) > 200 or not _PUBLIC_URL.fullmatch(self.public_url)):
+            raise ValueError(
+                "MAILROOM_API_PUBLIC_URL must be https://host[:port][/path] (http:// only for 127.0.0.1 or localhost),"
+                " at most 200 characters"
+            )
+        if self.unsubscribe_mailto and (
+            len(self.unsubscribe_mailto) > 254 or not _MAILTO.fullmatch(self.unsubscribe_mailto)
+        ):
+            raise ValueError("MAILROOM_API_UNSUBSCRIBE_MAILTO must be a bare email address")
+
+    @property
+    def unsubscribe_links(self) -> UnsubscribeLinks | None:
+        """How broadcast emails' unsubscribe links are made; None when the broadcast stream is off."""
+        if not (self.unsubscribe_secret and self.public_url):
+            return None
+        return UnsubscribeLinks(
+            secret=self.unsubscribe_secret.encode(),
+            public_url=self.public_url.rstrip("/"),
+            mailto=self.unsubscribe_mailto or None,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:

@@ -42,6 +42,7 @@ class Sender:
                 max_idle_seconds=settings.ses_max_idle_seconds,
             ),
             configuration_set=settings.configuration_set,
+            broadcast_configuration_set=settings.broadcast_configuration_set,
             max_concurrency=settings.concurrency,
         )
         self.service = SenderService(
@@ -54,7 +55,8 @@ class Sender:
         )
 
     async def on_start(self, rt: Runtime) -> None:
-        """Point the configuration set's events at the SNS topic (when one is configured)."""
+        """Make every configuration set (both streams, each tracking variant) exist and point its
+        events at the SNS topic (when one is configured; otherwise they are the operator's)."""
         topic = self.settings.ses_events_topic_arn
         if not topic:
             return
@@ -72,7 +74,7 @@ class Sender:
             else:
                 log.info(
                     "ses.event_destination_ready",
-                    configuration_set=self.settings.configuration_set,
+                    configuration_sets=sorted(cs.name for cs in self.ses.configuration_sets.values()),
                     topic_arn=topic,
                 )
                 return

@@ -295,6 +295,30 @@ def _boundary(bodies: Iterable[str]) -> str:
             return boundary
 
 
+# --------------------------------------------------------------------------- broadcast: RFC 8058
+# (streams) A broadcast email carries one-click unsubscribe headers. The URL is signed by the API
+# and travels in the event; the sender only writes it. The tenant cannot set these two itself.
+
+_LIST_UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+# A URI inside `<…>` of List-Unsubscribe (RFC 2369): printable ASCII, no space, `<`, `>` or `,`.
+_HEADER_URI = re.compile(r"(?:https://|http://|mailto:)[\x21-\x2b\x2d-\x3b\x3d\x3f-\x7e]{1,900}")
+
+
+def _list_unsubscribe(email: EmailQueued) -> list[str]:
+    """`List-Unsubscribe: <url>[, <mailto>]` and `List-Unsubscribe-Post: List-Unsubscribe=One-Click`
+    on a broadcast email; nothing on a transactional one."""
+    if email.stream != "broadcast":
+        return []
+    if any(name.lower() in _LIST_UNSUBSCRIBE_HEADERS for name in email.headers):
+        raise MessageBuildError("List-Unsubscribe headers of a broadcast email are Mailroom's to set")
+    uris = [u for u in (email.unsubscribe_url, email.unsubscribe_mailto) if u]
+    if not email.unsubscribe_url or not all(_HEADER_URI.fullmatch(u) for u in uris):
+        raise MessageBuildError("a broadcast email needs a valid one-click unsubscribe URL")
+    tokens = [f"<{uri}>," for uri in uris]
+    tokens[-1] = tokens[-1][:-1]
+    return [_header("List-Unsubscribe", tokens), f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}"]
+
+
 # --------------------------------------------------------------------------- the message
 
 
@@ -328,6 +352,7 @@ def _build(email: EmailQueued, now: datetime) -> bytes:
         if problem is not None:
             raise MessageBuildError(f"header {name!r}: {problem}")
         head.append(_header(name, _text_tokens(value)))
+    head.extend(_list_unsubscribe(email))  # broadcast only (streams, RFC 8058)
     head.append(f"MIME-Version: 1.0{CRLF}")
     text = email.text if email.text is not None else html_to_text(email.html or "")
     if email.attachments or email.ical_event is not None:

@@ -26,6 +26,7 @@ from mailroom_api.http.guards import (
     current_principal,
     relay_wake_of,
     runtime_of,
+    unsubscribe_links_of,
 )
 
 
@@ -82,7 +83,12 @@ class EmailsController(Controller):
         principal = current_principal(request)
         key = await idempotency.read_key(request, "POST /v1/emails") if HEADER in request.headers else None
         settings = rt.settings
-        prepared = service.prepare_send(principal, data, max_message_bytes=settings.max_message_bytes)
+        prepared = service.prepare_send(
+            principal,
+            data,
+            max_message_bytes=settings.max_message_bytes,
+            unsubscribe_links=unsubscribe_links_of(request),
+        )
         prepared = await service.offload_large(prepared, js=rt.js, threshold=settings.offload_threshold_bytes)
         try:
             async with rt.pool.connection() as conn, single_statement(conn):
@@ -116,7 +122,12 @@ class EmailsController(Controller):
         principal = current_principal(request)
         key = await idempotency.read_key(request, "POST /v1/emails/batch")
         # Validation first: a connection is held only for the writes.
-        batch = service.prepare_batch(principal, data, max_message_bytes=rt.settings.max_message_bytes)
+        batch = service.prepare_batch(
+            principal,
+            data,
+            max_message_bytes=rt.settings.max_message_bytes,
+            unsubscribe_links=unsubscribe_links_of(request),
+        )
         batch = await service.offload_batch(batch, js=rt.js, threshold=rt.settings.offload_threshold_bytes)
         try:
             async with rt.pool.connection() as conn, single_statement(conn):

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
+from mailroom_contracts.events import Stream
 from mailroom_contracts.message import MAX_ATTACHMENTS, MAX_CONTENT_ID, MAX_CUSTOM_HEADERS, MAX_FILENAME
 
 from mailroom_api.http.body import Request
@@ -28,10 +29,9 @@ class AttachmentIn(Request, frozen=True, kw_only=True):
 
 class SendEmail(Request, frozen=True, kw_only=True):
     # SPEC §2 fields a later version implements; until then they are refused with a clear message.
-    __not_yet_supported__: ClassVar[frozenset[str]] = frozenset(
-        {"template", "scheduled_at", "track_opens", "track_clicks", "stream"}
-    )
-    from_: str = msgspec.field(name="from")
+    __not_yet_supported__: ClassVar[frozenset[str]] = frozenset({"template", "scheduled_at"})
+    # Optional when the tenant has a default sender (PATCH /v1/settings).
+    from_: str | None = msgspec.field(default=None, name="from")
     to: str | Addresses
     cc: str | Addresses = []
     bcc: str | Addresses = []
@@ -46,6 +46,10 @@ class SendEmail(Request, frozen=True, kw_only=True):
     # issue 16: files, inline images (content_id) and a calendar invite (RFC 5545 text).
     attachments: Annotated[list[AttachmentIn], msgspec.Meta(max_length=MAX_ATTACHMENTS)] = []
     ical_event: str | None = None
+    # Streams and tracking: separate SES configuration sets. Tracking defaults to the from-domain's.
+    stream: Stream = "transactional"
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
 
 
 class EmailAccepted(msgspec.Struct, frozen=True, kw_only=True):

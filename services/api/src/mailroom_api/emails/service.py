@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import psycopg
 from mailroom_contracts import encode, events, subject_for
-from mailroom_contracts.message import INVITE_CONTENT_TYPE, INVITE_FILENAME
+from mailroom_contracts.message import INVITE_CONTENT_TYPE, INVITE_FILENAME, wire_address
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import has_prefix, new_id
 from nats.js import JetStreamContext
@@ -48,6 +48,7 @@ from mailroom_api.emails.status import STATUSES
 from mailroom_api.emails.validation import ValidEmail, validate_send
 from mailroom_api.errors import ApiError, forbidden, not_found, unavailable, validation
 from mailroom_api.http.body import msgspec_param
+from mailroom_api.unsubscribe.tokens import UnsubscribeLinks, Unsubscriber
 
 SCHEMA = "api"
 
@@ -59,7 +60,13 @@ def _check_tenant(principal: Principal) -> None:
         raise forbidden("tenant_blocked", "sending is blocked for this account")
 
 
-def _queued_event(principal: Principal, email_id: str, email: ValidEmail, now: datetime) -> events.EmailQueued:
+def _queued_event(
+    principal: Principal,
+    email_id: str,
+    email: ValidEmail,
+    now: datetime,
+    unsubscribe: tuple[str, str | None] | None = None,
+) -> events.EmailQueued:
     return events.EmailQueued(
         event_id=new_id("evt"),
         occurred_at=now,
@@ -80,7 +87,35 @@ def _queued_event(principal: Principal, email_id: str, email: ValidEmail, now: d
         created_at=now,
         attachments=email.attachments,
         ical_event=email.ical_event,
+        # streams and tracking: the sender's configuration set; broadcast's unsubscribe links
+        stream=email.stream,
+        track_opens=email.track_opens,
+        track_clicks=email.track_clicks,
+        unsubscribe_url=unsubscribe[0] if unsubscribe else None,
+        unsubscribe_mailto=unsubscribe[1] if unsubscribe else None,
     )
+
+
+def _unsubscribe(
+    links: UnsubscribeLinks | None, principal: Principal, email_id: str, email: ValidEmail
+) -> tuple[str, str | None] | None:
+    """A broadcast email's one-click links, naming its one recipient (see validation)."""
+    if email.stream != "broadcast":
+        return None
+    if links is None:
+        raise validation(
+            "the broadcast stream is not enabled on this server (the operator sets MAILROOM_API_UNSUBSCRIBE_SECRET"
+            " and MAILROOM_API_PUBLIC_URL)",
+            "stream",
+        )
+    who = Unsubscriber(
+        tenant_id=principal.tenant_id,
+        mode="test" if principal.mode == "test" else "live",
+        email_id=email_id,
+        # ASCII (punycode domain), so the token, and the URL, stay short enough for one header line.
+        address=wire_address(email.to[0].email),
+    )
+    return links.for_recipient(who)
 
 
 def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: datetime) -> repo.EmailRow:
@@ -153,19 +188,32 @@ def prepare_email(
     max_message_bytes: int,
     now: datetime | None = None,
     email_id: str | None = None,
+    unsubscribe_links: UnsubscribeLinks | None = None,
 ) -> PreparedEmail:
-    """Validate `req` (ApiError 422/413 naming the field) and build what accepting it writes."""
-    email = validate_send(req, max_message_bytes=max_message_bytes)
+    """Validate `req` (ApiError 422/413 naming the field) and build what accepting it writes;
+    `unsubscribe_links` signs broadcast emails' links (None: the broadcast stream is off)."""
+    email = validate_send(
+        req,
+        max_message_bytes=max_message_bytes,
+        default_from=principal.default_from,
+        domain_tracking=principal.domain_tracking,
+    )
     now = now or datetime.now(UTC)
     email_id = email_id or new_id("msg")
-    event = _queued_event(principal, email_id, email, now)
+    event = _queued_event(principal, email_id, email, now, _unsubscribe(unsubscribe_links, principal, email_id, email))
     return PreparedEmail(email=email, row=_log_row(principal, email_id, email, now), event=event, payload=encode(event))
 
 
-def prepare_send(principal: Principal, req: SendEmail, *, max_message_bytes: int) -> PreparedEmail:
+def prepare_send(
+    principal: Principal,
+    req: SendEmail,
+    *,
+    max_message_bytes: int,
+    unsubscribe_links: UnsubscribeLinks | None = None,
+) -> PreparedEmail:
     """A single send's checks without I/O: the tenant may send, and `prepare_email`."""
     _check_tenant(principal)
-    return prepare_email(principal, req, max_message_bytes=max_message_bytes)
+    return prepare_email(principal, req, max_message_bytes=max_message_bytes, unsubscribe_links=unsubscribe_links)
 
 
 # ----------------------------------------------------------------------------- large content
@@ -228,11 +276,18 @@ async def accept_email(
     return accepted
 
 
-async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_message_bytes: int) -> EmailAccepted:
+async def send_email(
+    conn: Conn,
+    principal: Principal,
+    req: SendEmail,
+    *,
+    max_message_bytes: int,
+    unsubscribe_links: UnsubscribeLinks | None = None,
+) -> EmailAccepted:
     """Accept one small email (see the module docstring); `max_message_bytes` bounds the built
     message. One statement writes it all or, when the from-domain is refused, nothing. (The HTTP
     route does the same in steps: `prepare_send`, `offload_large`, `accept_email`.)"""
-    prepared = prepare_send(principal, req, max_message_bytes=max_message_bytes)
+    prepared = prepare_send(principal, req, max_message_bytes=max_message_bytes, unsubscribe_links=unsubscribe_links)
     await accept_email(conn, principal, prepared)
     return prepared.accepted
 
@@ -349,7 +404,13 @@ class PreparedBatch:
     failures: dict[int, BatchItem]
 
 
-def prepare_batch(principal: Principal, req: SendBatch, *, max_message_bytes: int) -> PreparedBatch:
+def prepare_batch(
+    principal: Principal,
+    req: SendBatch,
+    *,
+    max_message_bytes: int,
+    unsubscribe_links: UnsubscribeLinks | None = None,
+) -> PreparedBatch:
     """Each item validated on its own, with the single send's rules (its errors become item
     failures); the tenant's status refuses the whole batch. No I/O: call it before taking a
     database connection (100 items are milliseconds of CPU)."""
@@ -363,7 +424,12 @@ def prepare_batch(principal: Principal, req: SendBatch, *, max_message_bytes: in
     for index, item in enumerate(req.emails):
         try:
             prepared[index] = prepare_email(
-                principal, _item_request(item), max_message_bytes=max_message_bytes, now=now, email_id=ids[index]
+                principal,
+                _item_request(item),
+                max_message_bytes=max_message_bytes,
+                now=now,
+                email_id=ids[index],
+                unsubscribe_links=unsubscribe_links,
             )
         except ApiError as exc:
             failures[index] = _failure(index, exc)

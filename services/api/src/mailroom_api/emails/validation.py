@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import binascii
 import functools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
 from email_validator import EmailNotValidError, validate_email
-from mailroom_contracts.events import Address, Attachment
+from mailroom_contracts.events import Address, Attachment, Stream
 from mailroom_contracts.headers import header_problem
 from mailroom_contracts.message import (
     MAX_ATTACHMENTS,
@@ -71,6 +72,10 @@ class ValidEmail:
     metadata: dict[str, Any] | None
     attachments: list[Attachment]
     ical_event: str | None
+    # Streams and tracking (resolved: the request's choice, else the from-domain's defaults).
+    stream: Stream = "transactional"
+    track_opens: bool = False
+    track_clicks: bool = False
 
 
 def parse_address(value: str, param: str) -> ParsedAddress:
@@ -190,6 +195,46 @@ def _attachments(items: list[AttachmentIn]) -> list[Attachment]:
     return out
 
 
+# --------------------------------------------------------------------------- streams, tracking, default sender
+
+# Mailroom writes these on broadcast emails (RFC 8058); a tenant's own would contradict them.
+# Their size at most: two URIs of at most ~1 KiB each (a token is ~600 characters for the longest
+# address, the public URL and the mailto address come on top), folded, plus the -Post header.
+_BROADCAST_HEADER_BYTES = 2 * 1024 + 100
+_LIST_UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+def _sender(from_: str | None, default_from: str | None) -> ParsedAddress:
+    """`from`, else the tenant's default sender (checked as if it had been given as `from`)."""
+    if from_ is not None:
+        return parse_address(from_, "from")
+    if default_from is None:
+        raise validation("from is required (or set a default sender: PATCH /v1/settings)", "from")
+    return parse_address(default_from, "from")
+
+
+def _check_broadcast(
+    req: SendEmail, to: list[ParsedAddress], cc: list[ParsedAddress], bcc: list[ParsedAddress]
+) -> None:
+    """A broadcast email goes to one recipient: its one-click unsubscribe link names that address
+    (a header is per message, and any recipient could press it)."""
+    if req.stream != "broadcast":
+        return
+    if len(to) != 1:
+        raise validation("a broadcast email has exactly one recipient in to (send one email per recipient)", "to")
+    if cc or bcc:
+        raise validation("a broadcast email has no cc or bcc (send one email per recipient)", "cc" if cc else "bcc")
+    for name in req.headers:
+        if name.lower() in _LIST_UNSUBSCRIBE_HEADERS:
+            raise validation("Mailroom sets the List-Unsubscribe headers of broadcast emails", f"headers.{name}")
+
+
+def _tracking(req: SendEmail, defaults: tuple[bool, bool]) -> tuple[bool, bool]:
+    opens = defaults[0] if req.track_opens is None else req.track_opens
+    clicks = defaults[1] if req.track_clicks is None else req.track_clicks
+    return opens, clicks
+
+
 def check_message_size(email: ValidEmail, limit: int) -> None:
     """413 when the message the sender will build (text, html, the invite and the attachments,
     encoded as the contracts say) is over `limit` bytes."""
@@ -199,7 +244,8 @@ def check_message_size(email: ValidEmail, limit: int) -> None:
     parts = attachment_sizes(
         ((a.filename, a.content_type, a.content_id, len(a.content)) for a in email.attachments), email.ical_event
     )
-    size = message_size(header_values=header_values, bodies=bodies, parts=parts)
+    extra = _BROADCAST_HEADER_BYTES if email.stream == "broadcast" else 0
+    size = extra + message_size(header_values=header_values, bodies=bodies, parts=parts)
     if size > limit:
         raise ApiError(
             413,
@@ -208,8 +254,17 @@ def check_message_size(email: ValidEmail, limit: int) -> None:
         )
 
 
-def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
-    sender = parse_address(req.from_, "from")
+def validate_send(
+    req: SendEmail,
+    *,
+    max_message_bytes: int,
+    default_from: str | None = None,
+    domain_tracking: Mapping[str, tuple[bool, bool]] | None = None,
+) -> ValidEmail:
+    """`default_from` is used when `from` is omitted; `domain_tracking` ({domain: (opens, clicks)})
+    gives the from-domain's tracking defaults. Text is generated from html when absent, after a
+    size check without it (an oversized html is refused before the costly conversion)."""
+    sender = _sender(req.from_, default_from)
     to = _address_list(req.to, "to", scalar_param=True)
     cc = _address_list(req.cc, "cc", scalar_param=False)
     bcc = _address_list(req.bcc, "bcc", scalar_param=False)
@@ -236,9 +291,8 @@ def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
         if problem is not None:
             raise validation(problem, "ical_event")
     attachments = _attachments(req.attachments) if req.attachments else []
-    text = req.text
-    if text is None and req.html is not None:
-        text = html_to_text(req.html)
+    _check_broadcast(req, to, cc, bcc)
+    track_opens, track_clicks = _tracking(req, (domain_tracking or {}).get(sender.domain, (False, False)))
     email = ValidEmail(
         sender=sender,
         to=to,
@@ -247,12 +301,18 @@ def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
         reply_to=reply_to,
         subject=subject,
         html=req.html,
-        text=text,
+        text=req.text,
         headers=_headers(req.headers),
         tags=_tags(req.tags),
         metadata=metadata,
         attachments=attachments,
         ical_event=req.ical_event,
+        stream=req.stream,
+        track_opens=track_opens,
+        track_clicks=track_clicks,
     )
-    check_message_size(email, max_message_bytes)
+    check_message_size(email, max_message_bytes)  # without the text to generate: a lower bound
+    if email.text is None and email.html is not None:
+        email = replace(email, text=html_to_text(email.html))
+        check_message_size(email, max_message_bytes)
     return email
