@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from cryptography.fernet import Fernet
 from mailroom_devstack.infra import NatsServer, Postgres, free_port
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
@@ -222,16 +224,24 @@ def test_venv_holds_only_production_packages(image: Path) -> None:
 def test_every_entrypoint_migrates_and_answers_health_and_ready(
     image: Path, tmp_path: Path, postgres: Postgres
 ) -> None:
-    dbname = f"mailroom_image_{secrets.token_hex(5)}"
+    """With per-schema roles, as docs/operating.md sets them up: each service (and its migration)
+    connects as its own role, which may only connect to the database and create its schema."""
+    token = secrets.token_hex(4)
+    dbname = f"mailroom_image_{token}"
+    roles = {svc: f"mailroom_image_{token}_{svc}" for svc in SERVICES}
     nats = NatsServer(tmp_path / "nats").start()
     db_url = postgres.create_database(dbname)
+    with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
+        for role in roles.values():
+            conn.execute(f'CREATE ROLE "{role}" LOGIN')
+            conn.execute(f'GRANT CONNECT, CREATE ON DATABASE "{dbname}" TO "{role}"')
+    urls = {svc: make_conninfo(**{**conninfo_to_dict(db_url), "user": role}) for svc, role in roles.items()}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILROOM_", "VIRTUAL_ENV", "PYTHON"))}
     env.update(
         {
             "PATH": f"{image / '.venv' / 'bin'}:{env.get('PATH', '')}",
             "PYTHONDONTWRITEBYTECODE": "1",
-            "MAILROOM_DATABASE_URL": db_url,
             "MAILROOM_NATS_URL": nats.url,
             "MAILROOM_LOG_FORMAT": "json",
             # Nothing listens there: starting needs no SES (the sender reaches it on its first send).
@@ -244,13 +254,22 @@ def test_every_entrypoint_migrates_and_answers_health_and_ready(
     try:
         for svc in SERVICES:
             done = subprocess.run(
-                [f"mailroom-{svc}", "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+                [f"mailroom-{svc}", "migrate"],
+                env={**env, "MAILROOM_DATABASE_URL": urls[svc]},
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
             assert done.returncode == 0, (svc, done.stdout, done.stderr)
+        with psycopg.connect(urls["api"]) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT count(*) FROM sender.schema_migrations")
         ports = {svc: free_port() for svc in SERVICES}
         for svc in SERVICES:
             svc_env = {
                 **env,
+                "MAILROOM_DATABASE_URL": urls[svc],
                 f"MAILROOM_{svc.upper()}_HOST": "127.0.0.1",
                 f"MAILROOM_{svc.upper()}_PORT": str(ports[svc]),
             }
@@ -284,5 +303,8 @@ def test_every_entrypoint_migrates_and_answers_health_and_ready(
                 proc.wait()
         nats.stop()
         postgres.drop_database(dbname)
+        with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
+            for role in roles.values():
+                conn.execute(f'DROP ROLE IF EXISTS "{role}"')
     for svc, proc in procs.items():
         assert proc.returncode == 0, (svc, proc.returncode, (tmp_path / f"{svc}.log").read_text()[-2000:])
