@@ -206,6 +206,9 @@ def test_runtime_stage_is_non_root_and_carries_only_app(image: Path) -> None:
     env = {k: v for i in runtime.instructions if i.keyword == "ENV" for k, v in env_pairs(i.args).items()}
     assert env["PATH"].startswith("/app/.venv/bin:")
     assert env["PYTHONDONTWRITEBYTECODE"] == "1", "read-only root filesystem: no bytecode written at run time"
+    for svc in SERVICES:  # reachable from outside the container, on the port the chart probes
+        assert env[f"MAILROOM_{svc.upper()}_HOST"] == "0.0.0.0"
+        assert env[f"MAILROOM_{svc.upper()}_PORT"] == "8000"
 
 
 def test_venv_holds_only_production_packages(image: Path) -> None:
