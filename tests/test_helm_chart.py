@@ -250,24 +250,25 @@ def test_notes_tell_the_next_steps() -> None:
 
 
 @pytest.mark.parametrize(
-    ("values", "why"),
+    ("values", "where"),
     [
-        ({"services": {"api": {"replicas": -1}}}, "a negative replica count"),
-        ({"replicaCount": 2}, "an unknown top-level key"),
-        ({"services": {"sender": {"replica": 2}}}, "a misspelt key in a service"),
-        ({"services": {"queue": {"replicas": 1}}}, "a service that does not exist"),
-        ({"nats": {"streamReplicas": 0}}, "zero stream replicas"),
-        ({"securityContext": {"readOnlyRootFilesystem": False}}, "a writable root filesystem"),
-        ({"podSecurityContext": {"runAsNonRoot": False}}, "running as root"),
-        ({"postgres": {"existingSecret": ""}}, "no Postgres Secret"),
-        ({"log": {"level": "verbose"}}, "an unknown log level"),
-        ({"events": {"snsTopicArns": ["not-an-arn"]}}, "an SNS topic that is not an ARN"),
+        ({"services": {"api": {"replicas": -1}}}, "/services/api/replicas"),  # a negative replica count
+        ({"replicaCount": 2}, "'replicaCount' not allowed"),  # an unknown top-level key
+        ({"services": {"sender": {"replica": 2}}}, "'replica' not allowed"),  # a misspelt key in a service
+        ({"services": {"queue": {"replicas": 1}}}, "'queue' not allowed"),  # a service that does not exist
+        ({"nats": {"streamReplicas": 0}}, "/nats/streamReplicas"),
+        ({"securityContext": {"readOnlyRootFilesystem": False}}, "/securityContext/readOnlyRootFilesystem"),
+        ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),  # root
+        ({"postgres": {"existingSecret": ""}}, "/postgres/existingSecret"),  # no Postgres Secret
+        ({"log": {"level": "verbose"}}, "/log/level"),
+        ({"events": {"snsTopicArns": ["not-an-arn"]}}, "/events/snsTopicArns/0"),
     ],
 )
-def test_schema_rejects_bad_values(values: dict[str, Any], why: str) -> None:
-    with pytest.raises(helm.HelmValuesError):
+def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as rejected:
         chart().validate_schema(chart().merge_values(values))
-    with pytest.raises(helm.HelmError):
+    assert where in str(rejected.value), str(rejected.value)
+    with pytest.raises(helm.HelmError):  # an install or upgrade with them fails the same way
         chart().render(values, name="mr", namespace="mail", is_install=True)
 
 
