@@ -235,6 +235,9 @@ def test_ha_production_autoscales_isolates_and_is_scraped() -> None:
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     ingresses = {i["metadata"]["name"]: i for i in of_kind(case, "Ingress")}
     assert set(ingresses) == {"mr-mailroom-api", "mr-mailroom-events"}
+    [api_rule] = ingresses["mr-mailroom-api"]["spec"]["rules"]
+    routed = {p["path"] for p in api_rule["http"]["paths"]}
+    assert routed == {"/v1", "/schema"}, "the API's /metrics, /ready and the operator API stay internal"
     assert all(i["spec"]["tls"][0]["secretName"] for i in ingresses.values())
     api = next(d for d in of_kind(case, "Deployment") if d["metadata"]["name"] == "mr-mailroom-api")
     env = container_env(api["spec"]["template"]["spec"]["containers"][0])
