@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from cryptography.fernet import Fernet
 from mailroom_devstack.infra import NatsServer, Postgres, free_port
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
@@ -249,7 +249,7 @@ def test_every_entrypoint_migrates_and_answers_health_and_ready(
         for role in roles.values():
             conn.execute(f'CREATE ROLE "{role}" LOGIN')
             conn.execute(f'GRANT CONNECT, CREATE ON DATABASE "{dbname}" TO "{role}"')
-    urls = {svc: make_conninfo(**{**conninfo_to_dict(db_url), "user": role}) for svc, role in roles.items()}
+    urls = {svc: make_conninfo(db_url, user=role) for svc, role in roles.items()}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILROOM_", "VIRTUAL_ENV", "PYTHON"))}
     env.update(runtime_env(image))  # the runtime stage's own ENV (PATH, listen address, log format …)
