@@ -20,13 +20,16 @@ from litestar.openapi.spec import Components, Schema, SecurityScheme
 from mailroom_contracts.streams import API_DOMAINS, API_EMAIL_LOG
 from mailroom_kit import outbox
 from mailroom_kit.http import request_logging
+from mailroom_kit.retention import Purge
 from mailroom_kit.runtime import Runtime, Worker, ops_router, serve
+from mailroom_kit.settings import DAY
 
 from mailroom_api.account.controllers import SettingsController
 from mailroom_api.auth.cache import KeyCache
 from mailroom_api.auth.service import Principal
 from mailroom_api.domains.controllers import DomainsController
 from mailroom_api.domains.projector import domains_worker
+from mailroom_api.emails import repository as emails_repository
 from mailroom_api.emails.controllers import EmailsController
 from mailroom_api.emails.idempotency import purge_worker as idempotency_purge_worker
 from mailroom_api.emails.projector import email_log_worker
@@ -205,4 +208,10 @@ async def run(settings: ApiSettings) -> None:
         workers=WORKERS,
         consumers=CONSUMERS,
         processes=settings.processes,
+        purges=purges(settings),
     )
+
+
+def purges(settings: ApiSettings) -> list[Purge]:
+    """What the api's retention job deletes (beside the kit's inbox claims)."""
+    return [Purge("emails.content", settings.content_retention_days * DAY, emails_repository.purge_content)]

@@ -49,6 +49,9 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     # Copies of the whole service (HTTP, projectors, relay) on the one port (SO_REUSEPORT), under a
     # parent that forwards signals and exits when a copy dies. 1 on Kubernetes (scale pods); on a VM,
     # about the number of cores the API may use.
+    # Stored content (html, text, custom headers, the attachments' names) is removed this many days
+    # after an email was accepted (the log entry, its recipients and timeline stay); 0 keeps it.
+    content_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     key_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
     # How long an Idempotency-Key of POST /v1/emails(/batch) replays its first answer (SPEC: 24 h);

@@ -32,6 +32,9 @@ class EmailRow(msgspec.Struct, frozen=True, kw_only=True):
     last_event_at: datetime
     # issue 16 (migration 0005): [{filename, size, content_type, content_id}], never the bytes.
     attachments: list[dict[str, Any]] = []
+    # Migration 0006: when the retention job removed html, text, headers and attachments (the
+    # content); None while they are kept.
+    content_purged_at: datetime | None = None
 
 
 class LockedEmail(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +69,7 @@ _ACCEPT_TYPES = {
     "metadata": "jsonb",
     "created_at": "timestamptz",
     "last_event_at": "timestamptz",
+    "content_purged_at": "timestamptz",
 }
 
 
@@ -593,3 +597,19 @@ async def update_email_statuses(conn: Conn, updates: list[tuple[str, str, dateti
         " WHERE e.id = u.id",
         ([u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates]),
     )
+
+
+# ----------------------------------------------------------------------------- retention
+
+
+async def purge_content(conn: Conn, cutoff: datetime, limit: int) -> int:
+    """Remove the content (html, text, custom headers, the attachments' list) of at most `limit`
+    emails accepted before `cutoff`, keeping the log entry itself (addresses, subject, tags,
+    metadata, status, timeline); the retention job."""
+    cur = await conn.execute(
+        "UPDATE emails SET html = NULL, text = NULL, headers = '{}', attachments = '[]', content_purged_at = now()"
+        " WHERE ctid IN (SELECT ctid FROM emails WHERE created_at < %s AND content_purged_at IS NULL"
+        " LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (cutoff, limit),
+    )
+    return cur.rowcount

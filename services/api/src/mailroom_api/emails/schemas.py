@@ -148,6 +148,9 @@ class EmailDetail(EmailSummary, frozen=True, kw_only=True):
     text: str | msgspec.UnsetType | None = msgspec.UNSET
     headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
     attachments: list[AttachmentInfo] | msgspec.UnsetType = msgspec.UNSET
+    # With ?include=content: when the retention job removed the content (html, text, headers and
+    # attachments are then null / empty); null while it is kept.
+    content_expired_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class EmailList(msgspec.Struct, frozen=True, kw_only=True):

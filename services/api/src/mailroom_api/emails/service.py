@@ -564,6 +564,7 @@ async def get_email(conn: Conn, principal: Principal, email_id: str, *, include_
             "text": row.text,
             "headers": row.headers,
             "attachments": [AttachmentInfo(**a) for a in row.attachments],
+            "content_expired_at": row.content_purged_at,
         }
     return EmailDetail(**_summary_fields(row), recipients=recipients, events=timeline, **content)
 
