@@ -17,11 +17,24 @@ connection's messages in the order it reads them, so without failures the stream
 them in outbox order. A window with a failed publish may store later rows first and the
 failed one on retry: ordering is best-effort, as consumers already assume (they run
 messages concurrently and rank status so that late events never move it back).
+
+Scheduled rows: `add(..., not_before=t)` writes to `outbox_scheduled` instead (kit migration 0002),
+an event to publish no earlier than `t` (by the database's clock). Each window takes the immediate
+rows first, exactly as before, then fills the rest of the window with due scheduled rows (at least
+`batch_size // 8` of them, so a saturated immediate outbox cannot starve them), all in the one
+statement and under the same `FOR UPDATE SKIP LOCKED`. The same statement says how long until the
+next scheduled row is due, and `run` sleeps no longer than that: no timer in memory is the truth,
+every window recomputes it from the table, and a restart simply finds the due rows. The owner of
+a scheduled row cancels it (`cancel_scheduled`: DELETE) or moves it (`reschedule`: UPDATE, with a
+NOTIFY so the relays recompute their wait) under that same row lock, inside its own transaction:
+while a relay holds the row (publishing it) the owner waits and then finds it gone, so a row is
+either published or canceled, never both.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from mailroom_contracts import encode, subject_for
@@ -40,9 +53,18 @@ def channel(schema: str) -> str:
     return f"mailroom_outbox_{schema}"
 
 
-async def add(conn: Conn, event: Event, *, schema: str) -> None:
+async def add(conn: Conn, event: Event, *, schema: str, not_before: datetime | None = None) -> None:
     """Write `event` to the outbox and notify the relay on commit, in one round trip (an event
-    already there is left alone: it was notified when it was written)."""
+    already there is left alone: it was notified when it was written). With `not_before` the
+    event waits in `outbox_scheduled` until then (the NOTIFY makes the relays recompute their wait)."""
+    if not_before is not None:
+        await conn.execute(
+            "WITH added AS (INSERT INTO outbox_scheduled (event_id, subject, payload, not_before) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING RETURNING 1) "
+            "SELECT pg_notify(%s, '') FROM added",
+            (event.event_id, subject_for(event), encode(event), not_before, channel(schema)),
+        )
+        return
     await conn.execute(
         "WITH added AS (INSERT INTO outbox (event_id, subject, payload) VALUES (%s, %s, %s) "
         "ON CONFLICT (event_id) DO NOTHING RETURNING 1) SELECT pg_notify(%s, '') FROM added",
@@ -50,8 +72,52 @@ async def add(conn: Conn, event: Event, *, schema: str) -> None:
     )
 
 
+async def cancel_scheduled(conn: Conn, event_id: str) -> bool:
+    """Delete the scheduled row of `event_id` inside the caller's transaction; False when there is
+    none (never scheduled, already canceled, or already published). A relay publishing it holds
+    its lock: this waits for that window's commit and then finds the row gone (False)."""
+    cur = await conn.execute("DELETE FROM outbox_scheduled WHERE event_id = %s RETURNING id", (event_id,))
+    return await cur.fetchone() is not None
+
+
+async def reschedule(conn: Conn, event: Event, *, schema: str, not_before: datetime) -> bool:
+    """Move the scheduled row of `event.event_id` to `not_before`, replacing its payload with
+    `event` (same id), and notify the relays on commit; False (nothing changed) when there is no
+    such row (see `cancel_scheduled`: the same row lock decides)."""
+    cur = await conn.execute(
+        "WITH moved AS (UPDATE outbox_scheduled SET not_before = %s, payload = %s WHERE event_id = %s "
+        "RETURNING 1) SELECT pg_notify(%s, '') AS notified FROM moved",
+        (not_before, encode(event), event.event_id, channel(schema)),
+    )
+    return await cur.fetchone() is not None
+
+
+# Every window: the immediate rows first (the query and order they always had), then the due
+# scheduled rows in what is left of the window (at least `reserve`), then one row saying how many
+# seconds until the next scheduled row that is not due yet (NULL: none), all by the database clock.
+_WINDOW = """
+WITH immediate AS (
+    SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT id, event_id, subject, payload FROM outbox_scheduled
+    WHERE not_before <= clock_timestamp()
+    ORDER BY not_before, id
+    LIMIT greatest(%(n)s - (SELECT count(*) FROM immediate), %(reserve)s)
+    FOR UPDATE SKIP LOCKED
+)
+SELECT id, event_id, subject, payload, false AS scheduled, NULL::float8 AS wait FROM immediate
+UNION ALL
+SELECT id, event_id, subject, payload, true, NULL FROM due
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, extract(epoch FROM min(not_before) - clock_timestamp())::float8
+FROM outbox_scheduled WHERE not_before > clock_timestamp()
+ORDER BY scheduled NULLS LAST, id
+"""
+
+
 # nats-py lets 4,000 asynchronous publishes be pending per JetStream context; a window stays
-# well below that, so `publish_async` never has to wait for a slot.
+# well below that (a window holds at most MAX_WINDOW + MAX_WINDOW // 8 rows), so `publish_async`
+# never has to wait for a slot.
 MAX_WINDOW = 1000
 
 
@@ -86,6 +152,9 @@ class OutboxRelay:
         self._batch = batch_size
         self._idle = idle_poll_seconds
         self._ack_timeout = ack_timeout_seconds
+        self._reserve = max(1, batch_size // 8)
+        # Seconds until the next scheduled row is due, as the last window saw it (None: none).
+        self.next_due_seconds: float | None = None
 
     async def relay_once(self) -> int:
         """Publish one window and delete the rows JetStream acknowledged; return how many.
@@ -93,26 +162,33 @@ class OutboxRelay:
         Raises `RelayIncomplete` (after committing the deletes of the acknowledged rows) when
         any publish of the window failed, so that `run` backs off instead of spinning."""
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-                (self._batch,),
-            )
-            rows = await cur.fetchall()
+            cur = await conn.execute(_WINDOW, {"n": self._batch, "reserve": self._reserve})
+            *rows, wait = await cur.fetchall()  # the aggregate's row, last, is always there
+            self.next_due_seconds = wait["wait"]
             if not rows:
                 return 0
             acked, error = await self._publish_window(rows)
-            if acked:
-                await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", (acked,))
+            # The two tables number their rows independently: split by the row's table.
+            immediate_ids = [row["id"] for row in acked if not row["scheduled"]]
+            scheduled_ids = [row["id"] for row in acked if row["scheduled"]]
+            if scheduled_ids:
+                await conn.execute(
+                    "WITH gone AS (DELETE FROM outbox WHERE id = ANY(%s)) "
+                    "DELETE FROM outbox_scheduled WHERE id = ANY(%s)",
+                    (immediate_ids, scheduled_ids),
+                )
+            elif immediate_ids:
+                await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", (immediate_ids,))
         if acked:
             OUTBOX_PUBLISHED.labels(schema=self._schema).inc(len(acked))
         if len(acked) < len(rows):
             raise RelayIncomplete(relayed=len(acked), failed=len(rows) - len(acked), error=error)
         return len(acked)
 
-    async def _publish_window(self, rows: list[dict[str, Any]]) -> tuple[list[int], BaseException | None]:
-        """Publish every row, then await the acks: (ids of acknowledged rows, first error)."""
+    async def _publish_window(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], BaseException | None]:
+        """Publish every row, then await the acks: (the acknowledged rows, first error)."""
         error: BaseException | None = None
-        pending: list[tuple[int, asyncio.Future[Any]]] = []
+        pending: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
         try:
             for row in rows:
                 future = await self._js.publish_async(
@@ -123,25 +199,33 @@ class OutboxRelay:
                     # writing one message per syscall; a window never fills the slots (MAX_WINDOW).
                     wait_stall=None,
                 )
-                pending.append((row["id"], future))
+                pending.append((row, future))
         except Exception as exc:  # the connection is closed or its buffer full: the rest waits
             error = exc
         if pending:
             _, not_done = await asyncio.wait([f for _, f in pending], timeout=self._ack_timeout)
             for future in not_done:  # cancelling frees nats-py's slot for it; a late ack is dropped
                 future.cancel()
-        acked: list[int] = []
-        for row_id, future in pending:
+        acked: list[dict[str, Any]] = []
+        for row, future in pending:
             if future.cancelled():
                 error = error or TimeoutError(f"no JetStream ack within {self._ack_timeout} s")
             elif (failure := future.exception()) is not None:
                 error = error or failure
             else:
-                acked.append(row_id)
+                acked.append(row)
         return acked, error
 
+    def _idle_wait(self) -> float:
+        """How long to wait for a NOTIFY after an empty window: the poll interval, or less when
+        a scheduled row falls due sooner (the timer is recomputed after every window)."""
+        if self.next_due_seconds is None:
+            return self._idle
+        return min(self._idle, max(0.0, self.next_due_seconds))
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until `stop` is set (returns at once); woken by NOTIFY, polling as a fallback."""
+        """Relay until `stop` is set (returns at once); woken by NOTIFY, polling as a fallback,
+        and at the moment the next scheduled row falls due."""
         async with PgWaker(self._url, channel(self._schema), stop=stop) as waker:
             while not stop.is_set():
                 waker.clear()  # before looking: a commit during the batch wakes the next wait
@@ -153,4 +237,4 @@ class OutboxRelay:
                     log.warning("outbox.relay_failed", schema=self._schema, error=repr(exc))
                     await sleep_until_stopped(stop, 1.0)
                     continue
-                await waker.wait(self._idle)
+                await waker.wait(self._idle_wait())
