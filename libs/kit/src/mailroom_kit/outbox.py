@@ -72,12 +72,22 @@ async def add(conn: Conn, event: Event, *, schema: str, not_before: datetime | N
     )
 
 
-async def cancel_scheduled(conn: Conn, event_id: str) -> bool:
-    """Delete the scheduled row of `event_id` inside the caller's transaction; False when there is
-    none (never scheduled, already canceled, or already published). A relay publishing it holds
-    its lock: this waits for that window's commit and then finds the row gone (False)."""
-    cur = await conn.execute("DELETE FROM outbox_scheduled WHERE event_id = %s RETURNING id", (event_id,))
-    return await cur.fetchone() is not None
+async def cancel_scheduled(conn: Conn, event_id: str) -> bytes | None:
+    """Delete the scheduled row of `event_id` inside the caller's transaction and return its
+    payload; None when there is none (never scheduled, already canceled, or already published).
+    A relay publishing it holds its lock: this waits for that window's commit and then finds the
+    row gone (None)."""
+    cur = await conn.execute("DELETE FROM outbox_scheduled WHERE event_id = %s RETURNING payload", (event_id,))
+    row = await cur.fetchone()
+    return None if row is None else bytes(row["payload"] if isinstance(row, dict) else row[0])
+
+
+async def scheduled_payload(conn: Conn, event_id: str) -> bytes | None:
+    """The payload of the scheduled row of `event_id`, locked FOR UPDATE as the relay locks it,
+    for an owner about to `reschedule` it with a changed payload (None: no such row)."""
+    cur = await conn.execute("SELECT payload FROM outbox_scheduled WHERE event_id = %s FOR UPDATE", (event_id,))
+    row = await cur.fetchone()
+    return None if row is None else bytes(row["payload"] if isinstance(row, dict) else row[0])
 
 
 async def reschedule(conn: Conn, event: Event, *, schema: str, not_before: datetime) -> bool:

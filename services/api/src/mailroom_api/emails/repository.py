@@ -113,12 +113,14 @@ async def accept_email(
     event_id: str,
     outbox_subject: str,
     payload: bytes,
+    schedule: ScheduledAccept | None = None,
 ) -> Acceptance:
     """Accept an email in ONE statement, atomic by itself: check the from-domain (the key's own
     domain if it is limited to one; a verified domain of the tenant if `needs_verified_domain`),
     and only if both hold write the email, its `recipients` ((address, type) in order) with the
     email's status, the `queued` timeline entry (`event_id`) and the outbox row (`outbox_subject`,
-    `payload`). No NOTIFY here: it would serialize the commits (see emails/relay_wake.py)."""
+    `payload`). No NOTIFY here: it would serialize the commits (see emails/relay_wake.py).
+    With `schedule` the EmailQueued row waits in `outbox_scheduled` instead (see `_ACCEPT_SCHEDULED`)."""
     params: dict[str, Any] = msgspec.structs.asdict(email)
     for name in (*_JSON_COLUMNS, "metadata"):
         value = params[name]
@@ -132,7 +134,9 @@ async def accept_email(
         outbox_subject=outbox_subject,
         payload=payload,
     )
-    cur = await conn.execute(_ACCEPT, params)
+    if schedule is not None:
+        params.update(msgspec.structs.asdict(schedule))
+    cur = await conn.execute(_ACCEPT if schedule is None else _ACCEPT_SCHEDULED, params)
     row = await cur.fetchone()
     assert row is not None  # `allowed` is always one row
     return Acceptance(domain_allowed=row["domain_allowed"], domain_verified=row["domain_verified"])
@@ -354,4 +358,100 @@ async def update_email_statuses(conn: Conn, updates: list[tuple[str, str, dateti
         " FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS u(id, status, last_event_at)"
         " WHERE e.id = u.id",
         ([u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates]),
+    )
+
+
+# ----------------------------------------------------------------------------- scheduling
+# A scheduled email's accept, cancel and reschedule (emails/scheduling.py). Its EmailQueued waits
+# in the kit's `outbox_scheduled` until `scheduled_at`; the relay takes it from there.
+
+
+class ScheduledAccept(msgspec.Struct, frozen=True, kw_only=True):
+    """What the accept statement writes besides a plain accept's rows for a scheduled email."""
+
+    not_before: datetime  # when the EmailQueued row may be published
+    scheduled_event_id: str  # the EmailScheduled event: the `scheduled` timeline entry's id too
+    scheduled_subject: str
+    scheduled_payload: bytes
+    scheduled_data: str  # the timeline entry's data, JSON text
+
+
+# The plain accept with three changes: the timeline entry is `scheduled` (the EmailScheduled's
+# id and data), the EmailQueued row goes to `outbox_scheduled` with `not_before`, and the
+# EmailScheduled row goes to the immediate outbox (webhooks hear of it at once). The plain
+# statement stays exactly as it was: a plain send pays nothing for scheduling.
+_PLAIN_TAIL = """), timeline AS (
+    INSERT INTO email_events (id, email_id, type, occurred_at, data)
+    SELECT %(event_id)s::text, email.id, 'queued', %(created_at)s::timestamptz, '{}' FROM email
+), queued AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea FROM email
+    ON CONFLICT (event_id) DO NOTHING
+)"""
+_SCHEDULED_TAIL = """), timeline AS (
+    INSERT INTO email_events (id, email_id, type, occurred_at, data)
+    SELECT %(scheduled_event_id)s::text, email.id, 'scheduled', %(created_at)s::timestamptz,
+        %(scheduled_data)s::jsonb FROM email
+), queued AS (
+    INSERT INTO outbox_scheduled (event_id, subject, payload, not_before)
+    SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea, %(not_before)s::timestamptz FROM email
+    ON CONFLICT (event_id) DO NOTHING
+), scheduled AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT %(scheduled_event_id)s::text, %(scheduled_subject)s::text, %(scheduled_payload)s::bytea FROM email
+    ON CONFLICT (event_id) DO NOTHING
+)"""
+assert _ACCEPT.count(_PLAIN_TAIL) == 1, "the accept statement changed: update _SCHEDULED_TAIL with it"
+_ACCEPT_SCHEDULED = _ACCEPT.replace(_PLAIN_TAIL, _SCHEDULED_TAIL)
+
+
+class ScheduleLock(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    status: str
+
+
+async def lock_email_of(conn: Conn, tenant_id: str, mode: str, email_id: str) -> ScheduleLock | None:
+    """The tenant's email (of this key's mode), locked FOR UPDATE for a cancel or reschedule: the
+    projector moving it to `queued` and a concurrent cancel or reschedule wait for it (then read
+    what it committed). Lock order: the email, then its outbox_scheduled row (the relay takes
+    only the latter), so nothing waits in a cycle."""
+    return await fetch_one(
+        conn,
+        ScheduleLock,
+        "SELECT id, status FROM emails WHERE id = %s AND tenant_id = %s AND mode = %s FOR UPDATE",
+        (email_id, tenant_id, mode),
+    )
+
+
+async def record_canceled(conn: Conn, email_id: str, *, event_id: str, occurred_at: datetime) -> None:
+    """The email and every recipient `canceled`, with the `canceled` timeline entry, in one statement."""
+    await conn.execute(
+        """
+        WITH email AS (
+            UPDATE emails SET status = 'canceled', last_event_at = greatest(last_event_at, %(at)s)
+            WHERE id = %(email_id)s RETURNING id
+        ), recipients AS (
+            UPDATE email_recipients SET status = 'canceled', updated_at = now()
+            WHERE email_id IN (SELECT id FROM email)
+        )
+        INSERT INTO email_events (id, email_id, type, occurred_at, data)
+        SELECT %(event_id)s, id, 'canceled', %(at)s, '{}' FROM email
+        """,
+        {"email_id": email_id, "event_id": event_id, "at": occurred_at},
+    )
+
+
+async def record_rescheduled(
+    conn: Conn, email_id: str, *, event_id: str, occurred_at: datetime, data: dict[str, Any]
+) -> None:
+    """A new `scheduled` timeline entry (the reschedule's EmailScheduled) and the email's last event time."""
+    await conn.execute(
+        """
+        WITH email AS (
+            UPDATE emails SET last_event_at = greatest(last_event_at, %(at)s) WHERE id = %(email_id)s RETURNING id
+        )
+        INSERT INTO email_events (id, email_id, type, occurred_at, data)
+        SELECT %(event_id)s, id, 'scheduled', %(at)s, %(data)s FROM email
+        """,
+        {"email_id": email_id, "event_id": event_id, "at": occurred_at, "data": Jsonb(data)},
     )

@@ -20,7 +20,7 @@ MAX_TAGS = 10
 class SendEmail(Request, frozen=True, kw_only=True):
     # SPEC §2 fields a later version implements; until then they are refused with a clear message.
     __not_yet_supported__: ClassVar[frozenset[str]] = frozenset(
-        {"template", "attachments", "scheduled_at", "track_opens", "track_clicks", "stream"}
+        {"template", "attachments", "track_opens", "track_clicks", "stream"}
     )
     from_: str = msgspec.field(name="from")
     to: str | Addresses
@@ -34,6 +34,8 @@ class SendEmail(Request, frozen=True, kw_only=True):
     headers: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_CUSTOM_HEADERS)] = {}
     tags: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_TAGS)] = {}
     metadata: dict[str, Any] | None = None
+    # Scheduling: RFC 3339 with an offset, in the future and at most 30 days ahead (validation.py).
+    scheduled_at: datetime | None = None
 
 
 class EmailAccepted(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,8 +82,27 @@ class EmailDetail(EmailSummary, frozen=True, kw_only=True):
     html: str | msgspec.UnsetType | None = msgspec.UNSET
     text: str | msgspec.UnsetType | None = msgspec.UNSET
     headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
+    # Scheduling: when it is (or was) due to go out; null for an email sent at once.
+    scheduled_at: datetime | None = None
 
 
 class EmailList(msgspec.Struct, frozen=True, kw_only=True):
     data: list[EmailSummary]
     next_cursor: str | None
+
+
+# ----------------------------------------------------------------------------- scheduling
+
+
+class RescheduleEmail(Request, frozen=True, kw_only=True):
+    """`PATCH /v1/emails/{id}`: a new time for a scheduled email (same rules as at send)."""
+
+    scheduled_at: datetime
+
+
+class EmailSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    """A scheduled email after a reschedule (`scheduled`) or a cancel (`canceled`)."""
+
+    id: str
+    status: Literal["scheduled", "canceled"]
+    scheduled_at: datetime | None

@@ -18,6 +18,7 @@ from mailroom_kit.ids import has_prefix, new_id
 
 from mailroom_api.auth.service import Principal
 from mailroom_api.emails import repository as repo
+from mailroom_api.emails import scheduling
 from mailroom_api.emails.schemas import (
     EmailAccepted,
     EmailDetail,
@@ -42,9 +43,10 @@ def _check_tenant(principal: Principal) -> None:
 
 
 def _queued_event(principal: Principal, email_id: str, email: ValidEmail, now: datetime) -> events.EmailQueued:
+    scheduled_at = email.scheduled_at  # scheduling: published at that time, found by its derived id
     return events.EmailQueued(
-        event_id=new_id("evt"),
-        occurred_at=now,
+        event_id=new_id("evt") if scheduled_at is None else scheduling.queued_event_id(email_id),
+        occurred_at=now if scheduled_at is None else max(now, scheduled_at),
         tenant_id=principal.tenant_id,
         email_id=email_id,
         mode="test" if principal.mode == "test" else "live",
@@ -60,6 +62,7 @@ def _queued_event(principal: Principal, email_id: str, email: ValidEmail, now: d
         tags=email.tags,
         metadata=email.metadata,
         created_at=now,
+        scheduled_at=scheduled_at,
     )
 
 
@@ -81,7 +84,7 @@ def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: dateti
         headers=email.headers,
         tags=email.tags,
         metadata=email.metadata,
-        status="queued",
+        status="queued" if email.scheduled_at is None else "scheduled",
         created_at=now,
         last_event_at=now,
     )
@@ -107,12 +110,13 @@ async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_me
         event_id=queued.event_id,
         outbox_subject=subject_for(queued),
         payload=encode(queued),
+        schedule=None if email.scheduled_at is None else scheduling.scheduled_accept(queued, now),
     )
     if not accepted.domain_allowed:
         raise forbidden("from_domain_not_allowed", "this API key may only send from its own domain")
     if not accepted.domain_verified:
         raise forbidden("domain_not_verified", f"{email.sender.domain} is not a verified domain of this account")
-    return EmailAccepted(id=email_id, status="queued", created_at=now)
+    return EmailAccepted(id=email_id, status="queued" if email.scheduled_at is None else "scheduled", created_at=now)
 
 
 def _summary_fields(row: repo.EmailRow) -> dict[str, Any]:
@@ -141,14 +145,15 @@ async def get_email(conn: Conn, principal: Principal, email_id: str, *, include_
         Recipient(email=r.address, type=r.type, status=r.status)  # type: ignore[arg-type]  # CHECKed column
         for r in await repo.get_recipients(conn, email_id)
     ]
-    timeline = [
-        TimelineEvent(id=e.id, type=e.type, occurred_at=e.occurred_at, data=e.data)
-        for e in await repo.get_timeline(conn, email_id)
-    ]
+    timeline_rows = await repo.get_timeline(conn, email_id)
+    timeline = [TimelineEvent(id=e.id, type=e.type, occurred_at=e.occurred_at, data=e.data) for e in timeline_rows]
     content: dict[str, Any] = {}
     if include_content:
         content = {"html": row.html, "text": row.text, "headers": row.headers}
-    return EmailDetail(**_summary_fields(row), recipients=recipients, events=timeline, **content)
+    scheduled_at = scheduling.scheduled_at_of(timeline_rows)
+    return EmailDetail(
+        **_summary_fields(row), recipients=recipients, events=timeline, **content, scheduled_at=scheduled_at
+    )
 
 
 def _decode_cursor(cursor: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -60,6 +61,7 @@ class ValidEmail:
     headers: dict[str, str]
     tags: dict[str, str]
     metadata: dict[str, Any] | None
+    scheduled_at: datetime | None = None  # aware, UTC; None: send at once
 
 
 def parse_address(value: str, param: str) -> ParsedAddress:
@@ -192,6 +194,31 @@ def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
         headers=_headers(req.headers),
         tags=_tags(req.tags),
         metadata=metadata,
+        scheduled_at=check_scheduled_at(req.scheduled_at),
     )
     check_message_size(email, max_message_bytes)
     return email
+
+
+# ----------------------------------------------------------------------------- scheduling
+
+# How far ahead an email may be scheduled, and how far in the past a `scheduled_at` may be (a
+# client clock a little ahead of ours): such an email is accepted as scheduled and sent at once.
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+SCHEDULE_CLOCK_SKEW = timedelta(seconds=60)
+
+
+def check_scheduled_at(value: datetime | None, *, now: datetime | None = None) -> datetime | None:
+    """`scheduled_at` (send and reschedule): it must carry an offset, lie in the future (less the
+    clock-skew allowance) and at most 30 days ahead; returned in UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise validation("scheduled_at needs a UTC offset (RFC 3339), e.g. 2030-01-01T09:00:00Z", "scheduled_at")
+    now = now or datetime.now(UTC)
+    at = value.astimezone(UTC)
+    if at < now - SCHEDULE_CLOCK_SKEW:
+        raise validation("scheduled_at is in the past", "scheduled_at")
+    if at > now + MAX_SCHEDULE_AHEAD:
+        raise validation(f"scheduled_at is more than {MAX_SCHEDULE_AHEAD.days} days ahead", "scheduled_at")
+    return at
