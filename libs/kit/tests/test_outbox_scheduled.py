@@ -165,7 +165,7 @@ async def test_cancel_at_the_due_moment_is_either_sent_or_canceled_never_both(sp
     async def cancel(event_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
         async with space.pool.connection() as conn, conn.transaction():
-            outcomes[event_id] = await outbox.cancel_scheduled(conn, event_id)
+            outcomes[event_id] = await outbox.cancel_scheduled(conn, event_id) is not None
 
     async with running(relays[0]), running(relays[1]):
         for _ in range(40):
