@@ -124,6 +124,8 @@ async def test_published_no_earlier_than_due_and_within_a_second_after(space: Sp
         now_id = await space.add()
         await until(lambda: now_id in space.arrived)
         assert sooner not in space.arrived and later not in space.arrived
+        while (await space.counts())[0]:  # the relay deletes the row once its ack is in
+            await asyncio.sleep(0.01)
         assert await space.counts() == (0, 2)  # waiting rows are not immediate backlog
         await until(lambda: later in space.arrived)
     for event_id, at in ((sooner, due[1]), (later, due[0])):
@@ -182,12 +184,36 @@ async def test_cancel_at_the_due_moment_is_either_sent_or_canceled_never_both(sp
     assert await space.counts() == (0, 0)
 
 
-async def test_a_full_immediate_outbox_does_not_starve_due_rows(space: Space) -> None:
-    due_id = await space.add(datetime.now(UTC) - timedelta(seconds=1))
+async def test_a_busy_immediate_outbox_does_not_starve_due_rows(space: Space) -> None:
+    # A backlog of immediate rows the relay needs many windows for (2 rows each): it never idles.
     async with space.pool.connection() as conn, conn.transaction():
-        for _ in range(20):
-            await outbox.add(conn, event(), schema=space.schema)
-    relay = space.relay(batch_size=8)  # 20 immediate rows: every window could be full of them
-    assert await relay.relay_once() == 9  # 8 immediate + the reserve (8 // 8 = 1) of due rows
-    await until(lambda: due_id in space.arrived)
-    assert await space.counts() == (12, 0)
+        cur = await conn.execute(
+            "INSERT INTO outbox (event_id, subject, payload)"
+            " SELECT 'evt_backlog_' || %s || '_' || g, %s, 'x' FROM generate_series(1, 1500) g RETURNING event_id",
+            (secrets.token_hex(4), DOMAIN_CREATED),
+        )
+        backlog = [row["event_id"] for row in await cur.fetchall()]
+    relay = space.relay(batch_size=2, idle_poll_seconds=30.0)
+    async with running(relay):
+        await asyncio.sleep(0.05)  # the relay is in its busy loop now
+        due = datetime.now(UTC) + timedelta(seconds=0.15)
+        due_id = await space.add(due)
+        await until(lambda: due_id in space.arrived)
+        assert 0 <= space.arrived[due_id] - due.timestamp() < 1.0
+        await until(lambda: set(backlog) <= set(space.arrived), timeout=60)
+    # It went out in the middle of the backlog, not after it.
+    assert space.arrived[due_id] < max(space.arrived[e] for e in backlog)
+
+
+async def test_the_immediate_window_is_the_one_it_always_was(space: Space) -> None:
+    """Scheduling costs the immediate outbox nothing: its window is still the one plain SELECT."""
+    assert outbox._IMMEDIATE == (
+        "SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+    )
+    due_id = await space.add(datetime.now(UTC) - timedelta(seconds=1))
+    now_id = await space.add()
+    relay = space.relay()
+    assert await relay.relay_once() == 1  # the immediate row only
+    assert await relay.relay_due_once() == 1  # the due one
+    await until(lambda: {due_id, now_id} <= set(space.arrived))
+    assert await space.counts() == (0, 0)

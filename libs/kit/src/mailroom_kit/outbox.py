@@ -19,16 +19,18 @@ failed one on retry: ordering is best-effort, as consumers already assume (they 
 messages concurrently and rank status so that late events never move it back).
 
 Scheduled rows: `add(..., not_before=t)` writes to `outbox_scheduled` instead (kit migration 0002),
-an event to publish no earlier than `t` (by the database's clock). Each window takes the immediate
-rows first, exactly as before, then fills the rest of the window with due scheduled rows (at least
-`batch_size // 8` of them, so a saturated immediate outbox cannot starve them), all in the one
-statement and under the same `FOR UPDATE SKIP LOCKED`. The same statement says how long until the
-next scheduled row is due, and `run` sleeps no longer than that: no timer in memory is the truth,
-every window recomputes it from the table, and a restart simply finds the due rows. The owner of
-a scheduled row cancels it (`cancel_scheduled`: DELETE) or moves it (`reschedule`: UPDATE, with a
-NOTIFY so the relays recompute their wait) under that same row lock, inside its own transaction:
-while a relay holds the row (publishing it) the owner waits and then finds it gone, so a row is
-either published or canceled, never both.
+an event to publish no earlier than `t` (by the database's clock). The immediate window is exactly
+what it always was (same statement, same cost); due scheduled rows are taken by a window of their
+own (`relay_due_once`, the same `FOR UPDATE SKIP LOCKED`), which also says how long until the next
+one is due. `run` takes that window when the last one said a row is due now, and otherwise at most
+every `schedule_check_seconds` after a wake-up (a NOTIFY or the poll: every schedule change
+NOTIFYs), between immediate windows too, so a busy outbox cannot starve it; and it sleeps no longer
+than until the next due row. No timer in memory is the truth: each scheduled window recomputes it
+from the table, and a restart simply finds the due rows. The owner of a scheduled row cancels it
+(`cancel_scheduled`: DELETE) or moves it (`reschedule`: UPDATE + NOTIFY, so the relays recompute
+their wait) under that same row lock, inside its own transaction: while a relay holds the row
+(publishing it) the owner waits and then finds it gone, so a row is either published or canceled,
+never both.
 """
 
 from __future__ import annotations
@@ -102,32 +104,26 @@ async def reschedule(conn: Conn, event: Event, *, schema: str, not_before: datet
     return await cur.fetchone() is not None
 
 
-# Every window: the immediate rows first (the query and order they always had), then the due
-# scheduled rows in what is left of the window (at least `reserve`), then one row saying how many
-# seconds until the next scheduled row that is not due yet (NULL: none), all by the database clock.
-_WINDOW = """
-WITH immediate AS (
-    SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED
-), due AS (
+_IMMEDIATE = "SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+
+# A scheduled window: the due rows (oldest time first; `statement_timestamp()` is stable, so the
+# index on (not_before, id) bounds both scans), then one row saying how many seconds until the
+# next row that is not due yet (NULL: none), by the database's clock.
+_DUE = """
+WITH due AS (
     SELECT id, event_id, subject, payload FROM outbox_scheduled
-    WHERE not_before <= clock_timestamp()
-    ORDER BY not_before, id
-    LIMIT greatest(%(n)s - (SELECT count(*) FROM immediate), %(reserve)s)
-    FOR UPDATE SKIP LOCKED
+    WHERE not_before <= statement_timestamp()
+    ORDER BY not_before, id LIMIT %(n)s FOR UPDATE SKIP LOCKED
 )
-SELECT id, event_id, subject, payload, false AS scheduled, NULL::float8 AS wait FROM immediate
+SELECT id, event_id, subject, payload, NULL::float8 AS wait FROM due
 UNION ALL
-SELECT id, event_id, subject, payload, true, NULL FROM due
-UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, extract(epoch FROM min(not_before) - clock_timestamp())::float8
-FROM outbox_scheduled WHERE not_before > clock_timestamp()
-ORDER BY scheduled NULLS LAST, id
+SELECT NULL, NULL, NULL, NULL, extract(epoch FROM min(not_before) - statement_timestamp())::float8
+FROM outbox_scheduled WHERE not_before > statement_timestamp()
 """
 
 
 # nats-py lets 4,000 asynchronous publishes be pending per JetStream context; a window stays
-# well below that (a window holds at most MAX_WINDOW + MAX_WINDOW // 8 rows), so `publish_async`
-# never has to wait for a slot.
+# well below that, so `publish_async` never has to wait for a slot.
 MAX_WINDOW = 1000
 
 
@@ -152,6 +148,7 @@ class OutboxRelay:
         batch_size: int = 256,
         idle_poll_seconds: float = 1.0,
         ack_timeout_seconds: float = 5.0,
+        schedule_check_seconds: float = 0.25,
     ) -> None:
         if not 1 <= batch_size <= MAX_WINDOW:
             raise ValueError(f"batch_size must be 1..{MAX_WINDOW}")
@@ -162,38 +159,80 @@ class OutboxRelay:
         self._batch = batch_size
         self._idle = idle_poll_seconds
         self._ack_timeout = ack_timeout_seconds
-        self._reserve = max(1, batch_size // 8)
-        # Seconds until the next scheduled row is due, as the last window saw it (None: none).
-        self.next_due_seconds: float | None = None
+        self._schedule_check = schedule_check_seconds
+        # The scheduled rows, as the last scheduled window saw them: the loop time the next one
+        # is due (None: none), when that window ran, and whether a wake-up since asks for another.
+        self._due_at: float | None = None
+        self._checked_at = -float("inf")
+        self._check_asked = True
 
     async def relay_once(self) -> int:
-        """Publish one window and delete the rows JetStream acknowledged; return how many.
+        """Publish one window of immediate rows and delete the rows JetStream acknowledged;
+        return how many.
 
         Raises `RelayIncomplete` (after committing the deletes of the acknowledged rows) when
         any publish of the window failed, so that `run` backs off instead of spinning."""
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(_WINDOW, {"n": self._batch, "reserve": self._reserve})
-            *rows, wait = await cur.fetchall()  # the aggregate's row, last, is always there
-            self.next_due_seconds = wait["wait"]
+            cur = await conn.execute(_IMMEDIATE, (self._batch,))
+            rows = await cur.fetchall()
             if not rows:
                 return 0
             acked, error = await self._publish_window(rows)
-            # The two tables number their rows independently: split by the row's table.
-            immediate_ids = [row["id"] for row in acked if not row["scheduled"]]
-            scheduled_ids = [row["id"] for row in acked if row["scheduled"]]
-            if scheduled_ids:
-                await conn.execute(
-                    "WITH gone AS (DELETE FROM outbox WHERE id = ANY(%s)) "
-                    "DELETE FROM outbox_scheduled WHERE id = ANY(%s)",
-                    (immediate_ids, scheduled_ids),
-                )
-            elif immediate_ids:
-                await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", (immediate_ids,))
+            if acked:
+                await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([row["id"] for row in acked],))
+        return self._count(acked, rows, error)
+
+    async def relay_due_once(self) -> int:
+        """Publish one window of due scheduled rows, delete the acknowledged ones and learn when
+        the next row is due; return how many were relayed (`RelayIncomplete` as `relay_once`)."""
+        loop = asyncio.get_running_loop()
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(_DUE, {"n": self._batch})
+            result = await cur.fetchall()
+            rows = [row for row in result if row["id"] is not None]
+            [wait] = [row["wait"] for row in result if row["id"] is None]  # the aggregate's one row
+            self._checked_at = loop.time()
+            self._check_asked = False
+            # A full window may leave more due rows: look again at once.
+            self._due_at = self._checked_at if len(rows) == self._batch else None
+            if wait is not None and self._due_at is None:
+                self._due_at = self._checked_at + wait
+            if not rows:
+                return 0
+            acked, error = await self._publish_window(rows)
+            if acked:
+                await conn.execute("DELETE FROM outbox_scheduled WHERE id = ANY(%s)", ([row["id"] for row in acked],))
+            if len(acked) < len(rows):  # the rest is still due: retried after the back-off
+                self._due_at = self._checked_at
+        return self._count(acked, rows, error)
+
+    def _count(self, acked: list[dict[str, Any]], rows: list[dict[str, Any]], error: BaseException | None) -> int:
         if acked:
             OUTBOX_PUBLISHED.labels(schema=self._schema).inc(len(acked))
         if len(acked) < len(rows):
             raise RelayIncomplete(relayed=len(acked), failed=len(rows) - len(acked), error=error)
         return len(acked)
+
+    def _scheduled_window_due(self, now: float) -> bool:
+        if self._due_at is not None and now >= self._due_at:
+            return True
+        return self._check_asked and now >= self._checked_at + self._schedule_check
+
+    async def _relay_due_if_time(self) -> int:
+        if not self._scheduled_window_due(asyncio.get_running_loop().time()):
+            return 0
+        return await self.relay_due_once()
+
+    def _idle_wait(self) -> float:
+        """How long to wait for a NOTIFY after an empty window: the poll interval, or less when
+        a scheduled row falls due sooner, or a scheduled window was asked for but not yet taken."""
+        now = asyncio.get_running_loop().time()
+        wait = self._idle
+        if self._due_at is not None:
+            wait = min(wait, self._due_at - now)
+        if self._check_asked:
+            wait = min(wait, self._checked_at + self._schedule_check - now)
+        return max(0.0, wait)
 
     async def _publish_window(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], BaseException | None]:
         """Publish every row, then await the acks: (the acknowledged rows, first error)."""
@@ -226,13 +265,6 @@ class OutboxRelay:
                 acked.append(row)
         return acked, error
 
-    def _idle_wait(self) -> float:
-        """How long to wait for a NOTIFY after an empty window: the poll interval, or less when
-        a scheduled row falls due sooner (the timer is recomputed after every window)."""
-        if self.next_due_seconds is None:
-            return self._idle
-        return min(self._idle, max(0.0, self.next_due_seconds))
-
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set (returns at once); woken by NOTIFY, polling as a fallback,
         and at the moment the next scheduled row falls due."""
@@ -240,7 +272,13 @@ class OutboxRelay:
             while not stop.is_set():
                 waker.clear()  # before looking: a commit during the batch wakes the next wait
                 try:
-                    while await self.relay_once():
+                    while True:
+                        relayed = await self.relay_once()
+                        if relayed:  # new commits, maybe a schedule change among them
+                            self._check_asked = True
+                        relayed += await self._relay_due_if_time()
+                        if not relayed:
+                            break
                         if stop.is_set():
                             return
                 except Exception as exc:  # NATS or Postgres down: keep rows, retry shortly
@@ -248,3 +286,6 @@ class OutboxRelay:
                     await sleep_until_stopped(stop, 1.0)
                     continue
                 await waker.wait(self._idle_wait())
+                # Any wake-up (a NOTIFY: every schedule change sends one; the poll; a due time)
+                # asks for a scheduled window, taken at most every `schedule_check_seconds`.
+                self._check_asked = True
