@@ -151,9 +151,10 @@ def test_lifecycle_subjects_exclude_internal_ones() -> None:
     assert subjects.EMAIL_QUEUED not in subjects.EMAIL_LIFECYCLE
 
 
-def test_scheduling_events_are_lifecycle_and_the_email_log_follows_queued() -> None:
+def test_scheduling_events_are_lifecycle_and_the_email_log_does_not_follow_queued() -> None:
     assert {subjects.EMAIL_SCHEDULED, subjects.EMAIL_CANCELED} <= set(subjects.EMAIL_LIFECYCLE)
-    assert subjects.EMAIL_QUEUED in streams.API_EMAIL_LOG.filter_subjects  # scheduled → queued
+    # A plain send costs the email log nothing more: it does not follow EmailQueued.
+    assert subjects.EMAIL_QUEUED not in streams.API_EMAIL_LOG.filter_subjects
     for subject in streams.API_EMAIL_LOG.filter_subjects + streams.WEBHOOKS_EMAIL.filter_subjects:
         assert subject.startswith("mailroom.email.") and subject != subjects.EMAIL_PROVIDER_ACCEPTED
     # An EmailQueued of an older producer (no scheduled_at) still decodes: not scheduled.

@@ -217,3 +217,26 @@ async def test_the_immediate_window_is_the_one_it_always_was(space: Space) -> No
     assert await relay.relay_due_once() == 1  # the due one
     await until(lambda: {due_id, now_id} <= set(space.arrived))
     assert await space.counts() == (0, 0)
+
+
+async def test_the_owner_records_the_publish_in_the_relays_transaction(space: Space) -> None:
+    seen: list[list[str]] = []
+    fail = True
+
+    async def on_relayed(conn: object, event_ids: list[str]) -> None:
+        seen.append(event_ids)
+        if fail:
+            raise RuntimeError("the owner's write failed")
+
+    first = await space.add(datetime.now(UTC) - timedelta(seconds=1))
+    relay = outbox.OutboxRelay(
+        space.pool, space.js, url=space.url, schema=space.schema, on_scheduled_relayed=on_relayed
+    )
+    with pytest.raises(RuntimeError):
+        await relay.relay_due_once()
+    assert await space.counts() == (0, 1)  # nothing committed: the row is still there ...
+    fail = False
+    assert await relay.relay_due_once() == 1  # ... and published again (JetStream drops the copy)
+    assert seen == [[first], [first]]
+    assert await space.counts() == (0, 0)
+    assert await relay.relay_once() == 0 and seen == [[first], [first]]  # immediate rows: no call

@@ -78,10 +78,9 @@ SENDER_PROVIDER_ACCEPTED = ConsumerSpec(
 API_EMAIL_LOG = ConsumerSpec(
     durable="api-email-log",
     stream=EMAIL_STREAM.name,
-    # EMAIL_QUEUED: a scheduled email moves from `scheduled` to `queued` when its EmailQueued is
-    # published (the projector ignores the others' without a transaction: their `queued` entry
-    # was written at accept).
-    filter_subjects=[subjects.EMAIL_QUEUED, *subjects.EMAIL_LIFECYCLE],
+    # Not EMAIL_QUEUED: a plain email's `queued` entry is written at accept, and a scheduled one
+    # moves to `queued` in the api relay's own transaction (emails/scheduling.mark_queued).
+    filter_subjects=list(subjects.EMAIL_LIFECYCLE),
     description="api: projects lifecycle events into the email log read model",
 )
 API_DOMAINS = ConsumerSpec(

@@ -26,7 +26,9 @@ one is due. `run` takes that window when the last one said a row is due now, and
 every `schedule_check_seconds` after a wake-up (a NOTIFY or the poll: every schedule change
 NOTIFYs), between immediate windows too, so a busy outbox cannot starve it; and it sleeps no longer
 than until the next due row. No timer in memory is the truth: each scheduled window recomputes it
-from the table, and a restart simply finds the due rows. The owner of a scheduled row cancels it
+from the table, and a restart simply finds the due rows. `on_scheduled_relayed` lets the owner
+record, in the very transaction that deletes the published rows, that they were published. The
+owner of a scheduled row cancels it
 (`cancel_scheduled`: DELETE) or moves it (`reschedule`: UPDATE + NOTIFY, so the relays recompute
 their wait) under that same row lock, inside its own transaction: while a relay holds the row
 (publishing it) the owner waits and then finds it gone, so a row is either published or canceled,
@@ -36,6 +38,7 @@ never both.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -137,6 +140,13 @@ class RelayIncomplete(Exception):
         self.error = error
 
 
+# Called in a scheduled window's transaction, after the DELETE of the acknowledged rows and before
+# the commit, with their event ids: the owner records "published" atomically with it (the api
+# moves those emails from `scheduled` to `queued`). If it raises, nothing of the window commits
+# and the rows are published again (JetStream drops the copies).
+OnScheduledRelayed = Callable[[Conn, list[str]], Awaitable[None]]
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -149,6 +159,7 @@ class OutboxRelay:
         idle_poll_seconds: float = 1.0,
         ack_timeout_seconds: float = 5.0,
         schedule_check_seconds: float = 0.25,
+        on_scheduled_relayed: OnScheduledRelayed | None = None,
     ) -> None:
         if not 1 <= batch_size <= MAX_WINDOW:
             raise ValueError(f"batch_size must be 1..{MAX_WINDOW}")
@@ -160,6 +171,7 @@ class OutboxRelay:
         self._idle = idle_poll_seconds
         self._ack_timeout = ack_timeout_seconds
         self._schedule_check = schedule_check_seconds
+        self._on_scheduled_relayed = on_scheduled_relayed
         # The scheduled rows, as the last scheduled window saw them: the loop time the next one
         # is due (None: none), when that window ran, and whether a wake-up since asks for another.
         self._due_at: float | None = None
@@ -202,6 +214,8 @@ class OutboxRelay:
             acked, error = await self._publish_window(rows)
             if acked:
                 await conn.execute("DELETE FROM outbox_scheduled WHERE id = ANY(%s)", ([row["id"] for row in acked],))
+                if self._on_scheduled_relayed is not None:
+                    await self._on_scheduled_relayed(conn, [row["event_id"] for row in acked])
             if len(acked) < len(rows):  # the rest is still due: retried after the back-off
                 self._due_at = self._checked_at
         return self._count(acked, rows, error)

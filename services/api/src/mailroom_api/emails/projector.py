@@ -30,8 +30,6 @@ Result = Literal["applied", "unchanged", "duplicate", "not_yet_known"]
 
 
 def _timeline_data(event: events.EmailEvent) -> dict[str, Any]:
-    if isinstance(event, events.EmailQueued):  # scheduled → queued: never the message itself
-        return {}
     data: dict[str, Any] = msgspec.to_builtins(event)
     for common in _COMMON_FIELDS:
         data.pop(common, None)
@@ -121,11 +119,7 @@ async def project_email_events(rt: Runtime, items: list[BatchItem]) -> None:
     """The batch handler: one transaction for every lifecycle event of the fetch."""
     lifecycle: list[BatchItem] = []
     for item in items:
-        if isinstance(item.event, events.EmailQueued) and item.event.scheduled_at is None:
-            # Scheduling: only a scheduled email's EmailQueued moves it (to `queued`); every other
-            # email's `queued` entry and status were written at accept. Nothing to do, no transaction.
-            item.note(result="unchanged")
-        elif isinstance(item.event, events.EmailEvent):
+        if isinstance(item.event, events.EmailEvent):
             lifecycle.append(item)
         else:
             # The consumer follows lifecycle subjects only; anything else there is a bug upstream.

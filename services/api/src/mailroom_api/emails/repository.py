@@ -411,10 +411,9 @@ class ScheduleLock(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def lock_email_of(conn: Conn, tenant_id: str, mode: str, email_id: str) -> ScheduleLock | None:
-    """The tenant's email (of this key's mode), locked FOR UPDATE for a cancel or reschedule: the
-    projector moving it to `queued` and a concurrent cancel or reschedule wait for it (then read
-    what it committed). Lock order: the email, then its outbox_scheduled row (the relay takes
-    only the latter), so nothing waits in a cycle."""
+    """The tenant's email (of this key's mode), locked FOR UPDATE for a cancel or reschedule. Lock
+    order everywhere: the outbox_scheduled row first, then the email (the relay's transaction locks
+    the row, then `mark_queued` the email), so nothing waits in a cycle."""
     return await fetch_one(
         conn,
         ScheduleLock,
@@ -454,4 +453,29 @@ async def record_rescheduled(
         SELECT %(event_id)s, id, 'scheduled', %(at)s, %(data)s FROM email
         """,
         {"email_id": email_id, "event_id": event_id, "at": occurred_at, "data": Jsonb(data)},
+    )
+
+
+async def mark_queued(conn: Conn, email_ids: list[str], event_ids: list[str]) -> None:
+    """Scheduled emails whose EmailQueued (`event_ids`, in the same order) was just relayed:
+    `scheduled → queued` for the email and its recipients, and the `queued` timeline entry (keyed by
+    the event id, so a window that is redone adds nothing). Emails first, then recipients, as
+    every other writer locks them."""
+    await conn.execute(
+        "UPDATE emails SET status = 'queued', last_event_at = greatest(last_event_at, now())"
+        " WHERE id = ANY(%s) AND status = 'scheduled'",
+        (email_ids,),
+    )
+    await conn.execute(
+        "UPDATE email_recipients SET status = 'queued', updated_at = now()"
+        " WHERE email_id = ANY(%s) AND status = 'scheduled'",
+        (email_ids,),
+    )
+    await conn.execute(
+        "INSERT INTO email_events (id, email_id, type, occurred_at, data)"
+        " SELECT u.event_id, u.email_id, 'queued', now(), '{}'"
+        " FROM unnest(%s::text[], %s::text[]) AS u(event_id, email_id)"
+        " JOIN emails e ON e.id = u.email_id"
+        " ON CONFLICT (id) DO NOTHING",
+        (event_ids, email_ids),
     )

@@ -9,11 +9,17 @@ from the table after every window: restarts lose nothing), and the email log the
 to `queued` (emails/projector.py). The EmailQueued's id is derived from the email id
 (`queued_event_id`), so a cancel or reschedule finds its row without storing anything more.
 
-Cancel and reschedule run in the caller's transaction: they lock the email row, then act on the
-outbox_scheduled row under the row lock the relay takes (`FOR UPDATE SKIP LOCKED` there). While a
-relay is publishing the row they wait for its commit and find it gone: "sending has begun", 409.
-So at the due moment an email is either sent or canceled, never both, and a reschedule never
-moves an email that already went out.
+The relay publishes the row when it is due and, in the same transaction that deletes it, moves
+the email to `queued` (`mark_queued`, its `on_scheduled_relayed` hook): `scheduled` means exactly
+"its EmailQueued has not gone out", and a plain send costs the email log nothing more.
+
+Cancel and reschedule run in the caller's transaction: they first take the outbox_scheduled row
+under the row lock the relay takes (`FOR UPDATE SKIP LOCKED` there), then the email row, the order
+the relay's transaction locks them in. While a relay is publishing the row they wait for its
+commit and find it gone (and the email `queued`): "sending has begun", 409. So at the due moment an
+email is either sent or canceled, never both, and a reschedule never moves an email that already
+went out. Another tenant's id finds no email: 404, and the transaction (which may have touched
+the row) rolls back.
 """
 
 from __future__ import annotations
@@ -95,24 +101,31 @@ def _conflict(message: str) -> ApiError:
     return ApiError(409, "conflict", message)
 
 
-async def _locked_scheduled(conn: Conn, principal: Principal, email_id: str, action: str) -> None:
+async def _check_scheduled(
+    conn: Conn, principal: Principal, email_id: str, action: str, payload: bytes | None
+) -> bytes:
+    """After the outbox row was taken (`payload`, None: there is none): the tenant's email, still
+    scheduled. Any refusal raises, so the caller's transaction rolls back whatever it did to the row."""
     email = await repo.lock_email_of(conn, principal.tenant_id, principal.mode, email_id)
     if email is None:
         raise not_found("email")
     if email.status != "scheduled":
         raise _conflict(f"only a scheduled email can be {action}; this one is {email.status}")
+    if payload is None:  # cannot be while it is `scheduled` (the relay moves both at once)
+        raise _conflict("sending has begun")
+    return payload
 
 
-_SENDING_BEGAN = "the email's time has come and sending has begun"
+async def mark_queued(conn: Conn, event_ids: list[str]) -> None:
+    """The relay's `on_scheduled_relayed`: these scheduled EmailQueued events were published."""
+    await repo.mark_queued(conn, ["msg_" + e.removeprefix("evt_") for e in event_ids], event_ids)
 
 
 async def cancel_email(conn: Conn, principal: Principal, email_id: str) -> EmailSchedule:
     """Cancel a scheduled email that has not gone out (in the caller's transaction): its
     EmailQueued row deleted, status `canceled`, and an EmailCanceled event (webhook `email.canceled`)."""
-    await _locked_scheduled(conn, principal, email_id, "canceled")
     payload = await outbox.cancel_scheduled(conn, queued_event_id(email_id))
-    if payload is None:
-        raise _conflict(_SENDING_BEGAN)
+    payload = await _check_scheduled(conn, principal, email_id, "canceled", payload)
     queued = decode(payload, events.EmailQueued)
     now = datetime.now(UTC)
     canceled = events.EmailCanceled(
@@ -134,10 +147,8 @@ async def reschedule_email(conn: Conn, principal: Principal, email_id: str, sche
     entry, and another EmailScheduled event (webhook `email.scheduled` with the new time)."""
     at = check_scheduled_at(scheduled_at)
     assert at is not None
-    await _locked_scheduled(conn, principal, email_id, "rescheduled")
     payload = await outbox.scheduled_payload(conn, queued_event_id(email_id))
-    if payload is None:
-        raise _conflict(_SENDING_BEGAN)
+    payload = await _check_scheduled(conn, principal, email_id, "rescheduled", payload)
     now = datetime.now(UTC)
     queued = decode(payload, events.EmailQueued)
     queued = msgspec.structs.replace(queued, occurred_at=max(now, at), scheduled_at=at)

@@ -1,8 +1,8 @@
 """The email status ranking. Status only moves forward (SES/SNS deliver out of order): a late
 `delivered` never overwrites `bounced` or `complained`. `failed` is terminal and only replaces
-states in which nothing has reached a mailbox yet. `scheduled` comes before `queued` (its
-EmailQueued is published at its time); `canceled` is terminal and only replaces `scheduled`
-(a scheduled email can be canceled only before its EmailQueued was published)."""
+states in which nothing has reached a mailbox yet. `scheduled` comes before `queued` (the api's
+relay moves it when it publishes the EmailQueued: emails/scheduling.mark_queued); `canceled` is
+terminal and only replaces `scheduled` (a cancel is possible only before that)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ STATUS_RANK = {
 TERMINAL = frozenset({"failed", "canceled"})
 STATUSES = frozenset({*STATUS_RANK, *TERMINAL})
 EVENT_STATUS: dict[type[events.EmailEvent], str] = {
-    events.EmailQueued: "queued",
     events.EmailSent: "sent",
     events.EmailFailed: "failed",
     events.EmailDelivered: "delivered",
