@@ -41,7 +41,8 @@ async def test_migrations_apply_once_and_concurrently(database_url: str) -> None
     schema = f"kit_{secrets.token_hex(3)}"
     results = await asyncio.gather(*(migrate(database_url, schema, HERE) for _ in range(4)))
     applied = [r for r in results if r]
-    assert len(applied) == 1 and applied[0] == ["kit:0001_kit_outbox_inbox", "svc:0001_things"]
+    assert len(applied) == 1
+    assert applied[0] == ["kit:0001_kit_outbox_inbox", "kit:0002_outbox_not_before", "svc:0001_things"]
     assert await migrate(database_url, schema, HERE) == []
     async with await connect(database_url, schema) as conn:
         assert await pending(conn, schema, HERE) == []
