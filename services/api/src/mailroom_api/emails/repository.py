@@ -460,11 +460,12 @@ async def mark_queued(conn: Conn, email_ids: list[str], event_ids: list[str]) ->
     """Scheduled emails whose EmailQueued (`event_ids`, in the same order) was just relayed:
     `scheduled → queued` for the email and its recipients, and the `queued` timeline entry (keyed by
     the event id, so a window that is redone adds nothing). Emails first, then recipients, as
-    every other writer locks them."""
+    every other writer locks them, and the emails in id order, as the projector does (two
+    transactions locking the same emails in different orders could deadlock)."""
     await conn.execute(
         "UPDATE emails SET status = 'queued', last_event_at = greatest(last_event_at, now())"
-        " WHERE id = ANY(%s) AND status = 'scheduled'",
-        (email_ids,),
+        " WHERE id IN (SELECT id FROM emails WHERE id = ANY(%s) ORDER BY id FOR UPDATE) AND status = 'scheduled'",
+        (sorted(email_ids),),
     )
     await conn.execute(
         "UPDATE email_recipients SET status = 'queued', updated_at = now()"
