@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ class Group:
     counted: bool = True  # False: reported, but not in the pipeline's per-email sum (emulator, bench)
     children: bool = True  # False: the root processes only (the bench itself, whose children are the stack)
     _seen: dict[int, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # the Meter's sampling thread reads too
 
     def _procs(self) -> list[psutil.Process]:
         found: dict[int, psutil.Process] = {}
@@ -35,11 +37,12 @@ class Group:
     def cpu_seconds(self) -> float:
         """User + system CPU of every process of the group so far. A process that exits keeps the CPU
         it had at its last reading (so a child that exits mid-run is not dropped from the total)."""
-        for proc in self._procs():
-            with contextlib.suppress(psutil.Error):
-                t = proc.cpu_times()
-                self._seen[proc.pid] = t.user + t.system
-        return sum(self._seen.values())
+        with self._lock:
+            for proc in self._procs():
+                with contextlib.suppress(psutil.Error):
+                    t = proc.cpu_times()
+                    self._seen[proc.pid] = t.user + t.system
+            return sum(self._seen.values())
 
     def memory_bytes(self) -> int:
         """Proportional set size (PSS) summed over the group: shared pages (Postgres's shared buffers,
@@ -88,17 +91,33 @@ def children_cpu_seconds() -> float:
 
 
 class Meter:
-    """CPU of each group between `start()` and `stop()`."""
+    """CPU of each group between `start()` and `stop()`. The groups are read every
+    `sample_seconds` in between too, so a process that starts and exits inside the window (a
+    baseline client's Postgres backends) is counted up to its last reading instead of not at all."""
 
-    def __init__(self, groups: list[Group]) -> None:
+    def __init__(self, groups: list[Group], *, sample_seconds: float = 0.25) -> None:
         self.groups = groups
         self._start: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
+        self._sample = sample_seconds
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> Meter:
         self._start = {g.name: g.cpu_seconds() for g in self.groups}
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._sampling, name="meter", daemon=True)
+        self._thread.start()
         return self
 
+    def _sampling(self) -> None:
+        while not self._stopped.wait(self._sample):
+            for g in self.groups:
+                g.cpu_seconds()
+
     def stop(self) -> dict[str, float]:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
         self.seconds = {g.name: g.cpu_seconds() - self._start[g.name] for g in self.groups}
         return self.seconds

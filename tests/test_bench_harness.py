@@ -64,6 +64,29 @@ def test_cpu_of_a_busy_child_is_counted() -> None:
     assert group.memory_bytes() == 0  # gone: nothing left to count
 
 
+def test_a_process_that_starts_and_exits_inside_the_window_is_counted() -> None:
+    """A root whose short-lived child burns CPU and exits before `stop()` (the shape of a baseline
+    client's Postgres backends): the sampling meter still counts it."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "time.sleep(0.3)\n"
+            "subprocess.run([sys.executable, '-c', "
+            "'import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.6: pass'])\n"
+            "time.sleep(5)",
+        ]
+    )
+    try:
+        meter = Meter([Group("tree", lambda: [parent.pid])], sample_seconds=0.1).start()
+        time.sleep(2.5)  # the child has come and gone
+        assert meter.stop()["tree"] >= 0.4
+    finally:
+        parent.kill()
+        parent.wait()
+
+
 def test_helpers() -> None:
     assert pct([5.0, 1.0, 3.0, 2.0, 4.0], 0.5) == 3.0 and pct([], 0.99) == 0.0
     assert 1900 < len(html_2kb()) <= 2048

@@ -396,3 +396,32 @@ async def test_every_reserved_header_is_refused_before_acceptance(
     resp = await client.post("/v1/emails", json=body, headers=bearer(world.tenant.live))
     assert_error(resp, 422, "validation_error", f"headers.{name}")
     assert await snapshot_counts(runtime) == before
+
+
+# What a single send refuses about the email itself is, in a batch, that item's error (the same code
+# and param); what is about the caller (authentication, the tenant's status) refuses the whole batch.
+ITEM_ERRORS = {"validation_error", "payload_too_large", "domain_not_verified", "from_domain_not_allowed"}
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+async def test_a_batch_item_is_refused_as_a_single_send_is(
+    case: str, world: World, runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    _, token, body, status, code, param = next(c for c in _json_cases(world) if c[0] == case)
+    good = email(f"Acme <hello@{world.verified}>")
+    before = await snapshot_counts(runtime)
+    resp = await client.post("/v1/emails/batch", json={"emails": [body, good]}, headers=bearer(token))
+    if "\\u0000" in msgspec.json.encode(body).decode():
+        # NUL is refused in the body as a whole, before any item is looked at: the absolute path.
+        assert_error(resp, 422, "validation_error", f"emails[0].{param}")
+        assert await snapshot_counts(runtime) == before
+    elif code in ITEM_ERRORS:
+        assert resp.status_code == 200, resp.text
+        refused, accepted = resp.json()["data"]
+        assert (refused["index"], refused["error"], refused["param"]) == (0, code, param)
+        assert accepted["status"] == "queued" and resp.json()["queued"] == 1
+        # The good item only (one row in each table: one recipient), nothing of the refused one.
+        assert await snapshot_counts(runtime) == tuple(n + 1 for n in before)
+    else:
+        assert_error(resp, status, code, param)
+        assert await snapshot_counts(runtime) == before

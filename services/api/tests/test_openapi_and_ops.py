@@ -21,6 +21,7 @@ EXPECTED = {
     ("/v1/api-keys/{key_id}", "delete"),
     ("/v1/emails", "post"),
     ("/v1/emails", "get"),
+    ("/v1/emails/batch", "post"),
     ("/v1/emails/{email_id}", "get"),
     ("/v1/emails/{email_id}", "patch"),
     ("/v1/emails/{email_id}/cancel", "post"),

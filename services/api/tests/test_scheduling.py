@@ -283,3 +283,38 @@ async def test_cancel_at_the_due_moment_is_sent_or_canceled_never_both(
     assert sent and canceled, "the race went one way only: the test did not exercise it"
     for email_id in ids:
         await until(lambda e=email_id: _status_is(client, tenant, e, "canceled" if e in canceled else "queued"))
+
+
+async def test_batch_items_and_keyed_sends_can_be_scheduled(
+    client: httpx.AsyncClient, runtime: Runtime, world: tuple[Tenant, Tenant, str], heard: Heard
+) -> None:
+    tenant, _, domain = world
+    when = at(1.0)
+    plain = {k: v for k, v in body(domain, None).items() if k != "scheduled_at"}
+    items = [plain, body(domain, rfc3339(when)), body(domain, "2020-01-01T00:00:00Z")]
+    resp = await client.post("/v1/emails/batch", json={"emails": items}, headers=bearer(tenant.live))
+    assert resp.status_code == 200, resp.text
+    data = resp.json()["data"]
+    assert [d.get("status") for d in data[:2]] == ["queued", "scheduled"]
+    assert (data[2]["error"], data[2]["param"]) == ("validation_error", "scheduled_at")
+    now_id, later_id = data[0]["id"], data[1]["id"]
+    # The same through the Idempotency-Key statement; its replay says `scheduled` again.
+    keyed_body = body(domain, rfc3339(when))
+    headers = {**bearer(tenant.live), "Idempotency-Key": f"sched-{later_id}"}
+    first = await client.post("/v1/emails", json=keyed_body, headers=headers)
+    again = await client.post("/v1/emails", json=keyed_body, headers=headers)
+    assert first.status_code == again.status_code == 202 and again.headers.get("idempotent-replayed") == "true"
+    assert first.json() == again.json() and first.json()["status"] == "scheduled"
+    keyed_id = first.json()["id"]
+    for email_id in (later_id, keyed_id):
+        got = await detail(client, tenant, email_id)
+        assert got["status"] == "scheduled" and [e["type"] for e in got["events"]] == ["scheduled"]
+        assert got["events"][0]["data"] == {"scheduled_at": rfc3339(when)}
+    await until(lambda: _async(bool(heard.of(EmailQueued, now_id))))
+    for email_id in (later_id, keyed_id):
+        await until(lambda e=email_id: _async(bool(heard.of(EmailScheduled, e))))
+        await until(lambda e=email_id: _async(bool(heard.of(EmailQueued, e))), timeout=5)
+        arrived, queued = heard.of(EmailQueued, email_id)[0]
+        assert 0 <= arrived - when.timestamp() < 1.0 and queued.scheduled_at == when
+        await until(lambda e=email_id: _status_is(client, tenant, e, "queued"))
+    assert len(heard.of(EmailQueued, keyed_id)) == 1  # the replay wrote nothing

@@ -1,6 +1,6 @@
 """The accept path's shape: the body is decoded once (by the guard; the handler gets that very
-Struct), and the send handler resolves no dependencies (Litestar resolves several in an anyio
-TaskGroup per request)."""
+Struct), the send handler resolves no dependencies (Litestar resolves several in an anyio
+TaskGroup per request), and a send is one statement (an Idempotency-Key's replay adds one)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from api_testkit import bearer, make_tenant, serve
 from litestar.routes import HTTPRoute
 from mailroom_api.app import create_app
 from mailroom_kit.runtime import Runtime
+from psycopg import AsyncCursor
 
 SEND = {"from": "a@anything.test", "to": "b@example.test", "subject": "hi", "text": "t"}
 
@@ -48,3 +49,28 @@ async def test_sends_still_reach_the_log(client: httpx.AsyncClient, runtime: Run
     assert got.status_code == 200 and got.json()["recipients"] == [
         {"email": "b@example.test", "type": "to", "status": "queued"}
     ]
+
+
+async def test_a_send_is_one_statement_and_a_key_adds_one_only_to_replay(
+    client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = await make_tenant(runtime)
+    assert (await client.get("/v1/emails", headers=bearer(tenant.test))).status_code == 200  # key now cached
+    statements: list[str] = []
+    execute = AsyncCursor.execute
+
+    async def counted(self: AsyncCursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        text = str(query)
+        # Not the relay wake's (its own connection, after the commit), nor a key lookup (the
+        # cache may have expired under a slow machine).
+        if "pg_notify" not in text and "FROM api_keys" not in text:
+            statements.append(text.split()[0])
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncCursor, "execute", counted)
+    keyed = {**bearer(tenant.test), "Idempotency-Key": "one-statement"}
+    for headers, expected in ((bearer(tenant.test), ["WITH"]), (keyed, ["WITH"]), (keyed, ["WITH", "SELECT"])):
+        statements.clear()
+        resp = await client.post("/v1/emails", json=SEND, headers=headers)
+        assert resp.status_code == 202, resp.text
+        assert statements == expected, headers

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from mailroom_devstack.pytest_plugin import rollback_connection
 from mailroom_events import repository as repo
-from mailroom_kit.db import Conn
+from mailroom_kit.db import Conn, connect
 
 TOPIC = "arn:aws:sns:us-east-1:000000000000:mailroom-ses"
 
@@ -104,3 +104,43 @@ async def test_record_subscription_upserts_the_confirmation_time(conn: Conn) -> 
     cur = await conn.execute("SELECT confirmed_at, now() AS now FROM subscriptions WHERE topic_arn = %s", (topic,))
     rows = await cur.fetchall()
     assert len(rows) == 1 and rows[0]["confirmed_at"] == rows[0]["now"]
+
+
+async def test_purge_deletes_only_records_older_than_the_cutoff(conn: Conn) -> None:
+    old, recent = str(uuid.uuid4()), str(uuid.uuid4())
+    for message_id in (old, recent):
+        assert await repo.record_message(conn, message_id=message_id, topic_arn=TOPIC, type_="Notification")
+    await conn.execute("UPDATE sns_messages SET received_at = now() - interval '31 days' WHERE message_id = %s", (old,))
+    cutoff = datetime.now(UTC) - timedelta(days=30)
+    assert await repo.purge_sns_messages(conn, cutoff, 100) == 1
+    assert await message(conn, old) is None
+    assert await message(conn, recent) is not None
+    assert await repo.purge_sns_messages(conn, cutoff, 100) == 0
+
+
+async def test_record_message_writes_the_events_and_wakes_the_relay_in_one_statement(events_database: str) -> None:
+    channel = f"events_test_{uuid.uuid4().hex[:8]}"
+    listener = await connect(events_database, "events", autocommit=True)
+    writer = await connect(events_database, "events", autocommit=True)
+    try:
+        await listener.execute(f"LISTEN {channel}")
+        message_id, event_ids = str(uuid.uuid4()), [f"evt_{uuid.uuid4().hex}" for _ in range(2)]
+        rows = [(event_ids[0], "mailroom.email.bounced", b"one"), (event_ids[1], "mailroom.email.delivered", b"two")]
+        kwargs: dict[str, Any] = {"topic_arn": TOPIC, "type_": "Notification", "notify_channel": channel}
+        assert await repo.record_message(writer, message_id=message_id, outbox_rows=rows, **kwargs)
+        woke = [n.channel async for n in listener.notifies(timeout=2, stop_after=1)]
+        assert woke == [channel]
+        cur = await writer.execute(
+            "SELECT event_id, subject, payload FROM outbox WHERE event_id = ANY(%s) ORDER BY id", (event_ids,)
+        )
+        assert [(r["event_id"], r["subject"], bytes(r["payload"])) for r in await cur.fetchall()] == rows
+        # the same SNS message again: nothing written, nobody woken
+        again = [(f"evt_{uuid.uuid4().hex}", "mailroom.email.bounced", b"three")]
+        assert not await repo.record_message(writer, message_id=message_id, outbox_rows=again, **kwargs)
+        assert [n async for n in listener.notifies(timeout=0.5)] == []
+        cur = await writer.execute("SELECT count(*) AS n FROM outbox WHERE event_id = %s", (again[0][0],))
+        assert await cur.fetchone() == {"n": 0}
+    finally:
+        await writer.execute("DELETE FROM outbox WHERE subject LIKE 'mailroom.email.%%' AND payload IN ('one', 'two')")
+        await listener.close()
+        await writer.close()

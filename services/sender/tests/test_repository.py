@@ -278,3 +278,21 @@ async def test_mark_sent_unless_settled_settles_only_an_unsettled_row(conn: Conn
     failed_row = await repo.get(conn, failed)
     assert failed_row is not None and failed_row.state == "failed"
     assert await repo.mark_sent_unless_settled(conn, new_id("msg"), provider="ses", provider_message_id="x") is None
+
+
+async def test_purge_deletes_old_settled_deliveries_only(conn: Conn) -> None:
+    ids = {state: await new_delivery(conn) for state in ("sent", "failed", "sending", "pending")}
+    recent_sent = await new_delivery(conn)
+    await conn.execute("UPDATE deliveries SET state = 'sent' WHERE email_id = %s", (recent_sent,))
+    for state, email_id in ids.items():
+        await conn.execute(
+            "UPDATE deliveries SET state = %s, created_at = now() - interval '40 days' WHERE email_id = %s",
+            (state, email_id),
+        )
+    assert await repo.purge_settled(conn, await db_now(conn) - timedelta(days=30), 100) == 2
+    cur = await conn.execute(
+        "SELECT email_id FROM deliveries WHERE email_id = ANY(%s)", ([*ids.values(), recent_sent],)
+    )
+    left = {row["email_id"] for row in await cur.fetchall()}
+    # in doubt or not yet sent: kept whatever their age; recent: kept
+    assert left == {ids["sending"], ids["pending"], recent_sent}

@@ -453,3 +453,53 @@ async def test_cancel_pending_deliveries_spares_live_claims_and_settled_ones(con
     canceled = await row(conn, pending)
     assert (canceled["last_error"], canceled["completed_at"]) == ("endpoint_deleted", await db_now(conn))
     assert await repo.cancel_pending_deliveries(conn, endpoint_id, "again") == 0
+
+
+# ----------------------------------------------------------------------------- retention
+
+
+async def test_purge_deletes_old_finished_deliveries_with_their_attempts(conn: Conn) -> None:
+    await only_ours(conn)
+    now = await db_now(conn)
+    ep = await endpoint(conn)
+    ids = {status: await delivery(conn, ep) for status in ("succeeded", "failed", "canceled", "pending", "in_flight")}
+    recent = await delivery(conn, ep)
+    await conn.execute("UPDATE deliveries SET status = 'succeeded' WHERE id = %s", (recent,))
+    for status, delivery_id in ids.items():
+        await conn.execute(
+            "UPDATE deliveries SET status = %s, created_at = %s WHERE id = %s",
+            (status, now - timedelta(days=40), delivery_id),
+        )
+    for delivery_id in (*ids.values(), recent):
+        for attempt in (1, 2):
+            await repo.insert_attempt(
+                conn,
+                delivery_id=delivery_id,
+                endpoint_id=ep,
+                attempt=attempt,
+                started_at=now,
+                status_code=500,
+                latency_ms=3,
+                error="http_500",
+                next_retry_at=None,
+            )
+    assert await repo.purge_finished_deliveries(conn, now - timedelta(days=30), 2) == 2  # a batch of 2
+    assert await repo.purge_finished_deliveries(conn, now - timedelta(days=30), 100) == 1
+    cur = await conn.execute("SELECT id FROM deliveries")
+    assert {r["id"] for r in await cur.fetchall()} == {ids["pending"], ids["in_flight"], recent}
+    cur = await conn.execute("SELECT DISTINCT delivery_id FROM delivery_attempts")
+    assert {r["delivery_id"] for r in await cur.fetchall()} == {ids["pending"], ids["in_flight"], recent}
+
+
+async def test_purge_deletes_old_email_summaries(conn: Conn) -> None:
+    await conn.execute("DELETE FROM email_summaries")
+    for email_id, age in (("msg_old", 31), ("msg_new", 1)):
+        await conn.execute(
+            "INSERT INTO email_summaries (email_id, tenant_id, mode, from_address, to_addresses, recipients, subject,"
+            " created_at, recorded_at) VALUES (%s, 'ten_a', 'live', 'a@b.c', '[]', '[]', 's', now(),"
+            " now() - make_interval(days => %s))",
+            (email_id, age),
+        )
+    assert await repo.purge_email_summaries(conn, await db_now(conn) - timedelta(days=30), 100) == 1
+    cur = await conn.execute("SELECT email_id FROM email_summaries")
+    assert [r["email_id"] for r in await cur.fetchall()] == ["msg_new"]

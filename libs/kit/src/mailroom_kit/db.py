@@ -13,9 +13,10 @@ again on demand, so the first request after recovery connects at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -141,3 +142,16 @@ async def fetch_all(conn: Conn, cls: type[T], query: Any, params: Any = None) ->
     async with cur:
         await cur.execute(query, params)
         return await cur.fetchall()
+
+
+@contextlib.asynccontextmanager
+async def single_statement(conn: Conn) -> AsyncIterator[None]:
+    """For a unit of work that is one statement: autocommit, so the statement is its own
+    transaction, without the BEGIN and COMMIT round trips. The connection goes back to the pool
+    in its usual (transactional) mode."""
+    await conn.set_autocommit(True)
+    try:
+        yield
+    finally:
+        if not conn.broken and not conn.closed:  # a broken connection is discarded by the pool
+            await conn.set_autocommit(False)

@@ -10,6 +10,8 @@ again on redelivery.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from mailroom_kit.db import Conn
 
 
@@ -33,3 +35,14 @@ async def claim_many(conn: Conn, consumer: str, event_ids: list[str]) -> set[str
         (consumer, sorted(set(event_ids))),
     )
     return {row["event_id"] for row in await cur.fetchall()}
+
+
+async def purge(conn: Conn, cutoff: datetime, limit: int) -> int:
+    """Forget at most `limit` claims recorded before `cutoff` (the retention job; a claim is needed
+    only while its event can still be delivered, i.e. within the stream's max age)."""
+    cur = await conn.execute(
+        "DELETE FROM inbox WHERE ctid IN"
+        " (SELECT ctid FROM inbox WHERE processed_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (cutoff, limit),
+    )
+    return cur.rowcount

@@ -28,12 +28,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mailroom_kit import inbox
 from mailroom_kit.db import Pool, open_pool
 from mailroom_kit.http import request_logging
 from mailroom_kit.jetstream import connect, reconcile
 from mailroom_kit.logging import configure_logging, get_logger
 from mailroom_kit.migrations import migrate, pending
 from mailroom_kit.outbox import OnScheduledRelayed, OutboxRelay
+from mailroom_kit.retention import Purge, retention_worker
 from mailroom_kit.server import (
     die_with_parent,
     is_child_process,
@@ -42,7 +44,7 @@ from mailroom_kit.server import (
     run_children,
     server_config,
 )
-from mailroom_kit.settings import BaseSettings, SettingsError
+from mailroom_kit.settings import DAY, BaseSettings, SettingsError
 
 log = get_logger(__name__)
 
@@ -142,10 +144,14 @@ async def serve(
     consumers: Sequence[ConsumerSpec] = (),
     on_start: Callable[[Runtime[S]], Coroutine[Any, Any, None]] | None = None,
     processes: int = 1,
+    purges: Sequence[Purge] = (),
 ) -> None:
-    """Run the service until SIGTERM/SIGINT. With `processes` > 1 this process only supervises that
-    many copies of itself on the same port (see mailroom_kit.server: SO_REUSEPORT, signals forwarded,
-    exit 1 when a copy dies, copies die with it)."""
+    """Run the service until SIGTERM/SIGINT, its `workers` beside the HTTP server, and the retention
+    job: the kit's inbox claims and the service's own `purges` (mailroom_kit.retention).
+
+    With `processes` > 1 this process only supervises that many copies of itself on the same port
+    (see mailroom_kit.server: SO_REUSEPORT, signals forwarded, exit 1 when a copy dies, copies die
+    with it)."""
     configure_logging(name, settings.log_level, settings.log_format)
     child = is_child_process()
     if processes > 1 and not child:
@@ -180,7 +186,11 @@ async def serve(
     if on_start is not None:
         await on_start(runtime)
     server = _Server(server_config(build_app(runtime), service=name, host=settings.host, port=settings.port))
-    tasks = [asyncio.create_task(w(runtime), name=getattr(w, "__name__", "worker")) for w in workers]
+    retention = retention_worker(
+        [Purge("inbox", settings.inbox_retention_days * DAY, inbox.purge), *purges],
+        interval_seconds=settings.retention_interval_seconds,
+    )
+    tasks = [asyncio.create_task(w(runtime), name=getattr(w, "__name__", "worker")) for w in [*workers, retention]]
     # A child binds its own SO_REUSEPORT socket: the kernel spreads connections over the copies.
     sockets = [reuse_port_socket(settings.host, settings.port)] if child else None
     http = asyncio.create_task(server.serve(sockets=sockets), name="http")

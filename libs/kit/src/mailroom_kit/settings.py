@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
+from mailroom_contracts.streams import DLQ_STREAM, STREAMS
 
 SHARED = frozenset(
     {
@@ -28,10 +29,16 @@ SHARED = frozenset(
         "aws_region",
         "ses_endpoint_url",
         "db_pool_timeout_seconds",
+        "retention_interval_seconds",
+        "inbox_retention_days",
     }
 )
 
 _S = TypeVar("_S", bound="BaseSettings")
+
+DAY = 24 * 3600
+# A consumer may be redelivered anything its stream still holds.
+MIN_INBOX_RETENTION_SECONDS = max(s.max_age_seconds for s in STREAMS if s.name != DLQ_STREAM.name)
 
 
 class SettingsError(ValueError):
@@ -55,6 +62,19 @@ class BaseSettings(msgspec.Struct, frozen=True, kw_only=True):
     # Longest wait for a database connection; then the unit of work fails as "unavailable" (HTTP 503,
     # message retried) instead of hanging while Postgres is down.
     db_pool_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    # The retention job (mailroom_kit.retention) runs this often in every service.
+    retention_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    # How long consumers remember the events they applied (the inbox); 0 keeps them forever. At least
+    # the email stream's max age (14 days), so any redelivery is still recognised as one.
+    inbox_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 15.0
+
+    def __post_init__(self) -> None:
+        """Checks across fields; a subclass with its own `__post_init__` calls this one first."""
+        if 0 < self.inbox_retention_days * DAY < MIN_INBOX_RETENTION_SECONDS:
+            raise ValueError(
+                f"MAILROOM_INBOX_RETENTION_DAYS must be 0 (keep forever) or at least "
+                f"{MIN_INBOX_RETENTION_SECONDS / DAY:g}, the email stream's max age"
+            )
 
     @classmethod
     def env_name(cls, field: str) -> str:

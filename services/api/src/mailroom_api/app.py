@@ -27,6 +27,7 @@ from mailroom_api.auth.service import Principal
 from mailroom_api.domains.controllers import DomainsController
 from mailroom_api.domains.projector import domains_worker
 from mailroom_api.emails.controllers import EmailsController
+from mailroom_api.emails.idempotency import purge_worker as idempotency_purge_worker
 from mailroom_api.emails.projector import email_log_worker
 from mailroom_api.emails.relay_wake import RelayWake
 from mailroom_api.emails.scheduling import mark_queued
@@ -63,7 +64,7 @@ async def relay_worker(rt: Runtime) -> None:
     await rt.relay(on_scheduled_relayed=mark_queued).run(rt.stop)
 
 
-WORKERS: list[Worker] = [email_log_worker, domains_worker, relay_worker]
+WORKERS: list[Worker] = [email_log_worker, domains_worker, relay_worker, idempotency_purge_worker]
 CONSUMERS = [API_EMAIL_LOG, API_DOMAINS]
 
 OPENAPI = OpenAPIConfig(

@@ -34,6 +34,11 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     # about the number of cores the API may use.
     processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     key_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
+    # How long an Idempotency-Key of POST /v1/emails(/batch) replays its first answer (SPEC: 24 h);
+    # after that it is never replayed, and the key may be used again.
+    idempotency_ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] = 24 * 3600
+    # How often each API process deletes expired Idempotency-Key records (1,000 rows per statement).
+    idempotency_purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:

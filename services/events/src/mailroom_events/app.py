@@ -9,8 +9,11 @@ from litestar import Litestar
 from litestar.exceptions import HTTPException
 from mailroom_kit.http import request_logging
 from mailroom_kit.logging import get_logger
+from mailroom_kit.retention import Purge
 from mailroom_kit.runtime import Runtime, ops_router, serve
+from mailroom_kit.settings import DAY
 
+from mailroom_events import repository
 from mailroom_events.handlers import http_exception_handler, internal_error_handler, sns_handler
 from mailroom_events.settings import EventsSettings
 from mailroom_events.sns import SnsVerifier
@@ -64,4 +67,5 @@ async def run(settings: EventsSettings) -> None:
         migrations_dir=MIGRATIONS,
         build_app=create_app,
         workers=[relay],
+        purges=[Purge("sns_messages", settings.sns_message_retention_days * DAY, repository.purge_sns_messages)],
     )

@@ -20,6 +20,7 @@ import structlog
 from litestar import Request, Response, post
 from litestar.exceptions import HTTPException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from mailroom_kit.db import single_statement
 from mailroom_kit.http import add_log_fields, request_id
 from mailroom_kit.logging import get_logger
 from mailroom_kit.redact import describe_error
@@ -75,7 +76,7 @@ async def _handle(
             # Worth a line of its own: SES events stop arriving from this topic.
             log.warning("sns.unsubscribe_confirmation")
             return "ignored"
-        async with runtime.pool.connection() as conn, conn.transaction():
+        async with runtime.pool.connection() as conn, single_statement(conn):
             return await service.ingest_notification(conn, msg)
     except psycopg.OperationalError as exc:  # includes the pool's timeout: nothing was committed
         add_log_fields(request.scope, db_error=type(exc).__name__)

@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from mailroom_kit.db import Conn
+
+_RECORD = """
+WITH msg AS (
+    INSERT INTO sns_messages (message_id, topic_arn, type, ses_event_type, ses_message_id, email_id, tenant_id,
+                              events_emitted)
+    VALUES (%(message_id)s, %(topic_arn)s, %(type)s, %(ses_event_type)s, %(ses_message_id)s, %(email_id)s,
+            %(tenant_id)s, %(events_emitted)s)
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING 1
+), added AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT e.event_id, e.subject, e.payload
+    FROM msg, unnest(%(event_ids)s::text[], %(subjects)s::text[], %(payloads)s::bytea[])
+        WITH ORDINALITY AS e (event_id, subject, payload, n)
+    ORDER BY e.n
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM msg) AS recorded,
+       (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, '') FROM added WHERE %(channel)s::text IS NOT NULL LIMIT 1)
+        AS woke) AS notified
+"""
 
 
 async def record_message(
@@ -16,15 +41,34 @@ async def record_message(
     email_id: str | None = None,
     tenant_id: str | None = None,
     events_emitted: int = 0,
+    outbox_rows: Sequence[tuple[str, str, bytes]] = (),
+    notify_channel: str | None = None,
 ) -> bool:
-    """Insert the SNS message id with what SES reported in it (one statement); False if it was
-    seen before (duplicate delivery: nothing is written)."""
+    """Insert the SNS message id with what SES reported in it and, only if it is new, the
+    `outbox_rows` ((event_id, subject, payload), in order), NOTIFYing `notify_channel` on commit
+    when any was written: ONE statement, so on an autocommit connection it is its own atomic
+    transaction in a single round trip. False if the message was seen before (a duplicate
+    delivery: nothing is written)."""
     cur = await conn.execute(
-        "INSERT INTO sns_messages (message_id, topic_arn, type, ses_event_type, ses_message_id, email_id, tenant_id, "
-        "events_emitted) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (message_id) DO NOTHING",
-        (message_id, topic_arn, type_, ses_event_type, ses_message_id, email_id, tenant_id, events_emitted),
+        _RECORD,
+        {
+            "message_id": message_id,
+            "topic_arn": topic_arn,
+            "type": type_,
+            "ses_event_type": ses_event_type,
+            "ses_message_id": ses_message_id,
+            "email_id": email_id,
+            "tenant_id": tenant_id,
+            "events_emitted": events_emitted,
+            "event_ids": [r[0] for r in outbox_rows],
+            "subjects": [r[1] for r in outbox_rows],
+            "payloads": [r[2] for r in outbox_rows],
+            "channel": notify_channel,
+        },
     )
-    return cur.rowcount == 1
+    row = await cur.fetchone()
+    assert row is not None
+    return bool(row["recorded"])
 
 
 async def record_subscription(conn: Conn, topic_arn: str) -> None:
@@ -32,3 +76,14 @@ async def record_subscription(conn: Conn, topic_arn: str) -> None:
         "INSERT INTO subscriptions (topic_arn) VALUES (%s) ON CONFLICT (topic_arn) DO UPDATE SET confirmed_at = now()",
         (topic_arn,),
     )
+
+
+async def purge_sns_messages(conn: Conn, cutoff: datetime, limit: int) -> int:
+    """Delete at most `limit` SNS message records received before `cutoff` (the retention job).
+    Safe once older than the replay window: such a message is refused as a replay anyway."""
+    cur = await conn.execute(
+        "DELETE FROM sns_messages WHERE ctid IN"
+        " (SELECT ctid FROM sns_messages WHERE received_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (cutoff, limit),
+    )
+    return cur.rowcount

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 import structlog
+from mailroom_contracts import encode, subject_for
 from mailroom_kit import outbox
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
@@ -58,12 +59,13 @@ async def record_confirmation(conn: Conn, topic_arn: str) -> None:
 
 
 async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
-    """Apply one verified Notification inside the caller's transaction. Returns the outcome.
+    """Apply one verified Notification in ONE statement (atomic on its own: the caller runs it on an
+    autocommit connection, or inside its transaction). Returns the outcome.
 
-    The SES record is parsed and mapped first (no I/O); then the MessageId row, with what SES
-    reported, is the first statement: a concurrent delivery of the same message waits on it and
-    then sees a duplicate (its parse is thrown away); a rolled-back attempt leaves nothing behind,
-    so SNS's retry works. Then the events go to the outbox. Outcomes: duplicate, unparseable,
+    The SES record is parsed and mapped first (no I/O); then one statement writes the MessageId
+    row, with what SES reported, and the events to the outbox, only if the MessageId is new: a
+    concurrent delivery of the same message waits on it and then sees a duplicate (its parse is
+    thrown away); a failed attempt leaves nothing behind, so SNS's retry works. Outcomes: duplicate, unparseable,
     informational, mapped, ignored (ours, no lifecycle event for this SES type), not_ours (no
     Mailroom tags).
     """
@@ -88,6 +90,8 @@ async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
         email_id=ref.email_id if ref else None,
         tenant_id=ref.tenant_id if ref else None,
         events_emitted=len(events),
+        outbox_rows=[(e.event_id, subject_for(e), encode(e)) for e in events],
+        notify_channel=outbox.channel(SCHEMA),
     ):
         SNS_MESSAGES.labels(outcome="duplicate").inc()
         return "duplicate"
@@ -100,8 +104,6 @@ async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
     if ses is None:  # "Successfully validated SNS topic for Amazon SES event publishing."
         SNS_MESSAGES.labels(outcome="informational").inc()
         return "informational"
-    for event in events:
-        await outbox.add(conn, event, schema=SCHEMA)
     outcome = "not_ours" if ref is None else "mapped" if events else "ignored"
     SNS_MESSAGES.labels(outcome=outcome).inc()
     # For the request's one summary line (the kit's `http.request`), not a line of its own.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Annotated
 
-from mailroom_kit.settings import BaseSettings
+import msgspec
+from mailroom_kit.settings import DAY, BaseSettings
 
 AWS_CERT_HOSTS = r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
 
@@ -29,10 +31,20 @@ class EventsSettings(BaseSettings, frozen=True, kw_only=True):
     # Oldest signed SNS Timestamp accepted, in seconds; older messages are refused as replays (403).
     # SNS's HTTP/S retries never span more than 3600 s. Timestamps over 5 min ahead are refused too.
     sns_max_age_seconds: int = 3600
+    # SNS message records (the de-duplication of SNS deliveries) are deleted after this many days;
+    # 0 keeps them. Longer than MAILROOM_EVENTS_SNS_MAX_AGE_SECONDS: an older message is refused as a
+    # replay before its record would be needed.
+    sns_message_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.sns_max_age_seconds <= 0:
             raise ValueError("MAILROOM_EVENTS_SNS_MAX_AGE_SECONDS must be a positive number of seconds")
+        if 0 < self.sns_message_retention_days * DAY <= self.sns_max_age_seconds:
+            raise ValueError(
+                "MAILROOM_EVENTS_SNS_MESSAGE_RETENTION_DAYS must be 0 (keep) or longer than "
+                "MAILROOM_EVENTS_SNS_MAX_AGE_SECONDS"
+            )
         try:
             re.compile(self.sns_cert_host_pattern)
         except re.error as exc:

@@ -9,9 +9,12 @@ from pathlib import Path
 from mailroom_contracts.streams import SENDER_PROVIDER_ACCEPTED, SENDER_QUEUED
 from mailroom_kit.consumer import consume
 from mailroom_kit.logging import get_logger
+from mailroom_kit.retention import Purge
 from mailroom_kit.runtime import Runtime, ops_app, serve
+from mailroom_kit.settings import DAY
 from mailroom_kit.wake import sleep_until_stopped
 
+from mailroom_sender import repository
 from mailroom_sender.handlers import SenderHandlers
 from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
 from mailroom_sender.service import SCHEMA, SenderService
@@ -127,6 +130,7 @@ async def run(settings: SenderSettings) -> None:
             workers=[sender.consume_queued, sender.consume_provider_accepted, sender.relay],
             consumers=[SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED],
             on_start=sender.on_start,
+            purges=[Purge("deliveries", settings.delivery_retention_days * DAY, repository.purge_settled)],
         )
     finally:
         sender.close()

@@ -140,3 +140,14 @@ async def release_attempt(conn: Conn, email_id: str, *, attempt: int, reason: st
         (reason, email_id, attempt),
     )
     return cur.rowcount == 1
+
+
+async def purge_settled(conn: Conn, cutoff: datetime, limit: int) -> int:
+    """Delete at most `limit` settled (sent or failed) deliveries created before `cutoff` (the
+    retention job). Rows still pending or in doubt are kept whatever their age."""
+    cur = await conn.execute(
+        "DELETE FROM deliveries WHERE ctid IN (SELECT ctid FROM deliveries"
+        " WHERE created_at < %s AND state IN ('sent', 'failed') LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (cutoff, limit),
+    )
+    return cur.rowcount

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from mailroom_kit.settings import BaseSettings
+from typing import Annotated
+
+import msgspec
+from mailroom_kit.settings import DAY, MIN_INBOX_RETENTION_SECONDS, BaseSettings
 
 
 class SenderSettings(BaseSettings, frozen=True, kw_only=True):
@@ -42,8 +45,13 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
     aws_region: str = "us-east-1"
     # SES v2 endpoint override (shared MAILROOM_SES_ENDPOINT_URL); empty = the real AWS endpoint.
     ses_endpoint_url: str = ""
+    # Settled (sent or failed) deliveries are deleted this many days after the email was accepted;
+    # 0 keeps them. A delivery row is what makes a redelivered EmailQueued a no-op, so at least the
+    # email stream's max age (14 days).
+    delivery_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         # Checks a field type cannot express; a failure stops the process at start (SettingsError).
         if self.concurrency < 1:
             raise ValueError("MAILROOM_SENDER_CONCURRENCY must be >= 1")
@@ -55,6 +63,11 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
             raise ValueError("MAILROOM_SENDER_IN_DOUBT_GRACE_SECONDS must be between 0 (off) and 3600")
         if not 0.1 <= self.ses_max_idle_seconds <= 60:
             raise ValueError("MAILROOM_SENDER_SES_MAX_IDLE_SECONDS must be between 0.1 and 60")
+        if 0 < self.delivery_retention_days * DAY < MIN_INBOX_RETENTION_SECONDS:
+            raise ValueError(
+                "MAILROOM_SENDER_DELIVERY_RETENTION_DAYS must be 0 (keep) or at least "
+                f"{MIN_INBOX_RETENTION_SECONDS / DAY:g}, the email stream's max age"
+            )
         if not self.configuration_set:
             raise ValueError("MAILROOM_SENDER_CONFIGURATION_SET must not be empty")
 

@@ -16,8 +16,11 @@ from mailroom_contracts.rpc import (
 from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
 from mailroom_kit import rpc
 from mailroom_kit.consumer import consume, consume_batches
+from mailroom_kit.retention import Purge
 from mailroom_kit.runtime import Runtime, Worker, ops_app, serve
+from mailroom_kit.settings import DAY
 
+from mailroom_webhooks import repository
 from mailroom_webhooks.dispatcher import Dispatcher
 from mailroom_webhooks.handlers import EventHandlers, RpcHandlers
 from mailroom_webhooks.netpolicy import AddressPolicy
@@ -108,4 +111,8 @@ async def run(settings: WebhooksSettings) -> None:
         build_app=ops_app,
         workers=build_workers(settings),
         consumers=CONSUMERS,
+        purges=[
+            Purge("email_summaries", settings.summary_retention_days * DAY, repository.purge_email_summaries),
+            Purge("deliveries", settings.delivery_retention_days * DAY, repository.purge_finished_deliveries),
+        ],
     )

@@ -297,3 +297,30 @@ async def reschedule_delivery(
         return None
     due: datetime = row["next_attempt_at"]
     return due
+
+
+# ----------------------------------------------------------------------------- retention
+
+
+async def purge_email_summaries(conn: Conn, cutoff: datetime, limit: int) -> int:
+    """Delete at most `limit` email summaries recorded before `cutoff` (a later event of such an
+    email is delivered with a partial payload, as when its summary never arrived)."""
+    cur = await conn.execute(
+        "DELETE FROM email_summaries WHERE ctid IN"
+        " (SELECT ctid FROM email_summaries WHERE recorded_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (cutoff, limit),
+    )
+    return cur.rowcount
+
+
+async def purge_finished_deliveries(conn: Conn, cutoff: datetime, limit: int) -> int:
+    """Delete at most `limit` finished deliveries (succeeded, failed, canceled) created before
+    `cutoff`, with their attempts. Pending and in-flight ones are kept whatever their age."""
+    cur = await conn.execute(
+        "WITH old AS (SELECT id FROM deliveries WHERE created_at < %s"
+        " AND status IN ('succeeded', 'failed', 'canceled') LIMIT %s FOR UPDATE SKIP LOCKED),"
+        " attempts AS (DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM old))"
+        " DELETE FROM deliveries WHERE id IN (SELECT id FROM old)",
+        (cutoff, limit),
+    )
+    return cur.rowcount

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
+import msgspec
 from cryptography.fernet import Fernet
 from mailroom_kit.settings import BaseSettings
 
@@ -45,8 +46,14 @@ class WebhooksSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore
     # After this many tries without the EmailQueued (e.g. it predates this service), the event is
     # delivered anyway with from/to/subject unknown (null) rather than retried forever.
     summary_wait_attempts: int = 30
+    # Retention, in days (0 keeps forever): email summaries (an event of an email whose summary is
+    # gone is delivered with from/to/subject null), and finished deliveries with their attempts
+    # (pending ones are kept whatever their age).
+    summary_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    delivery_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.secret_key.strip():
             raise ValueError(
                 "MAILROOM_WEBHOOKS_SECRET_KEY is required: a Fernet key (32 url-safe base64 bytes) "

@@ -6,13 +6,25 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody, QueryParameter
 from mailroom_kit.db import Conn
+from mailroom_kit.http import add_log_fields
 
 from mailroom_api.checks import RFC3339, EmailIdPath, id_pattern, parse_timestamp
-from mailroom_api.emails import scheduling, service
-from mailroom_api.emails.schemas import EmailAccepted, EmailDetail, EmailList, EmailSchedule, RescheduleEmail, SendEmail
+from mailroom_api.emails import idempotency, scheduling, service
+from mailroom_api.emails.idempotency import HEADER, REPLAYED_HEADER, IdempotentOperation
+from mailroom_api.emails.schemas import (
+    BatchResult,
+    EmailAccepted,
+    EmailDetail,
+    EmailList,
+    EmailSchedule,
+    RescheduleEmail,
+    SendBatch,
+    SendEmail,
+)
 from mailroom_api.emails.status import STATUSES
 from mailroom_api.http.errors import documented
 from mailroom_api.http.guards import (
@@ -38,22 +50,84 @@ async def single_statement(conn: Conn) -> AsyncIterator[None]:
             await conn.set_autocommit(False)
 
 
+REPLAYED = ResponseHeader(
+    name=REPLAYED_HEADER,
+    description="`true` when this is the answer first given for the request's Idempotency-Key",
+    documentation_only=True,
+    required=False,
+)
+
+
+def _answer(request: Request[Any, Any, Any], answer: service.Answer) -> Response[bytes]:
+    """An answer given as bytes (the very bytes an Idempotency-Key replays)."""
+    if answer.written:
+        relay_wake_of(request).accepted()  # committed: the relay may look now
+    if answer.replayed:
+        add_log_fields(request.scope, idempotent_replay=True)
+    elif answer.queued is not None:
+        add_log_fields(request.scope, emails_queued=answer.queued, emails_failed=answer.failed)
+    headers = {REPLAYED_HEADER: "true"} if answer.replayed else None
+    return Response(answer.body, status_code=answer.status_code, media_type="application/json", headers=headers)
+
+
 class EmailsController(Controller):
     path = "/v1/emails"
     tags = ["emails"]
     security = TENANT_SECURITY
     opt = TENANT_SENDING
 
-    @post("/", status_code=202, summary="Queue an email", responses=documented(400, 401, 403, 413, 422))
+    @post(
+        "/",
+        status_code=202,
+        summary="Queue an email",
+        responses=documented(400, 401, 403, 409, 413, 422),
+        operation_class=IdempotentOperation,
+        response_headers=[REPLAYED],
+    )
     async def send_email(self, data: JSONBody[SendEmail], request: Request[Any, Any, Any]) -> EmailAccepted:
         # The hot path: no dependencies (Litestar resolves several in an anyio TaskGroup per
         # request); the runtime, settings and principal come from the app and the guard.
         rt = runtime_of(request)
         principal = current_principal(request)
+        key = await idempotency.read_key(request, "POST /v1/emails") if HEADER in request.headers else None
         async with rt.pool.connection() as conn, single_statement(conn):
-            accepted = await service.send_email(conn, principal, data, max_message_bytes=rt.settings.max_message_bytes)
-        relay_wake_of(request).accepted()  # committed: the relay may look now
-        return accepted
+            if key is None:
+                accepted = await service.send_email(
+                    conn, principal, data, max_message_bytes=rt.settings.max_message_bytes
+                )
+            else:
+                answer = await service.send_email_once(
+                    conn,
+                    principal,
+                    data,
+                    key,
+                    max_message_bytes=rt.settings.max_message_bytes,
+                    ttl_seconds=rt.settings.idempotency_ttl_seconds,
+                )
+        if key is None:
+            relay_wake_of(request).accepted()  # committed: the relay may look now
+            return accepted
+        return _answer(request, answer)  # type: ignore[return-value]  # the EmailAccepted, encoded once
+
+    @post(
+        "/batch",
+        status_code=200,
+        summary="Queue up to 100 emails, each accepted or refused on its own",
+        responses=documented(400, 401, 403, 409, 413, 422),
+        operation_class=IdempotentOperation,
+        response_headers=[REPLAYED],
+    )
+    async def send_batch(self, data: JSONBody[SendBatch], request: Request[Any, Any, Any]) -> BatchResult:
+        rt = runtime_of(request)
+        principal = current_principal(request)
+        key = await idempotency.read_key(request, "POST /v1/emails/batch")
+        # Validation first: a connection is held only for the writes.
+        batch = service.prepare_batch(principal, data, max_message_bytes=rt.settings.max_message_bytes)
+        async with rt.pool.connection() as conn, single_statement(conn):
+            answer = await service.accept_batch(
+                conn, principal, batch, key=key, ttl_seconds=rt.settings.idempotency_ttl_seconds
+            )
+        return _answer(request, answer)  # type: ignore[return-value]  # the BatchResult, encoded once
 
     @get("/", summary="List emails, newest first", responses=documented(401, 403, 422))
     async def list_emails(

@@ -65,7 +65,56 @@ _ACCEPT_TYPES = {
     "created_at": "timestamptz",
     "last_event_at": "timestamptz",
 }
-_ACCEPT = f"""
+
+
+class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What an Idempotency-Key answers for (tenant and mode come with the email rows)."""
+
+    key: str
+    endpoint: str  # e.g. "POST /v1/emails"; with body_sha256 the request's fingerprint
+    body_sha256: bytes
+    status_code: int
+    response: bytes  # the answer's body, replayed byte for byte
+    ttl_seconds: int
+
+
+# Records the key in the statement that writes the email(s), and only when `{gate}` lets them be
+# written. An expired record (not purged yet) is taken over; a live one is left alone (no row
+# returned, so nothing else is written). A concurrent statement with the same key waits here until
+# the first one committed, then finds its record.
+_RECORD_KEY = """
+    INSERT INTO idempotency_keys AS k
+        (tenant_id, mode, key, endpoint, body_sha256, status_code, response, created_at, expires_at)
+    SELECT %(tenant_id)s::text, %(mode)s::text, %(idempotency_key)s::text, %(key_endpoint)s::text,
+        %(key_body_sha256)s::bytea, %(key_status_code)s::integer, %(key_response)s::bytea,
+        now(), now() + make_interval(secs => %(key_ttl_seconds)s::integer)
+    FROM {gate}
+    ON CONFLICT (tenant_id, mode, key) DO UPDATE SET
+        endpoint = EXCLUDED.endpoint, body_sha256 = EXCLUDED.body_sha256, status_code = EXCLUDED.status_code,
+        response = EXCLUDED.response, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+    WHERE k.expires_at <= now()
+    RETURNING 1
+"""
+
+
+def _key_params(record: IdempotencyRecord) -> dict[str, Any]:
+    return {
+        "idempotency_key": record.key,
+        "key_endpoint": record.endpoint,
+        "key_body_sha256": record.body_sha256,
+        "key_status_code": record.status_code,
+        "key_response": record.response,
+        "key_ttl_seconds": record.ttl_seconds,
+    }
+
+
+def _accept_sql(*, keyed: bool) -> str:
+    """The one accept statement; with `keyed`, the Idempotency-Key record gates the writes."""
+    gate = "allowed WHERE domain_allowed AND domain_verified"
+    record = f"idem AS ({_RECORD_KEY.format(gate=gate)}), " if keyed else ""
+    source = "idem" if keyed else gate
+    key_recorded = "EXISTS (SELECT 1 FROM idem)" if keyed else "true"
+    return f"""
 WITH allowed AS (
     SELECT
         (%(key_domain_id)s::text IS NULL OR EXISTS (
@@ -76,10 +125,10 @@ WITH allowed AS (
             SELECT 1 FROM domains
             WHERE tenant_id = %(tenant_id)s AND lower(name) = %(from_domain)s AND status = 'verified'
         )) AS domain_verified
-), email AS (
+), {record}email AS (
     INSERT INTO emails ({COLUMNS})
     SELECT {", ".join(f"%({name})s::{kind}" for name, kind in _ACCEPT_TYPES.items())}
-    FROM allowed WHERE domain_allowed AND domain_verified
+    FROM {source}
     RETURNING id
 ), recipients AS (
     INSERT INTO email_recipients (email_id, position, address, type, status)
@@ -88,19 +137,25 @@ WITH allowed AS (
         WITH ORDINALITY AS r (address, type, n)
 ), timeline AS (
     INSERT INTO email_events (id, email_id, type, occurred_at, data)
-    SELECT %(event_id)s::text, email.id, 'queued', %(created_at)s::timestamptz, '{{}}' FROM email
+    SELECT %(event_id)s::text, email.id, %(timeline_type)s::text, %(created_at)s::timestamptz, '{{}}' FROM email
 ), queued AS (
     INSERT INTO outbox (event_id, subject, payload)
     SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea FROM email
     ON CONFLICT (event_id) DO NOTHING
 )
-SELECT domain_allowed, domain_verified FROM allowed
+SELECT domain_allowed, domain_verified, {key_recorded} AS key_recorded FROM allowed
 """
+
+
+_ACCEPT = _accept_sql(keyed=False)
+_ACCEPT_KEYED = _accept_sql(keyed=True)
 
 
 class Acceptance(msgspec.Struct, frozen=True, kw_only=True):
     domain_allowed: bool  # False: the key is limited to another domain (nothing was written)
     domain_verified: bool  # False: a live key and no verified domain of that name (nothing was written)
+    # False only with an Idempotency-Key: a live record of that key exists (nothing was written).
+    key_recorded: bool = True
 
 
 async def accept_email(
@@ -113,14 +168,18 @@ async def accept_email(
     event_id: str,
     outbox_subject: str,
     payload: bytes,
+    timeline_type: str = "queued",
+    idempotency: IdempotencyRecord | None = None,
     schedule: ScheduledAccept | None = None,
 ) -> Acceptance:
     """Accept an email in ONE statement, atomic by itself: check the from-domain (the key's own
     domain if it is limited to one; a verified domain of the tenant if `needs_verified_domain`),
     and only if both hold write the email, its `recipients` ((address, type) in order) with the
-    email's status, the `queued` timeline entry (`event_id`) and the outbox row (`outbox_subject`,
-    `payload`). No NOTIFY here: it would serialize the commits (see emails/relay_wake.py).
-    With `schedule` the EmailQueued row waits in `outbox_scheduled` instead (see `_ACCEPT_SCHEDULED`)."""
+    email's status, the `timeline_type` timeline entry (`event_id`) and the outbox row
+    (`outbox_subject`, `payload`) — and, given `idempotency`, the key's record, without which
+    (a live record of that key exists) nothing is written. No NOTIFY here: it would serialize the
+    commits (see emails/relay_wake.py). With `schedule` (scheduling, at the end of this module) the
+    EmailQueued row waits in `outbox_scheduled` and the EmailScheduled row goes to the outbox."""
     params: dict[str, Any] = msgspec.structs.asdict(email)
     for name in (*_JSON_COLUMNS, "metadata"):
         value = params[name]
@@ -131,15 +190,197 @@ async def accept_email(
         # One JSON text, not two arrays: psycopg dumps a str without inspecting it.
         recipients=msgspec.json.encode([{"address": a, "type": t} for a, t in recipients]).decode(),
         event_id=event_id,
+        timeline_type=timeline_type,
         outbox_subject=outbox_subject,
         payload=payload,
     )
+    statement = _ACCEPT
+    if idempotency is not None:
+        params.update(_key_params(idempotency))
+        statement = _ACCEPT_KEYED
     if schedule is not None:
         params.update(msgspec.structs.asdict(schedule))
-    cur = await conn.execute(_ACCEPT if schedule is None else _ACCEPT_SCHEDULED, params)
+        statement = _SCHEDULED[statement]
+    cur = await conn.execute(statement, params)
     row = await cur.fetchone()
     assert row is not None  # `allowed` is always one row
-    return Acceptance(domain_allowed=row["domain_allowed"], domain_verified=row["domain_verified"])
+    return Acceptance(
+        domain_allowed=row["domain_allowed"], domain_verified=row["domain_verified"], key_recorded=row["key_recorded"]
+    )
+
+
+# ----------------------------------------------------------------------------- batch accept
+
+
+class DomainState(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str  # lower case
+    status: str
+
+
+async def domain_states(conn: Conn, tenant_id: str, names: list[str]) -> list[DomainState]:
+    """The tenant's domains named `names` (lower case), for a batch's from-domain checks."""
+    return await fetch_all(
+        conn,
+        DomainState,
+        "SELECT id, lower(name) AS name, status FROM domains WHERE tenant_id = %s AND lower(name) = ANY(%s)",
+        (tenant_id, names),
+    )
+
+
+class BatchEmail(msgspec.Struct, frozen=True, kw_only=True):
+    """One email of a batch, as `accept_emails` writes it."""
+
+    row: EmailRow
+    recipients: list[tuple[str, str]]  # (address, type) in order
+    event_id: str
+    outbox_subject: str
+    payload: bytes
+    timeline_type: str = "queued"
+    schedule: ScheduledAccept | None = None  # scheduling: see the end of this module
+
+
+_RECORDSET = ", ".join(f"{name} {kind}" for name, kind in _ACCEPT_TYPES.items())
+
+
+def _accept_batch_sql(*, keyed: bool) -> str:
+    gate = "gate WHERE ok"
+    record = f"idem AS ({_RECORD_KEY.format(gate=gate)}), " if keyed else ""
+    source = "idem" if keyed else gate
+    key_recorded = "EXISTS (SELECT 1 FROM idem)" if keyed else "ok"
+    return f"""
+WITH gate AS (
+    SELECT coalesce(bool_and(
+        (%(key_domain_id)s::text IS NULL OR EXISTS (
+            SELECT 1 FROM domains
+            WHERE tenant_id = %(tenant_id)s AND id = %(key_domain_id)s AND lower(name) = f.name
+        ))
+        AND (NOT %(needs_verified)s::boolean OR EXISTS (
+            SELECT 1 FROM domains
+            WHERE tenant_id = %(tenant_id)s AND lower(name) = f.name AND status = 'verified'
+        ))
+    ), true) AS ok
+    FROM unnest(%(from_domains)s::text[]) AS f (name)
+), {record}go AS (
+    SELECT 1 FROM {source}
+), email AS (
+    INSERT INTO emails ({COLUMNS})
+    SELECT {COLUMNS} FROM go, jsonb_to_recordset(%(emails)s::jsonb) AS e ({_RECORDSET})
+), recipients AS (
+    INSERT INTO email_recipients (email_id, position, address, type, status)
+    SELECT r.email_id, r.position, r.address, r.type, r.status
+    FROM go, jsonb_to_recordset(%(recipients)s::jsonb)
+        AS r (email_id text, position integer, address text, type text, status text)
+), timeline AS (
+    INSERT INTO email_events (id, email_id, type, occurred_at, data)
+    SELECT t.id, t.email_id, t.type, t.occurred_at, '{{}}'
+    FROM go, jsonb_to_recordset(%(timeline)s::jsonb) AS t (id text, email_id text, type text, occurred_at timestamptz)
+), queued AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT o.event_id, o.subject, o.payload
+    FROM go, unnest(%(event_ids)s::text[], %(subjects)s::text[], %(payloads)s::bytea[])
+        AS o (event_id, subject, payload)
+    ON CONFLICT (event_id) DO NOTHING
+)
+SELECT ok AS domains_ok, {key_recorded} AS key_recorded FROM gate
+"""
+
+
+_ACCEPT_BATCH = _accept_batch_sql(keyed=False)
+_ACCEPT_BATCH_KEYED = _accept_batch_sql(keyed=True)
+
+
+class BatchAcceptance(msgspec.Struct, frozen=True, kw_only=True):
+    # False: a from-domain the caller found allowed no longer is (nothing was written; check again).
+    domains_ok: bool
+    # False: nothing was written, because domains_ok is False or (with an Idempotency-Key) a live
+    # record of that key exists.
+    key_recorded: bool
+
+
+async def accept_emails(
+    conn: Conn,
+    emails: list[BatchEmail],
+    *,
+    tenant_id: str,
+    mode: str,
+    key_domain_id: str | None,
+    needs_verified_domain: bool,
+    idempotency: IdempotencyRecord | None = None,
+) -> BatchAcceptance:
+    """Accept many emails of one tenant in ONE statement, atomic by itself: all of them (their
+    rows, recipients, timeline entries and outbox rows, one outbox batch) and the Idempotency-Key
+    record, or nothing. The caller has checked each email's from-domain; the statement checks
+    again that every from-domain of `emails` still passes the same rules as `accept_email`'s and
+    writes nothing if one does not (`domains_ok` False)."""
+    rows = [e.row for e in emails]
+    params: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "mode": mode,
+        "key_domain_id": key_domain_id,
+        "needs_verified": needs_verified_domain,
+        "from_domains": sorted({r.from_domain for r in rows}),
+        "emails": msgspec.json.encode(rows).decode(),
+        "recipients": msgspec.json.encode(
+            [
+                {"email_id": e.row.id, "position": i, "address": address, "type": kind, "status": e.row.status}
+                for e in emails
+                for i, (address, kind) in enumerate(e.recipients)
+            ]
+        ).decode(),
+        "timeline": msgspec.json.encode(
+            [
+                {"id": e.event_id, "email_id": e.row.id, "type": e.timeline_type, "occurred_at": e.row.created_at}
+                for e in emails
+            ]
+        ).decode(),
+        "event_ids": [e.event_id for e in emails],
+        "subjects": [e.outbox_subject for e in emails],
+        "payloads": [e.payload for e in emails],
+    }
+    statement = _ACCEPT_BATCH
+    if idempotency is not None:
+        params.update(_key_params(idempotency))
+        statement = _ACCEPT_BATCH_KEYED
+    if any(e.schedule is not None for e in emails):
+        params.update(_batch_schedule_params(emails))
+        statement = _SCHEDULED[statement]
+    cur = await conn.execute(statement, params)
+    row = await cur.fetchone()
+    assert row is not None  # `gate` is always one row
+    return BatchAcceptance(domains_ok=row["domains_ok"], key_recorded=row["key_recorded"])
+
+
+# ----------------------------------------------------------------------------- idempotency keys
+
+
+class StoredAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    endpoint: str
+    body_sha256: bytes
+    status_code: int
+    response: bytes
+
+
+async def find_idempotency_key(conn: Conn, tenant_id: str, mode: str, key: str) -> StoredAnswer | None:
+    """The live (unexpired) record of `key`, if any."""
+    return await fetch_one(
+        conn,
+        StoredAnswer,
+        f"SELECT {columns(StoredAnswer)} FROM idempotency_keys"
+        " WHERE tenant_id = %s AND mode = %s AND key = %s AND expires_at > now()",
+        (tenant_id, mode, key),
+    )
+
+
+async def purge_expired_idempotency_keys(conn: Conn, limit: int) -> int:
+    """Delete up to `limit` expired records (rows another purger holds are skipped); how many."""
+    cur = await conn.execute(
+        "DELETE FROM idempotency_keys WHERE (tenant_id, mode, key) IN ("
+        " SELECT tenant_id, mode, key FROM idempotency_keys WHERE expires_at <= now()"
+        " LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (limit,),
+    )
+    return cur.rowcount
 
 
 async def notify_relay(conn: Conn, channel: str) -> None:
@@ -376,13 +617,13 @@ class ScheduledAccept(msgspec.Struct, frozen=True, kw_only=True):
     scheduled_data: str  # the timeline entry's data, JSON text
 
 
-# The plain accept with three changes: the timeline entry is `scheduled` (the EmailScheduled's
-# id and data), the EmailQueued row goes to `outbox_scheduled` with `not_before`, and the
-# EmailScheduled row goes to the immediate outbox (webhooks hear of it at once). The plain
-# statement stays exactly as it was: a plain send pays nothing for scheduling.
+# The accept statements with three changes for scheduled emails: the timeline entry is
+# `scheduled` (the EmailScheduled's id and data), the EmailQueued row goes to `outbox_scheduled`
+# with `not_before`, and the EmailScheduled row goes to the immediate outbox (webhooks hear of it
+# at once). The plain statements stay exactly as they are: a plain send pays nothing for this.
 _PLAIN_TAIL = """), timeline AS (
     INSERT INTO email_events (id, email_id, type, occurred_at, data)
-    SELECT %(event_id)s::text, email.id, 'queued', %(created_at)s::timestamptz, '{}' FROM email
+    SELECT %(event_id)s::text, email.id, %(timeline_type)s::text, %(created_at)s::timestamptz, '{}' FROM email
 ), queued AS (
     INSERT INTO outbox (event_id, subject, payload)
     SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea FROM email
@@ -401,8 +642,69 @@ _SCHEDULED_TAIL = """), timeline AS (
     SELECT %(scheduled_event_id)s::text, %(scheduled_subject)s::text, %(scheduled_payload)s::bytea FROM email
     ON CONFLICT (event_id) DO NOTHING
 )"""
-assert _ACCEPT.count(_PLAIN_TAIL) == 1, "the accept statement changed: update _SCHEDULED_TAIL with it"
-_ACCEPT_SCHEDULED = _ACCEPT.replace(_PLAIN_TAIL, _SCHEDULED_TAIL)
+# A batch: the timeline rows carry their data (a scheduled item's `scheduled_at`), the immediate
+# outbox arrays hold the plain items' EmailQueued and the scheduled items' EmailScheduled, and the
+# scheduled items' EmailQueued go to `outbox_scheduled` (see `_batch_schedule_params`).
+_PLAIN_BATCH_TAIL = """    SELECT t.id, t.email_id, t.type, t.occurred_at, '{}'
+    FROM go, jsonb_to_recordset(%(timeline)s::jsonb) AS t (id text, email_id text, type text, occurred_at timestamptz)
+), queued AS ("""
+_SCHEDULED_BATCH_TAIL = """    SELECT t.id, t.email_id, t.type, t.occurred_at, coalesce(t.data, '{}')
+    FROM go, jsonb_to_recordset(%(timeline)s::jsonb)
+        AS t (id text, email_id text, type text, occurred_at timestamptz, data jsonb)
+), scheduled AS (
+    INSERT INTO outbox_scheduled (event_id, subject, payload, not_before)
+    SELECT d.event_id, d.subject, d.payload, d.not_before
+    FROM go, unnest(%(due_event_ids)s::text[], %(due_subjects)s::text[], %(due_payloads)s::bytea[],
+        %(not_befores)s::timestamptz[]) AS d (event_id, subject, payload, not_before)
+    ON CONFLICT (event_id) DO NOTHING
+), queued AS ("""
+
+
+def _scheduled_variant(statement: str, plain: str, scheduled: str) -> str:
+    assert statement.count(plain) == 1, "an accept statement changed: update its scheduled tail with it"
+    return statement.replace(plain, scheduled)
+
+
+# Plain statement → its scheduled variant.
+_SCHEDULED = {
+    **{s: _scheduled_variant(s, _PLAIN_TAIL, _SCHEDULED_TAIL) for s in (_ACCEPT, _ACCEPT_KEYED)},
+    **{
+        s: _scheduled_variant(s, _PLAIN_BATCH_TAIL, _SCHEDULED_BATCH_TAIL) for s in (_ACCEPT_BATCH, _ACCEPT_BATCH_KEYED)
+    },
+}
+
+
+def _batch_schedule_params(emails: list[BatchEmail]) -> dict[str, Any]:
+    """`accept_emails`' timeline and outbox arrays when some of `emails` are scheduled."""
+    immediate = [
+        (e.event_id, e.outbox_subject, e.payload)
+        if e.schedule is None
+        else (e.schedule.scheduled_event_id, e.schedule.scheduled_subject, e.schedule.scheduled_payload)
+        for e in emails
+    ]
+    due = [e for e in emails if e.schedule is not None]
+    timeline = [
+        {"id": e.event_id, "email_id": e.row.id, "type": e.timeline_type, "occurred_at": e.row.created_at}
+        if e.schedule is None
+        else {
+            "id": e.schedule.scheduled_event_id,
+            "email_id": e.row.id,
+            "type": "scheduled",
+            "occurred_at": e.row.created_at,
+            "data": msgspec.json.decode(e.schedule.scheduled_data),
+        }
+        for e in emails
+    ]
+    return {
+        "timeline": msgspec.json.encode(timeline).decode(),
+        "event_ids": [i for i, _, _ in immediate],
+        "subjects": [s for _, s, _ in immediate],
+        "payloads": [p for _, _, p in immediate],
+        "due_event_ids": [e.event_id for e in due],
+        "due_subjects": [e.outbox_subject for e in due],
+        "due_payloads": [e.payload for e in due],
+        "not_befores": [e.schedule.not_before for e in due if e.schedule is not None],
+    }
 
 
 class ScheduleLock(msgspec.Struct, frozen=True, kw_only=True):

@@ -44,6 +44,48 @@ class EmailAccepted(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
 
 
+MAX_BATCH = 100
+_BATCH_ITEM_SCHEMA = {
+    "anyOf": [{"$ref": "#/components/schemas/SendEmail"}, {}],
+    "description": "A `POST /v1/emails` body (SendEmail). An item that is not a valid one is refused alone: "
+    "its entry in the answer's `data` says why (`error`, `message`, `param` within the item).",
+}
+
+
+class SendBatch(Request, frozen=True, kw_only=True):
+    # Items are checked one by one (service.prepare_batch), each as a single send's body, so one bad
+    # item fails alone, in the 200 answer. The document says so: an item is a SendEmail or, if not,
+    # anything (refused alone) — a request with a bad item is not a bad request.
+    emails: Annotated[
+        list[Any],
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_BATCH,
+            extra_json_schema={"extra": {"items": _BATCH_ITEM_SCHEMA}},
+        ),
+    ]
+
+
+class BatchItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One item's outcome: `{index, id, status}` when accepted, `{index, error, message, param}`
+    when refused. (One Struct with optional fields: msgspec describes no untagged union of Structs.)"""
+
+    index: int
+    id: str | msgspec.UnsetType = msgspec.UNSET
+    status: str | msgspec.UnsetType = msgspec.UNSET
+    # The code a single send would get: validation_error, payload_too_large, domain_not_verified, …
+    error: str | msgspec.UnsetType = msgspec.UNSET
+    message: str | msgspec.UnsetType = msgspec.UNSET
+    # Within the item, as for a single send (`to[1]`, not `emails[3].to[1]`); null for the whole item.
+    param: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class BatchResult(msgspec.Struct, frozen=True, kw_only=True):
+    data: list[BatchItem]  # in the order of the request's items
+    queued: int
+    failed: int
+
+
 class Recipient(msgspec.Struct, frozen=True, kw_only=True):
     email: str
     type: Literal["to", "cc", "bcc"]

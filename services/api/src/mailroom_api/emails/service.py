@@ -4,14 +4,21 @@ Accepting: the tenant may send (not paused/blocked), the request is valid, and t
 allowed (a live key needs a verified domain of the tenant; a key limited to a domain only sends
 from it). The email, its recipients, the `queued` timeline entry and the EmailQueued event are then
 written in the caller's transaction, so a 202 is visible at once and nothing is half-accepted.
+`prepare_email` is the pure half (validation, the log row, the event), `accept_email` the write;
+a batch prepares its items one by one (`prepare_batch`) and writes the accepted ones together
+(`accept_batch`). Under an Idempotency-Key (`send_email_once`, `accept_batch(key=)`) the key's
+record, holding the answer, is written by the same statement as the email(s); a key already
+recorded gets that answer again (or 409 for another body).
 Reading: a key sees only its own tenant's emails of its own mode.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from mailroom_contracts import encode, events, subject_for
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import has_prefix, new_id
@@ -19,18 +26,23 @@ from mailroom_kit.ids import has_prefix, new_id
 from mailroom_api.auth.service import Principal
 from mailroom_api.emails import repository as repo
 from mailroom_api.emails import scheduling
+from mailroom_api.emails.idempotency import KEY_PARAM, IdempotencyKey
 from mailroom_api.emails.schemas import (
+    BatchItem,
+    BatchResult,
     EmailAccepted,
     EmailDetail,
     EmailList,
     EmailSummary,
     Recipient,
+    SendBatch,
     SendEmail,
     TimelineEvent,
 )
 from mailroom_api.emails.status import STATUSES
 from mailroom_api.emails.validation import ValidEmail, validate_send
-from mailroom_api.errors import forbidden, not_found, validation
+from mailroom_api.errors import ApiError, forbidden, not_found, unavailable, validation
+from mailroom_api.http.body import msgspec_param
 
 SCHEMA = "api"
 
@@ -90,33 +102,300 @@ def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: dateti
     )
 
 
+@dataclass(frozen=True)
+class PreparedEmail:
+    """An email ready to be written: validated, with its log row and its EmailQueued event. Built
+    without I/O (`prepare_email`); written by `accept_email` (one) or `accept_batch` (many). A new
+    send field goes into ValidEmail, `_log_row` and `_queued_event`: both paths then carry it."""
+
+    email: ValidEmail
+    row: repo.EmailRow
+    event: events.EmailQueued
+    timeline_type: str = "queued"  # the first timeline entry's type
+    # Scheduling: what a scheduled email's accept writes besides (emails/scheduling.py).
+    schedule: repo.ScheduledAccept | None = None
+
+    @property
+    def recipients(self) -> list[tuple[str, str]]:
+        email = self.email
+        return [
+            (a.email, kind) for kind, group in (("to", email.to), ("cc", email.cc), ("bcc", email.bcc)) for a in group
+        ]
+
+    @property
+    def accepted(self) -> EmailAccepted:
+        return EmailAccepted(id=self.row.id, status=self.row.status, created_at=self.row.created_at)
+
+
+def prepare_email(
+    principal: Principal,
+    req: SendEmail,
+    *,
+    max_message_bytes: int,
+    now: datetime | None = None,
+    email_id: str | None = None,
+) -> PreparedEmail:
+    """Validate `req` (ApiError 422/413 naming the field) and build what accepting it writes."""
+    email = validate_send(req, max_message_bytes=max_message_bytes)
+    now = now or datetime.now(UTC)
+    email_id = email_id or new_id("msg")
+    event = _queued_event(principal, email_id, email, now)
+    if email.scheduled_at is not None:
+        return PreparedEmail(
+            email=email,
+            row=_log_row(principal, email_id, email, now),
+            event=event,
+            timeline_type="scheduled",
+            schedule=scheduling.scheduled_accept(event, now),
+        )
+    return PreparedEmail(email=email, row=_log_row(principal, email_id, email, now), event=event)
+
+
+def _domain_refusal(domain: str, *, allowed: bool) -> ApiError:
+    if not allowed:
+        return forbidden("from_domain_not_allowed", "this API key may only send from its own domain")
+    return forbidden("domain_not_verified", f"{domain} is not a verified domain of this account")
+
+
+async def accept_email(
+    conn: Conn, principal: Principal, prepared: PreparedEmail, *, idempotency: repo.IdempotencyRecord | None = None
+) -> repo.Acceptance:
+    """Write one prepared email (one statement); 403 when its from-domain is refused. With
+    `idempotency`, `key_recorded` False means a live record of that key exists and nothing was
+    written (the caller replays it)."""
+    accepted = await repo.accept_email(
+        conn,
+        prepared.row,
+        recipients=prepared.recipients,
+        key_domain_id=principal.domain_id,
+        needs_verified_domain=principal.mode == "live",
+        event_id=prepared.event.event_id,
+        outbox_subject=subject_for(prepared.event),
+        payload=encode(prepared.event),
+        timeline_type=prepared.timeline_type,
+        idempotency=idempotency,
+        schedule=prepared.schedule,
+    )
+    if accepted.key_recorded and not (accepted.domain_allowed and accepted.domain_verified):
+        raise _domain_refusal(prepared.row.from_domain, allowed=accepted.domain_allowed)
+    return accepted
+
+
 async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_message_bytes: int) -> EmailAccepted:
     """Accept one email (see the module docstring); `max_message_bytes` bounds the built message.
     One statement writes it all or, when the from-domain is refused, nothing."""
     _check_tenant(principal)
-    email = validate_send(req, max_message_bytes=max_message_bytes)
-    now = datetime.now(UTC)
-    email_id = new_id("msg")
-    queued = _queued_event(principal, email_id, email, now)
-    recipients = [
-        (a.email, kind) for kind, group in (("to", email.to), ("cc", email.cc), ("bcc", email.bcc)) for a in group
-    ]
-    accepted = await repo.accept_email(
-        conn,
-        _log_row(principal, email_id, email, now),
-        recipients=recipients,
-        key_domain_id=principal.domain_id,
-        needs_verified_domain=principal.mode == "live",
-        event_id=queued.event_id,
-        outbox_subject=subject_for(queued),
-        payload=encode(queued),
-        schedule=None if email.scheduled_at is None else scheduling.scheduled_accept(queued, now),
+    prepared = prepare_email(principal, req, max_message_bytes=max_message_bytes)
+    await accept_email(conn, principal, prepared)
+    return prepared.accepted
+
+
+# ----------------------------------------------------------------------------- Idempotency-Key
+
+# A record that vanished between the write that found it and the read of it (it expired in
+# between) is looked for again; this bounds how often.
+_KEY_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A response of an idempotent request: the one first given for its key, or a fresh one."""
+
+    status_code: int
+    body: bytes
+    replayed: bool
+    written: bool  # emails were written by this request (wake the relay)
+    queued: int | None = None  # a batch's counts, for the request's log line
+    failed: int | None = None
+
+
+def _replay(stored: repo.StoredAnswer, key: IdempotencyKey) -> Answer:
+    if stored.endpoint != key.endpoint or stored.body_sha256 != key.body_sha256:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "this Idempotency-Key was already used with another request body or endpoint; use a new key",
+            param=KEY_PARAM,
+        )
+    return Answer(status_code=stored.status_code, body=stored.response, replayed=True, written=False)
+
+
+def _in_progress() -> ApiError:
+    return ApiError(
+        409,
+        "idempotency_in_progress",
+        "another request with this Idempotency-Key is being processed; retry shortly",
+        param=KEY_PARAM,
     )
-    if not accepted.domain_allowed:
-        raise forbidden("from_domain_not_allowed", "this API key may only send from its own domain")
-    if not accepted.domain_verified:
-        raise forbidden("domain_not_verified", f"{email.sender.domain} is not a verified domain of this account")
-    return EmailAccepted(id=email_id, status="queued" if email.scheduled_at is None else "scheduled", created_at=now)
+
+
+async def send_email_once(
+    conn: Conn, principal: Principal, req: SendEmail, key: IdempotencyKey, *, max_message_bytes: int, ttl_seconds: int
+) -> Answer:
+    """`send_email` under an Idempotency-Key: the email and the key's record (this 202) are one
+    statement; a key already recorded replays its answer (or 409 for another body/endpoint)."""
+    _check_tenant(principal)
+    prepared = prepare_email(principal, req, max_message_bytes=max_message_bytes)
+    body = msgspec.json.encode(prepared.accepted)
+    record = repo.IdempotencyRecord(
+        key=key.key,
+        endpoint=key.endpoint,
+        body_sha256=key.body_sha256,
+        status_code=202,
+        response=body,
+        ttl_seconds=ttl_seconds,
+    )
+    for _ in range(_KEY_ATTEMPTS):
+        accepted = await accept_email(conn, principal, prepared, idempotency=record)
+        if accepted.key_recorded:
+            return Answer(status_code=202, body=body, replayed=False, written=True)
+        stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
+        if stored is not None:
+            return _replay(stored, key)
+        if not (accepted.domain_allowed and accepted.domain_verified):
+            raise _domain_refusal(prepared.row.from_domain, allowed=accepted.domain_allowed)
+    raise _in_progress()
+
+
+# ----------------------------------------------------------------------------- batch
+
+
+def _item_request(item: Any) -> SendEmail:
+    """One batch item as a single send's body; ApiError 422 naming the field within the item."""
+    if not isinstance(item, dict):
+        raise validation("each item must be an email object", None)
+    try:
+        return msgspec.convert(item, SendEmail)
+    except msgspec.ValidationError as exc:
+        message, param = msgspec_param(exc)
+        if param in SendEmail.__not_yet_supported__:
+            message = f"`{param}` is part of the API but not supported by this version of Mailroom yet"
+        raise validation(message, param) from None
+
+
+def _failure(index: int, error: ApiError) -> BatchItem:
+    return BatchItem(index=index, error=error.code, message=error.message, param=error.param)
+
+
+async def _domain_verdicts(conn: Conn, principal: Principal, names: set[str]) -> dict[str, ApiError | None]:
+    """Per from-domain: None if the principal may send from it, else the single send's 403."""
+    needs_verified = principal.mode == "live"
+    if not names or (principal.domain_id is None and not needs_verified):
+        return dict.fromkeys(names)
+    states = await repo.domain_states(conn, principal.tenant_id, sorted(names))
+    verdicts: dict[str, ApiError | None] = {}
+    for name in names:
+        mine = [d for d in states if d.name == name]
+        allowed = principal.domain_id is None or any(d.id == principal.domain_id for d in mine)
+        verified = not needs_verified or any(d.status == "verified" for d in mine)
+        verdicts[name] = None if allowed and verified else _domain_refusal(name, allowed=allowed)
+    return verdicts
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch's items, each prepared or refused (`failures`), before any I/O."""
+
+    count: int
+    prepared: dict[int, PreparedEmail]
+    failures: dict[int, BatchItem]
+
+
+def prepare_batch(principal: Principal, req: SendBatch, *, max_message_bytes: int) -> PreparedBatch:
+    """Each item validated on its own, with the single send's rules (its errors become item
+    failures); the tenant's status refuses the whole batch. No I/O: call it before taking a
+    database connection (100 items are milliseconds of CPU)."""
+    _check_tenant(principal)
+    now = datetime.now(UTC)
+    # Ids rise with the index (ids made in one millisecond are otherwise in random order), so the
+    # log lists a batch's emails in the order they were given.
+    ids = sorted(new_id("msg") for _ in req.emails)
+    failures: dict[int, BatchItem] = {}
+    prepared: dict[int, PreparedEmail] = {}
+    for index, item in enumerate(req.emails):
+        try:
+            prepared[index] = prepare_email(
+                principal, _item_request(item), max_message_bytes=max_message_bytes, now=now, email_id=ids[index]
+            )
+        except ApiError as exc:
+            failures[index] = _failure(index, exc)
+    return PreparedBatch(count=len(req.emails), prepared=prepared, failures=failures)
+
+
+async def accept_batch(
+    conn: Conn,
+    principal: Principal,
+    batch: PreparedBatch,
+    *,
+    key: IdempotencyKey | None = None,
+    ttl_seconds: int = 0,
+) -> Answer:
+    """Accept a prepared batch: from-domain refusals become item failures; every accepted item is
+    written by one statement (one outbox batch), with the key's record when there is a key; a
+    batch that accepts nothing writes nothing, a key included."""
+    prepared, failures = batch.prepared, batch.failures
+    writes = {
+        i: repo.BatchEmail(
+            row=p.row,
+            recipients=p.recipients,
+            event_id=p.event.event_id,
+            outbox_subject=subject_for(p.event),
+            payload=encode(p.event),
+            timeline_type=p.timeline_type,
+            schedule=p.schedule,
+        )
+        for i, p in prepared.items()
+    }
+    for _ in range(_KEY_ATTEMPTS):
+        verdicts = await _domain_verdicts(conn, principal, {p.row.from_domain for p in prepared.values()})
+        accepted = {i: p for i, p in prepared.items() if verdicts[p.row.from_domain] is None}
+        refused = {i: _failure(i, error) for i, p in prepared.items() if (error := verdicts[p.row.from_domain])}
+        body = msgspec.json.encode(_batch_result(batch.count, accepted, {**failures, **refused}))
+        counts = {"queued": len(accepted), "failed": batch.count - len(accepted)}
+        if not accepted:
+            if key is not None:
+                stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
+                if stored is not None:
+                    return _replay(stored, key)
+            return Answer(status_code=200, body=body, replayed=False, written=False, **counts)
+        record = None
+        if key is not None:
+            record = repo.IdempotencyRecord(
+                key=key.key,
+                endpoint=key.endpoint,
+                body_sha256=key.body_sha256,
+                status_code=200,
+                response=body,
+                ttl_seconds=ttl_seconds,
+            )
+        outcome = await repo.accept_emails(
+            conn,
+            [writes[i] for i in accepted],
+            tenant_id=principal.tenant_id,
+            mode=principal.mode,
+            key_domain_id=principal.domain_id,
+            needs_verified_domain=principal.mode == "live",
+            idempotency=record,
+        )
+        if outcome.key_recorded:
+            return Answer(status_code=200, body=body, replayed=False, written=True, **counts)
+        if key is not None:
+            stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
+            if stored is not None:
+                return _replay(stored, key)
+        # A from-domain changed since it was read (or the key's record expired just then): again.
+    raise _in_progress() if key is not None else unavailable("the sending domains changed while accepting; try again")
+
+
+def _batch_result(count: int, accepted: dict[int, PreparedEmail], failures: dict[int, BatchItem]) -> BatchResult:
+    data: list[BatchItem] = []
+    for index in range(count):
+        prepared = accepted.get(index)
+        if prepared is not None:
+            data.append(BatchItem(index=index, id=prepared.row.id, status=prepared.row.status))
+        else:
+            data.append(failures[index])
+    return BatchResult(data=data, queued=len(accepted), failed=count - len(accepted))
 
 
 def _summary_fields(row: repo.EmailRow) -> dict[str, Any]:

@@ -1,0 +1,121 @@
+"""One Idempotency-Key, 20 identical concurrent requests, two API processes on one port
+(MAILROOM_API_PROCESSES=2) and one database: exactly one email and one queued event; every other
+answer is the replay of that 202 or `409 idempotency_in_progress`; another body is 409
+`idempotency_conflict`. The same for a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import Iterator
+
+import httpx
+import psycopg
+import pytest
+from cryptography.fernet import Fernet
+from mailroom_devstack.infra import Postgres
+from mailroom_devstack.stack import Ports, Stack
+from support import Tenant, create_tenant, wait_for
+
+PROCESSES = 2
+CONCURRENT = 20
+FRESH = httpx.Limits(max_keepalive_connections=0)  # SO_REUSEPORT spreads connections, not requests
+SEND = {"from": "a@anything.test", "to": "b@example.test", "subject": "once", "text": "only once"}
+
+
+@pytest.fixture(scope="module")
+def api_stack(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Iterator[Stack]:
+    dbname = f"mailroom_idem_{secrets.token_hex(5)}"
+    stack = Stack(
+        base_dir=tmp_path_factory.mktemp("idem"),
+        ports=Ports.free(),
+        operator_token=f"op_{secrets.token_hex(12)}",
+        webhooks_secret_key=Fernet.generate_key().decode(),
+        database_url=postgres.create_database(dbname),
+        processes=("api",),
+        extra_env={"api": {"MAILROOM_API_PROCESSES": str(PROCESSES)}},
+    )
+    try:
+        stack.start()
+        wait_for(
+            lambda: stack.log_tail("api", 200_000).count('"service.started"') == PROCESSES,
+            timeout=60,
+            what="every copy started",
+        )
+        yield stack
+    finally:
+        stack.stop()
+        postgres.drop_database(dbname)
+
+
+def posts_per_process(stack: Stack) -> set[float]:
+    """The POST counts the processes report (scrapes on fresh connections reach both)."""
+    seen = set()
+    with httpx.Client(base_url=stack.url("api"), limits=FRESH, timeout=10) as client:
+        for _ in range(40):
+            text = client.get("/metrics").text
+            posts = re.findall(
+                r'^mailroom_http_requests_total\{method="POST",service="api",status="\d+"\} (\S+)$', text, re.M
+            )
+            seen.add(sum(float(p) for p in posts))
+    return seen
+
+
+async def burst(stack: Stack, tenant: Tenant, path: str, body: object, key: str) -> list[httpx.Response]:
+    headers = {**tenant.headers("test"), "Idempotency-Key": key}
+    async with httpx.AsyncClient(base_url=stack.url("api"), limits=FRESH, timeout=30) as client:
+        return list(await asyncio.gather(*(client.post(path, json=body, headers=headers) for _ in range(CONCURRENT))))
+
+
+def db_counts(stack: Stack, tenant: Tenant) -> tuple[int, int]:
+    """The tenant's emails and their `queued` timeline entries (one per outbox event, same id)."""
+    with psycopg.connect(stack.db_url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM api.emails WHERE tenant_id = %(t)s),"
+            " (SELECT count(*) FROM api.email_events e JOIN api.emails m ON m.id = e.email_id"
+            "  WHERE m.tenant_id = %(t)s AND e.type = 'queued')",
+            {"t": tenant.id},
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def check_one_answer(answers: list[httpx.Response], status: int) -> httpx.Response:
+    fresh = [r for r in answers if r.status_code == status and "idempotent-replayed" not in r.headers]
+    assert len(fresh) == 1, [(r.status_code, r.text) for r in answers]
+    for r in answers:
+        if r is fresh[0]:
+            continue
+        if r.status_code == 409:
+            assert r.json()["error"] == "idempotency_in_progress", r.text
+        else:
+            assert r.status_code == status and r.headers["idempotent-replayed"] == "true", r.text
+            assert r.content == fresh[0].content
+    return fresh[0]
+
+
+def test_twenty_concurrent_requests_with_one_key_make_one_email(api_stack: Stack) -> None:
+    tenant = create_tenant(api_stack)  # 3 POSTs: the tenant and its two keys
+    answers = asyncio.run(burst(api_stack, tenant, "/v1/emails", SEND, "burst-1"))
+    first = check_one_answer(answers, 202)
+    assert db_counts(api_stack, tenant) == (1, 1)
+    # 23 POSTs in all (odd: two copies cannot report the same count): both copies answered some.
+    counts = posts_per_process(api_stack)
+    assert len(counts) == PROCESSES and sum(counts) == 3 + CONCURRENT and min(counts) > 0, counts
+
+    conflict = asyncio.run(burst(api_stack, tenant, "/v1/emails", {**SEND, "subject": "other"}, "burst-1"))
+    assert {(r.status_code, r.json()["error"]) for r in conflict} == {(409, "idempotency_conflict")}
+    assert db_counts(api_stack, tenant) == (1, 1)
+    with httpx.Client(base_url=api_stack.url("api"), headers=tenant.headers("test"), timeout=10) as client:
+        listed = client.get("/v1/emails").json()["data"]
+    assert [e["id"] for e in listed] == [first.json()["id"]]
+
+
+def test_twenty_concurrent_batches_with_one_key_make_one_batch(api_stack: Stack) -> None:
+    tenant = create_tenant(api_stack)
+    body = {"emails": [SEND, {**SEND, "to": "nope"}, {**SEND, "subject": "two"}]}
+    answers = asyncio.run(burst(api_stack, tenant, "/v1/emails/batch", body, "batch-burst"))
+    first = check_one_answer(answers, 200)
+    assert (first.json()["queued"], first.json()["failed"]) == (2, 1)
+    assert db_counts(api_stack, tenant) == (2, 2)
