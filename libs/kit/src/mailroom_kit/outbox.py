@@ -205,19 +205,17 @@ class OutboxRelay:
             [wait] = [row["wait"] for row in result if row["id"] is None]  # the aggregate's one row
             self._checked_at = loop.time()
             self._check_asked = False
-            # A full window may leave more due rows: look again at once.
-            self._due_at = self._checked_at if len(rows) == self._batch else None
-            if wait is not None and self._due_at is None:
-                self._due_at = self._checked_at + wait
-            if not rows:
+            if not rows:  # wait for the next row's time
+                self._due_at = None if wait is None else self._checked_at + wait
                 return 0
+            # Look again at once after this window: more may be due, or this one may fail (its
+            # rows stay, due still).
+            self._due_at = self._checked_at
             acked, error = await self._publish_window(rows)
             if acked:
                 await conn.execute("DELETE FROM outbox_scheduled WHERE id = ANY(%s)", ([row["id"] for row in acked],))
                 if self._on_scheduled_relayed is not None:
                     await self._on_scheduled_relayed(conn, [row["event_id"] for row in acked])
-            if len(acked) < len(rows):  # the rest is still due: retried after the back-off
-                self._due_at = self._checked_at
         return self._count(acked, rows, error)
 
     def _count(self, acked: list[dict[str, Any]], rows: list[dict[str, Any]], error: BaseException | None) -> int:
