@@ -23,6 +23,9 @@ METHODS = ("get", "post", "put", "patch", "delete")
 PARAM = re.compile(r"\{(\w+)\}")
 # Routes a sending-access key may use (SPEC §2: "send + read own emails").
 SENDING_ROUTES = re.compile(r"^/v1/emails(/|$)")
+# Routes that take no credential at all: the one-click unsubscribe links, whose signed token is
+# the authority (RFC 8058); checked on their own below.
+PUBLIC_ROUTES = re.compile(r"^/v1/unsubscribe/")
 # Example bodies for routes that take one and name another tenant's resource; a new such route must
 # be given one here (the lookup must answer 404 before the body could matter).
 BODIES: dict[tuple[str, str], dict[str, Any]] = {}
@@ -46,11 +49,12 @@ class World:
     a_test_email: str
 
 
-def operations(doc: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
+def operations(doc: dict[str, Any], prefix: str, *, public: bool = False) -> list[tuple[str, str]]:
+    """The document's operations under `prefix`: those that need a credential, or (`public`) the others."""
     return sorted(
         (method.upper(), path)
         for path, item in doc["paths"].items()
-        if path.startswith(prefix)
+        if path.startswith(prefix) and bool(PUBLIC_ROUTES.match(path)) == public
         for method in METHODS
         if method in item
     )
@@ -128,6 +132,10 @@ def fill(path: str, ids: dict[str, str]) -> str:
 def test_the_document_names_the_resources_the_matrix_covers(doc: dict[str, Any]) -> None:
     named = {p for _, path in operations(doc, "/v1/") for p in PARAM.findall(path)}
     assert named == {"email_id", "domain_id", "key_id", "webhook_id"}
+    assert operations(doc, "/v1/", public=True) == [
+        ("GET", "/v1/unsubscribe/{token}"),
+        ("POST", "/v1/unsubscribe/{token}"),
+    ]
 
 
 def test_another_tenants_resources_are_not_found_and_unchanged(
@@ -185,3 +193,15 @@ def test_no_route_answers_without_a_credential(doc: dict[str, Any], world: World
         if path.startswith("/admin/"):
             r = call(api, method, fill(path, ids), world.a.headers())
             assert (r.status_code, r.json()["error"]) == (401, "invalid_api_key"), f"{method} {path}: {r.text}"
+
+
+def test_public_routes_answer_only_to_a_token_the_api_signed(
+    doc: dict[str, Any], world: World, api: httpx.Client
+) -> None:
+    """No credential is asked for, and none helps: a token that is not one the API signed is 404
+    with or without either tenant's key (a forged one cannot record anything for anybody)."""
+    forged = "v1.WyJ0ZW5fMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAiLCJsaXZlIiwibXNnX3giLCJhQGIudGVzdCJd.AAAA"
+    for method, path in operations(doc, "/v1/", public=True):
+        for headers in ({}, world.a.headers(), world.b.headers(), {"Authorization": f"Bearer {world.a_sending}"}):
+            r = call(api, method, path.replace("{token}", forged), headers)
+            assert (r.status_code, r.json()["error"]) == (404, "not_found"), f"{method} {path}: {r.text}"

@@ -192,7 +192,7 @@ def _json_cases(w: World) -> list[tuple[str, str, Any, int, str, str | None]]:
             "headers.X-Num",
         ),
         ("unknown field", w.tenant.live, email(ok, attachmentz=[]), 422, "validation_error", "attachmentz"),
-        ("not yet supported field", w.tenant.live, email(ok, attachments=[]), 422, "validation_error", "attachments"),
+        ("not yet supported field", w.tenant.live, email(ok, template={}), 422, "validation_error", "template"),
         (
             "too many tags",
             w.tenant.live,

@@ -53,8 +53,12 @@ BODIES = [
             "headers": "map",
             "tags": "map",
             "metadata": "json",
+            "stream": "enum",
+            "track_opens": "bool",
+            "track_clicks": "bool",
         },
     ),
+    Body("settings", "PATCH", "/v1/settings", "live", {}, {"default_from": "addr"}),
     Body(
         "api-key",
         "POST",
@@ -178,11 +182,12 @@ async def world(runtime: Runtime) -> World:
 
 async def _counts(rt: Runtime) -> tuple[Any, ...]:
     tables = await table_counts(
-        rt, "emails", "email_recipients", "email_events", "outbox", "tenants", "api_keys", "domains"
+        rt, "emails", "email_recipients", "email_events", "outbox", "tenants", "api_keys", "domains", "suppressions"
     )
     async with rt.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT string_agg(name || status || coalesce(monthly_quota, -1) || coalesce(rate_limit, -1), ',')"
+            "SELECT string_agg(name || status || coalesce(monthly_quota, -1) || coalesce(rate_limit, -1)"
+            " || coalesce(default_from, '-'), ',')"
             " AS tenant_state FROM tenants"
         )
         row = await cur.fetchone()

@@ -57,7 +57,7 @@ async def test_each_item_is_accepted_or_refused_on_its_own(client: httpx.AsyncCl
         {**ok, "tags": {"team": "a b"}},
         {**ok, "from": f"hi@{unverified}"},
         7,
-        {**ok, "attachments": []},
+        {**ok, "template": {"id": "tpl_1"}},
         {**{k: v for k, v in ok.items() if k != "text"}, "html": "\u00e9" * 3_000_000},  # 16 MB built (html + text)
         {k: v for k, v in ok.items() if k != "to"},
         {**ok, "subject": "last", "to": "z@example.test"},
@@ -80,7 +80,7 @@ async def test_each_item_is_accepted_or_refused_on_its_own(client: httpx.AsyncCl
         4: ("validation_error", "tags.team"),
         5: ("domain_not_verified", None),
         6: ("validation_error", None),
-        7: ("validation_error", "attachments"),
+        7: ("validation_error", "template"),
         8: ("payload_too_large", None),
         9: ("validation_error", "to"),
     }

@@ -11,9 +11,16 @@ from email.message import EmailMessage, MIMEPart
 
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from mailroom_contracts.events import Address
+from mailroom_contracts.events import Address, Attachment
 from mailroom_contracts.headers import header_problem
-from mailroom_contracts.message import encoded_body_size, has_break_or_nul, wire_address
+from mailroom_contracts.message import (
+    attachment_sizes,
+    encoded_body_size,
+    filename_problem,
+    has_break_or_nul,
+    message_size,
+    wire_address,
+)
 from mailroom_sender.mime import build_message, html_to_text
 
 from .conftest import queued
@@ -164,3 +171,83 @@ def test_a_long_display_name_decodes_back_per_rfc_2047(name: str) -> None:
         assert str(make_header(decode_header(phrase))) == name.strip()
     else:  # printable ASCII: atoms or one quoted string, which the stdlib parser reads exactly
         same_addresses(parse(raw)["From"], [Address(email="noreply@mail.acme.test", name=name)])
+
+
+# --------------------------------------------------------------------------- attachments (issue 16)
+
+filename = st.one_of(
+    st.text(min_size=1, max_size=120),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=120),
+    st.sampled_from(['a "quoted" name.pdf', "back\\slash.txt", "=?utf-8?b?w7w=?=.txt", "Zoë €.pdf", "x" * 255]),
+).filter(lambda name: filename_problem(name) is None)
+attachment = st.builds(
+    Attachment,
+    filename=filename,
+    content=st.binary(max_size=400),
+    content_type=st.sampled_from(["application/pdf", "image/png", "text/plain", "application/octet-stream"]),
+    content_id=st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9.@_$!-]{1,78}", fullmatch=True)),
+)
+ICAL = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:x@y\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+
+
+def leaves(msg: EmailMessage) -> list[EmailMessage]:
+    return [p for p in msg.walk() if not p.is_multipart()]  # type: ignore[misc]
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    attachments=st.lists(attachment, max_size=5).filter(
+        lambda items: len({a.content_id for a in items if a.content_id}) == len([a for a in items if a.content_id])
+    ),
+    text=st.one_of(st.none(), body),
+    html=st.one_of(st.none(), body),
+    ical=st.one_of(st.none(), st.just(ICAL), st.just("BEGIN:VCALENDAR\nSUMMARY:Zoë\nEND:VCALENDAR")),
+)
+def test_attachments_parse_back_to_their_input_at_the_predicted_size(
+    attachments: list[Attachment], text: str | None, html: str | None, ical: str | None
+) -> None:
+    if text is None and html is None:
+        text = ""
+    ev = queued(text=text, html=html, attachments=attachments, ical_event=ical)
+    raw = build_message(ev)
+
+    assert raw.isascii()
+    assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    note(raw.decode("ascii")[:3000])
+    msg = parse(raw)
+    assert all(not part.defects for part in msg.walk())
+
+    plain_text = text if text is not None else html_to_text(html or "")
+    bodies = [b for b in (plain_text, html, ical) if b is not None]
+    parts = attachment_sizes(((a.filename, a.content_type, a.content_id, len(a.content)) for a in attachments), ical)
+    header_values = [ev.from_.email, ev.from_.name or "", *(a.email for a in ev.to), ev.subject]
+    predicted = message_size(header_values=header_values, bodies=bodies, parts=parts)
+    assert predicted - 4096 <= len(raw) <= predicted
+
+    found = [p for p in leaves(msg) if p.get_content_disposition() in ("attachment", "inline")]
+    expected = list(attachments)
+    if html is not None:  # inline parts come first, next to the html
+        expected = [a for a in attachments if a.content_id] + [a for a in attachments if not a.content_id]
+    if ical is not None:
+        expected.append(Attachment(filename="invite.ics", content=ical.encode(), content_type="application/ics"))
+    assert [p.get_filename() for p in found] == [a.filename for a in expected]
+    assert [p.get_content_type() for p in found] == [a.content_type for a in expected]
+    assert [p.get_payload(decode=True) for p in found] == [a.content for a in expected]
+    assert [p["Content-ID"] for p in found] == [f"<{a.content_id}>" if a.content_id else None for a in expected]
+    assert [p.get_content_disposition() for p in found] == [
+        "inline" if a.content_id else "attachment" for a in expected
+    ]
+    texts = [p for p in leaves(msg) if p.get_content_disposition() is None]
+    assert content(texts[0]) == as_lines(plain_text)
+    if html is not None:
+        assert [p.get_content_type() for p in texts[:2]] == ["text/plain", "text/html"]
+        assert content(texts[1]) == as_lines(html)
+    if ical is not None:
+        assert texts[-1].get_content_type() == "text/calendar" and texts[-1].get_param("method") == "REQUEST"
+        assert content(texts[-1]) == as_lines(ical)

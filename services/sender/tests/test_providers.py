@@ -118,7 +118,12 @@ async def test_read_timeout_after_sending_is_in_doubt(black_hole: BlackHole) -> 
 
 
 async def test_event_destination_is_created_idempotently_and_converges(emulator: EmulatorServer) -> None:
-    provider = SesProvider(ses_client(emulator.url), configuration_set="mailroom-setup-test", max_concurrency=2)
+    provider = SesProvider(
+        ses_client(emulator.url),
+        configuration_set="mailroom-setup-test",
+        broadcast_configuration_set="mailroom-setup-bulk",
+        max_concurrency=2,
+    )
     topic = "arn:aws:sns:us-east-1:000000000000:mailroom-ses-events"
     await provider.ensure_event_destination(topic_arn=topic, destination_name="mailroom-events")
     await provider.ensure_event_destination(topic_arn=topic, destination_name="mailroom-events")
@@ -126,11 +131,51 @@ async def test_event_destination_is_created_idempotently_and_converges(emulator:
     await provider.ensure_event_destination(topic_arn=other, destination_name="mailroom-events")
     provider.close()
     sets = httpx.get(f"{emulator.url}/_emulator/configuration-sets").json()["configuration_sets"]
-    [cs] = [c for c in sets if c["name"] == "mailroom-setup-test"]
-    [dest] = cs["event_destinations"]
-    assert dest["Name"] == "mailroom-events" and dest["Enabled"] is True
-    assert dest["SnsDestination"]["TopicArn"] == other
-    assert sorted(dest["MatchingEventTypes"]) == sorted(SES_EVENT_TYPES)
+    ours = {c["name"]: c for c in sets if c["name"].startswith(("mailroom-setup-test", "mailroom-setup-bulk"))}
+    # Each stream, each tracking choice: a set whose destination matches OPEN / CLICK only when on.
+    untracked = sorted(set(SES_EVENT_TYPES) - {"OPEN", "CLICK"})
+    expected = {
+        "": untracked,
+        "-opens": sorted([*untracked, "OPEN"]),
+        "-clicks": sorted([*untracked, "CLICK"]),
+        "-opens-clicks": sorted(SES_EVENT_TYPES),
+    }
+    assert sorted(ours) == sorted(
+        f"{base}{suffix}" for base in ("mailroom-setup-test", "mailroom-setup-bulk") for suffix in expected
+    )
+    for base in ("mailroom-setup-test", "mailroom-setup-bulk"):
+        for suffix, types in expected.items():
+            [dest] = ours[base + suffix]["event_destinations"]
+            assert dest["Name"] == "mailroom-events" and dest["Enabled"] is True
+            assert dest["SnsDestination"]["TopicArn"] == other
+            assert sorted(dest["MatchingEventTypes"]) == types
+
+
+async def test_configuration_set_follows_stream_and_tracking(emulator: EmulatorServer) -> None:
+    """The set each send is made with, as the emulator recorded it."""
+    provider = SesProvider(
+        ses_client(emulator.url),
+        configuration_set="mailroom-cs-t",
+        broadcast_configuration_set="mailroom-cs-b",
+        max_concurrency=2,
+    )
+    await provider.ensure_event_destination(
+        topic_arn="arn:aws:sns:us-east-1:000000000000:cs-test", destination_name="mailroom-events"
+    )
+    cases = {
+        ("transactional", False, False): "mailroom-cs-t",
+        ("transactional", True, False): "mailroom-cs-t-opens",
+        ("transactional", False, True): "mailroom-cs-t-clicks",
+        ("broadcast", True, True): "mailroom-cs-b-opens-clicks",
+        ("broadcast", False, False): "mailroom-cs-b",
+    }
+    for (stream, opens, clicks), name in cases.items():
+        extra = {"unsubscribe_url": "https://api.acme.test/v1/unsubscribe/v1.x.y"} if stream == "broadcast" else {}
+        ev = queued(stream=stream, track_opens=opens, track_clicks=clicks, **extra)
+        await provider.send(ev, build_message(ev))
+        [sent] = sent_messages(emulator, ev.email_id)
+        assert sent["configuration_set"] == name
+    provider.close()
 
 
 def test_simulator_mirrors_the_ses_mailbox_simulator() -> None:

@@ -60,3 +60,19 @@ def test_keep_alive_and_early_resend_settings_are_bounded() -> None:
     for value in ("-1", "3601"):
         with pytest.raises(ValueError, match="IN_DOUBT_GRACE_SECONDS"):
             SenderSettings.from_env({"MAILROOM_SENDER_IN_DOUBT_GRACE_SECONDS": value})
+
+
+def test_configuration_set_names_of_both_streams() -> None:
+    s = SenderSettings.from_env({"MAILROOM_SENDER_BROADCAST_CONFIGURATION_SET": "acme-bulk"})
+    assert (s.configuration_set, s.broadcast_configuration_set) == ("mailroom-transactional", "acme-bulk")
+    assert SenderSettings.from_env({}).broadcast_configuration_set == "mailroom-broadcast"
+    too_long = "x" * 52  # with "-opens-clicks" over SES's 64 characters
+    for env in (
+        {"MAILROOM_SENDER_BROADCAST_CONFIGURATION_SET": ""},
+        {"MAILROOM_SENDER_BROADCAST_CONFIGURATION_SET": "bad name"},
+        {"MAILROOM_SENDER_CONFIGURATION_SET": too_long},
+        {"MAILROOM_SENDER_BROADCAST_CONFIGURATION_SET": "mailroom-transactional"},
+    ):
+        with pytest.raises(ValueError, match="CONFIGURATION_SET"):
+            SenderSettings.from_env(env)
+    SenderSettings.from_env({"MAILROOM_SENDER_CONFIGURATION_SET": "x" * 51})

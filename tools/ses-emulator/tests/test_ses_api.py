@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 
 import httpx
@@ -284,6 +285,7 @@ def test_send_recipients_and_inspection(start_emulator: StartEmulator) -> None:
     assert m1["tags"] == {"mailroom_email_id": "em_1", "tenant": "t_1"}
     assert m1["subject"] == "Hello"
     assert m1["raw"] == raw.decode()
+    assert (m1["size"], m1["sha256"]) == (len(raw), hashlib.sha256(raw).hexdigest())
     assert m1["timestamp"].endswith("Z")
     assert m2["from"] == "Other <other@example.com>"
     assert m2["destinations"] == ["x@example.net", "hidden@example.net"]

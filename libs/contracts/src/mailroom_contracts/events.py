@@ -16,6 +16,7 @@ Mode = Literal["live", "test"]
 BounceType = Literal["Permanent", "Transient", "Undetermined"]
 DomainStatus = Literal["pending", "verified", "partially_verified", "temporary_failure", "failed"]
 RecordStatus = Literal["pending", "verified", "failed"]
+Stream = Literal["transactional", "broadcast"]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -39,6 +40,27 @@ class EmailEvent(Event, frozen=True, kw_only=True):
     mode: Mode = "live"
 
 
+class Attachment(msgspec.Struct, frozen=True, kw_only=True):
+    """A file sent with an email: its bytes (base64 in JSON) and how the MIME part names them.
+    `content_type` is decided by the API (given, or guessed from the filename); a `content_id`
+    makes the part inline (`cid:` in the html, under multipart/related)."""
+
+    filename: str
+    content: bytes
+    content_type: str = "application/octet-stream"
+    content_id: str | None = None
+
+
+class ContentRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an offloaded email's content is: an object in a JetStream Object Store bucket whose
+    bytes (a msgpack `mailroom_contracts.content.EmailContent`) have this SHA-256 (hex) and size."""
+
+    bucket: str
+    name: str
+    sha256: str
+    size: int
+
+
 class EmailQueued(EmailEvent, frozen=True, kw_only=True, tag="email.queued"):
     """An accepted email, with everything the sender needs to build and send it."""
 
@@ -54,9 +76,25 @@ class EmailQueued(EmailEvent, frozen=True, kw_only=True, tag="email.queued"):
     tags: dict[str, str] = {}
     metadata: dict[str, Any] | None = None
     created_at: datetime
+    # Attachments (issue 16), in the order given; an RFC 5545 invite sent as a text/calendar
+    # alternative and as invite.ics.
+    attachments: list[Attachment] = []
+    ical_event: str | None = None
+    # Set when the content was too large to ride in the event: html, text, attachments and
+    # ical_event are then empty here and live in the object it names (mailroom_contracts.content).
+    content: ContentRef | None = None
+    # --- streams and tracking (issue 16): the sender picks the SES configuration set from these.
+    stream: Stream = "transactional"
+    # Resolved at accept time (the request's value, else the from-domain's setting).
+    track_opens: bool = False
+    track_clicks: bool = False
+    # Broadcast only: the api-signed one-click URL (RFC 8058) and an optional mailto, which the
+    # sender writes as `List-Unsubscribe` (+ `List-Unsubscribe-Post`). The sender never signs.
+    unsubscribe_url: str | None = None
+    unsubscribe_mailto: str | None = None
     # Scheduling (issue 16): set when the email was accepted with `scheduled_at`. Such an event
     # waits in the api's scheduled outbox and is published at that time (its `occurred_at` is
-    # that time too); the email log then moves the email from `scheduled` to `queued`.
+    # that time too); the api's relay then moves the email from `scheduled` to `queued`.
     scheduled_at: datetime | None = None
 
 

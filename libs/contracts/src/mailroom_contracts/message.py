@@ -12,10 +12,17 @@ implementation, so the two ends never disagree. Pure functions (standard library
 - Body parts are 7bit when ASCII with lines of at most 78 characters, else base64
   (`body_transfer_encoding`), so the built size is known exactly before building
   (`message_size`), without building a 10 MiB message on the request path.
+- Attachments (issue 16): a filename is 1..255 characters without line breaks, control
+  characters or path separators, and not of a type SES refuses (`DANGEROUS_EXTENSIONS`); a
+  content type is a bare `type/subtype` (guessed from the filename when absent,
+  `guess_content_type`); a content id is a short printable token. Their part headers are written
+  here (`attachment_head`), so the part's size is exact before anything is built
+  (`attachment_part_size`). An invite (`ical_event`) is RFC 5545 text (`ical_problem`).
 """
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from collections.abc import Iterable
 from html.parser import HTMLParser
@@ -126,11 +133,199 @@ def encoded_body_size(body: str) -> int:
     return full * (_BASE64_CHUNK // 3 * 4 + 2) + ((rest + 2) // 3 * 4 + 2 if rest else 0)
 
 
-def message_size(*, header_values: Iterable[str], bodies: Iterable[str]) -> int:
+def message_size(*, header_values: Iterable[str], bodies: Iterable[str], parts: Iterable[int] = ()) -> int:
     """An upper bound, within about 2 KiB, of the built message in bytes: each body part exactly,
-    header values (addresses, subject, custom headers) by their worst-case encoded size."""
+    header values (addresses, subject, custom headers) by their worst-case encoded size, and
+    `parts` (the exact sizes of attachment parts, `attachment_part_size`) with their boundaries
+    and the extra multipart levels they need."""
     headers = sum(len(v.encode("utf-8")) * _HEADER_FACTOR + _HEADER_LINE_BYTES for v in header_values)
-    return _STRUCTURE_BYTES + headers + sum(encoded_body_size(b) for b in bodies)
+    size = _STRUCTURE_BYTES + headers + sum(encoded_body_size(b) for b in bodies)
+    attached = [_PART_BOUNDARY_BYTES + p for p in parts]
+    if attached:
+        size += _EXTRA_LEVELS_BYTES + sum(attached)
+    return size
+
+
+# --------------------------------------------------------------------------- attachments
+
+MAX_ATTACHMENTS: Final = 100
+MAX_FILENAME: Final = 255  # characters; most file systems' limit
+MAX_CONTENT_ID: Final = 78  # SES v2 Attachment.ContentId
+INVITE_FILENAME: Final = "invite.ics"
+INVITE_CONTENT_TYPE: Final = "application/ics"  # the attachment; the alternative is text/calendar
+DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
+# File types SES refuses to send ("Unsupported attachment types", SES developer guide).
+DANGEROUS_EXTENSIONS: Final = frozenset(
+    """ade adp app asp bas bat cer chm cmd com cpl crt csh der exe fxp gadget hlp hta inf ins isp its
+    js jse ksh lib lnk mad maf mag mam maq mar mas mat mau mav maw mda mdb mde mdt mdw mdz msc msh
+    msh1 msh2 mshxml msh1xml msh2xml msi msp mst ops pcd pif plg prf prg reg scf scr sct shb shs sys
+    ps1 ps1xml ps2 ps2xml psc1 psc2 tmp url vb vbe vbs vps vsmacros vss vst vsw vxd ws wsc wsf wsh
+    xnk""".split()
+)
+_CONTENT_TYPE_RE: Final = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_CONTENT_ID_RE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,78}")
+_CONTROL_OR_SEPARATOR: Final = re.compile(r"[\x00-\x1f\x7f-\x9f/\\\u2028\u2029]")
+_QUOTABLE_PARAM: Final = re.compile(r"[\x20-\x7e]*")
+# RFC 2231 attribute-chars: what a percent-encoded parameter value may hold as is.
+_ATTR_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$&+-.^_`|~")
+_PARAM_SEGMENT: Final = 50  # percent-encoded characters per RFC 2231 continuation (lines stay <= 78)
+# `--boundary` CRLF before a part and the CRLF after it (boundaries are "=_" + 32 hex digits).
+_PART_BOUNDARY_BYTES: Final = 2 + 34 + 2 + 2
+# The multipart/mixed and multipart/related levels and the calendar part's headers that
+# attachments or an invite add around the alternative part: a generous bound.
+_EXTRA_LEVELS_BYTES: Final = 1024
+# The built-in table only (not the host's /etc/mime.types), so every host guesses the same.
+_TYPES: Final = mimetypes.MimeTypes(filenames=())
+# Common types Python's built-in table (3.11) lacks; consulted first.
+_EXTRA_TYPES: Final = {
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "odt": "application/vnd.oasis.opendocument.text",
+    "ods": "application/vnd.oasis.opendocument.spreadsheet",
+    "odp": "application/vnd.oasis.opendocument.presentation",
+    "ics": "text/calendar",
+    "vcf": "text/vcard",
+    "md": "text/markdown",
+    "webp": "image/webp",
+    "heic": "image/heic",
+    "avif": "image/avif",
+    "7z": "application/x-7z-compressed",
+    "rar": "application/vnd.rar",
+    "epub": "application/epub+zip",
+}
+_COMPRESSED: Final = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+    "br": "application/x-brotli",
+}
+
+
+def _extension(filename: str) -> str:
+    """The lower-case extension as Windows sees it (trailing dots and spaces are dropped)."""
+    name = filename.rstrip(" .")
+    return name.rpartition(".")[2].lower() if "." in name else ""
+
+
+def filename_problem(filename: str) -> str | None:
+    """Why `filename` cannot name an attachment, or None."""
+    if not filename.strip():
+        return "filename must not be empty"
+    if len(filename) > MAX_FILENAME:
+        return f"filename is longer than {MAX_FILENAME} characters"
+    if _CONTROL_OR_SEPARATOR.search(filename) or has_break_or_nul(filename):
+        return "filename must not contain line breaks, control characters, NUL or path separators (/ \\)"
+    if filename.strip(" .") == "":
+        return "filename must name a file"
+    if filename != filename.strip():
+        return "filename must not start or end with whitespace"
+    extension = _extension(filename)
+    if extension in DANGEROUS_EXTENSIONS:
+        return f"SES does not send attachments of type .{extension}"
+    return None
+
+
+def guess_content_type(filename: str) -> str:
+    """The content type of a file by its extension (application/octet-stream when unknown)."""
+    extension = _extension(filename)
+    if not extension:
+        return DEFAULT_CONTENT_TYPE
+    if extension in _EXTRA_TYPES:
+        return _EXTRA_TYPES[extension]
+    dotted = "." + extension
+    compressed = _TYPES.encodings_map.get(dotted)
+    if compressed is not None:
+        return _COMPRESSED.get(compressed, DEFAULT_CONTENT_TYPE)
+    return _TYPES.types_map[True].get(dotted) or _TYPES.types_map[False].get(dotted) or DEFAULT_CONTENT_TYPE
+
+
+def content_type_problem(content_type: str) -> str | None:
+    """Why `content_type` (lower case) cannot be an attachment's type, or None."""
+    if not _CONTENT_TYPE_RE.fullmatch(content_type):
+        return "content_type must be a MIME type like application/pdf (no parameters)"
+    if content_type.startswith(("multipart/", "message/")):
+        return "content_type must not be a multipart/ or message/ type"
+    return None
+
+
+def content_id_problem(content_id: str) -> str | None:
+    if not _CONTENT_ID_RE.fullmatch(content_id):
+        return (
+            f"content_id must be 1 to {MAX_CONTENT_ID} printable ASCII characters"
+            " without spaces, quotes, parentheses or angle brackets"
+        )
+    return None
+
+
+def ical_problem(ical: str) -> str | None:
+    """Why `ical` cannot be sent as a calendar invite, or None."""
+    if "\x00" in ical:
+        return "ical_event must not contain NUL"
+    if not ical.lstrip().upper().startswith("BEGIN:VCALENDAR"):
+        return "ical_event must be RFC 5545 text starting with BEGIN:VCALENDAR"
+    return None
+
+
+def _param(name: str, value: str) -> list[str]:
+    """`name="value"`, or the RFC 2231 form (UTF-8, percent-encoded, continued over lines of at
+    most 78 characters)."""
+    quoted = f'{name}="{value}"'
+    # Quoted when plain ASCII (nothing a reader could take for an RFC 2047 word) and the folded
+    # line (a space, the parameter, `;`) stays within 78 characters.
+    plain = _QUOTABLE_PARAM.fullmatch(value) and not any(c in value for c in ('"', "\\", "=?"))
+    if len(quoted) <= 76 and plain:
+        return [quoted]
+    # Segments hold whole characters, so each decodes on its own (some clients decode them apart).
+    segments: list[str] = []
+    segment = ""
+    for char in value:
+        piece = "".join(chr(b) if b in _ATTR_CHARS else f"%{b:02X}" for b in char.encode("utf-8"))
+        if segment and len(segment) + len(piece) > _PARAM_SEGMENT:
+            segments.append(segment)
+            segment = ""
+        segment += piece
+    segments.append(segment)
+    if len(segments) == 1:
+        return [f"{name}*=utf-8''{segments[0]}"]
+    return [f"{name}*{i}*={'utf-8' + chr(39) * 2 if i == 0 else ''}{seg}" for i, seg in enumerate(segments)]
+
+
+def _header_with_params(head: str, params: list[str]) -> str:
+    return ";\r\n ".join([head, *params]) + "\r\n"
+
+
+def attachment_head(filename: str, content_type: str, content_id: str | None) -> str:
+    """The part headers of an attachment (and the blank line after them), as the sender writes them."""
+    disposition = "inline" if content_id else "attachment"
+    head = _header_with_params(f"Content-Type: {content_type}", _param("name", filename))
+    head += "Content-Transfer-Encoding: base64\r\n"
+    head += _header_with_params(f"Content-Disposition: {disposition}", _param("filename", filename))
+    if content_id:
+        head += f"Content-ID: <{content_id}>\r\n"
+    return head + "\r\n"
+
+
+def base64_body_size(size: int) -> int:
+    """Bytes of `size` raw bytes as base64 in 76-column CRLF lines (the stdlib's layout)."""
+    full, rest = divmod(size, _BASE64_CHUNK)
+    return full * (_BASE64_CHUNK // 3 * 4 + 2) + ((rest + 2) // 3 * 4 + 2 if rest else 0)
+
+
+def attachment_part_size(filename: str, content_type: str, content_id: str | None, size: int) -> int:
+    """The exact size of an attachment's part (headers and base64 body) of `size` raw bytes."""
+    return len(attachment_head(filename, content_type, content_id)) + base64_body_size(size)
+
+
+def attachment_sizes(attachments: Iterable[tuple[str, str, str | None, int]], ical_event: str | None) -> list[int]:
+    """The exact part sizes of `attachments` ((filename, content_type, content_id, raw size)) and
+    of the invite.ics an `ical_event` adds, for `message_size(parts=...)` (the calendar
+    alternative itself is a body: pass the ical text in `bodies`)."""
+    sizes = [attachment_part_size(*a) for a in attachments]
+    if ical_event is not None:
+        sizes.append(attachment_part_size(INVITE_FILENAME, INVITE_CONTENT_TYPE, None, len(ical_event.encode("utf-8"))))
+    return sizes
 
 
 # --------------------------------------------------------------------------- html → text

@@ -114,10 +114,11 @@ def request_logging(service: str, *, quiet_paths: Collection[str] = DEFAULT_QUIE
         ).inc()
         if seconds is not None:
             HTTP_REQUEST_SECONDS.labels(service=service).observe(seconds)
-        fields = dict(state.get(LOG_FIELDS_KEY, {}))
+        # A route whose path holds a capability (an unsubscribe token) logs its template instead:
+        # `add_log_fields(scope, path="/v1/unsubscribe/{token}")`.
+        fields = {"path": path, **state.get(LOG_FIELDS_KEY, {})}
         fields.update(
             method=method,
-            path=path,
             status=status,
             duration_ms=round(seconds * 1000, 2) if seconds is not None else None,
             request_id=rid,

@@ -1,7 +1,9 @@
 """NATS connection and the JetStream reconciler.
 
 `reconcile` makes the server match the contracts: it creates missing streams and durable
-consumers and updates existing ones (so changed limits or filters roll out on deploy).
+consumers and updates existing ones (so changed limits or filters roll out on deploy), and the
+Object Store buckets of `mailroom_contracts.content` (`ensure_object_store`: the stream nats-py's
+`create_object_store` makes, created or updated the same way), so every service that starts has them.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import nats
+from mailroom_contracts.content import OBJECT_STORES, ObjectStoreSpec
 from mailroom_contracts.streams import ConsumerSpec, StreamSpec
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
 
 from mailroom_kit.logging import get_logger
 
@@ -65,8 +69,43 @@ def consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
     )
 
 
+def object_store_config(spec: ObjectStoreSpec, replicas: int) -> api.StreamConfig:
+    """The stream behind an Object Store bucket, exactly as nats-py's `create_object_store` builds it."""
+    return api.StreamConfig(
+        name=f"OBJ_{spec.bucket}",
+        description=spec.description,
+        subjects=[f"$O.{spec.bucket}.C.>", f"$O.{spec.bucket}.M.>"],
+        max_age=spec.max_age_seconds,
+        max_bytes=-1,
+        max_consumers=0,
+        storage=api.StorageType.FILE,
+        num_replicas=replicas,
+        discard=api.DiscardPolicy.NEW,
+        allow_rollup_hdrs=True,
+        allow_direct=True,
+    )
+
+
+async def ensure_object_store(js: JetStreamContext, spec: ObjectStoreSpec, *, replicas: int = 1) -> ObjectStore:
+    """Create the bucket, or bring an existing one's limits (max age) to the spec."""
+    config = object_store_config(spec, replicas)
+    try:
+        await js.stream_info(config.name or "")
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("object_store.created", bucket=spec.bucket)
+    else:
+        await js.update_stream(config)
+    return await js.object_store(spec.bucket)
+
+
 async def reconcile(
-    js: JetStreamContext, streams: Iterable[StreamSpec], consumers: Iterable[ConsumerSpec], *, replicas: int = 1
+    js: JetStreamContext,
+    streams: Iterable[StreamSpec],
+    consumers: Iterable[ConsumerSpec],
+    *,
+    replicas: int = 1,
+    object_stores: Iterable[ObjectStoreSpec] = OBJECT_STORES,
 ) -> None:
     for spec in streams:
         config = stream_config(spec, replicas)
@@ -80,3 +119,5 @@ async def reconcile(
     for cspec in consumers:
         # CONSUMER.CREATE with an existing name updates the consumer's editable fields.
         await js.add_consumer(cspec.stream, consumer_config(cspec))
+    for ospec in object_stores:
+        await ensure_object_store(js, ospec, replicas=replicas)

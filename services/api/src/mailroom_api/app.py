@@ -22,6 +22,7 @@ from mailroom_kit import outbox
 from mailroom_kit.http import request_logging
 from mailroom_kit.runtime import Runtime, Worker, ops_router, serve
 
+from mailroom_api.account.controllers import SettingsController
 from mailroom_api.auth.cache import KeyCache
 from mailroom_api.auth.service import Principal
 from mailroom_api.domains.controllers import DomainsController
@@ -37,12 +38,14 @@ from mailroom_api.http.guards import (
     KEY_CACHE_STATE,
     RELAY_WAKE_STATE,
     RUNTIME_STATE,
+    UNSUBSCRIBE_LINKS_STATE,
     current_principal,
     make_before_request,
 )
 from mailroom_api.keys.controllers import AdminApiKeysController, ApiKeysController
 from mailroom_api.settings import ApiSettings
 from mailroom_api.tenants.controllers import AdminTenantsController
+from mailroom_api.unsubscribe.controllers import UnsubscribeController
 from mailroom_api.webhooks.controllers import WebhooksController
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -56,6 +59,8 @@ ROUTES: list[type[Controller]] = [
     EmailsController,
     DomainsController,
     WebhooksController,
+    SettingsController,
+    UnsubscribeController,
 ]
 
 
@@ -121,7 +126,14 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
         },
         signature_types=[Runtime, Principal, ApiSettings],
         before_request=make_before_request(runtime, settings, keys),
-        state=State({RUNTIME_STATE: runtime, KEY_CACHE_STATE: keys, RELAY_WAKE_STATE: wake}),
+        state=State(
+            {
+                RUNTIME_STATE: runtime,
+                KEY_CACHE_STATE: keys,
+                RELAY_WAKE_STATE: wake,
+                UNSUBSCRIBE_LINKS_STATE: settings.unsubscribe_links,
+            }
+        ),
         lifespan=[background],
         before_send=logging.before_send,
         middleware=logging.middleware,

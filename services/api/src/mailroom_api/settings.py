@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Annotated, Self
 
 import msgspec
 from mailroom_kit.settings import BaseSettings
+
+from mailroom_api.unsubscribe.tokens import UnsubscribeLinks
+
+MAX_SES_MESSAGE_BYTES = 40_000_000  # SES: "40 MB" total message size, attachments included
+
+_PUBLIC_URL = re.compile(
+    r"(?:https://[A-Za-z0-9.-]+|http://(?:127\.0\.0\.1|localhost|\[::1\]))(?::\d{1,5})?(?:/[A-Za-z0-9._~/-]*)?"
+)
+_MAILTO = re.compile(r"[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]+@[A-Za-z0-9.-]+")
 
 
 class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call-arg]
@@ -17,12 +27,19 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     # Bearer token for /admin/v1 (compared in constant time). Empty: the operator API answers 401.
     # Read from MAILROOM_API_OPERATOR_TOKEN, or MAILROOM_OPERATOR_TOKEN (the SPEC's name) when unset.
     operator_token: str = ""
-    # Largest accepted request body in bytes (a bigger one is 413 payload_too_large).
-    max_body_bytes: int = 10 * 1024 * 1024
+    # Largest accepted request body in bytes (a bigger one is 413 payload_too_large). Attachments
+    # arrive base64 in JSON (4/3 of their size): to accept a message of MAX_MESSAGE_BYTES, keep this
+    # at least 4/3 of it plus a little (the default: 14 MiB for the 10 MiB message).
+    max_body_bytes: int = 14 * 1024 * 1024
     # Largest message the sender may build, in bytes, as SES counts it (headers and encoded bodies,
-    # including the text generated from html); a bigger one is 413 payload_too_large at accept
-    # time. SPEC: 10 MiB by default; SES accepts up to 40 MB when the account's limit is raised.
-    max_message_bytes: int = 10 * 1024 * 1024
+    # including the text generated from html and base64 attachments); a bigger one is 413
+    # payload_too_large at accept time. SPEC: 10 MiB by default; SES accepts up to 40 MB when the
+    # account's limit is raised, so at most 40,000,000.
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=1024, le=MAX_SES_MESSAGE_BYTES)] = 10 * 1024 * 1024
+    # An EmailQueued whose JSON is over this many bytes carries a reference instead of its content,
+    # which goes to the JetStream Object Store bucket `mailroom-content` (mailroom_contracts.content).
+    # Below NATS's max_payload (1 MiB by default) with room for the rest of the event.
+    offload_threshold_bytes: Annotated[int, msgspec.Meta(ge=1024, le=768 * 1024)] = 256 * 1024
     # How long to wait for the domains/webhooks services to answer a request/reply call. Keep it
     # above MAILROOM_DOMAINS_CREATE_TIMEOUT_SECONDS (8), or a slow SES turns a stored domain into a 503.
     rpc_timeout_seconds: float = 10.0
@@ -39,6 +56,42 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     idempotency_ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] = 24 * 3600
     # How often each API process deletes expired Idempotency-Key records (1,000 rows per statement).
     idempotency_purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
+    # --- broadcast stream (RFC 8058 one-click unsubscribe). Both must be set for broadcast sends
+    # (else they are refused): the HMAC key of the unsubscribe tokens (at least 32 characters;
+    # every API replica needs the same one; changing it voids the links already sent) ...
+    unsubscribe_secret: str = ""
+    # ... and the API's public base URL the links point at (https://; http:// only for a loopback
+    # host, for local runs), e.g. https://mail-api.example.com.
+    public_url: str = ""
+    # An address that takes unsubscribe requests by email, added to List-Unsubscribe as a mailto
+    # (subject "unsubscribe <token>"); empty: the https link only (what RFC 8058 requires).
+    unsubscribe_mailto: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Checks a field type cannot express; a failure stops the process at start (SettingsError).
+        if self.unsubscribe_secret and len(self.unsubscribe_secret) < 32:
+            raise ValueError("MAILROOM_API_UNSUBSCRIBE_SECRET must be at least 32 characters")
+        if self.public_url and (len(self.public_url) > 200 or not _PUBLIC_URL.fullmatch(self.public_url)):
+            raise ValueError(
+                "MAILROOM_API_PUBLIC_URL must be https://host[:port][/path] (http:// only for 127.0.0.1 or localhost),"
+                " at most 200 characters"
+            )
+        if self.unsubscribe_mailto and (
+            len(self.unsubscribe_mailto) > 254 or not _MAILTO.fullmatch(self.unsubscribe_mailto)
+        ):
+            raise ValueError("MAILROOM_API_UNSUBSCRIBE_MAILTO must be a bare email address")
+
+    @property
+    def unsubscribe_links(self) -> UnsubscribeLinks | None:
+        """How broadcast emails' unsubscribe links are made; None when the broadcast stream is off."""
+        if not (self.unsubscribe_secret and self.public_url):
+            return None
+        return UnsubscribeLinks(
+            secret=self.unsubscribe_secret.encode(),
+            public_url=self.public_url.rstrip("/"),
+            mailto=self.unsubscribe_mailto or None,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:

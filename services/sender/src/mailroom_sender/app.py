@@ -15,6 +15,7 @@ from mailroom_kit.settings import DAY
 from mailroom_kit.wake import sleep_until_stopped
 
 from mailroom_sender import repository
+from mailroom_sender.content import ContentLoader
 from mailroom_sender.handlers import SenderHandlers
 from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
 from mailroom_sender.service import SCHEMA, SenderService
@@ -41,6 +42,7 @@ class Sender:
                 max_idle_seconds=settings.ses_max_idle_seconds,
             ),
             configuration_set=settings.configuration_set,
+            broadcast_configuration_set=settings.broadcast_configuration_set,
             max_concurrency=settings.concurrency,
         )
         self.service = SenderService(
@@ -53,7 +55,8 @@ class Sender:
         )
 
     async def on_start(self, rt: Runtime) -> None:
-        """Point the configuration set's events at the SNS topic (when one is configured)."""
+        """Make every configuration set (both streams, each tracking variant) exist and point its
+        events at the SNS topic (when one is configured; otherwise they are the operator's)."""
         topic = self.settings.ses_events_topic_arn
         if not topic:
             return
@@ -71,14 +74,14 @@ class Sender:
             else:
                 log.info(
                     "ses.event_destination_ready",
-                    configuration_set=self.settings.configuration_set,
+                    configuration_sets=sorted(cs.name for cs in self.ses.configuration_sets.values()),
                     topic_arn=topic,
                 )
                 return
 
     async def consume_queued(self, rt: Runtime) -> None:
         await self.settle_backlog_first(rt)
-        handlers = SenderHandlers(rt.pool, self.service)
+        handlers = SenderHandlers(rt.pool, self.service, ContentLoader(rt.js))
         await consume(rt.js, SENDER_QUEUED, handlers.email_queued, stop=rt.stop, concurrency=self.settings.concurrency)
 
     async def settle_backlog_first(self, rt: Runtime, *, within_seconds: float = 30.0) -> None:

@@ -2,10 +2,15 @@
 call outside any transaction, TX2) and settle the message (return = ack, `Retry` = nak with a
 delay, `Permanent` = dead letter for a message that is not what the consumer follows). Each
 email's outcome (`result`: sent | duplicate | failed | retry | in_doubt | in_doubt_wait, and its
-details) goes on the kit's one `message.handled` line through `note`. Never the body."""
+details) goes on the kit's one `message.handled` line through `note`. Never the body.
+
+An email whose content is in the object store (issue 16, sender/content.py) is looked up first:
+already settled → nothing is fetched (a redelivery never needs the object); otherwise the content
+is fetched and checked before anything else, and the object is deleted once the email is settled."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from mailroom_contracts.events import EmailProviderAccepted, EmailQueued, Event
@@ -13,20 +18,54 @@ from mailroom_kit.consumer import Permanent, Retry, note
 from mailroom_kit.db import Pool
 from nats.aio.msg import Msg
 
-from mailroom_sender.errors import InDoubtProviderError, PermanentProviderError, TransientProviderError
-from mailroom_sender.service import InDoubt, Refused, SenderService, Settled
+from mailroom_sender import repository
+from mailroom_sender.content import ContentLoader, ContentUnavailable
+from mailroom_sender.errors import (
+    InDoubtProviderError,
+    MessageBuildError,
+    PermanentProviderError,
+    TransientProviderError,
+)
+from mailroom_sender.service import InDoubt, Prepared, Refused, SenderService, Settled
 
 
 class SenderHandlers:
-    def __init__(self, pool: Pool, service: SenderService) -> None:
+    def __init__(self, pool: Pool, service: SenderService, content: ContentLoader | None = None) -> None:
         self._pool = pool
         self._service = service
+        self._content = content
 
     async def email_queued(self, event: Event, msg: Msg | None = None) -> None:
         """SENDER_QUEUED: send one queued email exactly once."""
         if not isinstance(event, EmailQueued):
             raise Permanent(f"{event.__struct_config__.tag} on the queued consumer")
-        prepared = self._service.prepare(event)
+        ref = event.content
+        if ref is None:
+            await self._send(event, self._service.prepare(event))
+            return
+        # issue 16: the content is in the object store.
+        if self._content is None:
+            raise Retry("this sender has no content store")
+        async with self._pool.connection() as conn:
+            state = await repository.state_of(conn, event.email_id)
+        if state in ("sent", "failed"):
+            self._summary(event, outcome="duplicate", state=state, offloaded=True)
+        else:
+            try:
+                full = await self._content.load(event)
+            except ContentUnavailable as exc:
+                self._summary(event, outcome="retry", error=exc.message, offloaded=True)
+                raise Retry(exc.message) from exc
+            except MessageBuildError as exc:
+                await self._send(event, Prepared(raw=b"", recipients=[], error=exc))
+            else:
+                # A large message is built off the event loop.
+                await self._send(full, await asyncio.to_thread(self._service.prepare, full))
+        # Settled (a Retry would have left above): the object is not needed any more.
+        await self._content.discard(ref)
+
+    async def _send(self, event: EmailQueued, prepared: Prepared) -> None:
+        """TX1, the provider call, TX2. Returns once the email is settled; raises Retry otherwise."""
         async with self._pool.connection() as conn:
             async with conn.transaction():
                 begin = await self._service.begin(conn, event, prepared)

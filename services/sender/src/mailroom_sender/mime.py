@@ -16,6 +16,11 @@ The message is the one the standard library's `email` package built here before 
   characters; display names that are not atoms become quoted strings or encoded words.
 - Bodies that are several parts are `multipart/alternative` (text then html) under a random
   boundary that no body contains.
+- Attachments (base64, headers from `mailroom_contracts.message.attachment_head`: RFC 2231
+  filenames when not plain ASCII): the message becomes `multipart/mixed` (the body, then the
+  attachments); parts with a `content_id` go inline next to the html under `multipart/related`
+  (type text/html); an `ical_event` is a third alternative, `text/calendar; method=REQUEST`, and
+  the `invite.ics` attachment. Without attachments or invite the layout is exactly as before.
 The output parses with `email.parser` (policy=default) back to exactly these values (a property
 test holds it to that).
 """
@@ -29,12 +34,20 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from mailroom_contracts.events import Address, EmailQueued
+from mailroom_contracts.events import Address, Attachment, EmailQueued
 from mailroom_contracts.headers import header_problem
 from mailroom_contracts.message import (
+    INVITE_CONTENT_TYPE,
+    INVITE_FILENAME,
+    MAX_ATTACHMENTS,
+    attachment_head,
     body_transfer_encoding,
+    content_id_problem,
+    content_type_problem,
     custom_headers_problem,
+    filename_problem,
     html_to_text,
+    ical_problem,
     text_problem,
     wire_address,
     wire_domain,
@@ -205,11 +218,105 @@ def _part(subtype: str, text: str) -> str:
     return f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}Content-Transfer-Encoding: {encoding}{CRLF}{CRLF}{body}'
 
 
+def _base64(data: bytes) -> str:
+    """`data` as base64 in 76-column CRLF lines (the same bytes `_body` writes 57 bytes at a time)."""
+    if not data:
+        return ""
+    encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
+    return "".join(encoded[i : i + 76] + CRLF for i in range(0, len(encoded), 76))
+
+
+def _attachment_part(attachment: Attachment) -> str:
+    for problem in (
+        filename_problem(attachment.filename),
+        content_type_problem(attachment.content_type),
+        content_id_problem(attachment.content_id) if attachment.content_id is not None else None,
+    ):
+        if problem is not None:
+            raise MessageBuildError(f"attachment {attachment.filename!r}: {problem}")
+    head = attachment_head(attachment.filename, attachment.content_type, attachment.content_id)
+    return head + _base64(attachment.content)
+
+
+def _calendar_part(ical: str) -> str:
+    encoding, body = _body(ical)
+    return (
+        f'Content-Type: text/calendar; method=REQUEST; charset="utf-8"{CRLF}'
+        f"Content-Transfer-Encoding: {encoding}{CRLF}{CRLF}{body}"
+    )
+
+
+def _multipart(subtype: str, parts: list[str], *, params: str = "") -> str:
+    """A multipart entity (its Content-Type header, the blank line, the parts) as a part or a body."""
+    boundary = _boundary(parts)
+    out = [f'Content-Type: multipart/{subtype};{params}{CRLF} boundary="{boundary}"{CRLF}{CRLF}']
+    for part in parts:
+        out.append(f"--{boundary}{CRLF}{part}{CRLF}")
+    out.append(f"--{boundary}--{CRLF}")
+    return "".join(out)
+
+
+def _body_with_attachments(email: EmailQueued, text: str) -> str:
+    """The body entity of an email with attachments or an invite (see the module docstring)."""
+    if len(email.attachments) > MAX_ATTACHMENTS:
+        raise MessageBuildError(f"at most {MAX_ATTACHMENTS} attachments are allowed")
+    if email.ical_event is not None:
+        problem = ical_problem(email.ical_event)
+        if problem is not None:
+            raise MessageBuildError(problem)
+    # Inline parts sit next to the html; without html they are ordinary (inline) parts of the mix.
+    inline = [a for a in email.attachments if a.content_id] if email.html is not None else []
+    attached = [a for a in email.attachments if not (a.content_id and email.html is not None)]
+    alternatives = [_part("plain", text)]
+    if email.html is not None:
+        html = _part("html", email.html)
+        if inline:
+            html = _multipart("related", [html, *map(_attachment_part, inline)], params=f'{CRLF} type="text/html";')
+        alternatives.append(html)
+    if email.ical_event is not None:
+        alternatives.append(_calendar_part(email.ical_event))
+        attached.append(
+            Attachment(
+                filename=INVITE_FILENAME,
+                content=email.ical_event.encode("utf-8"),
+                content_type=INVITE_CONTENT_TYPE,
+            )
+        )
+    body = alternatives[0] if len(alternatives) == 1 else _multipart("alternative", alternatives)
+    if attached:
+        body = _multipart("mixed", [body, *map(_attachment_part, attached)])
+    return body
+
+
 def _boundary(bodies: Iterable[str]) -> str:
     while True:
         boundary = "=_" + secrets.token_hex(16)
         if not any(boundary in body for body in bodies):
             return boundary
+
+
+# --------------------------------------------------------------------------- broadcast: RFC 8058
+# (streams) A broadcast email carries one-click unsubscribe headers. The URL is signed by the API
+# and travels in the event; the sender only writes it. The tenant cannot set these two itself.
+
+_LIST_UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+# A URI inside `<…>` of List-Unsubscribe (RFC 2369): printable ASCII, no space, `<`, `>` or `,`.
+_HEADER_URI = re.compile(r"(?:https://|http://|mailto:)[\x21-\x2b\x2d-\x3b\x3d\x3f-\x7e]{1,900}")
+
+
+def _list_unsubscribe(email: EmailQueued) -> list[str]:
+    """`List-Unsubscribe: <url>[, <mailto>]` and `List-Unsubscribe-Post: List-Unsubscribe=One-Click`
+    on a broadcast email; nothing on a transactional one."""
+    if email.stream != "broadcast":
+        return []
+    if any(name.lower() in _LIST_UNSUBSCRIBE_HEADERS for name in email.headers):
+        raise MessageBuildError("List-Unsubscribe headers of a broadcast email are Mailroom's to set")
+    uris = [u for u in (email.unsubscribe_url, email.unsubscribe_mailto) if u]
+    if not email.unsubscribe_url or not all(_HEADER_URI.fullmatch(u) for u in uris):
+        raise MessageBuildError("a broadcast email needs a valid one-click unsubscribe URL")
+    tokens = [f"<{uri}>," for uri in uris]
+    tokens[-1] = tokens[-1][:-1]
+    return [_header("List-Unsubscribe", tokens), f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}"]
 
 
 # --------------------------------------------------------------------------- the message
@@ -245,8 +352,12 @@ def _build(email: EmailQueued, now: datetime) -> bytes:
         if problem is not None:
             raise MessageBuildError(f"header {name!r}: {problem}")
         head.append(_header(name, _text_tokens(value)))
+    head.extend(_list_unsubscribe(email))  # broadcast only (streams, RFC 8058)
     head.append(f"MIME-Version: 1.0{CRLF}")
     text = email.text if email.text is not None else html_to_text(email.html or "")
+    if email.attachments or email.ical_event is not None:
+        head.append(_body_with_attachments(email, text))
+        return "".join(head).encode("ascii")
     if email.html is None:
         head.append(_part("plain", text))
         return "".join(head).encode("ascii")

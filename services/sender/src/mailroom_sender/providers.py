@@ -32,7 +32,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProxyConnectionError,
 )
-from mailroom_contracts.events import BounceType, EmailQueued
+from mailroom_contracts.events import BounceType, EmailQueued, Stream
 from mailroom_contracts.ses import TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID
 
 from mailroom_sender.errors import (
@@ -54,6 +54,41 @@ SES_EVENT_TYPES = (
     "OPEN",
     "CLICK",
 )
+# SES tracks opens (clicks) of the emails sent with a configuration set whose event destination
+# matches OPEN (CLICK): so each tracking choice is a set of its own, the others never match them.
+_TRACKING_EVENT_TYPES = frozenset({"OPEN", "CLICK"})
+TRACKING_SUFFIXES = {
+    (False, False): "",
+    (True, False): "-opens",
+    (False, True): "-clicks",
+    (True, True): "-opens-clicks",
+}
+
+
+@dataclass(frozen=True)
+class ConfigurationSet:
+    name: str
+    stream: Stream
+    track_opens: bool
+    track_clicks: bool
+
+    @property
+    def event_types(self) -> list[str]:
+        """The SES event types its destination publishes: OPEN / CLICK only where tracking is on."""
+        wanted = {"OPEN": self.track_opens, "CLICK": self.track_clicks}
+        return [t for t in SES_EVENT_TYPES if t not in _TRACKING_EVENT_TYPES or wanted[t]]
+
+
+def configuration_sets(*, transactional: str, broadcast: str) -> dict[tuple[Stream, bool, bool], ConfigurationSet]:
+    """Every set the sender may send with: per stream its base name, plus `-opens`, `-clicks` and
+    `-opens-clicks` for the tracking variants (e.g. `mailroom-broadcast-opens-clicks`)."""
+    bases: dict[Stream, str] = {"transactional": transactional, "broadcast": broadcast}
+    return {
+        (stream, opens, clicks): ConfigurationSet(base + suffix, stream, opens, clicks)
+        for stream, base in bases.items()
+        for (opens, clicks), suffix in TRACKING_SUFFIXES.items()
+    }
+
 
 # SES error code → EmailFailed.reason. The request was refused and would be refused again.
 PERMANENT_CODES = {
@@ -230,9 +265,19 @@ def classify(exc: Exception) -> ProviderError:
 class SesProvider:
     """Sends the raw MIME message with SES v2 SendEmail, tagged so SES events find the email again."""
 
-    def __init__(self, client: BaseClient, *, configuration_set: str, max_concurrency: int) -> None:
+    def __init__(
+        self,
+        client: BaseClient,
+        *,
+        configuration_set: str,
+        max_concurrency: int,
+        broadcast_configuration_set: str = "mailroom-broadcast",
+    ) -> None:
         self._client = client
-        self._configuration_set = configuration_set
+        # `configuration_set` is the transactional stream's base name (the only set before streams).
+        self.configuration_sets = configuration_sets(
+            transactional=configuration_set, broadcast=broadcast_configuration_set
+        )
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="ses")
 
     def request(self, email: EmailQueued, raw: bytes) -> dict[str, Any]:
@@ -253,7 +298,7 @@ class SesProvider:
             "FromEmailAddress": addr_spec(email.from_),
             "Destination": destination,
             "Content": {"Raw": {"Data": raw}},
-            "ConfigurationSetName": self._configuration_set,
+            "ConfigurationSetName": self.configuration_set_for(email).name,
             "EmailTags": [{"Name": k, "Value": v} for k, v in tags.items()],
         }
 
@@ -268,22 +313,31 @@ class SesProvider:
             raise classify(exc) from exc
         return SendResult(provider="ses", message_id=str(response["MessageId"]))
 
+    def configuration_set_for(self, email: EmailQueued) -> ConfigurationSet:
+        """The set of the email's stream and tracking choice."""
+        return self.configuration_sets[(email.stream, email.track_opens, email.track_clicks)]
+
     async def ensure_event_destination(self, *, topic_arn: str, destination_name: str) -> None:
-        """Make the configuration set publish every SES event type to `topic_arn` (idempotent)."""
+        """Make every configuration set exist and publish its SES event types to `topic_arn`
+        (idempotent; an existing destination is updated to converge)."""
+        for cs in self.configuration_sets.values():
+            await self._ensure_set(cs, topic_arn=topic_arn, destination_name=destination_name)
+
+    async def _ensure_set(self, cs: ConfigurationSet, *, topic_arn: str, destination_name: str) -> None:
         try:
-            await self._call("create_configuration_set", ConfigurationSetName=self._configuration_set)
+            await self._call("create_configuration_set", ConfigurationSetName=cs.name)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "AlreadyExistsException":
                 raise
         destination = {
             "Enabled": True,
-            "MatchingEventTypes": list(SES_EVENT_TYPES),
+            "MatchingEventTypes": cs.event_types,
             "SnsDestination": {"TopicArn": topic_arn},
         }
         try:
             await self._call(
                 "create_configuration_set_event_destination",
-                ConfigurationSetName=self._configuration_set,
+                ConfigurationSetName=cs.name,
                 EventDestinationName=destination_name,
                 EventDestination=destination,
             )
@@ -293,7 +347,7 @@ class SesProvider:
             # It exists: converge it (topic or event types may have changed since it was made).
             await self._call(
                 "update_configuration_set_event_destination",
-                ConfigurationSetName=self._configuration_set,
+                ConfigurationSetName=cs.name,
                 EventDestinationName=destination_name,
                 EventDestination=destination,
             )

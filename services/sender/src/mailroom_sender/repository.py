@@ -151,3 +151,11 @@ async def purge_settled(conn: Conn, cutoff: datetime, limit: int) -> int:
         (cutoff, limit),
     )
     return cur.rowcount
+
+
+async def state_of(conn: Conn, email_id: str) -> str | None:
+    """The delivery's state without locking it (None: not seen yet). issue 16: an offloaded email
+    already settled needs no content fetch."""
+    cur = await conn.execute("SELECT state FROM deliveries WHERE email_id = %s", (email_id,))
+    row = await cur.fetchone()
+    return None if row is None else str(row["state"])

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import msgspec
 from mailroom_kit.settings import DAY, MIN_INBOX_RETENTION_SECONDS, BaseSettings
+
+# SES names are at most 64 characters; "-opens-clicks" (13) is appended for tracking variants.
+_MAX_BASE = 64 - len("-opens-clicks")
+_SET_NAME = re.compile(rf"[A-Za-z0-9_-]{{1,{_MAX_BASE}}}")
 
 
 class SenderSettings(BaseSettings, frozen=True, kw_only=True):
@@ -13,8 +18,11 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
 
     # HTTP port of /health, /ready and /metrics.
     port: int = 8002
-    # SES configuration set every live email is sent with (event publishing hangs off it).
+    # SES configuration set of the transactional stream (event publishing hangs off it). Emails
+    # with open/click tracking use `<name>-opens`, `<name>-clicks` or `<name>-opens-clicks`.
     configuration_set: str = "mailroom-transactional"
+    # The same for the broadcast stream (its own set, so its reputation and events stay apart).
+    broadcast_configuration_set: str = "mailroom-broadcast"
     # SNS topic for SES events. When set, the configuration set and its SNS event destination
     # are created/updated at start; empty = leave SES configuration to the operator.
     ses_events_topic_arn: str = ""
@@ -70,6 +78,17 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
             )
         if not self.configuration_set:
             raise ValueError("MAILROOM_SENDER_CONFIGURATION_SET must not be empty")
+        for name, value in (
+            ("MAILROOM_SENDER_CONFIGURATION_SET", self.configuration_set),
+            ("MAILROOM_SENDER_BROADCAST_CONFIGURATION_SET", self.broadcast_configuration_set),
+        ):
+            # SES: 1..64 of [A-Za-z0-9_-], and the longest tracking suffix must still fit.
+            if not _SET_NAME.fullmatch(value):
+                raise ValueError(f"{name} must be 1..{_MAX_BASE} characters of A-Z, a-z, 0-9, _ and -")
+        if self.configuration_set == self.broadcast_configuration_set:
+            raise ValueError(
+                "MAILROOM_SENDER_CONFIGURATION_SET and MAILROOM_SENDER_BROADCAST_CONFIGURATION_SET must differ"
+            )
 
     @property
     def attempt_max_seconds(self) -> float:

@@ -2,7 +2,7 @@
 
 Keeps everything under ./.run (git-ignored): NATS's store, the pgserver data directory
 (unless MAILROOM_DATABASE_URL is set), the SES emulator's state, logs, and the generated
-operator token, webhook-secret key and bootstrap tenant, so a second run keeps the data.
+operator token, webhook-secret key, unsubscribe-link secret and bootstrap tenant, so a second run keeps the data.
 While it runs, a process that dies is restarted (see supervisor.py); one that keeps crashing
 stops the run with a message saying which.
 """
@@ -105,7 +105,15 @@ def run(base_dir: Path) -> int:
         os.environ.get("MAILROOM_OPERATOR_TOKEN") or saved.get("operator_token") or f"mr_op_{secrets.token_urlsafe(24)}"
     )
     webhooks_key = saved.get("webhooks_secret_key") or Fernet.generate_key().decode()
-    _save(secrets_file, {"operator_token": operator_token, "webhooks_secret_key": webhooks_key})
+    unsubscribe_secret = saved.get("unsubscribe_secret") or secrets.token_urlsafe(32)
+    _save(
+        secrets_file,
+        {
+            "operator_token": operator_token,
+            "webhooks_secret_key": webhooks_key,
+            "unsubscribe_secret": unsubscribe_secret,
+        },
+    )
     api_port = int(os.environ.get("MAILROOM_API_PORT", "8000"))
     try:
         policy = Policy.from_env(os.environ)
@@ -118,6 +126,7 @@ def run(base_dir: Path) -> int:
         operator_token=operator_token,
         webhooks_secret_key=webhooks_key,
         database_url=os.environ.get("MAILROOM_DATABASE_URL") or None,
+        unsubscribe_secret=unsubscribe_secret,
     )
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -76,6 +77,9 @@ class Stack:
     operator_token: str
     webhooks_secret_key: str
     database_url: str | None = None  # None → pip pgserver under base_dir/pg, database "mailroom"
+    # HMAC key of broadcast emails' unsubscribe links (MAILROOM_API_UNSUBSCRIBE_SECRET); `make run`
+    # keeps its own in .run/secrets.json so links already sent keep working across runs.
+    unsubscribe_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # per process name
     processes: Sequence[str] = PROCESSES  # a subset for a test that needs only some (e.g. ("api",))
     nats: NatsServer | None = None
@@ -150,6 +154,9 @@ class Stack:
             env[f"MAILROOM_{name.upper()}_PORT"] = port
         if name == "api":
             env["MAILROOM_API_OPERATOR_TOKEN"] = self.operator_token
+            # The broadcast stream: links point at this API (http is allowed for loopback only).
+            env["MAILROOM_API_UNSUBSCRIBE_SECRET"] = self.unsubscribe_secret
+            env["MAILROOM_API_PUBLIC_URL"] = self.url("api")
         elif name == "events":
             env.update(
                 {

@@ -348,6 +348,8 @@ def create_app(config: EmulatorConfig | None = None, emulator: Emulator | None =
         openapi_config=None,
         logging_config=None,
         debug=False,
+        # A 40 MB raw message is about 53 MB once base64 in the SendEmail JSON.
+        request_max_body_size=64 * 1024 * 1024,
     )
     app.state.emulator = emu
     return app

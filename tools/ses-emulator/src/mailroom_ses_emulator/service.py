@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 VERIFICATION_STATUSES = ("PENDING", "SUCCESS", "FAILED", "TEMPORARY_FAILURE", "NOT_STARTED")
 _DKIM_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+# SES's limit on a raw message ("40 MB", attachments included, with a raised account limit).
+MAX_MESSAGE_BYTES = 40_000_000
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
@@ -61,6 +64,14 @@ class SentMessage:
     subject: str | None
     raw: bytes
     timestamp: float
+    # The raw message's size in bytes and SHA-256 (hex), so a test compares a large message cheaply.
+    size: int = 0
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            self.size = len(self.raw)
+            self.sha256 = hashlib.sha256(self.raw).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +83,8 @@ class SentMessage:
             "subject": self.subject,
             "raw": self.raw.decode("utf-8", errors="replace"),
             "timestamp": iso_ms(self.timestamp),
+            "size": self.size,
+            "sha256": self.sha256,
         }
 
 
@@ -593,6 +606,8 @@ class Emulator:
         else:
             raise bad_request("Content must contain Raw or Simple.")
 
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise message_rejected(f"Message length is more than {MAX_MESSAGE_BYTES} bytes long.")
         parsed = parse_raw(raw)
         source = from_field or parsed.get("From")
         if not source:

@@ -17,14 +17,24 @@ class KeyPrincipalRow(msgspec.Struct, frozen=True, kw_only=True):
     domain_id: str | None
     revoked_at: datetime | None
     tenant_status: str
+    # What a send needs from the tenant besides its status, so it costs no query of its own:
+    # the default sender, and per domain name (lower-case) with tracking on, [opens, clicks].
+    default_from: str | None = None
+    domain_tracking: dict[str, tuple[bool, bool]] = {}
 
 
 async def find_key_by_hash(conn: Conn, token_hash: str) -> KeyPrincipalRow | None:
-    """The key and its tenant's status, for authenticating one request."""
+    """The key, its tenant's status and default sender, and the tracking defaults of the tenant's
+    domains that track anything (of several rows of one name: the verified one, else the newest,
+    as the send's domain check picks), for authenticating one request."""
     return await fetch_one(
         conn,
         KeyPrincipalRow,
-        "SELECT k.id, k.tenant_id, k.mode, k.permission, k.domain_id, k.revoked_at, t.status AS tenant_status"
+        "SELECT k.id, k.tenant_id, k.mode, k.permission, k.domain_id, k.revoked_at, t.status AS tenant_status,"
+        " t.default_from, (SELECT coalesce(jsonb_object_agg(d.name, jsonb_build_array(d.track_opens, d.track_clicks)),"
+        " '{}') FROM (SELECT DISTINCT ON (lower(name)) lower(name) AS name, track_opens, track_clicks FROM domains"
+        " WHERE tenant_id = k.tenant_id ORDER BY lower(name), (status = 'verified') DESC, created_at DESC) d"
+        " WHERE d.track_opens OR d.track_clicks) AS domain_tracking"
         " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.token_hash = %s",
         (token_hash,),
     )

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from mailroom_kit.db import Conn, Pool
 
@@ -32,6 +33,14 @@ class Principal:
     permission: str
     domain_id: str | None
     tenant_status: str
+    # The tenant's default sender (`from` when a send omits it) and its domains' tracking
+    # defaults ({lower-case name: (opens, clicks)}, only domains that track something).
+    default_from: str | None = None
+    domain_tracking: Mapping[str, tuple[bool, bool]] = field(default_factory=dict)
+
+    def tracking_defaults(self, domain: str) -> tuple[bool, bool]:
+        """(track_opens, track_clicks) of the tenant's domain `domain` (lower-case); off if unknown."""
+        return self.domain_tracking.get(domain, (False, False))
 
     def require_full_access(self) -> None:
         if self.permission != "full_access":
@@ -69,6 +78,8 @@ def principal_of(row: repo.KeyPrincipalRow | None) -> Principal:
         permission=row.permission,
         domain_id=row.domain_id,
         tenant_status=row.tenant_status,
+        default_from=row.default_from,
+        domain_tracking=row.domain_tracking,
     )
 
 

@@ -35,6 +35,7 @@ from mailroom_api.http.guards import (
     current_principal,
     relay_wake_of,
     runtime_of,
+    unsubscribe_links_of,
 )
 
 
@@ -90,23 +91,31 @@ class EmailsController(Controller):
         rt = runtime_of(request)
         principal = current_principal(request)
         key = await idempotency.read_key(request, "POST /v1/emails") if HEADER in request.headers else None
-        async with rt.pool.connection() as conn, single_statement(conn):
-            if key is None:
-                accepted = await service.send_email(
-                    conn, principal, data, max_message_bytes=rt.settings.max_message_bytes
-                )
-            else:
-                answer = await service.send_email_once(
-                    conn,
-                    principal,
-                    data,
-                    key,
-                    max_message_bytes=rt.settings.max_message_bytes,
-                    ttl_seconds=rt.settings.idempotency_ttl_seconds,
-                )
+        settings = rt.settings
+        prepared = service.prepare_send(
+            principal,
+            data,
+            max_message_bytes=settings.max_message_bytes,
+            unsubscribe_links=unsubscribe_links_of(request),
+        )
+        prepared = await service.offload_large(prepared, js=rt.js, threshold=settings.offload_threshold_bytes)
+        try:
+            async with rt.pool.connection() as conn, single_statement(conn):
+                if key is None:
+                    await service.accept_email(conn, principal, prepared)
+                else:
+                    answer = await service.accept_email_once(
+                        conn, principal, prepared, key, ttl_seconds=settings.idempotency_ttl_seconds
+                    )
+        except Exception as exc:
+            if service.nothing_written(exc):
+                await service.discard_content(rt.js, [prepared])
+            raise
         if key is None:
             relay_wake_of(request).accepted()  # committed: the relay may look now
-            return accepted
+            return prepared.accepted
+        if not answer.written:  # a replay: the email of the first request is the one
+            await service.discard_content(rt.js, [prepared])
         return _answer(request, answer)  # type: ignore[return-value]  # the EmailAccepted, encoded once
 
     @post(
@@ -122,11 +131,23 @@ class EmailsController(Controller):
         principal = current_principal(request)
         key = await idempotency.read_key(request, "POST /v1/emails/batch")
         # Validation first: a connection is held only for the writes.
-        batch = service.prepare_batch(principal, data, max_message_bytes=rt.settings.max_message_bytes)
-        async with rt.pool.connection() as conn, single_statement(conn):
-            answer = await service.accept_batch(
-                conn, principal, batch, key=key, ttl_seconds=rt.settings.idempotency_ttl_seconds
-            )
+        batch = service.prepare_batch(
+            principal,
+            data,
+            max_message_bytes=rt.settings.max_message_bytes,
+            unsubscribe_links=unsubscribe_links_of(request),
+        )
+        batch = await service.offload_batch(batch, js=rt.js, threshold=rt.settings.offload_threshold_bytes)
+        try:
+            async with rt.pool.connection() as conn, single_statement(conn):
+                answer = await service.accept_batch(
+                    conn, principal, batch, key=key, ttl_seconds=rt.settings.idempotency_ttl_seconds
+                )
+        except Exception as exc:
+            if service.nothing_written(exc):
+                await service.discard_content(rt.js, batch.prepared.values())
+            raise
+        await service.discard_content(rt.js, [p for p in batch.prepared.values() if p.row.id not in answer.written_ids])
         return _answer(request, answer)  # type: ignore[return-value]  # the BatchResult, encoded once
 
     @get("/", summary="List emails, newest first", responses=documented(401, 403, 422))
@@ -170,7 +191,8 @@ class EmailsController(Controller):
         rt: Rt,
         principal: Caller,
         include: Annotated[
-            str | None, QueryParameter(enum=["content"], description="`content` adds html, text and headers")
+            str | None,
+            QueryParameter(enum=["content"], description="`content` adds html, text, headers and attachments"),
         ] = None,
     ) -> EmailDetail:
         include_content = "content" in (include or "").split(",")

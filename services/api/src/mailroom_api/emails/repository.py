@@ -30,6 +30,8 @@ class EmailRow(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     created_at: datetime
     last_event_at: datetime
+    # issue 16 (migration 0005): [{filename, size, content_type, content_id}], never the bytes.
+    attachments: list[dict[str, Any]] = []
 
 
 class LockedEmail(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,7 +56,7 @@ class TimelineRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 COLUMNS = columns(EmailRow)
-_JSON_COLUMNS = ("to_addresses", "cc_addresses", "bcc_addresses", "reply_to", "headers", "tags")
+_JSON_COLUMNS = ("to_addresses", "cc_addresses", "bcc_addresses", "reply_to", "headers", "tags", "attachments")
 
 
 # The accept statement's column casts (its values come from a SELECT, so nothing else types them).

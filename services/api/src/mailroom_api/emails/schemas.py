@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
-from mailroom_contracts.message import MAX_CUSTOM_HEADERS
+from mailroom_contracts.events import Stream
+from mailroom_contracts.message import MAX_ATTACHMENTS, MAX_CONTENT_ID, MAX_CUSTOM_HEADERS, MAX_FILENAME
 
 from mailroom_api.http.body import Request
 from mailroom_api.keys.schemas import Mode
@@ -17,12 +18,20 @@ Addresses = Annotated[list[str], msgspec.Meta(max_length=MAX_RECIPIENTS)]
 MAX_TAGS = 10
 
 
+class AttachmentIn(Request, frozen=True, kw_only=True):
+    """A file to send with the email (rules: validation._attachments, mailroom_contracts.message)."""
+
+    filename: Annotated[str, msgspec.Meta(max_length=MAX_FILENAME)]
+    content: Annotated[str, msgspec.Meta(description="the file's bytes, base64 (RFC 4648, standard alphabet)")]
+    content_type: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    content_id: Annotated[str, msgspec.Meta(max_length=MAX_CONTENT_ID)] | None = None
+
+
 class SendEmail(Request, frozen=True, kw_only=True):
     # SPEC §2 fields a later version implements; until then they are refused with a clear message.
-    __not_yet_supported__: ClassVar[frozenset[str]] = frozenset(
-        {"template", "attachments", "track_opens", "track_clicks", "stream"}
-    )
-    from_: str = msgspec.field(name="from")
+    __not_yet_supported__: ClassVar[frozenset[str]] = frozenset({"template"})
+    # Optional when the tenant has a default sender (PATCH /v1/settings).
+    from_: str | None = msgspec.field(default=None, name="from")
     to: str | Addresses
     cc: str | Addresses = []
     bcc: str | Addresses = []
@@ -34,6 +43,13 @@ class SendEmail(Request, frozen=True, kw_only=True):
     headers: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_CUSTOM_HEADERS)] = {}
     tags: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_TAGS)] = {}
     metadata: dict[str, Any] | None = None
+    # issue 16: files, inline images (content_id) and a calendar invite (RFC 5545 text).
+    attachments: Annotated[list[AttachmentIn], msgspec.Meta(max_length=MAX_ATTACHMENTS)] = []
+    ical_event: str | None = None
+    # Streams and tracking: separate SES configuration sets. Tracking defaults to the from-domain's.
+    stream: Stream = "transactional"
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
     # Scheduling: RFC 3339 with an offset, in the future and at most 30 days ahead (validation.py).
     scheduled_at: datetime | None = None
 
@@ -115,6 +131,15 @@ class EmailSummary(msgspec.Struct, frozen=True, kw_only=True):
     last_event_at: datetime
 
 
+class AttachmentInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """An attachment as it was sent (never its bytes); `size` is the decoded size in bytes."""
+
+    filename: str
+    size: int
+    content_type: str
+    content_id: str | None = None
+
+
 class EmailDetail(EmailSummary, frozen=True, kw_only=True):
     """An email as listed, plus each recipient's status and the ordered timeline."""
 
@@ -124,6 +149,7 @@ class EmailDetail(EmailSummary, frozen=True, kw_only=True):
     html: str | msgspec.UnsetType | None = msgspec.UNSET
     text: str | msgspec.UnsetType | None = msgspec.UNSET
     headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
+    attachments: list[AttachmentInfo] | msgspec.UnsetType = msgspec.UNSET
     # Scheduling: when it is (or was) due to go out; null for an email sent at once.
     scheduled_at: datetime | None = None
 

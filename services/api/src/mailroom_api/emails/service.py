@@ -14,20 +14,26 @@ Reading: a key sees only its own tenant's emails of its own mode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import psycopg
 from mailroom_contracts import encode, events, subject_for
+from mailroom_contracts.message import INVITE_CONTENT_TYPE, INVITE_FILENAME, wire_address
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import has_prefix, new_id
+from nats.js import JetStreamContext
 
 from mailroom_api.auth.service import Principal
+from mailroom_api.emails import content as stored_content
 from mailroom_api.emails import repository as repo
 from mailroom_api.emails import scheduling
 from mailroom_api.emails.idempotency import KEY_PARAM, IdempotencyKey
 from mailroom_api.emails.schemas import (
+    AttachmentInfo,
     BatchItem,
     BatchResult,
     EmailAccepted,
@@ -43,6 +49,7 @@ from mailroom_api.emails.status import STATUSES
 from mailroom_api.emails.validation import ValidEmail, validate_send
 from mailroom_api.errors import ApiError, forbidden, not_found, unavailable, validation
 from mailroom_api.http.body import msgspec_param
+from mailroom_api.unsubscribe.tokens import UnsubscribeLinks, Unsubscriber
 
 SCHEMA = "api"
 
@@ -54,7 +61,13 @@ def _check_tenant(principal: Principal) -> None:
         raise forbidden("tenant_blocked", "sending is blocked for this account")
 
 
-def _queued_event(principal: Principal, email_id: str, email: ValidEmail, now: datetime) -> events.EmailQueued:
+def _queued_event(
+    principal: Principal,
+    email_id: str,
+    email: ValidEmail,
+    now: datetime,
+    unsubscribe: tuple[str, str | None] | None = None,
+) -> events.EmailQueued:
     scheduled_at = email.scheduled_at  # scheduling: published at that time, found by its derived id
     return events.EmailQueued(
         event_id=new_id("evt") if scheduled_at is None else scheduling.queued_event_id(email_id),
@@ -74,8 +87,38 @@ def _queued_event(principal: Principal, email_id: str, email: ValidEmail, now: d
         tags=email.tags,
         metadata=email.metadata,
         created_at=now,
+        attachments=email.attachments,
+        ical_event=email.ical_event,
+        # streams and tracking: the sender's configuration set; broadcast's unsubscribe links
+        stream=email.stream,
+        track_opens=email.track_opens,
+        track_clicks=email.track_clicks,
+        unsubscribe_url=unsubscribe[0] if unsubscribe else None,
+        unsubscribe_mailto=unsubscribe[1] if unsubscribe else None,
         scheduled_at=scheduled_at,
     )
+
+
+def _unsubscribe(
+    links: UnsubscribeLinks | None, principal: Principal, email_id: str, email: ValidEmail
+) -> tuple[str, str | None] | None:
+    """A broadcast email's one-click links, naming its one recipient (see validation)."""
+    if email.stream != "broadcast":
+        return None
+    if links is None:
+        raise validation(
+            "the broadcast stream is not enabled on this server (the operator sets MAILROOM_API_UNSUBSCRIBE_SECRET"
+            " and MAILROOM_API_PUBLIC_URL)",
+            "stream",
+        )
+    who = Unsubscriber(
+        tenant_id=principal.tenant_id,
+        mode="test" if principal.mode == "test" else "live",
+        email_id=email_id,
+        # ASCII (punycode domain), so the token, and the URL, stay short enough for one header line.
+        address=wire_address(email.to[0].email),
+    )
+    return links.for_recipient(who)
 
 
 def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: datetime) -> repo.EmailRow:
@@ -99,7 +142,20 @@ def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: dateti
         status="queued" if email.scheduled_at is None else "scheduled",
         created_at=now,
         last_event_at=now,
+        attachments=attachment_log(email),
     )
+
+
+def attachment_log(email: ValidEmail) -> list[dict[str, Any]]:
+    """What `include=content` lists for the attachments (the sender adds invite.ics)."""
+    listed = [
+        {"filename": a.filename, "size": len(a.content), "content_type": a.content_type, "content_id": a.content_id}
+        for a in email.attachments
+    ]
+    if email.ical_event is not None:
+        size = len(email.ical_event.encode("utf-8"))
+        listed.append({"filename": INVITE_FILENAME, "size": size, "content_type": INVITE_CONTENT_TYPE})
+    return listed
 
 
 @dataclass(frozen=True)
@@ -111,7 +167,10 @@ class PreparedEmail:
     email: ValidEmail
     row: repo.EmailRow
     event: events.EmailQueued
+    payload: bytes  # the event, encoded once
     timeline_type: str = "queued"  # the first timeline entry's type
+    # Set by `offload_large`: the object holding the content the event then only refers to.
+    content: events.ContentRef | None = None
     # Scheduling: what a scheduled email's accept writes besides (emails/scheduling.py).
     schedule: repo.ScheduledAccept | None = None
 
@@ -134,21 +193,69 @@ def prepare_email(
     max_message_bytes: int,
     now: datetime | None = None,
     email_id: str | None = None,
+    unsubscribe_links: UnsubscribeLinks | None = None,
 ) -> PreparedEmail:
-    """Validate `req` (ApiError 422/413 naming the field) and build what accepting it writes."""
-    email = validate_send(req, max_message_bytes=max_message_bytes)
+    """Validate `req` (ApiError 422/413 naming the field) and build what accepting it writes;
+    `unsubscribe_links` signs broadcast emails' links (None: the broadcast stream is off)."""
+    email = validate_send(
+        req,
+        max_message_bytes=max_message_bytes,
+        default_from=principal.default_from,
+        domain_tracking=principal.domain_tracking,
+    )
     now = now or datetime.now(UTC)
     email_id = email_id or new_id("msg")
-    event = _queued_event(principal, email_id, email, now)
-    if email.scheduled_at is not None:
+    event = _queued_event(principal, email_id, email, now, _unsubscribe(unsubscribe_links, principal, email_id, email))
+    row = _log_row(principal, email_id, email, now)
+    if email.scheduled_at is not None:  # scheduling (emails/scheduling.py)
+        schedule = scheduling.scheduled_accept(event, now)
         return PreparedEmail(
-            email=email,
-            row=_log_row(principal, email_id, email, now),
-            event=event,
-            timeline_type="scheduled",
-            schedule=scheduling.scheduled_accept(event, now),
+            email=email, row=row, event=event, payload=encode(event), timeline_type="scheduled", schedule=schedule
         )
-    return PreparedEmail(email=email, row=_log_row(principal, email_id, email, now), event=event)
+    return PreparedEmail(email=email, row=row, event=event, payload=encode(event))
+
+
+def prepare_send(
+    principal: Principal,
+    req: SendEmail,
+    *,
+    max_message_bytes: int,
+    unsubscribe_links: UnsubscribeLinks | None = None,
+) -> PreparedEmail:
+    """A single send's checks without I/O: the tenant may send, and `prepare_email`."""
+    _check_tenant(principal)
+    return prepare_email(principal, req, max_message_bytes=max_message_bytes, unsubscribe_links=unsubscribe_links)
+
+
+# ----------------------------------------------------------------------------- large content
+
+
+async def offload_large(prepared: PreparedEmail, *, js: JetStreamContext, threshold: int) -> PreparedEmail:
+    """An email whose encoded event is over `threshold` bytes has its content put in the object
+    store (emails/content.py) and carries a reference instead; any other is returned as it is, at
+    the cost of one length comparison. Call it before taking a database connection; 503 when the
+    store cannot take the content (nothing was accepted)."""
+    if len(prepared.payload) <= threshold:
+        return prepared
+    light, payload, ref = await stored_content.offload(prepared.event, js=js)
+    return replace(prepared, event=light, payload=payload, content=ref)
+
+
+def nothing_written(exc: BaseException) -> bool:
+    """Whether an accept that raised `exc` certainly wrote nothing: a refusal, or an error the server
+    answered the statement with (an autocommit statement that fails is rolled back). A lost
+    connection (OperationalError) may have lost the answer of a statement that committed."""
+    return isinstance(exc, ApiError) or (
+        isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.OperationalError)
+    )
+
+
+async def discard_content(js: JetStreamContext, prepared: Iterable[PreparedEmail]) -> None:
+    """Delete the objects of emails that were NOT written (refused, or a replay answered instead).
+    Only then: an email whose statement may have committed keeps its object (an orphan expires
+    with the bucket's max age)."""
+    for p in prepared:
+        await stored_content.discard(js, p.content)
 
 
 def _domain_refusal(domain: str, *, allowed: bool) -> ApiError:
@@ -171,7 +278,7 @@ async def accept_email(
         needs_verified_domain=principal.mode == "live",
         event_id=prepared.event.event_id,
         outbox_subject=subject_for(prepared.event),
-        payload=encode(prepared.event),
+        payload=prepared.payload,
         timeline_type=prepared.timeline_type,
         idempotency=idempotency,
         schedule=prepared.schedule,
@@ -181,11 +288,18 @@ async def accept_email(
     return accepted
 
 
-async def send_email(conn: Conn, principal: Principal, req: SendEmail, *, max_message_bytes: int) -> EmailAccepted:
-    """Accept one email (see the module docstring); `max_message_bytes` bounds the built message.
-    One statement writes it all or, when the from-domain is refused, nothing."""
-    _check_tenant(principal)
-    prepared = prepare_email(principal, req, max_message_bytes=max_message_bytes)
+async def send_email(
+    conn: Conn,
+    principal: Principal,
+    req: SendEmail,
+    *,
+    max_message_bytes: int,
+    unsubscribe_links: UnsubscribeLinks | None = None,
+) -> EmailAccepted:
+    """Accept one small email (see the module docstring); `max_message_bytes` bounds the built
+    message. One statement writes it all or, when the from-domain is refused, nothing. (The HTTP
+    route does the same in steps: `prepare_send`, `offload_large`, `accept_email`.)"""
+    prepared = prepare_send(principal, req, max_message_bytes=max_message_bytes, unsubscribe_links=unsubscribe_links)
     await accept_email(conn, principal, prepared)
     return prepared.accepted
 
@@ -205,6 +319,7 @@ class Answer:
     body: bytes
     replayed: bool
     written: bool  # emails were written by this request (wake the relay)
+    written_ids: frozenset[str] = frozenset()  # which (a batch writes some of its items)
     queued: int | None = None  # a batch's counts, for the request's log line
     failed: int | None = None
 
@@ -229,13 +344,11 @@ def _in_progress() -> ApiError:
     )
 
 
-async def send_email_once(
-    conn: Conn, principal: Principal, req: SendEmail, key: IdempotencyKey, *, max_message_bytes: int, ttl_seconds: int
+async def accept_email_once(
+    conn: Conn, principal: Principal, prepared: PreparedEmail, key: IdempotencyKey, *, ttl_seconds: int
 ) -> Answer:
-    """`send_email` under an Idempotency-Key: the email and the key's record (this 202) are one
+    """`accept_email` under an Idempotency-Key: the email and the key's record (this 202) are one
     statement; a key already recorded replays its answer (or 409 for another body/endpoint)."""
-    _check_tenant(principal)
-    prepared = prepare_email(principal, req, max_message_bytes=max_message_bytes)
     body = msgspec.json.encode(prepared.accepted)
     record = repo.IdempotencyRecord(
         key=key.key,
@@ -248,7 +361,9 @@ async def send_email_once(
     for _ in range(_KEY_ATTEMPTS):
         accepted = await accept_email(conn, principal, prepared, idempotency=record)
         if accepted.key_recorded:
-            return Answer(status_code=202, body=body, replayed=False, written=True)
+            return Answer(
+                status_code=202, body=body, replayed=False, written=True, written_ids=frozenset({prepared.row.id})
+            )
         stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
         if stored is not None:
             return _replay(stored, key)
@@ -301,7 +416,13 @@ class PreparedBatch:
     failures: dict[int, BatchItem]
 
 
-def prepare_batch(principal: Principal, req: SendBatch, *, max_message_bytes: int) -> PreparedBatch:
+def prepare_batch(
+    principal: Principal,
+    req: SendBatch,
+    *,
+    max_message_bytes: int,
+    unsubscribe_links: UnsubscribeLinks | None = None,
+) -> PreparedBatch:
     """Each item validated on its own, with the single send's rules (its errors become item
     failures); the tenant's status refuses the whole batch. No I/O: call it before taking a
     database connection (100 items are milliseconds of CPU)."""
@@ -315,11 +436,29 @@ def prepare_batch(principal: Principal, req: SendBatch, *, max_message_bytes: in
     for index, item in enumerate(req.emails):
         try:
             prepared[index] = prepare_email(
-                principal, _item_request(item), max_message_bytes=max_message_bytes, now=now, email_id=ids[index]
+                principal,
+                _item_request(item),
+                max_message_bytes=max_message_bytes,
+                now=now,
+                email_id=ids[index],
+                unsubscribe_links=unsubscribe_links,
             )
         except ApiError as exc:
             failures[index] = _failure(index, exc)
     return PreparedBatch(count=len(req.emails), prepared=prepared, failures=failures)
+
+
+async def offload_batch(batch: PreparedBatch, *, js: JetStreamContext, threshold: int) -> PreparedBatch:
+    """`offload_large` for each prepared item (before taking a database connection); when the store
+    fails for one, the objects already written for the others are deleted again (503)."""
+    prepared: dict[int, PreparedEmail] = {}
+    try:
+        for i, p in batch.prepared.items():
+            prepared[i] = await offload_large(p, js=js, threshold=threshold)
+    except ApiError:
+        await discard_content(js, prepared.values())
+        raise
+    return replace(batch, prepared=prepared)
 
 
 async def accept_batch(
@@ -340,7 +479,7 @@ async def accept_batch(
             recipients=p.recipients,
             event_id=p.event.event_id,
             outbox_subject=subject_for(p.event),
-            payload=encode(p.event),
+            payload=p.payload,
             timeline_type=p.timeline_type,
             schedule=p.schedule,
         )
@@ -351,13 +490,13 @@ async def accept_batch(
         accepted = {i: p for i, p in prepared.items() if verdicts[p.row.from_domain] is None}
         refused = {i: _failure(i, error) for i, p in prepared.items() if (error := verdicts[p.row.from_domain])}
         body = msgspec.json.encode(_batch_result(batch.count, accepted, {**failures, **refused}))
-        counts = {"queued": len(accepted), "failed": batch.count - len(accepted)}
+        queued, failed = len(accepted), batch.count - len(accepted)
         if not accepted:
             if key is not None:
                 stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
                 if stored is not None:
                     return _replay(stored, key)
-            return Answer(status_code=200, body=body, replayed=False, written=False, **counts)
+            return Answer(status_code=200, body=body, replayed=False, written=False, queued=queued, failed=failed)
         record = None
         if key is not None:
             record = repo.IdempotencyRecord(
@@ -378,7 +517,10 @@ async def accept_batch(
             idempotency=record,
         )
         if outcome.key_recorded:
-            return Answer(status_code=200, body=body, replayed=False, written=True, **counts)
+            ids = frozenset(p.row.id for p in accepted.values())
+            return Answer(
+                status_code=200, body=body, replayed=False, written=True, written_ids=ids, queued=queued, failed=failed
+            )
         if key is not None:
             stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
             if stored is not None:
@@ -428,7 +570,12 @@ async def get_email(conn: Conn, principal: Principal, email_id: str, *, include_
     timeline = [TimelineEvent(id=e.id, type=e.type, occurred_at=e.occurred_at, data=e.data) for e in timeline_rows]
     content: dict[str, Any] = {}
     if include_content:
-        content = {"html": row.html, "text": row.text, "headers": row.headers}
+        content = {
+            "html": row.html,
+            "text": row.text,
+            "headers": row.headers,
+            "attachments": [AttachmentInfo(**a) for a in row.attachments],
+        }
     scheduled_at = scheduling.scheduled_at_of(timeline_rows)
     return EmailDetail(
         **_summary_fields(row), recipients=recipients, events=timeline, **content, scheduled_at=scheduled_at

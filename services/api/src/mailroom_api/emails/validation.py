@@ -1,6 +1,10 @@
 """Checks on a send request beyond its JSON shape: addresses, recipients, subject, body,
-custom headers, tags, metadata and the size of the message the sender will build. Every failure
-names the offending field path (`to[2]`, `headers.X-Foo`, `tags.team`).
+custom headers, tags, metadata, attachments, the invite and the size of the message the sender
+will build. Every failure names the offending field path (`to[2]`, `headers.X-Foo`, `tags.team`,
+`attachments[1].content`).
+
+Without `text`, the text part is generated from `html` here (so the log shows exactly what is
+sent, and the sender does not generate it again).
 
 What the sender can build and SES send is decided by `mailroom_contracts.message` and
 `mailroom_contracts.headers`, the rules the sender applies too: whatever is accepted here never
@@ -8,33 +12,39 @@ fails there as an invalid message."""
 
 from __future__ import annotations
 
+import binascii
 import functools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 from email_validator import EmailNotValidError, validate_email
-from mailroom_contracts.events import Address
+from mailroom_contracts.events import Address, Attachment, Stream
 from mailroom_contracts.headers import header_problem
 from mailroom_contracts.message import (
+    MAX_ATTACHMENTS,
     address_problem,
+    attachment_sizes,
+    content_id_problem,
+    content_type_problem,
     custom_headers_problem,
+    filename_problem,
+    guess_content_type,
     has_break_or_nul,
     html_to_text,
+    ical_problem,
     message_size,
     tag_problem,
     text_problem,
 )
 from mailroom_contracts.ses import RESERVED_TAG_PREFIX, is_reserved_tag
 
-from mailroom_api.emails.schemas import MAX_RECIPIENTS, MAX_SUBJECT, MAX_TAGS, SendEmail
+from mailroom_api.emails.schemas import MAX_RECIPIENTS, MAX_SUBJECT, MAX_TAGS, AttachmentIn, SendEmail
 from mailroom_api.errors import ApiError, validation
 
 MAX_METADATA_BYTES = 4096
-# html_to_text never more than triples the bytes (`<hr>` is the most expanding construct; tested in
-# contracts), so most messages are proved small enough without generating their text.
-_TEXT_EXPANSION = 3
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,12 @@ class ValidEmail:
     headers: dict[str, str]
     tags: dict[str, str]
     metadata: dict[str, Any] | None
+    attachments: list[Attachment]
+    ical_event: str | None
+    # Streams and tracking (resolved: the request's choice, else the from-domain's defaults).
+    stream: Stream = "transactional"
+    track_opens: bool = False
+    track_clicks: bool = False
     scheduled_at: datetime | None = None  # aware, UTC; None: send at once
 
 
@@ -136,21 +152,102 @@ def _tags(tags: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _decode_base64(value: str, param: str) -> bytes:
+    try:
+        return binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
+    compact = "".join(value.split())  # MIME-style line breaks are tolerated
+    if compact != value:
+        try:
+            return binascii.a2b_base64(compact, strict_mode=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise validation("content must be base64 (RFC 4648 standard alphabet, with padding)", param)
+
+
+def _attachments(items: list[AttachmentIn]) -> list[Attachment]:
+    if len(items) > MAX_ATTACHMENTS:
+        raise validation(f"at most {MAX_ATTACHMENTS} attachments are allowed", "attachments")
+    out: list[Attachment] = []
+    content_ids: set[str] = set()
+    for i, item in enumerate(items):
+        param = f"attachments[{i}]"
+        problem = filename_problem(item.filename)
+        if problem is not None:
+            raise validation(problem, f"{param}.filename")
+        if item.content_type is None:
+            content_type = guess_content_type(item.filename)
+        else:
+            content_type = item.content_type.strip().lower()
+            problem = content_type_problem(content_type)
+            if problem is not None:
+                raise validation(problem, f"{param}.content_type")
+        if item.content_id is not None:
+            problem = content_id_problem(item.content_id)
+            if problem is not None:
+                raise validation(problem, f"{param}.content_id")
+            if item.content_id in content_ids:
+                raise validation("content_id is used by another attachment", f"{param}.content_id")
+            content_ids.add(item.content_id)
+        content = _decode_base64(item.content, f"{param}.content")
+        out.append(
+            Attachment(filename=item.filename, content=content, content_type=content_type, content_id=item.content_id)
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- streams, tracking, default sender
+
+# Mailroom writes these on broadcast emails (RFC 8058); a tenant's own would contradict them.
+# Their size at most: two URIs of at most ~1 KiB each (a token is ~600 characters for the longest
+# address, the public URL and the mailto address come on top), folded, plus the -Post header.
+_BROADCAST_HEADER_BYTES = 2 * 1024 + 100
+_LIST_UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+def _sender(from_: str | None, default_from: str | None) -> ParsedAddress:
+    """`from`, else the tenant's default sender (checked as if it had been given as `from`)."""
+    if from_ is not None:
+        return parse_address(from_, "from")
+    if default_from is None:
+        raise validation("from is required (or set a default sender: PATCH /v1/settings)", "from")
+    return parse_address(default_from, "from")
+
+
+def _check_broadcast(
+    req: SendEmail, to: list[ParsedAddress], cc: list[ParsedAddress], bcc: list[ParsedAddress]
+) -> None:
+    """A broadcast email goes to one recipient: its one-click unsubscribe link names that address
+    (a header is per message, and any recipient could press it)."""
+    if req.stream != "broadcast":
+        return
+    if len(to) != 1:
+        raise validation("a broadcast email has exactly one recipient in to (send one email per recipient)", "to")
+    if cc or bcc:
+        raise validation("a broadcast email has no cc or bcc (send one email per recipient)", "cc" if cc else "bcc")
+    for name in req.headers:
+        if name.lower() in _LIST_UNSUBSCRIBE_HEADERS:
+            raise validation("Mailroom sets the List-Unsubscribe headers of broadcast emails", f"headers.{name}")
+
+
+def _tracking(req: SendEmail, defaults: tuple[bool, bool]) -> tuple[bool, bool]:
+    opens = defaults[0] if req.track_opens is None else req.track_opens
+    clicks = defaults[1] if req.track_clicks is None else req.track_clicks
+    return opens, clicks
+
+
 def check_message_size(email: ValidEmail, limit: int) -> None:
-    """413 when the message the sender will build (html, the text it generates from html when
-    none is given, encoded as the contracts say) is over `limit` bytes."""
+    """413 when the message the sender will build (text, html, the invite and the attachments,
+    encoded as the contracts say) is over `limit` bytes."""
     addresses = [a.original for a in (email.sender, *email.to, *email.cc, *email.reply_to)]
     header_values = [*addresses, email.subject, *email.headers, *email.headers.values()]
-    html = email.html
-    if email.text is not None or html is None:
-        bodies = [b for b in (email.text, html) if b is not None]
-        size = message_size(header_values=header_values, bodies=bodies)
-    else:
-        # Bound first: text of at most 3x the html's bytes, as if every byte were encoded.
-        worst_text = "\x80" * (_TEXT_EXPANSION * len(html.encode("utf-8")) + 1)
-        size = message_size(header_values=header_values, bodies=[worst_text, html])
-        if size > limit:
-            size = message_size(header_values=header_values, bodies=[html_to_text(html), html])
+    bodies = [b for b in (email.text, email.html, email.ical_event) if b is not None]
+    parts = attachment_sizes(
+        ((a.filename, a.content_type, a.content_id, len(a.content)) for a in email.attachments), email.ical_event
+    )
+    extra = _BROADCAST_HEADER_BYTES if email.stream == "broadcast" else 0
+    size = extra + message_size(header_values=header_values, bodies=bodies, parts=parts)
     if size > limit:
         raise ApiError(
             413,
@@ -159,8 +256,17 @@ def check_message_size(email: ValidEmail, limit: int) -> None:
         )
 
 
-def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
-    sender = parse_address(req.from_, "from")
+def validate_send(
+    req: SendEmail,
+    *,
+    max_message_bytes: int,
+    default_from: str | None = None,
+    domain_tracking: Mapping[str, tuple[bool, bool]] | None = None,
+) -> ValidEmail:
+    """`default_from` is used when `from` is omitted; `domain_tracking` ({domain: (opens, clicks)})
+    gives the from-domain's tracking defaults. Text is generated from html when absent, after a
+    size check without it (an oversized html is refused before the costly conversion)."""
+    sender = _sender(req.from_, default_from)
     to = _address_list(req.to, "to", scalar_param=True)
     cc = _address_list(req.cc, "cc", scalar_param=False)
     bcc = _address_list(req.bcc, "bcc", scalar_param=False)
@@ -182,6 +288,13 @@ def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
     metadata = req.metadata
     if metadata is not None and len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
         raise validation(f"metadata is larger than {MAX_METADATA_BYTES} bytes of JSON", "metadata")
+    if req.ical_event is not None:
+        problem = ical_problem(req.ical_event)
+        if problem is not None:
+            raise validation(problem, "ical_event")
+    attachments = _attachments(req.attachments) if req.attachments else []
+    _check_broadcast(req, to, cc, bcc)
+    track_opens, track_clicks = _tracking(req, (domain_tracking or {}).get(sender.domain, (False, False)))
     email = ValidEmail(
         sender=sender,
         to=to,
@@ -194,9 +307,17 @@ def validate_send(req: SendEmail, *, max_message_bytes: int) -> ValidEmail:
         headers=_headers(req.headers),
         tags=_tags(req.tags),
         metadata=metadata,
+        attachments=attachments,
+        ical_event=req.ical_event,
+        stream=req.stream,
+        track_opens=track_opens,
+        track_clicks=track_clicks,
         scheduled_at=check_scheduled_at(req.scheduled_at),
     )
-    check_message_size(email, max_message_bytes)
+    check_message_size(email, max_message_bytes)  # without the text to generate: a lower bound
+    if email.text is None and email.html is not None:
+        email = replace(email, text=html_to_text(email.html))
+        check_message_size(email, max_message_bytes)
     return email
 
 

@@ -27,6 +27,7 @@ from mailroom_api.emails.relay_wake import RelayWake
 from mailroom_api.errors import ApiError, not_found, validation
 from mailroom_api.http.body import decode_body
 from mailroom_api.settings import ApiSettings
+from mailroom_api.unsubscribe.tokens import UnsubscribeLinks
 
 AUTH_OPT = "auth"
 TENANT = {AUTH_OPT: "tenant"}
@@ -38,6 +39,7 @@ PRINCIPAL_KEY = "principal"
 RUNTIME_STATE = "mailroom_runtime"  # app.state keys, set by create_app
 KEY_CACHE_STATE = "mailroom_key_cache"
 RELAY_WAKE_STATE = "mailroom_relay_wake"
+UNSUBSCRIBE_LINKS_STATE = "mailroom_unsubscribe_links"
 
 Rt = NamedDependency[Runtime]
 Settings = NamedDependency[ApiSettings]
@@ -132,6 +134,12 @@ def key_cache_of(request: Request[Any, Any, Any]) -> KeyCache:
 def relay_wake_of(request: Request[Any, Any, Any]) -> RelayWake:
     wake: RelayWake = request.app.state[RELAY_WAKE_STATE]
     return wake
+
+
+def unsubscribe_links_of(request: Request[Any, Any, Any]) -> UnsubscribeLinks | None:
+    """Signs broadcast emails' unsubscribe links (None: the broadcast stream is not configured)."""
+    links: UnsubscribeLinks | None = request.app.state.get(UNSUBSCRIBE_LINKS_STATE)
+    return links
 
 
 def current_principal(request: Request[Any, Any, Any]) -> Principal:

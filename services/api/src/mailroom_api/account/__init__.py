@@ -1,0 +1,1 @@
+"""The tenant's own settings (`/v1/settings`): the default sender."""
