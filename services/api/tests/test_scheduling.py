@@ -16,10 +16,12 @@ from typing import Any
 import httpx
 import pytest
 from api_testkit import Tenant, add_domain, assert_error, bearer, make_tenant, table_counts, unique_domain
-from mailroom_contracts import decode_event, subjects
+from mailroom_contracts import decode, decode_event, subjects
+from mailroom_contracts.content import CONTENT_BUCKET
 from mailroom_contracts.events import EmailCanceled, EmailQueued, EmailScheduled, Event
 from mailroom_kit.runtime import Runtime
 from nats.aio.msg import Msg
+from nats.js.errors import ObjectNotFoundError
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -318,3 +320,32 @@ async def test_batch_items_and_keyed_sends_can_be_scheduled(
         assert 0 <= arrived - when.timestamp() < 1.0 and queued.scheduled_at == when
         await until(lambda e=email_id: _status_is(client, tenant, e, "queued"))
     assert len(heard.of(EmailQueued, keyed_id)) == 1  # the replay wrote nothing
+
+
+async def test_a_large_scheduled_email_keeps_its_stored_content_until_canceled(
+    client: httpx.AsyncClient, runtime: Runtime, world: tuple[Tenant, Tenant, str], heard: Heard
+) -> None:
+    tenant, _, domain = world
+    big = {**body(domain, rfc3339(at(3600))), "text": "x" * (300 * 1024)}  # over the 256 KiB threshold
+    resp = await client.post("/v1/emails", json=big, headers=bearer(tenant.live))
+    assert resp.status_code == 202 and resp.json()["status"] == "scheduled", resp.text
+    email_id = resp.json()["id"]
+    store = await runtime.js.object_store(CONTENT_BUCKET.bucket)
+    assert (await store.get(email_id)).data  # offloaded, kept while the email waits
+    # A reschedule rewrites the waiting event; it still refers to the object.
+    resp = await client.patch(
+        f"/v1/emails/{email_id}", json={"scheduled_at": rfc3339(at(7200))}, headers=bearer(tenant.live)
+    )
+    assert resp.status_code == 200, resp.text
+    async with runtime.pool.connection() as conn:
+        cur = await conn.execute("SELECT payload FROM outbox_scheduled WHERE event_id = %s", ("evt_" + email_id[4:],))
+        row = await cur.fetchone()
+    assert row is not None
+    waiting = decode(bytes(row["payload"]), EmailQueued)
+    assert waiting.content is not None and waiting.content.name == email_id and waiting.text is None
+    assert waiting.scheduled_at is not None and waiting.scheduled_at > datetime.now(UTC) + timedelta(seconds=7000)
+    # Canceled: nothing will ever read it, so it is deleted.
+    resp = await client.post(f"/v1/emails/{email_id}/cancel", headers=bearer(tenant.live))
+    assert resp.status_code == 200, resp.text
+    with pytest.raises(ObjectNotFoundError):
+        await store.get(email_id)

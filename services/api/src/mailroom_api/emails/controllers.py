@@ -13,6 +13,7 @@ from mailroom_kit.db import Conn
 from mailroom_kit.http import add_log_fields
 
 from mailroom_api.checks import RFC3339, EmailIdPath, id_pattern, parse_timestamp
+from mailroom_api.emails import content as stored_content
 from mailroom_api.emails import idempotency, scheduling, service
 from mailroom_api.emails.idempotency import HEADER, REPLAYED_HEADER, IdempotentOperation
 from mailroom_api.emails.schemas import (
@@ -225,4 +226,6 @@ class EmailsController(Controller):
     )
     async def cancel_email(self, email_id: EmailIdPath, rt: Rt, principal: Caller) -> EmailSchedule:
         async with rt.pool.connection() as conn, conn.transaction():
-            return await scheduling.cancel_email(conn, principal, email_id)
+            canceled, content = await scheduling.cancel_email(conn, principal, email_id)
+        await stored_content.discard(rt.js, content)  # committed: its offloaded content is never read
+        return canceled

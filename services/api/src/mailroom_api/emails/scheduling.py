@@ -121,9 +121,13 @@ async def mark_queued(conn: Conn, event_ids: list[str]) -> None:
     await repo.mark_queued(conn, ["msg_" + e.removeprefix("evt_") for e in event_ids], event_ids)
 
 
-async def cancel_email(conn: Conn, principal: Principal, email_id: str) -> EmailSchedule:
+async def cancel_email(
+    conn: Conn, principal: Principal, email_id: str
+) -> tuple[EmailSchedule, events.ContentRef | None]:
     """Cancel a scheduled email that has not gone out (in the caller's transaction): its
-    EmailQueued row deleted, status `canceled`, and an EmailCanceled event (webhook `email.canceled`)."""
+    EmailQueued row deleted, status `canceled`, and an EmailCanceled event (webhook `email.canceled`).
+    Also returns the object holding its offloaded content, if any, for the caller to delete once
+    committed (nothing will ever read it)."""
     payload = await outbox.cancel_scheduled(conn, queued_event_id(email_id))
     payload = await _check_scheduled(conn, principal, email_id, "canceled", payload)
     queued = decode(payload, events.EmailQueued)
@@ -138,7 +142,7 @@ async def cancel_email(conn: Conn, principal: Principal, email_id: str) -> Email
     )
     await repo.record_canceled(conn, email_id, event_id=canceled.event_id, occurred_at=now)
     await outbox.add(conn, canceled, schema=SCHEMA)
-    return EmailSchedule(id=email_id, status="canceled", scheduled_at=queued.scheduled_at)
+    return EmailSchedule(id=email_id, status="canceled", scheduled_at=queued.scheduled_at), queued.content
 
 
 async def reschedule_email(conn: Conn, principal: Principal, email_id: str, scheduled_at: datetime) -> EmailSchedule:
