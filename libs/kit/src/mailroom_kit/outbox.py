@@ -28,11 +28,11 @@ NOTIFYs), between immediate windows too, so a busy outbox cannot starve it; and 
 than until the next due row. No timer in memory is the truth: each scheduled window recomputes it
 from the table, and a restart simply finds the due rows. `on_scheduled_relayed` lets the owner
 record, in the very transaction that deletes the published rows, that they were published. The
-owner of a scheduled row cancels it
-(`cancel_scheduled`: DELETE) or moves it (`reschedule`: UPDATE + NOTIFY, so the relays recompute
-their wait) under that same row lock, inside its own transaction: while a relay holds the row
-(publishing it) the owner waits and then finds it gone, so a row is either published or canceled,
-never both.
+owner of a scheduled row cancels it (`cancel_scheduled`: DELETE) or moves it (`scheduled_payload`,
+then `reschedule`: UPDATE + NOTIFY, so the relays recompute their wait) under that same row lock,
+inside its own transaction: while a relay holds the row (publishing it) the owner waits and then
+finds it gone, so a row is either published or canceled, never both. An owner that also locks rows
+the hook writes must take the outbox row first, as the relay does.
 """
 
 from __future__ import annotations
