@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format chaos bench bench-quick
+.PHONY: help install run test lint format chaos bench bench-quick asyncapi
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ test: install ## Run every test (unit, service, end-to-end, crash)
 
 # Test folders have no __init__.py and repeat module names (conftest, test_repository), so mypy
 # checks each folder on its own; the root conftest.py and tools/boundaries.py go with the sources.
-MYPY_SOURCES := libs/contracts/src libs/kit/src $(wildcard services/*/src tools/*/src) conftest.py tools/boundaries.py
+MYPY_SOURCES := libs/contracts/src libs/kit/src $(wildcard services/*/src tools/*/src) conftest.py tools/boundaries.py tools/asyncapi.py
 MYPY_TESTS := $(wildcard libs/*/tests services/*/tests tools/*/tests) tests bench
 
 lint: install ## ruff (lint + format), mypy (sources and tests), boundaries (imports, SQL only in repository.py)
@@ -31,6 +31,9 @@ lint: install ## ruff (lint + format), mypy (sources and tests), boundaries (imp
 	for dir in $(MYPY_TESTS); do $(UV) run --no-sync mypy "$$dir" || status=1; done; \
 	$(UV) run --no-sync python tools/boundaries.py . || status=1; \
 	exit $$status
+
+asyncapi: install ## Regenerate docs/asyncapi.yaml (the event stream's AsyncAPI 3 document) from libs/contracts
+	@$(UV) run --no-sync python tools/asyncapi.py
 
 format: install ## Apply ruff's fixes and formatting
 	@$(UV) run --no-sync ruff check --fix .

@@ -1,0 +1,146 @@
+{{/* Names, labels and the pieces every service's manifests share. */}}
+
+{{- define "mailroom.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "mailroom.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<service>", for a dict with "root" and "name". */}}
+{{- define "mailroom.component" -}}
+{{- printf "%s-%s" (include "mailroom.fullname" .root | trunc 52 | trimSuffix "-") .name -}}
+{{- end -}}
+
+{{- define "mailroom.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "mailroom.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mailroom
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one service, for a dict with "root" and "name". */}}
+{{- define "mailroom.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mailroom.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+{{- end -}}
+
+{{- define "mailroom.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mailroom.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "mailroom.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* MAILROOM_DATABASE_URL of one service (dict "root" "name"): its own key, else the shared one. */}}
+{{- define "mailroom.databaseUrlEnv" -}}
+- name: MAILROOM_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "postgres.existingSecret is required" .root.Values.postgres.existingSecret }}
+      key: {{ default .root.Values.postgres.urlKey (index .root.Values.postgres.perServiceKeys .name) }}
+{{- end -}}
+
+{{/* The environment every process of the chart shares (dict "root" "name"). */}}
+{{- define "mailroom.commonEnv" -}}
+{{ include "mailroom.databaseUrlEnv" . }}
+- name: MAILROOM_NATS_URL
+  value: {{ .root.Values.nats.url | quote }}
+- name: MAILROOM_NATS_REPLICAS
+  value: {{ .root.Values.nats.streamReplicas | quote }}
+- name: MAILROOM_LOG_LEVEL
+  value: {{ .root.Values.log.level | quote }}
+- name: MAILROOM_LOG_FORMAT
+  value: {{ .root.Values.log.format | quote }}
+{{- end -}}
+
+{{/* The environment of one service's own settings (dict "root" "name"). */}}
+{{- define "mailroom.serviceEnv" -}}
+{{- $v := .root.Values -}}
+{{- $prefix := printf "MAILROOM_%s_" (upper .name) -}}
+- name: {{ $prefix }}HOST
+  value: "0.0.0.0"
+- name: {{ $prefix }}PORT
+  value: "8000"
+{{- if or (eq .name "sender") (eq .name "domains") }}
+- name: MAILROOM_AWS_REGION
+  value: {{ $v.aws.region | quote }}
+{{- with $v.aws.sesEndpointUrl }}
+- name: MAILROOM_SES_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.aws.credentialsSecret.name }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.aws.credentialsSecret.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.aws.credentialsSecret.secretAccessKeyKey }}
+{{- end }}
+{{- end }}
+{{- if eq .name "api" }}
+{{- with $v.api.operatorToken.existingSecret }}
+- name: MAILROOM_API_OPERATOR_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.api.operatorToken.key }}
+{{- end }}
+{{- end }}
+{{- if eq .name "events" }}
+- name: MAILROOM_EVENTS_SNS_TOPIC_ARNS
+  value: {{ join "," $v.events.snsTopicArns | quote }}
+{{- end }}
+{{- if eq .name "sender" }}
+- name: MAILROOM_SENDER_CONFIGURATION_SET
+  value: {{ $v.sender.configurationSet | quote }}
+{{- with $v.sender.sesEventsTopicArn }}
+- name: MAILROOM_SENDER_SES_EVENTS_TOPIC_ARN
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if eq .name "webhooks" }}
+- name: MAILROOM_WEBHOOKS_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "webhooks.secretKey.existingSecret is required" $v.webhooks.secretKey.existingSecret }}
+      key: {{ $v.webhooks.secretKey.key }}
+{{- with $v.webhooks.allowedCidrs }}
+- name: MAILROOM_WEBHOOKS_ALLOWED_CIDRS
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := (index $v.services .name).env }}
+- name: {{ $key }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end -}}

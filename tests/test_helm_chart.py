@@ -1,0 +1,318 @@
+"""The Helm chart deploy/helm/mailroom checked by Helm's own engine (helm-python-sdk: Helm's Go SDK
+in-process, no cluster, no binary): `helm lint --strict` and a render for the default values and
+each realistic values file in ci/; every rendered manifest validated by kubernetes-validate against
+a current Kubernetes; the invariants every install must keep (probes, resources, non-root, read-only
+root filesystem, the migrations hook Job, real environment variable names, the per-schema URLs);
+and the values schema: it covers every value, every value is commented, and it rejects bad ones."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+from mailroom_api.settings import ApiSettings
+from mailroom_domains.settings import DomainsSettings
+from mailroom_events.settings import EventsSettings
+from mailroom_kit.settings import BaseSettings
+from mailroom_sender.settings import SenderSettings
+from mailroom_webhooks.settings import WebhooksSettings
+
+CHART = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "mailroom"
+KUBE_VERSION = kubernetes_validate.latest_version()  # the newest Kubernetes the validator knows
+SERVICES = ("api", "domains", "events", "sender", "webhooks")
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "api": ApiSettings,
+    "sender": SenderSettings,
+    "events": EventsSettings,
+    "domains": DomainsSettings,
+    "webhooks": WebhooksSettings,
+}
+CASES = ["default", *sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml"))]
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+def values_of(case: str) -> dict[str, Any]:
+    if case == "default":
+        return {}
+    return yaml.safe_load((CHART / "ci" / f"{case}-values.yaml").read_text()) or {}
+
+
+@functools.cache
+def chart() -> helm.Chart:
+    return helm.Chart.load(str(CHART))
+
+
+@functools.cache
+def rendered(case: str) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """(template, manifest) of every document a fresh install renders, hooks included."""
+    out = chart().render(values_of(case) or None, name="mr", namespace="mail", is_install=True)
+    docs: list[tuple[str, dict[str, Any]]] = []
+    for template, text in out.items():
+        if template.endswith("NOTES.txt"):
+            continue
+        docs.extend((template, doc) for doc in yaml.safe_load_all(text) if doc)
+    return tuple(docs)
+
+
+def of_kind(case: str, kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in rendered(case) if doc["kind"] == kind]
+
+
+def container_env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def real_env_names() -> set[str]:
+    names: set[str] = set()
+    for cls in SETTINGS.values():
+        names.update(cls.env_name(field) for field in cls.__struct_fields__)
+    return names
+
+
+def test_cases_are_the_default_and_three_realistic_files() -> None:
+    assert {"default", "minimal", "ha-production", "per-schema-roles"} <= set(CASES)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_helm_lint_strict(case: str) -> None:
+    report = helm.lint(str(CHART), values_of(case) or None, strict=True, kube_version=f"v{KUBE_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not report["errors"] and not problems, report
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_manifest_is_valid_kubernetes(case: str) -> None:
+    kinds = set()
+    for template, doc in rendered(case):
+        kinds.add(doc["kind"])
+        if (doc["apiVersion"], doc["kind"]) in CRDS:
+            assert doc["spec"]["endpoints"][0]["path"] == "/metrics", template
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(
+                f"{template} {doc['kind']}/{doc['metadata']['name']}: {str(exc).splitlines()[0]}"
+            ) from None
+    assert {"Deployment", "Service", "Job", "ServiceAccount"} <= kinds
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_deployment_is_probed_bounded_and_unprivileged(case: str) -> None:
+    deployments = of_kind(case, "Deployment")
+    assert sorted(d["metadata"]["labels"]["app.kubernetes.io/component"] for d in deployments) == list(SERVICES)
+    for deployment in deployments:
+        name = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+        assert pod["automountServiceAccountToken"] is False
+        [container] = pod["containers"]
+        assert container["command"] == [f"mailroom-{name}", "run"]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+        assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+        assert container["resources"]["limits"]["memory"]
+        security = container["securityContext"]
+        assert security["runAsNonRoot"] is True
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+        env = container_env(container)
+        assert env[f"MAILROOM_{name.upper()}_PORT"]["value"] == "8000"
+        assert env[f"MAILROOM_{name.upper()}_HOST"]["value"] == "0.0.0.0"
+        assert "secretKeyRef" in env["MAILROOM_DATABASE_URL"]["valueFrom"]
+        assert env["MAILROOM_NATS_REPLICAS"]["value"] == str(values_of(case).get("nats", {}).get("streamReplicas", 3))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_env_names_are_the_services_real_settings(case: str) -> None:
+    real = real_env_names()
+    for deployment in of_kind(case, "Deployment"):
+        name = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        settings = SETTINGS[name]
+        own = {settings.env_name(field) for field in settings.__struct_fields__}
+        for var in container_env(deployment["spec"]["template"]["spec"]["containers"][0]):
+            if var.startswith("AWS_"):
+                assert name in ("sender", "domains"), (name, var)
+                continue
+            assert var in own, f"{name}: {var} is not one of its settings ({sorted(own)})"
+            assert var in real
+    webhooks = next(d for d in of_kind(case, "Deployment") if d["metadata"]["name"].endswith("-webhooks"))
+    env = container_env(webhooks["spec"]["template"]["spec"]["containers"][0])
+    assert "secretKeyRef" in env["MAILROOM_WEBHOOKS_SECRET_KEY"]["valueFrom"], "the Fernet key comes from a Secret"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_migrations_run_as_a_pre_install_pre_upgrade_hook(case: str) -> None:
+    [job] = of_kind(case, "Job")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert "serviceAccountName" not in pod, "hooks run before the chart's ServiceAccount exists"
+    commands = sorted(c["command"] for c in pod["containers"])
+    assert commands == [[f"mailroom-{svc}", "migrate"] for svc in SERVICES]
+    for container in pod["containers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["runAsNonRoot"] is True
+    # A hook is not part of the release's manifest: nothing else may depend on it existing.
+    assert not any(d["kind"] == "Job" for d in of_kind(case, "Deployment"))
+
+
+def test_per_schema_roles_give_every_service_and_its_migration_its_own_url() -> None:
+    case = "per-schema-roles"
+    expected = {svc: f"{svc}-url" for svc in SERVICES}
+    for deployment in of_kind(case, "Deployment"):
+        name = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        ref = container_env(deployment["spec"]["template"]["spec"]["containers"][0])["MAILROOM_DATABASE_URL"]
+        assert ref["valueFrom"]["secretKeyRef"] == {"name": "mailroom-postgres-roles", "key": expected[name]}
+    [job] = of_kind(case, "Job")
+    for container in job["spec"]["template"]["spec"]["containers"]:
+        svc = container["name"].removeprefix("migrate-")
+        ref = container_env(container)["MAILROOM_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "mailroom-postgres-roles", "key": expected[svc]}
+    [account] = of_kind(case, "ServiceAccount")
+    assert account["metadata"]["name"] == "mailroom-ses"
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+
+
+def test_default_install_exposes_nothing_and_shares_one_url() -> None:
+    assert not of_kind("default", "Ingress") and not of_kind("default", "HorizontalPodAutoscaler")
+    assert not of_kind("default", "NetworkPolicy") and not of_kind("default", "ServiceMonitor")
+    keys = {
+        container_env(d["spec"]["template"]["spec"]["containers"][0])["MAILROOM_DATABASE_URL"]["valueFrom"][
+            "secretKeyRef"
+        ]["key"]
+        for d in of_kind("default", "Deployment")
+    }
+    assert keys == {"database-url"}
+    assert {p["metadata"]["name"] for p in of_kind("default", "PodDisruptionBudget")} == {
+        f"mr-mailroom-{svc}" for svc in ("api", "events", "sender", "webhooks")
+    }, "domains runs one replica by default: no PDB that would block a drain"
+
+
+def test_minimal_uses_a_static_credentials_secret_for_ses_only() -> None:
+    for deployment in of_kind("minimal", "Deployment"):
+        name = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        env = container_env(deployment["spec"]["template"]["spec"]["containers"][0])
+        if name in ("sender", "domains"):
+            assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "mailroom-aws"
+            assert env["MAILROOM_AWS_REGION"]["value"] == "eu-west-1"
+        else:
+            assert "AWS_ACCESS_KEY_ID" not in env
+        assert deployment["spec"]["replicas"] == 1
+    [ingress] = of_kind("minimal", "Ingress")
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] == "sns.mail.example.com"
+    assert rule["http"]["paths"][0]["path"] == "/ses/sns"
+    assert rule["http"]["paths"][0]["backend"]["service"]["name"] == "mr-mailroom-events"
+    assert not of_kind("minimal", "PodDisruptionBudget")
+
+
+def test_ha_production_autoscales_isolates_and_is_scraped() -> None:
+    case = "ha-production"
+    hpas = {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(case, "HorizontalPodAutoscaler")}
+    assert hpas == {"mr-mailroom-api", "mr-mailroom-sender", "mr-mailroom-webhooks"}
+    for deployment in of_kind(case, "Deployment"):
+        autoscaled = deployment["metadata"]["name"] in hpas
+        assert ("replicas" in deployment["spec"]) is not autoscaled, "the HPA owns replicas"
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert "@sha256:" in image
+    assert len(of_kind(case, "NetworkPolicy")) == len(SERVICES)
+    policies = {p["metadata"]["name"]: p for p in of_kind(case, "NetworkPolicy")}
+    assert len(policies["mr-mailroom-api"]["spec"]["ingress"]) == 2, "ingress controller and metrics"
+    assert len(policies["mr-mailroom-sender"]["spec"]["ingress"]) == 1, "metrics only"
+    [monitor] = of_kind(case, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    ingresses = {i["metadata"]["name"]: i for i in of_kind(case, "Ingress")}
+    assert set(ingresses) == {"mr-mailroom-api", "mr-mailroom-events"}
+    [api_rule] = ingresses["mr-mailroom-api"]["spec"]["rules"]
+    routed = {p["path"] for p in api_rule["http"]["paths"]}
+    assert routed == {"/v1", "/schema"}, "the API's /metrics, /ready and the operator API stay internal"
+    assert all(i["spec"]["tls"][0]["secretName"] for i in ingresses.values())
+    api = next(d for d in of_kind(case, "Deployment") if d["metadata"]["name"] == "mr-mailroom-api")
+    env = container_env(api["spec"]["template"]["spec"]["containers"][0])
+    assert env["MAILROOM_API_OPERATOR_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "mailroom-operator"
+
+
+def test_notes_tell_the_next_steps() -> None:
+    notes = chart().render(values_of("minimal"), name="mr", namespace="mail", is_install=True)[
+        "mailroom/templates/NOTES.txt"
+    ]
+    assert "https://sns.mail.example.com/ses/sns" in notes
+    assert "mailroom admin tenants create" in notes and "mailroom admin api-keys create" in notes
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"services": {"api": {"replicas": -1}}}, "/services/api/replicas"),  # a negative replica count
+        ({"replicaCount": 2}, "'replicaCount' not allowed"),  # an unknown top-level key
+        ({"services": {"sender": {"replica": 2}}}, "'replica' not allowed"),  # a misspelt key in a service
+        ({"services": {"queue": {"replicas": 1}}}, "'queue' not allowed"),  # a service that does not exist
+        ({"nats": {"streamReplicas": 0}}, "/nats/streamReplicas"),
+        ({"securityContext": {"readOnlyRootFilesystem": False}}, "/securityContext/readOnlyRootFilesystem"),
+        ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),  # root
+        ({"postgres": {"existingSecret": ""}}, "/postgres/existingSecret"),  # no Postgres Secret
+        ({"log": {"level": "verbose"}}, "/log/level"),
+        ({"events": {"snsTopicArns": ["not-an-arn"]}}, "/events/snsTopicArns/0"),
+    ],
+)
+def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as rejected:
+        chart().validate_schema(chart().merge_values(values))
+    assert where in str(rejected.value), str(rejected.value)
+    with pytest.raises(helm.HelmError):  # an install or upgrade with them fails the same way
+        chart().render(values, name="mr", namespace="mail", is_install=True)
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    return schema["$defs"][ref.rsplit("/", 1)[1]] if ref else node
+
+
+def test_schema_covers_and_describes_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(value: Any, node: dict[str, Any], path: str) -> None:
+        node = _resolve(schema, node)
+        assert node.get("description") or path == "", f"{path}: no description in the schema"
+        if isinstance(value, dict) and node.get("additionalProperties") is False:
+            assert set(value) == set(node["properties"]), f"{path}: values.yaml and the schema differ"
+            for key, child in value.items():
+                walk(child, node["properties"][key], f"{path}.{key}".lstrip("."))
+
+    walk(defaults, {**schema, "description": ""}, "")
+
+
+def test_every_value_is_commented() -> None:
+    """Each key of values.yaml whose parent the schema closes has a comment line right above it
+    (the free-form Kubernetes objects under it, such as resources, are documented as a whole)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, str]] = []
+    for number, line in enumerate(lines):
+        m = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if not m:
+            continue
+        indent, key = len(m.group(1)), m.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        node: dict[str, Any] | None = schema
+        for _, parent in stack:
+            node = _resolve(schema, node["properties"][parent]) if node and "properties" in node else None
+        stack.append((indent, key))
+        if node is None or node.get("additionalProperties") is not False:
+            continue
+        above = lines[number - 1].strip() if number else ""
+        assert above.startswith("#"), f"values.yaml line {number + 1}: {key!r} has no comment above it"
