@@ -11,6 +11,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -28,6 +29,14 @@ PUBLIC_ROUTES = re.compile(r"^/v1/unsubscribe/")
 # Example bodies for routes that take one and name another tenant's resource; a new such route must
 # be given one here (the lookup must answer 404 before the body could matter).
 BODIES: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def _in_an_hour() -> dict[str, Any]:
+    return {"scheduled_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+
+
+# Bodies that must be valid for the id (not the body) to decide, by method and URL: reschedule.
+VALID_BODIES = [("PATCH", re.compile(r"/v1/emails/msg_[0-9a-z]{26}"), _in_an_hour)]
 
 
 @dataclass
@@ -103,6 +112,9 @@ def world(stack: Stack, api: httpx.Client) -> World:
 
 def call(api: httpx.Client, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
     body = BODIES.get((method, path))
+    for valid_method, url, make in VALID_BODIES:
+        if body is None and method == valid_method and url.fullmatch(path):
+            body = make()
     if method in ("POST", "PUT", "PATCH") and body is None:
         body = {}
     return api.request(method, path, json=body, headers=headers)

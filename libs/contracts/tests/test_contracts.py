@@ -57,6 +57,15 @@ SAMPLES: list[events.Event] = [
     events.EmailComplained(**EMAIL, recipients=["b@example.test"], feedback_type="abuse"),
     events.EmailDeliveryDelayed(**EMAIL, recipients=["b@example.test"], delay_type="MailboxFull"),
     events.EmailProviderAccepted(**EMAIL, provider_message_id="p1"),
+    events.EmailScheduled(
+        **EMAIL,
+        from_=events.Address(email="a@example.test"),
+        to=[events.Address(email="b@example.test")],
+        subject="Later",
+        created_at=NOW,
+        scheduled_at=NOW,
+    ),
+    events.EmailCanceled(**EMAIL, scheduled_at=NOW),
     events.DomainCreated(**BASE, domain=SNAPSHOT),
     events.DomainVerified(**BASE, domain=SNAPSHOT),
     events.DomainFailed(**BASE, domain=SNAPSHOT, reason="timeout"),
@@ -140,6 +149,19 @@ def test_rpc_error_reply_decodes_into_every_reply_type() -> None:
 def test_lifecycle_subjects_exclude_internal_ones() -> None:
     assert subjects.EMAIL_PROVIDER_ACCEPTED not in subjects.EMAIL_LIFECYCLE
     assert subjects.EMAIL_QUEUED not in subjects.EMAIL_LIFECYCLE
+
+
+def test_scheduling_events_are_lifecycle_and_the_email_log_does_not_follow_queued() -> None:
+    assert {subjects.EMAIL_SCHEDULED, subjects.EMAIL_CANCELED} <= set(subjects.EMAIL_LIFECYCLE)
+    # A plain send costs the email log nothing more: it does not follow EmailQueued.
+    assert subjects.EMAIL_QUEUED not in streams.API_EMAIL_LOG.filter_subjects
+    for subject in streams.API_EMAIL_LOG.filter_subjects + streams.WEBHOOKS_EMAIL.filter_subjects:
+        assert subject.startswith("mailroom.email.") and subject != subjects.EMAIL_PROVIDER_ACCEPTED
+    # An EmailQueued of an older producer (no scheduled_at) still decodes: not scheduled.
+    wire = msgspec.json.decode(encode(SAMPLES[0]))
+    wire.pop("scheduled_at")
+    decoded = decode_event(msgspec.json.encode(wire))
+    assert isinstance(decoded, events.EmailQueued) and decoded.scheduled_at is None
 
 
 def test_unknown_event_types_are_told_apart_from_bad_data() -> None:

@@ -42,7 +42,11 @@ async def test_migrations_apply_once_and_concurrently(database_url: str) -> None
     results = await asyncio.gather(*(migrate(database_url, schema, HERE) for _ in range(4)))
     applied = [r for r in results if r]
     kit = [f"kit:{f.stem}" for f in sorted(KIT_MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql"))]
-    assert kit[0] == "kit:0001_kit_outbox_inbox" and "kit:0003_inbox_retention" in kit
+    assert (
+        kit[0] == "kit:0001_kit_outbox_inbox"
+        and "kit:0002_outbox_not_before" in kit
+        and "kit:0003_inbox_retention" in kit
+    )
     assert len(applied) == 1 and applied[0] == [*kit, "svc:0001_things"]
     assert await migrate(database_url, schema, HERE) == []
     async with await connect(database_url, schema) as conn:

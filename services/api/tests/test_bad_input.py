@@ -366,9 +366,9 @@ async def test_database_down_is_503_without_internals(world: World, runtime: Run
 
 
 async def test_spec_fields_of_later_versions_say_so(world: World, client: httpx.AsyncClient) -> None:
-    body = {"from": "a@b.test", "to": "c@d.test", "subject": "s", "text": "t", "scheduled_at": "2030-01-01T00:00:00Z"}
+    body = {"from": "a@b.test", "to": "c@d.test", "subject": "s", "text": "t", "template": {"id": "tpl_x"}}
     resp = await client.post("/v1/emails", json=body, headers=bearer(world.tenant.live))
-    assert resp.status_code == 422 and resp.json()["param"] == "scheduled_at"
+    assert resp.status_code == 422 and resp.json()["param"] == "template"
     assert "not supported by this version" in resp.json()["message"]
 
 

@@ -5,6 +5,7 @@ list of emails older than MAILROOM_API_CONTENT_RETENTION_DAYS, keeps the rest of
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import msgspec
@@ -33,8 +34,14 @@ async def test_old_content_is_removed_and_said_to_have_expired(client: httpx.Asy
         assert resp.status_code == 202, resp.text
         ids.append(resp.json()["id"])
     old, recent = ids
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    resp = await client.post("/v1/emails", json={**body, "scheduled_at": later}, headers=bearer(tenant.test))
+    assert resp.status_code == 202 and resp.json()["status"] == "scheduled", resp.text
+    waiting = resp.json()["id"]
     async with runtime.pool.connection() as conn:
-        await conn.execute("UPDATE emails SET created_at = created_at - interval '31 days' WHERE id = %s", (old,))
+        await conn.execute(
+            "UPDATE emails SET created_at = created_at - interval '31 days' WHERE id = ANY(%s)", ([old, waiting],)
+        )
         await conn.commit()
 
     purge = Purge("emails.content", 30 * DAY, repository.purge_content)
@@ -52,6 +59,9 @@ async def test_old_content_is_removed_and_said_to_have_expired(client: httpx.Asy
     assert kept["content_expired_at"] is None
     assert kept["html"] == "<p>Thanks</p>" and kept["text"] and kept["headers"] == {"X-Order": "42"}
     assert [a["filename"] for a in kept["attachments"]] == ["a.pdf"]
+    # still waiting for its time: its content is what will be sent, and stays
+    scheduled = (await client.get(f"/v1/emails/{waiting}?include=content", headers=bearer(tenant.test))).json()
+    assert scheduled["content_expired_at"] is None and scheduled["html"] == "<p>Thanks</p>"
     plain = (await client.get(f"/v1/emails/{old}", headers=bearer(tenant.test))).json()
     assert "content_expired_at" not in plain and "html" not in plain  # only with include=content
 

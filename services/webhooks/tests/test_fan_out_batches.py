@@ -173,3 +173,42 @@ async def test_a_batch_runs_the_same_few_statements_whatever_its_size(conn: Conn
         counts.append(CountingCursor.statements)
     # summaries, summaries read, inbox claim, endpoints, deliveries, NOTIFY
     assert counts == [6, 6], counts
+
+
+async def test_scheduled_and_canceled_emails_go_out_with_the_summary_of_their_email_scheduled(conn: Conn) -> None:
+    await only_ours(conn)
+    everything = await endpoint(conn, "ten_a")
+    only_canceled = await endpoint(conn, "ten_a", events=["email.canceled"])
+    email_id = new_id("msg")
+    at = datetime(2030, 1, 2, 9, 30, tzinfo=UTC)
+    scheduled = ev.EmailScheduled(
+        event_id=new_id("evt"),
+        occurred_at=T0,
+        tenant_id="ten_a",
+        email_id=email_id,
+        from_=ev.Address(email="no@acme.test", name="Acme"),
+        to=[ev.Address(email="bob@example.org")],
+        bcc=[ev.Address(email="audit@acme.test")],
+        subject="Later",
+        tags={"kind": "reminder"},
+        created_at=T0,
+        scheduled_at=at,
+    )
+    # The EmailScheduled records the summary (its EmailQueued comes only at its time, if ever);
+    # the EmailCanceled of a later batch finds it.
+    assert await service.handle_email_events(conn, inputs(scheduled), consumer=CONSUMER) == [1]
+    canceled = ev.EmailCanceled(
+        event_id=new_id("evt"), occurred_at=T0, tenant_id="ten_a", email_id=email_id, scheduled_at=at
+    )
+    assert await service.handle_email_events(conn, inputs(canceled), consumer=CONSUMER) == [2]
+    rows = await deliveries(conn)
+    assert sorted((e, t) for e, _, t, _ in rows) == sorted(
+        [(everything, "email.scheduled"), (everything, "email.canceled"), (only_canceled, "email.canceled")]
+    )
+    for _, _, kind, payload in rows:
+        data = payload["data"]
+        assert payload["type"] == kind and data["email_id"] == email_id
+        assert data["from"] == "Acme <no@acme.test>" and data["to"] == ["bob@example.org"]
+        assert data["subject"] == "Later" and data["tags"] == {"kind": "reminder"}
+        assert data["recipients"] == ["bob@example.org", "audit@acme.test"]
+        assert data["scheduled_at"] == "2030-01-02T09:30:00.000Z"

@@ -92,6 +92,10 @@ class EmailQueued(EmailEvent, frozen=True, kw_only=True, tag="email.queued"):
     # sender writes as `List-Unsubscribe` (+ `List-Unsubscribe-Post`). The sender never signs.
     unsubscribe_url: str | None = None
     unsubscribe_mailto: str | None = None
+    # Scheduling (issue 16): set when the email was accepted with `scheduled_at`. Such an event
+    # waits in the api's scheduled outbox and is published at that time (its `occurred_at` is
+    # that time too); the api's relay then moves the email from `scheduled` to `queued`.
+    scheduled_at: datetime | None = None
 
 
 class EmailSent(EmailEvent, frozen=True, kw_only=True, tag="email.sent"):
@@ -133,6 +137,28 @@ class EmailDeliveryDelayed(EmailEvent, frozen=True, kw_only=True, tag="email.del
     recipients: list[str]
     delay_type: str | None = None
     provider_message_id: str | None = None
+
+
+class EmailScheduled(EmailEvent, frozen=True, kw_only=True, tag="email.scheduled"):
+    """An email accepted (or rescheduled) to be sent at `scheduled_at`; published at once. It
+    carries what webhooks need about the email (never its bodies): its EmailQueued comes only at
+    that time. A reschedule publishes another EmailScheduled (new event id, same email)."""
+
+    from_: Address = msgspec.field(name="from")
+    to: list[Address]
+    cc: list[Address] = []
+    bcc: list[Address] = []
+    subject: str
+    tags: dict[str, str] = {}
+    metadata: dict[str, Any] | None = None
+    created_at: datetime
+    scheduled_at: datetime
+
+
+class EmailCanceled(EmailEvent, frozen=True, kw_only=True, tag="email.canceled"):
+    """A scheduled email was canceled before its time: it will never be sent."""
+
+    scheduled_at: datetime | None = None  # when it would have been sent
 
 
 class EmailProviderAccepted(EmailEvent, frozen=True, kw_only=True, tag="email.provider_accepted"):
@@ -201,6 +227,8 @@ EMAIL_EVENT_TYPES: tuple[type[EmailEvent], ...] = (
     EmailComplained,
     EmailDeliveryDelayed,
     EmailProviderAccepted,
+    EmailScheduled,
+    EmailCanceled,
 )
 DOMAIN_EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     DomainCreated,

@@ -17,6 +17,8 @@ _SUBJECTS: dict[type[events.Event], str] = {
     events.EmailComplained: subjects.EMAIL_COMPLAINED,
     events.EmailDeliveryDelayed: subjects.EMAIL_DELIVERY_DELAYED,
     events.EmailProviderAccepted: subjects.EMAIL_PROVIDER_ACCEPTED,
+    events.EmailScheduled: subjects.EMAIL_SCHEDULED,
+    events.EmailCanceled: subjects.EMAIL_CANCELED,
     events.DomainCreated: subjects.DOMAIN_CREATED,
     events.DomainVerified: subjects.DOMAIN_VERIFIED,
     events.DomainFailed: subjects.DOMAIN_FAILED,
@@ -37,6 +39,8 @@ _any_event = msgspec.json.Decoder(
     | events.EmailComplained
     | events.EmailDeliveryDelayed
     | events.EmailProviderAccepted
+    | events.EmailScheduled
+    | events.EmailCanceled
     | events.DomainCreated
     | events.DomainVerified
     | events.DomainFailed

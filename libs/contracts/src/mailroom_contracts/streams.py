@@ -78,6 +78,8 @@ SENDER_PROVIDER_ACCEPTED = ConsumerSpec(
 API_EMAIL_LOG = ConsumerSpec(
     durable="api-email-log",
     stream=EMAIL_STREAM.name,
+    # Not EMAIL_QUEUED: a plain email's `queued` entry is written at accept, and a scheduled one
+    # moves to `queued` in the api relay's own transaction (emails/scheduling.mark_queued).
     filter_subjects=list(subjects.EMAIL_LIFECYCLE),
     description="api: projects lifecycle events into the email log read model",
 )

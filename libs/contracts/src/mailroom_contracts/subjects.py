@@ -11,6 +11,8 @@ EMAIL_DELIVERED: Final = "mailroom.email.delivered"
 EMAIL_BOUNCED: Final = "mailroom.email.bounced"
 EMAIL_COMPLAINED: Final = "mailroom.email.complained"
 EMAIL_DELIVERY_DELAYED: Final = "mailroom.email.delivery_delayed"
+EMAIL_SCHEDULED: Final = "mailroom.email.scheduled"
+EMAIL_CANCELED: Final = "mailroom.email.canceled"
 # Internal: SES reported a "Send" event for a message (used by the sender to settle in-doubt sends).
 EMAIL_PROVIDER_ACCEPTED: Final = "mailroom.email.provider_accepted"
 
@@ -22,6 +24,8 @@ EMAIL_LIFECYCLE: Final = (
     EMAIL_BOUNCED,
     EMAIL_COMPLAINED,
     EMAIL_DELIVERY_DELAYED,
+    EMAIL_SCHEDULED,
+    EMAIL_CANCELED,
 )
 
 # Domains (stream MAILROOM_DOMAIN)

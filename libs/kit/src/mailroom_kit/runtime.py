@@ -34,7 +34,7 @@ from mailroom_kit.http import request_logging
 from mailroom_kit.jetstream import connect, reconcile
 from mailroom_kit.logging import configure_logging, get_logger
 from mailroom_kit.migrations import migrate, pending
-from mailroom_kit.outbox import OutboxRelay
+from mailroom_kit.outbox import OnScheduledRelayed, OutboxRelay
 from mailroom_kit.retention import Purge, retention_worker
 from mailroom_kit.server import (
     die_with_parent,
@@ -75,8 +75,14 @@ class Runtime(Generic[S]):
             checks["migrations"] = False
         return checks
 
-    def relay(self) -> OutboxRelay:
-        return OutboxRelay(self.pool, self.js, url=self.settings.database_url, schema=self.schema)
+    def relay(self, on_scheduled_relayed: OnScheduledRelayed | None = None) -> OutboxRelay:
+        return OutboxRelay(
+            self.pool,
+            self.js,
+            url=self.settings.database_url,
+            schema=self.schema,
+            on_scheduled_relayed=on_scheduled_relayed,
+        )
 
 
 def ops_router(runtime: Runtime) -> Router:

@@ -34,6 +34,7 @@ from mailroom_api.emails.controllers import EmailsController
 from mailroom_api.emails.idempotency import purge_worker as idempotency_purge_worker
 from mailroom_api.emails.projector import email_log_worker
 from mailroom_api.emails.relay_wake import RelayWake
+from mailroom_api.emails.scheduling import mark_queued
 from mailroom_api.http.body import Request
 from mailroom_api.http.errors import exception_handler
 from mailroom_api.http.guards import (
@@ -67,7 +68,8 @@ ROUTES: list[type[Controller]] = [
 
 
 async def relay_worker(rt: Runtime) -> None:
-    await rt.relay().run(rt.stop)
+    # Scheduling: a scheduled email moves to `queued` in the transaction that relays its EmailQueued.
+    await rt.relay(on_scheduled_relayed=mark_queued).run(rt.stop)
 
 
 WORKERS: list[Worker] = [email_log_worker, domains_worker, relay_worker, idempotency_purge_worker]

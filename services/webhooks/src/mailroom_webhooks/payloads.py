@@ -19,7 +19,11 @@ EMAIL_WEBHOOK_TYPES: dict[type[ev.EmailEvent], str] = {
     ev.EmailComplained: "email.complained",
     ev.EmailDeliveryDelayed: "email.delivery_delayed",
     ev.EmailFailed: "email.failed",
+    ev.EmailScheduled: "email.scheduled",
+    ev.EmailCanceled: "email.canceled",
 }
+# The events that carry the email's summary (its EmailScheduled comes first for a scheduled email).
+SUMMARY_EVENTS = (ev.EmailQueued, ev.EmailScheduled)
 
 # Every type a tenant may subscribe to (SPEC §2), some produced by later features.
 KNOWN_EVENT_TYPES: frozenset[str] = frozenset(
@@ -45,7 +49,7 @@ KNOWN_EVENT_TYPES: frozenset[str] = frozenset(
 
 
 class EmailSummary(msgspec.Struct, frozen=True, kw_only=True):
-    """What a payload needs about the email, recorded from EmailQueued."""
+    """What a payload needs about the email, recorded from EmailQueued (or EmailScheduled)."""
 
     email_id: str
     tenant_id: str
@@ -62,7 +66,7 @@ def format_address(address: ev.Address) -> str:
     return f"{address.name} <{address.email}>" if address.name else address.email
 
 
-def summary_from_queued(event: ev.EmailQueued) -> EmailSummary:
+def summary_from_queued(event: ev.EmailQueued | ev.EmailScheduled) -> EmailSummary:
     return EmailSummary(
         email_id=event.email_id,
         tenant_id=event.tenant_id,
@@ -135,6 +139,8 @@ def email_payload(event: ev.EmailEvent, summary: EmailSummary) -> bytes:
         data["delay"] = {"type": event.delay_type}
     elif isinstance(event, ev.EmailDelivered) and event.smtp_response:
         data["smtp_response"] = event.smtp_response
+    elif isinstance(event, ev.EmailScheduled | ev.EmailCanceled) and event.scheduled_at is not None:
+        data["scheduled_at"] = rfc3339(event.scheduled_at)
     return _envelope(event, webhook_type, data)
 
 

@@ -28,6 +28,7 @@ from mailroom_webhooks.netpolicy import AddressPolicy, validate_endpoint_url
 from mailroom_webhooks.payloads import (
     EMAIL_WEBHOOK_TYPES,
     KNOWN_EVENT_TYPES,
+    SUMMARY_EVENTS,
     EmailSummary,
     domain_payload,
     domain_webhook_type,
@@ -201,12 +202,12 @@ async def handle_email_events(conn: Conn, batch: list[EmailEventInput], *, consu
     nothing (retry it). Once the caller gave up waiting, it goes out without from/to/subject."""
     await repo.insert_email_summaries(
         conn,
-        [(summary_from_queued(x.event), x.event.created_at) for x in batch if isinstance(x.event, ev.EmailQueued)],
+        [(summary_from_queued(x.event), x.event.created_at) for x in batch if isinstance(x.event, SUMMARY_EVENTS)],
     )
     wanted = [
         x.event.email_id
         for x in batch
-        if type(x.event) in EMAIL_WEBHOOK_TYPES and not isinstance(x.event, ev.EmailQueued)
+        if type(x.event) in EMAIL_WEBHOOK_TYPES and not isinstance(x.event, SUMMARY_EVENTS)
     ]
     recorded = {(r["email_id"], r["tenant_id"]): r for r in await repo.get_email_summaries(conn, wanted)}
     results: list[int | None] = [0] * len(batch)
@@ -215,7 +216,7 @@ async def handle_email_events(conn: Conn, batch: list[EmailEventInput], *, consu
         event = x.event
         if type(event) not in EMAIL_WEBHOOK_TYPES:
             continue
-        if isinstance(event, ev.EmailQueued):
+        if isinstance(event, SUMMARY_EVENTS):
             summary = summary_from_queued(event)
         elif (row := recorded.get((event.email_id, event.tenant_id))) is not None:
             summary = msgspec.convert(row, EmailSummary)

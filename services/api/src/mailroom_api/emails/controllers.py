@@ -6,16 +6,26 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody, QueryParameter
 from mailroom_kit.db import Conn
 from mailroom_kit.http import add_log_fields
 
 from mailroom_api.checks import RFC3339, EmailIdPath, id_pattern, parse_timestamp
-from mailroom_api.emails import idempotency, service
+from mailroom_api.emails import content as stored_content
+from mailroom_api.emails import idempotency, scheduling, service
 from mailroom_api.emails.idempotency import HEADER, REPLAYED_HEADER, IdempotentOperation
-from mailroom_api.emails.schemas import BatchResult, EmailAccepted, EmailDetail, EmailList, SendBatch, SendEmail
+from mailroom_api.emails.schemas import (
+    BatchResult,
+    EmailAccepted,
+    EmailDetail,
+    EmailList,
+    EmailSchedule,
+    RescheduleEmail,
+    SendBatch,
+    SendEmail,
+)
 from mailroom_api.emails.status import STATUSES
 from mailroom_api.http.errors import documented
 from mailroom_api.http.guards import (
@@ -189,3 +199,33 @@ class EmailsController(Controller):
         include_content = "content" in (include or "").split(",")
         async with rt.pool.connection() as conn:
             return await service.get_email(conn, principal, email_id, include_content=include_content)
+
+    # ------------------------------------------------------------------------- scheduling
+
+    @patch(
+        "/{email_id:str}",
+        summary="Reschedule a scheduled email",
+        description="`scheduled_at` as at send (RFC 3339 with an offset, future, at most 30 days ahead). "
+        "409 `conflict` once the email is no longer scheduled (its time came and sending began, or it "
+        "was canceled).",
+        responses=documented(401, 403, 404, 409, 422),
+    )
+    async def reschedule_email(
+        self, email_id: EmailIdPath, data: JSONBody[RescheduleEmail], rt: Rt, principal: Caller
+    ) -> EmailSchedule:
+        async with rt.pool.connection() as conn, conn.transaction():
+            return await scheduling.reschedule_email(conn, principal, email_id, data.scheduled_at)
+
+    @post(
+        "/{email_id:str}/cancel",
+        status_code=200,
+        summary="Cancel a scheduled email",
+        description="The email is never sent (status `canceled`, webhook `email.canceled`). 409 `conflict` "
+        "once it is no longer scheduled (sending began, or it was canceled before).",
+        responses=documented(401, 403, 404, 409),
+    )
+    async def cancel_email(self, email_id: EmailIdPath, rt: Rt, principal: Caller) -> EmailSchedule:
+        async with rt.pool.connection() as conn, conn.transaction():
+            canceled, content = await scheduling.cancel_email(conn, principal, email_id)
+        await stored_content.discard(rt.js, content)  # committed: its offloaded content is never read
+        return canceled

@@ -176,6 +176,7 @@ async def accept_email(
     payload: bytes,
     timeline_type: str = "queued",
     idempotency: IdempotencyRecord | None = None,
+    schedule: ScheduledAccept | None = None,
 ) -> Acceptance:
     """Accept an email in ONE statement, atomic by itself: check the from-domain (the key's own
     domain if it is limited to one; a verified domain of the tenant if `needs_verified_domain`),
@@ -183,7 +184,8 @@ async def accept_email(
     email's status, the `timeline_type` timeline entry (`event_id`) and the outbox row
     (`outbox_subject`, `payload`) — and, given `idempotency`, the key's record, without which
     (a live record of that key exists) nothing is written. No NOTIFY here: it would serialize the
-    commits (see emails/relay_wake.py)."""
+    commits (see emails/relay_wake.py). With `schedule` (scheduling, at the end of this module) the
+    EmailQueued row waits in `outbox_scheduled` and the EmailScheduled row goes to the outbox."""
     params: dict[str, Any] = msgspec.structs.asdict(email)
     for name in (*_JSON_COLUMNS, "metadata"):
         value = params[name]
@@ -202,6 +204,9 @@ async def accept_email(
     if idempotency is not None:
         params.update(_key_params(idempotency))
         statement = _ACCEPT_KEYED
+    if schedule is not None:
+        params.update(msgspec.structs.asdict(schedule))
+        statement = _SCHEDULED[statement]
     cur = await conn.execute(statement, params)
     row = await cur.fetchone()
     assert row is not None  # `allowed` is always one row
@@ -238,6 +243,7 @@ class BatchEmail(msgspec.Struct, frozen=True, kw_only=True):
     outbox_subject: str
     payload: bytes
     timeline_type: str = "queued"
+    schedule: ScheduledAccept | None = None  # scheduling: see the end of this module
 
 
 _RECORDSET = ", ".join(f"{name} {kind}" for name, kind in _ACCEPT_TYPES.items())
@@ -342,6 +348,9 @@ async def accept_emails(
     if idempotency is not None:
         params.update(_key_params(idempotency))
         statement = _ACCEPT_BATCH_KEYED
+    if any(e.schedule is not None for e in emails):
+        params.update(_batch_schedule_params(emails))
+        statement = _SCHEDULED[statement]
     cur = await conn.execute(statement, params)
     row = await cur.fetchone()
     assert row is not None  # `gate` is always one row
@@ -604,12 +613,194 @@ async def update_email_statuses(conn: Conn, updates: list[tuple[str, str, dateti
 
 async def purge_content(conn: Conn, cutoff: datetime, limit: int) -> int:
     """Remove the content (html, text, custom headers, the attachments' list) of at most `limit`
-    emails accepted before `cutoff`, keeping the log entry itself (addresses, subject, tags,
-    metadata, status, timeline); the retention job."""
+    emails accepted before `cutoff` and no longer waiting for their scheduled time, keeping the log
+    entry itself (addresses, subject, tags, metadata, status, timeline); the retention job."""
     cur = await conn.execute(
         "UPDATE emails SET html = NULL, text = NULL, headers = '{}', attachments = '[]', content_purged_at = now()"
         " WHERE ctid IN (SELECT ctid FROM emails WHERE created_at < %s AND content_purged_at IS NULL"
-        " LIMIT %s FOR UPDATE SKIP LOCKED)",
+        " AND status <> 'scheduled' LIMIT %s FOR UPDATE SKIP LOCKED)",
         (cutoff, limit),
     )
     return cur.rowcount
+
+
+# ----------------------------------------------------------------------------- scheduling
+# A scheduled email's accept, cancel and reschedule (emails/scheduling.py). Its EmailQueued waits
+# in the kit's `outbox_scheduled` until `scheduled_at`; the relay takes it from there.
+
+
+class ScheduledAccept(msgspec.Struct, frozen=True, kw_only=True):
+    """What the accept statement writes besides a plain accept's rows for a scheduled email."""
+
+    not_before: datetime  # when the EmailQueued row may be published
+    scheduled_event_id: str  # the EmailScheduled event: the `scheduled` timeline entry's id too
+    scheduled_subject: str
+    scheduled_payload: bytes
+    scheduled_data: str  # the timeline entry's data, JSON text
+
+
+# The accept statements with three changes for scheduled emails: the timeline entry is
+# `scheduled` (the EmailScheduled's id and data), the EmailQueued row goes to `outbox_scheduled`
+# with `not_before`, and the EmailScheduled row goes to the immediate outbox (webhooks hear of it
+# at once). The plain statements stay exactly as they are: a plain send pays nothing for this.
+_PLAIN_TAIL = """), timeline AS (
+    INSERT INTO email_events (id, email_id, type, occurred_at, data)
+    SELECT %(event_id)s::text, email.id, %(timeline_type)s::text, %(created_at)s::timestamptz, '{}' FROM email
+), queued AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea FROM email
+    ON CONFLICT (event_id) DO NOTHING
+)"""
+_SCHEDULED_TAIL = """), timeline AS (
+    INSERT INTO email_events (id, email_id, type, occurred_at, data)
+    SELECT %(scheduled_event_id)s::text, email.id, 'scheduled', %(created_at)s::timestamptz,
+        %(scheduled_data)s::jsonb FROM email
+), queued AS (
+    INSERT INTO outbox_scheduled (event_id, subject, payload, not_before)
+    SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea, %(not_before)s::timestamptz FROM email
+    ON CONFLICT (event_id) DO NOTHING
+), scheduled AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT %(scheduled_event_id)s::text, %(scheduled_subject)s::text, %(scheduled_payload)s::bytea FROM email
+    ON CONFLICT (event_id) DO NOTHING
+)"""
+# A batch: the timeline rows carry their data (a scheduled item's `scheduled_at`), the immediate
+# outbox arrays hold the plain items' EmailQueued and the scheduled items' EmailScheduled, and the
+# scheduled items' EmailQueued go to `outbox_scheduled` (see `_batch_schedule_params`).
+_PLAIN_BATCH_TAIL = """    SELECT t.id, t.email_id, t.type, t.occurred_at, '{}'
+    FROM go, jsonb_to_recordset(%(timeline)s::jsonb) AS t (id text, email_id text, type text, occurred_at timestamptz)
+), queued AS ("""
+_SCHEDULED_BATCH_TAIL = """    SELECT t.id, t.email_id, t.type, t.occurred_at, coalesce(t.data, '{}')
+    FROM go, jsonb_to_recordset(%(timeline)s::jsonb)
+        AS t (id text, email_id text, type text, occurred_at timestamptz, data jsonb)
+), scheduled AS (
+    INSERT INTO outbox_scheduled (event_id, subject, payload, not_before)
+    SELECT d.event_id, d.subject, d.payload, d.not_before
+    FROM go, unnest(%(due_event_ids)s::text[], %(due_subjects)s::text[], %(due_payloads)s::bytea[],
+        %(not_befores)s::timestamptz[]) AS d (event_id, subject, payload, not_before)
+    ON CONFLICT (event_id) DO NOTHING
+), queued AS ("""
+
+
+def _scheduled_variant(statement: str, plain: str, scheduled: str) -> str:
+    assert statement.count(plain) == 1, "an accept statement changed: update its scheduled tail with it"
+    return statement.replace(plain, scheduled)
+
+
+# Plain statement → its scheduled variant.
+_SCHEDULED = {
+    **{s: _scheduled_variant(s, _PLAIN_TAIL, _SCHEDULED_TAIL) for s in (_ACCEPT, _ACCEPT_KEYED)},
+    **{
+        s: _scheduled_variant(s, _PLAIN_BATCH_TAIL, _SCHEDULED_BATCH_TAIL) for s in (_ACCEPT_BATCH, _ACCEPT_BATCH_KEYED)
+    },
+}
+
+
+def _batch_schedule_params(emails: list[BatchEmail]) -> dict[str, Any]:
+    """`accept_emails`' timeline and outbox arrays when some of `emails` are scheduled."""
+    immediate = [
+        (e.event_id, e.outbox_subject, e.payload)
+        if e.schedule is None
+        else (e.schedule.scheduled_event_id, e.schedule.scheduled_subject, e.schedule.scheduled_payload)
+        for e in emails
+    ]
+    due = [e for e in emails if e.schedule is not None]
+    timeline = [
+        {"id": e.event_id, "email_id": e.row.id, "type": e.timeline_type, "occurred_at": e.row.created_at}
+        if e.schedule is None
+        else {
+            "id": e.schedule.scheduled_event_id,
+            "email_id": e.row.id,
+            "type": "scheduled",
+            "occurred_at": e.row.created_at,
+            "data": msgspec.json.decode(e.schedule.scheduled_data),
+        }
+        for e in emails
+    ]
+    return {
+        "timeline": msgspec.json.encode(timeline).decode(),
+        "event_ids": [i for i, _, _ in immediate],
+        "subjects": [s for _, s, _ in immediate],
+        "payloads": [p for _, _, p in immediate],
+        "due_event_ids": [e.event_id for e in due],
+        "due_subjects": [e.outbox_subject for e in due],
+        "due_payloads": [e.payload for e in due],
+        "not_befores": [e.schedule.not_before for e in due if e.schedule is not None],
+    }
+
+
+class ScheduleLock(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    status: str
+
+
+async def lock_email_of(conn: Conn, tenant_id: str, mode: str, email_id: str) -> ScheduleLock | None:
+    """The tenant's email (of this key's mode), locked FOR UPDATE for a cancel or reschedule. Lock
+    order everywhere: the outbox_scheduled row first, then the email (the relay's transaction locks
+    the row, then `mark_queued` the email), so nothing waits in a cycle."""
+    return await fetch_one(
+        conn,
+        ScheduleLock,
+        "SELECT id, status FROM emails WHERE id = %s AND tenant_id = %s AND mode = %s FOR UPDATE",
+        (email_id, tenant_id, mode),
+    )
+
+
+async def record_canceled(conn: Conn, email_id: str, *, event_id: str, occurred_at: datetime) -> None:
+    """The email and every recipient `canceled`, with the `canceled` timeline entry, in one statement."""
+    await conn.execute(
+        """
+        WITH email AS (
+            UPDATE emails SET status = 'canceled', last_event_at = greatest(last_event_at, %(at)s)
+            WHERE id = %(email_id)s RETURNING id
+        ), recipients AS (
+            UPDATE email_recipients SET status = 'canceled', updated_at = now()
+            WHERE email_id IN (SELECT id FROM email)
+        )
+        INSERT INTO email_events (id, email_id, type, occurred_at, data)
+        SELECT %(event_id)s, id, 'canceled', %(at)s, '{}' FROM email
+        """,
+        {"email_id": email_id, "event_id": event_id, "at": occurred_at},
+    )
+
+
+async def record_rescheduled(
+    conn: Conn, email_id: str, *, event_id: str, occurred_at: datetime, data: dict[str, Any]
+) -> None:
+    """A new `scheduled` timeline entry (the reschedule's EmailScheduled) and the email's last event time."""
+    await conn.execute(
+        """
+        WITH email AS (
+            UPDATE emails SET last_event_at = greatest(last_event_at, %(at)s) WHERE id = %(email_id)s RETURNING id
+        )
+        INSERT INTO email_events (id, email_id, type, occurred_at, data)
+        SELECT %(event_id)s, id, 'scheduled', %(at)s, %(data)s FROM email
+        """,
+        {"email_id": email_id, "event_id": event_id, "at": occurred_at, "data": Jsonb(data)},
+    )
+
+
+async def mark_queued(conn: Conn, email_ids: list[str], event_ids: list[str]) -> None:
+    """Scheduled emails whose EmailQueued (`event_ids`, in the same order) was just relayed:
+    `scheduled → queued` for the email and its recipients, and the `queued` timeline entry (keyed by
+    the event id, so a window that is redone adds nothing). Emails first, then recipients, as
+    every other writer locks them, and the emails in id order, as the projector does (two
+    transactions locking the same emails in different orders could deadlock)."""
+    await conn.execute(
+        "UPDATE emails SET status = 'queued', last_event_at = greatest(last_event_at, now())"
+        " WHERE id IN (SELECT id FROM emails WHERE id = ANY(%s) ORDER BY id FOR UPDATE) AND status = 'scheduled'",
+        (sorted(email_ids),),
+    )
+    await conn.execute(
+        "UPDATE email_recipients SET status = 'queued', updated_at = now()"
+        " WHERE email_id = ANY(%s) AND status = 'scheduled'",
+        (email_ids,),
+    )
+    await conn.execute(
+        "INSERT INTO email_events (id, email_id, type, occurred_at, data)"
+        " SELECT u.event_id, u.email_id, 'queued', now(), '{}'"
+        " FROM unnest(%s::text[], %s::text[]) AS u(event_id, email_id)"
+        " JOIN emails e ON e.id = u.email_id"
+        " ON CONFLICT (id) DO NOTHING",
+        (event_ids, email_ids),
+    )

@@ -29,7 +29,7 @@ class AttachmentIn(Request, frozen=True, kw_only=True):
 
 class SendEmail(Request, frozen=True, kw_only=True):
     # SPEC §2 fields a later version implements; until then they are refused with a clear message.
-    __not_yet_supported__: ClassVar[frozenset[str]] = frozenset({"template", "scheduled_at"})
+    __not_yet_supported__: ClassVar[frozenset[str]] = frozenset({"template"})
     # Optional when the tenant has a default sender (PATCH /v1/settings).
     from_: str | None = msgspec.field(default=None, name="from")
     to: str | Addresses
@@ -50,6 +50,8 @@ class SendEmail(Request, frozen=True, kw_only=True):
     stream: Stream = "transactional"
     track_opens: bool | None = None
     track_clicks: bool | None = None
+    # Scheduling: RFC 3339 with an offset, in the future and at most 30 days ahead (validation.py).
+    scheduled_at: datetime | None = None
 
 
 class EmailAccepted(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,8 +153,27 @@ class EmailDetail(EmailSummary, frozen=True, kw_only=True):
     # With ?include=content: when the retention job removed the content (html, text, headers and
     # attachments are then null / empty); null while it is kept.
     content_expired_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
+    # Scheduling: when it is (or was) due to go out; null for an email sent at once.
+    scheduled_at: datetime | None = None
 
 
 class EmailList(msgspec.Struct, frozen=True, kw_only=True):
     data: list[EmailSummary]
     next_cursor: str | None
+
+
+# ----------------------------------------------------------------------------- scheduling
+
+
+class RescheduleEmail(Request, frozen=True, kw_only=True):
+    """`PATCH /v1/emails/{id}`: a new time for a scheduled email (same rules as at send)."""
+
+    scheduled_at: datetime
+
+
+class EmailSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    """A scheduled email after a reschedule (`scheduled`) or a cancel (`canceled`)."""
+
+    id: str
+    status: Literal["scheduled", "canceled"]
+    scheduled_at: datetime | None

@@ -30,6 +30,7 @@ from nats.js import JetStreamContext
 from mailroom_api.auth.service import Principal
 from mailroom_api.emails import content as stored_content
 from mailroom_api.emails import repository as repo
+from mailroom_api.emails import scheduling
 from mailroom_api.emails.idempotency import KEY_PARAM, IdempotencyKey
 from mailroom_api.emails.schemas import (
     AttachmentInfo,
@@ -67,9 +68,10 @@ def _queued_event(
     now: datetime,
     unsubscribe: tuple[str, str | None] | None = None,
 ) -> events.EmailQueued:
+    scheduled_at = email.scheduled_at  # scheduling: published at that time, found by its derived id
     return events.EmailQueued(
-        event_id=new_id("evt"),
-        occurred_at=now,
+        event_id=new_id("evt") if scheduled_at is None else scheduling.queued_event_id(email_id),
+        occurred_at=now if scheduled_at is None else max(now, scheduled_at),
         tenant_id=principal.tenant_id,
         email_id=email_id,
         mode="test" if principal.mode == "test" else "live",
@@ -93,6 +95,7 @@ def _queued_event(
         track_clicks=email.track_clicks,
         unsubscribe_url=unsubscribe[0] if unsubscribe else None,
         unsubscribe_mailto=unsubscribe[1] if unsubscribe else None,
+        scheduled_at=scheduled_at,
     )
 
 
@@ -136,7 +139,7 @@ def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: dateti
         headers=email.headers,
         tags=email.tags,
         metadata=email.metadata,
-        status="queued",
+        status="queued" if email.scheduled_at is None else "scheduled",
         created_at=now,
         last_event_at=now,
         attachments=attachment_log(email),
@@ -168,6 +171,8 @@ class PreparedEmail:
     timeline_type: str = "queued"  # the first timeline entry's type
     # Set by `offload_large`: the object holding the content the event then only refers to.
     content: events.ContentRef | None = None
+    # Scheduling: what a scheduled email's accept writes besides (emails/scheduling.py).
+    schedule: repo.ScheduledAccept | None = None
 
     @property
     def recipients(self) -> list[tuple[str, str]]:
@@ -201,7 +206,13 @@ def prepare_email(
     now = now or datetime.now(UTC)
     email_id = email_id or new_id("msg")
     event = _queued_event(principal, email_id, email, now, _unsubscribe(unsubscribe_links, principal, email_id, email))
-    return PreparedEmail(email=email, row=_log_row(principal, email_id, email, now), event=event, payload=encode(event))
+    row = _log_row(principal, email_id, email, now)
+    if email.scheduled_at is not None:  # scheduling (emails/scheduling.py)
+        schedule = scheduling.scheduled_accept(event, now)
+        return PreparedEmail(
+            email=email, row=row, event=event, payload=encode(event), timeline_type="scheduled", schedule=schedule
+        )
+    return PreparedEmail(email=email, row=row, event=event, payload=encode(event))
 
 
 def prepare_send(
@@ -270,6 +281,7 @@ async def accept_email(
         payload=prepared.payload,
         timeline_type=prepared.timeline_type,
         idempotency=idempotency,
+        schedule=prepared.schedule,
     )
     if accepted.key_recorded and not (accepted.domain_allowed and accepted.domain_verified):
         raise _domain_refusal(prepared.row.from_domain, allowed=accepted.domain_allowed)
@@ -469,6 +481,7 @@ async def accept_batch(
             outbox_subject=subject_for(p.event),
             payload=p.payload,
             timeline_type=p.timeline_type,
+            schedule=p.schedule,
         )
         for i, p in prepared.items()
     }
@@ -553,10 +566,8 @@ async def get_email(conn: Conn, principal: Principal, email_id: str, *, include_
         Recipient(email=r.address, type=r.type, status=r.status)  # type: ignore[arg-type]  # CHECKed column
         for r in await repo.get_recipients(conn, email_id)
     ]
-    timeline = [
-        TimelineEvent(id=e.id, type=e.type, occurred_at=e.occurred_at, data=e.data)
-        for e in await repo.get_timeline(conn, email_id)
-    ]
+    timeline_rows = await repo.get_timeline(conn, email_id)
+    timeline = [TimelineEvent(id=e.id, type=e.type, occurred_at=e.occurred_at, data=e.data) for e in timeline_rows]
     content: dict[str, Any] = {}
     if include_content:
         content = {
@@ -566,7 +577,10 @@ async def get_email(conn: Conn, principal: Principal, email_id: str, *, include_
             "attachments": [AttachmentInfo(**a) for a in row.attachments],
             "content_expired_at": row.content_purged_at,
         }
-    return EmailDetail(**_summary_fields(row), recipients=recipients, events=timeline, **content)
+    scheduled_at = scheduling.scheduled_at_of(timeline_rows)
+    return EmailDetail(
+        **_summary_fields(row), recipients=recipients, events=timeline, **content, scheduled_at=scheduled_at
+    )
 
 
 def _decode_cursor(cursor: str) -> str:

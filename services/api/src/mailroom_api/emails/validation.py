@@ -16,6 +16,7 @@ import binascii
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -76,6 +77,7 @@ class ValidEmail:
     stream: Stream = "transactional"
     track_opens: bool = False
     track_clicks: bool = False
+    scheduled_at: datetime | None = None  # aware, UTC; None: send at once
 
 
 def parse_address(value: str, param: str) -> ParsedAddress:
@@ -310,9 +312,34 @@ def validate_send(
         stream=req.stream,
         track_opens=track_opens,
         track_clicks=track_clicks,
+        scheduled_at=check_scheduled_at(req.scheduled_at),
     )
     check_message_size(email, max_message_bytes)  # without the text to generate: a lower bound
     if email.text is None and email.html is not None:
         email = replace(email, text=html_to_text(email.html))
         check_message_size(email, max_message_bytes)
     return email
+
+
+# ----------------------------------------------------------------------------- scheduling
+
+# How far ahead an email may be scheduled, and how far in the past a `scheduled_at` may be (a
+# client clock a little ahead of ours): such an email is accepted as scheduled and sent at once.
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+SCHEDULE_CLOCK_SKEW = timedelta(seconds=60)
+
+
+def check_scheduled_at(value: datetime | None, *, now: datetime | None = None) -> datetime | None:
+    """`scheduled_at` (send and reschedule): it must carry an offset, lie in the future (less the
+    clock-skew allowance) and at most 30 days ahead; returned in UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise validation("scheduled_at needs a UTC offset (RFC 3339), e.g. 2030-01-01T09:00:00Z", "scheduled_at")
+    now = now or datetime.now(UTC)
+    at = value.astimezone(UTC)
+    if at < now - SCHEDULE_CLOCK_SKEW:
+        raise validation("scheduled_at is in the past", "scheduled_at")
+    if at > now + MAX_SCHEDULE_AHEAD:
+        raise validation(f"scheduled_at is more than {MAX_SCHEDULE_AHEAD.days} days ahead", "scheduled_at")
+    return at
