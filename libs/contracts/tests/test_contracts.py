@@ -66,6 +66,8 @@ SAMPLES: list[events.Event] = [
         scheduled_at=NOW,
     ),
     events.EmailCanceled(**EMAIL, scheduled_at=NOW),
+    events.EmailOpened(**EMAIL, ip="192.0.2.1", user_agent="Mozilla/5.0", provider_message_id="ses-1"),
+    events.EmailClicked(**EMAIL, link="https://example.test/a?b=1", ip="192.0.2.1", link_tags={"k": ["v"]}),
     events.DomainCreated(**BASE, domain=SNAPSHOT),
     events.DomainVerified(**BASE, domain=SNAPSHOT),
     events.DomainFailed(**BASE, domain=SNAPSHOT, reason="timeout"),

@@ -12,11 +12,13 @@ import msgspec
 import pytest
 from mailroom_contracts.events import (
     EmailBounced,
+    EmailClicked,
     EmailComplained,
     EmailDelivered,
     EmailDeliveryDelayed,
     EmailEvent,
     EmailFailed,
+    EmailOpened,
     EmailProviderAccepted,
 )
 from mailroom_contracts.registry import decode_event, encode, subject_for
@@ -250,13 +252,32 @@ def test_rendering_failure_is_failed_rendering_failure() -> None:
     assert event.occurred_at == ts("2018-01-22T18:43:06.197Z")
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["event-publishing/open.json", "event-publishing/click.json", "event-publishing/subscription.json"],
-)
-def test_open_click_subscription_are_ignored_for_now(name: str) -> None:
+def test_open_maps_to_email_opened_with_ip_and_user_agent() -> None:
+    event = one(load("event-publishing/open.json", OURS))
+    assert isinstance(event, EmailOpened)
+    assert (event.email_id, event.tenant_id, event.mode) == (OURS[TAG_EMAIL_ID][0], OURS[TAG_TENANT_ID][0], "test")
+    assert event.ip == "192.0.2.1"
+    assert event.user_agent is not None and event.user_agent.startswith("Mozilla/5.0 (iPhone;")
+    assert event.occurred_at == ts("2017-08-09T22:00:19.652Z")
+    assert subject_for(event) == "mailroom.email.opened"
+    assert decode_event(encode(event)) == event
+
+
+def test_click_maps_to_email_clicked_with_link_ip_user_agent_and_tags() -> None:
+    event = one(load("event-publishing/click.json", OURS))
+    assert isinstance(event, EmailClicked)
+    assert event.link == "http://docs.aws.amazon.com/ses/latest/DeveloperGuide/send-email-smtp.html"
+    assert event.ip == "192.0.2.1"
+    assert event.user_agent is not None and "Chrome/60" in event.user_agent
+    assert event.link_tags  # the fixture's linkTags, kept
+    assert event.occurred_at == ts("2017-08-09T23:51:25.570Z")
+    assert subject_for(event) == "mailroom.email.clicked"
+    assert decode_event(encode(event)) == event
+
+
+def test_subscription_is_ignored_for_now() -> None:
     issued, factory = counter_factory()
-    assert to_lifecycle(load(name, OURS), event_id_factory=factory, now=NOW) == []
+    assert to_lifecycle(load("event-publishing/subscription.json", OURS), event_id_factory=factory, now=NOW) == []
     assert issued == []
 
 
@@ -321,7 +342,7 @@ def test_ids_are_deterministic_with_source_id() -> None:
             assert has_prefix(event.event_id, "evt")
             assert event.event_id == deterministic_event_id("sns-" + name, 0, ses.timestamp)
             mapped[name] = event.event_id
-    assert len(set(mapped.values())) == len(mapped) == len(ALL_FILES) - 3  # open, click, subscription
+    assert len(set(mapped.values())) == len(mapped) == len(ALL_FILES) - 1  # subscription
 
 
 def test_deterministic_ids_differ_by_source_and_index_and_sort_by_time() -> None:

@@ -29,7 +29,9 @@ from litestar.testing import AsyncTestClient
 from mailroom_contracts import decode_event, subjects
 from mailroom_contracts.events import (
     EmailBounced,
+    EmailClicked,
     EmailDelivered,
+    EmailOpened,
     EmailProviderAccepted,
     Event,
 )
@@ -241,15 +243,32 @@ async def test_message_without_mailroom_tags_is_recorded_without_event(
     assert await outbox_count(runtime) == before
 
 
-async def test_open_of_our_email_is_recorded_with_its_email_but_no_event(
+async def test_open_and_click_of_our_email_become_events_once_per_sns_message(
     client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
 ) -> None:
     email_id = new_email_id()
-    body = notification(signer, cert_server, ses_record("open", email_id=email_id))
+    opened = notification(signer, cert_server, ses_record("open", email_id=email_id))
+    clicked = notification(signer, cert_server, ses_record("click", email_id=email_id))
+    for _ in range(3):  # SNS redelivers: the same message three times is one event
+        for body in (opened, clicked):
+            r = await post(client, body)
+            assert r.status_code == 200
+    row = await sns_row(runtime, opened["MessageId"])
+    assert row is not None and (row["ses_event_type"], row["email_id"]) == ("open", email_id)
+    events = await outbox_events(runtime, email_id)
+    assert [type(e) for e in events] == [EmailOpened, EmailClicked]
+    assert isinstance(events[1], EmailClicked) and events[1].link
+
+
+async def test_subscription_of_our_email_is_recorded_with_its_email_but_no_event(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    email_id = new_email_id()
+    body = notification(signer, cert_server, ses_record("subscription", email_id=email_id))
     r = await post(client, body)
     assert r.status_code == 200 and r.json() == {"status": "ignored"}
     row = await sns_row(runtime, body["MessageId"])
-    assert row is not None and (row["ses_event_type"], row["email_id"]) == ("open", email_id)
+    assert row is not None and (row["ses_event_type"], row["email_id"]) == ("subscription", email_id)
     assert await outbox_events(runtime, email_id) == []
 
 

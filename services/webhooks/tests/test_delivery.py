@@ -16,7 +16,9 @@ from mailroom_contracts.events import (
     DomainStatusChanged,
     DomainVerified,
     EmailBounced,
+    EmailClicked,
     EmailDelivered,
+    EmailOpened,
     EmailQueued,
     EmailSent,
 )
@@ -200,6 +202,38 @@ async def test_lifecycle_event_before_its_summary_waits_for_it(
         "diagnostic_code": "smtp; 550 5.1.1 user unknown",
     }
     assert data["recipient"] == "ada@example.com" and data["subject"] == "Your receipt"
+
+
+async def test_opened_and_clicked_are_delivered_with_their_fields(
+    start_service: Any, publisher: Any, receiver: Any, db: Any, h: Any
+) -> None:
+    svc = await start_service()
+    tenant = new_id("ten")
+    await create(svc.nc, tenant, receiver.url("/engagement"), ["email.opened", "email.clicked"])
+    q = queued(tenant)
+    common: dict[str, Any] = {"tenant_id": tenant, "email_id": q.email_id, "mode": "test"}
+    opened = EmailOpened(
+        event_id=new_id("evt"), occurred_at=now(), ip="192.0.2.1", user_agent="Mozilla/5.0 (X11)", **common
+    )
+    clicked = EmailClicked(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        link="https://acme.test/orders/42",
+        ip="192.0.2.2",
+        user_agent="curl/8",
+        **common,
+    )
+    await publisher.publish(q)
+    await publisher.publish(opened)
+    await publisher.publish(clicked)
+    posts = await receiver.wait_for("/engagement", 2)
+    by_type = {p.json()["type"]: p.json() for p in posts}
+    assert set(by_type) == {"email.opened", "email.clicked"}
+    assert by_type["email.opened"]["id"] == opened.event_id
+    assert by_type["email.opened"]["data"]["open"] == {"ip": "192.0.2.1", "user_agent": "Mozilla/5.0 (X11)"}
+    click = by_type["email.clicked"]["data"]
+    assert click["click"] == {"link": "https://acme.test/orders/42", "ip": "192.0.2.2", "user_agent": "curl/8"}
+    assert click["email_id"] == q.email_id and click["subject"] == "Your receipt"
 
 
 async def test_failure_then_success_is_retried_and_every_attempt_recorded(

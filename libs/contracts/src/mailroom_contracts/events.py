@@ -167,6 +167,26 @@ class EmailProviderAccepted(EmailEvent, frozen=True, kw_only=True, tag="email.pr
     provider_message_id: str
 
 
+class EmailOpened(EmailEvent, frozen=True, kw_only=True, tag="email.opened"):
+    """A recipient opened the email (SES Open event; the tracking pixel was loaded). Not a status:
+    recorded in the timeline and counted per email. `ip` and `user_agent` are the opener's."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    provider_message_id: str | None = None
+
+
+class EmailClicked(EmailEvent, frozen=True, kw_only=True, tag="email.clicked"):
+    """A recipient clicked a tracked link (SES Click event). Not a status: recorded in the
+    timeline and counted per email."""
+
+    link: str
+    ip: str | None = None
+    user_agent: str | None = None
+    link_tags: dict[str, list[str]] = {}
+    provider_message_id: str | None = None
+
+
 # --------------------------------------------------------------------------- domains
 
 
@@ -229,6 +249,8 @@ EMAIL_EVENT_TYPES: tuple[type[EmailEvent], ...] = (
     EmailProviderAccepted,
     EmailScheduled,
     EmailCanceled,
+    EmailOpened,
+    EmailClicked,
 )
 DOMAIN_EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     DomainCreated,

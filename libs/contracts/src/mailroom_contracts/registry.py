@@ -19,6 +19,8 @@ _SUBJECTS: dict[type[events.Event], str] = {
     events.EmailProviderAccepted: subjects.EMAIL_PROVIDER_ACCEPTED,
     events.EmailScheduled: subjects.EMAIL_SCHEDULED,
     events.EmailCanceled: subjects.EMAIL_CANCELED,
+    events.EmailOpened: subjects.EMAIL_OPENED,
+    events.EmailClicked: subjects.EMAIL_CLICKED,
     events.DomainCreated: subjects.DOMAIN_CREATED,
     events.DomainVerified: subjects.DOMAIN_VERIFIED,
     events.DomainFailed: subjects.DOMAIN_FAILED,
@@ -41,6 +43,8 @@ _any_event = msgspec.json.Decoder(
     | events.EmailProviderAccepted
     | events.EmailScheduled
     | events.EmailCanceled
+    | events.EmailOpened
+    | events.EmailClicked
     | events.DomainCreated
     | events.DomainVerified
     | events.DomainFailed

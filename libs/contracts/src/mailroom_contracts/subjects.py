@@ -13,6 +13,8 @@ EMAIL_COMPLAINED: Final = "mailroom.email.complained"
 EMAIL_DELIVERY_DELAYED: Final = "mailroom.email.delivery_delayed"
 EMAIL_SCHEDULED: Final = "mailroom.email.scheduled"
 EMAIL_CANCELED: Final = "mailroom.email.canceled"
+EMAIL_OPENED: Final = "mailroom.email.opened"
+EMAIL_CLICKED: Final = "mailroom.email.clicked"
 # Internal: SES reported a "Send" event for a message (used by the sender to settle in-doubt sends).
 EMAIL_PROVIDER_ACCEPTED: Final = "mailroom.email.provider_accepted"
 
@@ -26,6 +28,8 @@ EMAIL_LIFECYCLE: Final = (
     EMAIL_DELIVERY_DELAYED,
     EMAIL_SCHEDULED,
     EMAIL_CANCELED,
+    EMAIL_OPENED,
+    EMAIL_CLICKED,
 )
 
 # Domains (stream MAILROOM_DOMAIN)

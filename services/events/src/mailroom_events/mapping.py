@@ -13,7 +13,9 @@ event without them is not ours and maps to nothing.
 | delivery_delay | `EmailDeliveryDelayed` |
 | reject | `EmailFailed` (reason `provider_rejected`) |
 | rendering_failure | `EmailFailed` (reason `rendering_failure`) |
-| open, click, subscription | nothing (ignored: this version of the contracts has no event for them) |
+| open | `EmailOpened` (ip, user agent; not a status) |
+| click | `EmailClicked` (link, ip, user agent, link tags; not a status) |
+| subscription | nothing (ignored: this version of the contracts has no event for it) |
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from typing import Any, Final
 import msgspec
 from mailroom_contracts.events import (
     EmailBounced,
+    EmailClicked,
     EmailComplained,
     EmailDelivered,
     EmailDeliveryDelayed,
     EmailEvent,
     EmailFailed,
+    EmailOpened,
     EmailProviderAccepted,
     Event,
     Mode,
@@ -142,8 +146,8 @@ def to_lifecycle(
     """
     ref = mailroom_ref(ses)
     detail = ses.detail
-    if ref is None or isinstance(detail, OpenDetail | ClickDetail | SubscriptionDetail):
-        # open, click, subscription: no lifecycle contract in this version, so they are ignored.
+    if ref is None or isinstance(detail, SubscriptionDetail):
+        # subscription: no lifecycle contract in this version, so it is ignored.
         return []
 
     ses_time = ses.timestamp
@@ -201,6 +205,22 @@ def _build(ses: SesEvent, detail: SesDetail, c: _Common) -> EmailEvent:
             **common,
             recipients=[r.email for r in detail.recipients],
             delay_type=detail.delay_type,
+            provider_message_id=ses.ses_message_id,
+        )
+    if isinstance(detail, OpenDetail):
+        return EmailOpened(
+            **common,
+            ip=detail.ip_address,
+            user_agent=detail.user_agent,
+            provider_message_id=ses.ses_message_id,
+        )
+    if isinstance(detail, ClickDetail):
+        return EmailClicked(
+            **common,
+            link=detail.link,
+            ip=detail.ip_address,
+            user_agent=detail.user_agent,
+            link_tags={k: list(v) for k, v in detail.link_tags.items()},
             provider_message_id=ses.ses_message_id,
         )
     if isinstance(detail, RejectDetail):

@@ -21,6 +21,8 @@ EMAIL_WEBHOOK_TYPES: dict[type[ev.EmailEvent], str] = {
     ev.EmailFailed: "email.failed",
     ev.EmailScheduled: "email.scheduled",
     ev.EmailCanceled: "email.canceled",
+    ev.EmailOpened: "email.opened",
+    ev.EmailClicked: "email.clicked",
 }
 # The events that carry the email's summary (its EmailScheduled comes first for a scheduled email).
 SUMMARY_EVENTS = (ev.EmailQueued, ev.EmailScheduled)
@@ -139,6 +141,10 @@ def email_payload(event: ev.EmailEvent, summary: EmailSummary) -> bytes:
         data["delay"] = {"type": event.delay_type}
     elif isinstance(event, ev.EmailDelivered) and event.smtp_response:
         data["smtp_response"] = event.smtp_response
+    elif isinstance(event, ev.EmailOpened):
+        data["open"] = {"ip": event.ip, "user_agent": event.user_agent}
+    elif isinstance(event, ev.EmailClicked):
+        data["click"] = {"link": event.link, "ip": event.ip, "user_agent": event.user_agent}
     elif isinstance(event, ev.EmailScheduled | ev.EmailCanceled) and event.scheduled_at is not None:
         data["scheduled_at"] = rfc3339(event.scheduled_at)
     return _envelope(event, webhook_type, data)
