@@ -20,11 +20,13 @@ from mailroom_contracts.events import (
     DomainStatusChanged,
     DomainVerified,
     EmailBounced,
+    EmailClicked,
     EmailComplained,
     EmailDelivered,
     EmailDeliveryDelayed,
     EmailEvent,
     EmailFailed,
+    EmailOpened,
     EmailQueued,
     EmailSent,
     Event,
@@ -260,6 +262,52 @@ async def test_status_moves_only_forward(
     await status_is("complained", {"a@example.test": "complained", "B@example.test": "bounced"})
 
 
+async def test_opens_and_clicks_are_timeline_entries_counted_once_and_not_statuses(
+    client: httpx.AsyncClient, runtime: Runtime, sender: tuple[Tenant, str]
+) -> None:
+    tenant, domain = sender
+    email_id = await send(
+        client, tenant.live, {"from": f"n@{domain}", "to": "a@example.test", "subject": "s", "text": "t"}
+    )
+    await publish(
+        runtime, EmailDelivered(**base(tenant, email_id, T0 + timedelta(seconds=1)), recipients=["a@example.test"])
+    )
+    opens = [
+        EmailOpened(**base(tenant, email_id, T0 + timedelta(seconds=10 + i)), ip="192.0.2.1", user_agent="UA")
+        for i in range(3)
+    ]
+    click = EmailClicked(
+        **base(tenant, email_id, T0 + timedelta(seconds=20)), link="https://acme.test/x", ip="192.0.2.9"
+    )
+    for event in [*opens, click]:
+        await publish(runtime, event)
+    # Redeliveries past JetStream's duplicate window (new Nats-Msg-Id): the inbox drops them.
+    await publish(runtime, opens[0], msg_id=evt())
+    await publish(runtime, opens[0], msg_id=evt())
+    await publish(runtime, click, msg_id=evt())
+    # A late `sent` after the opens still cannot move the status back, and opens never moved it.
+    await publish(runtime, EmailSent(**base(tenant, email_id, T0), provider="ses", provider_message_id="pm-1"))
+
+    async def all_recorded() -> bool:
+        return len((await email_state(client, tenant.live, email_id))["events"]) == 7
+
+    await eventually(all_recorded)
+    await eventually(lambda: consumer_settled(runtime.js, EMAIL_STREAM.name, API_EMAIL_LOG.durable))
+    state = await email_state(client, tenant.live, email_id)
+    assert (state["status"], state["opens"], state["clicks"]) == ("delivered", 3, 1)
+    assert state["recipients"][0]["status"] == "delivered"
+    assert sorted(e["type"] for e in state["events"]) == sorted(
+        ["queued", "sent", "delivered", "opened", "opened", "opened", "clicked"]
+    )
+    clicked = next(e for e in state["events"] if e["type"] == "clicked")
+    assert clicked["id"] == click.event_id
+    assert clicked["data"]["link"] == "https://acme.test/x" and clicked["data"]["ip"] == "192.0.2.9"
+    assert state["last_event_at"] == "2030-01-01T00:00:20Z"
+    listed = (await client.get("/v1/emails?limit=50", headers=bearer(tenant.live))).json()["data"]
+    mine = next(e for e in listed if e["id"] == email_id)
+    assert (mine["opens"], mine["clicks"]) == (3, 1)
+
+
 async def test_failed_is_terminal(client: httpx.AsyncClient, runtime: Runtime, sender: tuple[Tenant, str]) -> None:
     tenant, domain = sender
     email_id = await send(
@@ -480,8 +528,10 @@ async def test_list_emails_paginates_newest_first(client: httpx.AsyncClient, run
 
 
 def test_timeline_event_types_cover_every_lifecycle_event() -> None:
+    from mailroom_api.emails.projector import ENGAGEMENT_TYPES
     from mailroom_api.emails.status import EVENT_STATUS
     from mailroom_contracts.events import EMAIL_EVENT_TYPES, EmailProviderAccepted
 
     lifecycle: set[type[EmailEvent]] = set(EMAIL_EVENT_TYPES) - {EmailQueued, EmailProviderAccepted}
-    assert set(EVENT_STATUS) == lifecycle
+    assert set(EVENT_STATUS) | set(ENGAGEMENT_TYPES) == lifecycle
+    assert not set(EVENT_STATUS) & set(ENGAGEMENT_TYPES)  # opens and clicks are not statuses

@@ -4,8 +4,9 @@ a no-op; status moves only forward, per recipient and per email (see `status`).
 
 Per batch, whatever its size: one SELECT … FOR UPDATE of the emails, one SELECT of their
 recipients, one inbox claim, one timeline INSERT, one UPDATE of the recipients whose status changed
-and one of the emails. The events of one email are folded in delivery (stream) order, as applying them one
-after the other would; an event whose email is not in the log yet claims nothing and is retried."""
+and one of the emails (which also adds the batch's new opens and clicks to its counters). The events
+of one email are folded in delivery (stream) order, as applying them one after the other would; an
+event whose email is not in the log yet claims nothing and is retried."""
 
 from __future__ import annotations
 
@@ -28,6 +29,13 @@ _COMMON_FIELDS = ("type", "event_id", "occurred_at", "tenant_id", "email_id", "m
 
 Result = Literal["applied", "unchanged", "duplicate", "not_yet_known"]
 
+# --- opens and clicks (issue 22): not statuses; a timeline entry each and a count per email.
+ENGAGEMENT_TYPES: dict[type[events.EmailEvent], str] = {
+    events.EmailOpened: "opened",
+    events.EmailClicked: "clicked",
+}
+# --- end opens and clicks
+
 
 def _timeline_data(event: events.EmailEvent) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(event)
@@ -39,10 +47,12 @@ def _timeline_data(event: events.EmailEvent) -> dict[str, Any]:
 class _EmailState:
     """One locked email while its events are folded: status, recipients, latest event time."""
 
-    __slots__ = ("last_event_at", "recipients", "start", "status", "touched")
+    __slots__ = ("clicks", "last_event_at", "opens", "recipients", "start", "status", "touched")
 
     def __init__(self, status: str) -> None:
         self.status = status
+        self.opens = 0  # new in this batch (opens and clicks, issue 22)
+        self.clicks = 0
         self.start: dict[int, str] = {}
         self.recipients: dict[int, tuple[str, str]] = {}  # position → (lowercased address, status)
         self.last_event_at: datetime | None = None
@@ -58,6 +68,20 @@ class _EmailState:
             event.occurred_at if self.last_event_at is None else max(self.last_event_at, event.occurred_at)
         )
         self.touched = True
+
+    # --- opens and clicks (issue 22)
+    def count(self, event: events.EmailEvent) -> None:
+        """A newly recorded open or click: counted, and it is the email's latest event; no status."""
+        if isinstance(event, events.EmailOpened):
+            self.opens += 1
+        else:
+            self.clicks += 1
+        self.last_event_at = (
+            event.occurred_at if self.last_event_at is None else max(self.last_event_at, event.occurred_at)
+        )
+        self.touched = True
+
+    # --- end opens and clicks
 
 
 async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> list[Result]:
@@ -76,7 +100,7 @@ async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> 
     entries: list[repo.TimelineInsert] = []
     for i in known:
         event = batch[i]
-        new_status = EVENT_STATUS.get(type(event))
+        new_status = EVENT_STATUS.get(type(event)) or ENGAGEMENT_TYPES.get(type(event))  # opens and clicks
         if event.event_id not in claimed:
             results[i] = "duplicate"
             continue
@@ -97,14 +121,25 @@ async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> 
         event = batch[i]
         if results[i] == "unchanged" and event.event_id in recorded:
             recorded.discard(event.event_id)
-            emails[event.email_id].apply(event, EVENT_STATUS[type(event)])
+            if type(event) in ENGAGEMENT_TYPES:  # opens and clicks
+                emails[event.email_id].count(event)
+            else:
+                emails[event.email_id].apply(event, EVENT_STATUS[type(event)])
             results[i] = "applied"
     recipient_updates: list[tuple[str, int, str]] = []
-    email_updates: list[tuple[str, str, datetime]] = []
+    email_updates: list[repo.EmailUpdate] = []
     for email_id, state in emails.items():
         if not state.touched or state.last_event_at is None:
             continue
-        email_updates.append((email_id, state.status, state.last_event_at))
+        email_updates.append(
+            repo.EmailUpdate(
+                id=email_id,
+                status=state.status,
+                last_event_at=state.last_event_at,
+                opens=state.opens,
+                clicks=state.clicks,
+            )
+        )
         recipient_updates.extend(
             (email_id, position, status)
             for position, (_address, status) in state.recipients.items()

@@ -35,6 +35,9 @@ class EmailRow(msgspec.Struct, frozen=True, kw_only=True):
     # Migration 0006: when the retention job removed html, text, headers and attachments (the
     # content); None while they are kept.
     content_purged_at: datetime | None = None
+    # Migration 0008: SES Open / Click events counted by the projector (update_email_statuses).
+    opens: int = 0
+    clicks: int = 0
 
 
 class LockedEmail(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,6 +73,8 @@ _ACCEPT_TYPES = {
     "created_at": "timestamptz",
     "last_event_at": "timestamptz",
     "content_purged_at": "timestamptz",
+    "opens": "int",
+    "clicks": "int",
 }
 
 
@@ -596,15 +601,34 @@ async def update_recipient_statuses(conn: Conn, updates: list[tuple[str, int, st
     )
 
 
-async def update_email_statuses(conn: Conn, updates: list[tuple[str, str, datetime]]) -> None:
-    """`updates`: (email_id, status, last_event_at), in one statement; last_event_at never moves back."""
+class EmailUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """What one projector batch changes on one email: its status, its latest event time, and how
+    many new opens and clicks it had (added to the counters)."""
+
+    id: str
+    status: str
+    last_event_at: datetime
+    opens: int = 0
+    clicks: int = 0
+
+
+async def update_email_statuses(conn: Conn, updates: list[EmailUpdate]) -> None:
+    """All `updates` in one statement; last_event_at never moves back, opens/clicks are added."""
     if not updates:
         return
     await conn.execute(
-        "UPDATE emails e SET status = u.status, last_event_at = greatest(e.last_event_at, u.last_event_at)"
-        " FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS u(id, status, last_event_at)"
+        "UPDATE emails e SET status = u.status, last_event_at = greatest(e.last_event_at, u.last_event_at),"
+        " opens = e.opens + u.opens, clicks = e.clicks + u.clicks"
+        " FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::int[], %s::int[])"
+        " AS u(id, status, last_event_at, opens, clicks)"
         " WHERE e.id = u.id",
-        ([u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates]),
+        (
+            [u.id for u in updates],
+            [u.status for u in updates],
+            [u.last_event_at for u in updates],
+            [u.opens for u in updates],
+            [u.clicks for u in updates],
+        ),
     )
 
 

@@ -129,6 +129,10 @@ class EmailSummary(msgspec.Struct, frozen=True, kw_only=True):
     mode: Mode
     created_at: datetime
     last_event_at: datetime
+    # Opens and clicks (issue 22): how many SES Open / Click events this email had (each counted
+    # once; an Open needs open tracking, a Click click tracking). Not statuses.
+    opens: int = 0
+    clicks: int = 0
 
 
 class AttachmentInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -555,6 +555,8 @@ def _summary_fields(row: repo.EmailRow) -> dict[str, Any]:
         "mode": row.mode,
         "created_at": row.created_at,
         "last_event_at": row.last_event_at,
+        "opens": row.opens,
+        "clicks": row.clicks,
     }
 
 
