@@ -375,3 +375,55 @@ def test_unsubscribe_and_resend_confirmation(start_emulator: StartEmulator, rece
     wait_for(lambda: httpx.get(f"{srv.url}/_emulator/subscriptions").json()["subscriptions"][0]["confirmed"])
     mid2 = ses.send_email(Content={"Raw": {"Data": raw_mime()}}, ConfigurationSetName="mailroom")["MessageId"]
     wait_for(lambda: receiver.event_types(mid2) == ["Send", "Delivery"])
+
+
+def test_open_and_click_fired_for_a_sent_message(start_emulator: StartEmulator, receiver: SnsReceiver) -> None:
+    """`POST /_emulator/sent/{id}/open|click` publishes a signed Open/Click shaped like the AWS samples."""
+    srv = start_emulator()
+    ses = ses_client(srv.url)
+    setup_events(ses, receiver, types=["SEND", "DELIVERY", "OPEN", "CLICK"])
+    mid = ses.send_email(
+        Content={"Raw": {"Data": raw_mime(to=f"success@{SIM}")}},
+        ConfigurationSetName="mailroom",
+        EmailTags=[{"Name": "mailroom_email_id", "Value": "msg_1"}],
+    )["MessageId"]
+    wait_for(lambda: len(receiver.events(mid)) == 2)
+    opened = httpx.post(
+        f"{srv.url}/_emulator/sent/{mid}/open", json={"ip_address": "198.51.100.7", "user_agent": "UA/1"}
+    )
+    assert opened.status_code == 200 and len(opened.json()["sns_message_ids"]) == 1
+    clicked = httpx.post(
+        f"{srv.url}/_emulator/sent/{mid}/click", json={"link": "https://acme.test/a", "link_tags": {"k": ["v"]}}
+    )
+    assert clicked.status_code == 200 and clicked.json()["event_type"] == "Click"
+    wait_for(lambda: len(receiver.events(mid)) == 4)
+    assert receiver.event_types(mid) == ["Send", "Delivery", "Open", "Click"]
+    open_rec, click_rec = receiver.events(mid)[2:]
+    assert open_rec["open"]["ipAddress"] == "198.51.100.7" and open_rec["open"]["userAgent"] == "UA/1"
+    assert click_rec["click"]["link"] == "https://acme.test/a" and click_rec["click"]["linkTags"] == {"k": ["v"]}
+    assert open_rec["mail"]["tags"]["mailroom_email_id"] == ["msg_1"]
+    for rec, sample in ((open_rec, "event-publishing/open.json"), (click_rec, "event-publishing/click.json")):
+        real = fixture_json(sample)
+        inner = rec["eventType"].lower()
+        assert set(rec) == set(real) and set(rec[inner]) == set(real[inner])
+        assert list(rec["mail"]) == list(fixture_json("event-publishing/send.json")["mail"])
+    signed = [m for m in receiver.of_type("Notification") if (m.record or {}).get("eventType") in ("Open", "Click")]
+    assert len(signed) == 2
+    for m in signed:
+        verify_sns_signature(m.body, httpx.get(m.body["SigningCertURL"]).content)
+
+    missing = httpx.post(f"{srv.url}/_emulator/sent/nope/open")
+    assert missing.status_code == 404
+    bad = httpx.post(f"{srv.url}/_emulator/sent/{mid}/click", json={"link": 42})
+    assert bad.status_code == 400
+
+
+def test_open_is_not_published_where_the_configuration_set_does_not_track_it(
+    start_emulator: StartEmulator, receiver: SnsReceiver
+) -> None:
+    srv = start_emulator()
+    ses = ses_client(srv.url)
+    setup_events(ses, receiver, types=["SEND", "DELIVERY"])
+    mid = ses.send_email(Content={"Raw": {"Data": raw_mime()}}, ConfigurationSetName="mailroom")["MessageId"]
+    r = httpx.post(f"{srv.url}/_emulator/sent/{mid}/open")
+    assert r.status_code == 200 and r.json()["sns_message_ids"] == []

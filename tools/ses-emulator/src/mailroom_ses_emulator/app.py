@@ -217,6 +217,16 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
         emu.sent.clear()
         return _json({"messages": []})
 
+    @post("/_emulator/sent/{message_id:str}/open", status_code=200)
+    async def fire_open(message_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Publish an SES Open event for a sent message (body: ip_address?, user_agent?)."""
+        return _json(emu.fire_engagement(message_id, "open", await _body(request)))
+
+    @post("/_emulator/sent/{message_id:str}/click", status_code=200)
+    async def fire_click(message_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Publish an SES Click event for a sent message (body: link?, link_tags?, ip_address?, user_agent?)."""
+        return _json(emu.fire_engagement(message_id, "click", await _body(request)))
+
     @get("/_emulator/identities")
     async def list_identities() -> Response[bytes]:
         return _json({"identities": [emu.identity_json(i) for i in emu.state.identities.values()]})
@@ -300,6 +310,8 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
         health,
         list_sent,
         clear_sent,
+        fire_open,
+        fire_click,
         list_identities,
         set_identity_status,
         list_config_sets,

@@ -18,7 +18,7 @@ from typing import Any
 from .config import EmulatorConfig
 from .errors import SesError, already_exists, bad_request, message_rejected, not_found
 from .mime import ParsedMessage, bare_address, bare_addresses, build_simple, decode_words, parse_raw
-from .ses_events import EVENT_TYPE_KEYS, EVENT_TYPE_NAMES, MailContext, build_records
+from .ses_events import EVENT_TYPE_KEYS, EVENT_TYPE_NAMES, MailContext, build_records, mail_object
 from .signing import SnsSigner
 from .sns import EVENT_SUBJECT, VALIDATION_MESSAGE, OutboundMessage, SnsPublisher
 from .state import ConfigurationSet, Identity, State, StateStore, Subscription
@@ -67,6 +67,8 @@ class SentMessage:
     # The raw message's size in bytes and SHA-256 (hex), so a test compares a large message cheaply.
     size: int = 0
     sha256: str = ""
+    # The caller's address (the `ses:source-ip` tag), kept to publish later Open/Click events alike.
+    source_ip: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if not self.sha256:
@@ -666,6 +668,7 @@ class Emulator:
                 subject=None if subject is None else decode_words(subject),
                 raw=raw,
                 timestamp=now,
+                source_ip=source_ip,
             )
         )
         self._send_times.append(now)
@@ -708,7 +711,14 @@ class Emulator:
             parsed=parsed,
             tags=all_tags,
         )
-        records = build_records(ctx, self.config.region)
+        self._publish_records(dests, message_id, build_records(ctx, self.config.region))
+
+    def _publish_records(
+        self, dests: list[dict[str, Any]], message_id: str, records: list[dict[str, Any]]
+    ) -> list[str]:
+        """Publish SES event records (signed SNS notifications) to every enabled SNS destination
+        whose MatchingEventTypes has them; returns the SNS message ids published."""
+        published_ids: list[str] = []
         # one ordered job per subscription
         jobs: dict[str, list[OutboundMessage]] = {}
         skipped: list[OutboundMessage] = []
@@ -720,6 +730,7 @@ class Emulator:
                     continue
                 topic = dest["SnsDestination"]["TopicArn"]
                 sns_id = str(uuid.uuid4())
+                published_ids.append(sns_id)
                 published = time.time()
                 for sub in self._subs_for(topic):
                     out = self.publisher.notification(
@@ -739,6 +750,67 @@ class Emulator:
             self.publisher.skipped(out, "subscription not confirmed")
         for messages in jobs.values():
             self.publisher.submit(messages)
+        return published_ids
+
+    def fire_engagement(self, message_id: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Publish an SES Open (`kind` "open") or Click ("click") event for a sent message, as SES
+        does when a recipient loads the tracking pixel or follows a tracked link. Body (all
+        optional): ip_address, user_agent, and for a click link and link_tags. Published only
+        where the message's configuration set has an SNS destination matching OPEN / CLICK (as in
+        SES, where tracking is per configuration set); the answer lists what was published."""
+        sent = next((m for m in reversed(self.sent) if m.message_id == message_id), None)
+        if sent is None:
+            raise not_found(f"No sent message with MessageId {message_id}.")
+        ip = data.get("ip_address", "192.0.2.1")
+        user_agent = data.get("user_agent", "Mozilla/5.0 (ses-emulator)")
+        if not isinstance(ip, str) or not isinstance(user_agent, str):
+            raise bad_request("ip_address and user_agent must be strings.")
+        now = time.time()
+        detail: dict[str, Any] = {"ipAddress": ip, "timestamp": iso_ms(now), "userAgent": user_agent}
+        if kind == "click":
+            link = data.get("link", "https://example.com/")
+            link_tags = data.get("link_tags", {})
+            if not isinstance(link, str) or not link:
+                raise bad_request("link must be a non-empty string.")
+            if not isinstance(link_tags, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+                for k, v in link_tags.items()
+            ):
+                raise bad_request("link_tags must be an object of string lists.")
+            detail = {**detail, "link": link, "linkTags": link_tags}
+        elif kind != "open":
+            raise bad_request(f"Unknown engagement event {kind!r}: open or click.")
+        cs = self.state.configuration_sets.get(sent.configuration_set) if sent.configuration_set else None
+        from_addr = bare_address(sent.from_) or sent.from_
+        ident = self._verified_identity_for(from_addr)
+        dests = (
+            [d for d in cs.event_destinations.values() if d.get("Enabled") and d.get("SnsDestination")] if cs else []
+        )
+        ids: list[str] = []
+        if cs is not None and ident is not None and dests:
+            all_tags: dict[str, list[str]] = {
+                "ses:operation": ["SendEmail"],
+                "ses:configuration-set": [cs.name],
+                "ses:source-ip": [sent.source_ip],
+                "ses:from-domain": [from_addr.rpartition("@")[2].lower()],
+                "ses:caller-identity": ["root"],
+                **{k: [v] for k, v in sent.tags.items()},
+            }
+            ctx = MailContext(
+                timestamp=sent.timestamp,
+                source=sent.from_,
+                source_arn=self._identity_arn(ident),
+                account_id=self.config.account_id,
+                message_id=sent.message_id,
+                destination=list(sent.destinations),
+                parsed=parse_raw(sent.raw),
+                tags=all_tags,
+            )
+            name = "Open" if kind == "open" else "Click"
+            ids = self._publish_records(
+                dests, message_id, [{"eventType": name, "mail": mail_object(ctx), kind: detail}]
+            )
+        return {"message_id": message_id, "event_type": "Open" if kind == "open" else "Click", "sns_message_ids": ids}
 
     # -- helpers -----------------------------------------------------------------------------------
     @staticmethod
