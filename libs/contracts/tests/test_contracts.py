@@ -68,6 +68,7 @@ SAMPLES: list[events.Event] = [
     events.EmailCanceled(**EMAIL, scheduled_at=NOW),
     events.EmailOpened(**EMAIL, ip="192.0.2.1", user_agent="Mozilla/5.0", provider_message_id="ses-1"),
     events.EmailClicked(**EMAIL, link="https://example.test/a?b=1", ip="192.0.2.1", link_tags={"k": ["v"]}),
+    events.EmailUnsubscribed(**EMAIL, recipients=["a@example.test"], source="UnsubscribeHeader", unsubscribe_all=True),
     events.DomainCreated(**BASE, domain=SNAPSHOT),
     events.DomainVerified(**BASE, domain=SNAPSHOT),
     events.DomainFailed(**BASE, domain=SNAPSHOT, reason="timeout"),

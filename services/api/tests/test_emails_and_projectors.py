@@ -29,6 +29,7 @@ from mailroom_contracts.events import (
     EmailOpened,
     EmailQueued,
     EmailSent,
+    EmailUnsubscribed,
     Event,
 )
 from mailroom_contracts.streams import API_DOMAINS, API_EMAIL_LOG, DOMAIN_STREAM, EMAIL_STREAM
@@ -306,6 +307,63 @@ async def test_opens_and_clicks_are_timeline_entries_counted_once_and_not_status
     listed = (await client.get("/v1/emails?limit=50", headers=bearer(tenant.live))).json()["data"]
     mine = next(e for e in listed if e["id"] == email_id)
     assert (mine["opens"], mine["clicks"]) == (3, 1)
+
+
+async def test_ses_unsubscribe_is_a_timeline_entry_and_one_suppression(
+    client: httpx.AsyncClient, runtime: Runtime, sender: tuple[Tenant, str]
+) -> None:
+    tenant, domain = sender
+    address = f"leaver-{secrets.token_hex(3)}@example.test"
+    email_id = await send(client, tenant.live, {"from": f"n@{domain}", "to": address, "subject": "s", "text": "t"})
+    await publish(runtime, EmailDelivered(**base(tenant, email_id, T0), recipients=[address]))
+    unsubscribed = EmailUnsubscribed(
+        **base(tenant, email_id, T0 + timedelta(seconds=5)),
+        recipients=[address.upper()],
+        source="UnsubscribeHeader",
+        unsubscribe_all=True,
+    )
+    for msg_id in (None, evt(), evt()):  # delivered three times
+        await publish(runtime, unsubscribed, msg_id=msg_id)
+
+    async def recorded() -> bool:
+        return "unsubscribed" in [e["type"] for e in (await email_state(client, tenant.live, email_id))["events"]]
+
+    await eventually(recorded)
+    await eventually(lambda: consumer_settled(runtime.js, EMAIL_STREAM.name, API_EMAIL_LOG.durable))
+    state = await email_state(client, tenant.live, email_id)
+    assert state["status"] == "delivered"
+    assert [e["type"] for e in state["events"]] == ["queued", "delivered", "unsubscribed"]
+    async with runtime.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT mode, reason, source_email_id FROM suppressions WHERE tenant_id = %s AND email = %s",
+            (tenant.id, address),
+        )
+        rows = await cur.fetchall()
+    assert [(r["mode"], r["reason"], r["source_email_id"]) for r in rows] == [("live", "unsubscribe", email_id)]
+
+
+async def test_complaint_before_delivery_ends_complained(
+    client: httpx.AsyncClient, runtime: Runtime, sender: tuple[Tenant, str]
+) -> None:
+    tenant, domain = sender
+    email_id = await send(
+        client, tenant.live, {"from": f"n@{domain}", "to": "a@example.test", "subject": "s", "text": "t"}
+    )
+    complaint = EmailComplained(
+        **base(tenant, email_id, T0 + timedelta(seconds=9)), recipients=["a@example.test"], feedback_type="abuse"
+    )
+    delivered = EmailDelivered(**base(tenant, email_id, T0 + timedelta(seconds=2)), recipients=["a@example.test"])
+    for event, msg_id in ((complaint, None), (delivered, None), (complaint, evt()), (complaint, evt())):
+        await publish(runtime, event, msg_id=msg_id)
+
+    async def settled() -> bool:
+        return len((await email_state(client, tenant.live, email_id))["events"]) == 3
+
+    await eventually(settled)
+    await eventually(lambda: consumer_settled(runtime.js, EMAIL_STREAM.name, API_EMAIL_LOG.durable))
+    state = await email_state(client, tenant.live, email_id)
+    assert state["status"] == "complained" and state["recipients"][0]["status"] == "complained"
+    assert [e["type"] for e in state["events"]] == ["queued", "delivered", "complained"]
 
 
 async def test_failed_is_terminal(client: httpx.AsyncClient, runtime: Runtime, sender: tuple[Tenant, str]) -> None:

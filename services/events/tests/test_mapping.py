@@ -20,6 +20,7 @@ from mailroom_contracts.events import (
     EmailFailed,
     EmailOpened,
     EmailProviderAccepted,
+    EmailUnsubscribed,
 )
 from mailroom_contracts.registry import decode_event, encode, subject_for
 from mailroom_contracts.ses import TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID
@@ -29,7 +30,7 @@ from mailroom_events.mapping import (
     mailroom_ref,
     to_lifecycle,
 )
-from mailroom_events.ses import SesEvent, parse_ses_message
+from mailroom_events.ses import SesEvent, SubscriptionDetail, TopicSubscriptionStatus, parse_ses_message
 from mailroom_kit.ids import has_prefix
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -275,9 +276,28 @@ def test_click_maps_to_email_clicked_with_link_ip_user_agent_and_tags() -> None:
     assert decode_event(encode(event)) == event
 
 
-def test_subscription_is_ignored_for_now() -> None:
+def test_subscription_opt_out_maps_to_email_unsubscribed() -> None:
+    event = one(load("event-publishing/subscription.json", OURS))
+    assert isinstance(event, EmailUnsubscribed)
+    assert event.recipients == ["recipient@example.com"]
+    assert (event.source, event.contact_list, event.unsubscribe_all) == ("UnsubscribeHeader", "ContactListName", True)
+    assert event.topics == ["ExampleTopicName"]
+    assert event.occurred_at == ts("2022-01-12T01:00:17.910Z")
+    assert subject_for(event) == "mailroom.email.unsubscribed"
+    assert decode_event(encode(event)) == event
+
+
+def test_subscription_without_an_opt_out_is_ignored() -> None:
+    ses = load("event-publishing/subscription.json", OURS)
+    assert isinstance(ses.detail, SubscriptionDetail) and ses.detail.new_topic_preferences is not None
+    opted_in = msgspec.structs.replace(
+        ses.detail.new_topic_preferences,
+        unsubscribe_all=False,
+        topic_subscription_status=[TopicSubscriptionStatus(topic_name="News", subscription_status="OptIn")],
+    )
+    ses = msgspec.structs.replace(ses, detail=msgspec.structs.replace(ses.detail, new_topic_preferences=opted_in))
     issued, factory = counter_factory()
-    assert to_lifecycle(load("event-publishing/subscription.json", OURS), event_id_factory=factory, now=NOW) == []
+    assert to_lifecycle(ses, event_id_factory=factory, now=NOW) == []
     assert issued == []
 
 
@@ -342,7 +362,7 @@ def test_ids_are_deterministic_with_source_id() -> None:
             assert has_prefix(event.event_id, "evt")
             assert event.event_id == deterministic_event_id("sns-" + name, 0, ses.timestamp)
             mapped[name] = event.event_id
-    assert len(set(mapped.values())) == len(mapped) == len(ALL_FILES) - 1  # subscription
+    assert len(set(mapped.values())) == len(mapped) == len(ALL_FILES)
 
 
 def test_deterministic_ids_differ_by_source_and_index_and_sort_by_time() -> None:

@@ -33,6 +33,7 @@ from mailroom_contracts.events import (
     EmailDelivered,
     EmailOpened,
     EmailProviderAccepted,
+    EmailUnsubscribed,
     Event,
 )
 from mailroom_contracts.streams import EMAIL_STREAM
@@ -260,16 +261,17 @@ async def test_open_and_click_of_our_email_become_events_once_per_sns_message(
     assert isinstance(events[1], EmailClicked) and events[1].link
 
 
-async def test_subscription_of_our_email_is_recorded_with_its_email_but_no_event(
+async def test_subscription_of_our_email_becomes_email_unsubscribed(
     client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
 ) -> None:
     email_id = new_email_id()
     body = notification(signer, cert_server, ses_record("subscription", email_id=email_id))
     r = await post(client, body)
-    assert r.status_code == 200 and r.json() == {"status": "ignored"}
+    assert r.status_code == 200 and r.json() == {"status": "mapped"}
     row = await sns_row(runtime, body["MessageId"])
     assert row is not None and (row["ses_event_type"], row["email_id"]) == ("subscription", email_id)
-    assert await outbox_events(runtime, email_id) == []
+    [event] = await outbox_events(runtime, email_id)
+    assert isinstance(event, EmailUnsubscribed) and event.recipients == ["recipient@example.com"]
 
 
 async def test_topic_validation_message_is_acknowledged_without_event(

@@ -187,6 +187,19 @@ class EmailClicked(EmailEvent, frozen=True, kw_only=True, tag="email.clicked"):
     provider_message_id: str | None = None
 
 
+class EmailUnsubscribed(EmailEvent, frozen=True, kw_only=True, tag="email.unsubscribed"):
+    """Recipients of this email unsubscribed (SES Subscription event with an opt-out: unsubscribe
+    from all, or from a topic). Not a status: the api records it in the timeline and adds each
+    recipient to the tenant's suppression list with reason `unsubscribe`."""
+
+    recipients: list[str]
+    source: str | None = None  # SES's, e.g. "UnsubscribeHeader"
+    contact_list: str | None = None
+    unsubscribe_all: bool = False
+    topics: list[str] = []  # the topics now OptOut
+    provider_message_id: str | None = None
+
+
 # --------------------------------------------------------------------------- domains
 
 
@@ -251,6 +264,7 @@ EMAIL_EVENT_TYPES: tuple[type[EmailEvent], ...] = (
     EmailCanceled,
     EmailOpened,
     EmailClicked,
+    EmailUnsubscribed,
 )
 DOMAIN_EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     DomainCreated,

@@ -21,6 +21,7 @@ _SUBJECTS: dict[type[events.Event], str] = {
     events.EmailCanceled: subjects.EMAIL_CANCELED,
     events.EmailOpened: subjects.EMAIL_OPENED,
     events.EmailClicked: subjects.EMAIL_CLICKED,
+    events.EmailUnsubscribed: subjects.EMAIL_UNSUBSCRIBED,
     events.DomainCreated: subjects.DOMAIN_CREATED,
     events.DomainVerified: subjects.DOMAIN_VERIFIED,
     events.DomainFailed: subjects.DOMAIN_FAILED,
@@ -45,6 +46,7 @@ _any_event = msgspec.json.Decoder(
     | events.EmailCanceled
     | events.EmailOpened
     | events.EmailClicked
+    | events.EmailUnsubscribed
     | events.DomainCreated
     | events.DomainVerified
     | events.DomainFailed

@@ -15,6 +15,7 @@ EMAIL_SCHEDULED: Final = "mailroom.email.scheduled"
 EMAIL_CANCELED: Final = "mailroom.email.canceled"
 EMAIL_OPENED: Final = "mailroom.email.opened"
 EMAIL_CLICKED: Final = "mailroom.email.clicked"
+EMAIL_UNSUBSCRIBED: Final = "mailroom.email.unsubscribed"
 # Internal: SES reported a "Send" event for a message (used by the sender to settle in-doubt sends).
 EMAIL_PROVIDER_ACCEPTED: Final = "mailroom.email.provider_accepted"
 
@@ -30,6 +31,7 @@ EMAIL_LIFECYCLE: Final = (
     EMAIL_CANCELED,
     EMAIL_OPENED,
     EMAIL_CLICKED,
+    EMAIL_UNSUBSCRIBED,
 )
 
 # Domains (stream MAILROOM_DOMAIN)

@@ -15,7 +15,7 @@ event without them is not ours and maps to nothing.
 | rendering_failure | `EmailFailed` (reason `rendering_failure`) |
 | open | `EmailOpened` (ip, user agent; not a status) |
 | click | `EmailClicked` (link, ip, user agent, link tags; not a status) |
-| subscription | nothing (ignored: this version of the contracts has no event for it) |
+| subscription | `EmailUnsubscribed` when it opts out (unsubscribe all, or a topic now OptOut); else nothing |
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from mailroom_contracts.events import (
     EmailFailed,
     EmailOpened,
     EmailProviderAccepted,
+    EmailUnsubscribed,
     Event,
     Mode,
 )
@@ -129,6 +130,18 @@ def _rendering_failure_message(detail: RenderingFailureDetail) -> str:
     return detail.error_message
 
 
+def _opted_out_topics(detail: SubscriptionDetail) -> list[str]:
+    prefs = detail.new_topic_preferences
+    if prefs is None:
+        return []
+    return [t.topic_name for t in prefs.topic_subscription_status if t.subscription_status == "OptOut"]
+
+
+def _opted_out(detail: SubscriptionDetail) -> bool:
+    prefs = detail.new_topic_preferences
+    return prefs is not None and (prefs.unsubscribe_all or bool(_opted_out_topics(detail)))
+
+
 def to_lifecycle(
     ses: SesEvent,
     *,
@@ -146,8 +159,8 @@ def to_lifecycle(
     """
     ref = mailroom_ref(ses)
     detail = ses.detail
-    if ref is None or isinstance(detail, SubscriptionDetail):
-        # subscription: no lifecycle contract in this version, so it is ignored.
+    if ref is None or (isinstance(detail, SubscriptionDetail) and not _opted_out(detail)):
+        # a subscription change that opts nobody out (e.g. a re-subscribe) changes nothing.
         return []
 
     ses_time = ses.timestamp
@@ -221,6 +234,17 @@ def _build(ses: SesEvent, detail: SesDetail, c: _Common) -> EmailEvent:
             ip=detail.ip_address,
             user_agent=detail.user_agent,
             link_tags={k: list(v) for k, v in detail.link_tags.items()},
+            provider_message_id=ses.ses_message_id,
+        )
+    if isinstance(detail, SubscriptionDetail):
+        prefs = detail.new_topic_preferences
+        return EmailUnsubscribed(
+            **common,
+            recipients=list(ses.destination),
+            source=detail.source,
+            contact_list=detail.contact_list,
+            unsubscribe_all=prefs is not None and prefs.unsubscribe_all,
+            topics=_opted_out_topics(detail),
             provider_message_id=ses.ses_message_id,
         )
     if isinstance(detail, RejectDetail):

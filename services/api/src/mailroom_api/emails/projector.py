@@ -33,6 +33,7 @@ Result = Literal["applied", "unchanged", "duplicate", "not_yet_known"]
 ENGAGEMENT_TYPES: dict[type[events.EmailEvent], str] = {
     events.EmailOpened: "opened",
     events.EmailClicked: "clicked",
+    events.EmailUnsubscribed: "unsubscribed",  # and a suppression per recipient (below)
 }
 # --- end opens and clicks
 
@@ -74,7 +75,7 @@ class _EmailState:
         """A newly recorded open or click: counted, and it is the email's latest event; no status."""
         if isinstance(event, events.EmailOpened):
             self.opens += 1
-        else:
+        elif isinstance(event, events.EmailClicked):
             self.clicks += 1
         self.last_event_at = (
             event.occurred_at if self.last_event_at is None else max(self.last_event_at, event.occurred_at)
@@ -82,6 +83,20 @@ class _EmailState:
         self.touched = True
 
     # --- end opens and clicks
+
+
+def _unsubscribe_rows(event: events.EmailUnsubscribed) -> list[repo.SuppressionInsert]:
+    return [
+        repo.SuppressionInsert(
+            tenant_id=event.tenant_id,
+            mode=event.mode,
+            email=address.strip().lower(),
+            reason="unsubscribe",
+            source_email_id=event.email_id,
+        )
+        for address in event.recipients
+        if address.strip()
+    ]
 
 
 async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> list[Result]:
@@ -117,12 +132,15 @@ async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> 
                 )
             )
     recorded = await repo.insert_timeline_events(conn, entries)
+    unsubscribes: list[repo.SuppressionInsert] = []  # SES Subscription opt-outs (issue 22)
     for i in known:
         event = batch[i]
         if results[i] == "unchanged" and event.event_id in recorded:
             recorded.discard(event.event_id)
-            if type(event) in ENGAGEMENT_TYPES:  # opens and clicks
+            if type(event) in ENGAGEMENT_TYPES:  # opens, clicks and unsubscribes
                 emails[event.email_id].count(event)
+                if isinstance(event, events.EmailUnsubscribed):
+                    unsubscribes.extend(_unsubscribe_rows(event))
             else:
                 emails[event.email_id].apply(event, EVENT_STATUS[type(event)])
             results[i] = "applied"
@@ -147,6 +165,10 @@ async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> 
         )
     await repo.update_recipient_statuses(conn, recipient_updates)
     await repo.update_email_statuses(conn, email_updates)
+    # --- SES Subscription opt-outs → `unsubscribe` suppressions (issue 22), once per event: only
+    # for timeline entries recorded now; an address already suppressed keeps its first row.
+    await repo.add_suppressions(conn, unsubscribes)
+    # --- end unsubscribes
     return results
 
 

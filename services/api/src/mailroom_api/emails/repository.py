@@ -632,6 +632,33 @@ async def update_email_statuses(conn: Conn, updates: list[EmailUpdate]) -> None:
     )
 
 
+class SuppressionInsert(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    mode: str
+    email: str  # normalised (lower-cased bare address)
+    reason: str
+    source_email_id: str | None = None
+
+
+async def add_suppressions(conn: Conn, rows: list[SuppressionInsert]) -> None:
+    """Suppress addresses (the projector's SES Subscription opt-outs) in one statement; an address
+    already on the tenant's list keeps its first row. Nothing is sent when `rows` is empty."""
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO suppressions (tenant_id, mode, email, reason, source_email_id)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+        " ON CONFLICT (tenant_id, mode, email) DO NOTHING",
+        (
+            [r.tenant_id for r in rows],
+            [r.mode for r in rows],
+            [r.email for r in rows],
+            [r.reason for r in rows],
+            [r.source_email_id for r in rows],
+        ),
+    )
+
+
 # ----------------------------------------------------------------------------- retention
 
 
