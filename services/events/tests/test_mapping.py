@@ -188,6 +188,21 @@ def test_undetermined_bounce_and_first_diagnostic_code() -> None:
     assert isinstance(event, EmailBounced)
     assert (event.bounce_type, event.bounce_subtype) == ("Undetermined", "Undetermined")
     assert event.diagnostic_code == "smtp; 550 second"  # the first recipient had none
+    # ... and each recipient keeps its own (issue 22).
+    assert [(r.email, r.diagnostic_code) for r in event.bounced_recipients] == [
+        ("jane@example.com", None),
+        ("richard@example.com", "smtp; 550 second"),
+    ]
+
+
+def test_bounce_keeps_each_recipients_action_status_and_diagnostic() -> None:
+    event = one(load("event-publishing/bounce-permanent.json", OURS))
+    assert isinstance(event, EmailBounced)
+    [recipient] = event.bounced_recipients
+    assert recipient.email == "recipient@example.com"
+    assert (recipient.action, recipient.status) == ("failed", "5.1.1")
+    assert recipient.diagnostic_code is not None and recipient.diagnostic_code.startswith("smtp; 550 5.1.1")
+    assert decode_event(encode(event)) == event
 
 
 COMPLAINTS = {

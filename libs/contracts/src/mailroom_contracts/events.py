@@ -119,12 +119,23 @@ class EmailDelivered(EmailEvent, frozen=True, kw_only=True, tag="email.delivered
     smtp_response: str | None = None
 
 
+class BouncedRecipient(msgspec.Struct, frozen=True, kw_only=True):
+    """One bounced recipient as SES reports it (issue 22): its own DSN action, status and diagnostic."""
+
+    email: str
+    action: str | None = None  # e.g. "failed"
+    status: str | None = None  # DSN status, e.g. "5.1.1"
+    diagnostic_code: str | None = None
+
+
 class EmailBounced(EmailEvent, frozen=True, kw_only=True, tag="email.bounced"):
     recipients: list[str]
     bounce_type: BounceType
     bounce_subtype: str
-    diagnostic_code: str | None = None
+    diagnostic_code: str | None = None  # the first recipient's that has one
     provider_message_id: str | None = None
+    # Per recipient (issue 22): each one's action, status and diagnostic code, in SES's order.
+    bounced_recipients: list[BouncedRecipient] = []
 
 
 class EmailComplained(EmailEvent, frozen=True, kw_only=True, tag="email.complained"):

@@ -27,6 +27,9 @@ from typing import Any, Final
 
 import msgspec
 from mailroom_contracts.events import (
+    BouncedRecipient as ContractBouncedRecipient,
+)
+from mailroom_contracts.events import (
     EmailBounced,
     EmailClicked,
     EmailComplained,
@@ -205,6 +208,12 @@ def _build(ses: SesEvent, detail: SesDetail, c: _Common) -> EmailEvent:
             bounce_subtype=detail.bounce_subtype,
             diagnostic_code=_first_diagnostic_code(detail),
             provider_message_id=ses.ses_message_id,
+            bounced_recipients=[
+                ContractBouncedRecipient(
+                    email=r.email, action=r.action, status=r.status, diagnostic_code=r.diagnostic_code
+                )
+                for r in detail.recipients
+            ],
         )
     if isinstance(detail, ComplaintDetail):
         return EmailComplained(
