@@ -427,3 +427,23 @@ def test_open_is_not_published_where_the_configuration_set_does_not_track_it(
     mid = ses.send_email(Content={"Raw": {"Data": raw_mime()}}, ConfigurationSetName="mailroom")["MessageId"]
     r = httpx.post(f"{srv.url}/_emulator/sent/{mid}/open")
     assert r.status_code == 200 and r.json()["sns_message_ids"] == []
+
+
+def test_a_notification_is_redelivered_byte_for_byte(start_emulator: StartEmulator, receiver: SnsReceiver) -> None:
+    srv = start_emulator()
+    ses = ses_client(srv.url)
+    setup_events(ses, receiver, types=["DELIVERY"])
+    mid = ses.send_email(Content={"Raw": {"Data": raw_mime(to=f"success@{SIM}")}}, ConfigurationSetName="mailroom")[
+        "MessageId"
+    ]
+    wait_for(lambda: len(receiver.events(mid)) == 1)
+    [note] = httpx.get(f"{srv.url}/_emulator/notifications", params={"ses_message_id": mid}).json()["notifications"]
+    for _ in range(2):
+        r = httpx.post(f"{srv.url}/_emulator/notifications/{note['sns_message_id']}/redeliver")
+        assert r.status_code == 200 and r.json()["queued"] == 1
+    wait_for(lambda: len(receiver.events(mid)) == 3)
+    bodies = [
+        m.body for m in receiver.of_type("Notification") if (m.record or {}).get("mail", {}).get("messageId") == mid
+    ]
+    assert len(bodies) == 3 and bodies[0] == bodies[1] == bodies[2]  # same MessageId, same signature
+    assert httpx.post(f"{srv.url}/_emulator/notifications/nope/redeliver").status_code == 404

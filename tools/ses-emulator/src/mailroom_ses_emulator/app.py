@@ -14,7 +14,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.types import ControllerRouterHandler
 
 from .config import EmulatorConfig
-from .errors import SesError, bad_request
+from .errors import SesError, bad_request, not_found
 from .service import Emulator
 
 log = logging.getLogger(__name__)
@@ -280,6 +280,14 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
             records = [r for r in records if all(r[k] == v for k, v in filters.items())]
         return _json({"pending_jobs": emu.publisher.pending_jobs, "notifications": records})
 
+    @post("/_emulator/notifications/{sns_message_id:str}/redeliver", status_code=200)
+    async def redeliver_notification(sns_message_id: FromPath[str]) -> Response[bytes]:
+        """Deliver a notification again, unchanged (same MessageId and signature), as SNS may."""
+        queued = emu.publisher.redeliver(sns_message_id)
+        if not queued:
+            raise not_found(f"No recent notification with MessageId {sns_message_id}.")
+        return _json({"sns_message_id": sns_message_id, "queued": queued})
+
     @delete("/_emulator/notifications", status_code=200)
     async def clear_notifications() -> Response[bytes]:
         emu.publisher.records.clear()
@@ -312,6 +320,7 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
         clear_sent,
         fire_open,
         fire_click,
+        redeliver_notification,
         list_identities,
         set_identity_status,
         list_config_sets,

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 EVENT_SUBJECT = "Amazon SES Email Event Notification"
 VALIDATION_MESSAGE = "Successfully validated SNS topic for Amazon SES event publishing."
 USER_AGENT = "Amazon Simple Notification Service Agent"
+REDELIVERABLE_KEPT = 1000
 
 
 @dataclass
@@ -97,6 +98,9 @@ class SnsPublisher:
         self._timers: set[asyncio.TimerHandle] = set()
         self._pending_jobs = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The last REDELIVERABLE_KEPT notifications by SNS MessageId, for `redeliver` (tests of
+        # duplicate deliveries: SNS delivers at least once).
+        self._sent_notifications: OrderedDict[str, list[OutboundMessage]] = OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -226,10 +230,36 @@ class SnsPublisher:
             return
         for msg in job.items:
             self.records.append(msg.record)
+            if msg.record.type == "Notification":
+                self._sent_notifications.setdefault(msg.record.sns_message_id, []).append(msg)
+                self._sent_notifications.move_to_end(msg.record.sns_message_id)
+                while len(self._sent_notifications) > REDELIVERABLE_KEPT:
+                    self._sent_notifications.popitem(last=False)
         if self._queue is None:
             raise RuntimeError("SNS publisher is not running")
         self._pending_jobs += 1
         self._queue.put_nowait(job)
+
+    def redeliver(self, sns_message_id: str) -> int:
+        """Deliver a notification again, byte for byte (same MessageId and signature), to each
+        subscriber it went to, as SNS does when it retries; returns how many were queued (0 when
+        the id is not among the last REDELIVERABLE_KEPT notifications)."""
+        originals = self._sent_notifications.get(sns_message_id, [])
+        again = []
+        for msg in originals:
+            copy = self._outbound(
+                dict(msg.fields), msg.subscription, msg.record.event_type, msg.record.ses_message_id, msg.max_attempts
+            )
+            copy.body = self._body(msg)
+            again.append(copy)
+        for msg in again:
+            self.records.append(msg.record)
+        if again:
+            if self._queue is None:
+                raise RuntimeError("SNS publisher is not running")
+            self._pending_jobs += 1
+            self._queue.put_nowait(Job(deque(again)))
+        return len(again)
 
     # -- delivery ------------------------------------------------------------------------------
     def _body(self, msg: OutboundMessage) -> bytes:
