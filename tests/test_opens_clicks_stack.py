@@ -5,6 +5,7 @@ counters, never a status) and signed `email.opened` / `email.clicked` webhooks."
 from __future__ import annotations
 
 import httpx
+import psycopg
 from mailroom_devstack.stack import Stack
 from standardwebhooks.webhooks import Webhook
 from support import WebhookReceiver, create_tenant, email_status, emulator_sent, verified_domain, wait_for
@@ -73,3 +74,43 @@ def test_open_and_click_fired_at_the_emulator_reach_timeline_counters_and_webhoo
             "user_agent": "Desktop/2",
         }
         assert click["data"]["subject"] == "Your order" and click["data"]["mode"] == "live"
+
+
+def test_ses_subscription_fired_at_the_emulator_suppresses_the_recipient(stack: Stack) -> None:
+    """An SES Subscription opt-out (the configuration sets match SUBSCRIPTION) → `unsubscribed` in
+    the timeline and one `unsubscribe` suppression of that recipient, with the email as source
+    (the suppression list API is another helper's: the row is read from the api schema)."""
+    tenant = create_tenant(stack)
+    verified_domain(stack, tenant, "leave.test")
+    with httpx.Client(base_url=stack.url("api"), headers=tenant.headers(), timeout=10) as c:
+        r = c.post(
+            "/v1/emails",
+            json={
+                "from": "news@leave.test",
+                "to": ["success@simulator.amazonses.com", "Success+Other@simulator.amazonses.com"],
+                "subject": "News",
+                "text": "t",
+            },
+        )
+        assert r.status_code == 202, r.text
+        email_id = r.json()["id"]
+        wait_for(lambda: email_status(c, email_id)["status"] == "delivered", what="delivered")
+        [ses_id] = [m["message_id"] for m in emulator_sent(stack) if m["tags"].get("mailroom_email_id") == email_id]
+        fired = httpx.post(
+            stack.url("emulator") + f"/_emulator/sent/{ses_id}/unsubscribe",
+            json={"recipient": "Success+Other@simulator.amazonses.com"},
+        )
+        assert fired.status_code == 200 and fired.json()["sns_message_ids"], fired.text
+        email = wait_for(
+            lambda: (e := email_status(c, email_id)) and "unsubscribed" in [x["type"] for x in e["events"]] and e,
+            what="unsubscribed entry",
+        )
+        assert email["status"] == "delivered"
+        entry = next(x for x in email["events"] if x["type"] == "unsubscribed")
+        assert entry["data"]["recipients"] == ["Success+Other@simulator.amazonses.com"]
+        assert entry["data"]["unsubscribe_all"] is True
+    with psycopg.connect(stack.db_url) as conn:
+        rows = conn.execute(
+            "SELECT mode, email, reason, source_email_id FROM api.suppressions WHERE tenant_id = %s", (tenant.id,)
+        ).fetchall()
+    assert rows == [("live", "success+other@simulator.amazonses.com", "unsubscribe", email_id)]

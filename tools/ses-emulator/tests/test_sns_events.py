@@ -447,3 +447,28 @@ def test_a_notification_is_redelivered_byte_for_byte(start_emulator: StartEmulat
     ]
     assert len(bodies) == 3 and bodies[0] == bodies[1] == bodies[2]  # same MessageId, same signature
     assert httpx.post(f"{srv.url}/_emulator/notifications/nope/redeliver").status_code == 404
+
+
+def test_unsubscribe_fires_a_subscription_event_for_one_recipient(
+    start_emulator: StartEmulator, receiver: SnsReceiver
+) -> None:
+    srv = start_emulator()
+    ses = ses_client(srv.url)
+    setup_events(ses, receiver, types=["SEND", "SUBSCRIPTION"])
+    mid = ses.send_email(
+        Destination={"ToAddresses": [f"success@{SIM}", "other@example.net"]},
+        Content={"Raw": {"Data": raw_mime()}},
+        ConfigurationSetName="mailroom",
+    )["MessageId"]
+    wait_for(lambda: len(receiver.events(mid)) == 1)
+    r = httpx.post(f"{srv.url}/_emulator/sent/{mid}/unsubscribe", json={"recipient": "other@example.net"})
+    assert r.status_code == 200 and r.json()["event_type"] == "Subscription" and r.json()["sns_message_ids"]
+    wait_for(lambda: len(receiver.events(mid)) == 2)
+    rec = receiver.events(mid)[1]
+    real = fixture_json("event-publishing/subscription.json")
+    assert rec["eventType"] == "Subscription" and set(rec) == set(real)
+    assert set(rec["subscription"]) == set(real["subscription"])
+    assert rec["subscription"]["newTopicPreferences"]["unsubscribeAll"] is True
+    assert rec["mail"]["destination"] == ["other@example.net"]
+    bad = httpx.post(f"{srv.url}/_emulator/sent/{mid}/unsubscribe", json={"recipient": "stranger@example.net"})
+    assert bad.status_code == 400

@@ -53,6 +53,7 @@ SES_EVENT_TYPES = (
     "RENDERING_FAILURE",
     "OPEN",
     "CLICK",
+    "SUBSCRIPTION",  # opt-outs SES reports (issue 22): the api suppresses those recipients
 )
 # SES tracks opens (clicks) of the emails sent with a configuration set whose event destination
 # matches OPEN (CLICK): so each tracking choice is a set of its own, the others never match them.

@@ -227,6 +227,11 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
         """Publish an SES Click event for a sent message (body: link?, link_tags?, ip_address?, user_agent?)."""
         return _json(emu.fire_engagement(message_id, "click", await _body(request)))
 
+    @post("/_emulator/sent/{message_id:str}/unsubscribe", status_code=200)
+    async def fire_unsubscribe(message_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Publish an SES Subscription event (unsubscribe all) for a sent message (body: recipient?, contact_list?)."""
+        return _json(emu.fire_engagement(message_id, "subscription", await _body(request)))
+
     @get("/_emulator/identities")
     async def list_identities() -> Response[bytes]:
         return _json({"identities": [emu.identity_json(i) for i in emu.state.identities.values()]})
@@ -320,6 +325,7 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
         clear_sent,
         fire_open,
         fire_click,
+        fire_unsubscribe,
         redeliver_notification,
         list_identities,
         set_identity_status,

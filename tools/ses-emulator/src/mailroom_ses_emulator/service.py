@@ -54,6 +54,9 @@ _DEST_KINDS = (
 MAX_RECIPIENTS = 50
 
 
+_ENGAGEMENT = {"open": "Open", "click": "Click", "subscription": "Subscription"}
+
+
 @dataclass
 class SentMessage:
     message_id: str
@@ -753,10 +756,12 @@ class Emulator:
         return published_ids
 
     def fire_engagement(self, message_id: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Publish an SES Open (`kind` "open") or Click ("click") event for a sent message, as SES
-        does when a recipient loads the tracking pixel or follows a tracked link. Body (all
-        optional): ip_address, user_agent, and for a click link and link_tags. Published only
-        where the message's configuration set has an SNS destination matching OPEN / CLICK (as in
+        """Publish an SES Open (`kind` "open"), Click ("click") or Subscription ("subscription": an
+        unsubscribe-all opt-out) event for a sent message, as SES does when a recipient loads the
+        tracking pixel, follows a tracked link or unsubscribes. Body (all optional): ip_address,
+        user_agent; for a click link and link_tags; for a subscription recipient (one of the
+        destinations; default all) and contact_list. Published only where the message's
+        configuration set has an SNS destination matching OPEN / CLICK / SUBSCRIPTION (as in
         SES, where tracking is per configuration set); the answer lists what was published."""
         sent = next((m for m in reversed(self.sent) if m.message_id == message_id), None)
         if sent is None:
@@ -766,6 +771,7 @@ class Emulator:
         if not isinstance(ip, str) or not isinstance(user_agent, str):
             raise bad_request("ip_address and user_agent must be strings.")
         now = time.time()
+        recipient: str | None = None
         detail: dict[str, Any] = {"ipAddress": ip, "timestamp": iso_ms(now), "userAgent": user_agent}
         if kind == "click":
             link = data.get("link", "https://example.com/")
@@ -778,8 +784,20 @@ class Emulator:
             ):
                 raise bad_request("link_tags must be an object of string lists.")
             detail = {**detail, "link": link, "linkTags": link_tags}
+        elif kind == "subscription":
+            chosen = data.get("recipient")
+            if chosen is not None and (not isinstance(chosen, str) or chosen not in sent.destinations):
+                raise bad_request("recipient must be one of the message's destinations.")
+            recipient = chosen
+            detail = {
+                "contactList": str(data.get("contact_list", "mailroom")),
+                "timestamp": iso_ms(now),
+                "source": "UnsubscribeHeader",
+                "newTopicPreferences": {"unsubscribeAll": True, "topicSubscriptionStatus": []},
+                "oldTopicPreferences": {"unsubscribeAll": False, "topicSubscriptionStatus": []},
+            }
         elif kind != "open":
-            raise bad_request(f"Unknown engagement event {kind!r}: open or click.")
+            raise bad_request(f"Unknown engagement event {kind!r}: open, click or subscription.")
         cs = self.state.configuration_sets.get(sent.configuration_set) if sent.configuration_set else None
         from_addr = bare_address(sent.from_) or sent.from_
         ident = self._verified_identity_for(from_addr)
@@ -802,15 +820,14 @@ class Emulator:
                 source_arn=self._identity_arn(ident),
                 account_id=self.config.account_id,
                 message_id=sent.message_id,
-                destination=list(sent.destinations),
+                destination=[recipient] if kind == "subscription" and recipient else list(sent.destinations),
                 parsed=parse_raw(sent.raw),
                 tags=all_tags,
             )
-            name = "Open" if kind == "open" else "Click"
             ids = self._publish_records(
-                dests, message_id, [{"eventType": name, "mail": mail_object(ctx), kind: detail}]
+                dests, message_id, [{"eventType": _ENGAGEMENT[kind], "mail": mail_object(ctx), kind: detail}]
             )
-        return {"message_id": message_id, "event_type": "Open" if kind == "open" else "Click", "sns_message_ids": ids}
+        return {"message_id": message_id, "event_type": _ENGAGEMENT[kind], "sns_message_ids": ids}
 
     # -- helpers -----------------------------------------------------------------------------------
     @staticmethod
