@@ -101,10 +101,12 @@ def test_ses_subscription_fired_at_the_emulator_suppresses_the_recipient(stack: 
             json={"recipient": "Success+Other@simulator.amazonses.com"},
         )
         assert fired.status_code == 200 and fired.json()["sns_message_ids"], fired.text
-        email = wait_for(
-            lambda: (e := email_status(c, email_id)) and "unsubscribed" in [x["type"] for x in e["events"]] and e,
-            what="unsubscribed entry",
-        )
+
+        def with_unsubscribed() -> dict | None:
+            got = email_status(c, email_id)
+            return got if "unsubscribed" in [x["type"] for x in got["events"]] else None
+
+        email = wait_for(with_unsubscribed, what="unsubscribed entry")
         assert email["status"] == "delivered"
         entry = next(x for x in email["events"] if x["type"] == "unsubscribed")
         assert entry["data"]["recipients"] == ["Success+Other@simulator.amazonses.com"]
