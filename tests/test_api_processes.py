@@ -79,8 +79,10 @@ def _401s_per_process(stack: Stack) -> list[int]:
     with httpx.Client(base_url=stack.url("api"), limits=FRESH, timeout=10) as client:
         for _ in range(30):
             text = client.get("/metrics").text
-            match = re.search(r'mailroom_http_requests_total\{method="GET",service="api",status="401"\} (\S+)', text)
-            seen.add(int(float(match.group(1))) if match else 0)
+            counts = re.findall(
+                r'mailroom_http_requests_total\{method="GET",route="[^"]*",service="api",status="401"\} (\S+)', text
+            )
+            seen.add(int(sum(float(c) for c in counts)))
     return sorted(seen)
 
 

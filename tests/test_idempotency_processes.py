@@ -56,7 +56,9 @@ def posts_per_process(stack: Stack) -> set[float]:
         for _ in range(40):
             text = client.get("/metrics").text
             posts = re.findall(
-                r'^mailroom_http_requests_total\{method="POST",service="api",status="\d+"\} (\S+)$', text, re.M
+                r'^mailroom_http_requests_total\{method="POST",route="[^"]*",service="api",status="\d+"\} (\S+)$',
+                text,
+                re.M,
             )
             seen.add(sum(float(p) for p in posts))
     return seen
