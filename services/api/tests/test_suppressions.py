@@ -1,0 +1,150 @@
+"""The suppression list API (`/v1/suppressions`) through the real app over real HTTP and real
+Postgres: add by hand (idempotent), look up, filter and page, remove; tenants and modes apart; bad
+input is a 422 naming the field and writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from api_testkit import Tenant, assert_error, bearer, make_tenant, table_counts
+from mailroom_api.unsubscribe import repository as unsubscribe_repo
+from mailroom_kit.runtime import Runtime
+
+
+@pytest.fixture(scope="module")
+async def tenant(runtime: Runtime) -> Tenant:
+    return await make_tenant(runtime, "Suppressor")
+
+
+async def _list(client: httpx.AsyncClient, token: str, **params: Any) -> dict[str, Any]:
+    resp = await client.get("/v1/suppressions", params=params, headers=bearer(token))
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+async def test_add_is_normalised_idempotent_and_keeps_the_first_entry(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    resp = await client.post("/v1/suppressions", json={"email": "Ann <Ann@Example.COM>"}, headers=bearer(tenant.live))
+    assert resp.status_code == 201, resp.text
+    first = resp.json()
+    assert first["email"] == "ann@example.com"
+    assert (first["reason"], first["source_email_id"]) == ("manual", None)
+
+    again = await client.post(
+        "/v1/suppressions", json={"email": "ann@example.com", "reason": "manual"}, headers=bearer(tenant.live)
+    )
+    assert again.status_code == 201 and again.json() == first
+    found = await _list(client, tenant.live, email="ANN@example.com")
+    assert found == {"data": [first], "next_cursor": None}
+
+    # An entry recorded another way (one-click unsubscribe) keeps its reason when added by hand.
+    async with runtime.pool.connection() as conn, conn.transaction():
+        await unsubscribe_repo.add_suppression(
+            conn, tenant_id=tenant.id, mode="live", email="bob@example.com", reason="unsubscribe", source_email_id=None
+        )
+    bob = await client.post("/v1/suppressions", json={"email": "bob@example.com"}, headers=bearer(tenant.live))
+    assert bob.status_code == 201 and bob.json()["reason"] == "unsubscribe"
+    unsubscribed = await _list(client, tenant.live, reason="unsubscribe")
+    assert [e["email"] for e in unsubscribed["data"]] == ["bob@example.com"]
+
+
+async def test_tenants_and_modes_are_apart(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    a, b = await make_tenant(runtime, "A"), await make_tenant(runtime, "B")
+    resp = await client.post("/v1/suppressions", json={"email": "x@example.com"}, headers=bearer(a.live))
+    assert resp.status_code == 201
+    assert (await _list(client, a.test))["data"] == []  # the test key has its own list
+    assert (await _list(client, b.live))["data"] == []
+    assert_error(await client.delete("/v1/suppressions/x@example.com", headers=bearer(b.live)), 404, "not_found", None)
+    assert_error(await client.delete("/v1/suppressions/x@example.com", headers=bearer(a.test)), 404, "not_found", None)
+    # A sending-access key cannot manage the list.
+    forbidden = await client.get("/v1/suppressions", headers=bearer(a.sending))
+    assert forbidden.status_code == 403
+    assert [e["email"] for e in (await _list(client, a.live))["data"]] == ["x@example.com"]
+
+
+async def test_delete_removes_once(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    t = await make_tenant(runtime, "Deleter")
+    await client.post("/v1/suppressions", json={"email": "gone+tag@example.com"}, headers=bearer(t.live))
+    resp = await client.delete("/v1/suppressions/Gone%2Btag%40Example.com", headers=bearer(t.live))
+    assert resp.status_code == 204, resp.text
+    assert resp.content == b""
+    assert (await _list(client, t.live))["data"] == []
+    assert_error(
+        await client.delete("/v1/suppressions/gone+tag@example.com", headers=bearer(t.live)), 404, "not_found", None
+    )
+
+
+async def test_pages_by_address(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    t = await make_tenant(runtime, "Pager")
+    addresses = [f"user{i}@example.com" for i in range(5)]
+    for address in reversed(addresses):
+        assert (
+            await client.post("/v1/suppressions", json={"email": address}, headers=bearer(t.live))
+        ).status_code == 201
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        body = await _list(client, t.live, limit=2, **({"cursor": cursor} if cursor else {}))
+        seen += [e["email"] for e in body["data"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert (seen, pages) == (addresses, 3)
+    assert (await _list(client, t.live, reason="bounce"))["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({}, "email"),
+        ({"email": "not an address"}, "email"),
+        ({"email": ""}, "email"),
+        ({"email": 7}, "email"),
+        ({"email": "a@example.com", "reason": "bounce"}, "reason"),
+        ({"email": "a@example.com", "extra": 1}, "extra"),
+    ],
+)
+async def test_bad_bodies_are_422_and_write_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, body: dict[str, Any], param: str
+) -> None:
+    before = await table_counts(runtime, "suppressions")
+    resp = await client.post("/v1/suppressions", json=body, headers=bearer(tenant.live))
+    assert_error(resp, 422, "validation_error", param)
+    assert await table_counts(runtime, "suppressions") == before
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"reason": "soft"}, "reason"),
+        ({"cursor": "!!!"}, "cursor"),
+        ({"cursor": "QUJD"}, "cursor"),  # base64 of "ABC": not an address of the list
+        ({"email": "nope"}, "email"),
+    ],
+)
+async def test_bad_queries_are_422(
+    client: httpx.AsyncClient, tenant: Tenant, params: dict[str, Any], param: str
+) -> None:
+    resp = await client.get("/v1/suppressions", params=params, headers=bearer(tenant.live))
+    assert_error(resp, 422, "validation_error", param)
+
+
+async def test_delete_of_a_non_address_is_422(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    assert_error(
+        await client.delete("/v1/suppressions/not-an-address", headers=bearer(tenant.live)),
+        422,
+        "validation_error",
+        "email",
+    )
+
+
+async def test_without_a_key_is_401(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/v1/suppressions"), 401, "missing_api_key", None)
