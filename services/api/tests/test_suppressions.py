@@ -4,12 +4,17 @@ input is a 422 naming the field and writes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from api_testkit import Tenant, assert_error, bearer, make_tenant, table_counts
 from mailroom_api.unsubscribe import repository as unsubscribe_repo
+from mailroom_contracts import decode
+from mailroom_contracts.events import EmailQueued
 from mailroom_kit.runtime import Runtime
 
 
@@ -148,3 +153,109 @@ async def test_delete_of_a_non_address_is_422(client: httpx.AsyncClient, tenant:
 
 async def test_without_a_key_is_401(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/v1/suppressions"), 401, "missing_api_key", None)
+
+
+# --------------------------------------------------------------------------- send-time filtering
+
+
+async def _queued(rt: Runtime, email_id: str) -> EmailQueued:
+    async with rt.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT payload FROM outbox WHERE convert_from(payload, 'UTF8')::jsonb ->> 'email_id' = %s", (email_id,)
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return decode(bytes(row["payload"]), EmailQueued)
+
+
+async def _recipients(rt: Runtime, email_id: str) -> list[tuple[str, str, str]]:
+    async with rt.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT address, type, status FROM email_recipients WHERE email_id = %s ORDER BY position", (email_id,)
+        )
+        return [(r["address"], r["type"], r["status"]) for r in await cur.fetchall()]
+
+
+def _mail(to: list[str], **extra: Any) -> dict[str, Any]:
+    return {"from": "app@mail.acme.test", "to": to, "subject": "Hi", "text": "hello", **extra}
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_suppressed_recipients_are_dropped_and_all_suppressed_is_403(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    t = await make_tenant(runtime, "Filter")
+    # Before the test key is first used (so it is cached knowing its list is not empty).
+    async with runtime.pool.connection() as conn, conn.transaction():
+        await unsubscribe_repo.add_suppression(
+            conn, tenant_id=t.id, mode="test", email="gone@example.com", reason="bounce", source_email_id=None
+        )
+    resp = await client.post(
+        "/v1/emails",
+        json=_mail(["Ok@Example.com", "Gone@Example.com"], cc=["c@example.com"], bcc=["gone@example.com"]),
+        headers=bearer(t.test),
+    )
+    assert resp.status_code == 202, resp.text
+    email_id = resp.json()["id"]
+    assert await _recipients(runtime, email_id) == [
+        ("Ok@example.com", "to", "queued"),
+        ("Gone@example.com", "to", "suppressed"),
+        ("c@example.com", "cc", "queued"),
+        ("gone@example.com", "bcc", "suppressed"),
+    ]
+    event = await _queued(runtime, email_id)  # what the sender gets: no suppressed recipient
+    assert ([a.email for a in event.to], [a.email for a in event.cc], event.bcc) == (
+        ["Ok@example.com"],
+        ["c@example.com"],
+        [],
+    )
+    detail = (await client.get(f"/v1/emails/{email_id}", headers=bearer(t.test))).json()
+    assert [r["status"] for r in detail["recipients"]] == ["queued", "suppressed", "queued", "suppressed"]
+
+    # Every recipient suppressed: 403, nothing written (also scheduled, and under an Idempotency-Key).
+    before = await table_counts(runtime, "emails", "email_recipients", "email_events", "outbox", "outbox_scheduled")
+    for extra, headers in (
+        ({}, {}),
+        ({"scheduled_at": (datetime.now(UTC) + timedelta(days=1)).isoformat()}, {}),
+        ({}, {"Idempotency-Key": "k-all-suppressed"}),
+    ):
+        refused = await client.post(
+            "/v1/emails", json=_mail(["GONE@example.com"], **extra), headers={**bearer(t.test), **headers}
+        )
+        assert_error(refused, 403, "recipient_suppressed", None)
+    assert (
+        await table_counts(runtime, "emails", "email_recipients", "email_events", "outbox", "outbox_scheduled")
+        == before
+    )
+    # The live list is another one: the live key is not affected by the test list.
+    assert (await _list(client, t.live))["data"] == []
+
+    # Removed from the list: the send goes out (the key may still be cached as having a list).
+    assert (await client.delete("/v1/suppressions/gone@example.com", headers=bearer(t.test))).status_code == 204
+    again = await client.post("/v1/emails", json=_mail(["gone@example.com"]), headers=bearer(t.test))
+    assert again.status_code == 202, again.text
+    assert await _recipients(runtime, again.json()["id"]) == [("gone@example.com", "to", "queued")]
+    assert [a.email for a in (await _queued(runtime, again.json()["id"])).to] == ["gone@example.com"]
+
+
+async def test_a_cached_key_learns_that_its_list_is_no_longer_empty(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    t = await make_tenant(runtime, "Learner")
+    first = await client.post("/v1/emails", json=_mail(["x@example.com"]), headers=bearer(t.test))
+    assert first.status_code == 202  # the key is cached now, its list empty
+    added = await client.post("/v1/suppressions", json={"email": "x@example.com"}, headers=bearer(t.test))
+    assert added.status_code == 201
+
+    async def refused() -> bool:  # the first entry is NOTIFYed to every API process
+        resp = await client.post("/v1/emails", json=_mail(["x@example.com"]), headers=bearer(t.test))
+        return resp.status_code == 403 and resp.json()["error"] == "recipient_suppressed"
+
+    await _eventually(refused)

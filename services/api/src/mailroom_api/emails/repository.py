@@ -138,9 +138,9 @@ WITH allowed AS (
     RETURNING id
 ), recipients AS (
     INSERT INTO email_recipients (email_id, position, address, type, status)
-    SELECT email.id, r.n - 1, r.address, r.type, %(status)s::text
-    FROM email, ROWS FROM (jsonb_to_recordset(%(recipients)s::jsonb) AS (address text, type text))
-        WITH ORDINALITY AS r (address, type, n)
+    SELECT email.id, r.n - 1, r.address, r.type, coalesce(r.status, %(status)s::text)
+    FROM email, ROWS FROM (jsonb_to_recordset(%(recipients)s::jsonb) AS (address text, type text, status text))
+        WITH ORDINALITY AS r (address, type, status, n)
 ), timeline AS (
     INSERT INTO email_events (id, email_id, type, occurred_at, data)
     SELECT %(event_id)s::text, email.id, %(timeline_type)s::text, %(created_at)s::timestamptz, '{{}}' FROM email
@@ -177,6 +177,7 @@ async def accept_email(
     timeline_type: str = "queued",
     idempotency: IdempotencyRecord | None = None,
     schedule: ScheduledAccept | None = None,
+    suppressed: frozenset[str] = frozenset(),
 ) -> Acceptance:
     """Accept an email in ONE statement, atomic by itself: check the from-domain (the key's own
     domain if it is limited to one; a verified domain of the tenant if `needs_verified_domain`),
@@ -194,7 +195,17 @@ async def accept_email(
         key_domain_id=key_domain_id,
         needs_verified=needs_verified_domain,
         # One JSON text, not two arrays: psycopg dumps a str without inspecting it.
-        recipients=msgspec.json.encode([{"address": a, "type": t} for a, t in recipients]).decode(),
+        # A recipient in `suppressed` (lower-cased; issue 22) carries its own status; the others take the email's.
+        recipients=msgspec.json.encode(
+            [
+                {"address": a, "type": t, "status": "suppressed"}
+                if a.lower() in suppressed
+                else {"address": a, "type": t}
+                for a, t in recipients
+            ]
+            if suppressed
+            else [{"address": a, "type": t} for a, t in recipients]
+        ).decode(),
         event_id=event_id,
         timeline_type=timeline_type,
         outbox_subject=outbox_subject,
@@ -213,6 +224,16 @@ async def accept_email(
     return Acceptance(
         domain_allowed=row["domain_allowed"], domain_verified=row["domain_verified"], key_recorded=row["key_recorded"]
     )
+
+
+async def suppressed_among(conn: Conn, tenant_id: str, mode: str, addresses: list[str]) -> set[str]:
+    """Which of `addresses` (lower-cased) are on the tenant's suppression list of `mode` (issue 22;
+    asked only when that list is not empty)."""
+    cur = await conn.execute(
+        "SELECT email FROM suppressions WHERE tenant_id = %s AND mode = %s AND email = ANY(%s)",
+        (tenant_id, mode, addresses),
+    )
+    return {row["email"] for row in await cur.fetchall()}
 
 
 # ----------------------------------------------------------------------------- batch accept

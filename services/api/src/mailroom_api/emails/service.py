@@ -173,6 +173,9 @@ class PreparedEmail:
     content: events.ContentRef | None = None
     # Scheduling: what a scheduled email's accept writes besides (emails/scheduling.py).
     schedule: repo.ScheduledAccept | None = None
+    # Issue 22: its recipients (lower-cased) on the suppression list, written with status
+    # `suppressed` and left out of the EmailQueued (so the sender never sends to them).
+    suppressed: frozenset[str] = frozenset()
 
     @property
     def recipients(self) -> list[tuple[str, str]]:
@@ -206,13 +209,64 @@ def prepare_email(
     now = now or datetime.now(UTC)
     email_id = email_id or new_id("msg")
     event = _queued_event(principal, email_id, email, now, _unsubscribe(unsubscribe_links, principal, email_id, email))
-    row = _log_row(principal, email_id, email, now)
+    return _prepared(principal, email, event, now)
+
+
+def _prepared(
+    principal: Principal,
+    email: ValidEmail,
+    event: events.EmailQueued,
+    now: datetime,
+    suppressed: frozenset[str] = frozenset(),
+) -> PreparedEmail:
+    row = _log_row(principal, event.email_id, email, now)
     if email.scheduled_at is not None:  # scheduling (emails/scheduling.py)
         schedule = scheduling.scheduled_accept(event, now)
         return PreparedEmail(
-            email=email, row=row, event=event, payload=encode(event), timeline_type="scheduled", schedule=schedule
+            email=email,
+            row=row,
+            event=event,
+            payload=encode(event),
+            timeline_type="scheduled",
+            schedule=schedule,
+            suppressed=suppressed,
         )
-    return PreparedEmail(email=email, row=row, event=event, payload=encode(event))
+    return PreparedEmail(email=email, row=row, event=event, payload=encode(event), suppressed=suppressed)
+
+
+# ----------------------------------------------------------------------------- suppressions (issue 22)
+
+
+def recipients_suppressed() -> ApiError:
+    return forbidden("recipient_suppressed", "every recipient of this email is on the suppression list")
+
+
+def suppress(principal: Principal, prepared: PreparedEmail, suppressed: set[str]) -> PreparedEmail:
+    """`prepared` without its recipients in `suppressed` (lower-cased addresses on the tenant's list
+    of its mode): they are written with status `suppressed` and left out of the EmailQueued, so the
+    sender never sends to them. 403 `recipient_suppressed` when that is every recipient."""
+    if not suppressed:
+        return prepared
+    if all(address.lower() in suppressed for address, _ in prepared.recipients):
+        raise recipients_suppressed()
+
+    def kept(valid: list[Any], group: list[events.Address]) -> list[events.Address]:
+        # By position: the event's address is the wire (ASCII) form of the validated one.
+        return [a for v, a in zip(valid, group, strict=True) if v.email.lower() not in suppressed]
+
+    ev, email = prepared.event, prepared.email
+    event = msgspec.structs.replace(ev, to=kept(email.to, ev.to), cc=kept(email.cc, ev.cc), bcc=kept(email.bcc, ev.bcc))
+    return _prepared(principal, prepared.email, event, prepared.row.created_at, frozenset(suppressed))
+
+
+async def check_suppressions(conn: Conn, principal: Principal, prepared: PreparedEmail) -> PreparedEmail:
+    """`suppress` with the recipients found on the list; no query when the list is empty (the
+    cached principal knows), so a plain send of such a tenant costs nothing more."""
+    if not principal.has_suppressions:
+        return prepared
+    addresses = sorted({address.lower() for address, _ in prepared.recipients})
+    found = await repo.suppressed_among(conn, principal.tenant_id, principal.mode, addresses)
+    return suppress(principal, prepared, found)
 
 
 def prepare_send(
@@ -282,6 +336,7 @@ async def accept_email(
         timeline_type=prepared.timeline_type,
         idempotency=idempotency,
         schedule=prepared.schedule,
+        suppressed=prepared.suppressed,
     )
     if accepted.key_recorded and not (accepted.domain_allowed and accepted.domain_verified):
         raise _domain_refusal(prepared.row.from_domain, allowed=accepted.domain_allowed)
@@ -300,6 +355,7 @@ async def send_email(
     message. One statement writes it all or, when the from-domain is refused, nothing. (The HTTP
     route does the same in steps: `prepare_send`, `offload_large`, `accept_email`.)"""
     prepared = prepare_send(principal, req, max_message_bytes=max_message_bytes, unsubscribe_links=unsubscribe_links)
+    prepared = await check_suppressions(conn, principal, prepared)
     await accept_email(conn, principal, prepared)
     return prepared.accepted
 
