@@ -259,3 +259,43 @@ async def test_a_cached_key_learns_that_its_list_is_no_longer_empty(
         return resp.status_code == 403 and resp.json()["error"] == "recipient_suppressed"
 
     await _eventually(refused)
+
+
+async def test_batch_items_are_filtered_each_on_its_own(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    t = await make_tenant(runtime, "Batcher")
+    async with runtime.pool.connection() as conn, conn.transaction():
+        for address in ("b1@example.com", "b2@example.com"):
+            await unsubscribe_repo.add_suppression(
+                conn, tenant_id=t.id, mode="test", email=address, reason="complaint", source_email_id=None
+            )
+    resp = await client.post(
+        "/v1/emails/batch",
+        json={
+            "emails": [
+                _mail(["b1@example.com"]),
+                _mail(["ok@example.com", "B2@example.com"]),
+                _mail(
+                    ["b1@example.com", "b2@example.com"],
+                    scheduled_at=(datetime.now(UTC) + timedelta(days=1)).isoformat(),
+                ),
+                _mail(["ok2@example.com"]),
+            ]
+        },
+        headers=bearer(t.test),
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["queued"], body["failed"]) == (2, 2)
+    items = body["data"]
+    assert [item.get("error") for item in items] == ["recipient_suppressed", None, "recipient_suppressed", None]
+    partial = items[1]["id"]
+    assert await _recipients(runtime, partial) == [
+        ("ok@example.com", "to", "queued"),
+        ("B2@example.com", "to", "suppressed"),
+    ]
+    assert [a.email for a in (await _queued(runtime, partial)).to] == ["ok@example.com"]
+    assert await _recipients(runtime, items[3]["id"]) == [("ok2@example.com", "to", "queued")]
+    async with runtime.pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) AS n FROM emails WHERE tenant_id = %s", (t.id,))
+        row = await cur.fetchone()
+    assert row is not None and row["n"] == 2  # the refused items wrote nothing

@@ -265,6 +265,7 @@ class BatchEmail(msgspec.Struct, frozen=True, kw_only=True):
     payload: bytes
     timeline_type: str = "queued"
     schedule: ScheduledAccept | None = None  # scheduling: see the end of this module
+    suppressed: frozenset[str] = frozenset()  # issue 22: recipients (lower-cased) written `suppressed`
 
 
 _RECORDSET = ", ".join(f"{name} {kind}" for name, kind in _ACCEPT_TYPES.items())
@@ -350,7 +351,13 @@ async def accept_emails(
         "emails": msgspec.json.encode(rows).decode(),
         "recipients": msgspec.json.encode(
             [
-                {"email_id": e.row.id, "position": i, "address": address, "type": kind, "status": e.row.status}
+                {
+                    "email_id": e.row.id,
+                    "position": i,
+                    "address": address,
+                    "type": kind,
+                    "status": "suppressed" if e.suppressed and address.lower() in e.suppressed else e.row.status,
+                }
                 for e in emails
                 for i, (address, kind) in enumerate(e.recipients)
             ]

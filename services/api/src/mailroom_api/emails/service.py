@@ -217,7 +217,6 @@ def _prepared(
     email: ValidEmail,
     event: events.EmailQueued,
     now: datetime,
-    suppressed: frozenset[str] = frozenset(),
 ) -> PreparedEmail:
     row = _log_row(principal, event.email_id, email, now)
     if email.scheduled_at is not None:  # scheduling (emails/scheduling.py)
@@ -229,9 +228,8 @@ def _prepared(
             payload=encode(event),
             timeline_type="scheduled",
             schedule=schedule,
-            suppressed=suppressed,
         )
-    return PreparedEmail(email=email, row=row, event=event, payload=encode(event), suppressed=suppressed)
+    return PreparedEmail(email=email, row=row, event=event, payload=encode(event))
 
 
 # ----------------------------------------------------------------------------- suppressions (issue 22)
@@ -256,7 +254,9 @@ def suppress(principal: Principal, prepared: PreparedEmail, suppressed: set[str]
 
     ev, email = prepared.event, prepared.email
     event = msgspec.structs.replace(ev, to=kept(email.to, ev.to), cc=kept(email.cc, ev.cc), bcc=kept(email.bcc, ev.bcc))
-    return _prepared(principal, prepared.email, event, prepared.row.created_at, frozenset(suppressed))
+    # (The content stays as it is: an offloaded email's event refers to its object still.)
+    schedule = None if prepared.schedule is None else scheduling.scheduled_accept(event, prepared.row.created_at)
+    return replace(prepared, event=event, payload=encode(event), schedule=schedule, suppressed=frozenset(suppressed))
 
 
 async def check_suppressions(conn: Conn, principal: Principal, prepared: PreparedEmail) -> PreparedEmail:
@@ -529,6 +529,8 @@ async def accept_batch(
     written by one statement (one outbox batch), with the key's record when there is a key; a
     batch that accepts nothing writes nothing, a key included."""
     prepared, failures = batch.prepared, batch.failures
+    if principal.has_suppressions:  # issue 22: per item, with one query for the whole batch
+        prepared, failures = await _suppress_batch(conn, principal, prepared, failures)
     writes = {
         i: repo.BatchEmail(
             row=p.row,
@@ -538,6 +540,7 @@ async def accept_batch(
             payload=p.payload,
             timeline_type=p.timeline_type,
             schedule=p.schedule,
+            suppressed=p.suppressed,
         )
         for i, p in prepared.items()
     }
@@ -583,6 +586,24 @@ async def accept_batch(
                 return _replay(stored, key)
         # A from-domain changed since it was read (or the key's record expired just then): again.
     raise _in_progress() if key is not None else unavailable("the sending domains changed while accepting; try again")
+
+
+async def _suppress_batch(
+    conn: Conn, principal: Principal, prepared: dict[int, PreparedEmail], failures: dict[int, BatchItem]
+) -> tuple[dict[int, PreparedEmail], dict[int, BatchItem]]:
+    """`suppress` for each item: an item whose every recipient is suppressed fails on its own."""
+    addresses = sorted({a.lower() for p in prepared.values() for a, _ in p.recipients})
+    found = await repo.suppressed_among(conn, principal.tenant_id, principal.mode, addresses)
+    if not found:
+        return prepared, failures
+    kept: dict[int, PreparedEmail] = {}
+    failures = dict(failures)
+    for i, p in prepared.items():
+        try:
+            kept[i] = suppress(principal, p, {a.lower() for a, _ in p.recipients} & found)
+        except ApiError as exc:
+            failures[i] = _failure(i, exc)
+    return kept, failures
 
 
 def _batch_result(count: int, accepted: dict[int, PreparedEmail], failures: dict[int, BatchItem]) -> BatchResult:
