@@ -236,6 +236,21 @@ async def suppressed_among(conn: Conn, tenant_id: str, mode: str, addresses: lis
     return {row["email"] for row in await cur.fetchall()}
 
 
+async def add_suppressions(conn: Conn, entries: list[tuple[str, str, str, str, str]]) -> None:
+    """Suppress (tenant_id, mode, lower-cased address, reason, source email id) entries in one
+    statement; an address already on its list keeps its first entry (issue 22: the email log
+    projector's automatic adds from hard bounces and complaints)."""
+    if not entries:
+        return
+    tenant_ids, modes, emails, reasons, sources = (list(column) for column in zip(*entries, strict=True))
+    await conn.execute(
+        "INSERT INTO suppressions (tenant_id, mode, email, reason, source_email_id)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+        " ON CONFLICT (tenant_id, mode, email) DO NOTHING",
+        (tenant_ids, modes, emails, reasons, sources),
+    )
+
+
 # ----------------------------------------------------------------------------- batch accept
 
 
