@@ -299,3 +299,26 @@ async def test_batch_items_are_filtered_each_on_its_own(client: httpx.AsyncClien
         cur = await conn.execute("SELECT count(*) AS n FROM emails WHERE tenant_id = %s", (t.id,))
         row = await cur.fetchone()
     assert row is not None and row["n"] == 2  # the refused items wrote nothing
+
+
+async def test_a_key_answered_before_replays_after_its_recipient_is_suppressed(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    t = await make_tenant(runtime, "Replayer")
+    async with runtime.pool.connection() as conn, conn.transaction():  # a non-empty list: the check runs
+        await unsubscribe_repo.add_suppression(
+            conn, tenant_id=t.id, mode="test", email="other@example.com", reason="manual", source_email_id=None
+        )
+    headers = {**bearer(t.test), "Idempotency-Key": "replay-me"}
+    first = await client.post("/v1/emails", json=_mail(["late@example.com"]), headers=headers)
+    assert first.status_code == 202, first.text
+    assert (
+        await client.post("/v1/suppressions", json={"email": "late@example.com"}, headers=bearer(t.test))
+    ).status_code == 201
+    again = await client.post("/v1/emails", json=_mail(["late@example.com"]), headers=headers)
+    assert again.status_code == 202 and again.json() == first.json()
+    assert again.headers.get("idempotent-replayed") == "true"
+    fresh = await client.post(
+        "/v1/emails", json=_mail(["late@example.com"]), headers={**bearer(t.test), "Idempotency-Key": "new-key"}
+    )
+    assert_error(fresh, 403, "recipient_suppressed", None)

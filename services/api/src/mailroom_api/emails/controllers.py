@@ -99,14 +99,14 @@ class EmailsController(Controller):
             max_message_bytes=settings.max_message_bytes,
             unsubscribe_links=unsubscribe_links_of(request),
         )
-        if principal.has_suppressions:  # issue 22: only a tenant whose list (of this mode) has entries
-            async with rt.pool.connection() as conn, single_statement(conn):
-                prepared = await service.check_suppressions(conn, principal, prepared)
         prepared = await service.offload_large(prepared, js=rt.js, threshold=settings.offload_threshold_bytes)
         try:
             async with rt.pool.connection() as conn, single_statement(conn):
                 if key is None:
-                    await service.accept_email(conn, principal, prepared)
+                    # issue 22: a query only for a tenant whose list (of this mode) has entries
+                    await service.accept_email(
+                        conn, principal, await service.check_suppressions(conn, principal, prepared)
+                    )
                 else:
                     answer = await service.accept_email_once(
                         conn, principal, prepared, key, ttl_seconds=settings.idempotency_ttl_seconds

@@ -405,6 +405,14 @@ async def accept_email_once(
 ) -> Answer:
     """`accept_email` under an Idempotency-Key: the email and the key's record (this 202) are one
     statement; a key already recorded replays its answer (or 409 for another body/endpoint)."""
+    if principal.has_suppressions:  # issue 22; a key answered before replays even if now all are suppressed
+        try:
+            prepared = await check_suppressions(conn, principal, prepared)
+        except ApiError:
+            stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
+            if stored is not None:
+                return _replay(stored, key)
+            raise
     body = msgspec.json.encode(prepared.accepted)
     record = repo.IdempotencyRecord(
         key=key.key,
