@@ -112,7 +112,28 @@ async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> 
         )
     await repo.update_recipient_statuses(conn, recipient_updates)
     await repo.update_email_statuses(conn, email_updates)
+    # --- suppressions (issue 22): hard bounces and complaints put their recipients on the list
+    await repo.add_suppressions(
+        conn, _suppressions([e for e, r in zip(batch, results, strict=True) if r in ("applied", "unchanged")])
+    )
+    # --- end suppressions
     return results
+
+
+def _suppressions(handled: Sequence[events.EmailEvent]) -> list[tuple[str, str, str, str, str]]:
+    """(tenant, mode, address, reason, email id) to suppress: every recipient of a permanent bounce
+    (`OnAccountSuppressionList` included) or a complaint; transient and undetermined bounces
+    suppress nothing. Idempotent: the list keeps an address's first entry."""
+    entries: list[tuple[str, str, str, str, str]] = []
+    for event in handled:
+        if isinstance(event, events.EmailBounced) and event.bounce_type == "Permanent":
+            reason = "bounce"
+        elif isinstance(event, events.EmailComplained):
+            reason = "complaint"
+        else:
+            continue
+        entries.extend((event.tenant_id, event.mode, r.lower(), reason, event.email_id) for r in event.recipients)
+    return entries
 
 
 async def project_email_events(rt: Runtime, items: list[BatchItem]) -> None:
