@@ -20,7 +20,7 @@ test: install ## Run every test (unit, service, end-to-end, crash)
 
 # Test folders have no __init__.py and repeat module names (conftest, test_repository), so mypy
 # checks each folder on its own; the root conftest.py and tools/boundaries.py go with the sources.
-MYPY_SOURCES := libs/contracts/src libs/kit/src $(wildcard services/*/src tools/*/src) conftest.py tools/boundaries.py tools/asyncapi.py
+MYPY_SOURCES := libs/contracts/src libs/kit/src $(wildcard services/*/src tools/*/src) conftest.py tools/boundaries.py tools/asyncapi.py examples/subscriber.py
 MYPY_TESTS := $(wildcard libs/*/tests services/*/tests tools/*/tests) tests bench
 
 lint: install ## ruff (lint + format), mypy (sources and tests), boundaries (imports, SQL only in repository.py)

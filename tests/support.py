@@ -161,3 +161,30 @@ def make_stack(tmp: Path, postgres: Postgres, **extra_env: dict[str, str]) -> It
     finally:
         stack.stop()
         postgres.drop_database(dbname)
+
+
+def api_processes_stack(base: Path, postgres: Postgres, processes: int) -> Iterator[Stack]:
+    """The api service alone, as `processes` copies on one port (MAILROOM_API_PROCESSES), on a
+    database of its own; yielded once every copy has started."""
+    dbname = f"mailroom_procs_{secrets.token_hex(5)}"
+    stack = Stack(
+        base_dir=base,
+        ports=Ports.free(),
+        operator_token=f"op_{secrets.token_hex(12)}",
+        webhooks_secret_key=Fernet.generate_key().decode(),
+        database_url=postgres.create_database(dbname),
+        processes=("api",),
+        extra_env={"api": {"MAILROOM_API_PROCESSES": str(processes)}},
+    )
+    try:
+        stack.start()
+        # Ready answers as soon as one copy listens: wait for every copy.
+        wait_for(
+            lambda: stack.log_tail("api", 200_000).count('"service.started"') == processes,
+            timeout=60,
+            what="every copy started",
+        )
+        yield stack
+    finally:
+        stack.stop()
+        postgres.drop_database(dbname)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -16,10 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 from mailroom_devstack.infra import Postgres
-from mailroom_devstack.stack import Ports, Stack
-from support import Tenant, create_tenant, wait_for
+from mailroom_devstack.stack import Stack
+from support import Tenant, api_processes_stack, create_tenant, wait_for
 
 PROCESSES = 2
 # Requests on fresh connections: SO_REUSEPORT spreads connections, not requests.
@@ -28,28 +26,7 @@ FRESH = httpx.Limits(max_keepalive_connections=0)
 
 @pytest.fixture
 def api_stack(tmp_path: Path, postgres: Postgres) -> Iterator[Stack]:
-    dbname = f"mailroom_procs_{secrets.token_hex(5)}"
-    stack = Stack(
-        base_dir=tmp_path,
-        ports=Ports.free(),
-        operator_token=f"op_{secrets.token_hex(12)}",
-        webhooks_secret_key=Fernet.generate_key().decode(),
-        database_url=postgres.create_database(dbname),
-        processes=("api",),
-        extra_env={"api": {"MAILROOM_API_PROCESSES": str(PROCESSES)}},
-    )
-    try:
-        stack.start()
-        # Ready answers as soon as one copy listens: wait for every copy.
-        wait_for(
-            lambda: stack.log_tail("api", 200_000).count('"service.started"') == PROCESSES,
-            timeout=60,
-            what="every copy started",
-        )
-        yield stack
-    finally:
-        stack.stop()
-        postgres.drop_database(dbname)
+    yield from api_processes_stack(tmp_path, postgres, PROCESSES)
 
 
 def children(pid: int) -> list[int]:
@@ -79,8 +56,10 @@ def _401s_per_process(stack: Stack) -> list[int]:
     with httpx.Client(base_url=stack.url("api"), limits=FRESH, timeout=10) as client:
         for _ in range(30):
             text = client.get("/metrics").text
-            match = re.search(r'mailroom_http_requests_total\{method="GET",service="api",status="401"\} (\S+)', text)
-            seen.add(int(float(match.group(1))) if match else 0)
+            counts = re.findall(
+                r'mailroom_http_requests_total\{method="GET",route="[^"]*",service="api",status="401"\} (\S+)', text
+            )
+            seen.add(int(sum(float(c) for c in counts)))
     return sorted(seen)
 
 

@@ -198,6 +198,9 @@ def test_default_install_exposes_nothing_and_shares_one_url() -> None:
     assert {p["metadata"]["name"] for p in of_kind("default", "PodDisruptionBudget")} == {
         f"mr-mailroom-{svc}" for svc in ("api", "events", "sender", "webhooks")
     }, "domains runs one replica by default: no PDB that would block a drain"
+    api = next(d for d in of_kind("default", "Deployment") if d["metadata"]["name"] == "mr-mailroom-api")
+    env = container_env(api["spec"]["template"]["spec"]["containers"][0])
+    assert "MAILROOM_API_UNSUBSCRIBE_SECRET" not in env and "MAILROOM_API_PUBLIC_URL" not in env, "broadcast off"
 
 
 def test_minimal_uses_a_static_credentials_secret_for_ses_only() -> None:
@@ -242,6 +245,15 @@ def test_ha_production_autoscales_isolates_and_is_scraped() -> None:
     api = next(d for d in of_kind(case, "Deployment") if d["metadata"]["name"] == "mr-mailroom-api")
     env = container_env(api["spec"]["template"]["spec"]["containers"][0])
     assert env["MAILROOM_API_OPERATOR_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "mailroom-operator"
+    # the broadcast stream: the unsubscribe key from a Secret, the links' public URL
+    assert env["MAILROOM_API_UNSUBSCRIBE_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mailroom-unsubscribe",
+        "key": "unsubscribe-secret",
+    }
+    assert env["MAILROOM_API_PUBLIC_URL"]["value"] == "https://api.mail.example.com"
+    sender = next(d for d in of_kind(case, "Deployment") if d["metadata"]["name"] == "mr-mailroom-sender")
+    sender_env = container_env(sender["spec"]["template"]["spec"]["containers"][0])
+    assert sender_env["MAILROOM_SENDER_BROADCAST_CONFIGURATION_SET"]["value"] == "mailroom-broadcast"
 
 
 def test_notes_tell_the_next_steps() -> None:
@@ -265,6 +277,7 @@ def test_notes_tell_the_next_steps() -> None:
         ({"postgres": {"existingSecret": ""}}, "/postgres/existingSecret"),  # no Postgres Secret
         ({"log": {"level": "verbose"}}, "/log/level"),
         ({"events": {"snsTopicArns": ["not-an-arn"]}}, "/events/snsTopicArns/0"),
+        ({"api": {"broadcast": {"publicUrl": "http://mail.example.com"}}}, "/api/broadcast/publicUrl"),  # not https
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:

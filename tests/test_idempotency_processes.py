@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 from collections.abc import Iterator
 
 import httpx
 import psycopg
 import pytest
-from cryptography.fernet import Fernet
 from mailroom_devstack.infra import Postgres
-from mailroom_devstack.stack import Ports, Stack
-from support import Tenant, create_tenant, wait_for
+from mailroom_devstack.stack import Stack
+from support import Tenant, api_processes_stack, create_tenant
 
 PROCESSES = 2
 CONCURRENT = 20
@@ -26,27 +24,7 @@ SEND = {"from": "a@anything.test", "to": "b@example.test", "subject": "once", "t
 
 @pytest.fixture(scope="module")
 def api_stack(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Iterator[Stack]:
-    dbname = f"mailroom_idem_{secrets.token_hex(5)}"
-    stack = Stack(
-        base_dir=tmp_path_factory.mktemp("idem"),
-        ports=Ports.free(),
-        operator_token=f"op_{secrets.token_hex(12)}",
-        webhooks_secret_key=Fernet.generate_key().decode(),
-        database_url=postgres.create_database(dbname),
-        processes=("api",),
-        extra_env={"api": {"MAILROOM_API_PROCESSES": str(PROCESSES)}},
-    )
-    try:
-        stack.start()
-        wait_for(
-            lambda: stack.log_tail("api", 200_000).count('"service.started"') == PROCESSES,
-            timeout=60,
-            what="every copy started",
-        )
-        yield stack
-    finally:
-        stack.stop()
-        postgres.drop_database(dbname)
+    yield from api_processes_stack(tmp_path_factory.mktemp("idem"), postgres, PROCESSES)
 
 
 def posts_per_process(stack: Stack) -> set[float]:
@@ -56,7 +34,9 @@ def posts_per_process(stack: Stack) -> set[float]:
         for _ in range(40):
             text = client.get("/metrics").text
             posts = re.findall(
-                r'^mailroom_http_requests_total\{method="POST",service="api",status="\d+"\} (\S+)$', text, re.M
+                r'^mailroom_http_requests_total\{method="POST",route="[^"]*",service="api",status="\d+"\} (\S+)$',
+                text,
+                re.M,
             )
             seen.add(sum(float(p) for p in posts))
     return seen

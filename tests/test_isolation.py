@@ -93,6 +93,8 @@ def world(stack: Stack, api: httpx.Client) -> World:
     assert key_b.status_code == 201, key_b.text
     hook_b = api.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]}, headers=b.headers())
     assert hook_b.status_code == 201, hook_b.text
+    suppressed_b = api.post("/v1/suppressions", json={"email": "iso-b@example.test"}, headers=b.headers())
+    assert suppressed_b.status_code == 201, suppressed_b.text
     sending = api.post("/v1/api-keys", json={"name": "a-sending", "permission": "sending_access"}, headers=a.headers())
     assert sending.status_code == 201, sending.text
     return World(
@@ -104,6 +106,7 @@ def world(stack: Stack, api: httpx.Client) -> World:
             "domain_id": domain_b["id"],
             "key_id": key_b.json()["id"],
             "webhook_id": hook_b.json()["id"],
+            "email": suppressed_b.json()["email"],  # DELETE /v1/suppressions/{email}
         },
         a_live_email=send(api, f"hi@{domain_a['name']}", a.headers()),
         a_test_email=send(api, f"hi@{domain_a['name']}", a.headers("test")),
@@ -131,7 +134,7 @@ def fill(path: str, ids: dict[str, str]) -> str:
 
 def test_the_document_names_the_resources_the_matrix_covers(doc: dict[str, Any]) -> None:
     named = {p for _, path in operations(doc, "/v1/") for p in PARAM.findall(path)}
-    assert named == {"email_id", "domain_id", "key_id", "webhook_id"}
+    assert named == {"email_id", "domain_id", "key_id", "webhook_id", "email"}
     assert operations(doc, "/v1/", public=True) == [
         ("GET", "/v1/unsubscribe/{token}"),
         ("POST", "/v1/unsubscribe/{token}"),
@@ -157,6 +160,8 @@ def test_another_tenants_resources_are_not_found_and_unchanged(
         if method == "GET":
             r = api.get(fill(path, world.ids_of_b), headers=world.b.headers())
             assert r.status_code == 200, f"B lost {path}: {r.status_code} {r.text}"
+    kept = api.get("/v1/suppressions", params={"email": world.ids_of_b["email"]}, headers=world.b.headers())
+    assert [e["email"] for e in kept.json()["data"]] == [world.ids_of_b["email"]], "B lost its suppression"
 
 
 def test_a_sending_key_is_refused_every_management_route(doc: dict[str, Any], world: World, api: httpx.Client) -> None:

@@ -36,6 +36,9 @@ EXPECTED = {
     ("/v1/settings", "patch"),
     ("/v1/unsubscribe/{token}", "get"),  # no API key: the signed token is the authority
     ("/v1/unsubscribe/{token}", "post"),
+    ("/v1/suppressions", "get"),
+    ("/v1/suppressions", "post"),
+    ("/v1/suppressions/{email}", "delete"),
 }
 
 # Actions that take no body (SPEC: `POST /v1/emails/{id}/cancel`).

@@ -187,5 +187,6 @@ async def test_two_batches_on_one_email_serialise_and_keep_the_other_ones_commit
         await a.close()
         await b.close()
         await setup.execute("DELETE FROM emails WHERE tenant_id = %s", (tenant_id,))
+        await setup.execute("DELETE FROM suppressions WHERE tenant_id = %s", (tenant_id,))  # the hard bounce's
         await setup.execute("DELETE FROM tenants WHERE id = %s", (tenant_id,))
         await setup.close()

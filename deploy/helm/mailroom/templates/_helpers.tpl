@@ -115,6 +115,21 @@ app.kubernetes.io/component: {{ .name }}
       name: {{ . }}
       key: {{ $v.api.operatorToken.key }}
 {{- end }}
+{{- with $v.api.broadcast.unsubscribeSecret.existingSecret }}
+- name: MAILROOM_API_UNSUBSCRIBE_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.api.broadcast.unsubscribeSecret.key }}
+{{- end }}
+{{- with $v.api.broadcast.publicUrl }}
+- name: MAILROOM_API_PUBLIC_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.api.broadcast.unsubscribeMailto }}
+- name: MAILROOM_API_UNSUBSCRIBE_MAILTO
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- if eq .name "events" }}
 - name: MAILROOM_EVENTS_SNS_TOPIC_ARNS
@@ -123,6 +138,8 @@ app.kubernetes.io/component: {{ .name }}
 {{- if eq .name "sender" }}
 - name: MAILROOM_SENDER_CONFIGURATION_SET
   value: {{ $v.sender.configurationSet | quote }}
+- name: MAILROOM_SENDER_BROADCAST_CONFIGURATION_SET
+  value: {{ $v.sender.broadcastConfigurationSet | quote }}
 {{- with $v.sender.sesEventsTopicArn }}
 - name: MAILROOM_SENDER_SES_EVENTS_TOPIC_ARN
   value: {{ . | quote }}

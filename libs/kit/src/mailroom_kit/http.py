@@ -109,11 +109,13 @@ def request_logging(service: str, *, quiet_paths: Collection[str] = DEFAULT_QUIE
         started = state.get(STARTED_KEY)
         # None when Litestar answered before routing (unknown route or method): nothing timed it.
         seconds = time.perf_counter() - started if started is not None else None
+        route = scope.get("path_template") or "unmatched"  # set by Litestar's router once it matched
+        code = str(status)
         HTTP_REQUESTS.labels(
-            service=service, method=method if method in _METHODS else "OTHER", status=str(status)
+            service=service, route=route, method=method if method in _METHODS else "OTHER", status=code
         ).inc()
         if seconds is not None:
-            HTTP_REQUEST_SECONDS.labels(service=service).observe(seconds)
+            HTTP_REQUEST_SECONDS.labels(service=service, route=route, status=code).observe(seconds)
         # A route whose path holds a capability (an unsubscribe token) logs its template instead:
         # `add_log_fields(scope, path="/v1/unsubscribe/{token}")`.
         fields = {"path": path, **state.get(LOG_FIELDS_KEY, {})}

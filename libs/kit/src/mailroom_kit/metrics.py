@@ -1,8 +1,10 @@
 """Prometheus metrics shared by every service (each process exposes them on /metrics)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-OUTBOX_PUBLISHED = Counter("mailroom_outbox_published_total", "Events relayed from the outbox", ["schema"])
+# By subject: rate(...{subject="mailroom.email.queued"}) is emails accepted, `.sent`, `.failed`,
+# `.delivered`, `.bounced` … the outcomes, each counted once by the service that publishes it.
+OUTBOX_PUBLISHED = Counter("mailroom_outbox_published_total", "Events relayed from the outbox", ["schema", "subject"])
 MESSAGES_HANDLED = Counter("mailroom_messages_handled_total", "JetStream messages handled", ["consumer", "outcome"])
 MESSAGE_SECONDS = Histogram("mailroom_message_handle_seconds", "Time to handle one message", ["consumer"])
 DEAD_LETTERS = Counter(
@@ -10,7 +12,26 @@ DEAD_LETTERS = Counter(
     "Messages a consumer gave up on and published to mailroom.dlq.<durable>",
     ["consumer"],
 )
-HTTP_REQUESTS = Counter("mailroom_http_requests_total", "HTTP requests", ["service", "method", "status"])
-HTTP_REQUEST_SECONDS = Histogram("mailroom_http_request_seconds", "Time to answer one HTTP request", ["service"])
+# `route` is the matched route's template (`/v1/emails/{email_id}`), never the path itself, so its
+# values are the routes the service has (plus "unmatched"): no id or token becomes a label.
+HTTP_REQUESTS = Counter("mailroom_http_requests_total", "HTTP requests", ["service", "route", "method", "status"])
+HTTP_REQUEST_SECONDS = Histogram(
+    "mailroom_http_request_seconds", "Time to answer one HTTP request", ["service", "route", "status"]
+)
 RPC_REQUESTS = Counter("mailroom_rpc_requests_total", "RPC requests answered", ["subject", "outcome"])
 RPC_SECONDS = Histogram("mailroom_rpc_request_seconds", "Time to answer one RPC request", ["subject"])
+
+# Read every MAILROOM_METRICS_INTERVAL_SECONDS by each service (runtime.ops_gauges).
+OUTBOX_BACKLOG = Gauge("mailroom_outbox_backlog", "Outbox rows not yet relayed (scheduled ones excluded)", ["schema"])
+OUTBOX_OLDEST_SECONDS = Gauge(
+    "mailroom_outbox_oldest_seconds", "Age of the oldest outbox row not yet relayed (0 when empty)", ["schema"]
+)
+CONSUMER_PENDING = Gauge(
+    "mailroom_consumer_pending", "Messages a durable consumer has not been given yet", ["consumer"]
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "mailroom_consumer_ack_pending", "Messages given to a durable consumer and not acknowledged yet", ["consumer"]
+)
+CONSUMER_REDELIVERED = Gauge(
+    "mailroom_consumer_redelivered", "Messages of a durable consumer delivered more than once", ["consumer"]
+)

@@ -38,6 +38,7 @@ the hook writes must take the outbox row first, as the relay does.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -123,6 +124,16 @@ UNION ALL
 SELECT NULL, NULL, NULL, NULL, extract(epoch FROM min(not_before) - statement_timestamp())::float8
 FROM outbox_scheduled WHERE not_before > statement_timestamp()
 """
+
+
+async def backlog(conn: Conn) -> tuple[int, float]:
+    """(rows waiting to be relayed, age in seconds of the oldest; 0 when none), for the gauges."""
+    cur = await conn.execute(
+        "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest FROM outbox"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"]), float(row["oldest"])
 
 
 # nats-py lets 4,000 asynchronous publishes be pending per JetStream context; a window stays
@@ -219,8 +230,8 @@ class OutboxRelay:
         return self._count(acked, rows, error)
 
     def _count(self, acked: list[dict[str, Any]], rows: list[dict[str, Any]], error: BaseException | None) -> int:
-        if acked:
-            OUTBOX_PUBLISHED.labels(schema=self._schema).inc(len(acked))
+        for subject, count in Counter(row["subject"] for row in acked).items():
+            OUTBOX_PUBLISHED.labels(schema=self._schema, subject=subject).inc(count)
         if len(acked) < len(rows):
             raise RelayIncomplete(relayed=len(acked), failed=len(rows) - len(acked), error=error)
         return len(acked)

@@ -28,11 +28,18 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mailroom_kit import inbox
+from mailroom_kit import inbox, outbox
 from mailroom_kit.db import Pool, open_pool
 from mailroom_kit.http import request_logging
 from mailroom_kit.jetstream import connect, reconcile
 from mailroom_kit.logging import configure_logging, get_logger
+from mailroom_kit.metrics import (
+    CONSUMER_ACK_PENDING,
+    CONSUMER_PENDING,
+    CONSUMER_REDELIVERED,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_SECONDS,
+)
 from mailroom_kit.migrations import migrate, pending
 from mailroom_kit.outbox import OnScheduledRelayed, OutboxRelay
 from mailroom_kit.retention import Purge, retention_worker
@@ -45,6 +52,7 @@ from mailroom_kit.server import (
     server_config,
 )
 from mailroom_kit.settings import DAY, BaseSettings, SettingsError
+from mailroom_kit.wake import sleep_until_stopped
 
 log = get_logger(__name__)
 
@@ -133,6 +141,36 @@ class _Server(uvicorn.Server):
 Worker = Callable[[Runtime[S]], Coroutine[Any, Any, None]]
 
 
+async def read_gauges(rt: Runtime[Any], consumers: Sequence[ConsumerSpec]) -> None:
+    """Outbox backlog and age, and each consumer's pending / ack-pending / redelivered counts, into
+    the gauges of /metrics (mailroom_kit.metrics)."""
+    async with rt.pool.connection() as conn:
+        rows, oldest = await outbox.backlog(conn)
+    OUTBOX_BACKLOG.labels(schema=rt.schema).set(rows)
+    OUTBOX_OLDEST_SECONDS.labels(schema=rt.schema).set(oldest)
+    for spec in consumers:
+        info = await rt.js.consumer_info(spec.stream, spec.durable)
+        CONSUMER_PENDING.labels(consumer=spec.durable).set(info.num_pending or 0)
+        CONSUMER_ACK_PENDING.labels(consumer=spec.durable).set(info.num_ack_pending or 0)
+        CONSUMER_REDELIVERED.labels(consumer=spec.durable).set(info.num_redelivered or 0)
+
+
+def ops_gauges(consumers: Sequence[ConsumerSpec]) -> Worker[Any]:
+    """The worker that keeps those gauges current (every MAILROOM_METRICS_INTERVAL_SECONDS); a failed
+    reading (Postgres or NATS away) leaves the last values and is tried again."""
+
+    async def gauges(rt: Runtime[Any]) -> None:
+        while not rt.stop.is_set():
+            try:
+                await read_gauges(rt, consumers)
+            except Exception as exc:
+                log.debug("metrics.gauges_failed", error=repr(exc))
+            if await sleep_until_stopped(rt.stop, rt.settings.metrics_interval_seconds):
+                return
+
+    return gauges
+
+
 async def serve(
     *,
     name: str,
@@ -190,7 +228,10 @@ async def serve(
         [Purge("inbox", settings.inbox_retention_days * DAY, inbox.purge), *purges],
         interval_seconds=settings.retention_interval_seconds,
     )
-    tasks = [asyncio.create_task(w(runtime), name=getattr(w, "__name__", "worker")) for w in [*workers, retention]]
+    gauges = ops_gauges(consumers)
+    tasks = [
+        asyncio.create_task(w(runtime), name=getattr(w, "__name__", "worker")) for w in [*workers, retention, gauges]
+    ]
     # A child binds its own SO_REUSEPORT socket: the kernel spreads connections over the copies.
     sockets = [reuse_port_socket(settings.host, settings.port)] if child else None
     http = asyncio.create_task(server.serve(sockets=sockets), name="http")

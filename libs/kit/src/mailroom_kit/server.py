@@ -44,7 +44,7 @@ def _refusal(service: str, reason: str) -> tuple[str, bytes]:
     body = msgspec.json.encode(
         {"error": "invalid_json", "message": "malformed HTTP request", "param": None, "request_id": rid}
     )
-    HTTP_REQUESTS.labels(service=service, method="OTHER", status="400").inc()
+    HTTP_REQUESTS.labels(service=service, route="unmatched", method="OTHER", status="400").inc()
     # uvicorn's reason ("Invalid HTTP request received.") is fixed text, never request data.
     log.info("http.request", request_id=rid, method=None, path=None, status=400, reason=reason)
     return rid, body

@@ -31,6 +31,7 @@ SHARED = frozenset(
         "db_pool_timeout_seconds",
         "retention_interval_seconds",
         "inbox_retention_days",
+        "metrics_interval_seconds",
     }
 )
 
@@ -67,6 +68,8 @@ class BaseSettings(msgspec.Struct, frozen=True, kw_only=True):
     # How long consumers remember the events they applied (the inbox); 0 keeps them forever. At least
     # the email stream's max age (14 days), so any redelivery is still recognised as one.
     inbox_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 15.0
+    # How often each service reads its outbox backlog and its consumers' lag into /metrics.
+    metrics_interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 15.0
 
     def __post_init__(self) -> None:
         """Checks across fields; a subclass with its own `__post_init__` calls this one first."""

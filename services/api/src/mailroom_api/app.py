@@ -47,6 +47,7 @@ from mailroom_api.http.guards import (
 )
 from mailroom_api.keys.controllers import AdminApiKeysController, ApiKeysController
 from mailroom_api.settings import ApiSettings
+from mailroom_api.suppressions.controllers import SuppressionsController
 from mailroom_api.tenants.controllers import AdminTenantsController
 from mailroom_api.unsubscribe.controllers import UnsubscribeController
 from mailroom_api.webhooks.controllers import WebhooksController
@@ -64,6 +65,7 @@ ROUTES: list[type[Controller]] = [
     WebhooksController,
     SettingsController,
     UnsubscribeController,
+    SuppressionsController,
 ]
 
 

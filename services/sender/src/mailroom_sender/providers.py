@@ -34,6 +34,7 @@ from botocore.exceptions import (
 )
 from mailroom_contracts.events import BounceType, EmailQueued, Stream
 from mailroom_contracts.ses import TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID
+from prometheus_client import Histogram
 
 from mailroom_sender.errors import (
     InDoubtProviderError,
@@ -263,6 +264,15 @@ def classify(exc: Exception) -> ProviderError:
     return InDoubtProviderError(f"SES outcome unknown ({kind}): {exc}")
 
 
+# SES SendEmail calls by outcome (the counts are the histogram's _count): latency and errors.
+SES_SEND_SECONDS = Histogram("mailroom_ses_send_seconds", "SES SendEmail call latency", ["outcome"])
+_OUTCOMES = {
+    TransientProviderError: "transient",
+    PermanentProviderError: "permanent",
+    InDoubtProviderError: "in_doubt",
+}
+
+
 class SesProvider:
     """Sends the raw MIME message with SES v2 SendEmail, tagged so SES events find the email again."""
 
@@ -308,10 +318,14 @@ class SesProvider:
         return await loop.run_in_executor(self._executor, functools.partial(getattr(self._client, method), **kwargs))
 
     async def send(self, email: EmailQueued, raw: bytes) -> SendResult:
+        started = time.perf_counter()
         try:
             response = await self._call("send_email", **self.request(email, raw))
         except Exception as exc:
-            raise classify(exc) from exc
+            error = classify(exc)
+            SES_SEND_SECONDS.labels(outcome=_OUTCOMES.get(type(error), "error")).observe(time.perf_counter() - started)
+            raise error from exc
+        SES_SEND_SECONDS.labels(outcome="accepted").observe(time.perf_counter() - started)
         return SendResult(provider="ses", message_id=str(response["MessageId"]))
 
     def configuration_set_for(self, email: EmailQueued) -> ConfigurationSet:

@@ -21,6 +21,9 @@ class KeyPrincipalRow(msgspec.Struct, frozen=True, kw_only=True):
     # the default sender, and per domain name (lower-case) with tracking on, [opens, clicks].
     default_from: str | None = None
     domain_tracking: dict[str, tuple[bool, bool]] = {}
+    # Issue 22: the tenant's suppression list of the key's mode has an entry (a send then looks
+    # its recipients up; with an empty list it does not).
+    has_suppressions: bool = False
 
 
 async def find_key_by_hash(conn: Conn, token_hash: str) -> KeyPrincipalRow | None:
@@ -34,7 +37,9 @@ async def find_key_by_hash(conn: Conn, token_hash: str) -> KeyPrincipalRow | Non
         " t.default_from, (SELECT coalesce(jsonb_object_agg(d.name, jsonb_build_array(d.track_opens, d.track_clicks)),"
         " '{}') FROM (SELECT DISTINCT ON (lower(name)) lower(name) AS name, track_opens, track_clicks FROM domains"
         " WHERE tenant_id = k.tenant_id ORDER BY lower(name), (status = 'verified') DESC, created_at DESC) d"
-        " WHERE d.track_opens OR d.track_clicks) AS domain_tracking"
+        " WHERE d.track_opens OR d.track_clicks) AS domain_tracking,"
+        " EXISTS (SELECT 1 FROM suppressions s WHERE s.tenant_id = k.tenant_id AND s.mode = k.mode)"
+        " AS has_suppressions"
         " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.token_hash = %s",
         (token_hash,),
     )

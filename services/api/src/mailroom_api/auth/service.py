@@ -37,6 +37,8 @@ class Principal:
     # defaults ({lower-case name: (opens, clicks)}, only domains that track something).
     default_from: str | None = None
     domain_tracking: Mapping[str, tuple[bool, bool]] = field(default_factory=dict)
+    # Issue 22: the tenant's suppression list of this mode is not empty (see emails/service.py).
+    has_suppressions: bool = False
 
     def tracking_defaults(self, domain: str) -> tuple[bool, bool]:
         """(track_opens, track_clicks) of the tenant's domain `domain` (lower-case); off if unknown."""
@@ -80,6 +82,7 @@ def principal_of(row: repo.KeyPrincipalRow | None) -> Principal:
         tenant_status=row.tenant_status,
         default_from=row.default_from,
         domain_tracking=row.domain_tracking,
+        has_suppressions=row.has_suppressions,
     )
 
 

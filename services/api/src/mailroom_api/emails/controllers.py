@@ -103,7 +103,10 @@ class EmailsController(Controller):
         try:
             async with rt.pool.connection() as conn, single_statement(conn):
                 if key is None:
-                    await service.accept_email(conn, principal, prepared)
+                    # issue 22: a query only for a tenant whose list (of this mode) has entries
+                    await service.accept_email(
+                        conn, principal, await service.check_suppressions(conn, principal, prepared)
+                    )
                 else:
                     answer = await service.accept_email_once(
                         conn, principal, prepared, key, ttl_seconds=settings.idempotency_ttl_seconds

@@ -85,20 +85,6 @@ class _EmailState:
     # --- end opens and clicks
 
 
-def _unsubscribe_rows(event: events.EmailUnsubscribed) -> list[repo.SuppressionInsert]:
-    return [
-        repo.SuppressionInsert(
-            tenant_id=event.tenant_id,
-            mode=event.mode,
-            email=address.strip().lower(),
-            reason="unsubscribe",
-            source_email_id=event.email_id,
-        )
-        for address in event.recipients
-        if address.strip()
-    ]
-
-
 async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> list[Result]:
     """Project lifecycle events (in delivery order) into the email log inside the caller's
     transaction. Returns each event's result: applied | unchanged (its timeline entry was already
@@ -132,15 +118,12 @@ async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> 
                 )
             )
     recorded = await repo.insert_timeline_events(conn, entries)
-    unsubscribes: list[repo.SuppressionInsert] = []  # SES Subscription opt-outs (issue 22)
     for i in known:
         event = batch[i]
         if results[i] == "unchanged" and event.event_id in recorded:
             recorded.discard(event.event_id)
             if type(event) in ENGAGEMENT_TYPES:  # opens, clicks and unsubscribes
                 emails[event.email_id].count(event)
-                if isinstance(event, events.EmailUnsubscribed):
-                    unsubscribes.extend(_unsubscribe_rows(event))
             else:
                 emails[event.email_id].apply(event, EVENT_STATUS[type(event)])
             results[i] = "applied"
@@ -165,11 +148,30 @@ async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> 
         )
     await repo.update_recipient_statuses(conn, recipient_updates)
     await repo.update_email_statuses(conn, email_updates)
-    # --- SES Subscription opt-outs → `unsubscribe` suppressions (issue 22), once per event: only
-    # for timeline entries recorded now; an address already suppressed keeps its first row.
-    await repo.add_suppressions(conn, unsubscribes)
-    # --- end unsubscribes
+    # --- suppressions (issue 22): hard bounces, complaints and SES opt-outs put their recipients on the list
+    await repo.add_suppressions(
+        conn, _suppressions([e for e, r in zip(batch, results, strict=True) if r in ("applied", "unchanged")])
+    )
+    # --- end suppressions
     return results
+
+
+def _suppressions(handled: Sequence[events.EmailEvent]) -> list[tuple[str, str, str, str, str]]:
+    """(tenant, mode, address, reason, email id) to suppress: every recipient of a permanent bounce
+    (`OnAccountSuppressionList` included), a complaint or an SES unsubscribe; transient and undetermined bounces
+    suppress nothing. Idempotent: the list keeps an address's first entry."""
+    entries: list[tuple[str, str, str, str, str]] = []
+    for event in handled:
+        if isinstance(event, events.EmailBounced) and event.bounce_type == "Permanent":
+            reason = "bounce"
+        elif isinstance(event, events.EmailComplained):
+            reason = "complaint"
+        elif isinstance(event, events.EmailUnsubscribed):  # an SES Subscription opt-out
+            reason = "unsubscribe"
+        else:
+            continue
+        entries.extend((event.tenant_id, event.mode, r.lower(), reason, event.email_id) for r in event.recipients)
+    return entries
 
 
 async def project_email_events(rt: Runtime, items: list[BatchItem]) -> None:

@@ -143,9 +143,9 @@ WITH allowed AS (
     RETURNING id
 ), recipients AS (
     INSERT INTO email_recipients (email_id, position, address, type, status)
-    SELECT email.id, r.n - 1, r.address, r.type, %(status)s::text
-    FROM email, ROWS FROM (jsonb_to_recordset(%(recipients)s::jsonb) AS (address text, type text))
-        WITH ORDINALITY AS r (address, type, n)
+    SELECT email.id, r.n - 1, r.address, r.type, coalesce(r.status, %(status)s::text)
+    FROM email, ROWS FROM (jsonb_to_recordset(%(recipients)s::jsonb) AS (address text, type text, status text))
+        WITH ORDINALITY AS r (address, type, status, n)
 ), timeline AS (
     INSERT INTO email_events (id, email_id, type, occurred_at, data)
     SELECT %(event_id)s::text, email.id, %(timeline_type)s::text, %(created_at)s::timestamptz, '{{}}' FROM email
@@ -182,6 +182,7 @@ async def accept_email(
     timeline_type: str = "queued",
     idempotency: IdempotencyRecord | None = None,
     schedule: ScheduledAccept | None = None,
+    suppressed: frozenset[str] = frozenset(),
 ) -> Acceptance:
     """Accept an email in ONE statement, atomic by itself: check the from-domain (the key's own
     domain if it is limited to one; a verified domain of the tenant if `needs_verified_domain`),
@@ -199,7 +200,17 @@ async def accept_email(
         key_domain_id=key_domain_id,
         needs_verified=needs_verified_domain,
         # One JSON text, not two arrays: psycopg dumps a str without inspecting it.
-        recipients=msgspec.json.encode([{"address": a, "type": t} for a, t in recipients]).decode(),
+        # A recipient in `suppressed` (lower-cased; issue 22) carries its own status; the others take the email's.
+        recipients=msgspec.json.encode(
+            [
+                {"address": a, "type": t, "status": "suppressed"}
+                if a.lower() in suppressed
+                else {"address": a, "type": t}
+                for a, t in recipients
+            ]
+            if suppressed
+            else [{"address": a, "type": t} for a, t in recipients]
+        ).decode(),
         event_id=event_id,
         timeline_type=timeline_type,
         outbox_subject=outbox_subject,
@@ -217,6 +228,31 @@ async def accept_email(
     assert row is not None  # `allowed` is always one row
     return Acceptance(
         domain_allowed=row["domain_allowed"], domain_verified=row["domain_verified"], key_recorded=row["key_recorded"]
+    )
+
+
+async def suppressed_among(conn: Conn, tenant_id: str, mode: str, addresses: list[str]) -> set[str]:
+    """Which of `addresses` (lower-cased) are on the tenant's suppression list of `mode` (issue 22;
+    asked only when that list is not empty)."""
+    cur = await conn.execute(
+        "SELECT email FROM suppressions WHERE tenant_id = %s AND mode = %s AND email = ANY(%s)",
+        (tenant_id, mode, addresses),
+    )
+    return {row["email"] for row in await cur.fetchall()}
+
+
+async def add_suppressions(conn: Conn, entries: list[tuple[str, str, str, str, str]]) -> None:
+    """Suppress (tenant_id, mode, lower-cased address, reason, source email id) entries in one
+    statement; an address already on its list keeps its first entry (issue 22: the email log
+    projector's automatic adds from hard bounces and complaints)."""
+    if not entries:
+        return
+    tenant_ids, modes, emails, reasons, sources = (list(column) for column in zip(*entries, strict=True))
+    await conn.execute(
+        "INSERT INTO suppressions (tenant_id, mode, email, reason, source_email_id)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+        " ON CONFLICT (tenant_id, mode, email) DO NOTHING",
+        (tenant_ids, modes, emails, reasons, sources),
     )
 
 
@@ -249,6 +285,7 @@ class BatchEmail(msgspec.Struct, frozen=True, kw_only=True):
     payload: bytes
     timeline_type: str = "queued"
     schedule: ScheduledAccept | None = None  # scheduling: see the end of this module
+    suppressed: frozenset[str] = frozenset()  # issue 22: recipients (lower-cased) written `suppressed`
 
 
 _RECORDSET = ", ".join(f"{name} {kind}" for name, kind in _ACCEPT_TYPES.items())
@@ -334,7 +371,13 @@ async def accept_emails(
         "emails": msgspec.json.encode(rows).decode(),
         "recipients": msgspec.json.encode(
             [
-                {"email_id": e.row.id, "position": i, "address": address, "type": kind, "status": e.row.status}
+                {
+                    "email_id": e.row.id,
+                    "position": i,
+                    "address": address,
+                    "type": kind,
+                    "status": "suppressed" if e.suppressed and address.lower() in e.suppressed else e.row.status,
+                }
                 for e in emails
                 for i, (address, kind) in enumerate(e.recipients)
             ]
@@ -628,33 +671,6 @@ async def update_email_statuses(conn: Conn, updates: list[EmailUpdate]) -> None:
             [u.last_event_at for u in updates],
             [u.opens for u in updates],
             [u.clicks for u in updates],
-        ),
-    )
-
-
-class SuppressionInsert(msgspec.Struct, frozen=True, kw_only=True):
-    tenant_id: str
-    mode: str
-    email: str  # normalised (lower-cased bare address)
-    reason: str
-    source_email_id: str | None = None
-
-
-async def add_suppressions(conn: Conn, rows: list[SuppressionInsert]) -> None:
-    """Suppress addresses (the projector's SES Subscription opt-outs) in one statement; an address
-    already on the tenant's list keeps its first row. Nothing is sent when `rows` is empty."""
-    if not rows:
-        return
-    await conn.execute(
-        "INSERT INTO suppressions (tenant_id, mode, email, reason, source_email_id)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
-        " ON CONFLICT (tenant_id, mode, email) DO NOTHING",
-        (
-            [r.tenant_id for r in rows],
-            [r.mode for r in rows],
-            [r.email for r in rows],
-            [r.reason for r in rows],
-            [r.source_email_id for r in rows],
         ),
     )
 

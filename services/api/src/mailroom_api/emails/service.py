@@ -173,6 +173,9 @@ class PreparedEmail:
     content: events.ContentRef | None = None
     # Scheduling: what a scheduled email's accept writes besides (emails/scheduling.py).
     schedule: repo.ScheduledAccept | None = None
+    # Issue 22: its recipients (lower-cased) on the suppression list, written with status
+    # `suppressed` and left out of the EmailQueued (so the sender never sends to them).
+    suppressed: frozenset[str] = frozenset()
 
     @property
     def recipients(self) -> list[tuple[str, str]]:
@@ -206,13 +209,64 @@ def prepare_email(
     now = now or datetime.now(UTC)
     email_id = email_id or new_id("msg")
     event = _queued_event(principal, email_id, email, now, _unsubscribe(unsubscribe_links, principal, email_id, email))
-    row = _log_row(principal, email_id, email, now)
+    return _prepared(principal, email, event, now)
+
+
+def _prepared(
+    principal: Principal,
+    email: ValidEmail,
+    event: events.EmailQueued,
+    now: datetime,
+) -> PreparedEmail:
+    row = _log_row(principal, event.email_id, email, now)
     if email.scheduled_at is not None:  # scheduling (emails/scheduling.py)
         schedule = scheduling.scheduled_accept(event, now)
         return PreparedEmail(
-            email=email, row=row, event=event, payload=encode(event), timeline_type="scheduled", schedule=schedule
+            email=email,
+            row=row,
+            event=event,
+            payload=encode(event),
+            timeline_type="scheduled",
+            schedule=schedule,
         )
     return PreparedEmail(email=email, row=row, event=event, payload=encode(event))
+
+
+# ----------------------------------------------------------------------------- suppressions (issue 22)
+
+
+def recipients_suppressed() -> ApiError:
+    return forbidden("recipient_suppressed", "every recipient of this email is on the suppression list")
+
+
+def suppress(principal: Principal, prepared: PreparedEmail, suppressed: set[str]) -> PreparedEmail:
+    """`prepared` without its recipients in `suppressed` (lower-cased addresses on the tenant's list
+    of its mode): they are written with status `suppressed` and left out of the EmailQueued, so the
+    sender never sends to them. 403 `recipient_suppressed` when that is every recipient."""
+    if not suppressed:
+        return prepared
+    if all(address.lower() in suppressed for address, _ in prepared.recipients):
+        raise recipients_suppressed()
+
+    def kept(valid: list[Any], group: list[events.Address]) -> list[events.Address]:
+        # By position: the event's address is the wire (ASCII) form of the validated one.
+        return [a for v, a in zip(valid, group, strict=True) if v.email.lower() not in suppressed]
+
+    ev, email = prepared.event, prepared.email
+    event = msgspec.structs.replace(ev, to=kept(email.to, ev.to), cc=kept(email.cc, ev.cc), bcc=kept(email.bcc, ev.bcc))
+    # (The content stays as it is: an offloaded email's event refers to its object still.)
+    schedule = None if prepared.schedule is None else scheduling.scheduled_accept(event, prepared.row.created_at)
+    return replace(prepared, event=event, payload=encode(event), schedule=schedule, suppressed=frozenset(suppressed))
+
+
+async def check_suppressions(conn: Conn, principal: Principal, prepared: PreparedEmail) -> PreparedEmail:
+    """`suppress` with the recipients found on the list; no query when the list is empty (the
+    cached principal knows), so a plain send of such a tenant costs nothing more."""
+    if not principal.has_suppressions:
+        return prepared
+    addresses = sorted({address.lower() for address, _ in prepared.recipients})
+    found = await repo.suppressed_among(conn, principal.tenant_id, principal.mode, addresses)
+    return suppress(principal, prepared, found)
 
 
 def prepare_send(
@@ -282,6 +336,7 @@ async def accept_email(
         timeline_type=prepared.timeline_type,
         idempotency=idempotency,
         schedule=prepared.schedule,
+        suppressed=prepared.suppressed,
     )
     if accepted.key_recorded and not (accepted.domain_allowed and accepted.domain_verified):
         raise _domain_refusal(prepared.row.from_domain, allowed=accepted.domain_allowed)
@@ -300,6 +355,7 @@ async def send_email(
     message. One statement writes it all or, when the from-domain is refused, nothing. (The HTTP
     route does the same in steps: `prepare_send`, `offload_large`, `accept_email`.)"""
     prepared = prepare_send(principal, req, max_message_bytes=max_message_bytes, unsubscribe_links=unsubscribe_links)
+    prepared = await check_suppressions(conn, principal, prepared)
     await accept_email(conn, principal, prepared)
     return prepared.accepted
 
@@ -349,6 +405,14 @@ async def accept_email_once(
 ) -> Answer:
     """`accept_email` under an Idempotency-Key: the email and the key's record (this 202) are one
     statement; a key already recorded replays its answer (or 409 for another body/endpoint)."""
+    if principal.has_suppressions:  # issue 22; a key answered before replays even if now all are suppressed
+        try:
+            prepared = await check_suppressions(conn, principal, prepared)
+        except ApiError:
+            stored = await repo.find_idempotency_key(conn, principal.tenant_id, principal.mode, key.key)
+            if stored is not None:
+                return _replay(stored, key)
+            raise
     body = msgspec.json.encode(prepared.accepted)
     record = repo.IdempotencyRecord(
         key=key.key,
@@ -473,6 +537,8 @@ async def accept_batch(
     written by one statement (one outbox batch), with the key's record when there is a key; a
     batch that accepts nothing writes nothing, a key included."""
     prepared, failures = batch.prepared, batch.failures
+    if principal.has_suppressions:  # issue 22: per item, with one query for the whole batch
+        prepared, failures = await _suppress_batch(conn, principal, prepared, failures)
     writes = {
         i: repo.BatchEmail(
             row=p.row,
@@ -482,6 +548,7 @@ async def accept_batch(
             payload=p.payload,
             timeline_type=p.timeline_type,
             schedule=p.schedule,
+            suppressed=p.suppressed,
         )
         for i, p in prepared.items()
     }
@@ -527,6 +594,24 @@ async def accept_batch(
                 return _replay(stored, key)
         # A from-domain changed since it was read (or the key's record expired just then): again.
     raise _in_progress() if key is not None else unavailable("the sending domains changed while accepting; try again")
+
+
+async def _suppress_batch(
+    conn: Conn, principal: Principal, prepared: dict[int, PreparedEmail], failures: dict[int, BatchItem]
+) -> tuple[dict[int, PreparedEmail], dict[int, BatchItem]]:
+    """`suppress` for each item: an item whose every recipient is suppressed fails on its own."""
+    addresses = sorted({a.lower() for p in prepared.values() for a, _ in p.recipients})
+    found = await repo.suppressed_among(conn, principal.tenant_id, principal.mode, addresses)
+    if not found:
+        return prepared, failures
+    kept: dict[int, PreparedEmail] = {}
+    failures = dict(failures)
+    for i, p in prepared.items():
+        try:
+            kept[i] = suppress(principal, p, {a.lower() for a, _ in p.recipients} & found)
+        except ApiError as exc:
+            failures[i] = _failure(i, exc)
+    return kept, failures
 
 
 def _batch_result(count: int, accepted: dict[int, PreparedEmail], failures: dict[int, BatchItem]) -> BatchResult:
