@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.params import JSONBody, QueryParameter
-from mailroom_kit.db import Conn
+from mailroom_kit.db import single_statement
 from mailroom_kit.http import add_log_fields
 
 from mailroom_api.checks import RFC3339, EmailIdPath, id_pattern, parse_timestamp
@@ -38,19 +36,6 @@ from mailroom_api.http.guards import (
     runtime_of,
     unsubscribe_links_of,
 )
-
-
-@contextlib.asynccontextmanager
-async def single_statement(conn: Conn) -> AsyncIterator[None]:
-    """For a unit of work that is one statement: autocommit, so the statement is its own
-    transaction, without the BEGIN and COMMIT round trips."""
-    await conn.set_autocommit(True)
-    try:
-        yield
-    finally:
-        if not conn.broken and not conn.closed:  # a broken connection is discarded by the pool
-            await conn.set_autocommit(False)
-
 
 REPLAYED = ResponseHeader(
     name=REPLAYED_HEADER,

@@ -391,6 +391,18 @@ def _replay(stored: repo.StoredAnswer, key: IdempotencyKey) -> Answer:
     return Answer(status_code=stored.status_code, body=stored.response, replayed=True, written=False)
 
 
+def _record(key: IdempotencyKey, status_code: int, body: bytes, ttl_seconds: int) -> repo.IdempotencyRecord:
+    """What the accept statement records for `key`: the answer it gives now."""
+    return repo.IdempotencyRecord(
+        key=key.key,
+        endpoint=key.endpoint,
+        body_sha256=key.body_sha256,
+        status_code=status_code,
+        response=body,
+        ttl_seconds=ttl_seconds,
+    )
+
+
 def _in_progress() -> ApiError:
     return ApiError(
         409,
@@ -414,14 +426,7 @@ async def accept_email_once(
                 return _replay(stored, key)
             raise
     body = msgspec.json.encode(prepared.accepted)
-    record = repo.IdempotencyRecord(
-        key=key.key,
-        endpoint=key.endpoint,
-        body_sha256=key.body_sha256,
-        status_code=202,
-        response=body,
-        ttl_seconds=ttl_seconds,
-    )
+    record = _record(key, 202, body, ttl_seconds)
     for _ in range(_KEY_ATTEMPTS):
         accepted = await accept_email(conn, principal, prepared, idempotency=record)
         if accepted.key_recorded:
@@ -566,14 +571,7 @@ async def accept_batch(
             return Answer(status_code=200, body=body, replayed=False, written=False, queued=queued, failed=failed)
         record = None
         if key is not None:
-            record = repo.IdempotencyRecord(
-                key=key.key,
-                endpoint=key.endpoint,
-                body_sha256=key.body_sha256,
-                status_code=200,
-                response=body,
-                ttl_seconds=ttl_seconds,
-            )
+            record = _record(key, 200, body, ttl_seconds)
         outcome = await repo.accept_emails(
             conn,
             [writes[i] for i in accepted],
