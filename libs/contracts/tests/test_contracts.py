@@ -73,6 +73,9 @@ SAMPLES: list[events.Event] = [
     events.DomainVerified(**BASE, domain=SNAPSHOT),
     events.DomainFailed(**BASE, domain=SNAPSHOT, reason="timeout"),
     events.DomainStatusChanged(**BASE, domain=SNAPSHOT, previous_status="verified"),
+    events.TenantUpdated(
+        **BASE, status="paused", status_reason="bounce rate 6.1%", updated_at=datetime(2026, 1, 1, tzinfo=UTC)
+    ),
 ]
 
 

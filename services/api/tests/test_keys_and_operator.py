@@ -7,11 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 from api_testkit import OPERATOR_TOKEN, add_domain, bearer, make_tenant, serve, unique_domain
 from mailroom_api import cli
+from mailroom_contracts.streams import TENANT_STREAM
+from mailroom_devstack.pytest_plugin import eventually
 from mailroom_kit.runtime import Runtime
 
 OP = bearer(OPERATOR_TOKEN)
@@ -266,3 +269,49 @@ def test_cli_in_process_update(api_database_url: str, monkeypatch: object, capsy
     tenant_id = json.loads(out)["id"]
     assert cli.main(["admin", "tenants", "update", "--tenant", tenant_id, "--status", "paused"]) == 0
     assert "paused" in capsys.readouterr().out  # type: ignore[attr-defined]
+
+
+async def test_status_change_records_reason_and_publishes_tenant_updated(
+    client: httpx.AsyncClient, runtime: Runtime, workers: None
+) -> None:
+    t = await make_tenant(runtime)
+    paused = await client.patch(
+        f"/admin/v1/tenants/{t.id}", json={"status": "paused", "status_reason": "billing review"}, headers=OP
+    )
+    assert paused.status_code == 200
+    body = paused.json()
+    assert (body["status"], body["status_reason"]) == ("paused", "billing review")
+    assert body["paused_at"] is not None
+    # Pausing again keeps the original paused_at; a reason without a status is refused.
+    again = (await client.patch(f"/admin/v1/tenants/{t.id}", json={"status": "paused"}, headers=OP)).json()
+    assert again["paused_at"] == body["paused_at"] and again["status_reason"] is None
+    bad = await client.patch(f"/admin/v1/tenants/{t.id}", json={"status_reason": "x"}, headers=OP)
+    assert (bad.status_code, bad.json()["param"]) == (422, "status_reason")
+    bad = await client.patch(
+        f"/admin/v1/tenants/{t.id}", json={"status": "blocked", "status_reason": "a\nb"}, headers=OP
+    )
+    assert (bad.status_code, bad.json()["param"]) == (422, "status_reason")
+    active = (await client.patch(f"/admin/v1/tenants/{t.id}", json={"status": "active"}, headers=OP)).json()
+    assert (active["status"], active["paused_at"]) == ("active", None)
+
+    # Relayed by the outbox to MAILROOM_TENANT, in order, with the whole state each time.
+    async def published() -> list[dict[str, object]]:
+        info = await runtime.js.stream_info(TENANT_STREAM.name)
+        found = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await runtime.js.get_msg(TENANT_STREAM.name, seq)
+            payload = json.loads(msg.data or b"{}")
+            if payload.get("tenant_id") == t.id:
+                found.append(payload)
+        return found
+
+    await eventually(lambda: _count_is(published, 3))
+    assert [(p["type"], p["status"], p["status_reason"]) for p in await published()] == [
+        ("tenant.updated", "paused", "billing review"),
+        ("tenant.updated", "paused", None),
+        ("tenant.updated", "active", None),
+    ]
+
+
+async def _count_is(fetch: Callable[[], Awaitable[list[dict[str, object]]]], n: int) -> bool:
+    return len(await fetch()) == n

@@ -17,6 +17,7 @@ BounceType = Literal["Permanent", "Transient", "Undetermined"]
 DomainStatus = Literal["pending", "verified", "partially_verified", "temporary_failure", "failed"]
 RecordStatus = Literal["pending", "verified", "failed"]
 Stream = Literal["transactional", "broadcast"]
+TenantStatus = Literal["active", "paused", "blocked"]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -262,6 +263,22 @@ class DomainStatusChanged(DomainEvent, frozen=True, kw_only=True, tag="domain.st
     previous_status: DomainStatus
 
 
+# --------------------------------------------------------------------------- tenants
+
+
+class TenantUpdated(Event, frozen=True, kw_only=True, tag="tenant.updated"):
+    """A tenant's state after a status change (by the operator API, the CLI or the reputation
+    guard). It carries the whole state, not the change: a consumer keeps, per tenant, the event
+    with the latest `updated_at` and ignores older ones, so redelivery and reordering are harmless.
+
+    `paused`: queued and scheduled emails are held (neither sent nor failed) until `active` again.
+    `blocked`: queued emails are failed with reason `tenant_blocked`."""
+
+    status: TenantStatus
+    status_reason: str | None = None
+    updated_at: datetime
+
+
 EMAIL_EVENT_TYPES: tuple[type[EmailEvent], ...] = (
     EmailQueued,
     EmailSent,
@@ -283,4 +300,5 @@ DOMAIN_EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     DomainFailed,
     DomainStatusChanged,
 )
-ALL_EVENT_TYPES: tuple[type[Event], ...] = EMAIL_EVENT_TYPES + DOMAIN_EVENT_TYPES
+TENANT_EVENT_TYPES: tuple[type[Event], ...] = (TenantUpdated,)
+ALL_EVENT_TYPES: tuple[type[Event], ...] = EMAIL_EVENT_TYPES + DOMAIN_EVENT_TYPES + TENANT_EVENT_TYPES

@@ -26,6 +26,7 @@ _SUBJECTS: dict[type[events.Event], str] = {
     events.DomainVerified: subjects.DOMAIN_VERIFIED,
     events.DomainFailed: subjects.DOMAIN_FAILED,
     events.DomainStatusChanged: subjects.DOMAIN_STATUS_CHANGED,
+    events.TenantUpdated: subjects.TENANT_UPDATED,
 }
 _BY_SUBJECT: dict[str, type[events.Event]] = {s: t for t, s in _SUBJECTS.items()}
 
@@ -51,6 +52,7 @@ _any_event = msgspec.json.Decoder(
     | events.DomainVerified
     | events.DomainFailed
     | events.DomainStatusChanged
+    | events.TenantUpdated
 )
 
 

@@ -50,13 +50,18 @@ DOMAIN_STREAM = StreamSpec(
     subjects=[subjects.DOMAIN_ALL],
     description="Domain lifecycle: created, verified, failed, status changes",
 )
+TENANT_STREAM = StreamSpec(
+    name="MAILROOM_TENANT",
+    subjects=[subjects.TENANT_ALL],
+    description="Tenant state changes (status and its reason), for services that keep a tenant read model",
+)
 DLQ_STREAM = StreamSpec(
     name="MAILROOM_DLQ",
     subjects=[subjects.DLQ_ALL],
     description="Dead letters: messages a consumer gave up on (mailroom.dlq.<durable>), kept for replay",
     max_age_seconds=90 * 24 * 3600,
 )
-STREAMS: tuple[StreamSpec, ...] = (EMAIL_STREAM, DOMAIN_STREAM, DLQ_STREAM)
+STREAMS: tuple[StreamSpec, ...] = (EMAIL_STREAM, DOMAIN_STREAM, TENANT_STREAM, DLQ_STREAM)
 
 SENDER_QUEUED = ConsumerSpec(
     durable="sender-queued",

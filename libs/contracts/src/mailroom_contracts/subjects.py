@@ -41,6 +41,11 @@ DOMAIN_VERIFIED: Final = "mailroom.domain.verified"
 DOMAIN_FAILED: Final = "mailroom.domain.failed"
 DOMAIN_STATUS_CHANGED: Final = "mailroom.domain.status_changed"
 
+# Tenants (stream MAILROOM_TENANT): the api publishes a tenant's whole state whenever its status
+# changes (operator, CLI or the reputation guard); the sender keeps its own read model of it.
+TENANT_ALL: Final = "mailroom.tenant.>"
+TENANT_UPDATED: Final = "mailroom.tenant.updated"
+
 # Dead letters (stream MAILROOM_DLQ): one subject per consumer durable, `mailroom.dlq.<durable>`.
 DLQ_ALL: Final = "mailroom.dlq.>"
 DLQ_PREFIX: Final = "mailroom.dlq."

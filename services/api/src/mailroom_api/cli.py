@@ -5,7 +5,7 @@ through the same service layer (MAILROOM_DATABASE_URL), and the dead-letter queu
 
     mailroom admin tenants create --name N [--monthly-quota Q] [--rate-limit R] [--json]
     mailroom admin tenants list [--json]
-    mailroom admin tenants update --tenant ten_… [--status active|paused|blocked] [--monthly-quota Q]
+    mailroom admin tenants update --tenant ten_… [--status active|paused|blocked [--reason R]] [--monthly-quota Q]
                                   [--rate-limit R] [--json]
     mailroom admin api-keys create --tenant ten_… --name N --mode live|test [--permission P] [--json]
     mailroom admin dlq list [--consumer DURABLE] [--json]
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--tenant", required=True)
     update.add_argument("--name")
     update.add_argument("--status", choices=["active", "paused", "blocked"])
+    update.add_argument("--reason", help="why the status changes (with --status)")
     update.add_argument("--monthly-quota", type=int)
     update.add_argument("--rate-limit", type=int)
     update.add_argument("--json", action="store_true")
@@ -170,6 +171,7 @@ async def _run(args: argparse.Namespace, settings: ApiSettings) -> None:
                     for k, v in (
                         ("name", args.name),
                         ("status", args.status),
+                        ("status_reason", args.reason),
                         ("monthly_quota", args.monthly_quota),
                         ("rate_limit", args.rate_limit),
                     )

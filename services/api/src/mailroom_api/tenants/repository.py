@@ -15,6 +15,8 @@ class TenantRow(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     monthly_quota: int | None
     rate_limit: int | None
+    status_reason: str | None
+    paused_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
@@ -54,4 +56,18 @@ async def update_tenant(conn: Conn, tenant_id: str, changes: dict[str, Any]) -> 
         TenantRow,
         f"UPDATE tenants SET {sets} WHERE id = %s RETURNING {COLUMNS}",  # columns come from the allow-list
         (*[changes[c] for c in cols], tenant_id),
+    )
+
+
+async def set_status(conn: Conn, tenant_id: str, *, status: str, reason: str | None) -> TenantRow | None:
+    """Set the status and its reason; `paused_at` is when the tenant became paused (kept while it
+    stays paused, cleared otherwise)."""
+    return await fetch_one(
+        conn,
+        TenantRow,
+        "UPDATE tenants SET status = %(status)s, status_reason = %(reason)s, "
+        "paused_at = CASE WHEN %(status)s = 'paused' "
+        "THEN COALESCE(CASE WHEN status = 'paused' THEN paused_at END, now()) END, "
+        f"updated_at = now() WHERE id = %(id)s RETURNING {COLUMNS}",
+        {"status": status, "reason": reason, "id": tenant_id},
     )

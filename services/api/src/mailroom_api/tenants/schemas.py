@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -11,6 +11,7 @@ from mailroom_api.checks import MonthlyQuota, Name, RateLimit
 from mailroom_api.http.body import Request
 
 TenantStatus = Literal["active", "paused", "blocked"]
+StatusReason = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 
 
 class CreateTenant(Request, frozen=True, kw_only=True):
@@ -22,6 +23,8 @@ class CreateTenant(Request, frozen=True, kw_only=True):
 class UpdateTenant(Request, frozen=True, kw_only=True):
     name: Name | msgspec.UnsetType = msgspec.UNSET
     status: TenantStatus | msgspec.UnsetType = msgspec.UNSET
+    # Why (shown to the operator and in the tenant's 403); only with `status`, cleared when omitted.
+    status_reason: StatusReason | msgspec.UnsetType | None = msgspec.UNSET
     monthly_quota: MonthlyQuota | msgspec.UnsetType | None = msgspec.UNSET
     rate_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
 
@@ -32,6 +35,8 @@ class Tenant(msgspec.Struct, frozen=True, kw_only=True):
     status: TenantStatus
     monthly_quota: int | None
     rate_limit: int | None
+    status_reason: str | None = None
+    paused_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -1,11 +1,15 @@
 """Tenant rules: names are trimmed and bounded, quotas are 0 or more, rate limits at least 1, both
-fit the int4 columns."""
+fit the int4 columns. Every status change goes through `change_status`, which also publishes
+tenant.updated (through the outbox, in the caller's transaction) for the services that act on it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
+from mailroom_contracts.events import TenantStatus, TenantUpdated
+from mailroom_contracts.headers import has_control
+from mailroom_kit import outbox
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
 
@@ -23,6 +27,9 @@ def _check_limits(monthly_quota: Any, rate_limit: Any) -> None:
         raise validation(f"monthly_quota must be between 0 and {INT4_MAX}", "monthly_quota")
     if isinstance(rate_limit, int) and not 1 <= rate_limit <= INT4_MAX:
         raise validation(f"rate_limit must be between 1 and {INT4_MAX}", "rate_limit")
+
+
+SCHEMA = "api"
 
 
 def _view(row: repo.TenantRow) -> Tenant:
@@ -58,9 +65,35 @@ async def update_tenant(conn: Conn, tenant_id: str, req: UpdateTenant) -> Tenant
     if "name" in changes:
         changes["name"] = check_name(changes["name"])
     _check_limits(changes.get("monthly_quota"), changes.get("rate_limit"))
+    reason = changes.pop("status_reason", None)
+    if reason is not None and "status" not in changes:
+        raise validation("status_reason is only accepted with status", "status_reason")
+    if reason is not None and has_control(reason):
+        raise validation("status_reason must not contain control characters", "status_reason")
+    status = changes.pop("status", None)
     row = await repo.update_tenant(conn, tenant_id, changes)
     if row is None:
         raise not_found("tenant")
-    if "status" in changes:  # a paused or blocked tenant's keys are refused on every API process
-        await auth_repo.notify_auth_changed(conn)
+    if status is None:
+        return _view(row)
+    return await change_status(conn, tenant_id, status, reason=reason)
+
+
+async def change_status(conn: Conn, tenant_id: str, status: TenantStatus, *, reason: str | None = None) -> Tenant:
+    """Set a tenant's status (and why), in the caller's transaction: every API process refuses or
+    accepts its keys from the commit on, and tenant.updated tells the sender to hold, fail or
+    release its queued mail."""
+    row = await repo.set_status(conn, tenant_id, status=status, reason=reason)
+    if row is None:
+        raise not_found("tenant")
+    await auth_repo.notify_auth_changed(conn)
+    event = TenantUpdated(
+        event_id=new_id("evt"),
+        occurred_at=row.updated_at,
+        tenant_id=tenant_id,
+        status=status,
+        status_reason=reason,
+        updated_at=row.updated_at,
+    )
+    await outbox.add(conn, event, schema=SCHEMA)
     return _view(row)
