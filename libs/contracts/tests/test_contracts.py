@@ -73,6 +73,7 @@ SAMPLES: list[events.Event] = [
     events.DomainVerified(**BASE, domain=SNAPSHOT),
     events.DomainFailed(**BASE, domain=SNAPSHOT, reason="timeout"),
     events.DomainStatusChanged(**BASE, domain=SNAPSHOT, previous_status="verified"),
+    events.EmailSuppressed(**EMAIL, recipients=[events.SuppressedRecipient(email="b@example.test", reason="bounce")]),
     events.TenantUpdated(
         **BASE, status="paused", status_reason="bounce rate 6.1%", updated_at=datetime(2026, 1, 1, tzinfo=UTC)
     ),

@@ -212,6 +212,22 @@ class EmailUnsubscribed(EmailEvent, frozen=True, kw_only=True, tag="email.unsubs
     provider_message_id: str | None = None
 
 
+SuppressionReason = Literal["bounce", "complaint", "unsubscribe", "manual"]
+
+
+class SuppressedRecipient(msgspec.Struct, frozen=True, kw_only=True):
+    email: str
+    reason: SuppressionReason
+
+
+class EmailSuppressed(EmailEvent, frozen=True, kw_only=True, tag="email.suppressed"):
+    """Recipients of an accepted email that were dropped because the tenant's suppression list
+    holds them (no SES call for them). Published by the api with the accept; not a status of the
+    email (the others still go out), each dropped recipient's status is `suppressed`."""
+
+    recipients: list[SuppressedRecipient]
+
+
 # --------------------------------------------------------------------------- domains
 
 
@@ -293,6 +309,7 @@ EMAIL_EVENT_TYPES: tuple[type[EmailEvent], ...] = (
     EmailOpened,
     EmailClicked,
     EmailUnsubscribed,
+    EmailSuppressed,
 )
 DOMAIN_EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     DomainCreated,

@@ -22,6 +22,7 @@ _SUBJECTS: dict[type[events.Event], str] = {
     events.EmailOpened: subjects.EMAIL_OPENED,
     events.EmailClicked: subjects.EMAIL_CLICKED,
     events.EmailUnsubscribed: subjects.EMAIL_UNSUBSCRIBED,
+    events.EmailSuppressed: subjects.EMAIL_SUPPRESSED,
     events.DomainCreated: subjects.DOMAIN_CREATED,
     events.DomainVerified: subjects.DOMAIN_VERIFIED,
     events.DomainFailed: subjects.DOMAIN_FAILED,
@@ -48,6 +49,7 @@ _any_event = msgspec.json.Decoder(
     | events.EmailOpened
     | events.EmailClicked
     | events.EmailUnsubscribed
+    | events.EmailSuppressed
     | events.DomainCreated
     | events.DomainVerified
     | events.DomainFailed

@@ -16,6 +16,7 @@ EMAIL_CANCELED: Final = "mailroom.email.canceled"
 EMAIL_OPENED: Final = "mailroom.email.opened"
 EMAIL_CLICKED: Final = "mailroom.email.clicked"
 EMAIL_UNSUBSCRIBED: Final = "mailroom.email.unsubscribed"
+EMAIL_SUPPRESSED: Final = "mailroom.email.suppressed"
 # Internal: SES reported a "Send" event for a message (used by the sender to settle in-doubt sends).
 EMAIL_PROVIDER_ACCEPTED: Final = "mailroom.email.provider_accepted"
 
@@ -32,6 +33,7 @@ EMAIL_LIFECYCLE: Final = (
     EMAIL_OPENED,
     EMAIL_CLICKED,
     EMAIL_UNSUBSCRIBED,
+    EMAIL_SUPPRESSED,
 )
 
 # Domains (stream MAILROOM_DOMAIN)
