@@ -34,6 +34,7 @@ ENGAGEMENT_TYPES: dict[type[events.EmailEvent], str] = {
     events.EmailOpened: "opened",
     events.EmailClicked: "clicked",
     events.EmailUnsubscribed: "unsubscribed",  # and a suppression per recipient (below)
+    events.EmailSuppressed: "suppressed",  # recipients dropped at accept (their status is already `suppressed`)
 }
 # --- end opens and clicks
 
