@@ -17,9 +17,10 @@ statement itself (emails/repository.py, `tenant_usage`); here the month arithmet
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from mailroom_kit.db import Conn, Pool
@@ -70,6 +71,9 @@ class _Lease:
     at: float = 0.0  # monotonic time of that take
     refused_tokens: float | None = None  # the bucket at the last refusal, and when
     refused_at: float = 0.0
+    # One lease statement at a time per tenant and process: concurrent requests wait for it and
+    # then spend what it leased, instead of each leasing (and draining the shared bucket) at once.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def _state(lease: _Lease) -> RateState:
@@ -120,12 +124,27 @@ class RateLimiter:
             if len(self._leases) >= MAX_TENANTS:
                 self._leases.clear()
             lease = self._leases[principal.tenant_id] = _Lease(rate=rate, burst=burst)
-        now = time.monotonic()
-        if now - lease.at >= LEASE_SECONDS:
+        spent = self._spend_local(lease, cost)
+        if spent is not None:
+            return spent
+        async with lease.lock:
+            spent = self._spend_local(lease, cost)  # what the lease we waited for brought
+            if spent is not None:
+                return spent
+            return await self._lease(pool, principal, lease, cost)
+
+    @staticmethod
+    def _spend_local(lease: _Lease, cost: int) -> RateState | None:
+        if time.monotonic() - lease.at >= LEASE_SECONDS:
             lease.local = 0
         if lease.local >= cost:
             lease.local -= cost
             return _state(lease)
+        return None
+
+    async def _lease(self, pool: Pool, principal: Principal, lease: _Lease, cost: int) -> RateState:
+        rate, burst = lease.rate, lease.burst
+        now = time.monotonic()
         if lease.refused_tokens is not None:
             # Others only take from the bucket: this is the most it can hold by now.
             at_most = lease.refused_tokens + (now - lease.refused_at) * rate + lease.local
