@@ -38,6 +38,7 @@ EXPECTED = {
     ("/v1/unsubscribe/{token}", "post"),
     ("/v1/suppressions", "get"),
     ("/v1/suppressions", "post"),
+    ("/v1/usage", "get"),  # issue 23
     ("/v1/suppressions/{email}", "delete"),
 }
 

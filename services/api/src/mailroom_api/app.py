@@ -39,13 +39,18 @@ from mailroom_api.http.body import Request
 from mailroom_api.http.errors import exception_handler
 from mailroom_api.http.guards import (
     KEY_CACHE_STATE,
+    RATE_LIMITER_STATE,
     RELAY_WAKE_STATE,
     RUNTIME_STATE,
+    TENANT_SECURITY,
     UNSUBSCRIBE_LINKS_STATE,
     current_principal,
     make_before_request,
+    rate_limit_headers,
 )
 from mailroom_api.keys.controllers import AdminApiKeysController, ApiKeysController
+from mailroom_api.limits.controllers import UsageController
+from mailroom_api.limits.service import RateLimiter
 from mailroom_api.settings import ApiSettings
 from mailroom_api.suppressions.controllers import SuppressionsController
 from mailroom_api.tenants.controllers import AdminTenantsController
@@ -66,6 +71,7 @@ ROUTES: list[type[Controller]] = [
     SettingsController,
     UnsubscribeController,
     SuppressionsController,
+    UsageController,
 ]
 
 
@@ -98,6 +104,7 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
     settings = runtime.settings
     keys = KeyCache(settings.key_cache_seconds)
     wake = RelayWake(settings.database_url, SCHEMA, outbox.channel(SCHEMA))
+    limiter = RateLimiter(default_rate=settings.default_rate_limit, default_burst=settings.default_rate_burst)
 
     @contextlib.asynccontextmanager
     async def background(_: Litestar) -> AsyncIterator[None]:
@@ -130,17 +137,18 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
             "principal": Provide(current_principal, sync_to_thread=False),
         },
         signature_types=[Runtime, Principal, ApiSettings],
-        before_request=make_before_request(runtime, settings, keys),
+        before_request=make_before_request(runtime, settings, keys, limiter),
         state=State(
             {
                 RUNTIME_STATE: runtime,
                 KEY_CACHE_STATE: keys,
                 RELAY_WAKE_STATE: wake,
                 UNSUBSCRIBE_LINKS_STATE: settings.unsubscribe_links,
+                RATE_LIMITER_STATE: limiter,
             }
         ),
         lifespan=[background],
-        before_send=logging.before_send,
+        before_send=[*logging.before_send, rate_limit_headers],
         middleware=logging.middleware,
         logging_config=None,  # the kit's stdlib logging (JSON lines); Litestar's would replace it
         exception_handlers={Exception: exception_handler},
@@ -149,7 +157,26 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
         debug=False,
     )
     _document_strict_bodies(app)
+    _document_rate_limits(app)
     return app
+
+
+def _document_rate_limits(app: Litestar) -> None:
+    """Issue 23: every tenant route may answer 429 `rate_limited` and 403 `tenant_blocked`; the error
+    mapper is one for all, so the tenant operations that do not list them get the send route's."""
+    paths = app.openapi_schema.paths or {}
+    tenant_ops = [
+        op
+        for item in paths.values()
+        for op in (item.get, item.post, item.patch, item.put, item.delete)
+        if op is not None and op.security == TENANT_SECURITY and op.responses is not None
+    ]
+    send = paths["/v1/emails"].post
+    assert send is not None and send.responses is not None
+    for status in ("403", "429"):
+        for op in tenant_ops:
+            assert op.responses is not None
+            op.responses.setdefault(status, send.responses[status])
 
 
 def _request_bodies() -> dict[str, type[Request]]:

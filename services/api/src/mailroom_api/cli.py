@@ -28,6 +28,7 @@ from mailroom_kit.migrations import pending
 from mailroom_kit.settings import SettingsError
 
 from mailroom_api.app import MIGRATIONS, SCHEMA
+from mailroom_api.checks import parse_timestamp
 from mailroom_api.errors import ApiError
 from mailroom_api.keys import service as keys
 from mailroom_api.keys.schemas import CreateApiKey
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--monthly-quota", type=int)
     create.add_argument("--rate-limit", type=int)
+    create.add_argument("--rate-burst", type=int, help="the rate limit's burst (default: the rate)")
+    create.add_argument("--trial-ends-at", help="RFC 3339 (e.g. 2027-01-31T00:00:00Z): then sends are 402")
     create.add_argument("--json", action="store_true", help="print the tenant as JSON")
     listing = tenants.add_parser("list", help="list tenants")
     listing.add_argument("--json", action="store_true")
@@ -56,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--reason", help="why the status changes (with --status)")
     update.add_argument("--monthly-quota", type=int)
     update.add_argument("--rate-limit", type=int)
+    update.add_argument("--rate-burst", type=int)
+    update.add_argument("--trial-ends-at", help="RFC 3339 timestamp, or `none` to end the trial's limit")
     update.add_argument("--json", action="store_true")
 
     keys = admin.add_parser("api-keys", help="API keys").add_subparsers(dest="action", required=True)
@@ -156,7 +161,13 @@ async def _run(args: argparse.Namespace, settings: ApiSettings) -> None:
             if args.resource == "tenants" and args.action == "create":
                 tenant = await tenants.create_tenant(
                     conn,
-                    CreateTenant(name=args.name, monthly_quota=args.monthly_quota, rate_limit=args.rate_limit),
+                    CreateTenant(
+                        name=args.name,
+                        monthly_quota=args.monthly_quota,
+                        rate_limit=args.rate_limit,
+                        rate_burst=args.rate_burst,
+                        trial_ends_at=parse_timestamp(args.trial_ends_at, "trial_ends_at"),
+                    ),
                 )
                 _print_json(tenant) if args.json else print(f"{tenant.id}\t{tenant.name}\t{tenant.status}")
             elif args.resource == "tenants" and args.action == "list":
@@ -174,9 +185,13 @@ async def _run(args: argparse.Namespace, settings: ApiSettings) -> None:
                         ("status_reason", args.reason),
                         ("monthly_quota", args.monthly_quota),
                         ("rate_limit", args.rate_limit),
+                        ("rate_burst", args.rate_burst),
                     )
                     if v is not None
                 }
+                if args.trial_ends_at is not None:  # issue 23; `none` clears it
+                    trial = None if args.trial_ends_at.lower() == "none" else args.trial_ends_at
+                    changes["trial_ends_at"] = parse_timestamp(trial, "trial_ends_at")
                 tenant = await tenants.update_tenant(conn, args.tenant, UpdateTenant(**changes))
                 _print_json(tenant) if args.json else print(f"{tenant.id}\t{tenant.name}\t{tenant.status}")
             elif args.resource == "api-keys" and args.action == "create":

@@ -59,6 +59,11 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     idempotency_ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] = 24 * 3600
     # How often each API process deletes expired Idempotency-Key records (1,000 rows per statement).
     idempotency_purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
+    # --- rate limits (issue 23): requests per second of a tenant without its own `rate_limit` (a
+    # batch counts its items), shared by every replica; and the burst of such tenants (the token
+    # bucket's size; 0: the rate, one second's worth).
+    default_rate_limit: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] = 1000
+    default_rate_burst: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
     # --- broadcast stream (RFC 8058 one-click unsubscribe). Both must be set for broadcast sends
     # (else they are refused): the HMAC key of the unsubscribe tokens (at least 32 characters;
     # every API replica needs the same one; changing it voids the links already sent) ...

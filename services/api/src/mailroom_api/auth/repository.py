@@ -24,6 +24,11 @@ class KeyPrincipalRow(msgspec.Struct, frozen=True, kw_only=True):
     # Issue 22: the tenant's suppression list of the key's mode has an entry (a send then looks
     # its recipients up; with an empty list it does not).
     has_suppressions: bool = False
+    # Issue 23: the tenant's limits and trial (None: the server's default rate / no quota / no trial).
+    rate_limit: int | None = None
+    rate_burst: int | None = None
+    monthly_quota: int | None = None
+    trial_ends_at: datetime | None = None
 
 
 async def find_key_by_hash(conn: Conn, token_hash: str) -> KeyPrincipalRow | None:
@@ -40,6 +45,7 @@ async def find_key_by_hash(conn: Conn, token_hash: str) -> KeyPrincipalRow | Non
         " WHERE d.track_opens OR d.track_clicks) AS domain_tracking,"
         " EXISTS (SELECT 1 FROM suppressions s WHERE s.tenant_id = k.tenant_id AND s.mode = k.mode)"
         " AS has_suppressions"
+        ", t.rate_limit, t.rate_burst, t.monthly_quota, t.trial_ends_at"  # issue 23
         " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.token_hash = %s",
         (token_hash,),
     )

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from mailroom_kit.db import Conn, Pool
 
@@ -39,6 +40,12 @@ class Principal:
     domain_tracking: Mapping[str, tuple[bool, bool]] = field(default_factory=dict)
     # Issue 22: the tenant's suppression list of this mode is not empty (see emails/service.py).
     has_suppressions: bool = False
+    # Issue 23: the tenant's rate limit and burst (None: the server's defaults), monthly quota of
+    # live recipients (None: none) and the end of its trial (None: no trial).
+    rate_limit: int | None = None
+    rate_burst: int | None = None
+    monthly_quota: int | None = None
+    trial_ends_at: datetime | None = None
 
     def tracking_defaults(self, domain: str) -> tuple[bool, bool]:
         """(track_opens, track_clicks) of the tenant's domain `domain` (lower-case); off if unknown."""
@@ -83,6 +90,10 @@ def principal_of(row: repo.KeyPrincipalRow | None) -> Principal:
         default_from=row.default_from,
         domain_tracking=row.domain_tracking,
         has_suppressions=row.has_suppressions,
+        rate_limit=row.rate_limit,
+        rate_burst=row.rate_burst,
+        monthly_quota=row.monthly_quota,
+        trial_ends_at=row.trial_ends_at,
     )
 
 

@@ -27,6 +27,7 @@ from mailroom_api.emails.schemas import (
 from mailroom_api.emails.status import STATUSES
 from mailroom_api.http.errors import documented
 from mailroom_api.http.guards import (
+    RATE_ITEMS_OPT,
     TENANT_SECURITY,
     TENANT_SENDING,
     Caller,
@@ -67,7 +68,7 @@ class EmailsController(Controller):
         "/",
         status_code=202,
         summary="Queue an email",
-        responses=documented(400, 401, 403, 409, 413, 422),
+        responses=documented(400, 401, 402, 403, 409, 413, 422, 429),
         operation_class=IdempotentOperation,
         response_headers=[REPLAYED],
     )
@@ -111,9 +112,10 @@ class EmailsController(Controller):
         "/batch",
         status_code=200,
         summary="Queue up to 100 emails, each accepted or refused on its own",
-        responses=documented(400, 401, 403, 409, 413, 422),
+        responses=documented(400, 401, 402, 403, 409, 413, 422, 429),
         operation_class=IdempotentOperation,
         response_headers=[REPLAYED],
+        opt={RATE_ITEMS_OPT: "emails"},  # issue 23: a batch costs one token per item
     )
     async def send_batch(self, data: JSONBody[SendBatch], request: Request[Any, Any, Any]) -> BatchResult:
         rt = runtime_of(request)

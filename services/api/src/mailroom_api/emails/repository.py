@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import msgspec
+import psycopg
 from mailroom_kit.db import Conn, columns, fetch_all, fetch_one
 from psycopg.types.json import Jsonb
 
@@ -119,6 +120,61 @@ def _key_params(record: IdempotencyRecord) -> dict[str, Any]:
     }
 
 
+# ----------------------------------------------------------------------------- monthly quota (issue 23)
+
+# Both accept statements count the live recipients they write into the month's `tenant_usage` row,
+# FROM the rows that gate the email inserts (so a refused or replayed request never counts), and
+# only within the quota: ON CONFLICT DO UPDATE ... WHERE sees the latest committed count, whichever
+# replica wrote it. Counting none (`usage_n` 0: a test key, or every recipient suppressed) skips it.
+_COUNT_USAGE = """, counted AS (  -- issue 23: the month's live recipients, within the quota
+    INSERT INTO tenant_usage AS u (tenant_id, month, recipients)
+    SELECT %(tenant_id)s::text, %(usage_month)s::date, %(usage_n)s::bigint FROM {source}
+    WHERE %(usage_n)s::bigint > 0
+        AND (%(usage_quota)s::bigint IS NULL OR %(usage_n)s::bigint <= %(usage_quota)s::bigint)
+    ON CONFLICT (tenant_id, month) DO UPDATE SET recipients = u.recipients + EXCLUDED.recipients
+    WHERE %(usage_quota)s::bigint IS NULL OR u.recipients + EXCLUDED.recipients <= %(usage_quota)s::bigint
+    RETURNING 1
+)"""
+# Emails written but not counted: over the quota. quota_refused() (migration 0013) raises MRQ01, so
+# the whole statement, Idempotency-Key record included, is rolled back (CASE: evaluated only then).
+_WITHIN_QUOTA = (
+    "CASE WHEN %(usage_n)s::bigint = 0 OR NOT EXISTS (SELECT 1 FROM {source})"
+    " OR EXISTS (SELECT 1 FROM counted) THEN true ELSE quota_refused() END AS within_quota"
+)
+QUOTA_SQLSTATE = "MRQ01"
+
+
+class UsageCount(msgspec.Struct, frozen=True, kw_only=True):
+    """What an accept adds to the month's count, and the quota it must stay within."""
+
+    month: date  # the first day of the UTC month of the accept
+    recipients: int  # live recipients written (0: count nothing)
+    quota: int | None  # None: no quota, count only
+
+
+NO_USAGE = UsageCount(month=date(1970, 1, 1), recipients=0, quota=None)
+
+
+def _usage_params(usage: UsageCount) -> dict[str, Any]:
+    return {"usage_month": usage.month, "usage_n": usage.recipients, "usage_quota": usage.quota}
+
+
+async def _execute_counted(conn: Conn, statement: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Run an accept statement; None when it was refused for the quota (nothing was written)."""
+    try:
+        cur = await conn.execute(statement, params)
+    except psycopg.Error as exc:
+        if exc.sqlstate == QUOTA_SQLSTATE:
+            return None
+        raise
+    row = await cur.fetchone()
+    assert row is not None  # the gate is always one row
+    return row
+
+
+# ----------------------------------------------------------------------------- single accept
+
+
 def _accept_sql(*, keyed: bool) -> str:
     """The one accept statement; with `keyed`, the Idempotency-Key record gates the writes."""
     gate = "allowed WHERE domain_allowed AND domain_verified"
@@ -153,8 +209,9 @@ WITH allowed AS (
     INSERT INTO outbox (event_id, subject, payload)
     SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea FROM email
     ON CONFLICT (event_id) DO NOTHING
-)
-SELECT domain_allowed, domain_verified, {key_recorded} AS key_recorded FROM allowed
+){_COUNT_USAGE.format(source="email")}
+SELECT domain_allowed, domain_verified, {key_recorded} AS key_recorded, {_WITHIN_QUOTA.format(source="email")}
+FROM allowed
 """
 
 
@@ -167,6 +224,8 @@ class Acceptance(msgspec.Struct, frozen=True, kw_only=True):
     domain_verified: bool  # False: a live key and no verified domain of that name (nothing was written)
     # False only with an Idempotency-Key: a live record of that key exists (nothing was written).
     key_recorded: bool = True
+    # False: the recipients would take the month past the tenant's quota (issue 23; nothing was written).
+    within_quota: bool = True
 
 
 async def accept_email(
@@ -183,6 +242,7 @@ async def accept_email(
     idempotency: IdempotencyRecord | None = None,
     schedule: ScheduledAccept | None = None,
     suppressed: frozenset[str] = frozenset(),
+    usage: UsageCount = NO_USAGE,
 ) -> Acceptance:
     """Accept an email in ONE statement, atomic by itself: check the from-domain (the key's own
     domain if it is limited to one; a verified domain of the tenant if `needs_verified_domain`),
@@ -223,9 +283,10 @@ async def accept_email(
     if schedule is not None:
         params.update(msgspec.structs.asdict(schedule))
         statement = _SCHEDULED[statement]
-    cur = await conn.execute(statement, params)
-    row = await cur.fetchone()
-    assert row is not None  # `allowed` is always one row
+    params.update(_usage_params(usage))  # issue 23
+    row = await _execute_counted(conn, statement, params)
+    if row is None:
+        return Acceptance(domain_allowed=True, domain_verified=True, within_quota=False)
     return Acceptance(
         domain_allowed=row["domain_allowed"], domain_verified=row["domain_verified"], key_recorded=row["key_recorded"]
     )
@@ -329,8 +390,8 @@ WITH gate AS (
     FROM go, unnest(%(event_ids)s::text[], %(subjects)s::text[], %(payloads)s::bytea[])
         AS o (event_id, subject, payload)
     ON CONFLICT (event_id) DO NOTHING
-)
-SELECT ok AS domains_ok, {key_recorded} AS key_recorded FROM gate
+){_COUNT_USAGE.format(source="go")}
+SELECT ok AS domains_ok, {key_recorded} AS key_recorded, {_WITHIN_QUOTA.format(source="go")} FROM gate
 """
 
 
@@ -344,6 +405,8 @@ class BatchAcceptance(msgspec.Struct, frozen=True, kw_only=True):
     # False: nothing was written, because domains_ok is False or (with an Idempotency-Key) a live
     # record of that key exists.
     key_recorded: bool
+    # False: the recipients would take the month past the tenant's quota (issue 23; nothing was written).
+    within_quota: bool = True
 
 
 async def accept_emails(
@@ -355,6 +418,7 @@ async def accept_emails(
     key_domain_id: str | None,
     needs_verified_domain: bool,
     idempotency: IdempotencyRecord | None = None,
+    usage: UsageCount = NO_USAGE,
 ) -> BatchAcceptance:
     """Accept many emails of one tenant in ONE statement, atomic by itself: all of them (their
     rows, recipients, timeline entries and outbox rows, one outbox batch) and the Idempotency-Key
@@ -399,9 +463,10 @@ async def accept_emails(
     if any(e.schedule is not None for e in emails):
         params.update(_batch_schedule_params(emails))
         statement = _SCHEDULED[statement]
-    cur = await conn.execute(statement, params)
-    row = await cur.fetchone()
-    assert row is not None  # `gate` is always one row
+    params.update(_usage_params(usage))  # issue 23
+    row = await _execute_counted(conn, statement, params)
+    if row is None:
+        return BatchAcceptance(domains_ok=True, key_recorded=False, within_quota=False)
     return BatchAcceptance(domains_ok=row["domains_ok"], key_recorded=row["key_recorded"])
 
 

@@ -49,6 +49,7 @@ from mailroom_api.emails.status import STATUSES
 from mailroom_api.emails.validation import ValidEmail, validate_send
 from mailroom_api.errors import ApiError, forbidden, not_found, unavailable, validation
 from mailroom_api.http.body import msgspec_param
+from mailroom_api.limits import service as limits
 from mailroom_api.unsubscribe.tokens import UnsubscribeLinks, Unsubscriber
 
 SCHEMA = "api"
@@ -59,6 +60,29 @@ def _check_tenant(principal: Principal) -> None:
         raise forbidden("tenant_paused", "sending is paused for this account")
     if principal.tenant_status == "blocked":
         raise forbidden("tenant_blocked", "sending is blocked for this account")
+    if principal.trial_ends_at is not None and datetime.now(UTC) >= principal.trial_ends_at:  # issue 23
+        raise ApiError(402, "trial_expired", "the trial of this account has ended; it can no longer send email")
+
+
+# ----------------------------------------------------------------------------- monthly quota (issue 23)
+
+
+def _usage(principal: Principal, prepared: Iterable[PreparedEmail]) -> repo.UsageCount:
+    """What accepting `prepared` adds to the month's count: its live recipients, the suppressed
+    ones left out (they are never sent); a test key counts against nothing."""
+    if principal.mode != "live":
+        return repo.NO_USAGE
+    emails = list(prepared)
+    if not emails:
+        return repo.NO_USAGE
+    recipients = sum(sum(1 for address, _ in p.recipients if address.lower() not in p.suppressed) for p in emails)
+    return repo.UsageCount(
+        month=limits.month_of(emails[0].row.created_at), recipients=recipients, quota=principal.monthly_quota
+    )
+
+
+def _quota_exceeded(principal: Principal) -> ApiError:
+    return limits.quota_exceeded(principal.monthly_quota or 0, datetime.now(UTC))
 
 
 def _queued_event(
@@ -337,7 +361,10 @@ async def accept_email(
         idempotency=idempotency,
         schedule=prepared.schedule,
         suppressed=prepared.suppressed,
+        usage=_usage(principal, [prepared]),
     )
+    if not accepted.within_quota:
+        raise _quota_exceeded(principal)
     if accepted.key_recorded and not (accepted.domain_allowed and accepted.domain_verified):
         raise _domain_refusal(prepared.row.from_domain, allowed=accepted.domain_allowed)
     return accepted
@@ -580,7 +607,10 @@ async def accept_batch(
             key_domain_id=principal.domain_id,
             needs_verified_domain=principal.mode == "live",
             idempotency=record,
+            usage=_usage(principal, accepted.values()),
         )
+        if not outcome.within_quota:  # issue 23: the whole batch, as its items are one statement
+            raise _quota_exceeded(principal)
         if outcome.key_recorded:
             ids = frozenset(p.row.id for p in accepted.values())
             return Answer(

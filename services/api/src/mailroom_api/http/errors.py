@@ -88,12 +88,15 @@ def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
 _ERROR_TEXT = {
     400: "invalid_json: the body is not JSON or the content type is wrong (or a malformed request)",
     401: "missing_api_key / invalid_api_key",
+    402: "trial_expired: the tenant's operator-set trial has ended",
     403: "api_key_revoked, insufficient_permission, domain_not_verified, from_domain_not_allowed, "
     "tenant_paused, tenant_blocked",
     404: "not_found (also for other tenants' resources)",
     409: "conflict",
     413: "payload_too_large",
     422: "validation_error: `param` names the field",
+    429: "rate_limited (the tenant's requests per second; a batch counts its items) or, on sends, quota_exceeded "
+    "(the monthly quota of live recipients; it resets at the next UTC month); with Retry-After",
     503: "unavailable: a dependency is down; retry after Retry-After",
 }
 

@@ -17,6 +17,8 @@ from litestar import Request, Response
 from litestar.di import NamedDependency
 from litestar.openapi.spec import SecurityRequirement
 from litestar.routes import HTTPRoute
+from litestar.types import Message, Scope
+from litestar.utils.scope.state import ScopeState
 from mailroom_kit.http import add_log_fields
 from mailroom_kit.runtime import Runtime
 
@@ -24,8 +26,9 @@ from mailroom_api.auth.cache import KeyCache
 from mailroom_api.auth.service import Principal, authenticate_cached, operator_allowed
 from mailroom_api.checks import is_well_formed_id
 from mailroom_api.emails.relay_wake import RelayWake
-from mailroom_api.errors import ApiError, not_found, validation
+from mailroom_api.errors import ApiError, forbidden, not_found, validation
 from mailroom_api.http.body import decode_body
+from mailroom_api.limits.service import RateLimitedError, RateLimiter, RateState
 from mailroom_api.settings import ApiSettings
 from mailroom_api.unsubscribe.tokens import UnsubscribeLinks
 
@@ -40,6 +43,11 @@ RUNTIME_STATE = "mailroom_runtime"  # app.state keys, set by create_app
 KEY_CACHE_STATE = "mailroom_key_cache"
 RELAY_WAKE_STATE = "mailroom_relay_wake"
 UNSUBSCRIBE_LINKS_STATE = "mailroom_unsubscribe_links"
+RATE_LIMITER_STATE = "mailroom_rate_limiter"
+# Issue 23: the request's RateLimit state (scope state key), for `rate_limit_headers`; and the
+# handler opt naming the body field whose length a request costs (a batch counts its items).
+RATE_STATE_KEY = "mailroom_rate"
+RATE_ITEMS_OPT = "rate_items"
 
 Rt = NamedDependency[Runtime]
 Settings = NamedDependency[ApiSettings]
@@ -47,7 +55,7 @@ Caller = NamedDependency[Principal]
 
 
 def make_before_request(
-    rt: Runtime, settings: ApiSettings, keys: KeyCache
+    rt: Runtime, settings: ApiSettings, keys: KeyCache, limiter: RateLimiter | None = None
 ) -> Callable[[Request[Any, Any, Any]], Awaitable[Response[None] | None]]:
     async def before_request(request: Request[Any, Any, Any]) -> Response[None] | None:
         if request.method == "OPTIONS":  # no auth: the methods of a path are public (OpenAPI says so)
@@ -61,6 +69,10 @@ def make_before_request(
             principal = await authenticate_cached(rt.pool, keys, authorization)
             request.scope["state"][PRINCIPAL_KEY] = principal
             add_log_fields(request.scope, tenant_id=principal.tenant_id, api_key_id=principal.key_id)
+            if principal.tenant_status == "blocked":  # issue 23: every tenant route, not only sends
+                raise forbidden("tenant_blocked", "this account is blocked")
+            if limiter is not None:
+                await _take(request, limiter, rt, principal, 1)
             if auth == "tenant":
                 principal.require_full_access()
         for name, value in request.path_params.items():
@@ -70,9 +82,36 @@ def make_before_request(
         data_field = handler.parsed_data_field
         if data_field is not None:
             await decode_body(request, data_field.annotation)
+            items = handler.opt.get(RATE_ITEMS_OPT)
+            if limiter is not None and items is not None:  # the items beyond the request's own token
+                extra = len(getattr(ScopeState.from_scope(request.scope).json, items, ())) - 1
+                if extra > 0:
+                    await _take(request, limiter, rt, current_principal(request), extra)
         return None
 
     return before_request
+
+
+async def _take(
+    request: Request[Any, Any, Any], limiter: RateLimiter, rt: Runtime, principal: Principal, cost: int
+) -> None:
+    """Spend `cost` of the tenant's rate limit; the state goes on the response's headers, a 429's too."""
+    try:
+        state = await limiter.take(rt.pool, principal, cost)
+    except RateLimitedError as exc:
+        request.scope["state"][RATE_STATE_KEY] = exc.state
+        raise
+    request.scope["state"][RATE_STATE_KEY] = state
+
+
+async def rate_limit_headers(message: Message, scope: Scope) -> None:
+    """`before_send`: the RateLimit-* and X-RateLimit-* headers on every response of a request
+    the rate limiter saw (every authenticated tenant request, errors included)."""
+    if message["type"] != "http.response.start":
+        return
+    state = scope.get("state", {}).get(RATE_STATE_KEY)
+    if isinstance(state, RateState):
+        message["headers"] = [*message.get("headers", []), *state.headers()]  # type: ignore[typeddict-unknown-key]
 
 
 _ALLOW: dict[int, tuple[object, str]] = {}
@@ -129,6 +168,11 @@ def runtime_of(request: Request[Any, Any, Any]) -> Runtime[ApiSettings]:
 def key_cache_of(request: Request[Any, Any, Any]) -> KeyCache:
     cache: KeyCache = request.app.state[KEY_CACHE_STATE]
     return cache
+
+
+def rate_limiter_of(request: Request[Any, Any, Any]) -> RateLimiter:
+    limiter: RateLimiter = request.app.state[RATE_LIMITER_STATE]
+    return limiter
 
 
 def relay_wake_of(request: Request[Any, Any, Any]) -> RelayWake:

@@ -19,20 +19,31 @@ class TenantRow(msgspec.Struct, frozen=True, kw_only=True):
     paused_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # Issue 23 (migration 0013)
+    rate_burst: int | None = None
+    trial_ends_at: datetime | None = None
 
 
 COLUMNS = columns(TenantRow)
-UPDATABLE = frozenset({"name", "status", "monthly_quota", "rate_limit"})
+UPDATABLE = frozenset({"name", "status", "monthly_quota", "rate_limit"}) | {"rate_burst", "trial_ends_at"}
 
 
 async def insert_tenant(
-    conn: Conn, *, tenant_id: str, name: str, monthly_quota: int | None, rate_limit: int | None
+    conn: Conn,
+    *,
+    tenant_id: str,
+    name: str,
+    monthly_quota: int | None,
+    rate_limit: int | None,
+    rate_burst: int | None = None,
+    trial_ends_at: datetime | None = None,
 ) -> TenantRow:
     row = await fetch_one(
         conn,
         TenantRow,
-        f"INSERT INTO tenants (id, name, monthly_quota, rate_limit) VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}",
-        (tenant_id, name, monthly_quota, rate_limit),
+        "INSERT INTO tenants (id, name, monthly_quota, rate_limit, rate_burst, trial_ends_at)"
+        f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
+        (tenant_id, name, monthly_quota, rate_limit, rate_burst, trial_ends_at),
     )
     assert row is not None
     return row

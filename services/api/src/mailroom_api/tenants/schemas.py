@@ -18,6 +18,9 @@ class CreateTenant(Request, frozen=True, kw_only=True):
     name: Name
     monthly_quota: MonthlyQuota | None = None
     rate_limit: RateLimit | None = None
+    # Issue 23: the rate limit's burst (the bucket's size; None: the rate) and the trial's end.
+    rate_burst: RateLimit | None = None
+    trial_ends_at: datetime | None = None
 
 
 class UpdateTenant(Request, frozen=True, kw_only=True):
@@ -27,6 +30,16 @@ class UpdateTenant(Request, frozen=True, kw_only=True):
     status_reason: StatusReason | msgspec.UnsetType | None = msgspec.UNSET
     monthly_quota: MonthlyQuota | msgspec.UnsetType | None = msgspec.UNSET
     rate_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
+    # Issue 23 (null clears them): the burst, and when the trial ends (then sends are 402 trial_expired).
+    rate_burst: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
+    trial_ends_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class TenantUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """Issue 23: this UTC month's live recipients."""
+
+    month: str  # "YYYY-MM"
+    recipients_sent: int
 
 
 class Tenant(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,6 +52,10 @@ class Tenant(msgspec.Struct, frozen=True, kw_only=True):
     paused_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+    # Issue 23
+    rate_burst: int | None = None
+    trial_ends_at: datetime | None = None
+    usage: TenantUsage | None = None
 
 
 class TenantList(msgspec.Struct, frozen=True, kw_only=True):

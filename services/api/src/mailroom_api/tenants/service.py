@@ -4,6 +4,7 @@ tenant.updated (through the outbox, in the caller's transaction) for the service
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -16,8 +17,9 @@ from mailroom_kit.ids import new_id
 from mailroom_api.auth import repository as auth_repo
 from mailroom_api.checks import INT4_MAX, check_name
 from mailroom_api.errors import not_found, validation
+from mailroom_api.limits import service as limits
 from mailroom_api.tenants import repository as repo
-from mailroom_api.tenants.schemas import CreateTenant, Tenant, UpdateTenant
+from mailroom_api.tenants.schemas import CreateTenant, Tenant, TenantUsage, UpdateTenant
 
 
 def _check_limits(monthly_quota: Any, rate_limit: Any) -> None:
@@ -29,31 +31,58 @@ def _check_limits(monthly_quota: Any, rate_limit: Any) -> None:
         raise validation(f"rate_limit must be between 1 and {INT4_MAX}", "rate_limit")
 
 
+def _check_trial_and_burst(changes: dict[str, Any]) -> None:
+    """Issue 23: the burst has the rate limit's bounds; the trial's end is an instant (with an offset)."""
+    burst = changes.get("rate_burst")
+    if isinstance(burst, int) and not 1 <= burst <= INT4_MAX:
+        raise validation(f"rate_burst must be between 1 and {INT4_MAX}", "rate_burst")
+    ends = changes.get("trial_ends_at")
+    if isinstance(ends, datetime) and ends.utcoffset() is None:
+        raise validation("trial_ends_at must be an RFC 3339 timestamp with an offset (e.g. Z)", "trial_ends_at")
+
+
+# Changes every API process must see at once (the cached key lookup carries them): NOTIFY.
+_LIMIT_FIELDS = frozenset({"monthly_quota", "rate_limit", "rate_burst", "trial_ends_at"})
+
 SCHEMA = "api"
 
 
-def _view(row: repo.TenantRow) -> Tenant:
-    return msgspec.convert(row, Tenant, from_attributes=True)
+def _view(row: repo.TenantRow, usage: TenantUsage | None = None) -> Tenant:
+    view = msgspec.convert(row, Tenant, from_attributes=True)
+    return msgspec.structs.replace(view, usage=usage) if usage is not None else view
+
+
+async def _with_usage(conn: Conn, rows: list[repo.TenantRow]) -> list[Tenant]:
+    """The tenants with this month's live recipients (issue 23: the operator sees every tenant's)."""
+    month, used = await limits.month_usage_of(conn, [r.id for r in rows])
+    return [_view(r, TenantUsage(month=month, recipients_sent=used.get(r.id, 0))) for r in rows]
 
 
 async def create_tenant(conn: Conn, req: CreateTenant) -> Tenant:
     name = check_name(req.name)
     _check_limits(req.monthly_quota, req.rate_limit)
+    _check_trial_and_burst({"rate_burst": req.rate_burst, "trial_ends_at": req.trial_ends_at})
     row = await repo.insert_tenant(
-        conn, tenant_id=new_id("ten"), name=name, monthly_quota=req.monthly_quota, rate_limit=req.rate_limit
+        conn,
+        tenant_id=new_id("ten"),
+        name=name,
+        monthly_quota=req.monthly_quota,
+        rate_limit=req.rate_limit,
+        rate_burst=req.rate_burst,
+        trial_ends_at=req.trial_ends_at,
     )
     return _view(row)
 
 
 async def list_tenants(conn: Conn) -> list[Tenant]:
-    return [_view(r) for r in await repo.list_tenants(conn)]
+    return await _with_usage(conn, await repo.list_tenants(conn))
 
 
 async def get_tenant(conn: Conn, tenant_id: str) -> Tenant:
     row = await repo.get_tenant(conn, tenant_id)
     if row is None:
         raise not_found("tenant")
-    return _view(row)
+    return (await _with_usage(conn, [row]))[0]
 
 
 async def exists(conn: Conn, tenant_id: str) -> bool:
@@ -65,6 +94,7 @@ async def update_tenant(conn: Conn, tenant_id: str, req: UpdateTenant) -> Tenant
     if "name" in changes:
         changes["name"] = check_name(changes["name"])
     _check_limits(changes.get("monthly_quota"), changes.get("rate_limit"))
+    _check_trial_and_burst(changes)
     reason = changes.pop("status_reason", None)
     if reason is not None and "status" not in changes:
         raise validation("status_reason is only accepted with status", "status_reason")
@@ -74,8 +104,10 @@ async def update_tenant(conn: Conn, tenant_id: str, req: UpdateTenant) -> Tenant
     row = await repo.update_tenant(conn, tenant_id, changes)
     if row is None:
         raise not_found("tenant")
+    if _LIMIT_FIELDS & changes.keys():  # issue 23: every process's cached key lookup forgets them
+        await auth_repo.notify_auth_changed(conn)
     if status is None:
-        return _view(row)
+        return (await _with_usage(conn, [row]))[0]
     return await change_status(conn, tenant_id, status, reason=reason)
 
 
@@ -96,4 +128,4 @@ async def change_status(conn: Conn, tenant_id: str, status: TenantStatus, *, rea
         updated_at=row.updated_at,
     )
     await outbox.add(conn, event, schema=SCHEMA)
-    return _view(row)
+    return (await _with_usage(conn, [row]))[0]
