@@ -208,7 +208,7 @@ async def test_a_busy_immediate_outbox_does_not_starve_due_rows(space: Space) ->
 async def test_the_immediate_window_is_the_one_it_always_was(space: Space) -> None:
     """Scheduling costs the immediate outbox nothing: its window is still the one plain SELECT."""
     assert outbox._IMMEDIATE == (
-        "SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+        "SELECT id, event_id, subject, payload, trace_context FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
     )
     due_id = await space.add(datetime.now(UTC) - timedelta(seconds=1))
     now_id = await space.add()

@@ -54,10 +54,11 @@ from mailroom_contracts.streams import ConsumerSpec
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from opentelemetry.trace import Span
 from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 
-from mailroom_kit import dlq
+from mailroom_kit import dlq, tracing
 from mailroom_kit.logging import get_logger
 from mailroom_kit.metrics import DEAD_LETTERS, MESSAGE_SECONDS, MESSAGES_HANDLED
 from mailroom_kit.redact import describe_error, error_text
@@ -265,15 +266,20 @@ async def handle_message(spec: ConsumerSpec, handler: Handler, msg: Msg, *, js: 
     summary = _Summary()
     token = _SUMMARY.set(summary)
     core: dict[str, Any] = {"consumer": spec.durable, "subject": msg.subject}
+    # Tracing: a span per message, child of the publisher's context in its headers (None when off).
+    span = tracing.start_message_span(spec.durable, msg)
+    outcome = "crashed"
     try:
-        decoded = await _decode(js, spec, msg, summary, core)
-        if isinstance(decoded, str):
-            outcome = decoded
-        else:
-            with structlog.contextvars.bound_contextvars(**_context(spec, decoded)):
-                outcome = await _run_handler(js, spec, handler, msg, decoded, summary)
+        with tracing.use(span):
+            decoded = await _decode(js, spec, msg, summary, core)
+            if isinstance(decoded, str):
+                outcome = decoded
+            else:
+                with structlog.contextvars.bound_contextvars(**_context(spec, decoded)):
+                    outcome = await _run_handler(js, spec, handler, msg, decoded, summary)
     finally:
         _SUMMARY.reset(token)
+        tracing.end_message_span(span, outcome, core.get("event_id"))
     _log_handled(spec, msg, summary, core, outcome, time.perf_counter() - started)
     return outcome
 
@@ -285,11 +291,14 @@ class BatchItem:
     """One message of a fetched batch, as a batch handler sees it: the decoded `event`, its `msg`,
     and what the handler decided about it (nothing: ack after the commit)."""
 
-    __slots__ = ("_core", "_decision", "_summary", "event", "msg")
+    __slots__ = ("_core", "_decision", "_summary", "event", "msg", "span")
 
-    def __init__(self, event: Event, msg: Msg, summary: _Summary, core: dict[str, Any]) -> None:
+    def __init__(
+        self, event: Event, msg: Msg, summary: _Summary, core: dict[str, Any], span: Span | None = None
+    ) -> None:
         self.event = event
         self.msg = msg
+        self.span = span  # this message's tracing span (None when tracing is off)
         self._summary = summary
         self._core = core
         self._decision: Retry | Permanent | None = None
@@ -338,7 +347,7 @@ async def _apply_alone(js: JetStreamContext | None, spec: ConsumerSpec, handler:
             if item._decision is not None:
                 raise item._decision
 
-        with structlog.contextvars.bound_contextvars(**_context(spec, item.event)):
+        with structlog.contextvars.bound_contextvars(**_context(spec, item.event)), tracing.use(item.span):
             return await _run_handler(js, spec, alone, item.msg, item.event, item._summary)
     finally:
         _SUMMARY.reset(token)
@@ -350,7 +359,11 @@ async def _apply_batch(
     batch = list(items.values())
     outcomes: dict[int, str] = {}
     try:
-        with structlog.contextvars.bound_contextvars(consumer=spec.durable, batch=len(batch)):
+        # What the batch writes or calls is traced under its first message (one transaction for all).
+        with (
+            structlog.contextvars.bound_contextvars(consumer=spec.durable, batch=len(batch)),
+            tracing.use(batch[0].span),
+        ):
             await handler(batch)
     except Exception as exc:
         if _database_unreachable(exc):
@@ -397,18 +410,20 @@ async def handle_batch(
     cores: list[dict[str, Any]] = []
     summaries: list[_Summary] = []
     items: dict[int, BatchItem] = {}
+    spans = [tracing.start_message_span(spec.durable, msg) for msg in msgs]
     for i, msg in enumerate(msgs):
         summary = _Summary()
         core: dict[str, Any] = {"consumer": spec.durable, "subject": msg.subject}
         summaries.append(summary)
         cores.append(core)
-        decoded = await _decode(js, spec, msg, summary, core)
-        if isinstance(decoded, str):
-            outcomes[i] = decoded
-        elif msg.metadata.num_delivered > spec.max_deliveries:
-            outcomes[i] = await _exhausted(js, spec, msg, summary, _tag(decoded))
-        else:
-            items[i] = BatchItem(decoded, msg, summary, core)
+        with tracing.use(spans[i]):
+            decoded = await _decode(js, spec, msg, summary, core)
+            if isinstance(decoded, str):
+                outcomes[i] = decoded
+            elif msg.metadata.num_delivered > spec.max_deliveries:
+                outcomes[i] = await _exhausted(js, spec, msg, summary, _tag(decoded))
+            else:
+                items[i] = BatchItem(decoded, msg, summary, core, spans[i])
     batch = list(items.values())
     # One heartbeat for every message until it is settled (acking one stops its in-progress
     # signals: the client refuses them for an acked message).
@@ -421,6 +436,8 @@ async def handle_batch(
             outcomes.update(await _apply_batch(js, spec, handler, items))
     finally:
         beat.cancel()
+        for i, span in enumerate(spans):
+            tracing.end_message_span(span, outcomes.get(i, "crashed"), cores[i].get("event_id"))
     elapsed = time.perf_counter() - started
     for i, msg in enumerate(msgs):
         _log_handled(spec, msg, summaries[i], cores[i], outcomes[i], elapsed)

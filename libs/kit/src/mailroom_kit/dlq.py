@@ -24,6 +24,8 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
+from mailroom_kit import tracing
+
 _ID_HEADER = "Nats-Msg-Id"
 
 
@@ -61,9 +63,9 @@ def dead_letter_for(
 async def publish(js: JetStreamContext, letter: DeadLetter) -> PubAck:
     """Store `letter` on mailroom.dlq.<consumer>; returns once JetStream has it."""
     msg_id = f"dlq.{letter.consumer}.{letter.stream}.{letter.stream_seq}"
-    return await js.publish(
-        dlq_subject(letter.consumer), encode(letter), stream=DLQ_STREAM.name, headers={_ID_HEADER: msg_id}
-    )
+    headers = {_ID_HEADER: msg_id}
+    tracing.inject(headers)  # the span of the message given up on
+    return await js.publish(dlq_subject(letter.consumer), encode(letter), stream=DLQ_STREAM.name, headers=headers)
 
 
 async def list_dead_letters(js: JetStreamContext, *, consumer: str | None = None) -> list[StoredDeadLetter]:
@@ -103,7 +105,9 @@ async def replay(js: JetStreamContext, seq: int) -> StoredDeadLetter:
     stored = await get_dead_letter(js, seq)
     letter = stored.letter
     origin = letter.event_id or f"{letter.stream}.{letter.stream_seq}"
-    await js.publish(letter.subject, letter.payload, headers={_ID_HEADER: f"{origin}.replay.{seq}"})
+    headers = {_ID_HEADER: f"{origin}.replay.{seq}"}
+    tracing.inject(headers)
+    await js.publish(letter.subject, letter.payload, headers=headers)
     await js.delete_msg(DLQ_STREAM.name, seq)
     return stored
 

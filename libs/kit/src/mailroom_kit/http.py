@@ -27,6 +27,7 @@ import structlog
 from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, BeforeMessageSendHookHandler, Message, Receive, Scope, Send
 
+from mailroom_kit import tracing
 from mailroom_kit.ids import new_id
 from mailroom_kit.logging import get_logger
 from mailroom_kit.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
@@ -70,7 +71,12 @@ class RequestContextMiddleware:
         before = structlog.contextvars.get_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id(scope))
         try:
-            await self.app(scope, receive, send)
+            if tracing.enabled() and scope.get("path") not in DEFAULT_QUIET_PATHS:  # a span per request
+                route = scope.get("path_template") or "unmatched"
+                with tracing.http_span(str(scope.get("method", "")), route, scope.get("headers", ())):
+                    await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
         finally:
             after = structlog.contextvars.get_contextvars()
             structlog.contextvars.unbind_contextvars(*(key for key in after if key not in before))
@@ -105,6 +111,7 @@ def request_logging(service: str, *, quiet_paths: Collection[str] = DEFAULT_QUIE
             return
         state = scope["state"]
         status = int(message["status"])
+        tracing.set_http_status(status)
         method = scope.get("method", "")
         started = state.get(STARTED_KEY)
         # None when Litestar answered before routing (unknown route or method): nothing timed it.

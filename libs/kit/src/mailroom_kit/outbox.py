@@ -47,6 +47,7 @@ from mailroom_contracts import encode, subject_for
 from mailroom_contracts.events import Event
 from nats.js import JetStreamContext
 
+from mailroom_kit import tracing
 from mailroom_kit.db import Conn, Pool
 from mailroom_kit.logging import get_logger
 from mailroom_kit.metrics import OUTBOX_PUBLISHED
@@ -65,16 +66,16 @@ async def add(conn: Conn, event: Event, *, schema: str, not_before: datetime | N
     event waits in `outbox_scheduled` until then (the NOTIFY makes the relays recompute their wait)."""
     if not_before is not None:
         await conn.execute(
-            "WITH added AS (INSERT INTO outbox_scheduled (event_id, subject, payload, not_before) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING RETURNING 1) "
+            "WITH added AS (INSERT INTO outbox_scheduled (event_id, subject, payload, not_before, trace_context) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING RETURNING 1) "
             "SELECT pg_notify(%s, '') FROM added",
-            (event.event_id, subject_for(event), encode(event), not_before, channel(schema)),
+            (event.event_id, subject_for(event), encode(event), not_before, tracing.context_text(), channel(schema)),
         )
         return
     await conn.execute(
-        "WITH added AS (INSERT INTO outbox (event_id, subject, payload) VALUES (%s, %s, %s) "
+        "WITH added AS (INSERT INTO outbox (event_id, subject, payload, trace_context) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (event_id) DO NOTHING RETURNING 1) SELECT pg_notify(%s, '') FROM added",
-        (event.event_id, subject_for(event), encode(event), channel(schema)),
+        (event.event_id, subject_for(event), encode(event), tracing.context_text(), channel(schema)),
     )
 
 
@@ -108,20 +109,22 @@ async def reschedule(conn: Conn, event: Event, *, schema: str, not_before: datet
     return await cur.fetchone() is not None
 
 
-_IMMEDIATE = "SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+_IMMEDIATE = (
+    "SELECT id, event_id, subject, payload, trace_context FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
 
 # A scheduled window: the due rows (oldest time first; `statement_timestamp()` is stable, so the
 # index on (not_before, id) bounds both scans), then one row saying how many seconds until the
 # next row that is not due yet (NULL: none), by the database's clock.
 _DUE = """
 WITH due AS (
-    SELECT id, event_id, subject, payload FROM outbox_scheduled
+    SELECT id, event_id, subject, payload, trace_context FROM outbox_scheduled
     WHERE not_before <= statement_timestamp()
     ORDER BY not_before, id LIMIT %(n)s FOR UPDATE SKIP LOCKED
 )
-SELECT id, event_id, subject, payload, NULL::float8 AS wait FROM due
+SELECT id, event_id, subject, payload, trace_context, NULL::float8 AS wait FROM due
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, extract(epoch FROM min(not_before) - statement_timestamp())::float8
+SELECT NULL, NULL, NULL, NULL, NULL, extract(epoch FROM min(not_before) - statement_timestamp())::float8
 FROM outbox_scheduled WHERE not_before > statement_timestamp()
 """
 
@@ -263,10 +266,13 @@ class OutboxRelay:
         pending: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
         try:
             for row in rows:
+                headers = {"Nats-Msg-Id": row["event_id"]}
+                if row["trace_context"] is not None:  # the writer's span: the consumer's parent
+                    headers.update(tracing.headers_of(row["trace_context"]))
                 future = await self._js.publish_async(
                     row["subject"],
                     bytes(row["payload"]),
-                    headers={"Nats-Msg-Id": row["event_id"]},
+                    headers=headers,
                     # No stall timeout: with one nats-py wraps each call in a task and yields,
                     # writing one message per syscall; a window never fills the slots (MAX_WINDOW).
                     wait_stall=None,

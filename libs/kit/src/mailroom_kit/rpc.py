@@ -37,6 +37,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from psycopg import OperationalError
 from psycopg_pool import PoolClosed, PoolTimeout
 
+from mailroom_kit import tracing
 from mailroom_kit.logging import get_logger
 from mailroom_kit.metrics import RPC_REQUESTS, RPC_SECONDS
 from mailroom_kit.redact import describe_error
@@ -86,6 +87,10 @@ async def serve(
         )
 
     async def answer(msg: Msg) -> None:
+        with tracing.rpc_span(subject, msg.headers):
+            await _answer(msg)
+
+    async def _answer(msg: Msg) -> None:
         # Runs in its own task, so what the handler binds into the log context ends with it.
         started = time.perf_counter()
         try:
@@ -128,8 +133,12 @@ async def serve(
 async def request(
     nc: Client, subject: str, req: msgspec.Struct, reply_type: type[Rep], *, timeout: float = 10.0
 ) -> Rep:
+    headers: dict[str, str] | None = None
+    if tracing.enabled():  # the caller's span: the responder's parent
+        headers = {}
+        tracing.inject(headers)
     try:
-        msg = await nc.request(subject, encode(req), timeout=timeout)
+        msg = await nc.request(subject, encode(req), timeout=timeout, headers=headers or None)
     except (NatsTimeoutError, NoRespondersError, TimeoutError) as exc:
         raise RpcUnavailable(subject) from exc
     return decode(msg.data, reply_type)

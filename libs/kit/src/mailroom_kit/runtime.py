@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mailroom_kit import inbox, outbox
+from mailroom_kit import inbox, outbox, tracing
 from mailroom_kit.db import Pool, open_pool
 from mailroom_kit.http import request_logging
 from mailroom_kit.jetstream import connect, reconcile
@@ -196,6 +196,7 @@ async def serve(
         sys.exit(await run_children(processes))
     if child:
         die_with_parent()
+    tracing.configure(name)  # OTEL_* (off unless OTEL_TRACES_EXPORTER names an exporter)
     # From the start: a stop asked for while connecting is honoured once connected, not fatal.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -249,6 +250,7 @@ async def serve(
     with contextlib.suppress(Exception):
         await nc.drain()
     await pool.close()
+    tracing.shutdown()  # flush the spans still batched
     log.info("service.stopped")
     crashed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
     if crashed:
@@ -270,6 +272,7 @@ def main(
     args = parser.parse_args(argv)
     try:
         settings = settings_cls.from_env()
+        tracing.check()
     except SettingsError as exc:
         print(f"mailroom_{name}: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from mailroom_kit import tracing
 from mailroom_kit.db import Conn
 
 _RECORD = """
@@ -16,8 +17,8 @@ WITH msg AS (
     ON CONFLICT (message_id) DO NOTHING
     RETURNING 1
 ), added AS (
-    INSERT INTO outbox (event_id, subject, payload)
-    SELECT e.event_id, e.subject, e.payload
+    INSERT INTO outbox (event_id, subject, payload, trace_context)
+    SELECT e.event_id, e.subject, e.payload, %(trace_context)s::text
     FROM msg, unnest(%(event_ids)s::text[], %(subjects)s::text[], %(payloads)s::bytea[])
         WITH ORDINALITY AS e (event_id, subject, payload, n)
     ORDER BY e.n
@@ -64,6 +65,7 @@ async def record_message(
             "subjects": [r[1] for r in outbox_rows],
             "payloads": [r[2] for r in outbox_rows],
             "channel": notify_channel,
+            "trace_context": tracing.context_text(),  # NULL when tracing is off
         },
     )
     row = await cur.fetchone()

@@ -34,6 +34,7 @@ from botocore.exceptions import (
 )
 from mailroom_contracts.events import BounceType, EmailQueued, Stream
 from mailroom_contracts.ses import TAG_EMAIL_ID, TAG_MODE, TAG_TENANT_ID
+from mailroom_kit import tracing
 from prometheus_client import Histogram
 
 from mailroom_sender.errors import (
@@ -266,6 +267,8 @@ def classify(exc: Exception) -> ProviderError:
 
 # SES SendEmail calls by outcome (the counts are the histogram's _count): latency and errors.
 SES_SEND_SECONDS = Histogram("mailroom_ses_send_seconds", "SES SendEmail call latency", ["outcome"])
+# The SES call's tracing span (OpenTelemetry's AWS SDK conventions).
+_SES_SPAN = {"rpc.system": "aws-api", "rpc.service": "SESv2", "rpc.method": "SendEmail"}
 _OUTCOMES = {
     TransientProviderError: "transient",
     PermanentProviderError: "permanent",
@@ -320,7 +323,8 @@ class SesProvider:
     async def send(self, email: EmailQueued, raw: bytes) -> SendResult:
         started = time.perf_counter()
         try:
-            response = await self._call("send_email", **self.request(email, raw))
+            with tracing.client_span("SES SendEmail", **_SES_SPAN):  # a no-op when tracing is off
+                response = await self._call("send_email", **self.request(email, raw))
         except Exception as exc:
             error = classify(exc)
             SES_SEND_SECONDS.labels(outcome=_OUTCOMES.get(type(error), "error")).observe(time.perf_counter() - started)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import httpx
 from cryptography.fernet import InvalidToken
+from mailroom_kit import tracing
 from mailroom_kit.db import Pool
 from mailroom_kit.logging import get_logger
 from mailroom_kit.wake import PgWaker
@@ -26,6 +27,7 @@ from mailroom_webhooks.settings import WebhooksSettings
 from mailroom_webhooks.signing import SecretBox
 
 log = get_logger(__name__)
+_POST_SPAN = {"http.request.method": "POST"}
 
 
 class Dispatcher:
@@ -98,7 +100,10 @@ class Dispatcher:
             )
             result = AttemptResult(started_at=datetime.now(UTC), latency_ms=0, error="secret_undecryptable")
         else:
-            result = await delivery.attempt(self._client, claim, secret, time_limit=self._settings.timeout_seconds)
+            # Traced under the span that fanned the event out (when this process did; a no-op when off).
+            with tracing.client_span("webhook POST", parent_event_id=claim.event_id, **_POST_SPAN) as span:
+                result = await delivery.attempt(self._client, claim, secret, time_limit=self._settings.timeout_seconds)
+                tracing.annotate(span, error=result.error, **{"http.response.status_code": result.status_code})
         ATTEMPT_SECONDS.observe(result.latency_ms / 1000)
         for pause in (0.0, 0.5, 2.0):
             await asyncio.sleep(pause)

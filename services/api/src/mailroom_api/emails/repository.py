@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+from mailroom_kit import tracing
 from mailroom_kit.db import Conn, columns, fetch_all, fetch_one
 from psycopg.types.json import Jsonb
 
@@ -206,8 +207,8 @@ WITH allowed AS (
     INSERT INTO email_events (id, email_id, type, occurred_at, data)
     SELECT %(event_id)s::text, email.id, %(timeline_type)s::text, %(created_at)s::timestamptz, '{{}}' FROM email
 ), queued AS (
-    INSERT INTO outbox (event_id, subject, payload)
-    SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea FROM email
+    INSERT INTO outbox (event_id, subject, payload, trace_context)
+    SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea, %(trace_context)s::text FROM email
     ON CONFLICT (event_id) DO NOTHING
 ){_COUNT_USAGE.format(source="email")}
 SELECT domain_allowed, domain_verified, {key_recorded} AS key_recorded, {_WITHIN_QUOTA.format(source="email")}
@@ -275,6 +276,7 @@ async def accept_email(
         timeline_type=timeline_type,
         outbox_subject=outbox_subject,
         payload=payload,
+        trace_context=tracing.context_text(),  # NULL when tracing is off
     )
     statement = _ACCEPT
     if idempotency is not None:
@@ -385,8 +387,8 @@ WITH gate AS (
     SELECT t.id, t.email_id, t.type, t.occurred_at, '{{}}'
     FROM go, jsonb_to_recordset(%(timeline)s::jsonb) AS t (id text, email_id text, type text, occurred_at timestamptz)
 ), queued AS (
-    INSERT INTO outbox (event_id, subject, payload)
-    SELECT o.event_id, o.subject, o.payload
+    INSERT INTO outbox (event_id, subject, payload, trace_context)
+    SELECT o.event_id, o.subject, o.payload, %(trace_context)s::text
     FROM go, unnest(%(event_ids)s::text[], %(subjects)s::text[], %(payloads)s::bytea[])
         AS o (event_id, subject, payload)
     ON CONFLICT (event_id) DO NOTHING
@@ -455,6 +457,7 @@ async def accept_emails(
         "event_ids": [e.event_id for e in emails],
         "subjects": [e.outbox_subject for e in emails],
         "payloads": [e.payload for e in emails],
+        "trace_context": tracing.context_text(),  # NULL when tracing is off
     }
     statement = _ACCEPT_BATCH
     if idempotency is not None:
@@ -779,8 +782,8 @@ _PLAIN_TAIL = """), timeline AS (
     INSERT INTO email_events (id, email_id, type, occurred_at, data)
     SELECT %(event_id)s::text, email.id, %(timeline_type)s::text, %(created_at)s::timestamptz, '{}' FROM email
 ), queued AS (
-    INSERT INTO outbox (event_id, subject, payload)
-    SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea FROM email
+    INSERT INTO outbox (event_id, subject, payload, trace_context)
+    SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea, %(trace_context)s::text FROM email
     ON CONFLICT (event_id) DO NOTHING
 )"""
 _SCHEDULED_TAIL = """), timeline AS (
@@ -788,12 +791,14 @@ _SCHEDULED_TAIL = """), timeline AS (
     SELECT %(scheduled_event_id)s::text, email.id, 'scheduled', %(created_at)s::timestamptz,
         %(scheduled_data)s::jsonb FROM email
 ), queued AS (
-    INSERT INTO outbox_scheduled (event_id, subject, payload, not_before)
-    SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea, %(not_before)s::timestamptz FROM email
+    INSERT INTO outbox_scheduled (event_id, subject, payload, not_before, trace_context)
+    SELECT %(event_id)s::text, %(outbox_subject)s::text, %(payload)s::bytea, %(not_before)s::timestamptz,
+        %(trace_context)s::text FROM email
     ON CONFLICT (event_id) DO NOTHING
 ), scheduled AS (
-    INSERT INTO outbox (event_id, subject, payload)
-    SELECT %(scheduled_event_id)s::text, %(scheduled_subject)s::text, %(scheduled_payload)s::bytea FROM email
+    INSERT INTO outbox (event_id, subject, payload, trace_context)
+    SELECT %(scheduled_event_id)s::text, %(scheduled_subject)s::text, %(scheduled_payload)s::bytea,
+        %(trace_context)s::text FROM email
     ON CONFLICT (event_id) DO NOTHING
 )"""
 # A batch: the timeline rows carry their data (a scheduled item's `scheduled_at`), the immediate
@@ -806,8 +811,8 @@ _SCHEDULED_BATCH_TAIL = """    SELECT t.id, t.email_id, t.type, t.occurred_at, c
     FROM go, jsonb_to_recordset(%(timeline)s::jsonb)
         AS t (id text, email_id text, type text, occurred_at timestamptz, data jsonb)
 ), scheduled AS (
-    INSERT INTO outbox_scheduled (event_id, subject, payload, not_before)
-    SELECT d.event_id, d.subject, d.payload, d.not_before
+    INSERT INTO outbox_scheduled (event_id, subject, payload, not_before, trace_context)
+    SELECT d.event_id, d.subject, d.payload, d.not_before, %(trace_context)s::text
     FROM go, unnest(%(due_event_ids)s::text[], %(due_subjects)s::text[], %(due_payloads)s::bytea[],
         %(not_befores)s::timestamptz[]) AS d (event_id, subject, payload, not_before)
     ON CONFLICT (event_id) DO NOTHING
