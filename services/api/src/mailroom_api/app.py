@@ -48,6 +48,8 @@ from mailroom_api.http.guards import (
 from mailroom_api.keys.controllers import AdminApiKeysController, ApiKeysController
 from mailroom_api.settings import ApiSettings
 from mailroom_api.suppressions.controllers import SuppressionsController
+from mailroom_api.templates.controllers import RENDER_POOL_STATE, TemplatesController
+from mailroom_api.templates.pool import RenderPool
 from mailroom_api.tenants.controllers import AdminTenantsController
 from mailroom_api.unsubscribe.controllers import UnsubscribeController
 from mailroom_api.webhooks.controllers import WebhooksController
@@ -66,6 +68,7 @@ ROUTES: list[type[Controller]] = [
     SettingsController,
     UnsubscribeController,
     SuppressionsController,
+    TemplatesController,
 ]
 
 
@@ -98,6 +101,12 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
     settings = runtime.settings
     keys = KeyCache(settings.key_cache_seconds)
     wake = RelayWake(settings.database_url, SCHEMA, outbox.channel(SCHEMA))
+    # Templates (issue 17): render workers, started on the first render, stopped with the app.
+    render_pool = RenderPool(
+        size=settings.template_workers,
+        timeout_seconds=settings.template_render_timeout_seconds,
+        memory_bytes=settings.template_worker_memory_mb * 1024 * 1024,
+    )
 
     @contextlib.asynccontextmanager
     async def background(_: Litestar) -> AsyncIterator[None]:
@@ -114,6 +123,7 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
             await asyncio.wait(tasks, timeout=5)
             for task in tasks:
                 task.cancel()
+            await render_pool.close()
 
     def provide_runtime() -> Runtime:
         return runtime
@@ -137,6 +147,7 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
                 KEY_CACHE_STATE: keys,
                 RELAY_WAKE_STATE: wake,
                 UNSUBSCRIBE_LINKS_STATE: settings.unsubscribe_links,
+                RENDER_POOL_STATE: render_pool,
             }
         ),
         lifespan=[background],
