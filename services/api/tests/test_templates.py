@@ -472,3 +472,20 @@ async def test_another_tenants_templates_are_not_found(
     await _create(tpl_client, other.live, alias=alias)
     still = await tpl_client.get(f"/v1/templates/{alias}", headers=bearer(acct.tenant.live))
     assert still.json()["id"] == mine["id"] and still.json()["published_version"] == 1
+
+
+def test_template_settings_are_validated() -> None:
+    from mailroom_api.settings import ApiSettings
+
+    ok = ApiSettings.from_env({"MAILROOM_API_TEMPLATE_EXTRA_VARIABLES": "ignore", "MAILROOM_API_TEMPLATE_WORKERS": "4"})
+    assert (ok.template_extra_variables, ok.template_workers) == ("ignore", 4)
+    defaults = ApiSettings.from_env({})
+    assert (defaults.template_extra_variables, defaults.template_render_timeout_seconds) == ("error", 1.0)
+    for env in (
+        {"MAILROOM_API_TEMPLATE_EXTRA_VARIABLES": "maybe"},
+        {"MAILROOM_API_TEMPLATE_WORKERS": "0"},
+        {"MAILROOM_API_TEMPLATE_RENDER_TIMEOUT_SECONDS": "0"},
+        {"MAILROOM_API_TEMPLATE_WORKER_MEMORY_MB": "1"},
+    ):
+        with pytest.raises(ValueError, match="TEMPLATE"):
+            ApiSettings.from_env(env)

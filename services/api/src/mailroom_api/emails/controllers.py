@@ -69,7 +69,7 @@ class EmailsController(Controller):
         "/",
         status_code=202,
         summary="Queue an email",
-        responses=documented(400, 401, 403, 409, 413, 422),
+        responses=documented(400, 401, 403, 404, 409, 413, 422),  # 404: its template (issue 17)
         operation_class=IdempotentOperation,
         response_headers=[REPLAYED],
     )
