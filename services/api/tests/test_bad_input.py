@@ -192,7 +192,7 @@ def _json_cases(w: World) -> list[tuple[str, str, Any, int, str, str | None]]:
             "headers.X-Num",
         ),
         ("unknown field", w.tenant.live, email(ok, attachmentz=[]), 422, "validation_error", "attachmentz"),
-        ("not yet supported field", w.tenant.live, email(ok, template={}), 422, "validation_error", "template"),
+        ("template without id", w.tenant.live, email(ok, template={}), 422, "validation_error", "template.id"),
         (
             "too many tags",
             w.tenant.live,
@@ -365,11 +365,10 @@ async def test_database_down_is_503_without_internals(world: World, runtime: Run
     assert "pool" not in resp.json()["message"].lower()
 
 
-async def test_spec_fields_of_later_versions_say_so(world: World, client: httpx.AsyncClient) -> None:
+async def test_an_unknown_template_is_not_found(world: World, client: httpx.AsyncClient) -> None:
     body = {"from": "a@b.test", "to": "c@d.test", "subject": "s", "text": "t", "template": {"id": "tpl_x"}}
     resp = await client.post("/v1/emails", json=body, headers=bearer(world.tenant.live))
-    assert resp.status_code == 422 and resp.json()["param"] == "template"
-    assert "not supported by this version" in resp.json()["message"]
+    assert resp.status_code == 404 and resp.json()["param"] == "template.id"
 
 
 # Every name the contracts reserve, as given and in another case, plus members of the reserved families

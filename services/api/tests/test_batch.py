@@ -80,12 +80,12 @@ async def test_each_item_is_accepted_or_refused_on_its_own(client: httpx.AsyncCl
         4: ("validation_error", "tags.team"),
         5: ("domain_not_verified", None),
         6: ("validation_error", None),
-        7: ("validation_error", "template"),
+        7: ("not_found", "template.id"),
         8: ("payload_too_large", None),
         9: ("validation_error", "to"),
     }
     assert all(d["message"] and set(d) == {"index", "error", "message", "param"} for d in data if "error" in d)
-    assert unverified in data[5]["message"] and "not supported" in data[7]["message"]
+    assert unverified in data[5]["message"] and "not found" in data[7]["message"]
     accepted = [d for d in data if "id" in d]
     assert [(d["index"], d["status"], set(d)) for d in accepted] == [
         (0, "queued", {"index", "id", "status"}),

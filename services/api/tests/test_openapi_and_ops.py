@@ -40,6 +40,13 @@ EXPECTED = {
     ("/v1/suppressions", "post"),
     ("/v1/usage", "get"),  # issue 23
     ("/v1/suppressions/{email}", "delete"),
+    ("/v1/templates", "post"),
+    ("/v1/templates", "get"),
+    ("/v1/templates/{template}", "get"),
+    ("/v1/templates/{template}", "delete"),
+    ("/v1/templates/{template}/versions", "post"),
+    ("/v1/templates/{template}/publish", "post"),
+    ("/v1/templates/{template}/render", "post"),
 }
 
 # Actions that take no body (SPEC: `POST /v1/emails/{id}/cancel`).
@@ -99,6 +106,7 @@ async def test_openapi_lists_every_route(client: httpx.AsyncClient, runtime: Run
         "headers",
         "tags",
         "metadata",
+        "template",
     } <= set(props)
     assert set(doc["components"]["schemas"]["ErrorBody"]["properties"]) == {
         "error",

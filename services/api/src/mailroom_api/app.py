@@ -53,6 +53,8 @@ from mailroom_api.limits.controllers import UsageController
 from mailroom_api.limits.service import RateLimiter
 from mailroom_api.settings import ApiSettings
 from mailroom_api.suppressions.controllers import SuppressionsController
+from mailroom_api.templates.controllers import RENDER_POOL_STATE, TemplatesController
+from mailroom_api.templates.pool import RenderPool
 from mailroom_api.tenants.controllers import AdminTenantsController
 from mailroom_api.unsubscribe.controllers import UnsubscribeController
 from mailroom_api.webhooks.controllers import WebhooksController
@@ -72,6 +74,7 @@ ROUTES: list[type[Controller]] = [
     UnsubscribeController,
     SuppressionsController,
     UsageController,
+    TemplatesController,
 ]
 
 
@@ -105,6 +108,12 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
     keys = KeyCache(settings.key_cache_seconds)
     wake = RelayWake(settings.database_url, SCHEMA, outbox.channel(SCHEMA))
     limiter = RateLimiter(default_rate=settings.default_rate_limit, default_burst=settings.default_rate_burst)
+    # Templates (issue 17): render workers, started on the first render, stopped with the app.
+    render_pool = RenderPool(
+        size=settings.template_workers,
+        timeout_seconds=settings.template_render_timeout_seconds,
+        memory_bytes=settings.template_worker_memory_mb * 1024 * 1024,
+    )
 
     @contextlib.asynccontextmanager
     async def background(_: Litestar) -> AsyncIterator[None]:
@@ -121,6 +130,7 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
             await asyncio.wait(tasks, timeout=5)
             for task in tasks:
                 task.cancel()
+            await render_pool.close()
 
     def provide_runtime() -> Runtime:
         return runtime
@@ -145,6 +155,7 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
                 RELAY_WAKE_STATE: wake,
                 UNSUBSCRIBE_LINKS_STATE: settings.unsubscribe_links,
                 RATE_LIMITER_STATE: limiter,
+                RENDER_POOL_STATE: render_pool,
             }
         ),
         lifespan=[background],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 import msgspec
 from mailroom_kit.settings import BaseSettings
@@ -74,6 +74,16 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     # An address that takes unsubscribe requests by email, added to List-Unsubscribe as a mailto
     # (subject "unsubscribe <token>"); empty: the https link only (what RFC 8058 requires).
     unsubscribe_mailto: str = ""
+    # --- templates (issue 17). Templates render in worker processes (templates/pool.py), started
+    # on the first render: how many per API process (renders at once; more wait) ...
+    template_workers: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
+    # ... the longest a render may take before its worker is killed (422 invalid_template_data) ...
+    template_render_timeout_seconds: Annotated[float, msgspec.Meta(ge=0.05, le=30)] = 1.0
+    # ... each worker's address-space cap in MiB (RLIMIT_AS; a render allocating more fails) ...
+    template_worker_memory_mb: Annotated[int, msgspec.Meta(ge=128, le=16384)] = 512
+    # ... and what a send's data key that the template does not declare gets: `error` (422
+    # invalid_template_data naming it) or `ignore`. A template declaring no variables takes any data.
+    template_extra_variables: Literal["error", "ignore"] = "error"
 
     def __post_init__(self) -> None:
         super().__post_init__()

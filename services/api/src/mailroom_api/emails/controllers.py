@@ -37,6 +37,8 @@ from mailroom_api.http.guards import (
     runtime_of,
     unsubscribe_links_of,
 )
+from mailroom_api.templates import service as templates
+from mailroom_api.templates.controllers import render_pool_of
 
 REPLAYED = ResponseHeader(
     name=REPLAYED_HEADER,
@@ -68,7 +70,7 @@ class EmailsController(Controller):
         "/",
         status_code=202,
         summary="Queue an email",
-        responses=documented(400, 401, 402, 403, 409, 413, 422, 429),
+        responses=documented(400, 401, 402, 403, 404, 409, 413, 422, 429),  # 404: its template (issue 17)
         operation_class=IdempotentOperation,
         response_headers=[REPLAYED],
     )
@@ -79,11 +81,22 @@ class EmailsController(Controller):
         principal = current_principal(request)
         key = await idempotency.read_key(request, "POST /v1/emails") if HEADER in request.headers else None
         settings = rt.settings
+        rendered = None
+        if data.template is not None:  # issue 17: one indexed read, then a render worker's round trip
+            rendered = await templates.render_send(
+                rt.pool,
+                render_pool_of(request),
+                principal,
+                data,
+                extra=settings.template_extra_variables,
+                max_output=settings.max_message_bytes,
+            )
         prepared = service.prepare_send(
             principal,
             data,
             max_message_bytes=settings.max_message_bytes,
             unsubscribe_links=unsubscribe_links_of(request),
+            rendered=rendered,
         )
         prepared = await service.offload_large(prepared, js=rt.js, threshold=settings.offload_threshold_bytes)
         try:
@@ -121,12 +134,22 @@ class EmailsController(Controller):
         rt = runtime_of(request)
         principal = current_principal(request)
         key = await idempotency.read_key(request, "POST /v1/emails/batch")
+        # issue 17: templated items resolved (one statement) and rendered before validation
+        rendered = await templates.render_batch(
+            rt.pool,
+            render_pool_of(request),
+            principal,
+            data.emails,
+            extra=rt.settings.template_extra_variables,
+            max_output=rt.settings.max_message_bytes,
+        )
         # Validation first: a connection is held only for the writes.
         batch = service.prepare_batch(
             principal,
             data,
             max_message_bytes=rt.settings.max_message_bytes,
             unsubscribe_links=unsubscribe_links_of(request),
+            rendered=rendered,
         )
         batch = await service.offload_batch(batch, js=rt.js, threshold=rt.settings.offload_threshold_bytes)
         try:

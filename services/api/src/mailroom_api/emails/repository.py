@@ -40,6 +40,9 @@ class EmailRow(msgspec.Struct, frozen=True, kw_only=True):
     # Migration 0008: SES Open / Click events counted by the projector (update_email_statuses).
     opens: int = 0
     clicks: int = 0
+    # Migration 0010 (templates, issue 17): the template and version that rendered it.
+    template_id: str | None = None
+    template_version: int | None = None
 
 
 class LockedEmail(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +80,7 @@ _ACCEPT_TYPES = {
     "content_purged_at": "timestamptz",
     "opens": "int",
     "clicks": "int",
+    "template_version": "int",
 }
 
 

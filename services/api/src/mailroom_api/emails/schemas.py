@@ -11,6 +11,7 @@ from mailroom_contracts.message import MAX_ATTACHMENTS, MAX_CONTENT_ID, MAX_CUST
 
 from mailroom_api.http.body import Request
 from mailroom_api.keys.schemas import Mode
+from mailroom_api.templates.schemas import TemplateRef
 
 MAX_SUBJECT = 998
 MAX_RECIPIENTS = 50  # across to, cc and bcc (checked in validation); also each list's bound
@@ -29,14 +30,15 @@ class AttachmentIn(Request, frozen=True, kw_only=True):
 
 class SendEmail(Request, frozen=True, kw_only=True):
     # SPEC §2 fields a later version implements; until then they are refused with a clear message.
-    __not_yet_supported__: ClassVar[frozenset[str]] = frozenset({"template"})
+    __not_yet_supported__: ClassVar[frozenset[str]] = frozenset()
     # Optional when the tenant has a default sender (PATCH /v1/settings).
     from_: str | None = msgspec.field(default=None, name="from")
     to: str | Addresses
     cc: str | Addresses = []
     bcc: str | Addresses = []
     reply_to: str | Addresses = []
-    subject: Annotated[str, msgspec.Meta(max_length=MAX_SUBJECT)]
+    # Required unless a template supplies it (validation.py says so naming `subject`).
+    subject: Annotated[str, msgspec.Meta(max_length=MAX_SUBJECT)] | None = None
     html: str | None = None
     text: str | None = None
     # Values are checked one by one so errors can name `headers.X-Foo` / `tags.key`.
@@ -52,6 +54,9 @@ class SendEmail(Request, frozen=True, kw_only=True):
     track_clicks: bool | None = None
     # Scheduling: RFC 3339 with an offset, in the future and at most 30 days ahead (validation.py).
     scheduled_at: datetime | None = None
+    # Templates (issue 17): rendered at accept time into subject/html/text (templates/service.py);
+    # a subject, html or text given here wins over the rendered one.
+    template: TemplateRef | None = None
 
 
 class EmailAccepted(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,6 +149,11 @@ class AttachmentInfo(msgspec.Struct, frozen=True, kw_only=True):
     content_id: str | None = None
 
 
+class EmailTemplate(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    version: int
+
+
 class EmailDetail(EmailSummary, frozen=True, kw_only=True):
     """An email as listed, plus each recipient's status and the ordered timeline."""
 
@@ -159,6 +169,8 @@ class EmailDetail(EmailSummary, frozen=True, kw_only=True):
     content_expired_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
     # Scheduling: when it is (or was) due to go out; null for an email sent at once.
     scheduled_at: datetime | None = None
+    # Templates (issue 17): the template and version that rendered it; null without one.
+    template: EmailTemplate | None = None
 
 
 class EmailList(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,10 +14,10 @@ Reading: a key sees only its own tenant's emails of its own mode.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import psycopg
@@ -40,6 +40,7 @@ from mailroom_api.emails.schemas import (
     EmailDetail,
     EmailList,
     EmailSummary,
+    EmailTemplate,
     Recipient,
     SendBatch,
     SendEmail,
@@ -51,6 +52,9 @@ from mailroom_api.errors import ApiError, forbidden, not_found, unavailable, val
 from mailroom_api.http.body import msgspec_param
 from mailroom_api.limits import service as limits
 from mailroom_api.unsubscribe.tokens import UnsubscribeLinks, Unsubscriber
+
+if TYPE_CHECKING:
+    from mailroom_api.templates.service import RenderedTemplate
 
 SCHEMA = "api"
 
@@ -167,6 +171,8 @@ def _log_row(principal: Principal, email_id: str, email: ValidEmail, now: dateti
         created_at=now,
         last_event_at=now,
         attachments=attachment_log(email),
+        template_id=email.template_id,
+        template_version=email.template_version,
     )
 
 
@@ -221,15 +227,22 @@ def prepare_email(
     now: datetime | None = None,
     email_id: str | None = None,
     unsubscribe_links: UnsubscribeLinks | None = None,
+    rendered: RenderedTemplate | None = None,
 ) -> PreparedEmail:
     """Validate `req` (ApiError 422/413 naming the field) and build what accepting it writes;
-    `unsubscribe_links` signs broadcast emails' links (None: the broadcast stream is off)."""
+    `unsubscribe_links` signs broadcast emails' links (None: the broadcast stream is off).
+    `rendered` (issue 17): the send's template, rendered; its subject/html/text fill the request's
+    missing ones before validation, so every send rule applies to the rendered content."""
+    if rendered is not None:
+        req = rendered.apply(req)
     email = validate_send(
         req,
         max_message_bytes=max_message_bytes,
         default_from=principal.default_from,
         domain_tracking=principal.domain_tracking,
     )
+    if rendered is not None:
+        email = replace(email, template_id=rendered.template_id, template_version=rendered.version)
     now = now or datetime.now(UTC)
     email_id = email_id or new_id("msg")
     event = _queued_event(principal, email_id, email, now, _unsubscribe(unsubscribe_links, principal, email_id, email))
@@ -299,10 +312,13 @@ def prepare_send(
     *,
     max_message_bytes: int,
     unsubscribe_links: UnsubscribeLinks | None = None,
+    rendered: RenderedTemplate | None = None,
 ) -> PreparedEmail:
     """A single send's checks without I/O: the tenant may send, and `prepare_email`."""
     _check_tenant(principal)
-    return prepare_email(principal, req, max_message_bytes=max_message_bytes, unsubscribe_links=unsubscribe_links)
+    return prepare_email(
+        principal, req, max_message_bytes=max_message_bytes, unsubscribe_links=unsubscribe_links, rendered=rendered
+    )
 
 
 # ----------------------------------------------------------------------------- large content
@@ -518,10 +534,12 @@ def prepare_batch(
     *,
     max_message_bytes: int,
     unsubscribe_links: UnsubscribeLinks | None = None,
+    rendered: Mapping[int, RenderedTemplate | ApiError] | None = None,
 ) -> PreparedBatch:
     """Each item validated on its own, with the single send's rules (its errors become item
     failures); the tenant's status refuses the whole batch. No I/O: call it before taking a
-    database connection (100 items are milliseconds of CPU)."""
+    database connection (100 items are milliseconds of CPU). `rendered` (issue 17): per item
+    index, its template rendered, or the error that item fails with (templates.render_batch)."""
     _check_tenant(principal)
     now = datetime.now(UTC)
     # Ids rise with the index (ids made in one millisecond are otherwise in random order), so the
@@ -531,6 +549,9 @@ def prepare_batch(
     prepared: dict[int, PreparedEmail] = {}
     for index, item in enumerate(req.emails):
         try:
+            template = rendered.get(index) if rendered else None
+            if isinstance(template, ApiError):
+                raise template
             prepared[index] = prepare_email(
                 principal,
                 _item_request(item),
@@ -538,6 +559,7 @@ def prepare_batch(
                 now=now,
                 email_id=ids[index],
                 unsubscribe_links=unsubscribe_links,
+                rendered=template,
             )
         except ApiError as exc:
             failures[index] = _failure(index, exc)
@@ -693,8 +715,16 @@ async def get_email(conn: Conn, principal: Principal, email_id: str, *, include_
             "content_expired_at": row.content_purged_at,
         }
     scheduled_at = scheduling.scheduled_at_of(timeline_rows)
+    template = None  # issue 17
+    if row.template_id is not None and row.template_version is not None:
+        template = EmailTemplate(id=row.template_id, version=row.template_version)
     return EmailDetail(
-        **_summary_fields(row), recipients=recipients, events=timeline, **content, scheduled_at=scheduled_at
+        **_summary_fields(row),
+        recipients=recipients,
+        events=timeline,
+        **content,
+        scheduled_at=scheduled_at,
+        template=template,
     )
 
 

@@ -78,6 +78,9 @@ class ValidEmail:
     track_opens: bool = False
     track_clicks: bool = False
     scheduled_at: datetime | None = None  # aware, UTC; None: send at once
+    # Templates (issue 17): which template (and version) rendered subject/html/text.
+    template_id: str | None = None
+    template_version: int | None = None
 
 
 def parse_address(value: str, param: str) -> ParsedAddress:
@@ -275,7 +278,7 @@ def validate_send(
         raise validation("at least one recipient is required", "to")
     if len(to) + len(cc) + len(bcc) > MAX_RECIPIENTS:
         raise validation(f"at most {MAX_RECIPIENTS} recipients are allowed across to, cc and bcc", "to")
-    subject = req.subject
+    subject = req.subject or ""  # None: no subject given and no template supplied one
     if not subject.strip():
         raise validation("subject is required", "subject")
     problem = text_problem(subject, "subject")
