@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -183,6 +184,7 @@ async def accept_email(
     idempotency: IdempotencyRecord | None = None,
     schedule: ScheduledAccept | None = None,
     suppressed: frozenset[str] = frozenset(),
+    suppressed_event: OutboxRow | None = None,
 ) -> Acceptance:
     """Accept an email in ONE statement, atomic by itself: check the from-domain (the key's own
     domain if it is limited to one; a verified domain of the tenant if `needs_verified_domain`),
@@ -223,6 +225,13 @@ async def accept_email(
     if schedule is not None:
         params.update(msgspec.structs.asdict(schedule))
         statement = _SCHEDULED[statement]
+    if suppressed_event is not None:  # issue 22: the EmailSuppressed of the dropped recipients
+        params.update(
+            suppressed_event_id=suppressed_event.event_id,
+            suppressed_subject=suppressed_event.subject,
+            suppressed_payload=suppressed_event.payload,
+        )
+        statement = _with_suppressed_events(statement, batch=False)
     cur = await conn.execute(statement, params)
     row = await cur.fetchone()
     assert row is not None  # `allowed` is always one row
@@ -231,14 +240,14 @@ async def accept_email(
     )
 
 
-async def suppressed_among(conn: Conn, tenant_id: str, mode: str, addresses: list[str]) -> set[str]:
-    """Which of `addresses` (lower-cased) are on the tenant's suppression list of `mode` (issue 22;
-    asked only when that list is not empty)."""
+async def suppressed_among(conn: Conn, tenant_id: str, mode: str, addresses: list[str]) -> dict[str, str]:
+    """Which of `addresses` (lower-cased) are on the tenant's suppression list of `mode`, each with
+    its entry's reason (issue 22; asked only when that list is not empty)."""
     cur = await conn.execute(
-        "SELECT email FROM suppressions WHERE tenant_id = %s AND mode = %s AND email = ANY(%s)",
+        "SELECT email, reason FROM suppressions WHERE tenant_id = %s AND mode = %s AND email = ANY(%s)",
         (tenant_id, mode, addresses),
     )
-    return {row["email"] for row in await cur.fetchall()}
+    return {row["email"]: row["reason"] for row in await cur.fetchall()}
 
 
 async def add_suppressions(conn: Conn, entries: list[tuple[str, str, str, str, str]]) -> None:
@@ -253,6 +262,105 @@ async def add_suppressions(conn: Conn, entries: list[tuple[str, str, str, str, s
         " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
         " ON CONFLICT (tenant_id, mode, email) DO NOTHING",
         (tenant_ids, modes, emails, reasons, sources),
+    )
+
+
+# ----------------------------------------------------------------------------- email.suppressed at accept
+# Issue 22: an accept that drops suppressed recipients also writes their EmailSuppressed to the
+# outbox, in the same statement (one more CTE; a send that drops nobody runs the statement as it was).
+
+
+class OutboxRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One more event an accept statement writes to the outbox."""
+
+    event_id: str
+    subject: str
+    payload: bytes
+
+
+_SUPPRESSED_CTE = """
+), suppressed_event AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT %(suppressed_event_id)s::text, %(suppressed_subject)s::text, %(suppressed_payload)s::bytea FROM email
+    ON CONFLICT (event_id) DO NOTHING
+)
+SELECT """
+_SUPPRESSED_BATCH_CTE = """
+), suppressed_event AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT s.event_id, s.subject, s.payload
+    FROM go, unnest(%(suppressed_event_ids)s::text[], %(suppressed_subjects)s::text[],
+        %(suppressed_payloads)s::bytea[]) AS s (event_id, subject, payload)
+    ON CONFLICT (event_id) DO NOTHING
+)
+SELECT """
+
+
+@functools.cache
+def _with_suppressed_events(statement: str, *, batch: bool) -> str:
+    """`statement` (any accept variant) with the EmailSuppressed CTE before its final SELECT."""
+    tail = "\n)\nSELECT "
+    assert statement.count(tail) == 1, "an accept statement changed: update _with_suppressed_events with it"
+    return statement.replace(tail, _SUPPRESSED_BATCH_CTE if batch else _SUPPRESSED_CTE)
+
+
+# ----------------------------------------------------------------------------- soft bounces (issue 22)
+
+
+class SoftBounceFold(msgspec.Struct, frozen=True, kw_only=True):
+    """What one projector batch did to one address's run of soft bounces, in stream order:
+    `reset` (a delivery came, after which `added` soft bounces) or not (`added` more on the run)."""
+
+    tenant_id: str
+    mode: str
+    email: str  # lower-cased
+    reset: bool
+    added: int
+    last_email_id: str | None  # the email of the latest soft bounce (None when added is 0)
+
+
+_SOFT_BOUNCES = """
+WITH ops AS (
+    SELECT * FROM unnest(%(tenant_ids)s::text[], %(modes)s::text[], %(emails)s::text[], %(resets)s::boolean[],
+        %(added)s::integer[], %(sources)s::text[]) AS o (tenant_id, mode, email, reset, added, source)
+), cleared AS (
+    DELETE FROM soft_bounces s USING ops o
+    WHERE o.reset AND o.added = 0 AND (s.tenant_id, s.mode, s.email) = (o.tenant_id, o.mode, o.email)
+), counted AS (
+    INSERT INTO soft_bounces AS s (tenant_id, mode, email, consecutive, last_email_id)
+    SELECT tenant_id, mode, email, added, source FROM ops WHERE added > 0
+    ON CONFLICT (tenant_id, mode, email) DO UPDATE SET
+        -- a reset in this batch starts the run again: what the batch added after it is the run
+        consecutive = CASE WHEN (SELECT reset FROM ops o WHERE (o.tenant_id, o.mode, o.email)
+                = (EXCLUDED.tenant_id, EXCLUDED.mode, EXCLUDED.email))
+            THEN EXCLUDED.consecutive ELSE s.consecutive + EXCLUDED.consecutive END,
+        last_email_id = EXCLUDED.last_email_id,
+        updated_at = now()
+    RETURNING tenant_id, mode, email, consecutive, last_email_id
+)
+INSERT INTO suppressions (tenant_id, mode, email, reason, source_email_id)
+SELECT tenant_id, mode, email, 'bounce', last_email_id FROM counted WHERE consecutive >= %(threshold)s
+ON CONFLICT (tenant_id, mode, email) DO NOTHING
+"""
+
+
+async def fold_soft_bounces(conn: Conn, folds: list[SoftBounceFold], *, threshold: int) -> None:
+    """Apply one batch's soft-bounce runs in one statement: a reset alone deletes the address's
+    row, soft bounces add to it (or start it again after a reset), and an address whose run
+    reaches `threshold` is suppressed (reason `bounce`; an existing entry is kept)."""
+    if not folds:
+        return
+    await conn.execute(
+        _SOFT_BOUNCES,
+        {
+            "tenant_ids": [f.tenant_id for f in folds],
+            "modes": [f.mode for f in folds],
+            "emails": [f.email for f in folds],
+            "resets": [f.reset for f in folds],
+            "added": [f.added for f in folds],
+            "sources": [f.last_email_id for f in folds],
+            "threshold": threshold,
+        },
     )
 
 
@@ -286,6 +394,7 @@ class BatchEmail(msgspec.Struct, frozen=True, kw_only=True):
     timeline_type: str = "queued"
     schedule: ScheduledAccept | None = None  # scheduling: see the end of this module
     suppressed: frozenset[str] = frozenset()  # issue 22: recipients (lower-cased) written `suppressed`
+    suppressed_event: OutboxRow | None = None  # issue 22: their EmailSuppressed
 
 
 _RECORDSET = ", ".join(f"{name} {kind}" for name, kind in _ACCEPT_TYPES.items())
@@ -399,6 +508,14 @@ async def accept_emails(
     if any(e.schedule is not None for e in emails):
         params.update(_batch_schedule_params(emails))
         statement = _SCHEDULED[statement]
+    dropped = [e.suppressed_event for e in emails if e.suppressed_event is not None]
+    if dropped:  # issue 22: the EmailSuppressed of the items with dropped recipients
+        params.update(
+            suppressed_event_ids=[o.event_id for o in dropped],
+            suppressed_subjects=[o.subject for o in dropped],
+            suppressed_payloads=[o.payload for o in dropped],
+        )
+        statement = _with_suppressed_events(statement, batch=True)
     cur = await conn.execute(statement, params)
     row = await cur.fetchone()
     assert row is not None  # `gate` is always one row
