@@ -988,3 +988,71 @@ async def mark_queued(conn: Conn, email_ids: list[str], event_ids: list[str]) ->
         " ON CONFLICT (id) DO NOTHING",
         (event_ids, email_ids),
     )
+
+
+# ----------------------------------------------------------------------------- suppressed by the due time (issue 22)
+# The relay's `prepare_scheduled` hook (emails/scheduling.recheck_suppressions): a scheduled email's
+# recipients suppressed since its accept are dropped when it falls due, in the relay's transaction.
+
+
+class ScheduledRecipient(msgspec.Struct, frozen=True, kw_only=True):
+    email_id: str
+    position: int
+    type: str
+    address: str
+
+
+async def lock_scheduled_recipients(conn: Conn, email_ids: list[str]) -> list[ScheduledRecipient]:
+    """The still-`scheduled` recipients of `email_ids`, by email and position, their emails locked
+    first (in id order, as `mark_queued` and the projector lock them: no lock cycle)."""
+    return await fetch_all(
+        conn,
+        ScheduledRecipient,
+        """
+        WITH locked AS (SELECT id FROM emails WHERE id = ANY(%s) ORDER BY id FOR UPDATE)
+        SELECT r.email_id, r.position, r.type, r.address
+        FROM locked JOIN email_recipients r ON r.email_id = locked.id
+        WHERE r.status = 'scheduled'
+        ORDER BY r.email_id, r.position
+        """,
+        (email_ids,),
+    )
+
+
+async def suppressions_of(conn: Conn, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """Which (tenant_id, mode, lower-cased address) of `keys` are suppressed → the entry's reason."""
+    if not keys:
+        return {}
+    tenants, modes, emails = (list(column) for column in zip(*keys, strict=True))
+    cur = await conn.execute(
+        "SELECT tenant_id, mode, email, s.reason FROM suppressions s"
+        " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS u (tenant_id, mode, email) USING (tenant_id, mode, email)",
+        (tenants, modes, emails),
+    )
+    return {(r["tenant_id"], r["mode"], r["email"]): r["reason"] for r in await cur.fetchall()}
+
+
+async def record_suppressed_at_release(
+    conn: Conn, recipients: list[tuple[str, int]], emails: list[str], payloads: list[tuple[int, bytes]]
+) -> None:
+    """`recipients` ((email id, position)) become `suppressed`, so do `emails` (all their recipients
+    were), and the scheduled outbox rows `payloads` ((row id, payload)) keep the EmailQueued without
+    them (a window whose publish fails takes the row again as the table has it)."""
+    await conn.execute(
+        "UPDATE email_recipients r SET status = 'suppressed', updated_at = now()"
+        " FROM unnest(%s::text[], %s::integer[]) AS u (email_id, position)"
+        " WHERE (r.email_id, r.position) = (u.email_id, u.position) AND r.status = 'scheduled'",
+        ([e for e, _ in recipients], [p for _, p in recipients]),
+    )
+    if emails:
+        await conn.execute(
+            "UPDATE emails SET status = 'suppressed', last_event_at = greatest(last_event_at, now())"
+            " WHERE id = ANY(%s) AND status = 'scheduled'",
+            (emails,),
+        )
+    if payloads:
+        await conn.execute(
+            "UPDATE outbox_scheduled o SET payload = u.payload"
+            " FROM unnest(%s::bigint[], %s::bytea[]) AS u (id, payload) WHERE o.id = u.id",
+            ([i for i, _ in payloads], [p for _, p in payloads]),
+        )
