@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 from mailroom_devstack.stack import Stack
-from support import Tenant, create_tenant, emulator_sent, wait_for
+from support import Tenant, create_tenant, email_status, emulator_sent, wait_for
 
 TRACKING = ("OPEN", "CLICK")
 
@@ -130,6 +130,15 @@ def test_one_click_unsubscribe_from_the_sent_mime(stack: Stack, tenant: Tenant) 
         tampered = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
         assert c.post(tampered).status_code == 404
     assert suppressions(stack, tenant.id) == [("live", "reader@example.test", "unsubscribe", email_id)]
+    # Issue 22: its EmailUnsubscribed went round the stream (the email log records it once).
+    with httpx.Client(base_url=stack.url("api"), headers=tenant.headers(), timeout=10) as api:
+
+        def unsubscribed() -> list[dict[str, Any]] | None:
+            timeline = email_status(api, email_id)["events"]
+            return [e for e in timeline if e["type"] == "unsubscribed"] or None
+
+        [entry] = wait_for(unsubscribed, 20, what="unsubscribed timeline entry")
+    assert entry["data"]["source"] == "OneClick" and entry["data"]["recipients"] == ["Reader@example.test"]
     # The token is a capability naming the address: the API's request lines show the route only.
     api_log = (stack.base_dir / "logs" / "api.log").read_text(errors="replace")
     assert "/v1/unsubscribe/{token}" in api_log

@@ -70,6 +70,13 @@ def test_bounce_suppresses_then_delete_lets_it_go_out(stack: Stack, tenant: Tena
         ]
         on_ses = [m for m in emulator_sent(stack) if m["tags"].get("mailroom_email_id") == mixed_id]
         assert len(on_ses) == 1 and on_ses[0]["destinations"] == [SUCCESS]  # never sent to the suppressed one
+        # Its EmailSuppressed went round the stream: one `suppressed` timeline entry with the reason.
+        timeline = wait_for(
+            lambda: [e for e in email_status(c, mixed_id)["events"] if e["type"] == "suppressed"] or None,
+            20,
+            what="suppressed timeline entry",
+        )
+        assert [e["data"] for e in timeline] == [{"recipients": [{"email": BOUNCE, "reason": "bounce"}]}]
 
         assert c.delete(f"/v1/suppressions/{BOUNCE}").status_code == 204
         again = _send(c, sender, [BOUNCE])

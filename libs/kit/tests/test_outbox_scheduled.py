@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -49,6 +50,7 @@ class Space:
     def __init__(self, pool: Pool, js: JetStreamContext, url: str, schema: str) -> None:
         self.pool, self.js, self.url, self.schema = pool, js, url, schema
         self.arrived: dict[str, float] = {}  # Nats-Msg-Id → time.time() it reached our subscriber
+        self.payloads: dict[str, bytes] = {}  # Nats-Msg-Id → the data that arrived
 
     async def add(self, not_before: datetime | None = None) -> str:
         e = event()
@@ -86,6 +88,7 @@ async def space(database_url: str, nats_url: str) -> AsyncIterator[Space]:
     async def on_msg(msg: Msg) -> None:
         assert msg.headers is not None
         s.arrived.setdefault(msg.headers["Nats-Msg-Id"], time.time())
+        s.payloads.setdefault(msg.headers["Nats-Msg-Id"], msg.data)
 
     sub = await nc.subscribe(DOMAIN_CREATED, cb=on_msg)
     yield s
@@ -240,3 +243,31 @@ async def test_the_owner_records_the_publish_in_the_relays_transaction(space: Sp
     assert seen == [[first], [first]]
     assert await space.counts() == (0, 0)
     assert await relay.relay_once() == 0 and seen == [[first], [first]]  # immediate rows: no call
+
+
+async def test_the_owner_may_change_or_withhold_due_rows_before_they_are_published(space: Space) -> None:
+    """`prepare_scheduled`: a withheld row is deleted unpublished, a changed payload is what goes out."""
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    kept_id, withheld_id = await space.add(past), await space.add(past)
+    relayed: list[str] = []
+
+    async def prepare(conn: object, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**row, "payload": b"changed"} for row in rows if row["event_id"] == kept_id]
+
+    async def on_relayed(conn: object, event_ids: list[str]) -> None:
+        relayed.extend(event_ids)
+
+    relay = outbox.OutboxRelay(
+        space.pool,
+        space.js,
+        url=space.url,
+        schema=space.schema,
+        on_scheduled_relayed=on_relayed,
+        prepare_scheduled=prepare,
+    )
+    assert await relay.relay_due_once() == 1
+    assert relayed == [kept_id]
+    assert await space.counts() == (0, 0)  # the withheld row is gone too
+    await until(lambda: kept_id in space.arrived)
+    assert withheld_id not in space.arrived
+    assert space.payloads[kept_id] == b"changed"

@@ -18,7 +18,14 @@ import pytest
 from api_testkit import Tenant, add_domain, assert_error, bearer, make_tenant, table_counts, unique_domain
 from mailroom_contracts import decode, decode_event, subjects
 from mailroom_contracts.content import CONTENT_BUCKET
-from mailroom_contracts.events import EmailCanceled, EmailQueued, EmailScheduled, Event
+from mailroom_contracts.events import (
+    EmailCanceled,
+    EmailQueued,
+    EmailScheduled,
+    EmailSuppressed,
+    Event,
+    SuppressedRecipient,
+)
 from mailroom_kit.runtime import Runtime
 from nats.aio.msg import Msg
 from nats.js.errors import ObjectNotFoundError
@@ -349,3 +356,61 @@ async def test_a_large_scheduled_email_keeps_its_stored_content_until_canceled(
     assert resp.status_code == 200, resp.text
     with pytest.raises(ObjectNotFoundError):
         await store.get(email_id)
+
+
+async def test_recipients_suppressed_before_the_due_time_are_dropped_at_release(
+    client: httpx.AsyncClient, runtime: Runtime, world: tuple[Tenant, Tenant, str], heard: Heard
+) -> None:
+    """Issue 22: the relay re-checks the list when the email falls due. A recipient suppressed
+    since the accept is left out of the EmailQueued (status `suppressed`, an EmailSuppressed); an
+    email left with nobody is never published (status `suppressed`); another tenant's list and the
+    test list change nothing."""
+    tenant, other, domain = world
+    when = at(2)
+    partly = await schedule(client, tenant, domain, when)
+    resp = await client.post(
+        "/v1/emails",
+        json={**body(domain, rfc3339(when)), "to": ["carol@example.com"], "cc": []},
+        headers=bearer(tenant.live),
+    )
+    assert resp.status_code == 202, resp.text
+    wholly = resp.json()["id"]
+    for token, address in (
+        (tenant.live, "Bob@Example.com"),
+        (tenant.live, "carol@example.com"),
+        (other.live, "ada@example.com"),
+        (tenant.test, "ada@example.com"),
+    ):
+        added = await client.post("/v1/suppressions", json={"email": address}, headers=bearer(token))
+        assert added.status_code == 201, added.text
+    assert datetime.now(UTC) < when, "the machine is too slow for this test's schedule"
+    await until(lambda: _status_is(client, tenant, partly, "queued"))
+    [(_, queued)] = heard.of(EmailQueued, partly)
+    assert ([a.email for a in queued.to], queued.cc) == (["ada@example.com"], [])
+    got = await detail(client, tenant, partly)
+    assert [(r["email"], r["status"]) for r in got["recipients"]] == [
+        ("ada@example.com", "queued"),
+        ("bob@example.com", "suppressed"),
+    ]
+    await until(lambda: _async(bool(heard.of(EmailSuppressed, partly))))
+    [(_, notice)] = heard.of(EmailSuppressed, partly)
+    assert notice.recipients == [SuppressedRecipient(email="bob@example.com", reason="manual")]
+
+    await until(lambda: _status_is(client, tenant, wholly, "suppressed"))
+    await until(lambda: _async(bool(heard.of(EmailSuppressed, wholly))))
+    assert heard.of(EmailQueued, wholly) == []  # never published: the sender never hears of it
+    got = await detail(client, tenant, wholly)
+    assert [r["status"] for r in got["recipients"]] == ["suppressed"]
+    assert heard.of(EmailSuppressed, wholly)[0][1].recipients == [
+        SuppressedRecipient(email="carol@example.com", reason="manual")
+    ]
+    async with runtime.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM outbox_scheduled WHERE event_id = %s", ("evt_" + wholly[4:],)
+        )
+        row = await cur.fetchone()
+    assert row is not None and row["n"] == 0
+    listed = (await client.get("/v1/emails?status=suppressed", headers=bearer(tenant.live))).json()["data"]
+    assert [e["id"] for e in listed] == [wholly]
+    # Its time has passed: it cannot be canceled any more.
+    assert_error(await client.post(f"/v1/emails/{wholly}/cancel", headers=bearer(tenant.live)), 409, "conflict", None)

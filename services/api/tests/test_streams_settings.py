@@ -38,8 +38,9 @@ from cryptography.x509.oid import NameOID
 from mailroom_api.app import create_app
 from mailroom_api.domains import service as domains
 from mailroom_api.unsubscribe.tokens import Unsubscriber, sign
-from mailroom_contracts import decode_event
-from mailroom_contracts.events import EmailQueued
+from mailroom_contracts import decode, decode_event
+from mailroom_contracts.events import EmailQueued, EmailUnsubscribed
+from mailroom_contracts.subjects import EMAIL_UNSUBSCRIBED
 from mailroom_devstack.infra import free_port
 from mailroom_kit.runtime import Runtime
 from mailroom_kit.server import server_config
@@ -312,6 +313,24 @@ async def test_one_click_post_records_the_suppression_once(
     again = await https.post(url, content=b"List-Unsubscribe=One-Click", headers=form)
     assert again.status_code == 200
     assert await suppressions(runtime, world.tenant.id) == expected
+    # One EmailUnsubscribed, in the transaction of the new entry; the second click adds none.
+    [unsubscribed] = await unsubscribed_events(runtime, email_id)
+    assert (unsubscribed.tenant_id, unsubscribed.mode, unsubscribed.recipients) == (
+        world.tenant.id,
+        "live",
+        ["Ada.One@example.test"],  # the recipient as it was sent to
+    )
+    assert (unsubscribed.source, unsubscribed.unsubscribe_all) == ("OneClick", True)
+
+
+async def unsubscribed_events(rt: Runtime, email_id: str) -> list[EmailUnsubscribed]:
+    async with rt.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT payload FROM outbox"
+            " WHERE subject = %s AND convert_from(payload, 'UTF8')::jsonb ->> 'email_id' = %s",
+            (EMAIL_UNSUBSCRIBED, email_id),
+        )
+        return [decode(bytes(r["payload"]), EmailUnsubscribed) for r in await cur.fetchall()]
 
 
 async def test_get_shows_a_page_and_changes_nothing(runtime: Runtime, https: httpx.AsyncClient) -> None:
@@ -372,18 +391,18 @@ async def test_tampered_foreign_or_unknown_tokens_are_404_and_record_nothing(
         "v2" + token[2:],
     ]
     cases += ["x" * 3000, "not-a-token", token.replace(".", "", 1)]
-    before = await table_counts(runtime, "suppressions")
+    before = await table_counts(runtime, "suppressions", "outbox")
     for bad in cases:
         for method in ("POST", "GET"):
             resp = await https.request(method, f"{prefix}/{bad}")
             assert resp.status_code == 404, (bad, method, resp.text)
             assert resp.json()["error"] == "not_found"
-    assert await table_counts(runtime, "suppressions") == before
+    assert await table_counts(runtime, "suppressions", "outbox") == before
     assert await suppressions(runtime, other.id) == []
     # A genuine token made for a tenant that does not exist (a secret leak test would need more): 404.
     ghost = sign(SECRET.encode(), Unsubscriber("ten_" + "0" * 26, "live", email_id, "g@example.test"))
     assert (await https.post(f"{prefix}/{ghost}")).status_code == 404
-    assert await table_counts(runtime, "suppressions") == before
+    assert await table_counts(runtime, "suppressions", "outbox") == before
 
 
 async def test_without_a_secret_no_token_is_valid(world: World, runtime: Runtime, client: httpx.AsyncClient) -> None:

@@ -14,7 +14,8 @@ import pytest
 from api_testkit import Tenant, assert_error, bearer, make_tenant, table_counts
 from mailroom_api.unsubscribe import repository as unsubscribe_repo
 from mailroom_contracts import decode
-from mailroom_contracts.events import EmailQueued
+from mailroom_contracts.events import EmailQueued, EmailSuppressed, SuppressedRecipient
+from mailroom_contracts.subjects import EMAIL_QUEUED, EMAIL_SUPPRESSED
 from mailroom_kit.runtime import Runtime
 
 
@@ -161,11 +162,24 @@ async def test_without_a_key_is_401(client: httpx.AsyncClient) -> None:
 async def _queued(rt: Runtime, email_id: str) -> EmailQueued:
     async with rt.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT payload FROM outbox WHERE convert_from(payload, 'UTF8')::jsonb ->> 'email_id' = %s", (email_id,)
+            "SELECT payload FROM outbox WHERE convert_from(payload, 'UTF8')::jsonb ->> 'email_id' = %s"
+            " AND subject = %s",
+            (email_id, EMAIL_QUEUED),
         )
         row = await cur.fetchone()
     assert row is not None
     return decode(bytes(row["payload"]), EmailQueued)
+
+
+async def _suppressed_events(rt: Runtime, email_id: str) -> list[EmailSuppressed]:
+    """The EmailSuppressed rows the accept of `email_id` wrote to the outbox (issue 22)."""
+    async with rt.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT payload FROM outbox WHERE convert_from(payload, 'UTF8')::jsonb ->> 'email_id' = %s"
+            " AND subject = %s",
+            (email_id, EMAIL_SUPPRESSED),
+        )
+        return [decode(bytes(row["payload"]), EmailSuppressed) for row in await cur.fetchall()]
 
 
 async def _recipients(rt: Runtime, email_id: str) -> list[tuple[str, str, str]]:
@@ -218,6 +232,13 @@ async def test_suppressed_recipients_are_dropped_and_all_suppressed_is_403(
     )
     detail = (await client.get(f"/v1/emails/{email_id}", headers=bearer(t.test))).json()
     assert [r["status"] for r in detail["recipients"]] == ["queued", "suppressed", "queued", "suppressed"]
+    # The same statement wrote one EmailSuppressed naming the dropped address once, with its reason.
+    [dropped] = await _suppressed_events(runtime, email_id)
+    assert (dropped.tenant_id, dropped.mode, dropped.recipients) == (
+        t.id,
+        "test",
+        [SuppressedRecipient(email="gone@example.com", reason="bounce")],
+    )
 
     # Every recipient suppressed: 403, nothing written (also scheduled, and under an Idempotency-Key).
     before = await table_counts(runtime, "emails", "email_recipients", "email_events", "outbox", "outbox_scheduled")
@@ -243,6 +264,7 @@ async def test_suppressed_recipients_are_dropped_and_all_suppressed_is_403(
     assert again.status_code == 202, again.text
     assert await _recipients(runtime, again.json()["id"]) == [("gone@example.com", "to", "queued")]
     assert [a.email for a in (await _queued(runtime, again.json()["id"])).to] == ["gone@example.com"]
+    assert await _suppressed_events(runtime, again.json()["id"]) == []  # nobody dropped: no event
 
 
 async def test_a_cached_key_learns_that_its_list_is_no_longer_empty(
@@ -294,7 +316,10 @@ async def test_batch_items_are_filtered_each_on_its_own(client: httpx.AsyncClien
         ("B2@example.com", "to", "suppressed"),
     ]
     assert [a.email for a in (await _queued(runtime, partial)).to] == ["ok@example.com"]
+    [dropped] = await _suppressed_events(runtime, partial)
+    assert dropped.recipients == [SuppressedRecipient(email="b2@example.com", reason="complaint")]
     assert await _recipients(runtime, items[3]["id"]) == [("ok2@example.com", "to", "queued")]
+    assert await _suppressed_events(runtime, items[3]["id"]) == []
     async with runtime.pool.connection() as conn:
         cur = await conn.execute("SELECT count(*) AS n FROM emails WHERE tenant_id = %s", (t.id,))
         row = await cur.fetchone()
@@ -322,3 +347,23 @@ async def test_a_key_answered_before_replays_after_its_recipient_is_suppressed(
         "/v1/emails", json=_mail(["late@example.com"]), headers={**bearer(t.test), "Idempotency-Key": "new-key"}
     )
     assert_error(fresh, 403, "recipient_suppressed", None)
+
+
+async def test_a_scheduled_send_with_dropped_recipients_publishes_its_email_suppressed_at_once(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    t = await make_tenant(runtime, "Scheduler")
+    async with runtime.pool.connection() as conn, conn.transaction():
+        await unsubscribe_repo.add_suppression(
+            conn, tenant_id=t.id, mode="test", email="out@example.com", reason="unsubscribe", source_email_id=None
+        )
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    for headers in ({}, {"Idempotency-Key": "sched-suppressed"}):
+        resp = await client.post(
+            "/v1/emails",
+            json=_mail(["in@example.com", "out@example.com"], scheduled_at=later),
+            headers={**bearer(t.test), **headers},
+        )
+        assert resp.status_code == 202, resp.text
+        [dropped] = await _suppressed_events(runtime, resp.json()["id"])  # not held until scheduled_at
+        assert dropped.recipients == [SuppressedRecipient(email="out@example.com", reason="unsubscribe")]

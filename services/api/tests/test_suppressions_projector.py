@@ -118,3 +118,90 @@ async def test_one_statement_adds_a_batchs_suppressions(conn: Conn) -> None:
     # the projector's six statements and one suppression insert
     assert counts[0] == counts[1] == 7, counts
     assert len(await entries(conn, tenant_id)) == 20
+
+
+async def test_email_suppressed_is_one_timeline_entry_and_moves_no_status(conn: Conn) -> None:
+    """The api's own EmailSuppressed (recipients dropped at accept) comes back through the email
+    log: one `suppressed` timeline entry naming them, however often it is delivered, no status."""
+    tenant_id = await tenant(conn)
+    email_id = await email(conn, tenant_id, recipients=[("ok@example.org", "to"), ("gone@example.org", "to")])
+    dropped = events.EmailSuppressed(
+        event_id=new_id("evt"),
+        occurred_at=T0,
+        tenant_id=tenant_id,
+        email_id=email_id,
+        recipients=[events.SuppressedRecipient(email="gone@example.org", reason="bounce")],
+    )
+    assert await apply_email_events(conn, [dropped, dropped]) == ["applied", "duplicate"]
+    assert await apply_email_events(conn, [dropped]) == ["duplicate"]
+    cur = await conn.execute(
+        "SELECT type, data FROM email_events WHERE email_id = %s AND id = %s", (email_id, dropped.event_id)
+    )
+    assert [(r["type"], r["data"]) for r in await cur.fetchall()] == [
+        ("suppressed", {"recipients": [{"email": "gone@example.org", "reason": "bounce"}]})
+    ]
+    cur = await conn.execute("SELECT status FROM emails WHERE id = %s", (email_id,))
+    row = await cur.fetchone()
+    assert row is not None and row["status"] == "queued"
+    assert await entries(conn, tenant_id) == []  # it adds no suppression: the entry exists already
+
+
+async def soft_runs(conn: Conn, tenant_id: str) -> dict[str, int]:
+    cur = await conn.execute("SELECT email, consecutive FROM soft_bounces WHERE tenant_id = %s", (tenant_id,))
+    return {r["email"]: r["consecutive"] for r in await cur.fetchall()}
+
+
+def delivery(email_id: str, tenant_id: str, recipients: list[str]) -> events.EmailDelivered:
+    return events.EmailDelivered(
+        event_id=new_id("evt"),
+        occurred_at=T0 + timedelta(seconds=2),
+        tenant_id=tenant_id,
+        email_id=email_id,
+        recipients=recipients,
+    )
+
+
+async def test_soft_bounces_in_a_row_suppress_and_a_delivery_resets_the_run(conn: Conn) -> None:
+    tenant_id = await tenant(conn)
+    mails = [
+        await email(conn, tenant_id, recipients=[("Full@Example.org", "to"), ("ok@example.org", "to")])
+        for _ in range(4)
+    ]
+
+    def soft(i: int, who: str = "Full@Example.org") -> events.EmailBounced:
+        return bounce(mails[i], tenant_id, [who], "Transient", "MailboxFull")
+
+    # Off by default: nothing is counted.
+    await apply_email_events(conn, [soft(0)])
+    assert await soft_runs(conn, tenant_id) == {}
+    # Threshold 3: two in a row, a delivery resets, then three in a row (one of them twice) suppress.
+    first, second = soft(0), soft(1)
+    assert await apply_email_events(conn, [first, second, first], soft_bounce_suppress_after=3) == [
+        "applied",
+        "applied",
+        "duplicate",
+    ]
+    assert await soft_runs(conn, tenant_id) == {"full@example.org": 2}
+    await apply_email_events(conn, [first, second], soft_bounce_suppress_after=3)  # redelivered: nothing more
+    assert await soft_runs(conn, tenant_id) == {"full@example.org": 2}
+    # A delivery then a soft bounce in one batch: the run starts again at one.
+    await apply_email_events(
+        conn, [delivery(mails[2], tenant_id, ["full@example.org"]), soft(2)], soft_bounce_suppress_after=3
+    )
+    assert await soft_runs(conn, tenant_id) == {"full@example.org": 1}
+    await apply_email_events(conn, [delivery(mails[2], tenant_id, ["FULL@example.org"])], soft_bounce_suppress_after=3)
+    assert await soft_runs(conn, tenant_id) == {}  # a delivery alone deletes the run
+    assert await entries(conn, tenant_id) == []
+    # Permanent/undetermined bounces and a delivery to another address do not touch the run.
+    await apply_email_events(conn, [soft(0), soft(1)], soft_bounce_suppress_after=3)
+    await apply_email_events(
+        conn,
+        [
+            bounce(mails[3], tenant_id, ["Full@Example.org"], "Undetermined"),
+            delivery(mails[3], tenant_id, ["ok@example.org"]),
+        ],
+        soft_bounce_suppress_after=3,
+    )
+    assert await soft_runs(conn, tenant_id) == {"full@example.org": 2}
+    await apply_email_events(conn, [soft(3)], soft_bounce_suppress_after=3)
+    assert await entries(conn, tenant_id) == [("live", "full@example.org", "bounce", mails[3])]

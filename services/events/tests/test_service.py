@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import json
 import uuid
 from collections.abc import MutableMapping, Sequence
@@ -37,7 +38,7 @@ from mailroom_contracts.events import (
     Event,
 )
 from mailroom_contracts.streams import EMAIL_STREAM
-from mailroom_events import service
+from mailroom_events import cli, repository, service
 from mailroom_events.app import MIGRATIONS, create_app, relay
 from mailroom_events.handlers import MAX_BODY
 from mailroom_events.mapping import deterministic_event_id
@@ -46,8 +47,9 @@ from mailroom_events.settings import EventsSettings
 from mailroom_events.sns import parse_sns_message
 from mailroom_kit.db import open_pool
 from mailroom_kit.ids import new_id
+from mailroom_kit.retention import Purge, purge_once
 from mailroom_kit.runtime import Runtime
-from mailroom_kit.settings import SettingsError
+from mailroom_kit.settings import DAY, SettingsError
 
 OTHER_TOPIC = "arn:aws:sns:us-east-1:000000000000:someone-else"
 
@@ -242,6 +244,68 @@ async def test_message_without_mailroom_tags_is_recorded_without_event(
     assert row is not None
     assert (row["ses_event_type"], row["email_id"], row["events_emitted"]) == ("delivery", None, 0)
     assert await outbox_count(runtime) == before
+    # Issue 22: kept for the operator, without the mail's headers; once however often SNS delivers it.
+    assert (await post(client, body)).json() == {"status": "duplicate"}
+    [kept] = await unmatched_rows(runtime, body["MessageId"])
+    assert (kept["reason"], kept["ses_event_type"], kept["topic_arn"]) == ("not_ours", "delivery", LOCAL_TOPIC)
+    record = json.loads(ses_record("delivery"))
+    assert kept["record"] == {
+        "eventType": "Delivery",
+        "mail": {k: record["mail"][k] for k in service._MAIL_FIELDS if k in record["mail"]},
+    }
+    assert "headers" not in kept["record"]["mail"] and "commonHeaders" not in kept["record"]["mail"]
+    # What the operator sees.
+    out = io.StringIO()
+    assert await cli.unmatched(runtime.settings, ["--reason", "not_ours", "--limit", "5"], out=out) == 0
+    listed = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert body["MessageId"] in [e["message_id"] for e in listed] and len(listed) <= 5
+    assert {e["reason"] for e in listed} == {"not_ours"}
+
+
+async def unmatched_rows(runtime: Runtime, message_id: str) -> list[dict[str, Any]]:
+    async with runtime.pool.connection() as conn:
+        cur = await conn.execute("SELECT * FROM unmatched_events WHERE message_id = %s", (message_id,))
+        return await cur.fetchall()
+
+
+async def test_matched_events_are_not_kept_as_unmatched(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    body = notification(signer, cert_server, ses_record("delivery", email_id=new_email_id()))
+    assert (await post(client, body)).json() == {"status": "mapped"}
+    validation = notification(signer, cert_server, TOPIC_VALIDATION_TEXT)
+    assert (await post(client, validation)).json() == {"status": "informational"}
+    assert await unmatched_rows(runtime, body["MessageId"]) == []
+    assert await unmatched_rows(runtime, validation["MessageId"]) == []
+
+
+async def test_the_unmatched_command_refuses_bad_arguments(runtime: Runtime) -> None:
+    for argv in (
+        ["--limit", "0"],
+        ["--limit", "1001"],
+        ["--reason", "other"],
+        ["--before", "yesterday"],
+        ["--before", "2026-01-01T00:00:00"],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            await cli.unmatched(runtime.settings, argv, out=io.StringIO())
+        assert exited.value.code == 2, argv
+
+
+async def test_unmatched_events_are_purged_after_their_retention(runtime: Runtime) -> None:
+    async with runtime.pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO unmatched_events (message_id, reason, topic_arn, received_at)"
+            " VALUES ('old-one', 'not_ours', 't', now() - interval '8 days'), ('new-one', 'not_ours', 't', now())"
+        )
+    assert (
+        await purge_once(
+            runtime.pool, Purge("unmatched_events", 7 * DAY, repository.purge_unmatched), schema="events", batch=10
+        )
+        >= 1
+    )
+    assert await unmatched_rows(runtime, "old-one") == []
+    assert len(await unmatched_rows(runtime, "new-one")) == 1
 
 
 async def test_open_and_click_of_our_email_become_events_once_per_sns_message(
@@ -296,6 +360,12 @@ async def test_authentic_but_unparseable_message_is_acknowledged_and_recorded(
         assert r.status_code == 200 and r.json() == {"status": "unparseable"}, message
         row = await sns_row(runtime, body["MessageId"])
         assert row is not None and row["ses_event_type"] is None
+        [kept] = await unmatched_rows(runtime, body["MessageId"])  # issue 22: kept, with why
+        assert kept["reason"] == "unparseable" and kept["detail"]
+        expected = (
+            None if message == "not an SES event" else {"eventType": json.loads(message)["eventType"], "mail": {}}
+        )
+        assert kept["record"] == expected
         # SNS would only redeliver it if we had not answered 2xx; if it does anyway, it is a duplicate.
         r = await post(client, body)
         assert r.status_code == 200 and r.json() == {"status": "duplicate"}

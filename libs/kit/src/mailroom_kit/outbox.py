@@ -27,7 +27,9 @@ every `schedule_check_seconds` after a wake-up (a NOTIFY or the poll: every sche
 NOTIFYs), between immediate windows too, so a busy outbox cannot starve it; and it sleeps no longer
 than until the next due row. No timer in memory is the truth: each scheduled window recomputes it
 from the table, and a restart simply finds the due rows. `on_scheduled_relayed` lets the owner
-record, in the very transaction that deletes the published rows, that they were published. The
+record, in the very transaction that deletes the published rows, that they were published, and
+`prepare_scheduled` lets it look at the due rows first (same transaction, same locks) to change a
+payload or withhold a row (deleted unpublished): what was true at `add` may not be at the due time. The
 owner of a scheduled row cancels it (`cancel_scheduled`: DELETE) or moves it (`scheduled_payload`,
 then `reschedule`: UPDATE + NOTIFY, so the relays recompute their wait) under that same row lock,
 inside its own transaction: while a relay holds the row (publishing it) the owner waits and then
@@ -159,6 +161,12 @@ class RelayIncomplete(Exception):
 # moves those emails from `scheduled` to `queued`). If it raises, nothing of the window commits
 # and the rows are published again (JetStream drops the copies).
 OnScheduledRelayed = Callable[[Conn, list[str]], Awaitable[None]]
+# Called with a window's due scheduled rows (dicts with id, event_id, subject, payload) under their
+# row locks, in the relay's transaction, before anything is published: returns the rows to publish,
+# possibly with another payload; a row it leaves out is deleted unpublished (the owner recorded why,
+# in the same transaction). A changed payload is the owner's to store too: if the publish fails, the
+# row is taken again as it is in the table.
+PrepareScheduled = Callable[[Conn, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
 class OutboxRelay:
@@ -174,6 +182,7 @@ class OutboxRelay:
         ack_timeout_seconds: float = 5.0,
         schedule_check_seconds: float = 0.25,
         on_scheduled_relayed: OnScheduledRelayed | None = None,
+        prepare_scheduled: PrepareScheduled | None = None,
     ) -> None:
         if not 1 <= batch_size <= MAX_WINDOW:
             raise ValueError(f"batch_size must be 1..{MAX_WINDOW}")
@@ -186,6 +195,7 @@ class OutboxRelay:
         self._ack_timeout = ack_timeout_seconds
         self._schedule_check = schedule_check_seconds
         self._on_scheduled_relayed = on_scheduled_relayed
+        self._prepare_scheduled = prepare_scheduled
         # The scheduled rows, as the last scheduled window saw them: the loop time the next one
         # is due (None: none), when that window ran, and whether a wake-up since asks for another.
         self._due_at: float | None = None
@@ -225,6 +235,15 @@ class OutboxRelay:
             # Look again at once after this window: more may be due, or this one may fail (its
             # rows stay, due still).
             self._due_at = self._checked_at
+            if self._prepare_scheduled is not None:
+                kept = await self._prepare_scheduled(conn, rows)
+                kept_ids = {row["id"] for row in kept}
+                dropped = [row["id"] for row in rows if row["id"] not in kept_ids]
+                if dropped:
+                    await conn.execute("DELETE FROM outbox_scheduled WHERE id = ANY(%s)", (dropped,))
+                rows = kept
+                if not rows:
+                    return 0
             acked, error = await self._publish_window(rows)
             if acked:
                 await conn.execute("DELETE FROM outbox_scheduled WHERE id = ANY(%s)", ([row["id"] for row in acked],))

@@ -41,7 +41,7 @@ from mailroom_kit.metrics import (
     OUTBOX_OLDEST_SECONDS,
 )
 from mailroom_kit.migrations import migrate, pending
-from mailroom_kit.outbox import OnScheduledRelayed, OutboxRelay
+from mailroom_kit.outbox import OnScheduledRelayed, OutboxRelay, PrepareScheduled
 from mailroom_kit.retention import Purge, retention_worker
 from mailroom_kit.server import (
     die_with_parent,
@@ -83,13 +83,18 @@ class Runtime(Generic[S]):
             checks["migrations"] = False
         return checks
 
-    def relay(self, on_scheduled_relayed: OnScheduledRelayed | None = None) -> OutboxRelay:
+    def relay(
+        self,
+        on_scheduled_relayed: OnScheduledRelayed | None = None,
+        prepare_scheduled: PrepareScheduled | None = None,
+    ) -> OutboxRelay:
         return OutboxRelay(
             self.pool,
             self.js,
             url=self.settings.database_url,
             schema=self.schema,
             on_scheduled_relayed=on_scheduled_relayed,
+            prepare_scheduled=prepare_scheduled,
         )
 
 

@@ -34,7 +34,7 @@ from mailroom_api.emails.controllers import EmailsController
 from mailroom_api.emails.idempotency import purge_worker as idempotency_purge_worker
 from mailroom_api.emails.projector import email_log_worker
 from mailroom_api.emails.relay_wake import RelayWake
-from mailroom_api.emails.scheduling import mark_queued
+from mailroom_api.emails.scheduling import mark_queued, recheck_suppressions
 from mailroom_api.http.body import Request
 from mailroom_api.http.errors import exception_handler
 from mailroom_api.http.guards import (
@@ -80,7 +80,8 @@ ROUTES: list[type[Controller]] = [
 
 async def relay_worker(rt: Runtime) -> None:
     # Scheduling: a scheduled email moves to `queued` in the transaction that relays its EmailQueued.
-    await rt.relay(on_scheduled_relayed=mark_queued).run(rt.stop)
+    # Issue 22: and its recipients suppressed since the accept are dropped just before (recheck_suppressions).
+    await rt.relay(on_scheduled_relayed=mark_queued, prepare_scheduled=recheck_suppressions).run(rt.stop)
 
 
 WORKERS: list[Worker] = [email_log_worker, domains_worker, relay_worker, idempotency_purge_worker]

@@ -84,6 +84,11 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     # ... and what a send's data key that the template does not declare gets: `error` (422
     # invalid_template_data naming it) or `ignore`. A template declaring no variables takes any data.
     template_extra_variables: Literal["error", "ignore"] = "error"
+    # --- delivery truth (issue 22)
+    # Suppress an address (reason `bounce`) once this many transient (soft) bounces in a row were
+    # recorded for it (per tenant and mode); a delivery to it resets the count. 0: soft bounces
+    # never suppress (SES retries them itself; only a hard bounce says the address is gone).
+    soft_bounce_suppress_after: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -67,5 +67,8 @@ async def run(settings: EventsSettings) -> None:
         migrations_dir=MIGRATIONS,
         build_app=create_app,
         workers=[relay],
-        purges=[Purge("sns_messages", settings.sns_message_retention_days * DAY, repository.purge_sns_messages)],
+        purges=[
+            Purge("sns_messages", settings.sns_message_retention_days * DAY, repository.purge_sns_messages),
+            Purge("unmatched_events", settings.unmatched_retention_days * DAY, repository.purge_unmatched),
+        ],
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
+import msgspec
 from mailroom_kit import tracing
-from mailroom_kit.db import Conn
+from mailroom_kit.db import Conn, fetch_all
 
 _RECORD = """
 WITH msg AS (
@@ -31,6 +33,32 @@ SELECT EXISTS (SELECT 1 FROM msg) AS recorded,
 """
 
 
+# Issue 22: the statement for an SES event that matches no email also keeps it in
+# `unmatched_events` (the plain statement, the one every matched event runs, is unchanged).
+_TAIL = "\n)\nSELECT EXISTS (SELECT 1 FROM msg) AS recorded,"
+assert _RECORD.count(_TAIL) == 1
+_RECORD_UNMATCHED = _RECORD.replace(
+    _TAIL,
+    """
+), kept AS (
+    INSERT INTO unmatched_events (message_id, reason, topic_arn, ses_event_type, ses_message_id, detail, record)
+    SELECT %(message_id)s, %(unmatched_reason)s, %(topic_arn)s, %(ses_event_type)s, %(ses_message_id)s,
+        %(unmatched_detail)s, %(unmatched_record)s::jsonb
+    FROM msg
+    ON CONFLICT (message_id) DO NOTHING
+)
+SELECT EXISTS (SELECT 1 FROM msg) AS recorded,""",
+)
+
+
+class Unmatched(msgspec.Struct, frozen=True, kw_only=True):
+    """What `unmatched_events` keeps of an SES event that matches no email."""
+
+    reason: str  # not_ours | unparseable
+    detail: str | None = None
+    record: str | None = None  # JSON text of the summary
+
+
 async def record_message(
     conn: Conn,
     *,
@@ -44,15 +72,24 @@ async def record_message(
     events_emitted: int = 0,
     outbox_rows: Sequence[tuple[str, str, bytes]] = (),
     notify_channel: str | None = None,
+    unmatched: Unmatched | None = None,
 ) -> bool:
     """Insert the SNS message id with what SES reported in it and, only if it is new, the
     `outbox_rows` ((event_id, subject, payload), in order), NOTIFYing `notify_channel` on commit
     when any was written: ONE statement, so on an autocommit connection it is its own atomic
     transaction in a single round trip. False if the message was seen before (a duplicate
     delivery: nothing is written)."""
+    extra = {}
+    if unmatched is not None:
+        extra = {
+            "unmatched_reason": unmatched.reason,
+            "unmatched_detail": unmatched.detail,
+            "unmatched_record": unmatched.record,
+        }
     cur = await conn.execute(
-        _RECORD,
+        _RECORD if unmatched is None else _RECORD_UNMATCHED,
         {
+            **extra,
             "message_id": message_id,
             "topic_arn": topic_arn,
             "type": type_,
@@ -86,6 +123,46 @@ async def purge_sns_messages(conn: Conn, cutoff: datetime, limit: int) -> int:
     cur = await conn.execute(
         "DELETE FROM sns_messages WHERE ctid IN"
         " (SELECT ctid FROM sns_messages WHERE received_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (cutoff, limit),
+    )
+    return cur.rowcount
+
+
+class UnmatchedRow(msgspec.Struct, frozen=True, kw_only=True):
+    message_id: str
+    reason: str
+    topic_arn: str
+    ses_event_type: str | None
+    ses_message_id: str | None
+    detail: str | None
+    record: dict[str, Any] | None
+    received_at: datetime
+
+
+async def list_unmatched(
+    conn: Conn, *, limit: int, reason: str | None = None, before: datetime | None = None
+) -> list[UnmatchedRow]:
+    """The newest `limit` unmatched events (of `reason`; received before `before`), newest first."""
+    return await fetch_all(
+        conn,
+        UnmatchedRow,
+        """
+        SELECT message_id, reason, topic_arn, ses_event_type, ses_message_id, detail, record, received_at
+        FROM unmatched_events
+        WHERE (%(reason)s::text IS NULL OR reason = %(reason)s::text)
+            AND (%(before)s::timestamptz IS NULL OR received_at < %(before)s::timestamptz)
+        ORDER BY received_at DESC, message_id
+        LIMIT %(limit)s
+        """,
+        {"reason": reason, "before": before, "limit": limit},
+    )
+
+
+async def purge_unmatched(conn: Conn, cutoff: datetime, limit: int) -> int:
+    """Delete at most `limit` unmatched events received before `cutoff` (the retention job)."""
+    cur = await conn.execute(
+        "DELETE FROM unmatched_events WHERE ctid IN"
+        " (SELECT ctid FROM unmatched_events WHERE received_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)",
         (cutoff, limit),
     )
     return cur.rowcount

@@ -5,7 +5,9 @@ subscriptions (GET of the SubscribeURL, behind the same host rule as certificate
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import structlog
@@ -92,6 +94,7 @@ async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
         events_emitted=len(events),
         outbox_rows=[(e.event_id, subject_for(e), encode(e)) for e in events],
         notify_channel=outbox.channel(SCHEMA),
+        unmatched=_unmatched(msg.Message, ses_known=ses is not None, matched=ref is not None, error=parse_error),
     ):
         SNS_MESSAGES.labels(outcome="duplicate").inc()
         return "duplicate"
@@ -114,3 +117,42 @@ async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
         event_ids=[e.event_id for e in events],
     )
     return outcome
+
+
+# --- unmatched SES events (issue 22): kept for the operator (`mailroom-events unmatched`), with a retention
+_MAIL_FIELDS = ("timestamp", "messageId", "source", "sourceArn", "sendingAccountId", "destination", "tags")
+MAX_DETAIL = 300
+
+
+def _unmatched(
+    message: str, *, ses_known: bool, matched: bool, error: SesParseError | None
+) -> repository.Unmatched | None:
+    """What `unmatched_events` keeps of an authentic SES event that matches no email (no Mailroom
+    tags) or could not be read; None for a matched event or SES's topic validation text."""
+    if error is not None:
+        return repository.Unmatched(reason="unparseable", detail=str(error)[:MAX_DETAIL], record=summary(message))
+    if ses_known and not matched:
+        return repository.Unmatched(reason="not_ours", record=summary(message))
+    return None
+
+
+def summary(message: str) -> str | None:
+    """The SES record's event type and the fields of `mail` that identify the mail (ids, source,
+    destination, tags, time), as JSON text; never its headers or content. None when `message` is
+    not a JSON object. A NUL escape becomes U+FFFD (jsonb cannot hold NUL)."""
+    try:
+        record = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    mail = record.get("mail")
+    mail = mail if isinstance(mail, dict) else {}
+    kept: dict[str, Any] = {
+        "eventType": record.get("eventType", record.get("notificationType")),
+        "mail": {k: mail[k] for k in _MAIL_FIELDS if k in mail},
+    }
+    return json.dumps(kept, ensure_ascii=False).replace("\\u0000", "\\ufffd").replace("\x00", "\ufffd")
+
+
+# --- end unmatched SES events

@@ -35,6 +35,9 @@ class EventsSettings(BaseSettings, frozen=True, kw_only=True):
     # 0 keeps them. Longer than MAILROOM_EVENTS_SNS_MAX_AGE_SECONDS: an older message is refused as a
     # replay before its record would be needed.
     sns_message_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    # SES events that match no Mailroom email (no Mailroom tags) or could not be read are kept this
+    # many days for the operator (`mailroom-events unmatched`), then deleted; 0 keeps them.
+    unmatched_retention_days: Annotated[float, msgspec.Meta(ge=0, le=3650)] = 7.0
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -24,6 +24,7 @@ from mailroom_kit.runtime import Runtime
 
 from mailroom_api.emails import repository as repo
 from mailroom_api.emails.status import EVENT_STATUS, advance
+from mailroom_api.settings import ApiSettings
 
 _COMMON_FIELDS = ("type", "event_id", "occurred_at", "tenant_id", "email_id", "mode")
 
@@ -34,7 +35,9 @@ ENGAGEMENT_TYPES: dict[type[events.EmailEvent], str] = {
     events.EmailOpened: "opened",
     events.EmailClicked: "clicked",
     events.EmailUnsubscribed: "unsubscribed",  # and a suppression per recipient (below)
-    events.EmailSuppressed: "suppressed",  # recipients dropped at accept (their status is already `suppressed`)
+    # Recipients dropped at accept (the accept wrote their `suppressed` status already): a timeline
+    # entry naming them and the reasons, once (its event id is the entry's id).
+    events.EmailSuppressed: "suppressed",
 }
 # --- end opens and clicks
 
@@ -86,7 +89,9 @@ class _EmailState:
     # --- end opens and clicks
 
 
-async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> list[Result]:
+async def apply_email_events(
+    conn: Conn, batch: Sequence[events.EmailEvent], *, soft_bounce_suppress_after: int = 0
+) -> list[Result]:
     """Project lifecycle events (in delivery order) into the email log inside the caller's
     transaction. Returns each event's result: applied | unchanged (its timeline entry was already
     recorded, or its type has no status) | duplicate (the inbox has it, or it came twice in the
@@ -154,7 +159,40 @@ async def apply_email_events(conn: Conn, batch: Sequence[events.EmailEvent]) -> 
         conn, _suppressions([e for e, r in zip(batch, results, strict=True) if r in ("applied", "unchanged")])
     )
     # --- end suppressions
+    # --- soft bounces in a row (issue 22): only the events recorded now count, so a redelivery adds nothing
+    if soft_bounce_suppress_after > 0:
+        await repo.fold_soft_bounces(
+            conn,
+            _soft_bounce_folds([e for e, r in zip(batch, results, strict=True) if r == "applied"]),
+            threshold=soft_bounce_suppress_after,
+        )
+    # --- end soft bounces
     return results
+
+
+def _soft_bounce_folds(applied: Sequence[events.EmailEvent]) -> list[repo.SoftBounceFold]:
+    """Per (tenant, mode, address), what this batch's newly recorded events did to its run of soft
+    bounces, in stream order: a transient bounce adds one, a delivery resets it. Permanent and
+    undetermined bounces leave it alone (a hard bounce suppresses by itself)."""
+    runs: dict[tuple[str, str, str], list[Any]] = {}  # key → [reset, added, last email id]
+    for event in applied:
+        if isinstance(event, events.EmailBounced) and event.bounce_type == "Transient":
+            bounced = True
+        elif isinstance(event, events.EmailDelivered):
+            bounced = False
+        else:
+            continue
+        for recipient in event.recipients:
+            run = runs.setdefault((event.tenant_id, event.mode, recipient.lower()), [False, 0, None])
+            if bounced:
+                run[1] += 1
+                run[2] = event.email_id
+            else:
+                run[:] = [True, 0, None]
+    return [
+        repo.SoftBounceFold(tenant_id=t, mode=m, email=a, reset=reset, added=added, last_email_id=last)
+        for (t, m, a), (reset, added, last) in runs.items()
+    ]
 
 
 def _suppressions(handled: Sequence[events.EmailEvent]) -> list[tuple[str, str, str, str, str]]:
@@ -175,7 +213,7 @@ def _suppressions(handled: Sequence[events.EmailEvent]) -> list[tuple[str, str, 
     return entries
 
 
-async def project_email_events(rt: Runtime, items: list[BatchItem]) -> None:
+async def project_email_events(rt: Runtime[ApiSettings], items: list[BatchItem]) -> None:
     """The batch handler: one transaction for every lifecycle event of the fetch."""
     lifecycle: list[BatchItem] = []
     for item in items:
@@ -188,7 +226,9 @@ async def project_email_events(rt: Runtime, items: list[BatchItem]) -> None:
         return
     batch = [item.event for item in lifecycle if isinstance(item.event, events.EmailEvent)]
     async with rt.pool.connection() as conn, conn.transaction():
-        results = await apply_email_events(conn, batch)
+        results = await apply_email_events(
+            conn, batch, soft_bounce_suppress_after=rt.settings.soft_bounce_suppress_after
+        )
     for item, result in zip(lifecycle, results, strict=True):
         if result == "not_yet_known":
             # The EmailQueued transaction is committed before its event is published, so this is
@@ -199,7 +239,7 @@ async def project_email_events(rt: Runtime, items: list[BatchItem]) -> None:
             item.note(result=result)
 
 
-async def email_log_worker(rt: Runtime) -> None:
+async def email_log_worker(rt: Runtime[ApiSettings]) -> None:
     async def handle(items: list[BatchItem]) -> None:
         await project_email_events(rt, items)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime
 from typing import Any
 
@@ -248,6 +249,7 @@ async def accept_email(
     schedule: ScheduledAccept | None = None,
     suppressed: frozenset[str] = frozenset(),
     usage: UsageCount = NO_USAGE,
+    suppressed_event: OutboxRow | None = None,
 ) -> Acceptance:
     """Accept an email in ONE statement, atomic by itself: check the from-domain (the key's own
     domain if it is limited to one; a verified domain of the tenant if `needs_verified_domain`),
@@ -289,6 +291,13 @@ async def accept_email(
     if schedule is not None:
         params.update(msgspec.structs.asdict(schedule))
         statement = _SCHEDULED[statement]
+    if suppressed_event is not None:  # issue 22: the EmailSuppressed of the dropped recipients
+        params.update(
+            suppressed_event_id=suppressed_event.event_id,
+            suppressed_subject=suppressed_event.subject,
+            suppressed_payload=suppressed_event.payload,
+        )
+        statement = _with_suppressed_events(statement, batch=False)
     params.update(_usage_params(usage))  # issue 23
     row = await _execute_counted(conn, statement, params)
     if row is None:
@@ -298,14 +307,14 @@ async def accept_email(
     )
 
 
-async def suppressed_among(conn: Conn, tenant_id: str, mode: str, addresses: list[str]) -> set[str]:
-    """Which of `addresses` (lower-cased) are on the tenant's suppression list of `mode` (issue 22;
-    asked only when that list is not empty)."""
+async def suppressed_among(conn: Conn, tenant_id: str, mode: str, addresses: list[str]) -> dict[str, str]:
+    """Which of `addresses` (lower-cased) are on the tenant's suppression list of `mode`, each with
+    its entry's reason (issue 22; asked only when that list is not empty)."""
     cur = await conn.execute(
-        "SELECT email FROM suppressions WHERE tenant_id = %s AND mode = %s AND email = ANY(%s)",
+        "SELECT email, reason FROM suppressions WHERE tenant_id = %s AND mode = %s AND email = ANY(%s)",
         (tenant_id, mode, addresses),
     )
-    return {row["email"] for row in await cur.fetchall()}
+    return {row["email"]: row["reason"] for row in await cur.fetchall()}
 
 
 async def add_suppressions(conn: Conn, entries: list[tuple[str, str, str, str, str]]) -> None:
@@ -320,6 +329,105 @@ async def add_suppressions(conn: Conn, entries: list[tuple[str, str, str, str, s
         " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
         " ON CONFLICT (tenant_id, mode, email) DO NOTHING",
         (tenant_ids, modes, emails, reasons, sources),
+    )
+
+
+# ----------------------------------------------------------------------------- email.suppressed at accept
+# Issue 22: an accept that drops suppressed recipients also writes their EmailSuppressed to the
+# outbox, in the same statement (one more CTE; a send that drops nobody runs the statement as it was).
+
+
+class OutboxRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One more event an accept statement writes to the outbox."""
+
+    event_id: str
+    subject: str
+    payload: bytes
+
+
+_SUPPRESSED_CTE = """
+), suppressed_event AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT %(suppressed_event_id)s::text, %(suppressed_subject)s::text, %(suppressed_payload)s::bytea FROM email
+    ON CONFLICT (event_id) DO NOTHING
+)
+SELECT """
+_SUPPRESSED_BATCH_CTE = """
+), suppressed_event AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT s.event_id, s.subject, s.payload
+    FROM go, unnest(%(suppressed_event_ids)s::text[], %(suppressed_subjects)s::text[],
+        %(suppressed_payloads)s::bytea[]) AS s (event_id, subject, payload)
+    ON CONFLICT (event_id) DO NOTHING
+)
+SELECT """
+
+
+@functools.cache
+def _with_suppressed_events(statement: str, *, batch: bool) -> str:
+    """`statement` (any accept variant) with the EmailSuppressed CTE before its final SELECT."""
+    tail = "\n)\nSELECT "
+    assert statement.count(tail) == 1, "an accept statement changed: update _with_suppressed_events with it"
+    return statement.replace(tail, _SUPPRESSED_BATCH_CTE if batch else _SUPPRESSED_CTE)
+
+
+# ----------------------------------------------------------------------------- soft bounces (issue 22)
+
+
+class SoftBounceFold(msgspec.Struct, frozen=True, kw_only=True):
+    """What one projector batch did to one address's run of soft bounces, in stream order:
+    `reset` (a delivery came, after which `added` soft bounces) or not (`added` more on the run)."""
+
+    tenant_id: str
+    mode: str
+    email: str  # lower-cased
+    reset: bool
+    added: int
+    last_email_id: str | None  # the email of the latest soft bounce (None when added is 0)
+
+
+_SOFT_BOUNCES = """
+WITH ops AS (
+    SELECT * FROM unnest(%(tenant_ids)s::text[], %(modes)s::text[], %(emails)s::text[], %(resets)s::boolean[],
+        %(added)s::integer[], %(sources)s::text[]) AS o (tenant_id, mode, email, reset, added, source)
+), cleared AS (
+    DELETE FROM soft_bounces s USING ops o
+    WHERE o.reset AND o.added = 0 AND (s.tenant_id, s.mode, s.email) = (o.tenant_id, o.mode, o.email)
+), counted AS (
+    INSERT INTO soft_bounces AS s (tenant_id, mode, email, consecutive, last_email_id)
+    SELECT tenant_id, mode, email, added, source FROM ops WHERE added > 0
+    ON CONFLICT (tenant_id, mode, email) DO UPDATE SET
+        -- a reset in this batch starts the run again: what the batch added after it is the run
+        consecutive = CASE WHEN (SELECT reset FROM ops o WHERE (o.tenant_id, o.mode, o.email)
+                = (EXCLUDED.tenant_id, EXCLUDED.mode, EXCLUDED.email))
+            THEN EXCLUDED.consecutive ELSE s.consecutive + EXCLUDED.consecutive END,
+        last_email_id = EXCLUDED.last_email_id,
+        updated_at = now()
+    RETURNING tenant_id, mode, email, consecutive, last_email_id
+)
+INSERT INTO suppressions (tenant_id, mode, email, reason, source_email_id)
+SELECT tenant_id, mode, email, 'bounce', last_email_id FROM counted WHERE consecutive >= %(threshold)s
+ON CONFLICT (tenant_id, mode, email) DO NOTHING
+"""
+
+
+async def fold_soft_bounces(conn: Conn, folds: list[SoftBounceFold], *, threshold: int) -> None:
+    """Apply one batch's soft-bounce runs in one statement: a reset alone deletes the address's
+    row, soft bounces add to it (or start it again after a reset), and an address whose run
+    reaches `threshold` is suppressed (reason `bounce`; an existing entry is kept)."""
+    if not folds:
+        return
+    await conn.execute(
+        _SOFT_BOUNCES,
+        {
+            "tenant_ids": [f.tenant_id for f in folds],
+            "modes": [f.mode for f in folds],
+            "emails": [f.email for f in folds],
+            "resets": [f.reset for f in folds],
+            "added": [f.added for f in folds],
+            "sources": [f.last_email_id for f in folds],
+            "threshold": threshold,
+        },
     )
 
 
@@ -353,6 +461,7 @@ class BatchEmail(msgspec.Struct, frozen=True, kw_only=True):
     timeline_type: str = "queued"
     schedule: ScheduledAccept | None = None  # scheduling: see the end of this module
     suppressed: frozenset[str] = frozenset()  # issue 22: recipients (lower-cased) written `suppressed`
+    suppressed_event: OutboxRow | None = None  # issue 22: their EmailSuppressed
 
 
 _RECORDSET = ", ".join(f"{name} {kind}" for name, kind in _ACCEPT_TYPES.items())
@@ -470,6 +579,14 @@ async def accept_emails(
     if any(e.schedule is not None for e in emails):
         params.update(_batch_schedule_params(emails))
         statement = _SCHEDULED[statement]
+    dropped = [e.suppressed_event for e in emails if e.suppressed_event is not None]
+    if dropped:  # issue 22: the EmailSuppressed of the items with dropped recipients
+        params.update(
+            suppressed_event_ids=[o.event_id for o in dropped],
+            suppressed_subjects=[o.subject for o in dropped],
+            suppressed_payloads=[o.payload for o in dropped],
+        )
+        statement = _with_suppressed_events(statement, batch=True)
     params.update(_usage_params(usage))  # issue 23
     row = await _execute_counted(conn, statement, params)
     if row is None:
@@ -945,3 +1062,71 @@ async def mark_queued(conn: Conn, email_ids: list[str], event_ids: list[str]) ->
         " ON CONFLICT (id) DO NOTHING",
         (event_ids, email_ids),
     )
+
+
+# ----------------------------------------------------------------------------- suppressed by the due time (issue 22)
+# The relay's `prepare_scheduled` hook (emails/scheduling.recheck_suppressions): a scheduled email's
+# recipients suppressed since its accept are dropped when it falls due, in the relay's transaction.
+
+
+class ScheduledRecipient(msgspec.Struct, frozen=True, kw_only=True):
+    email_id: str
+    position: int
+    type: str
+    address: str
+
+
+async def lock_scheduled_recipients(conn: Conn, email_ids: list[str]) -> list[ScheduledRecipient]:
+    """The still-`scheduled` recipients of `email_ids`, by email and position, their emails locked
+    first (in id order, as `mark_queued` and the projector lock them: no lock cycle)."""
+    return await fetch_all(
+        conn,
+        ScheduledRecipient,
+        """
+        WITH locked AS (SELECT id FROM emails WHERE id = ANY(%s) ORDER BY id FOR UPDATE)
+        SELECT r.email_id, r.position, r.type, r.address
+        FROM locked JOIN email_recipients r ON r.email_id = locked.id
+        WHERE r.status = 'scheduled'
+        ORDER BY r.email_id, r.position
+        """,
+        (email_ids,),
+    )
+
+
+async def suppressions_of(conn: Conn, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """Which (tenant_id, mode, lower-cased address) of `keys` are suppressed → the entry's reason."""
+    if not keys:
+        return {}
+    tenants, modes, emails = (list(column) for column in zip(*keys, strict=True))
+    cur = await conn.execute(
+        "SELECT tenant_id, mode, email, s.reason FROM suppressions s"
+        " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS u (tenant_id, mode, email) USING (tenant_id, mode, email)",
+        (tenants, modes, emails),
+    )
+    return {(r["tenant_id"], r["mode"], r["email"]): r["reason"] for r in await cur.fetchall()}
+
+
+async def record_suppressed_at_release(
+    conn: Conn, recipients: list[tuple[str, int]], emails: list[str], payloads: list[tuple[int, bytes]]
+) -> None:
+    """`recipients` ((email id, position)) become `suppressed`, so do `emails` (all their recipients
+    were), and the scheduled outbox rows `payloads` ((row id, payload)) keep the EmailQueued without
+    them (a window whose publish fails takes the row again as the table has it)."""
+    await conn.execute(
+        "UPDATE email_recipients r SET status = 'suppressed', updated_at = now()"
+        " FROM unnest(%s::text[], %s::integer[]) AS u (email_id, position)"
+        " WHERE (r.email_id, r.position) = (u.email_id, u.position) AND r.status = 'scheduled'",
+        ([e for e, _ in recipients], [p for _, p in recipients]),
+    )
+    if emails:
+        await conn.execute(
+            "UPDATE emails SET status = 'suppressed', last_event_at = greatest(last_event_at, now())"
+            " WHERE id = ANY(%s) AND status = 'scheduled'",
+            (emails,),
+        )
+    if payloads:
+        await conn.execute(
+            "UPDATE outbox_scheduled o SET payload = u.payload"
+            " FROM unnest(%s::bigint[], %s::bytea[]) AS u (id, payload) WHERE o.id = u.id",
+            ([i for i, _ in payloads], [p for _, p in payloads]),
+        )

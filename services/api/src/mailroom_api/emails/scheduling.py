@@ -25,9 +25,11 @@ the row) rolls back.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from mailroom_contracts import decode, encode, events, subject_for
+from mailroom_contracts.subjects import EMAIL_QUEUED
 from mailroom_kit import outbox
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
@@ -119,6 +121,107 @@ async def _check_scheduled(
 async def mark_queued(conn: Conn, event_ids: list[str]) -> None:
     """The relay's `on_scheduled_relayed`: these scheduled EmailQueued events were published."""
     await repo.mark_queued(conn, ["msg_" + e.removeprefix("evt_") for e in event_ids], event_ids)
+
+
+# --- suppressed by the due time (issue 22)
+# The re-check belongs here, in the api's relay, not in the sender: the suppression list is the
+# api's (the sender never reads the api schema, and asking the api per send would cost every send a
+# round trip), and the relay's transaction already holds the row lock that decides between "goes
+# out" and "canceled". So the due EmailQueued is looked at under that lock just before it is
+# published: a recipient suppressed since the accept is dropped from it (status `suppressed`, named
+# by an EmailSuppressed, webhook `email.suppressed`), and an email left with nobody is not
+# published at all (status `suppressed`).
+
+
+async def recheck_suppressions(conn: Conn, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The relay's `prepare_scheduled`: the due rows to publish, each EmailQueued without its
+    recipients suppressed since the accept; an email whose every recipient is suppressed is left
+    out (the relay deletes its row unpublished). Two reads per due window, writes only on a hit."""
+    queued = {
+        row["id"]: decode(bytes(row["payload"]), events.EmailQueued) for row in rows if row["subject"] == EMAIL_QUEUED
+    }
+    if not queued:
+        return rows
+    waiting: dict[str, list[repo.ScheduledRecipient]] = {}
+    for recipient in await repo.lock_scheduled_recipients(conn, sorted({e.email_id for e in queued.values()})):
+        waiting.setdefault(recipient.email_id, []).append(recipient)
+    keys = {(e.tenant_id, e.mode, r.address.lower()) for e in queued.values() for r in waiting.get(e.email_id, [])}
+    found = await repo.suppressions_of(conn, sorted(keys))
+    if not found:
+        return rows
+    kept_rows: list[dict[str, Any]] = []
+    dropped: list[tuple[str, int]] = []
+    emptied: list[str] = []
+    payloads: list[tuple[int, bytes]] = []
+    notices: list[events.EmailSuppressed] = []
+    now = datetime.now(UTC)
+    for row in rows:
+        event = queued.get(row["id"])
+        if event is None:
+            kept_rows.append(row)
+            continue
+        recipients = waiting.get(event.email_id, [])
+        hits = {
+            r.position: reason
+            for r in recipients
+            if (reason := found.get((event.tenant_id, event.mode, r.address.lower()))) is not None
+        }
+        if not hits:
+            kept_rows.append(row)
+            continue
+        dropped += [(event.email_id, position) for position in hits]
+        notices.append(_suppressed_notice(event, recipients, hits, now))
+        if len(hits) == len(recipients):
+            emptied.append(event.email_id)
+            continue
+        lighter = _without(event, recipients, set(hits))
+        payload = encode(lighter)
+        payloads.append((row["id"], payload))
+        kept_rows.append({**row, "payload": payload})
+    await repo.record_suppressed_at_release(conn, dropped, emptied, payloads)
+    for notice in notices:
+        await outbox.add(conn, notice, schema=SCHEMA)
+    return kept_rows
+
+
+def _suppressed_notice(
+    event: events.EmailQueued, recipients: list[repo.ScheduledRecipient], hits: dict[int, str], now: datetime
+) -> events.EmailSuppressed:
+    named: dict[str, str] = {}
+    for r in recipients:
+        if r.position in hits:
+            named.setdefault(r.address.lower(), hits[r.position])
+    return events.EmailSuppressed(
+        event_id=new_id("evt"),
+        occurred_at=now,
+        tenant_id=event.tenant_id,
+        email_id=event.email_id,
+        mode=event.mode,
+        recipients=[
+            events.SuppressedRecipient(email=a, reason=reason)  # type: ignore[arg-type]  # the table's CHECK
+            for a, reason in named.items()
+        ],
+    )
+
+
+def _without(
+    event: events.EmailQueued, recipients: list[repo.ScheduledRecipient], gone: set[int]
+) -> events.EmailQueued:
+    """`event` without the recipients at positions `gone`. The event's to/cc/bcc are the still-
+    scheduled recipients of each type in position order (the accept left out those it suppressed),
+    in their wire form: matched by order, or by address if the two ever disagree in length."""
+
+    def kept(kind: str, group: list[events.Address]) -> list[events.Address]:
+        mine = [r for r in recipients if r.type == kind]
+        if len(mine) == len(group):
+            return [a for r, a in zip(mine, group, strict=True) if r.position not in gone]
+        lost = {r.address.lower() for r in mine if r.position in gone}
+        return [a for a in group if a.email.lower() not in lost]
+
+    return msgspec.structs.replace(event, to=kept("to", event.to), cc=kept("cc", event.cc), bcc=kept("bcc", event.bcc))
+
+
+# --- end suppressed by the due time
 
 
 async def cancel_email(

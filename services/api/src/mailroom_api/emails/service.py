@@ -206,6 +206,8 @@ class PreparedEmail:
     # Issue 22: its recipients (lower-cased) on the suppression list, written with status
     # `suppressed` and left out of the EmailQueued (so the sender never sends to them).
     suppressed: frozenset[str] = frozenset()
+    # Issue 22: their EmailSuppressed (with each one's reason), written to the outbox by the accept.
+    suppressed_event: events.EmailSuppressed | None = None
 
     @property
     def recipients(self) -> list[tuple[str, str]]:
@@ -276,10 +278,11 @@ def recipients_suppressed() -> ApiError:
     return forbidden("recipient_suppressed", "every recipient of this email is on the suppression list")
 
 
-def suppress(principal: Principal, prepared: PreparedEmail, suppressed: set[str]) -> PreparedEmail:
+def suppress(principal: Principal, prepared: PreparedEmail, suppressed: dict[str, str]) -> PreparedEmail:
     """`prepared` without its recipients in `suppressed` (lower-cased addresses on the tenant's list
-    of its mode): they are written with status `suppressed` and left out of the EmailQueued, so the
-    sender never sends to them. 403 `recipient_suppressed` when that is every recipient."""
+    of its mode → their entry's reason): they are written with status `suppressed`, left out of the
+    EmailQueued (so the sender never sends to them) and named, with the reason, by an EmailSuppressed
+    the accept writes to the outbox. 403 `recipient_suppressed` when that is every recipient."""
     if not suppressed:
         return prepared
     if all(address.lower() in suppressed for address, _ in prepared.recipients):
@@ -293,7 +296,42 @@ def suppress(principal: Principal, prepared: PreparedEmail, suppressed: set[str]
     event = msgspec.structs.replace(ev, to=kept(email.to, ev.to), cc=kept(email.cc, ev.cc), bcc=kept(email.bcc, ev.bcc))
     # (The content stays as it is: an offloaded email's event refers to its object still.)
     schedule = None if prepared.schedule is None else scheduling.scheduled_accept(event, prepared.row.created_at)
-    return replace(prepared, event=event, payload=encode(event), schedule=schedule, suppressed=frozenset(suppressed))
+    return replace(
+        prepared,
+        event=event,
+        payload=encode(event),
+        schedule=schedule,
+        suppressed=frozenset(suppressed),
+        suppressed_event=suppressed_event(ev, prepared.recipients, suppressed, prepared.row.created_at),
+    )
+
+
+def suppressed_event(
+    queued: events.EmailQueued, recipients: list[tuple[str, str]], suppressed: dict[str, str], at: datetime
+) -> events.EmailSuppressed:
+    """The EmailSuppressed of an email's dropped recipients (each once, in recipient order), at its accept."""
+    dropped: dict[str, str] = {}
+    for address, _ in recipients:
+        reason = suppressed.get(address.lower())
+        if reason is not None:
+            dropped.setdefault(address.lower(), reason)
+    return events.EmailSuppressed(
+        event_id=new_id("evt"),
+        occurred_at=at,
+        tenant_id=queued.tenant_id,
+        email_id=queued.email_id,
+        mode=queued.mode,
+        recipients=[
+            events.SuppressedRecipient(email=a, reason=r)  # type: ignore[arg-type]  # the table's CHECK
+            for a, r in dropped.items()
+        ],
+    )
+
+
+def _outbox_row(event: events.Event | None) -> repo.OutboxRow | None:
+    if event is None:
+        return None
+    return repo.OutboxRow(event_id=event.event_id, subject=subject_for(event), payload=encode(event))
 
 
 async def check_suppressions(conn: Conn, principal: Principal, prepared: PreparedEmail) -> PreparedEmail:
@@ -378,6 +416,7 @@ async def accept_email(
         schedule=prepared.schedule,
         suppressed=prepared.suppressed,
         usage=_usage(principal, [prepared]),
+        suppressed_event=_outbox_row(prepared.suppressed_event),
     )
     if not accepted.within_quota:
         raise _quota_exceeded(principal)
@@ -603,6 +642,7 @@ async def accept_batch(
             timeline_type=p.timeline_type,
             schedule=p.schedule,
             suppressed=p.suppressed,
+            suppressed_event=_outbox_row(p.suppressed_event),
         )
         for i, p in prepared.items()
     }
@@ -658,7 +698,9 @@ async def _suppress_batch(
     failures = dict(failures)
     for i, p in prepared.items():
         try:
-            kept[i] = suppress(principal, p, {a.lower() for a, _ in p.recipients} & found)
+            kept[i] = suppress(
+                principal, p, {a.lower(): found[a.lower()] for a, _ in p.recipients if a.lower() in found}
+            )
         except ApiError as exc:
             failures[i] = _failure(i, exc)
     return kept, failures

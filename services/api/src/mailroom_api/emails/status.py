@@ -17,7 +17,9 @@ STATUS_RANK = {
     "bounced": 4,
     "complained": 5,
 }
-TERMINAL = frozenset({"failed", "canceled"})
+# `suppressed` (issue 22): a scheduled email every recipient of which was suppressed by its due time
+# (emails/scheduling.recheck_suppressions); nothing was sent, nothing follows.
+TERMINAL = frozenset({"failed", "canceled", "suppressed"})
 STATUSES = frozenset({*STATUS_RANK, *TERMINAL})
 EVENT_STATUS: dict[type[events.EmailEvent], str] = {
     events.EmailSent: "sent",

@@ -1,17 +1,25 @@
 """One-click unsubscribe: a valid token records an `unsubscribe` suppression of its address for
-its tenant and mode (once; repeating is harmless). Anything else is `not_found`, and nothing is
+its tenant and mode (once; repeating is harmless) and, when the entry is new, an EmailUnsubscribed
+in the outbox in the same transaction (webhook `email.unsubscribed`). Anything else is `not_found`, and nothing is
 written. The page a GET shows changes nothing (link scanners follow GETs)."""
 
 from __future__ import annotations
 
 import html
+from datetime import UTC, datetime
 
+from mailroom_contracts import events
+from mailroom_kit import outbox
 from mailroom_kit.db import Conn
+from mailroom_kit.ids import new_id
 
 from mailroom_api.emails.validation import parse_address
 from mailroom_api.errors import not_found
 from mailroom_api.unsubscribe import repository as repo
 from mailroom_api.unsubscribe.tokens import Unsubscriber, verify
+
+SCHEMA = "api"
+ONE_CLICK_SOURCE = "OneClick"  # EmailUnsubscribed.source of our own RFC 8058 endpoint (SES says "UnsubscribeHeader")
 
 
 def check_token(secret: bytes | None, token: str) -> Unsubscriber:
@@ -33,7 +41,25 @@ async def unsubscribe(conn: Conn, secret: bytes | None, token: str) -> Unsubscri
     )
     if recorded is None:
         raise not_found("unsubscribe link")
+    if recorded:  # issue 22: webhooks and subscribers hear of it as of an SES Subscription opt-out
+        await outbox.add(conn, unsubscribed_event(who), schema=SCHEMA)
     return who
+
+
+def unsubscribed_event(who: Unsubscriber) -> events.EmailUnsubscribed:
+    """The EmailUnsubscribed of a one-click unsubscribe (`source` "OneClick"): the suppression is
+    tenant-wide, so it is an unsubscribe from all. Written only when the entry is new, so a second
+    click (or a link scanner's retries) publishes nothing more."""
+    return events.EmailUnsubscribed(
+        event_id=new_id("evt"),
+        occurred_at=datetime.now(UTC),
+        tenant_id=who.tenant_id,
+        email_id=who.email_id,
+        mode=who.mode,
+        recipients=[who.address],
+        source=ONE_CLICK_SOURCE,
+        unsubscribe_all=True,
+    )
 
 
 def suppressed_form(address: str) -> str:
