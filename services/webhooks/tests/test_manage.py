@@ -560,3 +560,78 @@ async def test_a_hanging_endpoint_does_not_delay_a_healthy_one(start_service: An
     lags = sorted(p.at - sent_at[p.headers["webhook-id"]] for p in posts)
     assert lags[int(len(lags) * 0.99) - 1] < 1.0, lags[-5:]
     assert receiver.max_active.get("/slow", 0) <= 4
+
+
+# ----------------------------------------------------------------------------- event types
+
+
+async def test_suppressed_is_delivered_and_unsubscribed_is_acked_without_a_webhook(
+    start_service: Any, publisher: Any, receiver: Any, h: Any
+) -> None:
+    """`EmailSuppressed.recipients` are SuppressedRecipient{email, reason}: the payload lists the
+    addresses and the reasons. `EmailUnsubscribed` has no webhook type: acked, never retried or
+    dead-lettered, and the events after it still flow."""
+    from mailroom_contracts.events import (
+        Address,
+        EmailDelivered,
+        EmailQueued,
+        EmailSuppressed,
+        EmailUnsubscribed,
+        SuppressedRecipient,
+    )
+    from mailroom_contracts.streams import WEBHOOKS_EMAIL
+
+    svc = await start_service()
+    tenant = new_id("ten")
+    await create(svc.nc, tenant, receiver.url("/types"), ["*"])
+    email_id = new_id("msg")
+    at = h.FakeClock().now
+    common: dict[str, Any] = {"tenant_id": tenant, "email_id": email_id, "mode": "live"}
+    queued = EmailQueued(
+        event_id=new_id("evt"),
+        occurred_at=at,
+        from_=Address(email="hi@acme.test"),
+        to=[Address(email="ok@example.com"), Address(email="gone@example.com")],
+        subject="Hi",
+        html="<p>x</p>",
+        tags={"k": "v"},
+        created_at=at,
+        **common,
+    )
+    suppressed = EmailSuppressed(
+        event_id=new_id("evt"),
+        occurred_at=at,
+        recipients=[SuppressedRecipient(email="gone@example.com", reason="bounce")],
+        **common,
+    )
+    unsubscribed = EmailUnsubscribed(
+        event_id=new_id("evt"), occurred_at=at, recipients=["ok@example.com"], source="UnsubscribeHeader", **common
+    )
+    delivered = EmailDelivered(event_id=new_id("evt"), occurred_at=at, recipients=["ok@example.com"], **common)
+    for event in (queued, suppressed, unsubscribed, delivered):
+        await publisher.publish(event)
+    posts = await receiver.wait_for("/types", 3)
+    await asyncio.sleep(0.5)
+    assert [p.json()["type"] for p in receiver.posts("/types")] == [
+        "email.queued",
+        "email.suppressed",
+        "email.delivered",
+    ]
+    data = posts[1].json()["data"]
+    assert data["suppressed"] == [{"email": "gone@example.com", "reason": "bounce"}]
+    assert (data["recipients"], data["recipient"], data["from"], data["tags"]) == (
+        ["gone@example.com"],
+        "gone@example.com",
+        "hi@acme.test",
+        {"k": "v"},
+    )
+
+    async def all_acked() -> bool:
+        info = await publisher.js.consumer_info(WEBHOOKS_EMAIL.stream, WEBHOOKS_EMAIL.durable)
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await h.eventually(all_acked)
+    dlq = await publisher.js.stream_info("MAILROOM_DLQ")
+    before = dlq.state.messages
+    await asyncio.sleep(0.3)
+    assert (await publisher.js.stream_info("MAILROOM_DLQ")).state.messages == before
