@@ -93,6 +93,8 @@ def world(stack: Stack, api: httpx.Client) -> World:
     assert key_b.status_code == 201, key_b.text
     hook_b = api.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]}, headers=b.headers())
     assert hook_b.status_code == 201, hook_b.text
+    delivery_b = api.post(f"/v1/webhooks/{hook_b.json()['id']}/test", headers=b.headers())
+    assert delivery_b.status_code == 202, delivery_b.text
     suppressed_b = api.post("/v1/suppressions", json={"email": "iso-b@example.test"}, headers=b.headers())
     assert suppressed_b.status_code == 201, suppressed_b.text
     sending = api.post("/v1/api-keys", json={"name": "a-sending", "permission": "sending_access"}, headers=a.headers())
@@ -106,6 +108,7 @@ def world(stack: Stack, api: httpx.Client) -> World:
             "domain_id": domain_b["id"],
             "key_id": key_b.json()["id"],
             "webhook_id": hook_b.json()["id"],
+            "delivery_id": delivery_b.json()["id"],  # GET/POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}…
             "email": suppressed_b.json()["email"],  # DELETE /v1/suppressions/{email}
         },
         a_live_email=send(api, f"hi@{domain_a['name']}", a.headers()),
@@ -134,7 +137,7 @@ def fill(path: str, ids: dict[str, str]) -> str:
 
 def test_the_document_names_the_resources_the_matrix_covers(doc: dict[str, Any]) -> None:
     named = {p for _, path in operations(doc, "/v1/") for p in PARAM.findall(path)}
-    assert named == {"email_id", "domain_id", "key_id", "webhook_id", "email"}
+    assert named == {"email_id", "domain_id", "key_id", "webhook_id", "email", "delivery_id"}
     assert operations(doc, "/v1/", public=True) == [
         ("GET", "/v1/unsubscribe/{token}"),
         ("POST", "/v1/unsubscribe/{token}"),

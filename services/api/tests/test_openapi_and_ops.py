@@ -32,6 +32,12 @@ EXPECTED = {
     ("/v1/webhooks", "get"),
     ("/v1/webhooks/{webhook_id}", "get"),
     ("/v1/webhooks/{webhook_id}", "delete"),
+    ("/v1/webhooks/{webhook_id}", "patch"),
+    ("/v1/webhooks/{webhook_id}/rotate-secret", "post"),
+    ("/v1/webhooks/{webhook_id}/test", "post"),
+    ("/v1/webhooks/{webhook_id}/deliveries", "get"),
+    ("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}", "get"),
+    ("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", "post"),
     ("/v1/settings", "get"),
     ("/v1/settings", "patch"),
     ("/v1/unsubscribe/{token}", "get"),  # no API key: the signed token is the authority
@@ -50,7 +56,12 @@ EXPECTED = {
 }
 
 # Actions that take no body (SPEC: `POST /v1/emails/{id}/cancel`).
-BODYLESS = {("/v1/emails/{email_id}/cancel", "post")}
+BODYLESS = {
+    ("/v1/emails/{email_id}/cancel", "post"),
+    ("/v1/webhooks/{webhook_id}/rotate-secret", "post"),
+    ("/v1/webhooks/{webhook_id}/test", "post"),
+    ("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", "post"),
+}
 
 
 def app_routes(app: Litestar) -> set[tuple[str, str]]:

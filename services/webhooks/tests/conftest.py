@@ -77,7 +77,7 @@ async def db(webhooks_db: str) -> AsyncIterator[psycopg.AsyncConnection[dict[str
     conn = await psycopg.AsyncConnection.connect(
         webhooks_db, row_factory=dict_row, options=f"-c search_path={SCHEMA}", autocommit=True
     )
-    truncate = "TRUNCATE delivery_attempts, deliveries, endpoints, email_summaries, inbox, outbox"
+    truncate = "TRUNCATE endpoint_notices, delivery_attempts, deliveries, endpoints, email_summaries, inbox, outbox"
     await conn.execute(truncate)
     yield conn
     await conn.execute(truncate)
@@ -142,6 +142,7 @@ async def start_service(webhooks_db: str, js_ready: str, db: Any) -> AsyncIterat
         workers: tuple[str, ...] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         resolver: Resolver = system_resolver,
+        clock: Any = None,
         **overrides: Any,
     ) -> Harness:
         s = settings(database_url=webhooks_db, nats_url=js_ready, **overrides)
@@ -157,7 +158,8 @@ async def start_service(webhooks_db: str, js_ready: str, db: Any) -> AsyncIterat
             js=nc.jetstream(),
         )
         harness = Harness(settings=s, runtime=rt)
-        for worker in build_workers(s, ssl_context=ssl_context, resolver=resolver):
+        extra = {"clock": clock} if clock is not None else {}
+        for worker in build_workers(s, ssl_context=ssl_context, resolver=resolver, **extra):
             if workers is None or worker.__name__ in workers:
                 harness.tasks.append(asyncio.create_task(worker(rt), name=worker.__name__))
         started.append(harness)
@@ -186,6 +188,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    body: bytes = b'{"ok": true}'
 
 
 @dataclass
@@ -232,7 +235,7 @@ class Receiver:
                 try:
                     if reply.delay:
                         time.sleep(reply.delay)
-                    payload = b'{"ok": true}'
+                    payload = reply.body
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
@@ -384,9 +387,30 @@ async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) 
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
+class FakeClock:
+    """An injectable clock for the dispatcher: starts at the real time, moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+    def set(self, moment: dt.datetime) -> None:
+        self.now = max(self.now, moment)
+
+
 @pytest.fixture
 def h() -> SimpleNamespace:
     """Helpers for test modules (importlib import mode keeps conftest out of reach of imports)."""
     return SimpleNamespace(
-        Reply=Reply, make_ca=make_ca, eventually=eventually, settings=settings, FERNET_KEY=FERNET_KEY
+        Reply=Reply,
+        make_ca=make_ca,
+        eventually=eventually,
+        settings=settings,
+        FERNET_KEY=FERNET_KEY,
+        FakeClock=FakeClock,
     )

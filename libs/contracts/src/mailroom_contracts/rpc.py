@@ -60,6 +60,14 @@ class DomainReply(msgspec.Struct, frozen=True, kw_only=True):
     error: RpcError | None = None
 
 
+class WebhookNotice(msgspec.Struct, frozen=True, kw_only=True):
+    """Something the tenant is told about an endpoint: `webhook.disabled` with its reason."""
+
+    type: str
+    reason: str
+    created_at: datetime
+
+
 class WebhookEndpoint(msgspec.Struct, frozen=True, kw_only=True):
     webhook_id: str
     tenant_id: str
@@ -68,6 +76,12 @@ class WebhookEndpoint(msgspec.Struct, frozen=True, kw_only=True):
     description: str | None = None
     enabled: bool = True
     created_at: datetime
+    # Issue 19 (later fields, defaults keep older replies decodable).
+    disabled_reason: str | None = None  # gone (answered 410) | failing (failed for days) | manual
+    disabled_at: datetime | None = None
+    # Until then the secret before the last rotation still signs (a second `v1,` signature).
+    previous_secret_expires_at: datetime | None = None
+    notices: list[WebhookNotice] = []  # newest first, at most 20
 
 
 # Limits of a webhook endpoint, enforced by the webhooks service and documented (and checked first)
@@ -111,4 +125,92 @@ class DeleteWebhookRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 class WebhookReply(msgspec.Struct, frozen=True, kw_only=True):
     endpoint: WebhookEndpoint | None = None
+    error: RpcError | None = None
+
+
+# ----------------------------------------------------------------------------- webhooks (issue 19)
+
+WEBHOOK_DELIVERY_STATUSES: Final = ("pending", "in_flight", "succeeded", "failed", "canceled")
+WEBHOOK_RESPONSE_BODY_MAX_BYTES: Final = 4096
+
+
+class UpdateWebhookRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """PATCH: only the fields given change. `description` is cleared with `clear_description`."""
+
+    tenant_id: str
+    webhook_id: str
+    url: str | None = None
+    events: list[str] | None = None
+    enabled: bool | None = None
+    description: str | None = None
+    clear_description: bool = False
+
+
+class RotateWebhookSecretRequest(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    webhook_id: str
+
+
+class RotateWebhookSecretReply(msgspec.Struct, frozen=True, kw_only=True):
+    endpoint: WebhookEndpoint | None = None
+    secret: str | None = None  # the new whsec_…, returned once
+    error: RpcError | None = None
+
+
+class WebhookDeliveryAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    attempt: int
+    started_at: datetime
+    status_code: int | None = None
+    latency_ms: int
+    error: str | None = None  # the error class: http_500, timeout, connect_error, address_not_allowed, …
+    response_body: str | None = None  # at most WEBHOOK_RESPONSE_BODY_MAX_BYTES of what the endpoint answered
+    next_retry_at: datetime | None = None
+    manual: bool = False  # asked for with POST …/retry
+
+
+class WebhookDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    delivery_id: str
+    webhook_id: str
+    event_id: str  # also the webhook-id header, the same on every attempt
+    event_type: str
+    status: str  # one of WEBHOOK_DELIVERY_STATUSES
+    attempts_count: int
+    created_at: datetime
+    next_attempt_at: datetime | None = None  # pending only
+    completed_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    attempts: list[WebhookDeliveryAttempt] = []  # oldest first; filled by get, not by list
+
+
+class SendTestWebhookRequest(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    webhook_id: str
+
+
+class ListWebhookDeliveriesRequest(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    webhook_id: str
+    limit: int = 20
+    cursor: str | None = None  # a whd_ id: deliveries older than it
+    status: str | None = None
+    event_type: str | None = None
+
+
+class ListWebhookDeliveriesReply(msgspec.Struct, frozen=True, kw_only=True):
+    data: list[WebhookDelivery] = []
+    next_cursor: str | None = None
+    error: RpcError | None = None
+
+
+class WebhookDeliveryRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Get or retry one delivery of one endpoint."""
+
+    tenant_id: str
+    webhook_id: str
+    delivery_id: str
+
+
+class WebhookDeliveryReply(msgspec.Struct, frozen=True, kw_only=True):
+    delivery: WebhookDelivery | None = None
     error: RpcError | None = None

@@ -38,6 +38,7 @@ PATH_ID_PREFIXES: Final = {
     "key_id": "key",
     "tenant_id": "ten",
     "webhook_id": "wh",
+    "delivery_id": "whd",
 }
 _ID_RES: Final = {name: re.compile(id_pattern(prefix)) for name, prefix in PATH_ID_PREFIXES.items()}
 

@@ -11,7 +11,12 @@ from mailroom_contracts.rpc import (
     CreateWebhookRequest,
     DeleteWebhookRequest,
     GetWebhookRequest,
+    ListWebhookDeliveriesRequest,
     ListWebhooksRequest,
+    RotateWebhookSecretRequest,
+    SendTestWebhookRequest,
+    UpdateWebhookRequest,
+    WebhookDeliveryRequest,
 )
 from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
 from mailroom_kit import rpc
@@ -21,7 +26,7 @@ from mailroom_kit.runtime import Runtime, Worker, ops_app, serve
 from mailroom_kit.settings import DAY
 
 from mailroom_webhooks import repository
-from mailroom_webhooks.dispatcher import Dispatcher
+from mailroom_webhooks.dispatcher import Clock, Dispatcher, system_clock
 from mailroom_webhooks.handlers import EventHandlers, RpcHandlers
 from mailroom_webhooks.netpolicy import AddressPolicy
 from mailroom_webhooks.settings import WebhooksSettings
@@ -40,14 +45,16 @@ def build_workers(
     *,
     ssl_context: ssl.SSLContext | None = None,
     resolver: Resolver = system_resolver,
+    clock: Clock = system_clock,
 ) -> list[Worker]:
-    """The service's background workers. `ssl_context`/`resolver` exist for tests (a private CA,
-    a fixed name→address map); production uses the system trust store and resolver."""
+    """The service's background workers. `ssl_context`/`resolver`/`clock` exist for tests (a private
+    CA, a fixed name→address map, a clock that jumps hours ahead); production uses the system trust
+    store, resolver and clock."""
     box = SecretBox(settings.fernet_keys())
     policy = AddressPolicy(settings.allowed_networks())
 
     async def rpc_responders(rt: Runtime) -> None:
-        handlers = RpcHandlers(rt.pool, settings, box, policy)
+        handlers = RpcHandlers(rt.pool, settings, box, policy, clock=clock)
         subs = [
             await rpc.serve(
                 rt.nc,
@@ -73,6 +80,17 @@ def build_workers(
                 handlers.delete_endpoint,
                 queue=RPC_QUEUE,
             ),
+            *[
+                await rpc.serve(rt.nc, subject, request_type, handler, queue=RPC_QUEUE)  # type: ignore[arg-type]
+                for subject, request_type, handler in (
+                    (subjects.RPC_WEBHOOKS_UPDATE, UpdateWebhookRequest, handlers.update_endpoint),
+                    (subjects.RPC_WEBHOOKS_ROTATE_SECRET, RotateWebhookSecretRequest, handlers.rotate_secret),
+                    (subjects.RPC_WEBHOOKS_TEST, SendTestWebhookRequest, handlers.send_test),
+                    (subjects.RPC_WEBHOOKS_DELIVERIES_LIST, ListWebhookDeliveriesRequest, handlers.list_deliveries),
+                    (subjects.RPC_WEBHOOKS_DELIVERIES_GET, WebhookDeliveryRequest, handlers.get_delivery),
+                    (subjects.RPC_WEBHOOKS_DELIVERIES_RETRY, WebhookDeliveryRequest, handlers.retry_delivery),
+                )
+            ],
         ]
         try:
             await rt.stop.wait()
@@ -94,7 +112,7 @@ def build_workers(
             ssl_context=ssl_context,
             resolver=resolver,
         ) as client:
-            await Dispatcher(rt.pool, settings, client, box).run(rt.stop)
+            await Dispatcher(rt.pool, settings, client, box, clock=clock).run(rt.stop)
 
     async def outbox_relay(rt: Runtime) -> None:
         await rt.relay().run(rt.stop)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
+from mailroom_contracts.rpc import WEBHOOK_RESPONSE_BODY_MAX_BYTES
 
 from mailroom_webhooks.service import ADDRESS_NOT_ALLOWED, AttemptResult, Claim
 from mailroom_webhooks.signing import sign
@@ -30,20 +31,53 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max((moment - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
-def signed_headers(*, secret: str, msg_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+def signed_headers(
+    *, secret: str, msg_id: str, body: bytes, timestamp: int | None = None, previous_secret: str | None = None
+) -> dict[str, str]:
+    """Standard Webhooks headers. During a rotation's overlap `previous_secret` signs too: the
+    signatures are space-separated (`v1,<new> v1,<old>`), and a receiver accepts any that matches."""
     ts = int(time.time()) if timestamp is None else timestamp
+    signatures = [sign(secret, msg_id, ts, body)]
+    if previous_secret is not None and previous_secret != secret:
+        signatures.append(sign(previous_secret, msg_id, ts, body))
     return {
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(ts),
-        "webhook-signature": sign(secret, msg_id, ts, body),
+        "webhook-signature": " ".join(signatures),
     }
 
 
-async def attempt(client: httpx.AsyncClient, claim: Claim, secret: str, *, time_limit: float) -> AttemptResult:
-    """POST the payload once. Never raises for anything the endpoint or the network does."""
+def _text(raw: bytes) -> str:
+    """The stored response body: UTF-8 with replacement, no NUL (Postgres text refuses it)."""
+    return raw.decode("utf-8", errors="replace").replace("\x00", "")
+
+
+async def _read_head(response: httpx.Response, limit: int = WEBHOOK_RESPONSE_BODY_MAX_BYTES) -> bytes:
+    """At most `limit` bytes of the body (the rest is never read: it may be huge)."""
+    head = b""
+    async for chunk in response.aiter_raw():
+        head += chunk
+        if len(head) >= limit:
+            break
+    return head[:limit]
+
+
+async def attempt(
+    client: httpx.AsyncClient,
+    claim: Claim,
+    secret: str,
+    *,
+    time_limit: float,
+    previous_secret: str | None = None,
+    timestamp: int | None = None,
+) -> AttemptResult:
+    """POST the payload once. Never raises for anything the endpoint or the network does. Up to
+    4 KiB of the answer is kept for the delivery log (read within the same time limit)."""
     started_at = datetime.now(UTC)
     started = time.perf_counter()
+
+    body: str | None = None
 
     def done(
         status_code: int | None = None, error: str | None = None, retry_after: float | None = None
@@ -54,15 +88,24 @@ async def attempt(client: httpx.AsyncClient, claim: Claim, secret: str, *, time_
             status_code=status_code,
             error=error,
             retry_after=retry_after,
+            response_body=body,
         )
 
-    headers = signed_headers(secret=secret, msg_id=claim.event_id, body=claim.payload)
+    headers = signed_headers(
+        secret=secret, msg_id=claim.event_id, body=claim.payload, previous_secret=previous_secret, timestamp=timestamp
+    )
     try:
         async with asyncio.timeout(time_limit):
             request = client.build_request("POST", claim.url, content=claim.payload, headers=headers)
-            # Only the status line and headers matter: the body is never read (it may be huge).
+            # The status decides; the first 4 KiB of the body are kept for the log, no more read.
             response = await client.send(request, stream=True)
-            await response.aclose()
+            try:
+                try:
+                    body = _text(await _read_head(response))
+                except httpx.HTTPError:
+                    body = None  # the status line came: the attempt is judged by it
+            finally:
+                await response.aclose()
     except AddressNotAllowed:
         return done(error=ADDRESS_NOT_ALLOWED)
     except (TimeoutError, httpx.TimeoutException):

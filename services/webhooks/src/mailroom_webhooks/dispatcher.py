@@ -10,6 +10,7 @@ that many of this process's `concurrency` slots and never delays the others.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -22,21 +23,44 @@ from mailroom_kit.wake import PgWaker
 from mailroom_webhooks import delivery, service
 from mailroom_webhooks import repository as repo
 from mailroom_webhooks.metrics import ATTEMPT_SECONDS, ATTEMPTS
-from mailroom_webhooks.service import AttemptResult, Claim
+from mailroom_webhooks.service import AttemptResult, Claim, RetryRules
 from mailroom_webhooks.settings import WebhooksSettings
 from mailroom_webhooks.signing import SecretBox
 
 log = get_logger(__name__)
 _POST_SPAN = {"http.request.method": "POST"}
 
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
 
 class Dispatcher:
-    def __init__(self, pool: Pool, settings: WebhooksSettings, client: httpx.AsyncClient, box: SecretBox) -> None:
+    """`clock` decides what is due and when retries and disabling happen (tests inject one that
+    jumps hours ahead); the database stores the times it gives."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        settings: WebhooksSettings,
+        client: httpx.AsyncClient,
+        box: SecretBox,
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
         self._pool = pool
         self._settings = settings
         self._client = client
         self._box = box
-        self._schedule = settings.retry_delays()
+        self._clock = clock
+        self._rules = RetryRules(
+            max_attempts=settings.max_attempts,
+            schedule=settings.retry_delays(),
+            max_retry_after=settings.max_retry_after_seconds,
+            disable_after_failing_seconds=settings.disable_after_failing_days * 86400.0,
+        )
         self._running: set[asyncio.Task[None]] = set()
         self._waker: PgWaker | None = None
 
@@ -70,6 +94,7 @@ class Dispatcher:
                 limit=limit,
                 per_endpoint=self._settings.per_endpoint_concurrency,
                 lease_seconds=self._settings.lease_seconds,
+                now=self._clock(),
             )
         for claim in claims:
             task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim.delivery_id}")
@@ -92,6 +117,7 @@ class Dispatcher:
     async def _deliver(self, claim: Claim) -> None:
         try:
             secret = self._box.decrypt(claim.secret_encrypted)
+            previous = self._box.decrypt(claim.previous_secret_encrypted) if claim.previous_secret_encrypted else None
         except InvalidToken:
             log.error(
                 "webhook.secret_undecryptable",
@@ -102,16 +128,20 @@ class Dispatcher:
         else:
             # Traced under the span that fanned the event out (when this process did; a no-op when off).
             with tracing.client_span("webhook POST", parent_event_id=claim.event_id, **_POST_SPAN) as span:
-                result = await delivery.attempt(self._client, claim, secret, time_limit=self._settings.timeout_seconds)
+                result = await delivery.attempt(
+                    self._client,
+                    claim,
+                    secret,
+                    time_limit=self._settings.timeout_seconds,
+                    previous_secret=previous,
+                )
                 tracing.annotate(span, error=result.error, **{"http.response.status_code": result.status_code})
         ATTEMPT_SECONDS.observe(result.latency_ms / 1000)
         for pause in (0.0, 0.5, 2.0):
             await asyncio.sleep(pause)
             try:
                 async with self._pool.connection() as conn, conn.transaction():
-                    outcome = await service.settle_attempt(
-                        conn, claim, result, max_attempts=self._settings.max_attempts, schedule=self._schedule
-                    )
+                    outcome = await service.settle_attempt(conn, claim, result, rules=self._rules, now=self._clock())
                 break
             except Exception as exc:
                 log.warning("webhook.record_failed", delivery_id=claim.delivery_id, error=repr(exc))

@@ -34,3 +34,10 @@ class Unavailable(WebhooksError):
 
     code = "unavailable"
     kind: ErrorKind = "transient"
+
+
+class ConflictError(WebhooksError):
+    """The request is valid but the endpoint or delivery is in a state that forbids it (409)."""
+
+    code = "conflict"
+    kind: ErrorKind = "conflict"

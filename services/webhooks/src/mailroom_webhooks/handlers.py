@@ -13,8 +13,16 @@ from mailroom_contracts.rpc import (
     CreateWebhookRequest,
     DeleteWebhookRequest,
     GetWebhookRequest,
+    ListWebhookDeliveriesReply,
+    ListWebhookDeliveriesRequest,
     ListWebhooksReply,
     ListWebhooksRequest,
+    RotateWebhookSecretReply,
+    RotateWebhookSecretRequest,
+    SendTestWebhookRequest,
+    UpdateWebhookRequest,
+    WebhookDeliveryReply,
+    WebhookDeliveryRequest,
     WebhookReply,
 )
 from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
@@ -26,6 +34,7 @@ from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 
 from mailroom_webhooks import service
+from mailroom_webhooks.dispatcher import Clock, system_clock
 from mailroom_webhooks.errors import Unavailable, WebhooksError
 from mailroom_webhooks.netpolicy import AddressPolicy
 from mailroom_webhooks.settings import WebhooksSettings
@@ -41,11 +50,20 @@ _UNAVAILABLE = Unavailable("webhooks storage is unavailable; try again").to_rpc(
 class RpcHandlers:
     """Responders for mailroom.rpc.webhooks.* (the API owns the HTTP surface; we own the data)."""
 
-    def __init__(self, pool: Pool, settings: WebhooksSettings, box: SecretBox, policy: AddressPolicy) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        settings: WebhooksSettings,
+        box: SecretBox,
+        policy: AddressPolicy,
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
         self._pool = pool
         self._settings = settings
         self._box = box
         self._policy = policy
+        self._clock = clock
 
     # Each responder decides on its input first (validation_error / not_found), so bad input is
     # answered the same whether or not Postgres is up, and never reaches it.
@@ -95,6 +113,95 @@ class RpcHandlers:
             return WebhookReply(error=_UNAVAILABLE)
         structlog.contextvars.bind_contextvars(webhook_id=request.webhook_id)  # rides on rpc.handled
         return WebhookReply(endpoint=endpoint)
+
+    # ------------------------------------------------------------------------- issue 19
+
+    async def update_endpoint(self, request: UpdateWebhookRequest) -> WebhookReply:
+        try:
+            change = service.validate_update(request, allow_http=self._settings.allow_http, policy=self._policy)
+            async with self._pool.connection() as conn, conn.transaction():
+                endpoint = await service.update_endpoint(conn, change, now=self._clock())
+        except WebhooksError as exc:
+            return WebhookReply(error=exc.to_rpc())
+        except _DB_DOWN:
+            return WebhookReply(error=_UNAVAILABLE)
+        structlog.contextvars.bind_contextvars(webhook_id=request.webhook_id)
+        return WebhookReply(endpoint=endpoint)
+
+    async def rotate_secret(self, request: RotateWebhookSecretRequest) -> RotateWebhookSecretReply:
+        try:
+            service.check_tenant_id(request.tenant_id)
+            service.check_webhook_id(request.webhook_id)
+            async with self._pool.connection() as conn, conn.transaction():
+                endpoint, secret = await service.rotate_secret(
+                    conn,
+                    request.tenant_id,
+                    request.webhook_id,
+                    box=self._box,
+                    overlap_seconds=self._settings.secret_rotation_overlap_hours * 3600.0,
+                    now=self._clock(),
+                )
+        except WebhooksError as exc:
+            return RotateWebhookSecretReply(error=exc.to_rpc())
+        except _DB_DOWN:
+            return RotateWebhookSecretReply(error=_UNAVAILABLE)
+        structlog.contextvars.bind_contextvars(webhook_id=request.webhook_id)
+        return RotateWebhookSecretReply(endpoint=endpoint, secret=secret)
+
+    async def send_test(self, request: SendTestWebhookRequest) -> WebhookDeliveryReply:
+        try:
+            service.check_tenant_id(request.tenant_id)
+            service.check_webhook_id(request.webhook_id)
+            async with self._pool.connection() as conn, conn.transaction():
+                delivery = await service.send_test_event(conn, request.tenant_id, request.webhook_id, now=self._clock())
+        except WebhooksError as exc:
+            return WebhookDeliveryReply(error=exc.to_rpc())
+        except _DB_DOWN:
+            return WebhookDeliveryReply(error=_UNAVAILABLE)
+        structlog.contextvars.bind_contextvars(webhook_id=request.webhook_id, delivery_id=delivery.delivery_id)
+        return WebhookDeliveryReply(delivery=delivery)
+
+    async def list_deliveries(self, request: ListWebhookDeliveriesRequest) -> ListWebhookDeliveriesReply:
+        try:
+            service.validate_list_deliveries(request)
+            async with self._pool.connection() as conn:
+                data, next_cursor = await service.list_deliveries(conn, request)
+        except WebhooksError as exc:
+            return ListWebhookDeliveriesReply(error=exc.to_rpc())
+        except _DB_DOWN:
+            return ListWebhookDeliveriesReply(error=_UNAVAILABLE)
+        return ListWebhookDeliveriesReply(data=data, next_cursor=next_cursor)
+
+    async def get_delivery(self, request: WebhookDeliveryRequest) -> WebhookDeliveryReply:
+        try:
+            self._check_delivery_request(request)
+            async with self._pool.connection() as conn:
+                delivery = await service.get_delivery(conn, request.tenant_id, request.webhook_id, request.delivery_id)
+        except WebhooksError as exc:
+            return WebhookDeliveryReply(error=exc.to_rpc())
+        except _DB_DOWN:
+            return WebhookDeliveryReply(error=_UNAVAILABLE)
+        return WebhookDeliveryReply(delivery=delivery)
+
+    async def retry_delivery(self, request: WebhookDeliveryRequest) -> WebhookDeliveryReply:
+        try:
+            self._check_delivery_request(request)
+            async with self._pool.connection() as conn, conn.transaction():
+                delivery = await service.retry_delivery(
+                    conn, request.tenant_id, request.webhook_id, request.delivery_id, now=self._clock()
+                )
+        except WebhooksError as exc:
+            return WebhookDeliveryReply(error=exc.to_rpc())
+        except _DB_DOWN:
+            return WebhookDeliveryReply(error=_UNAVAILABLE)
+        structlog.contextvars.bind_contextvars(webhook_id=request.webhook_id, delivery_id=request.delivery_id)
+        return WebhookDeliveryReply(delivery=delivery)
+
+    @staticmethod
+    def _check_delivery_request(request: WebhookDeliveryRequest) -> None:
+        service.check_tenant_id(request.tenant_id)
+        service.check_webhook_id(request.webhook_id)
+        service.check_delivery_id(request.delivery_id)
 
 
 class EventHandlers:

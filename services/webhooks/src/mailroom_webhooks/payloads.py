@@ -23,7 +23,12 @@ EMAIL_WEBHOOK_TYPES: dict[type[ev.EmailEvent], str] = {
     ev.EmailCanceled: "email.canceled",
     ev.EmailOpened: "email.opened",
     ev.EmailClicked: "email.clicked",
+    ev.EmailSuppressed: "email.suppressed",
 }
+# Contract email events tenants are not told about by webhook (SPEC's list has no such type):
+# the consumer records nothing for them and acks them (a later SPEC type would be mapped above).
+# email.unsubscribed: the suppression it causes is what the tenant sees (GET /v1/suppressions).
+NOT_WEBHOOKS: tuple[type[ev.EmailEvent], ...] = (ev.EmailUnsubscribed, ev.EmailProviderAccepted)
 # The events that carry the email's summary (its EmailScheduled comes first for a scheduled email).
 SUMMARY_EVENTS = (ev.EmailQueued, ev.EmailScheduled)
 
@@ -111,7 +116,12 @@ def unknown_summary(event: ev.EmailEvent) -> EmailSummary:
 
 def email_payload(event: ev.EmailEvent, summary: EmailSummary) -> bytes:
     webhook_type = EMAIL_WEBHOOK_TYPES[type(event)]
-    event_recipients: list[str] = list(getattr(event, "recipients", None) or [])
+    event_recipients: list[str]
+    if isinstance(event, ev.EmailSuppressed):
+        # SuppressedRecipient{email, reason}, not addresses: the addresses go in `recipients`.
+        event_recipients = [r.email for r in event.recipients]
+    else:
+        event_recipients = list(getattr(event, "recipients", None) or [])
     recipients = event_recipients or list(summary.recipients)
     data: dict[str, Any] = {
         "email_id": event.email_id,
@@ -145,6 +155,8 @@ def email_payload(event: ev.EmailEvent, summary: EmailSummary) -> bytes:
         data["open"] = {"ip": event.ip, "user_agent": event.user_agent}
     elif isinstance(event, ev.EmailClicked):
         data["click"] = {"link": event.link, "ip": event.ip, "user_agent": event.user_agent}
+    elif isinstance(event, ev.EmailSuppressed):
+        data["suppressed"] = [{"email": r.email, "reason": r.reason} for r in event.recipients]
     elif isinstance(event, ev.EmailScheduled | ev.EmailCanceled) and event.scheduled_at is not None:
         data["scheduled_at"] = rfc3339(event.scheduled_at)
     return _envelope(event, webhook_type, data)
@@ -181,3 +193,15 @@ def domain_payload(event: ev.DomainEvent, webhook_type: str) -> bytes:
     if isinstance(event, ev.DomainFailed):
         data["reason"] = event.reason
     return _envelope(event, webhook_type, data)
+
+
+def test_payload(event_id: str, endpoint_id: str, created_at: datetime) -> bytes:
+    """`webhook.test` (POST /v1/webhooks/{id}/test): signed and delivered like any other event."""
+    return _encoder.encode(
+        {
+            "id": event_id,
+            "type": "webhook.test",
+            "created_at": rfc3339(created_at),
+            "data": {"webhook_id": endpoint_id, "message": "This is a test event from Mailroom."},
+        }
+    )

@@ -16,7 +16,10 @@ DELIVERIES_CHANNEL = "mailroom_webhooks_deliveries"
 # Serialises claims across replicas so the per-endpoint in-flight bound holds globally.
 _CLAIM_LOCK = 0x6D72_7768_636C_6D00  # "mrwhclm"
 
-_ENDPOINT_COLUMNS = "id, tenant_id, url, events, description, enabled, created_at"
+_ENDPOINT_COLUMNS = (
+    "id, tenant_id, url, events, description, enabled, created_at, disabled_reason, disabled_at, "
+    "previous_secret_expires_at"
+)
 
 
 # ----------------------------------------------------------------------------- endpoints
@@ -67,10 +70,101 @@ async def soft_delete_endpoint(conn: Conn, tenant_id: str, endpoint_id: str) -> 
     return await cur.fetchone()
 
 
-async def disable_endpoint(conn: Conn, endpoint_id: str, reason: str) -> None:
+async def disable_endpoint(conn: Conn, endpoint_id: str, reason: str, *, now: datetime | None = None) -> bool:
+    """Disable an enabled endpoint and leave the tenant a `webhook.disabled` notice; False if it
+    was already disabled (or deleted): one notice per disabling."""
+    cur = await conn.execute(
+        "WITH off AS (UPDATE endpoints SET enabled = false, disabled_reason = %(reason)s,"
+        " disabled_at = coalesce(%(now)s::timestamptz, now()),"
+        " updated_at = now() WHERE id = %(id)s AND enabled AND deleted_at IS NULL RETURNING id, disabled_at)"
+        " INSERT INTO endpoint_notices (endpoint_id, type, reason, created_at)"
+        " SELECT id, 'webhook.disabled', %(reason)s, disabled_at FROM off",
+        {"id": endpoint_id, "reason": reason, "now": now},
+    )
+    return cur.rowcount == 1
+
+
+async def list_notices(conn: Conn, endpoint_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "SELECT type, reason, created_at FROM endpoint_notices WHERE endpoint_id = %s ORDER BY id DESC LIMIT %s",
+        (endpoint_id, limit),
+    )
+    return await cur.fetchall()
+
+
+async def update_endpoint(
+    conn: Conn,
+    tenant_id: str,
+    endpoint_id: str,
+    *,
+    url: str | None,
+    events: list[str] | None,
+    description: str | None,
+    set_description: bool,
+    enabled: bool | None,
+) -> dict[str, Any] | None:
+    """Change the given fields of a live endpoint. Enabling clears the disabled reason and the
+    failure run; disabling by the tenant records reason `manual` (no notice: they did it)."""
+    cur = await conn.execute(
+        "UPDATE endpoints SET url = coalesce(%(url)s, url), events = coalesce(%(events)s, events),"
+        " description = CASE WHEN %(set_description)s THEN %(description)s ELSE description END,"
+        " enabled = coalesce(%(enabled)s, enabled),"
+        " disabled_reason = CASE WHEN %(enabled)s IS TRUE THEN NULL"
+        "   WHEN %(enabled)s IS FALSE AND enabled THEN 'manual' ELSE disabled_reason END,"
+        " disabled_at = CASE WHEN %(enabled)s IS TRUE THEN NULL"
+        "   WHEN %(enabled)s IS FALSE AND enabled THEN now() ELSE disabled_at END,"
+        " failing_since = CASE WHEN %(enabled)s IS TRUE AND NOT enabled THEN NULL ELSE failing_since END,"
+        " updated_at = now()"
+        f" WHERE id = %(id)s AND tenant_id = %(tenant)s AND deleted_at IS NULL RETURNING {_ENDPOINT_COLUMNS}",
+        {
+            "url": url,
+            "events": events,
+            "description": description,
+            "set_description": set_description,
+            "enabled": enabled,
+            "id": endpoint_id,
+            "tenant": tenant_id,
+        },
+    )
+    return await cur.fetchone()
+
+
+async def resume_pending_deliveries(conn: Conn, endpoint_id: str, *, now: datetime) -> int:
+    """Make the pending deliveries of a re-enabled endpoint due now (they waited while it was off)."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET next_attempt_at = %s, updated_at = now()"
+        " WHERE endpoint_id = %s AND status = 'pending' AND next_attempt_at > %s",
+        (now, endpoint_id, now),
+    )
+    return cur.rowcount
+
+
+async def rotate_secret(
+    conn: Conn, tenant_id: str, endpoint_id: str, *, secret_encrypted: str, previous_expires_at: datetime
+) -> dict[str, Any] | None:
+    """The current secret becomes the previous one (signing until `previous_expires_at`)."""
+    cur = await conn.execute(
+        "UPDATE endpoints SET previous_secret_encrypted = secret_encrypted, secret_encrypted = %s,"
+        " previous_secret_expires_at = %s, updated_at = now()"
+        f" WHERE id = %s AND tenant_id = %s AND deleted_at IS NULL RETURNING {_ENDPOINT_COLUMNS}",
+        (secret_encrypted, previous_expires_at, endpoint_id, tenant_id),
+    )
+    return await cur.fetchone()
+
+
+async def note_failure(conn: Conn, endpoint_id: str, *, now: datetime) -> dict[str, Any] | None:
+    """Start (or continue) the endpoint's run of failures; returns its start and whether it is enabled."""
+    cur = await conn.execute(
+        "UPDATE endpoints SET failing_since = coalesce(failing_since, %s) WHERE id = %s"
+        " RETURNING failing_since, enabled",
+        (now, endpoint_id),
+    )
+    return await cur.fetchone()
+
+
+async def note_success(conn: Conn, endpoint_id: str) -> None:
     await conn.execute(
-        "UPDATE endpoints SET enabled = false, disabled_reason = %s, updated_at = now() WHERE id = %s",
-        (reason, endpoint_id),
+        "UPDATE endpoints SET failing_since = NULL WHERE id = %s AND failing_since IS NOT NULL", (endpoint_id,)
     )
 
 
@@ -187,11 +281,14 @@ async def insert_delivery(
     event_id: str,
     event_type: str,
     payload: bytes,
+    due_at: datetime | None = None,
 ) -> bool:
+    """One delivery, due at `due_at` (the dispatcher's clock; the database's now when None)."""
     cur = await conn.execute(
-        "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload) "
-        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
-        (delivery_id, endpoint_id, tenant_id, event_id, event_type, payload),
+        "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, next_attempt_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s::timestamptz, now())) ON CONFLICT (endpoint_id, event_id) "
+        "DO NOTHING",
+        (delivery_id, endpoint_id, tenant_id, event_id, event_type, payload, due_at),
     )
     return cur.rowcount == 1
 
@@ -202,43 +299,54 @@ async def notify_deliveries(conn: Conn) -> None:
 
 
 async def claim_due_deliveries(
-    conn: Conn, *, limit: int, per_endpoint: int, lease_seconds: float
+    conn: Conn, *, now: datetime | None = None, limit: int, per_endpoint: int, lease_seconds: float
 ) -> list[dict[str, Any]]:
     """Claim up to `limit` due deliveries (pending and due, or in flight with an expired lease),
-    never taking an endpoint above `per_endpoint` live claims. Call inside a transaction."""
+    never taking an endpoint above `per_endpoint` live claims. Call inside a transaction. `now`
+    is the dispatcher's clock (injectable in tests; the database's when None), used for every
+    time comparison here."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
     cur = await conn.execute(
         """
-        WITH busy AS (
+        WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now), busy AS (
             SELECT endpoint_id, count(*) AS n FROM deliveries
-            WHERE status = 'in_flight' AND lease_expires_at > now()
+            WHERE status = 'in_flight' AND lease_expires_at > (SELECT now FROM clock)
             GROUP BY endpoint_id
         ), candidates AS (
-            SELECT d.id, d.endpoint_id, d.next_attempt_at FROM deliveries d
+            SELECT d.id, d.endpoint_id, d.next_attempt_at, d.manual_retry FROM deliveries d
             JOIN endpoints e ON e.id = d.endpoint_id AND e.enabled AND e.deleted_at IS NULL
-            WHERE ((d.status = 'pending' AND d.next_attempt_at <= now())
-                   OR (d.status = 'in_flight' AND d.lease_expires_at <= now()))
+            WHERE ((d.status = 'pending' AND d.next_attempt_at <= (SELECT now FROM clock))
+                   OR (d.status = 'in_flight' AND d.lease_expires_at <= (SELECT now FROM clock)))
               AND d.endpoint_id NOT IN (SELECT endpoint_id FROM busy WHERE n >= %(per_endpoint)s)
             ORDER BY d.next_attempt_at
             LIMIT %(scan)s
             FOR UPDATE OF d SKIP LOCKED
         ), ranked AS (
-            SELECT c.id, c.next_attempt_at,
+            SELECT c.id, c.next_attempt_at, c.manual_retry,
                    row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id)
                    + coalesce(b.n, 0) AS slot
             FROM candidates c LEFT JOIN busy b USING (endpoint_id)
         ), chosen AS (
-            SELECT id FROM ranked WHERE slot <= %(per_endpoint)s ORDER BY next_attempt_at, id LIMIT %(limit)s
+            SELECT id, manual_retry FROM ranked WHERE slot <= %(per_endpoint)s
+            ORDER BY next_attempt_at, id LIMIT %(limit)s
         )
         UPDATE deliveries d
-           SET status = 'in_flight', attempts = d.attempts + 1,
-               lease_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
+           SET status = 'in_flight', attempts = d.attempts + 1, manual_retry = false,
+               lease_expires_at = (SELECT now FROM clock) + make_interval(secs => %(lease)s), updated_at = now()
           FROM chosen, endpoints e
          WHERE d.id = chosen.id AND e.id = d.endpoint_id
         RETURNING d.id, d.endpoint_id, d.tenant_id, d.event_id, d.event_type, d.payload, d.attempts,
-                  e.url, e.secret_encrypted
+                  chosen.manual_retry AS manual, e.url, e.secret_encrypted,
+                  CASE WHEN e.previous_secret_expires_at > (SELECT now FROM clock) THEN e.previous_secret_encrypted END
+                      AS previous_secret_encrypted
         """,
-        {"per_endpoint": per_endpoint, "scan": max(limit * 4, 100), "limit": limit, "lease": lease_seconds},
+        {
+            "now": now,
+            "per_endpoint": per_endpoint,
+            "scan": max(limit * 4, 100),
+            "limit": limit,
+            "lease": lease_seconds,
+        },
     )
     return await cur.fetchall()
 
@@ -254,23 +362,44 @@ async def insert_attempt(
     latency_ms: int,
     error: str | None,
     next_retry_at: datetime | None,
+    response_body: str | None = None,
+    manual: bool = False,
 ) -> None:
     await conn.execute(
         "INSERT INTO delivery_attempts (delivery_id, endpoint_id, attempt, started_at, status_code, "
-        "latency_ms, error, next_retry_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (delivery_id, endpoint_id, attempt, started_at, status_code, latency_ms, error, next_retry_at),
+        "latency_ms, error, next_retry_at, response_body, manual) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (
+            delivery_id,
+            endpoint_id,
+            attempt,
+            started_at,
+            status_code,
+            latency_ms,
+            error,
+            next_retry_at,
+            response_body,
+            manual,
+        ),
     )
 
 
 async def finish_delivery(
-    conn: Conn, *, delivery_id: str, attempt: int, status: str, status_code: int | None, error: str | None
+    conn: Conn,
+    *,
+    delivery_id: str,
+    attempt: int,
+    status: str,
+    status_code: int | None,
+    error: str | None,
+    now: datetime | None = None,
 ) -> bool:
     """Settle a claimed delivery as succeeded/failed; False if our claim was lost (lease expired)."""
     cur = await conn.execute(
         "UPDATE deliveries SET status = %s, last_status_code = %s, last_error = %s, lease_expires_at = NULL, "
-        "completed_at = now(), updated_at = now() "
+        "completed_at = coalesce(%s::timestamptz, now()), updated_at = now() "
         "WHERE id = %s AND status = 'in_flight' AND attempts = %s",
-        (status, status_code, error, delivery_id, attempt),
+        (status, status_code, error, now, delivery_id, attempt),
     )
     return cur.rowcount == 1
 
@@ -283,20 +412,92 @@ async def reschedule_delivery(
     delay_seconds: float,
     status_code: int | None,
     error: str | None,
+    now: datetime | None = None,
 ) -> datetime | None:
-    """Put a claimed delivery back as pending for `delay_seconds` (database clock); return when it is
-    due again, or None if our claim was lost (lease expired and someone else took it)."""
+    """Put a claimed delivery back as pending for `delay_seconds` after `now` (the dispatcher's
+    clock); return when it is due again, or None if our claim was lost (lease expired and someone
+    else took it)."""
     cur = await conn.execute(
-        "UPDATE deliveries SET status = 'pending', next_attempt_at = now() + make_interval(secs => %s), "
+        "UPDATE deliveries SET status = 'pending',"
+        " next_attempt_at = coalesce(%s::timestamptz, now()) + make_interval(secs => %s), "
         "last_status_code = %s, last_error = %s, lease_expires_at = NULL, updated_at = now() "
         "WHERE id = %s AND status = 'in_flight' AND attempts = %s RETURNING next_attempt_at",
-        (delay_seconds, status_code, error, delivery_id, attempt),
+        (now, delay_seconds, status_code, error, delivery_id, attempt),
     )
     row = await cur.fetchone()
     if row is None:
         return None
     due: datetime = row["next_attempt_at"]
     return due
+
+
+# ----------------------------------------------------------------------------- the delivery log
+
+_DELIVERY_COLUMNS = (
+    "id, endpoint_id, event_id, event_type, status, attempts, created_at, next_attempt_at, completed_at, "
+    "last_status_code, last_error, lease_expires_at"
+)
+
+
+async def list_deliveries(
+    conn: Conn,
+    endpoint_id: str,
+    *,
+    limit: int,
+    before_id: str | None,
+    status: str | None,
+    event_type: str | None,
+) -> list[dict[str, Any]]:
+    """One endpoint's deliveries, newest first (ids sort by creation), `limit` of them."""
+    cur = await conn.execute(
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE endpoint_id = %(endpoint)s"
+        " AND (%(before)s::text IS NULL OR id < %(before)s)"
+        " AND (%(status)s::text IS NULL OR status = %(status)s)"
+        " AND (%(type)s::text IS NULL OR event_type = %(type)s)"
+        " ORDER BY id DESC LIMIT %(limit)s",
+        {"endpoint": endpoint_id, "before": before_id, "status": status, "type": event_type, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
+async def get_delivery(conn: Conn, endpoint_id: str, delivery_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = %s AND endpoint_id = %s", (delivery_id, endpoint_id)
+    )
+    return await cur.fetchone()
+
+
+async def list_attempts(conn: Conn, delivery_id: str) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "SELECT attempt, started_at, status_code, latency_ms, error, response_body, next_retry_at, manual"
+        " FROM delivery_attempts WHERE delivery_id = %s ORDER BY attempt",
+        (delivery_id,),
+    )
+    return await cur.fetchall()
+
+
+async def retry_delivery_now(conn: Conn, endpoint_id: str, delivery_id: str, *, now: datetime) -> dict[str, Any] | None:
+    """Make a delivery that is not being attempted right now due at once (same event id, so the
+    same webhook-id header); its next attempt row is marked manual. None if it is in flight."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = %(now)s, completed_at = NULL,"
+        " lease_expires_at = NULL, manual_retry = true, updated_at = now()"
+        " WHERE id = %(id)s AND endpoint_id = %(endpoint)s"
+        " AND (status <> 'in_flight' OR lease_expires_at <= %(now)s)"
+        f" RETURNING {_DELIVERY_COLUMNS}",
+        {"now": now, "id": delivery_id, "endpoint": endpoint_id},
+    )
+    return await cur.fetchone()
+
+
+async def endpoint_enabled(conn: Conn, tenant_id: str, endpoint_id: str) -> bool | None:
+    """Whether the tenant's live endpoint is enabled; None if there is no such endpoint."""
+    cur = await conn.execute(
+        "SELECT enabled FROM endpoints WHERE id = %s AND tenant_id = %s AND deleted_at IS NULL",
+        (endpoint_id, tenant_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else bool(row["enabled"])
 
 
 # ----------------------------------------------------------------------------- retention

@@ -6,16 +6,22 @@ from __future__ import annotations
 import collections
 import random
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 from mailroom_contracts import events as ev
 from mailroom_contracts.rpc import (
+    WEBHOOK_DELIVERY_STATUSES,
     WEBHOOK_DESCRIPTION_MAX_LENGTH,
     WEBHOOK_EVENTS_MAX,
     CreateWebhookRequest,
+    ListWebhookDeliveriesRequest,
+    UpdateWebhookRequest,
+    WebhookDelivery,
+    WebhookDeliveryAttempt,
     WebhookEndpoint,
+    WebhookNotice,
 )
 from mailroom_kit import inbox
 from mailroom_kit.db import Conn
@@ -23,7 +29,7 @@ from mailroom_kit.ids import new_id
 from mailroom_kit.logging import get_logger
 
 from mailroom_webhooks import repository as repo
-from mailroom_webhooks.errors import NotFoundError, ValidationError
+from mailroom_webhooks.errors import ConflictError, NotFoundError, ValidationError
 from mailroom_webhooks.netpolicy import AddressPolicy, validate_endpoint_url
 from mailroom_webhooks.payloads import (
     EMAIL_WEBHOOK_TYPES,
@@ -34,6 +40,7 @@ from mailroom_webhooks.payloads import (
     domain_webhook_type,
     email_payload,
     summary_from_queued,
+    test_payload,
     unknown_summary,
 )
 from mailroom_webhooks.signing import SecretBox, new_secret
@@ -48,7 +55,7 @@ ADDRESS_NOT_ALLOWED = "address_not_allowed"
 # ----------------------------------------------------------------------------- endpoints
 
 
-def _endpoint(row: dict[str, Any]) -> WebhookEndpoint:
+def _endpoint(row: dict[str, Any], notices: list[dict[str, Any]] | None = None) -> WebhookEndpoint:
     return WebhookEndpoint(
         webhook_id=row["id"],
         tenant_id=row["tenant_id"],
@@ -57,6 +64,10 @@ def _endpoint(row: dict[str, Any]) -> WebhookEndpoint:
         description=row["description"],
         enabled=row["enabled"],
         created_at=row["created_at"],
+        disabled_reason=row["disabled_reason"],
+        disabled_at=row["disabled_at"],
+        previous_secret_expires_at=row["previous_secret_expires_at"],
+        notices=[WebhookNotice(type=n["type"], reason=n["reason"], created_at=n["created_at"]) for n in notices or []],
     )
 
 
@@ -154,7 +165,7 @@ async def get_endpoint(conn: Conn, tenant_id: str, endpoint_id: str) -> WebhookE
     row = await repo.get_endpoint(conn, tenant_id, endpoint_id)
     if row is None:
         raise NotFoundError("webhook not found", param="webhook_id")
-    return _endpoint(row)
+    return _endpoint(row, await repo.list_notices(conn, endpoint_id))
 
 
 async def delete_endpoint(conn: Conn, tenant_id: str, endpoint_id: str) -> WebhookEndpoint:
@@ -163,6 +174,193 @@ async def delete_endpoint(conn: Conn, tenant_id: str, endpoint_id: str) -> Webho
         raise NotFoundError("webhook not found", param="webhook_id")
     await repo.cancel_pending_deliveries(conn, endpoint_id, "endpoint_deleted")
     return _endpoint(row)
+
+
+# ----------------------------------------------------------------------------- manage (issue 19)
+
+
+class EndpointChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A PATCH that passed every rule: None leaves a field as it is."""
+
+    tenant_id: str
+    webhook_id: str
+    url: str | None
+    events: list[str] | None
+    description: str | None
+    set_description: bool
+    enabled: bool | None
+
+
+def validate_update(request: UpdateWebhookRequest, *, allow_http: bool, policy: AddressPolicy) -> EndpointChange:
+    """Every rule of a PATCH, before any database call: the URL is validated as at create."""
+    check_tenant_id(request.tenant_id)
+    check_webhook_id(request.webhook_id)
+    set_description = request.clear_description or request.description is not None
+    return EndpointChange(
+        tenant_id=request.tenant_id,
+        webhook_id=request.webhook_id,
+        url=None if request.url is None else validate_endpoint_url(request.url, allow_http=allow_http, policy=policy),
+        events=None if request.events is None else validate_events(request.events),
+        description=None if request.clear_description else validate_description(request.description),
+        set_description=set_description,
+        enabled=request.enabled,
+    )
+
+
+async def update_endpoint(conn: Conn, change: EndpointChange, *, now: datetime) -> WebhookEndpoint:
+    before = await repo.get_endpoint(conn, change.tenant_id, change.webhook_id)
+    if before is None:
+        raise NotFoundError("webhook not found", param="webhook_id")
+    row = await repo.update_endpoint(
+        conn,
+        change.tenant_id,
+        change.webhook_id,
+        url=change.url,
+        events=change.events,
+        description=change.description,
+        set_description=change.set_description,
+        enabled=change.enabled,
+    )
+    if row is None:  # deleted in between
+        raise NotFoundError("webhook not found", param="webhook_id")
+    if change.enabled is True and not before["enabled"]:
+        # What waited while it was off goes out now (the schedule resumes from there).
+        resumed = await repo.resume_pending_deliveries(conn, change.webhook_id, now=now)
+        await repo.notify_deliveries(conn)
+        log.info("webhook.endpoint_enabled", webhook_id=change.webhook_id, resumed=resumed)
+    return _endpoint(row, await repo.list_notices(conn, change.webhook_id))
+
+
+async def rotate_secret(
+    conn: Conn, tenant_id: str, endpoint_id: str, *, box: SecretBox, overlap_seconds: float, now: datetime
+) -> tuple[WebhookEndpoint, str]:
+    """A new secret (returned once); the old one keeps signing beside it for `overlap_seconds`."""
+    secret = new_secret()
+    row = await repo.rotate_secret(
+        conn,
+        tenant_id,
+        endpoint_id,
+        secret_encrypted=box.encrypt(secret),
+        previous_expires_at=now + timedelta(seconds=overlap_seconds),
+    )
+    if row is None:
+        raise NotFoundError("webhook not found", param="webhook_id")
+    return _endpoint(row), secret
+
+
+async def send_test_event(conn: Conn, tenant_id: str, endpoint_id: str, *, now: datetime) -> WebhookDelivery:
+    """Queue a `webhook.test` delivery to this endpoint (whatever its filter: it was asked for)."""
+    enabled = await repo.endpoint_enabled(conn, tenant_id, endpoint_id)
+    if enabled is None:
+        raise NotFoundError("webhook not found", param="webhook_id")
+    if not enabled:
+        raise ConflictError("the webhook is disabled; enable it (PATCH enabled: true) to send a test event")
+    delivery_id, event_id = new_id("whd"), new_id("evt")
+    await repo.insert_delivery(
+        conn,
+        delivery_id=delivery_id,
+        endpoint_id=endpoint_id,
+        tenant_id=tenant_id,
+        event_id=event_id,
+        event_type="webhook.test",
+        payload=test_payload(event_id, endpoint_id, now),
+        due_at=now,
+    )
+    await repo.notify_deliveries(conn)
+    row = await repo.get_delivery(conn, endpoint_id, delivery_id)
+    assert row is not None
+    return _delivery(row)
+
+
+# ----------------------------------------------------------------------------- the delivery log
+
+_DELIVERY_ID = re.compile(r"whd_[0-9a-hjkmnp-tv-z]{26}")
+MAX_PAGE = 100
+
+
+def check_delivery_id(delivery_id: str) -> None:
+    if not _DELIVERY_ID.fullmatch(delivery_id):
+        raise NotFoundError("delivery not found", param="delivery_id")
+
+
+def validate_list_deliveries(request: ListWebhookDeliveriesRequest) -> None:
+    check_tenant_id(request.tenant_id)
+    check_webhook_id(request.webhook_id)
+    if not 1 <= request.limit <= MAX_PAGE:
+        raise ValidationError(f"limit must be between 1 and {MAX_PAGE}", param="limit")
+    if request.cursor is not None and not _DELIVERY_ID.fullmatch(request.cursor):
+        raise ValidationError("invalid cursor", param="cursor")
+    if request.status is not None and request.status not in WEBHOOK_DELIVERY_STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(WEBHOOK_DELIVERY_STATUSES)}", param="status")
+    if request.event_type is not None and request.event_type not in KNOWN_EVENT_TYPES:
+        raise ValidationError("unknown event type", param="event_type")
+
+
+def _delivery(row: dict[str, Any], attempts: list[dict[str, Any]] | None = None) -> WebhookDelivery:
+    return WebhookDelivery(
+        delivery_id=row["id"],
+        webhook_id=row["endpoint_id"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        status=row["status"],
+        attempts_count=row["attempts"],
+        created_at=row["created_at"],
+        next_attempt_at=row["next_attempt_at"] if row["status"] == "pending" else None,
+        completed_at=row["completed_at"],
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        attempts=[msgspec.convert(a, WebhookDeliveryAttempt) for a in attempts or []],
+    )
+
+
+async def _own_endpoint(conn: Conn, tenant_id: str, endpoint_id: str) -> bool:
+    enabled = await repo.endpoint_enabled(conn, tenant_id, endpoint_id)
+    if enabled is None:
+        raise NotFoundError("webhook not found", param="webhook_id")
+    return enabled
+
+
+async def list_deliveries(
+    conn: Conn, request: ListWebhookDeliveriesRequest
+) -> tuple[list[WebhookDelivery], str | None]:
+    await _own_endpoint(conn, request.tenant_id, request.webhook_id)
+    rows = await repo.list_deliveries(
+        conn,
+        request.webhook_id,
+        limit=request.limit + 1,
+        before_id=request.cursor,
+        status=request.status,
+        event_type=request.event_type,
+    )
+    page = rows[: request.limit]
+    return [_delivery(r) for r in page], (page[-1]["id"] if len(rows) > request.limit else None)
+
+
+async def get_delivery(conn: Conn, tenant_id: str, endpoint_id: str, delivery_id: str) -> WebhookDelivery:
+    await _own_endpoint(conn, tenant_id, endpoint_id)
+    row = await repo.get_delivery(conn, endpoint_id, delivery_id)
+    if row is None:
+        raise NotFoundError("delivery not found", param="delivery_id")
+    return _delivery(row, await repo.list_attempts(conn, delivery_id))
+
+
+async def retry_delivery(
+    conn: Conn, tenant_id: str, endpoint_id: str, delivery_id: str, *, now: datetime
+) -> WebhookDelivery:
+    """Re-send now: a new attempt of the same delivery (same event id, so the same webhook-id).
+    A failed one that fails again stays failed (past its last scheduled attempt) or goes on with
+    the schedule where it left off."""
+    enabled = await _own_endpoint(conn, tenant_id, endpoint_id)
+    row = await repo.get_delivery(conn, endpoint_id, delivery_id)
+    if row is None:
+        raise NotFoundError("delivery not found", param="delivery_id")
+    if not enabled:
+        raise ConflictError("the webhook is disabled; enable it (PATCH enabled: true) to retry deliveries")
+    row = await repo.retry_delivery_now(conn, endpoint_id, delivery_id, now=now)
+    if row is None:
+        raise ConflictError("the delivery is being attempted right now")
+    await repo.notify_deliveries(conn)
+    return _delivery(row, await repo.list_attempts(conn, delivery_id))
 
 
 # ----------------------------------------------------------------------------- fan-out
@@ -290,6 +488,9 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     url: str
     secret_encrypted: str
+    # The secret before the last rotation while it still signs (a second signature), else None.
+    previous_secret_encrypted: str | None = None
+    manual: bool = False  # the tenant asked for this attempt (POST …/retry)
 
 
 class AttemptResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -298,14 +499,19 @@ class AttemptResult(msgspec.Struct, frozen=True, kw_only=True):
     status_code: int | None = None
     error: str | None = None  # None on success
     retry_after: float | None = None  # seconds the endpoint asked us to wait
+    response_body: str | None = None  # the first 4 KiB the endpoint answered
 
     @property
     def succeeded(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-async def claim_due(conn: Conn, *, limit: int, per_endpoint: int, lease_seconds: float) -> list[Claim]:
-    rows = await repo.claim_due_deliveries(conn, limit=limit, per_endpoint=per_endpoint, lease_seconds=lease_seconds)
+async def claim_due(
+    conn: Conn, *, limit: int, per_endpoint: int, lease_seconds: float, now: datetime | None = None
+) -> list[Claim]:
+    rows = await repo.claim_due_deliveries(
+        conn, now=now, limit=limit, per_endpoint=per_endpoint, lease_seconds=lease_seconds
+    )
     return [
         Claim(
             delivery_id=r["id"],
@@ -317,26 +523,41 @@ async def claim_due(conn: Conn, *, limit: int, per_endpoint: int, lease_seconds:
             attempt=r["attempts"],
             url=r["url"],
             secret_encrypted=r["secret_encrypted"],
+            previous_secret_encrypted=r["previous_secret_encrypted"],
+            manual=r["manual"],
         )
         for r in rows
     ]
 
 
-def retry_delay(attempt: int, schedule: list[float], retry_after: float | None) -> float:
+def retry_delay(
+    attempt: int, schedule: list[float], retry_after: float | None, *, max_retry_after: float = MAX_RETRY_AFTER_SECONDS
+) -> float:
     """Delay before attempt `attempt + 1`: the schedule (last entry repeats) ±10 % jitter; a longer
-    Retry-After (capped at a day) wins."""
+    Retry-After (capped at `max_retry_after`, a day by default) wins."""
     base = schedule[min(attempt, len(schedule)) - 1]
     delay = base * random.uniform(0.9, 1.1)
     if retry_after is not None:
-        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
+        delay = max(delay, min(retry_after, max_retry_after))
     return delay
 
 
-async def settle_attempt(
-    conn: Conn, claim: Claim, result: AttemptResult, *, max_attempts: int, schedule: list[float]
-) -> str:
+class RetryRules(msgspec.Struct, frozen=True, kw_only=True):
+    """How attempts are settled (from the settings)."""
+
+    max_attempts: int
+    schedule: list[float]
+    max_retry_after: float = MAX_RETRY_AFTER_SECONDS
+    disable_after_failing_seconds: float = 5 * 86400.0
+
+
+async def settle_attempt(conn: Conn, claim: Claim, result: AttemptResult, *, rules: RetryRules, now: datetime) -> str:
     """Record the attempt and move the delivery on. Returns the outcome:
-    succeeded | retry | failed | gone | refused | lost (our lease had expired)."""
+    succeeded | retry | failed | gone | refused | lost (our lease had expired).
+
+    A success ends the endpoint's run of failures; a failure starts or continues it, and one
+    that long (`disable_after_failing_seconds`) disables the endpoint. 410 Gone disables it at
+    once. Either way its pending deliveries stay pending: enabling it again (PATCH) resumes them."""
     next_retry_at: datetime | None = None
     if result.succeeded:
         outcome = "succeeded"
@@ -347,8 +568,9 @@ async def settle_attempt(
             status="succeeded",
             status_code=result.status_code,
             error=None,
+            now=now,
         )
-    elif result.error == ADDRESS_NOT_ALLOWED or result.status_code == 410 or claim.attempt >= max_attempts:
+    elif result.error == ADDRESS_NOT_ALLOWED or result.status_code == 410 or claim.attempt >= rules.max_attempts:
         outcome = (
             "refused" if result.error == ADDRESS_NOT_ALLOWED else "gone" if result.status_code == 410 else "failed"
         )
@@ -359,6 +581,7 @@ async def settle_attempt(
             status="failed",
             status_code=result.status_code,
             error=result.error,
+            now=now,
         )
     else:
         outcome = "retry"
@@ -366,9 +589,12 @@ async def settle_attempt(
             conn,
             delivery_id=claim.delivery_id,
             attempt=claim.attempt,
-            delay_seconds=retry_delay(claim.attempt, schedule, result.retry_after),
+            delay_seconds=retry_delay(
+                claim.attempt, rules.schedule, result.retry_after, max_retry_after=rules.max_retry_after
+            ),
             status_code=result.status_code,
             error=result.error,
+            now=now,
         )
         kept = next_retry_at is not None
     await repo.insert_attempt(
@@ -381,10 +607,24 @@ async def settle_attempt(
         latency_ms=result.latency_ms,
         error=result.error,
         next_retry_at=next_retry_at,
+        response_body=result.response_body,
+        manual=claim.manual,
     )
-    if result.status_code == 410:
+    if not kept:
+        return "lost"  # the lease was taken over: the endpoint's state is the new holder's to change
+    if result.succeeded:
+        await repo.note_success(conn, claim.endpoint_id)
+    elif result.status_code == 410:
         # 410 Gone: the tenant removed the receiver; stop sending to it at all.
-        await repo.disable_endpoint(conn, claim.endpoint_id, "gone")
-        await repo.cancel_pending_deliveries(conn, claim.endpoint_id, "endpoint_disabled")
-        log.warning("webhook.endpoint_disabled", webhook_id=claim.endpoint_id, reason="gone")
-    return outcome if kept else "lost"
+        if await repo.disable_endpoint(conn, claim.endpoint_id, "gone", now=now):
+            log.warning("webhook.endpoint_disabled", webhook_id=claim.endpoint_id, reason="gone")
+    else:
+        run = await repo.note_failure(conn, claim.endpoint_id, now=now)
+        if (
+            run is not None
+            and run["enabled"]
+            and (now - run["failing_since"]).total_seconds() >= rules.disable_after_failing_seconds
+            and await repo.disable_endpoint(conn, claim.endpoint_id, "failing", now=now)
+        ):
+            log.warning("webhook.endpoint_disabled", webhook_id=claim.endpoint_id, reason="failing")
+    return outcome

@@ -29,11 +29,21 @@ class WebhooksSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore
     allowed_cidrs: str = ""
     # Total time one delivery attempt may take (connect, TLS, request, response headers).
     timeout_seconds: float = 15.0
-    # Attempts per delivery (the first one included) before it is marked failed.
-    max_attempts: int = 4
+    # Attempts per delivery (the first one included) before it is marked failed. SPEC: 8 (the
+    # first and seven retries, about 38 hours in all).
+    max_attempts: int = 8
     # Comma-separated delays before the 2nd, 3rd, ... attempt; the last repeats. ±10 % jitter;
-    # a longer Retry-After from the endpoint wins.
-    retry_delays_seconds: str = "5,30,120"
+    # a longer Retry-After from the endpoint wins (capped at max_retry_after_seconds).
+    # SPEC: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    retry_delays_seconds: str = "5,300,1800,7200,18000,36000,36000"
+    # The longest Retry-After honoured; a longer one waits this long.
+    max_retry_after_seconds: Annotated[float, msgspec.Meta(ge=0)] = 86400.0
+    # An endpoint whose attempts all failed for this long (no success in between) is disabled
+    # (disabled_reason `failing`, a `webhook.disabled` notice); its pending deliveries wait
+    # until the tenant enables it again.
+    disable_after_failing_days: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # After rotate-secret, how long the previous secret still signs beside the new one.
+    secret_rotation_overlap_hours: Annotated[float, msgspec.Meta(ge=0)] = 24.0
     # Deliveries in flight at once in this process.
     concurrency: int = 64
     # Deliveries in flight at once to one endpoint, across every replica.
