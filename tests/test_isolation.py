@@ -97,6 +97,12 @@ def world(stack: Stack, api: httpx.Client) -> World:
     assert delivery_b.status_code == 202, delivery_b.text
     suppressed_b = api.post("/v1/suppressions", json={"email": "iso-b@example.test"}, headers=b.headers())
     assert suppressed_b.status_code == 201, suppressed_b.text
+    template_b = api.post(
+        "/v1/templates",
+        json={"name": "b-welcome", "alias": f"b-welcome-{secrets.token_hex(3)}", "subject": "Hi", "html": "<p>Hi</p>"},
+        headers=b.headers(),
+    )
+    assert template_b.status_code == 201, template_b.text
     sending = api.post("/v1/api-keys", json={"name": "a-sending", "permission": "sending_access"}, headers=a.headers())
     assert sending.status_code == 201, sending.text
     return World(
@@ -110,6 +116,7 @@ def world(stack: Stack, api: httpx.Client) -> World:
             "webhook_id": hook_b.json()["id"],
             "delivery_id": delivery_b.json()["id"],  # GET/POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}…
             "email": suppressed_b.json()["email"],  # DELETE /v1/suppressions/{email}
+            "template": template_b.json()["id"],  # every /v1/templates/{template}… route
         },
         a_live_email=send(api, f"hi@{domain_a['name']}", a.headers()),
         a_test_email=send(api, f"hi@{domain_a['name']}", a.headers("test")),
@@ -137,7 +144,7 @@ def fill(path: str, ids: dict[str, str]) -> str:
 
 def test_the_document_names_the_resources_the_matrix_covers(doc: dict[str, Any]) -> None:
     named = {p for _, path in operations(doc, "/v1/") for p in PARAM.findall(path)}
-    assert named == {"email_id", "domain_id", "key_id", "webhook_id", "email", "delivery_id"}
+    assert named == {"email_id", "domain_id", "key_id", "webhook_id", "email", "delivery_id", "template"}
     assert operations(doc, "/v1/", public=True) == [
         ("GET", "/v1/unsubscribe/{token}"),
         ("POST", "/v1/unsubscribe/{token}"),
