@@ -74,6 +74,22 @@ SAMPLES: list[events.Event] = [
     events.DomainFailed(**BASE, domain=SNAPSHOT, reason="timeout"),
     events.DomainStatusChanged(**BASE, domain=SNAPSHOT, previous_status="verified"),
     events.EmailSuppressed(**EMAIL, recipients=[events.SuppressedRecipient(email="b@example.test", reason="bounce")]),
+    events.DomainUpdated(**BASE, domain=SNAPSHOT),
+    events.DomainDeleted(
+        **BASE,
+        domain=msgspec.structs.replace(
+            SNAPSHOT,
+            records=[
+                msgspec.structs.replace(
+                    SNAPSHOT.records[0],
+                    status="failed",
+                    found=["b.example.test"],
+                    detail="points elsewhere",
+                    last_checked_at=NOW,
+                )
+            ],
+        ),
+    ),
     events.TenantUpdated(
         **BASE, status="paused", status_reason="bounce rate 6.1%", updated_at=datetime(2026, 1, 1, tzinfo=UTC)
     ),

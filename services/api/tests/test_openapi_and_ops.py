@@ -28,6 +28,9 @@ EXPECTED = {
     ("/v1/domains", "post"),
     ("/v1/domains", "get"),
     ("/v1/domains/{domain_id}", "get"),
+    ("/v1/domains/{domain_id}", "patch"),
+    ("/v1/domains/{domain_id}", "delete"),
+    ("/v1/domains/{domain_id}/verify", "post"),
     ("/v1/webhooks", "post"),
     ("/v1/webhooks", "get"),
     ("/v1/webhooks/{webhook_id}", "get"),
@@ -58,6 +61,7 @@ EXPECTED = {
 # Actions that take no body (SPEC: `POST /v1/emails/{id}/cancel`).
 BODYLESS = {
     ("/v1/emails/{email_id}/cancel", "post"),
+    ("/v1/domains/{domain_id}/verify", "post"),
     ("/v1/webhooks/{webhook_id}/rotate-secret", "post"),
     ("/v1/webhooks/{webhook_id}/test", "post"),
     ("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", "post"),

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 from mailroom_contracts.streams import STREAMS
 from mailroom_devstack.infra import NatsServer
 from mailroom_domains.app import MIGRATIONS, build_service, build_workers
-from mailroom_domains.checks import RecordChecker
+from mailroom_domains.checks import RecordChecker, SesStatusChecker
 from mailroom_domains.service import SCHEMA
 from mailroom_kit.db import Pool, open_pool
 from mailroom_kit.jetstream import reconcile
@@ -85,11 +87,25 @@ async def start_domains(migrated: str, own_nats: NatsServer) -> AsyncIterator[St
     running: list[RunningDomains] = []
 
     async def start(
-        emulator_url: str, *, checker: RecordChecker | None = None, workers: bool = True, **overrides: Any
+        emulator_url: str,
+        *,
+        checker: RecordChecker | None = None,
+        workers: bool = True,
+        dns: bool = False,
+        clock: Callable[[], datetime] | None = None,
+        **overrides: Any,
     ) -> RunningDomains:
+        """`dns=True`: the service's own public-DNS checker on the settings' resolvers (pass
+        dns_nameservers/dns_port); else the SES-status checker unless `checker` is given."""
         settings = make_settings(migrated, own_nats.url, emulator_url, **overrides)
+        if checker is None and not dns:
+            checker = SesStatusChecker()
         service = build_service(
-            settings, ses=ses_client(emulator_url, timeout=settings.ses_timeout_seconds), checker=checker
+            settings,
+            ses=ses_client(emulator_url, timeout=settings.ses_timeout_seconds),
+            checker=checker,
+            clock=clock,
+            rng=random.Random(18),
         )
         p = await open_pool(migrated, SCHEMA, min_size=1, max_size=8)
         nc = await nats.connect(own_nats.url)

@@ -54,6 +54,8 @@ def make_settings(database_url: str, nats_url: str, emulator_url: str, **overrid
         "aws_region": REGION,
         "ses_endpoint_url": emulator_url,
         "poll_interval_seconds": 0.2,
+        "recheck_interval_seconds": 3600.0,
+        "schedule_jitter": 0.0,
         "ses_timeout_seconds": 5.0,
         "log_format": "console",
     }

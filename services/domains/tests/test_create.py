@@ -78,7 +78,7 @@ async def test_create_registers_ses_identity_stores_records_and_publishes(
     assert events[0].domain == dom and events[0].tenant_id == "ten_a"
 
 
-async def test_a_registered_name_conflicts_for_other_and_same_tenant(
+async def test_a_registered_name_conflicts_for_another_tenant_and_is_idempotent_for_the_same(
     start_domains: Starter, emulator_never: EmulatorServer, nats_client: Client, pool: Pool
 ) -> None:
     await start_domains(emulator_never.url)
@@ -91,9 +91,11 @@ async def test_a_registered_name_conflicts_for_other_and_same_tenant(
     assert (other.error.code, other.error.param) == ("conflict", "name")
     assert "another account" in other.error.message
 
+    # The same tenant adding it again gets the domain it has (idempotent re-add), nothing new.
     same = await create(nats_client, tenant_id="ten_a", name=name)
-    assert same.error is not None and same.error.code == "conflict"
-    assert "already exists" in same.error.message
+    assert same.error is None and same.domain is not None
+    assert same.domain.domain_id == first.domain.domain_id
+    assert [r.value for r in same.domain.records] == [r.value for r in first.domain.records]
 
     # A failed registration no longer holds the name; the SES identity is reused with its tokens.
     async with pool.connection() as conn:

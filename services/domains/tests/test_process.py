@@ -14,6 +14,7 @@ import pytest
 from domains_testkit import domain_events, event_types, unique_domain, wait_for
 from mailroom_contracts import subjects
 from mailroom_contracts.rpc import CreateDomainRequest, DomainReply
+from mailroom_devstack.dns import DnsServer
 from mailroom_devstack.infra import NatsServer, free_port
 from mailroom_kit import rpc
 from mailroom_ses_emulator import EmulatorServer
@@ -22,7 +23,7 @@ from nats.aio.client import Client
 pytestmark = pytest.mark.usefixtures("clean_db")
 
 
-def service_env(database_url: str, nats_url: str, emulator_url: str, port: int) -> dict[str, str]:
+def service_env(database_url: str, nats_url: str, emulator_url: str, port: int, dns_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")}
     env.update(
         {
@@ -32,6 +33,9 @@ def service_env(database_url: str, nats_url: str, emulator_url: str, port: int) 
             "MAILROOM_SES_ENDPOINT_URL": emulator_url,
             "MAILROOM_DOMAINS_PORT": str(port),
             "MAILROOM_DOMAINS_POLL_INTERVAL_SECONDS": "0.3",
+            "MAILROOM_DOMAINS_DNS_NAMESERVERS": "127.0.0.1",
+            "MAILROOM_DOMAINS_DNS_PORT": str(dns_port),
+            "MAILROOM_DOMAINS_DNS_TIMEOUT_SECONDS": "1",
             "MAILROOM_LOG_FORMAT": "json",
             "AWS_ACCESS_KEY_ID": "emulator",
             "AWS_SECRET_ACCESS_KEY": "emulator",
@@ -47,9 +51,10 @@ async def test_the_service_process_migrates_serves_verifies_and_stops(
     emulator_immediate: EmulatorServer,
     nats_client: Client,
     tmp_path: Path,
+    dns_server: DnsServer,
 ) -> None:
     port = free_port()
-    env = service_env(migrated, own_nats.url, emulator_immediate.url, port)
+    env = service_env(migrated, own_nats.url, emulator_immediate.url, port, dns_server.port)
     migrate = subprocess.run(
         [sys.executable, "-m", "mailroom_domains", "migrate"],
         env=env,
@@ -93,12 +98,15 @@ async def test_the_service_process_migrates_serves_verifies_and_stops(
             assert reply.error is None and reply.domain is not None
             domain_id = reply.domain.domain_id
             js = nats_client.jetstream()
+            # The process checks public DNS (here: the local server): verified once the records are there.
+            dns_server.zone.publish(reply.domain.records)
 
             async def verified() -> list[str] | None:
                 types = event_types(await domain_events(js, domain_id))
                 return types if "domain.verified" in types else None
 
-            assert await wait_for(verified, timeout=15) == ["domain.created", "domain.verified"]
+            types = await wait_for(verified, timeout=15)
+            assert types[0] == "domain.created" and types[-1] == "domain.verified"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

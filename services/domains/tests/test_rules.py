@@ -110,6 +110,9 @@ def test_records_are_computed_exactly() -> None:
             "priority": None,
             "required": True,
             "status": "pending",
+            "found": [],
+            "detail": None,
+            "last_checked_at": None,
         },
         {
             "purpose": "dkim",
@@ -119,6 +122,9 @@ def test_records_are_computed_exactly() -> None:
             "priority": None,
             "required": True,
             "status": "pending",
+            "found": [],
+            "detail": None,
+            "last_checked_at": None,
         },
         {
             "purpose": "dkim",
@@ -128,6 +134,9 @@ def test_records_are_computed_exactly() -> None:
             "priority": None,
             "required": True,
             "status": "pending",
+            "found": [],
+            "detail": None,
+            "last_checked_at": None,
         },
         {
             "purpose": "mail_from_mx",
@@ -137,6 +146,9 @@ def test_records_are_computed_exactly() -> None:
             "priority": 10,
             "required": True,
             "status": "pending",
+            "found": [],
+            "detail": None,
+            "last_checked_at": None,
         },
         {
             "purpose": "mail_from_spf",
@@ -146,6 +158,9 @@ def test_records_are_computed_exactly() -> None:
             "priority": None,
             "required": True,
             "status": "pending",
+            "found": [],
+            "detail": None,
+            "last_checked_at": None,
         },
         {
             "purpose": "dmarc",
@@ -155,6 +170,9 @@ def test_records_are_computed_exactly() -> None:
             "priority": None,
             "required": False,
             "status": "pending",
+            "found": [],
+            "detail": None,
+            "last_checked_at": None,
         },
     ]
 
@@ -196,8 +214,8 @@ def snapshot(status: str = "pending") -> DomainSnapshot:
 
 async def checked(ident: SesIdentity, status: str = "pending") -> list[DomainRecord]:
     snap = snapshot(status)
-    statuses = await SesStatusChecker().check(snap, snap.records, identity=ident)
-    return [msgspec.structs.replace(r, status=s) for r, s in zip(snap.records, statuses, strict=True)]
+    checks = await SesStatusChecker().check(snap, snap.records, identity=ident)
+    return [msgspec.structs.replace(r, status=c.status) for r, c in zip(snap.records, checks, strict=True)]
 
 
 async def test_ses_status_checker_maps_dkim_and_mail_from_and_leaves_dmarc_pending() -> None:
@@ -216,12 +234,25 @@ async def test_ses_status_checker_maps_dkim_and_mail_from_and_leaves_dmarc_pendi
 @pytest.mark.parametrize(
     ("previous", "ident", "age_hours", "expected"),
     [
-        ("pending", identity(status="SUCCESS", dkim="SUCCESS", verified=True), 1, ("verified", None)),
+        (
+            "pending",
+            identity(status="SUCCESS", dkim="SUCCESS", verified=True, mail_from="SUCCESS"),
+            1,
+            ("verified", None),
+        ),
+        # SES verified, MAIL FROM records not yet: partially verified (verified needs both halves) …
         (
             "pending",
             identity(status="SUCCESS", dkim="SUCCESS", verified=True, mail_from="PENDING"),
+            1,
+            ("partially_verified", None),
+        ),
+        # … and failed if it stays so for 72 h
+        (
+            "partially_verified",
+            identity(status="SUCCESS", dkim="SUCCESS", verified=True, mail_from="PENDING"),
             80,
-            ("verified", None),
+            ("failed", "not verified within 72 hours"),
         ),
         ("pending", identity(), 1, ("pending", None)),
         ("pending", identity(mail_from="SUCCESS"), 1, ("partially_verified", None)),
@@ -256,7 +287,7 @@ async def test_ses_status_checker_maps_dkim_and_mail_from_and_leaves_dmarc_pendi
         ("verified", SesIdentity.missing(), 500, ("temporary_failure", None)),
         (
             "temporary_failure",
-            identity(status="SUCCESS", dkim="SUCCESS", verified=True),
+            identity(status="SUCCESS", dkim="SUCCESS", verified=True, mail_from="SUCCESS"),
             500,
             ("verified", None),
         ),
@@ -280,7 +311,7 @@ async def test_decide_status(
 
 async def test_verified_needs_every_dkim_record_verified_by_the_checker() -> None:
     """The seam for public DNS: SES says verified, but the checker did not find one DKIM record."""
-    ident = identity(status="SUCCESS", dkim="SUCCESS", verified=True)
+    ident = identity(status="SUCCESS", dkim="SUCCESS", verified=True, mail_from="SUCCESS")
     records = await checked(ident)
     records[1] = msgspec.structs.replace(records[1], status="pending")
     decision = decide_status(
@@ -324,8 +355,35 @@ def test_settings_from_environment() -> None:
         d.default_mail_from_subdomain,
         d.aws_region,
         d.ses_endpoint_url,
-    ) == (60, 3600, 72, "bounce", "us-east-1", None)
+    ) == (60, 10800, 72, "bounce", "us-east-1", None)
+    assert (d.nameservers, d.dns_port, d.dns_timeout_seconds, d.dns_transport) == ([], 53, 3.0, "udp")
+    assert (d.fast_phase_seconds, d.slow_poll_interval_seconds, d.schedule_jitter, d.regions) == (
+        3600,
+        900,
+        0.1,
+        ["us-east-1"],
+    )
+    dns = DomainsSettings.from_env(
+        {
+            "MAILROOM_DOMAINS_DNS_NAMESERVERS": "127.0.0.1, ::1",
+            "MAILROOM_DOMAINS_DNS_PORT": "5353",
+            "MAILROOM_DOMAINS_DNS_TRANSPORT": "tcp",
+            "MAILROOM_DOMAINS_ALLOWED_REGIONS": "eu-west-1,us-east-1",
+        }
+    )
+    assert (dns.nameservers, dns.dns_port, dns.dns_transport, dns.regions) == (
+        ["127.0.0.1", "::1"],
+        5353,
+        "tcp",
+        ["us-east-1", "eu-west-1"],
+    )
     for var, bad in [
+        ("MAILROOM_DOMAINS_DNS_NAMESERVERS", "dns.google"),
+        ("MAILROOM_DOMAINS_DNS_PORT", "0"),
+        ("MAILROOM_DOMAINS_DNS_TIMEOUT_SECONDS", "0"),
+        ("MAILROOM_DOMAINS_DNS_TRANSPORT", "quic"),
+        ("MAILROOM_DOMAINS_SCHEDULE_JITTER", "0.9"),
+        ("MAILROOM_DOMAINS_SLOW_POLL_INTERVAL_SECONDS", "1"),
         ("MAILROOM_DOMAINS_POLL_INTERVAL_SECONDS", "0"),
         ("MAILROOM_DOMAINS_DEFAULT_MAIL_FROM_SUBDOMAIN", "a.b"),
         ("MAILROOM_DOMAINS_VERIFICATION_TIMEOUT_HOURS", "soon"),

@@ -239,6 +239,12 @@ class DomainRecord(msgspec.Struct, frozen=True, kw_only=True):
     priority: int | None = None
     required: bool = True
     status: RecordStatus = "pending"
+    # Issue 18: what public DNS answered for this name and type at the last check (CNAME targets,
+    # "priority host" for MX, each TXT record's strings joined), why the status is what it is
+    # (e.g. "NXDOMAIN", "no MX record", "SERVFAIL"), and when it was checked.
+    found: list[str] = []
+    detail: str | None = None
+    last_checked_at: datetime | None = None
 
 
 class DomainSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -279,6 +285,15 @@ class DomainStatusChanged(DomainEvent, frozen=True, kw_only=True, tag="domain.st
     previous_status: DomainStatus
 
 
+class DomainUpdated(DomainEvent, frozen=True, kw_only=True, tag="domain.updated"):
+    """The domain's settings changed (tracking defaults, PATCH /v1/domains/{id}); not a status move."""
+
+
+class DomainDeleted(DomainEvent, frozen=True, kw_only=True, tag="domain.deleted"):
+    """The tenant deleted the domain (and its SES identity); `domain` is its last state. Sends from
+    it are refused from now on."""
+
+
 # --------------------------------------------------------------------------- tenants
 
 
@@ -316,6 +331,8 @@ DOMAIN_EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     DomainVerified,
     DomainFailed,
     DomainStatusChanged,
+    DomainUpdated,
+    DomainDeleted,
 )
 TENANT_EVENT_TYPES: tuple[type[Event], ...] = (TenantUpdated,)
 ALL_EVENT_TYPES: tuple[type[Event], ...] = EMAIL_EVENT_TYPES + DOMAIN_EVENT_TYPES + TENANT_EVENT_TYPES

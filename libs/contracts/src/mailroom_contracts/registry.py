@@ -27,6 +27,8 @@ _SUBJECTS: dict[type[events.Event], str] = {
     events.DomainVerified: subjects.DOMAIN_VERIFIED,
     events.DomainFailed: subjects.DOMAIN_FAILED,
     events.DomainStatusChanged: subjects.DOMAIN_STATUS_CHANGED,
+    events.DomainUpdated: subjects.DOMAIN_UPDATED,
+    events.DomainDeleted: subjects.DOMAIN_DELETED,
     events.TenantUpdated: subjects.TENANT_UPDATED,
 }
 _BY_SUBJECT: dict[str, type[events.Event]] = {s: t for t, s in _SUBJECTS.items()}
@@ -54,6 +56,8 @@ _any_event = msgspec.json.Decoder(
     | events.DomainVerified
     | events.DomainFailed
     | events.DomainStatusChanged
+    | events.DomainUpdated
+    | events.DomainDeleted
     | events.TenantUpdated
 )
 

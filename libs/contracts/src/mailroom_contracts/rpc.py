@@ -53,11 +53,16 @@ class CreateDomainRequest(msgspec.Struct, frozen=True, kw_only=True):
     mail_from_subdomain: str = "bounce"
     track_opens: bool = False
     track_clicks: bool = False
+    # Issue 18: the SES region of the identity; None = the domains service's default region.
+    region: str | None = None
 
 
 class DomainReply(msgspec.Struct, frozen=True, kw_only=True):
     domain: DomainSnapshot | None = None
     error: RpcError | None = None
+    # Issue 18: occurred_at of the event the change was published with (update, delete), so the
+    # requester's read model orders the reply's snapshot against that event's redelivery.
+    event_at: datetime | None = None
 
 
 class WebhookNotice(msgspec.Struct, frozen=True, kw_only=True):
@@ -214,3 +219,29 @@ class WebhookDeliveryRequest(msgspec.Struct, frozen=True, kw_only=True):
 class WebhookDeliveryReply(msgspec.Struct, frozen=True, kw_only=True):
     delivery: WebhookDelivery | None = None
     error: RpcError | None = None
+
+
+# Issue 18: one domain of a tenant (another tenant's id answers not_found).
+
+
+class VerifyDomainRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Check the domain now (its next check is due at once); replies with its current snapshot."""
+
+    tenant_id: str
+    domain_id: str
+
+
+class UpdateDomainRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Change the domain's tracking defaults; a None field is left as it is."""
+
+    tenant_id: str
+    domain_id: str
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
+
+
+class DeleteDomainRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Delete the domain and its SES identity; replies with its last snapshot."""
+
+    tenant_id: str
+    domain_id: str

@@ -42,6 +42,9 @@ DOMAIN_CREATED: Final = "mailroom.domain.created"
 DOMAIN_VERIFIED: Final = "mailroom.domain.verified"
 DOMAIN_FAILED: Final = "mailroom.domain.failed"
 DOMAIN_STATUS_CHANGED: Final = "mailroom.domain.status_changed"
+# Issue 18: tracking settings changed (PATCH); the domain was deleted (DELETE).
+DOMAIN_UPDATED: Final = "mailroom.domain.updated"
+DOMAIN_DELETED: Final = "mailroom.domain.deleted"
 
 # Tenants (stream MAILROOM_TENANT): the api publishes a tenant's whole state whenever its status
 # changes (operator, CLI or the reputation guard); the sender keeps its own read model of it.
@@ -70,3 +73,7 @@ RPC_WEBHOOKS_TEST: Final = "mailroom.rpc.webhooks.test"
 RPC_WEBHOOKS_DELIVERIES_LIST: Final = "mailroom.rpc.webhooks.deliveries.list"
 RPC_WEBHOOKS_DELIVERIES_GET: Final = "mailroom.rpc.webhooks.deliveries.get"
 RPC_WEBHOOKS_DELIVERIES_RETRY: Final = "mailroom.rpc.webhooks.deliveries.retry"
+# Issue 18: check a domain now, change its tracking settings, delete it (and its SES identity).
+RPC_DOMAINS_VERIFY: Final = "mailroom.rpc.domains.verify"
+RPC_DOMAINS_UPDATE: Final = "mailroom.rpc.domains.update"
+RPC_DOMAINS_DELETE: Final = "mailroom.rpc.domains.delete"

@@ -36,3 +36,10 @@ class Unavailable(DomainsError):
 
     code = "unavailable"
     kind: ErrorKind = "transient"
+
+
+class NotFound(DomainsError):
+    """No such domain of this tenant (another tenant's id reads the same: existence never leaks)."""
+
+    code = "not_found"
+    kind: ErrorKind = "not_found"

@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import psycopg
 import psycopg_pool
 import structlog
 from mailroom_contracts import subjects
-from mailroom_contracts.rpc import CreateDomainRequest, DomainReply
+from mailroom_contracts.rpc import (
+    CreateDomainRequest,
+    DeleteDomainRequest,
+    DomainReply,
+    UpdateDomainRequest,
+    VerifyDomainRequest,
+)
 from mailroom_kit import rpc
 from mailroom_kit.db import Pool
 from mailroom_kit.logging import get_logger
 from mailroom_kit.redact import describe_error
-from mailroom_kit.wake import sleep_until_stopped
 from nats.aio.client import Client
 
 from mailroom_domains.errors import DomainsError, Unavailable
@@ -57,7 +63,9 @@ class CreateDomainHandler:
         new = self._service.validate(req)
         try:
             async with self._pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn, conn.transaction():
-                await self._service.ensure_available(conn, new)
+                existing = await self._service.ensure_available(conn, new)
+            if existing is not None:  # the same tenant adds it again: idempotent
+                return DomainReply(domain=existing)
             # SES is called holding no connection and no transaction.
             try:
                 tokens = await asyncio.wait_for(
@@ -72,16 +80,88 @@ class CreateDomainHandler:
         return DomainReply(domain=snapshot)
 
 
-async def serve_create_rpc(nc: Client, service: DomainService, pool: Pool, stop: asyncio.Event) -> None:
-    """Answer create requests (queue group "domains": one replica answers each) until `stop`."""
-    sub = await rpc.serve(
-        nc, subjects.RPC_DOMAINS_CREATE, CreateDomainRequest, CreateDomainHandler(service, pool), queue=RPC_QUEUE
-    )
+class ManageDomainHandlers:
+    """Issue 18: `mailroom.rpc.domains.{verify,update,delete}` on one tenant's domain. Each is one
+    unit of work; another tenant's domain id answers `not_found`."""
+
+    def __init__(self, service: DomainService, pool: Pool, wake: asyncio.Event) -> None:
+        self._service = service
+        self._pool = pool
+        self._wake = wake
+
+    async def _guarded(self, work: Callable[[], Awaitable[DomainReply]]) -> DomainReply:
+        try:
+            return await work()
+        except DomainsError as exc:
+            structlog.contextvars.bind_contextvars(param=exc.param, reason=exc.message)
+            return DomainReply(error=exc.to_rpc())
+        except _DB_DOWN:
+            return DomainReply(error=Unavailable("the domains database is unavailable").to_rpc())
+
+    async def verify(self, req: VerifyDomainRequest) -> DomainReply:
+        structlog.contextvars.bind_contextvars(domain_id=req.domain_id, tenant_id=req.tenant_id)
+
+        async def work() -> DomainReply:
+            async with self._pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn, conn.transaction():
+                snapshot = await self._service.request_check(conn, req.tenant_id, req.domain_id)
+            self._wake.set()  # this replica's poller claims it at once (or another's, if quicker)
+            return DomainReply(domain=snapshot)
+
+        return await self._guarded(work)
+
+    async def update(self, req: UpdateDomainRequest) -> DomainReply:
+        structlog.contextvars.bind_contextvars(domain_id=req.domain_id, tenant_id=req.tenant_id)
+
+        async def work() -> DomainReply:
+            async with self._pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn, conn.transaction():
+                snapshot, at = await self._service.update_tracking(conn, req)
+            return DomainReply(domain=snapshot, event_at=at)
+
+        return await self._guarded(work)
+
+    async def delete(self, req: DeleteDomainRequest) -> DomainReply:
+        """SES first (outside any transaction), then the row and `DomainDeleted` in one transaction.
+        SES down → `unavailable` and nothing changed here; a retry finds the identity gone and goes on."""
+        structlog.contextvars.bind_contextvars(domain_id=req.domain_id, tenant_id=req.tenant_id)
+
+        async def work() -> DomainReply:
+            async with self._pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn, conn.transaction():
+                domain, owns_identity = await self._service.find_for_delete(conn, req.tenant_id, req.domain_id)
+            if owns_identity:
+                try:
+                    await asyncio.wait_for(
+                        self._service.delete_identity(domain), timeout=self._service.settings.create_timeout_seconds
+                    )
+                except TimeoutError:
+                    raise Unavailable("SES did not answer in time") from None
+            async with self._pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn, conn.transaction():
+                snapshot, at = await self._service.remove(conn, req.tenant_id, req.domain_id)
+            log.info("domain.deleted", domain=snapshot.name, ses_identity_deleted=owns_identity)
+            return DomainReply(domain=snapshot, event_at=at)
+
+        return await self._guarded(work)
+
+
+async def serve_create_rpc(
+    nc: Client, service: DomainService, pool: Pool, stop: asyncio.Event, wake: asyncio.Event | None = None
+) -> None:
+    """Answer create, verify, update and delete requests (queue group "domains": one replica answers
+    each) until `stop`. `wake` is set when a verify request made a domain due (the poller's wake-up)."""
+    manage = ManageDomainHandlers(service, pool, wake or asyncio.Event())
+    subs = [
+        await rpc.serve(
+            nc, subjects.RPC_DOMAINS_CREATE, CreateDomainRequest, CreateDomainHandler(service, pool), queue=RPC_QUEUE
+        ),
+        await rpc.serve(nc, subjects.RPC_DOMAINS_VERIFY, VerifyDomainRequest, manage.verify, queue=RPC_QUEUE),
+        await rpc.serve(nc, subjects.RPC_DOMAINS_UPDATE, UpdateDomainRequest, manage.update, queue=RPC_QUEUE),
+        await rpc.serve(nc, subjects.RPC_DOMAINS_DELETE, DeleteDomainRequest, manage.delete, queue=RPC_QUEUE),
+    ]
     try:
         await stop.wait()
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 class VerificationPoller:
@@ -89,9 +169,10 @@ class VerificationPoller:
     run), asks SES and the record checker about each outside any transaction, then applies each
     result under the domain's row lock."""
 
-    def __init__(self, service: DomainService, pool: Pool) -> None:
+    def __init__(self, service: DomainService, pool: Pool, wake: asyncio.Event | None = None) -> None:
         self._service = service
         self._pool = pool
+        self._wake = wake or asyncio.Event()
 
     async def run_once(self) -> int:
         """Check every domain this replica could claim now; return how many were claimed."""
@@ -151,4 +232,25 @@ class VerificationPoller:
                 claimed = 0
             if claimed >= batch:
                 continue
-            await sleep_until_stopped(stop, tick)
+            await self._sleep(stop, tick)
+
+    async def _sleep(self, stop: asyncio.Event, tick: float) -> None:
+        """Until the next tick, `stop`, or a verify request's wake-up."""
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        waiter: asyncio.Future[bool] = asyncio.ensure_future(self._wake.wait())
+        try:
+            await sleep_until_stopped_or(stop, waiter, tick)
+        finally:
+            waiter.cancel()
+        self._wake.clear()
+
+
+async def sleep_until_stopped_or(stop: asyncio.Event, waiter: asyncio.Future[bool], seconds: float) -> None:
+    """Sleep `seconds`, or less if `stop` is set or `waiter` completes."""
+    stopper: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({stopper, waiter}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()

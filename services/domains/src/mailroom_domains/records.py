@@ -12,15 +12,30 @@ from collections.abc import Sequence
 
 import idna
 from mailroom_contracts.events import DomainRecord
+from publicsuffixlist import PublicSuffixList
 
 from mailroom_domains.errors import InvalidInput
 
 MAX_NAME_LENGTH = 253
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
-SPF_VALUE = "v=spf1 include:amazonses.com ~all"
+SPF_INCLUDE = "include:amazonses.com"
+SPF_VALUE = f"v=spf1 {SPF_INCLUDE} ~all"
 DMARC_VALUE = "v=DMARC1; p=none;"
 MAIL_FROM_MX_PRIORITY = 10
+
+
+# The Public Suffix List bundled with the `publicsuffixlist` package (ICANN and private sections;
+# read once, never fetched at run time). A bare suffix (`co.uk`, `github.io`) is nobody's domain.
+_PSL = PublicSuffixList()
+
+
+# Special-use TLDs no public resolver answers for (`.test` and `.example` stay allowed: docs and tests use them).
+_NEVER_PUBLIC = frozenset({"localhost", "local", "invalid", "onion"})
+
+
+def is_public_suffix(name: str) -> bool:
+    return bool(_PSL.is_public(name))
 
 
 def is_valid_label(label: str) -> bool:
@@ -63,6 +78,10 @@ def normalize_domain_name(raw: str) -> str:
                 raise invalid(f"has an invalid punycode label {label!r}") from None
     if labels[-1].isdigit():
         raise invalid("must end with a top-level domain, not a number")
+    if labels[-1] in _NEVER_PUBLIC:
+        raise invalid(f"is under .{labels[-1]}, which never resolves in public DNS (RFC 6761/6762)")
+    if is_public_suffix(name):
+        raise invalid(f"{name!r} is a public suffix: add a domain you own under it (e.g. mail.example.{name})")
     return name
 
 

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from mailroom_contracts.events import DomainRecord, DomainSnapshot, DomainStatus, RecordStatus
 from mailroom_kit.db import Conn
+from psycopg.types.json import Jsonb
 
 _DOMAIN_COLUMNS = (
     "id, tenant_id, name, status, region, mail_from_domain, track_opens, track_clicks, created_at, last_checked_at"
@@ -30,6 +31,7 @@ class NameHolder:
 class LockedDomain:
     snapshot: DomainSnapshot
     db_now: datetime
+    status_since: datetime  # updated_at: when the current status began
 
 
 def _record(row: dict[str, Any]) -> DomainRecord:
@@ -41,6 +43,9 @@ def _record(row: dict[str, Any]) -> DomainRecord:
         priority=row["priority"],
         required=row["required"],
         status=row["status"],
+        found=list(row["found"] or []),
+        detail=row["detail"],
+        last_checked_at=row["last_checked_at"],
     )
 
 
@@ -62,7 +67,8 @@ def _snapshot(row: dict[str, Any], records: list[DomainRecord]) -> DomainSnapsho
 
 async def _records(conn: Conn, domain_id: str) -> list[DomainRecord]:
     cur = await conn.execute(
-        "SELECT purpose, type, name, value, priority, required, status FROM domain_records "
+        "SELECT purpose, type, name, value, priority, required, status, found, detail, last_checked_at "
+        "FROM domain_records "
         "WHERE domain_id = %s ORDER BY position",
         (domain_id,),
     )
@@ -128,7 +134,9 @@ async def get_domain(conn: Conn, domain_id: str) -> DomainSnapshot | None:
 async def lock_domain(conn: Conn, domain_id: str) -> LockedDomain | None:
     """The domain, locked until the transaction ends, with the database's clock read once the lock is held
     (never earlier than its last check, so `last_checked_at` only moves forward)."""
-    cur = await conn.execute(f"SELECT {_DOMAIN_COLUMNS} FROM domains WHERE id = %s FOR UPDATE", (domain_id,))
+    cur = await conn.execute(
+        f"SELECT {_DOMAIN_COLUMNS}, updated_at FROM domains WHERE id = %s FOR UPDATE", (domain_id,)
+    )
     row = await cur.fetchone()
     if row is None:
         return None
@@ -136,18 +144,22 @@ async def lock_domain(conn: Conn, domain_id: str) -> LockedDomain | None:
         await conn.execute("SELECT greatest(clock_timestamp(), %s::timestamptz) AS t", (row["last_checked_at"],))
     ).fetchone()
     assert clock is not None
-    return LockedDomain(snapshot=_snapshot(row, await _records(conn, domain_id)), db_now=clock["t"])
+    return LockedDomain(
+        snapshot=_snapshot(row, await _records(conn, domain_id)), db_now=clock["t"], status_since=row["updated_at"]
+    )
 
 
-async def claim_due(conn: Conn, *, limit: int, lease_seconds: float) -> list[str]:
-    """Ids of up to `limit` domains due for a check, pushed `lease_seconds` ahead so no other replica
-    claims them meanwhile. Rows another replica is claiming right now are skipped, not waited for."""
+async def claim_due(conn: Conn, *, limit: int, lease_seconds: float, now: datetime | None = None) -> list[str]:
+    """Ids of up to `limit` domains due for a check at `now` (None: the database's clock), pushed
+    `lease_seconds` ahead so no other replica claims them meanwhile. Rows another replica is
+    claiming right now are skipped, not waited for."""
     cur = await conn.execute(
-        "UPDATE domains SET next_check_at = now() + make_interval(secs => %s) "
-        "WHERE id IN (SELECT id FROM domains WHERE status <> 'failed' AND next_check_at <= now() "
-        "ORDER BY next_check_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+        "UPDATE domains SET next_check_at = coalesce(%(now)s::timestamptz, now()) + make_interval(secs => %(lease)s) "
+        "WHERE id IN (SELECT id FROM domains WHERE status <> 'failed' "
+        "AND next_check_at <= coalesce(%(now)s::timestamptz, now()) "
+        "ORDER BY next_check_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
         "RETURNING id",
-        (lease_seconds, limit),
+        {"now": now, "lease": lease_seconds, "limit": limit},
     )
     return [cast(str, r["id"]) for r in await cur.fetchall()]
 
@@ -161,8 +173,11 @@ async def save_check(
     failure_reason: str | None,
     checked_at: datetime,
     next_check_in_seconds: float,
+    record_found: Sequence[Sequence[str]] | None = None,
+    record_details: Sequence[str | None] | None = None,
 ) -> None:
-    """Store the outcome of a check (status, each record's status, when it was and is next checked)."""
+    """Store the outcome of a check (status, each record's status, when it was and is next checked;
+    with `record_found`/`record_details`, also what DNS answered for each record and why)."""
     await conn.execute(
         "UPDATE domains SET "
         "updated_at = CASE WHEN status <> %(status)s THEN %(at)s ELSE updated_at END, "
@@ -181,11 +196,71 @@ async def save_check(
         "WHERE r.domain_id = %s AND r.position = v.position AND r.status <> v.status",
         (list(range(len(record_statuses))), list(record_statuses), domain_id),
     )
+    if record_found is not None and record_details is not None:
+        # One row per record; found is passed as JSON arrays (a text[][] cannot be ragged).
+        await conn.execute(
+            "UPDATE domain_records AS r SET "
+            "found = ARRAY(SELECT jsonb_array_elements_text(v.found)), detail = v.detail, last_checked_at = %s "
+            "FROM unnest(%s::smallint[], %s::jsonb[], %s::text[]) AS v(position, found, detail) "
+            "WHERE r.domain_id = %s AND r.position = v.position",
+            (
+                checked_at,
+                list(range(len(record_found))),
+                [Jsonb(list(f)) for f in record_found],
+                list(record_details),
+                domain_id,
+            ),
+        )
 
 
-async def postpone_check(conn: Conn, domain_id: str, *, seconds: float) -> None:
+async def postpone_check(conn: Conn, domain_id: str, *, seconds: float, now: datetime | None = None) -> None:
     """Try again in `seconds` (the check could not be made, e.g. SES unreachable)."""
     await conn.execute(
-        "UPDATE domains SET next_check_at = now() + make_interval(secs => %s) WHERE id = %s AND status <> 'failed'",
-        (seconds, domain_id),
+        "UPDATE domains SET next_check_at = coalesce(%s::timestamptz, now()) + make_interval(secs => %s) "
+        "WHERE id = %s AND status <> 'failed'",
+        (now, seconds, domain_id),
     )
+
+
+# --------------------------------------------------------------------------- issue 18: one tenant's domain
+
+
+async def find_tenant_domain(conn: Conn, tenant_id: str, domain_id: str) -> DomainSnapshot | None:
+    """The domain if it belongs to `tenant_id` (another tenant's id reads as absent)."""
+    cur = await conn.execute(
+        f"SELECT {_DOMAIN_COLUMNS} FROM domains WHERE id = %s AND tenant_id = %s", (domain_id, tenant_id)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return _snapshot(row, await _records(conn, domain_id))
+
+
+async def make_due(conn: Conn, domain_id: str, *, now: datetime | None = None) -> None:
+    """Check it at the next poll (POST /v1/domains/{id}/verify)."""
+    await conn.execute(
+        "UPDATE domains SET next_check_at = coalesce(%s::timestamptz, now()) WHERE id = %s AND status <> 'failed'",
+        (now, domain_id),
+    )
+
+
+async def lock_tenant_domain(conn: Conn, tenant_id: str, domain_id: str) -> DomainSnapshot | None:
+    """The tenant's domain, row-locked until the transaction ends (a concurrent check applies after)."""
+    cur = await conn.execute(
+        f"SELECT {_DOMAIN_COLUMNS} FROM domains WHERE id = %s AND tenant_id = %s FOR UPDATE", (domain_id, tenant_id)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return _snapshot(row, await _records(conn, domain_id))
+
+
+async def set_tracking(conn: Conn, domain_id: str, *, track_opens: bool, track_clicks: bool) -> None:
+    await conn.execute(
+        "UPDATE domains SET track_opens = %s, track_clicks = %s WHERE id = %s", (track_opens, track_clicks, domain_id)
+    )
+
+
+async def delete_domain(conn: Conn, domain_id: str) -> None:
+    """Delete the domain and its records (ON DELETE CASCADE); its name is free again."""
+    await conn.execute("DELETE FROM domains WHERE id = %s", (domain_id,))

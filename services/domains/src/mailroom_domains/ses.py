@@ -172,3 +172,13 @@ class SesClient:
                 return SesIdentity.missing()
             raise _unexpected("GetEmailIdentity", exc) from exc
         return SesIdentity.from_response(resp)
+
+    async def delete_identity(self, name: str) -> bool:
+        """Delete the identity (DELETE /v1/domains/{id}); False if SES had none (already deleted)."""
+        try:
+            await self._call("delete_email_identity", EmailIdentity=name)
+        except ClientError as exc:
+            if _error_code(exc) == "NotFoundException":
+                return False
+            raise _unexpected("DeleteEmailIdentity", exc) from exc
+        return True

@@ -127,6 +127,9 @@ def run(base_dir: Path) -> int:
         webhooks_secret_key=webhooks_key,
         database_url=os.environ.get("MAILROOM_DATABASE_URL") or None,
         unsubscribe_secret=unsubscribe_secret,
+        # The local DNS server publishes every new domain's records at once (0 = publish them yourself
+        # with `python -m mailroom_devstack dns add …`, to watch a domain stay pending).
+        dns_autopublish=os.environ.get("MAILROOM_DEV_DNS_AUTOPUBLISH", "1").strip().lower() not in ("0", "false", "no"),
     )
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -160,7 +163,35 @@ def _say(text: str, stream: TextIO | None = None) -> None:
         print(text, file=stream or sys.stdout, flush=True)
 
 
+def dns_command(argv: list[str]) -> int:
+    """`dns list | add NAME TYPE VALUE | delete NAME [TYPE] | fault NAME servfail|timeout|none`:
+    changes the zone of the running `make run`'s local DNS server (its control API)."""
+    parser = argparse.ArgumentParser(prog="mailroom_devstack dns")
+    default_url = f"http://127.0.0.1:{Ports.fixed(int(os.environ.get('MAILROOM_API_PORT', '8000'))).dns_control}"
+    parser.add_argument("--url", default=default_url, help=f"control API (default {default_url})")
+    parser.add_argument("action", choices=["list", "add", "delete", "fault"])
+    parser.add_argument("args", nargs="*")
+    ns = parser.parse_args(argv)
+    with httpx.Client(base_url=ns.url, timeout=5) as client:
+        if ns.action == "list":
+            resp = client.get("/records")
+        elif ns.action == "add" and len(ns.args) == 3:
+            resp = client.post("/records", json={"name": ns.args[0], "type": ns.args[1], "value": ns.args[2]})
+        elif ns.action == "delete" and len(ns.args) in (1, 2):
+            params = {"name": ns.args[0], **({"type": ns.args[1]} if len(ns.args) == 2 else {})}
+            resp = client.delete("/records", params=params)
+        elif ns.action == "fault" and len(ns.args) == 2:
+            fault = None if ns.args[1] == "none" else ns.args[1]
+            resp = client.post("/faults", json={"name": ns.args[0], "fault": fault})
+        else:
+            parser.error("usage: list | add NAME TYPE VALUE | delete NAME [TYPE] | fault NAME servfail|timeout|none")
+    _say(json.dumps(resp.json(), indent=2))
+    return 0 if resp.status_code < 400 else 1
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["dns"]:
+        sys.exit(dns_command(sys.argv[2:]))
     parser = argparse.ArgumentParser(prog="mailroom_devstack")
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--dir", default=".run", help="where to keep local data (default ./.run)")

@@ -1,5 +1,6 @@
 """pytest fixtures for every Mailroom suite: a Postgres (the machine's, else pgserver) with a
-fresh database per session, and a pinned nats-server on a free port per session."""
+fresh database per session, a pinned nats-server on a free port per session, and a local
+authoritative DNS server (UDP and TCP, free port) per test whose zone the test changes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from mailroom_devstack.dns import DnsServer
 from mailroom_devstack.infra import NatsServer, Postgres, system_postgres_url
 
 
@@ -37,6 +39,13 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     server = NatsServer(tmp_path_factory.mktemp("nats")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    """A local authoritative DNS server on a free port (`.port`, UDP and TCP); change `.zone` mid-test."""
+    with DnsServer(control_port=0) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

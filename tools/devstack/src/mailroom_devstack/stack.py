@@ -23,6 +23,7 @@ from typing import ClassVar
 import httpx
 from mailroom_kit.migrations import migrate
 
+from mailroom_devstack.dns import DnsServer
 from mailroom_devstack.infra import NatsServer, Postgres, free_port_block, spawn
 
 SERVICES = ("api", "events", "sender", "domains", "webhooks")
@@ -53,8 +54,10 @@ class Ports:
     domains: int
     webhooks: int
     emulator: int
+    dns: int  # the local DNS server (UDP and TCP)
+    dns_control: int  # its HTTP control API (python -m mailroom_devstack dns …)
 
-    OFFSETS: ClassVar[tuple[int, ...]] = (0, 1, 2, 3, 4, 10)  # from the API port, in field order
+    OFFSETS: ClassVar[tuple[int, ...]] = (0, 1, 2, 3, 4, 10, 11, 12)  # from the API port, in field order
 
     @classmethod
     def fixed(cls, api: int) -> Ports:
@@ -82,8 +85,11 @@ class Stack:
     unsubscribe_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # per process name
     processes: Sequence[str] = PROCESSES  # a subset for a test that needs only some (e.g. ("api",))
+    # Publish every new domain's DNS records in the local DNS server at once (MAILROOM_DEV_DNS_AUTOPUBLISH).
+    dns_autopublish: bool = True
     nats: NatsServer | None = None
     postgres: Postgres | None = None
+    dns: DnsServer | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     db_url: str = ""
 
@@ -99,6 +105,12 @@ class Stack:
             self.postgres = Postgres(self.base_dir / "pg").start()
             self.db_url = self.postgres.create_database("mailroom", exist_ok=True)
         self._migrate_all()
+        # The verifier and the SES emulator resolve tenants' records here (a real DNS server).
+        self.dns = DnsServer(
+            port=self.ports.dns,
+            control_port=self.ports.dns_control,
+            nats_url=self.nats.url if self.dns_autopublish else None,
+        ).start()
         for name in self.processes:
             self.start_process(name)
         self.wait_ready(timeout=timeout)
@@ -107,6 +119,8 @@ class Stack:
     def stop(self) -> None:
         for name in list(self.procs):
             self.stop_process(name)
+        if self.dns:
+            self.dns.stop()
         if self.nats:
             self.nats.stop()
         if self.postgres:
@@ -145,7 +159,8 @@ class Stack:
                     "SES_EMULATOR_HOST": "127.0.0.1",
                     "SES_EMULATOR_PORT": port,
                     "SES_EMULATOR_REGION": REGION,
-                    "SES_EMULATOR_VERIFY": "immediate",
+                    "SES_EMULATOR_VERIFY": "dns",
+                    "SES_EMULATOR_DNS_SERVER": f"127.0.0.1:{self.ports.dns}",
                     "SES_EMULATOR_STATE_DIR": str(self.base_dir / "ses-emulator"),
                     "SES_EMULATOR_SNS_SUBSCRIPTIONS": f"{TOPIC_ARN}={self.url('events')}/ses/sns",
                 }
@@ -170,6 +185,10 @@ class Stack:
             env["MAILROOM_SENDER_SES_EVENTS_TOPIC_ARN"] = TOPIC_ARN
         elif name == "domains":
             env["MAILROOM_DOMAINS_POLL_INTERVAL_SECONDS"] = "0.5"
+            env["MAILROOM_DOMAINS_RECHECK_INTERVAL_SECONDS"] = "2"  # dev: notice a deleted record quickly
+            env["MAILROOM_DOMAINS_DNS_NAMESERVERS"] = "127.0.0.1"
+            env["MAILROOM_DOMAINS_DNS_PORT"] = str(self.ports.dns)
+            env["MAILROOM_DOMAINS_DNS_TIMEOUT_SECONDS"] = "1"
         elif name == "webhooks":
             env.update(
                 {

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_PORT = 4566
-VERIFY_MODES = ("immediate", "never", "failed")
+VERIFY_MODES = ("immediate", "never", "failed", "dns")
 
 
 class ConfigError(ValueError):
@@ -43,7 +43,8 @@ def parse_subscriptions(value: str) -> tuple[SnsSubscriptionConfig, ...]:
 
 
 def parse_verify(value: str) -> str | float:
-    """``immediate`` | ``never`` | ``failed`` | a number of seconds after creation."""
+    """``immediate`` | ``never`` | ``failed`` | ``dns`` (DKIM CNAMEs must resolve in
+    SES_EMULATOR_DNS_SERVER) | a number of seconds after creation."""
     v = value.strip().lower()
     if v in VERIFY_MODES:
         return v
@@ -51,7 +52,7 @@ def parse_verify(value: str) -> str | float:
         seconds = float(v)
     except ValueError:
         raise ConfigError(
-            f"invalid SES_EMULATOR_VERIFY {value!r}: use immediate, never, failed or a number of seconds"
+            f"invalid SES_EMULATOR_VERIFY {value!r}: use immediate, never, failed, dns or a number of seconds"
         ) from None
     if seconds < 0:
         raise ConfigError("SES_EMULATOR_VERIFY seconds must be >= 0")
@@ -86,6 +87,10 @@ class EmulatorConfig:
     region: str = "us-east-1"
     account_id: str = "000000000000"
     verify: str | float = "immediate"
+    # verify=dns: the DNS server (host:port) whose answers decide DKIM and MAIL FROM verification,
+    # and how long one answer is reused.
+    dns_server: str | None = None
+    dns_cache_seconds: float = 0.5
     sns_subscriptions: tuple[SnsSubscriptionConfig, ...] = ()
     public_url: str | None = None
     state_dir: Path | None = None
@@ -110,6 +115,8 @@ class EmulatorConfig:
             object.__setattr__(self, "verify", parse_verify(self.verify))
         if self.state_dir is not None and not isinstance(self.state_dir, Path):
             object.__setattr__(self, "state_dir", Path(self.state_dir))
+        if self.verify == "dns" and not self.dns_server:
+            raise ConfigError("SES_EMULATOR_VERIFY=dns needs SES_EMULATOR_DNS_SERVER (host:port)")
         if self.sns_workers < 1:
             raise ConfigError("sns_workers must be >= 1")
         if self.sns_max_attempts < 1 or self.sns_confirmation_max_attempts < 1:
@@ -151,6 +158,10 @@ class EmulatorConfig:
             kwargs["account_id"] = v.strip()
         if (v := get("SES_EMULATOR_VERIFY")) is not None:
             kwargs["verify"] = parse_verify(v)
+        if (v := get("SES_EMULATOR_DNS_SERVER")) is not None:
+            kwargs["dns_server"] = v.strip()
+        if (v := get("SES_EMULATOR_DNS_CACHE_SECONDS")) is not None:
+            kwargs["dns_cache_seconds"] = _parse_number("SES_EMULATOR_DNS_CACHE_SECONDS", v, float)
         if (v := get("SES_EMULATOR_SNS_SUBSCRIPTIONS")) is not None:
             kwargs["sns_subscriptions"] = parse_subscriptions(v)
         if (v := get("SES_EMULATOR_PUBLIC_URL")) is not None:

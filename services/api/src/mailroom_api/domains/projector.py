@@ -31,6 +31,10 @@ async def project_domain_events(rt: Runtime, items: list[BatchItem]) -> None:
                 item.note(result="duplicate")
                 continue
             claimed.discard(event.event_id)  # the same id again later in the batch is a duplicate
+            if isinstance(event, events.DomainDeleted):
+                await service.forget_domain(conn, event.domain)
+                item.note(result="deleted", domain_id=event.domain.domain_id)
+                continue
             written = await service.record_domain(conn, event.domain, event_at=event.occurred_at)
             item.note(result="written" if written else "older_snapshot", domain_id=event.domain.domain_id)
 

@@ -61,8 +61,9 @@ async def upsert_domain(conn: Conn, snapshot: DomainRow, event_at: datetime | No
         """
         INSERT INTO domains AS d (id, tenant_id, name, status, region, mail_from_domain, records, track_opens,
                                   track_clicks, created_at, last_checked_at, event_at)
-        VALUES (%(id)s, %(tenant_id)s, %(name)s, %(status)s, %(region)s, %(mail_from_domain)s, %(records)s,
-                %(track_opens)s, %(track_clicks)s, %(created_at)s, %(last_checked_at)s, %(event_at)s)
+        SELECT %(id)s, %(tenant_id)s, %(name)s, %(status)s, %(region)s, %(mail_from_domain)s, %(records)s,
+                %(track_opens)s, %(track_clicks)s, %(created_at)s, %(last_checked_at)s, %(event_at)s
+        WHERE NOT EXISTS (SELECT 1 FROM deleted_domains WHERE id = %(id)s)
         ON CONFLICT (id) DO UPDATE SET
             name = EXCLUDED.name, status = EXCLUDED.status, region = EXCLUDED.region,
             mail_from_domain = EXCLUDED.mail_from_domain, records = EXCLUDED.records,
@@ -76,3 +77,12 @@ async def upsert_domain(conn: Conn, snapshot: DomainRow, event_at: datetime | No
         params,
     )
     return await cur.fetchone() is not None
+
+
+async def delete_domain(conn: Conn, tenant_id: str, domain_id: str) -> None:
+    """Forget the domain and remember its id, so no later event of it is projected again."""
+    await conn.execute("DELETE FROM domains WHERE tenant_id = %s AND id = %s", (tenant_id, domain_id))
+    await conn.execute(
+        "INSERT INTO deleted_domains (id, tenant_id) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+        (domain_id, tenant_id),
+    )

@@ -18,6 +18,15 @@ class CreateDomain(Request, frozen=True, kw_only=True):
     mail_from_subdomain: Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=_DNS_CHARS)] = "bounce"
     track_opens: bool = False
     track_clicks: bool = False
+    # SES region of the identity (one the operator allowed); absent = the platform's region.
+    region: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$")] | None = None
+
+
+class UpdateDomain(Request, frozen=True, kw_only=True):
+    """Tracking defaults of the domain's sends (they select the SES configuration set); at least one."""
+
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
 
 
 class DomainRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,6 +37,10 @@ class DomainRecord(msgspec.Struct, frozen=True, kw_only=True):
     priority: int | None
     required: bool
     status: str
+    # What public DNS answered at the last check, why the record has its status, and when.
+    found: list[str] = []
+    detail: str | None = None
+    last_checked_at: datetime | None = None
 
 
 class Domain(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,3 +58,8 @@ class Domain(msgspec.Struct, frozen=True, kw_only=True):
 
 class DomainList(msgspec.Struct, frozen=True, kw_only=True):
     data: list[Domain]
+
+
+class DeletedDomain(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    deleted: bool = True

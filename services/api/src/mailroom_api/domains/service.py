@@ -12,8 +12,8 @@ from nats.aio.client import Client
 
 from mailroom_api import rpc as calls
 from mailroom_api.domains import repository as repo
-from mailroom_api.domains.schemas import CreateDomain, Domain
-from mailroom_api.errors import not_found
+from mailroom_api.domains.schemas import CreateDomain, DeletedDomain, Domain, UpdateDomain
+from mailroom_api.errors import ApiError, not_found
 
 DomainRow = repo.DomainRow
 
@@ -36,6 +36,7 @@ async def request_domain(nc: Client, tenant_id: str, req: CreateDomain, *, rpc_t
         mail_from_subdomain=req.mail_from_subdomain,
         track_opens=req.track_opens,
         track_clicks=req.track_clicks,
+        region=req.region,
     )
     reply = await calls.call(nc, subjects.RPC_DOMAINS_CREATE, request, rpc.DomainReply, timeout=rpc_timeout)
     return calls.present(reply.domain, "domains")
@@ -67,3 +68,55 @@ async def find(conn: Conn, tenant_id: str, domain_id: str) -> DomainRow | None:
 
 async def find_by_name(conn: Conn, tenant_id: str, name: str) -> DomainRow | None:
     return await repo.find_domain_by_name(conn, tenant_id, name)
+
+
+# ----------------------------------------------------------------------------- issue 18: verify, update, delete
+# Each checks the tenant's read model first (another tenant's id → 404 without asking anyone), then
+# asks the domains service, which owns the change, and writes its answer into the read model so
+# the tenant reads its own write at once.
+
+
+async def _own(conn: Conn, tenant_id: str, domain_id: str) -> None:
+    if await repo.get_domain(conn, tenant_id, domain_id) is None:
+        raise not_found("domain")
+
+
+async def verify_domain(conn: Conn, nc: Client, tenant_id: str, domain_id: str, *, rpc_timeout: float) -> Domain:
+    """Ask for a check now (the domains service runs it within a second); the current domain."""
+    await _own(conn, tenant_id, domain_id)
+    request = rpc.VerifyDomainRequest(tenant_id=tenant_id, domain_id=domain_id)
+    reply = await calls.call(nc, subjects.RPC_DOMAINS_VERIFY, request, rpc.DomainReply, timeout=rpc_timeout)
+    calls.present(reply.domain, "domains")
+    return await get_domain(conn, tenant_id, domain_id)
+
+
+async def update_domain(
+    conn: Conn, nc: Client, tenant_id: str, domain_id: str, req: UpdateDomain, *, rpc_timeout: float
+) -> Domain:
+    if req.track_opens is None and req.track_clicks is None:
+        raise ApiError(422, "validation_error", "give track_opens and/or track_clicks", param="track_opens")
+    await _own(conn, tenant_id, domain_id)
+    request = rpc.UpdateDomainRequest(
+        tenant_id=tenant_id, domain_id=domain_id, track_opens=req.track_opens, track_clicks=req.track_clicks
+    )
+    reply = await calls.call(nc, subjects.RPC_DOMAINS_UPDATE, request, rpc.DomainReply, timeout=rpc_timeout)
+    snapshot = calls.present(reply.domain, "domains")
+    # The reply carries the time of its DomainUpdated event, so that event's delivery is no newer.
+    await repo.upsert_domain(conn, _row(snapshot), reply.event_at)
+    return await get_domain(conn, tenant_id, domain_id)
+
+
+async def delete_domain(conn: Conn, nc: Client, tenant_id: str, domain_id: str, *, rpc_timeout: float) -> DeletedDomain:
+    """The domains service deletes the SES identity and the domain; the read model forgets it (sends
+    from its name are refused from the commit on)."""
+    await _own(conn, tenant_id, domain_id)
+    request = rpc.DeleteDomainRequest(tenant_id=tenant_id, domain_id=domain_id)
+    reply = await calls.call(nc, subjects.RPC_DOMAINS_DELETE, request, rpc.DomainReply, timeout=rpc_timeout)
+    calls.present(reply.domain, "domains")
+    await repo.delete_domain(conn, tenant_id, domain_id)
+    return DeletedDomain(id=domain_id)
+
+
+async def forget_domain(conn: Conn, snapshot: events.DomainSnapshot) -> None:
+    """A DomainDeleted event (the projector): the same as the API's own delete, idempotent."""
+    await repo.delete_domain(conn, snapshot.tenant_id, snapshot.domain_id)
