@@ -35,8 +35,12 @@ def _in_an_hour() -> dict[str, Any]:
     return {"scheduled_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
 
 
-# Bodies that must be valid for the id (not the body) to decide, by method and URL: reschedule.
-VALID_BODIES = [("PATCH", re.compile(r"/v1/emails/msg_[0-9a-z]{26}"), _in_an_hour)]
+# Bodies that must be valid for the id (not the body) to decide, by method and URL: reschedule, and
+# a domain's tracking (an empty PATCH is 422 before the id is looked up).
+VALID_BODIES = [
+    ("PATCH", re.compile(r"/v1/emails/msg_[0-9a-z]{26}"), _in_an_hour),
+    ("PATCH", re.compile(r"/v1/domains/dom_[0-9a-z]{26}"), lambda: {"track_opens": True}),
+]
 
 
 @dataclass
