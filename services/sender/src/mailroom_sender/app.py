@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from mailroom_contracts.streams import SENDER_PROVIDER_ACCEPTED, SENDER_QUEUED
+from mailroom_contracts.streams import SENDER_PROVIDER_ACCEPTED, SENDER_QUEUED, SENDER_TENANTS
 from mailroom_kit.consumer import consume
 from mailroom_kit.logging import get_logger
 from mailroom_kit.retention import Purge
@@ -17,6 +17,7 @@ from mailroom_kit.wake import sleep_until_stopped
 from mailroom_sender import repository
 from mailroom_sender.content import ContentLoader
 from mailroom_sender.handlers import SenderHandlers
+from mailroom_sender.held import HeldQueue
 from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
 from mailroom_sender.service import SCHEMA, SenderService
 from mailroom_sender.settings import SenderSettings
@@ -53,6 +54,7 @@ class Sender:
             in_doubt_grace_seconds=settings.in_doubt_grace_seconds,
             attempt_max_seconds=settings.attempt_max_seconds,
         )
+        self._held: HeldQueue | None = None
 
     async def on_start(self, rt: Runtime) -> None:
         """Make every configuration set (both streams, each tracking variant) exist and point its
@@ -114,6 +116,28 @@ class Sender:
             concurrency=self.settings.concurrency,
         )
 
+    def _held_queue(self, rt: Runtime) -> HeldQueue:
+        """One queue per replica, shared by the tenants consumer (a resume wakes it) and its worker."""
+        if self._held is None:
+            handlers = SenderHandlers(rt.pool, self.service, ContentLoader(rt.js), on_resume=self._wake_held)
+            self._held = HeldQueue(
+                rt.pool, handlers, batch=self.settings.concurrency, poll_seconds=self.settings.held_poll_seconds
+            )
+        return self._held
+
+    def _wake_held(self) -> None:
+        if self._held is not None:
+            self._held.wake()
+
+    async def consume_tenants(self, rt: Runtime) -> None:
+        """issue 23: the tenant read model (SENDER_TENANTS)."""
+        handlers = self._held_queue(rt).handlers
+        await consume(rt.js, SENDER_TENANTS, handlers.tenant_updated, stop=rt.stop)
+
+    async def send_held(self, rt: Runtime) -> None:
+        """issue 23: the sender's own queue: held emails once their tenant is active again."""
+        await self._held_queue(rt).run(rt.stop)
+
     async def relay(self, rt: Runtime) -> None:
         await rt.relay().run(rt.stop)
 
@@ -130,8 +154,14 @@ async def run(settings: SenderSettings) -> None:
             settings=settings,
             migrations_dir=MIGRATIONS,
             build_app=ops_app,
-            workers=[sender.consume_queued, sender.consume_provider_accepted, sender.relay],
-            consumers=[SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED],
+            workers=[
+                sender.consume_queued,
+                sender.consume_provider_accepted,
+                sender.consume_tenants,
+                sender.send_held,
+                sender.relay,
+            ],
+            consumers=[SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED, SENDER_TENANTS],
             on_start=sender.on_start,
             purges=[Purge("deliveries", settings.delivery_retention_days * DAY, repository.purge_settled)],
         )

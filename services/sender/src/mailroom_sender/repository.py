@@ -10,7 +10,8 @@ from mailroom_kit.db import Conn
 
 _COLUMNS = (
     "email_id, tenant_id, mode, recipients, state, attempts, attempt_started_at, provider, "
-    "provider_message_id, failure_reason, resent_early, created_at, updated_at"
+    "provider_message_id, failure_reason, resent_early, created_at, updated_at, "
+    "(queued_event IS NOT NULL) AS queued"
 )
 
 
@@ -29,6 +30,8 @@ class Delivery:
     resent_early: bool
     created_at: datetime
     updated_at: datetime
+    # issue 23: the sender's own queue (held.py) owns this email, not the JetStream message.
+    queued: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ async def start_attempt(conn: Conn, email_id: str, *, provider: str, early_resen
 async def mark_sent(conn: Conn, email_id: str, *, provider: str, provider_message_id: str) -> None:
     await conn.execute(
         "UPDATE deliveries SET state = 'sent', provider = %s, provider_message_id = %s, "
-        "failure_reason = NULL, updated_at = now() WHERE email_id = %s",
+        "failure_reason = NULL, queued_event = NULL, next_attempt_at = NULL, updated_at = now() WHERE email_id = %s",
         (provider, provider_message_id, email_id),
     )
 
@@ -117,7 +120,8 @@ async def mark_sent_unless_settled(
     it was settled already (or is unknown)."""
     cur = await conn.execute(
         "UPDATE deliveries SET state = 'sent', provider = %s, provider_message_id = %s, "
-        "failure_reason = NULL, updated_at = now() WHERE email_id = %s AND state NOT IN ('sent', 'failed') "
+        "failure_reason = NULL, queued_event = NULL, next_attempt_at = NULL, updated_at = now() "
+        "WHERE email_id = %s AND state NOT IN ('sent', 'failed') "
         f"RETURNING {_COLUMNS}",
         (provider, provider_message_id, email_id),
     )
@@ -127,7 +131,8 @@ async def mark_sent_unless_settled(
 
 async def mark_failed(conn: Conn, email_id: str, *, reason: str) -> None:
     await conn.execute(
-        "UPDATE deliveries SET state = 'failed', failure_reason = %s, updated_at = now() WHERE email_id = %s",
+        "UPDATE deliveries SET state = 'failed', failure_reason = %s, queued_event = NULL, next_attempt_at = NULL, "
+        "updated_at = now() WHERE email_id = %s",
         (reason, email_id),
     )
 
@@ -159,3 +164,92 @@ async def state_of(conn: Conn, email_id: str) -> str | None:
     cur = await conn.execute("SELECT state FROM deliveries WHERE email_id = %s", (email_id,))
     row = await cur.fetchone()
     return None if row is None else str(row["state"])
+
+
+# ---------------------------------------------------------------------- issue 23: tenant states
+
+
+async def tenant_status(conn: Conn, tenant_id: str) -> str:
+    """The tenant's status in the sender's read model, share-locked until the transaction ends so a
+    status change (`apply_tenant`) waits for a send decision in flight and vice versa. Taken BEFORE
+    the delivery row's lock (`apply_tenant` locks the tenant, then its deliveries: same order, no
+    deadlock). No row = the tenant never changed status = active."""
+    cur = await conn.execute("SELECT status FROM tenants WHERE tenant_id = %s FOR SHARE", (tenant_id,))
+    row = await cur.fetchone()
+    return "active" if row is None else str(row["status"])
+
+
+async def apply_tenant(
+    conn: Conn, *, tenant_id: str, status: str, status_reason: str | None, updated_at: datetime
+) -> bool:
+    """Upsert the tenant's state unless the row already holds a state at least as recent (latest
+    `updated_at` wins: redelivered and reordered events are no-ops). True = applied."""
+    cur = await conn.execute(
+        "INSERT INTO tenants (tenant_id, status, status_reason, updated_at) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (tenant_id) DO UPDATE SET status = EXCLUDED.status, status_reason = EXCLUDED.status_reason, "
+        "updated_at = EXCLUDED.updated_at WHERE tenants.updated_at < EXCLUDED.updated_at RETURNING tenant_id",
+        (tenant_id, status, status_reason, updated_at),
+    )
+    return await cur.fetchone() is not None
+
+
+async def hold(conn: Conn, email_id: str, *, queued_event: bytes | None) -> None:
+    """→ held. `queued_event` (the EmailQueued as published) hands the email to the sender's own
+    queue; None keeps the one the row already has (a queued email held again)."""
+    await conn.execute(
+        "UPDATE deliveries SET state = 'held', queued_event = COALESCE(%s, queued_event), "
+        "next_attempt_at = now(), updated_at = now() WHERE email_id = %s",
+        (queued_event, email_id),
+    )
+
+
+async def lock_held_of_tenant(conn: Conn, tenant_id: str) -> list[Delivery]:
+    """The tenant's held deliveries, locked (a blocked tenant's are failed)."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM deliveries WHERE tenant_id = %s AND state = 'held' ORDER BY created_at FOR UPDATE",
+        (tenant_id,),
+    )
+    return [_delivery(r) for r in await cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class QueuedEmail:
+    email_id: str
+    queued_event: bytes
+    attempts: int
+
+
+async def claim_queued(conn: Conn, *, limit: int, lease_seconds: float) -> list[QueuedEmail]:
+    """Up to `limit` emails the sender's queue owns that are due, none of a paused tenant still held,
+    leased for `lease_seconds` (their `next_attempt_at` moves on, so another replica takes one only
+    if this one died with it). Rows other replicas are claiming are skipped."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => %s::float8) "
+        "WHERE email_id IN (SELECT d.email_id FROM deliveries d LEFT JOIN tenants t ON t.tenant_id = d.tenant_id "
+        " WHERE d.queued_event IS NOT NULL AND d.next_attempt_at <= now() "
+        " AND d.state IN ('held', 'pending', 'sending') "
+        " AND NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') "
+        " ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE OF d SKIP LOCKED) "
+        "RETURNING email_id, queued_event, attempts",
+        (lease_seconds, limit),
+    )
+    return [
+        QueuedEmail(email_id=r["email_id"], queued_event=bytes(r["queued_event"]), attempts=int(r["attempts"]))
+        for r in await cur.fetchall()
+    ]
+
+
+async def reschedule(conn: Conn, email_id: str, *, delay_seconds: float) -> None:
+    """A queued email not settled this time: try again after `delay_seconds`."""
+    await conn.execute(
+        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => %s::float8) "
+        "WHERE email_id = %s AND queued_event IS NOT NULL",
+        (delay_seconds, email_id),
+    )
+
+
+async def held_count(conn: Conn) -> int:
+    """Emails held now (paused tenants'), for /metrics."""
+    cur = await conn.execute("SELECT count(*) AS n FROM deliveries WHERE state = 'held'")
+    row = await cur.fetchone()
+    return 0 if row is None else int(row["n"])

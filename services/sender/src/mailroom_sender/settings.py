@@ -57,6 +57,9 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
     # 0 keeps them. A delivery row is what makes a redelivered EmailQueued a no-op, so at least the
     # email stream's max age (14 days).
     delivery_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    # issue 23: how often the sender's queue (held emails of paused tenants) looks for emails to send
+    # when nothing woke it (a resume seen by another replica, a retry coming due). 0.05 .. 60.
+    held_poll_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,6 +74,8 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
             raise ValueError("MAILROOM_SENDER_IN_DOUBT_GRACE_SECONDS must be between 0 (off) and 3600")
         if not 0.1 <= self.ses_max_idle_seconds <= 60:
             raise ValueError("MAILROOM_SENDER_SES_MAX_IDLE_SECONDS must be between 0.1 and 60")
+        if not 0.05 <= self.held_poll_seconds <= 60:
+            raise ValueError("MAILROOM_SENDER_HELD_POLL_SECONDS must be between 0.05 and 60")
         if 0 < self.delivery_retention_days * DAY < MIN_INBOX_RETENTION_SECONDS:
             raise ValueError(
                 "MAILROOM_SENDER_DELIVERY_RETENTION_DAYS must be 0 (keep) or at least "
