@@ -27,6 +27,7 @@ from mailroom_sender.errors import (
     PermanentProviderError,
     TransientProviderError,
 )
+from mailroom_sender.governor import SendGovernor
 from mailroom_sender.service import Held, InDoubt, Prepared, Refused, SenderService, Settled
 
 
@@ -38,12 +39,17 @@ class SenderHandlers:
         content: ContentLoader | None = None,
         *,
         on_resume: Callable[[], None] | None = None,
+        governor: SendGovernor | None = None,
+        daily_hold_recheck_seconds: float = 60.0,
     ) -> None:
         self._pool = pool
         self._service = service
         self._content = content
         # issue 23: called when a tenant becomes active (wakes the sender's queue).
         self._on_resume = on_resume
+        # issue 23: the shared send-rate governor (None = no limit, e.g. unit tests).
+        self._governor = governor
+        self._daily_recheck = daily_hold_recheck_seconds
 
     async def email_queued(self, event: Event, msg: Msg | None = None, *, from_queue: bool = False) -> None:
         """SENDER_QUEUED: send one queued email exactly once. `from_queue`: run by the sender's own
@@ -105,6 +111,15 @@ class SenderHandlers:
         if isinstance(begin, InDoubt):
             self._summary(event, outcome="in_doubt_wait", in_doubt_remaining=round(begin.remaining, 1))
             raise Retry("earlier attempt may have reached SES; waiting for its Send event", delay=begin.recheck_in)
+        if self._governor is not None and event.mode == "live":
+            verdict = await self._governor.acquire(event.stream)
+            if verdict != "granted":
+                # Not sent, certainly: the sender's queue owns the email until the governor lets it go.
+                delay = self._daily_recheck if verdict == "daily_quota" else 1.0
+                async with self._pool.connection() as conn, conn.transaction():
+                    await self._service.defer(conn, event, begin.attempt, stored=stored, delay_seconds=delay)
+                self._summary(event, outcome="held", reason=verdict, attempt=begin.attempt)
+                return False
         try:
             result = await self._service.send(event, prepared)
         except PermanentProviderError as exc:

@@ -253,3 +253,102 @@ async def held_count(conn: Conn) -> int:
     cur = await conn.execute("SELECT count(*) AS n FROM deliveries WHERE state = 'held'")
     row = await cur.fetchone()
     return 0 if row is None else int(row["n"])
+
+
+# ---------------------------------------------------------------------- issue 23: send-rate governor
+
+
+@dataclass(frozen=True)
+class Token:
+    granted: bool
+    # The daily quota is reached for this stream: hold the email, do not wait for a token.
+    daily_exhausted: bool
+    available: float
+    needed: float
+    rate: float
+
+
+async def take_token(conn: Conn, *, reserve: float, daily_share: float) -> Token:
+    """Take one token from the shared bucket if at least `needed` are there (1, or more for a stream
+    that must leave `reserve` of the bucket to transactional mail) and the day's sends stay below
+    `daily_share` of Max24HourSend. One statement, row-locked, on the Postgres clock."""
+    cur = await conn.execute(
+        "WITH clock AS (SELECT clock_timestamp() AS t), "
+        "g AS (SELECT s.rate, s.capacity, clock.t, "
+        "  LEAST(s.capacity, s.tokens + s.rate * EXTRACT(EPOCH FROM (clock.t - s.stamp))::float8) AS avail, "
+        "  GREATEST(1, LEAST(s.capacity, 1 + %(reserve)s * s.capacity)) AS need, "
+        "  (s.max_24_hour_send >= 0 AND s.sent_last_24_hours + s.sent_since_refresh "
+        "   >= s.max_24_hour_send * %(daily)s) AS exhausted "
+        "  FROM send_governor s, clock WHERE s.id = 1 FOR UPDATE OF s), "
+        "v AS (SELECT g.*, (NOT g.exhausted AND g.avail >= g.need) AS granted FROM g) "
+        "UPDATE send_governor s SET tokens = v.avail - CASE WHEN v.granted THEN 1 ELSE 0 END, stamp = v.t, "
+        "  sent_since_refresh = s.sent_since_refresh + CASE WHEN v.granted THEN 1 ELSE 0 END "
+        "FROM v WHERE s.id = 1 "
+        "RETURNING v.granted, v.exhausted, v.avail, v.need, v.rate",
+        {"reserve": reserve, "daily": daily_share},
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError("send_governor")
+    return Token(
+        granted=bool(row["granted"]),
+        daily_exhausted=bool(row["exhausted"]),
+        available=float(row["avail"]),
+        needed=float(row["need"]),
+        rate=float(row["rate"]),
+    )
+
+
+async def refresh_quota(
+    conn: Conn,
+    *,
+    max_send_rate: float,
+    max_24_hour_send: float,
+    sent_last_24_hours: float,
+    rate: float,
+    capacity: float,
+) -> None:
+    """SES's SendQuota as GetAccount just reported it; the day's count restarts from SES's."""
+    await conn.execute(
+        "UPDATE send_governor SET max_send_rate = %s, max_24_hour_send = %s, sent_last_24_hours = %s, "
+        "sent_since_refresh = 0, refreshed_at = now(), rate = %s, capacity = %s, "
+        "tokens = LEAST(tokens, %s) WHERE id = 1",
+        (max_send_rate, max_24_hour_send, sent_last_24_hours, rate, capacity, capacity),
+    )
+
+
+@dataclass(frozen=True)
+class Quota:
+    max_send_rate: float
+    max_24_hour_send: float
+    sent_24h: float
+    refreshed_at: datetime | None
+
+
+async def quota(conn: Conn) -> Quota:
+    cur = await conn.execute(
+        "SELECT max_send_rate, max_24_hour_send, sent_last_24_hours + sent_since_refresh AS sent_24h, refreshed_at "
+        "FROM send_governor WHERE id = 1"
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError("send_governor")
+    return Quota(
+        max_send_rate=float(row["max_send_rate"]),
+        max_24_hour_send=float(row["max_24_hour_send"]),
+        sent_24h=float(row["sent_24h"]),
+        refreshed_at=row["refreshed_at"],
+    )
+
+
+async def defer(conn: Conn, email_id: str, *, attempt: int, queued_event: bytes | None, delay_seconds: float) -> bool:
+    """An attempt that never reached SES (the governor said wait: the daily quota is near, or no
+    token came in time): sending → held, owned by the sender's queue, due after `delay_seconds`.
+    Only if `attempt` is still the current one."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET state = 'held', queued_event = COALESCE(%s, queued_event), "
+        "next_attempt_at = now() + make_interval(secs => %s::float8), updated_at = now() "
+        "WHERE email_id = %s AND state = 'sending' AND attempts = %s",
+        (queued_event, delay_seconds, email_id, attempt),
+    )
+    return cur.rowcount == 1

@@ -259,6 +259,19 @@ class SenderService:
             return Held(state="held")
         return None
 
+    async def defer(
+        self, conn: Conn, email: EmailQueued, attempt: int, *, stored: EmailQueued | None, delay_seconds: float
+    ) -> bool:
+        """issue 23: the governor held this attempt before SES (daily quota near, no token in time):
+        → held in the sender's queue, due again after `delay_seconds`."""
+        return await repository.defer(
+            conn,
+            email.email_id,
+            attempt=attempt,
+            queued_event=msgspec.json.encode(stored or email),
+            delay_seconds=delay_seconds,
+        )
+
     async def apply_tenant(self, conn: Conn, event: TenantUpdated) -> int | None:
         """The tenant read model takes `event` unless it holds a later state (None: stale, ignored).
         `blocked` fails every held email of the tenant here, in the same transaction; queued ones
