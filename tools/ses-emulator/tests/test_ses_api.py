@@ -341,3 +341,47 @@ def test_rest_json_error_wire_format(start_emulator: StartEmulator) -> None:
     resp = httpx.post(f"{url}/v2/email/outbound-emails", content=b"{not json")
     assert resp.status_code == 400 and resp.headers["x-amzn-ErrorType"] == "BadRequestException"
     assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_send_quota_throttling_and_send_times(start_emulator: StartEmulator) -> None:
+    """issue 23: SendQuota adjustable at run time, throttling injected on demand (both codes, then
+    sends go through again), every accepted send's timestamp with the busiest one-second window."""
+    srv = start_emulator(max_send_rate=14, max_24_hour_send=200)
+    ses = ses_client(srv.url)
+    ses.create_email_identity(EmailIdentity="example.com")
+    assert httpx.get(f"{srv.url}/_emulator/send-quota").json() == {"MaxSendRate": 14.0, "Max24HourSend": 200.0}
+    changed = httpx.put(f"{srv.url}/_emulator/send-quota", json={"MaxSendRate": 50})
+    assert changed.json() == {"MaxSendRate": 50.0, "Max24HourSend": 200.0}
+    quota = ses.get_account()["SendQuota"]
+    assert (quota["MaxSendRate"], quota["Max24HourSend"]) == (50.0, 200.0)
+    for bad in ({"MaxSendRate": -1}, {"MaxSendRate": "x"}, {}, {"Max24HourSend": True}):
+        assert httpx.put(f"{srv.url}/_emulator/send-quota", json=bad).status_code == 400
+    assert httpx.get(f"{srv.url}/_emulator/send-quota").json()["MaxSendRate"] == 50.0
+
+    for bad in ({"count": -1}, {"count": "2"}, {"code": "MessageRejected"}):
+        assert httpx.post(f"{srv.url}/_emulator/throttle", json=bad).status_code == 400
+    assert httpx.post(f"{srv.url}/_emulator/throttle", json={"count": 1}).json() == {"pending": 1}
+    assert httpx.post(f"{srv.url}/_emulator/throttle", json={"count": 1, "code": "Throttling"}).json() == {"pending": 2}
+    codes = []
+    for _ in range(2):
+        with pytest.raises(ClientError) as exc:
+            ses.send_email(Content={"Raw": {"Data": raw_mime()}})
+        codes.append((error_code(exc), exc.value.response["ResponseMetadata"]["HTTPStatusCode"]))
+    assert codes == [("TooManyRequestsException", 429), ("Throttling", 400)]
+    for _ in range(3):
+        ses.send_email(Content={"Raw": {"Data": raw_mime()}})
+    report = httpx.get(f"{srv.url}/_emulator/send-times").json()
+    assert report["count"] == 3 and len(report["timestamps"]) == 3
+    assert report["max_per_second"] == 3  # three quick sends: one window holds them all
+    assert ses.get_account()["SendQuota"]["SentLast24Hours"] == 3
+    later = httpx.get(f"{srv.url}/_emulator/send-times", params={"since": report["timestamps"][-1] + 1}).json()
+    assert later == {"timestamps": [], "count": 0, "max_per_second": 0}
+
+
+def test_max_in_window() -> None:
+    from mailroom_ses_emulator.send_limits import max_in_window
+
+    assert max_in_window([]) == 0
+    assert max_in_window([0.0, 0.5, 0.99, 1.0, 1.5]) == 3  # [0, 1) holds 3; [0.5, 1.5) holds 3
+    assert max_in_window([0.0, 0.999, 1.998]) == 2
+    assert max_in_window([3.0, 1.0, 2.0, 1.2]) == 2  # unsorted input

@@ -109,6 +109,12 @@ WEBHOOKS_DOMAINS = ConsumerSpec(
     filter_subjects=[subjects.DOMAIN_VERIFIED, subjects.DOMAIN_FAILED, subjects.DOMAIN_STATUS_CHANGED],
     description="webhooks: fans domain events out to endpoints",
 )
+SENDER_TENANTS = ConsumerSpec(
+    durable="sender-tenants",
+    stream=TENANT_STREAM.name,
+    filter_subjects=[subjects.TENANT_UPDATED],
+    description="sender: keeps its tenant read model (paused tenants' emails held, blocked ones' failed)",
+)
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     SENDER_QUEUED,
     SENDER_PROVIDER_ACCEPTED,
@@ -116,4 +122,5 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     API_DOMAINS,
     WEBHOOKS_EMAIL,
     WEBHOOKS_DOMAINS,
+    SENDER_TENANTS,
 )

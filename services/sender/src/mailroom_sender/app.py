@@ -4,9 +4,11 @@ SES Send events), the outbox relay, and the ops HTTP surface (health/ready/metri
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
-from mailroom_contracts.streams import SENDER_PROVIDER_ACCEPTED, SENDER_QUEUED
+from mailroom_contracts.streams import SENDER_PROVIDER_ACCEPTED, SENDER_QUEUED, SENDER_TENANTS
 from mailroom_kit.consumer import consume
 from mailroom_kit.logging import get_logger
 from mailroom_kit.retention import Purge
@@ -16,7 +18,9 @@ from mailroom_kit.wake import sleep_until_stopped
 
 from mailroom_sender import repository
 from mailroom_sender.content import ContentLoader
+from mailroom_sender.governor import SendGovernor
 from mailroom_sender.handlers import SenderHandlers
+from mailroom_sender.held import HeldQueue
 from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
 from mailroom_sender.service import SCHEMA, SenderService
 from mailroom_sender.settings import SenderSettings
@@ -53,6 +57,8 @@ class Sender:
             in_doubt_grace_seconds=settings.in_doubt_grace_seconds,
             attempt_max_seconds=settings.attempt_max_seconds,
         )
+        self._held: HeldQueue | None = None
+        self._governor: SendGovernor | None = None
 
     async def on_start(self, rt: Runtime) -> None:
         """Make every configuration set (both streams, each tracking variant) exist and point its
@@ -81,7 +87,11 @@ class Sender:
 
     async def consume_queued(self, rt: Runtime) -> None:
         await self.settle_backlog_first(rt)
-        handlers = SenderHandlers(rt.pool, self.service, ContentLoader(rt.js))
+        governor = self.governor(rt)
+        # The quota SES reports, before the first live send (at most 10 s; then the row's last values).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(governor.refreshed.wait(), 10)
+        handlers = self.handlers(rt)
         await consume(rt.js, SENDER_QUEUED, handlers.email_queued, stop=rt.stop, concurrency=self.settings.concurrency)
 
     async def settle_backlog_first(self, rt: Runtime, *, within_seconds: float = 30.0) -> None:
@@ -114,6 +124,56 @@ class Sender:
             concurrency=self.settings.concurrency,
         )
 
+    def governor(self, rt: Runtime) -> SendGovernor:
+        """issue 23: the send-rate governor shared by both send paths (JetStream and the held queue)."""
+        if self._governor is None:
+            s = self.settings
+            self._governor = SendGovernor(
+                rt.pool,
+                self.ses,
+                send_rate_share=s.send_rate_share,
+                transactional_reserve=s.transactional_reserve,
+                daily_hold_share=s.daily_quota_hold_share,
+                refresh_seconds=s.send_quota_refresh_seconds,
+            )
+        return self._governor
+
+    def handlers(self, rt: Runtime, *, on_resume: Callable[[], None] | None = None) -> SenderHandlers:
+        return SenderHandlers(
+            rt.pool,
+            self.service,
+            ContentLoader(rt.js),
+            on_resume=on_resume,
+            governor=self.governor(rt),
+            daily_hold_recheck_seconds=self.settings.daily_quota_recheck_seconds,
+        )
+
+    async def govern(self, rt: Runtime) -> None:
+        """issue 23: GetAccount at start and periodically, into the shared bucket; gauges."""
+        await self.governor(rt).run(rt.stop)
+
+    def _held_queue(self, rt: Runtime) -> HeldQueue:
+        """One queue per replica, shared by the tenants consumer (a resume wakes it) and its worker."""
+        if self._held is None:
+            handlers = self.handlers(rt, on_resume=self._wake_held)
+            self._held = HeldQueue(
+                rt.pool, handlers, batch=self.settings.concurrency, poll_seconds=self.settings.held_poll_seconds
+            )
+        return self._held
+
+    def _wake_held(self) -> None:
+        if self._held is not None:
+            self._held.wake()
+
+    async def consume_tenants(self, rt: Runtime) -> None:
+        """issue 23: the tenant read model (SENDER_TENANTS)."""
+        handlers = self._held_queue(rt).handlers
+        await consume(rt.js, SENDER_TENANTS, handlers.tenant_updated, stop=rt.stop)
+
+    async def send_held(self, rt: Runtime) -> None:
+        """issue 23: the sender's own queue: held emails once their tenant is active again."""
+        await self._held_queue(rt).run(rt.stop)
+
     async def relay(self, rt: Runtime) -> None:
         await rt.relay().run(rt.stop)
 
@@ -130,8 +190,15 @@ async def run(settings: SenderSettings) -> None:
             settings=settings,
             migrations_dir=MIGRATIONS,
             build_app=ops_app,
-            workers=[sender.consume_queued, sender.consume_provider_accepted, sender.relay],
-            consumers=[SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED],
+            workers=[
+                sender.consume_queued,
+                sender.consume_provider_accepted,
+                sender.consume_tenants,
+                sender.send_held,
+                sender.govern,
+                sender.relay,
+            ],
+            consumers=[SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED, SENDER_TENANTS],
             on_start=sender.on_start,
             purges=[Purge("deliveries", settings.delivery_retention_days * DAY, repository.purge_settled)],
         )

@@ -371,6 +371,11 @@ class SesProvider:
                 EventDestination=destination,
             )
 
+    async def send_quota(self) -> dict[str, float]:
+        """issue 23: GetAccount's SendQuota (MaxSendRate, Max24HourSend, SentLast24Hours) for the governor."""
+        response = await self._call("get_account")
+        return {str(k): float(v) for k, v in response.get("SendQuota", {}).items()}
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 

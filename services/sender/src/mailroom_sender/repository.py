@@ -10,7 +10,8 @@ from mailroom_kit.db import Conn
 
 _COLUMNS = (
     "email_id, tenant_id, mode, recipients, state, attempts, attempt_started_at, provider, "
-    "provider_message_id, failure_reason, resent_early, created_at, updated_at"
+    "provider_message_id, failure_reason, resent_early, created_at, updated_at, "
+    "(queued_event IS NOT NULL) AS queued"
 )
 
 
@@ -29,6 +30,8 @@ class Delivery:
     resent_early: bool
     created_at: datetime
     updated_at: datetime
+    # issue 23: the sender's own queue (held.py) owns this email, not the JetStream message.
+    queued: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ async def start_attempt(conn: Conn, email_id: str, *, provider: str, early_resen
 async def mark_sent(conn: Conn, email_id: str, *, provider: str, provider_message_id: str) -> None:
     await conn.execute(
         "UPDATE deliveries SET state = 'sent', provider = %s, provider_message_id = %s, "
-        "failure_reason = NULL, updated_at = now() WHERE email_id = %s",
+        "failure_reason = NULL, queued_event = NULL, next_attempt_at = NULL, updated_at = now() WHERE email_id = %s",
         (provider, provider_message_id, email_id),
     )
 
@@ -117,7 +120,8 @@ async def mark_sent_unless_settled(
     it was settled already (or is unknown)."""
     cur = await conn.execute(
         "UPDATE deliveries SET state = 'sent', provider = %s, provider_message_id = %s, "
-        "failure_reason = NULL, updated_at = now() WHERE email_id = %s AND state NOT IN ('sent', 'failed') "
+        "failure_reason = NULL, queued_event = NULL, next_attempt_at = NULL, updated_at = now() "
+        "WHERE email_id = %s AND state NOT IN ('sent', 'failed') "
         f"RETURNING {_COLUMNS}",
         (provider, provider_message_id, email_id),
     )
@@ -127,7 +131,8 @@ async def mark_sent_unless_settled(
 
 async def mark_failed(conn: Conn, email_id: str, *, reason: str) -> None:
     await conn.execute(
-        "UPDATE deliveries SET state = 'failed', failure_reason = %s, updated_at = now() WHERE email_id = %s",
+        "UPDATE deliveries SET state = 'failed', failure_reason = %s, queued_event = NULL, next_attempt_at = NULL, "
+        "updated_at = now() WHERE email_id = %s",
         (reason, email_id),
     )
 
@@ -159,3 +164,191 @@ async def state_of(conn: Conn, email_id: str) -> str | None:
     cur = await conn.execute("SELECT state FROM deliveries WHERE email_id = %s", (email_id,))
     row = await cur.fetchone()
     return None if row is None else str(row["state"])
+
+
+# ---------------------------------------------------------------------- issue 23: tenant states
+
+
+async def tenant_status(conn: Conn, tenant_id: str) -> str:
+    """The tenant's status in the sender's read model, share-locked until the transaction ends so a
+    status change (`apply_tenant`) waits for a send decision in flight and vice versa. Taken BEFORE
+    the delivery row's lock (`apply_tenant` locks the tenant, then its deliveries: same order, no
+    deadlock). No row = the tenant never changed status = active."""
+    cur = await conn.execute("SELECT status FROM tenants WHERE tenant_id = %s FOR SHARE", (tenant_id,))
+    row = await cur.fetchone()
+    return "active" if row is None else str(row["status"])
+
+
+async def apply_tenant(
+    conn: Conn, *, tenant_id: str, status: str, status_reason: str | None, updated_at: datetime
+) -> bool:
+    """Upsert the tenant's state unless the row already holds a state at least as recent (latest
+    `updated_at` wins: redelivered and reordered events are no-ops). True = applied."""
+    cur = await conn.execute(
+        "INSERT INTO tenants (tenant_id, status, status_reason, updated_at) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (tenant_id) DO UPDATE SET status = EXCLUDED.status, status_reason = EXCLUDED.status_reason, "
+        "updated_at = EXCLUDED.updated_at WHERE tenants.updated_at < EXCLUDED.updated_at RETURNING tenant_id",
+        (tenant_id, status, status_reason, updated_at),
+    )
+    return await cur.fetchone() is not None
+
+
+async def hold(conn: Conn, email_id: str, *, queued_event: bytes | None) -> None:
+    """→ held. `queued_event` (the EmailQueued as published) hands the email to the sender's own
+    queue; None keeps the one the row already has (a queued email held again)."""
+    await conn.execute(
+        "UPDATE deliveries SET state = 'held', queued_event = COALESCE(%s, queued_event), "
+        "next_attempt_at = now(), updated_at = now() WHERE email_id = %s",
+        (queued_event, email_id),
+    )
+
+
+async def lock_held_of_tenant(conn: Conn, tenant_id: str) -> list[Delivery]:
+    """The tenant's held deliveries, locked (a blocked tenant's are failed)."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM deliveries WHERE tenant_id = %s AND state = 'held' ORDER BY created_at FOR UPDATE",
+        (tenant_id,),
+    )
+    return [_delivery(r) for r in await cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class QueuedEmail:
+    email_id: str
+    queued_event: bytes
+    attempts: int
+
+
+async def claim_queued(conn: Conn, *, limit: int, lease_seconds: float) -> list[QueuedEmail]:
+    """Up to `limit` emails the sender's queue owns that are due, none of a paused tenant still held,
+    leased for `lease_seconds` (their `next_attempt_at` moves on, so another replica takes one only
+    if this one died with it). Rows other replicas are claiming are skipped."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => %s::float8) "
+        "WHERE email_id IN (SELECT d.email_id FROM deliveries d LEFT JOIN tenants t ON t.tenant_id = d.tenant_id "
+        " WHERE d.queued_event IS NOT NULL AND d.next_attempt_at <= now() "
+        " AND d.state IN ('held', 'pending', 'sending') "
+        " AND NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') "
+        " ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE OF d SKIP LOCKED) "
+        "RETURNING email_id, queued_event, attempts",
+        (lease_seconds, limit),
+    )
+    return [
+        QueuedEmail(email_id=r["email_id"], queued_event=bytes(r["queued_event"]), attempts=int(r["attempts"]))
+        for r in await cur.fetchall()
+    ]
+
+
+async def reschedule(conn: Conn, email_id: str, *, delay_seconds: float) -> None:
+    """A queued email not settled this time: try again after `delay_seconds`."""
+    await conn.execute(
+        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => %s::float8) "
+        "WHERE email_id = %s AND queued_event IS NOT NULL",
+        (delay_seconds, email_id),
+    )
+
+
+async def held_count(conn: Conn) -> int:
+    """Emails held now (paused tenants'), for /metrics."""
+    cur = await conn.execute("SELECT count(*) AS n FROM deliveries WHERE state = 'held'")
+    row = await cur.fetchone()
+    return 0 if row is None else int(row["n"])
+
+
+# ---------------------------------------------------------------------- issue 23: send-rate governor
+
+
+@dataclass(frozen=True)
+class Token:
+    granted: bool
+    # The daily quota is reached for this stream: hold the email, do not wait for a token.
+    daily_exhausted: bool
+    available: float
+    needed: float
+    rate: float
+
+
+async def take_token(conn: Conn, *, reserve: float, daily_share: float) -> Token:
+    """Take one token from the shared bucket if at least `needed` are there (1, or more for a stream
+    that must leave `reserve` of the bucket to transactional mail) and the day's sends stay below
+    `daily_share` of Max24HourSend. One statement, row-locked, on the Postgres clock."""
+    cur = await conn.execute(
+        "WITH clock AS (SELECT clock_timestamp() AS t), "
+        "g AS (SELECT s.rate, s.capacity, clock.t, "
+        "  LEAST(s.capacity, s.tokens + s.rate * EXTRACT(EPOCH FROM (clock.t - s.stamp))::float8) AS avail, "
+        "  GREATEST(1, LEAST(s.capacity, 1 + %(reserve)s * s.capacity)) AS need, "
+        "  (s.max_24_hour_send >= 0 AND s.sent_last_24_hours + s.sent_since_refresh "
+        "   >= s.max_24_hour_send * %(daily)s) AS exhausted "
+        "  FROM send_governor s, clock WHERE s.id = 1 FOR UPDATE OF s), "
+        "v AS (SELECT g.*, (NOT g.exhausted AND g.avail >= g.need) AS granted FROM g) "
+        "UPDATE send_governor s SET tokens = v.avail - CASE WHEN v.granted THEN 1 ELSE 0 END, stamp = v.t, "
+        "  sent_since_refresh = s.sent_since_refresh + CASE WHEN v.granted THEN 1 ELSE 0 END "
+        "FROM v WHERE s.id = 1 "
+        "RETURNING v.granted, v.exhausted, v.avail, v.need, v.rate",
+        {"reserve": reserve, "daily": daily_share},
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError("send_governor")
+    return Token(
+        granted=bool(row["granted"]),
+        daily_exhausted=bool(row["exhausted"]),
+        available=float(row["avail"]),
+        needed=float(row["need"]),
+        rate=float(row["rate"]),
+    )
+
+
+async def refresh_quota(
+    conn: Conn,
+    *,
+    max_send_rate: float,
+    max_24_hour_send: float,
+    sent_last_24_hours: float,
+    rate: float,
+    capacity: float,
+) -> None:
+    """SES's SendQuota as GetAccount just reported it; the day's count restarts from SES's."""
+    await conn.execute(
+        "UPDATE send_governor SET max_send_rate = %s, max_24_hour_send = %s, sent_last_24_hours = %s, "
+        "sent_since_refresh = 0, refreshed_at = now(), rate = %s, capacity = %s, "
+        "tokens = LEAST(tokens, %s) WHERE id = 1",
+        (max_send_rate, max_24_hour_send, sent_last_24_hours, rate, capacity, capacity),
+    )
+
+
+@dataclass(frozen=True)
+class Quota:
+    max_send_rate: float
+    max_24_hour_send: float
+    sent_24h: float
+    refreshed_at: datetime | None
+
+
+async def quota(conn: Conn) -> Quota:
+    cur = await conn.execute(
+        "SELECT max_send_rate, max_24_hour_send, sent_last_24_hours + sent_since_refresh AS sent_24h, refreshed_at "
+        "FROM send_governor WHERE id = 1"
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError("send_governor")
+    return Quota(
+        max_send_rate=float(row["max_send_rate"]),
+        max_24_hour_send=float(row["max_24_hour_send"]),
+        sent_24h=float(row["sent_24h"]),
+        refreshed_at=row["refreshed_at"],
+    )
+
+
+async def defer(conn: Conn, email_id: str, *, attempt: int, queued_event: bytes | None, delay_seconds: float) -> bool:
+    """An attempt that never reached SES (the governor said wait: the daily quota is near, or no
+    token came in time): sending → held, owned by the sender's queue, due after `delay_seconds`.
+    Only if `attempt` is still the current one."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET state = 'held', queued_event = COALESCE(%s, queued_event), "
+        "next_attempt_at = now() + make_interval(secs => %s::float8), updated_at = now() "
+        "WHERE email_id = %s AND state = 'sending' AND attempts = %s",
+        (queued_event, delay_seconds, email_id, attempt),
+    )
+    return cur.rowcount == 1

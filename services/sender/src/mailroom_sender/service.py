@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from mailroom_contracts.events import (
     EmailBounced,
     EmailComplained,
@@ -37,6 +38,7 @@ from mailroom_contracts.events import (
     EmailQueued,
     EmailSent,
     Event,
+    TenantUpdated,
 )
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
@@ -51,6 +53,8 @@ from mailroom_sender.providers import Provider, SendResult
 log = get_logger(__name__)
 
 SCHEMA = "sender"
+# EmailFailed.reason of a blocked tenant's queued and held emails (issue 23).
+TENANT_BLOCKED = "tenant_blocked"
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,15 @@ class Refused:
     message: str
 
 
-Begin = Proceed | Settled | InDoubt | Refused
+@dataclass(frozen=True)
+class Held:
+    """issue 23: the tenant is paused; the email is held (the sender's queue sends it after resume),
+    or the sender's queue already owns it (a redelivered EmailQueued of a held email)."""
+
+    state: str
+
+
+Begin = Proceed | Settled | InDoubt | Refused | Held
 
 
 def _now() -> datetime:
@@ -170,7 +182,21 @@ class SenderService:
 
     # ------------------------------------------------------------------ step 1: TX1
 
-    async def begin(self, conn: Conn, email: EmailQueued, prepared: Prepared) -> Begin:
+    async def begin(
+        self,
+        conn: Conn,
+        email: EmailQueued,
+        prepared: Prepared,
+        *,
+        from_queue: bool = False,
+        stored: EmailQueued | None = None,
+    ) -> Begin:
+        """`from_queue`: the sender's own queue (held.py) runs this email, not its JetStream message.
+        `stored`: the event to keep if the email is held (the published one, e.g. with the content
+        reference rather than the fetched content)."""
+        # issue 23: the tenant's status first, share-locked: a status change waits for this decision
+        # (and this one for it), so an email is either started before a pause (sent) or held after.
+        tenant_status = await repository.tenant_status(conn, email.tenant_id)
         locked = await repository.insert_and_lock(
             conn,
             email_id=email.email_id,
@@ -182,6 +208,8 @@ class SenderService:
         row = locked.delivery
         if row.state in ("sent", "failed"):
             return Settled(state=row.state, provider_message_id=row.provider_message_id)
+        if row.queued and not from_queue:
+            return Held(state=row.state)
         if prepared.error is not None:
             await self._fail(conn, email, prepared.error)
             return Refused(reason=prepared.error.reason, message=prepared.error.message)
@@ -208,10 +236,73 @@ class SenderService:
                 in_doubt_seconds=self._in_doubt_seconds,
             )
             resent = True
+        held = await self._tenant_gate(conn, email, tenant_status, from_queue=from_queue, stored=stored)
+        if held is not None:
+            return held
         attempt = await repository.start_attempt(
             conn, email.email_id, provider=self.provider_name(email), early_resend=early
         )
         return Proceed(attempt=attempt, resent_after_doubt=resent)
+
+    async def _tenant_gate(
+        self, conn: Conn, email: EmailQueued, status: str, *, from_queue: bool, stored: EmailQueued | None
+    ) -> Begin | None:
+        """issue 23: blocked → failed (`tenant_blocked`); paused → held; active → None (go on).
+        After the in-doubt check: an attempt SES may have is never failed or held in doubt."""
+        if status == "blocked":
+            error = SenderError("the tenant is blocked", reason=TENANT_BLOCKED)
+            await self._fail(conn, email, error)
+            return Refused(reason=error.reason, message=error.message)
+        if status == "paused":
+            payload = None if from_queue else msgspec.json.encode(stored or email)
+            await repository.hold(conn, email.email_id, queued_event=payload)
+            return Held(state="held")
+        return None
+
+    async def defer(
+        self, conn: Conn, email: EmailQueued, attempt: int, *, stored: EmailQueued | None, delay_seconds: float
+    ) -> bool:
+        """issue 23: the governor held this attempt before SES (daily quota near, no token in time):
+        → held in the sender's queue, due again after `delay_seconds`."""
+        return await repository.defer(
+            conn,
+            email.email_id,
+            attempt=attempt,
+            queued_event=msgspec.json.encode(stored or email),
+            delay_seconds=delay_seconds,
+        )
+
+    async def apply_tenant(self, conn: Conn, event: TenantUpdated) -> int | None:
+        """The tenant read model takes `event` unless it holds a later state (None: stale, ignored).
+        `blocked` fails every held email of the tenant here, in the same transaction; queued ones
+        still to come fail as they are consumed. Returns how many held emails were failed."""
+        applied = await repository.apply_tenant(
+            conn,
+            tenant_id=event.tenant_id,
+            status=event.status,
+            status_reason=event.status_reason,
+            updated_at=event.updated_at,
+        )
+        if not applied:
+            return None
+        if event.status != "blocked":
+            return 0
+        rows = await repository.lock_held_of_tenant(conn, event.tenant_id)
+        for row in rows:
+            await repository.mark_failed(conn, row.email_id, reason=TENANT_BLOCKED)
+            await self._publish(
+                conn,
+                EmailFailed(
+                    event_id=new_id("evt"),
+                    occurred_at=_now(),
+                    tenant_id=row.tenant_id,
+                    email_id=row.email_id,
+                    mode="test" if row.mode == "test" else "live",
+                    reason=TENANT_BLOCKED,
+                    message="the tenant is blocked",
+                ),
+            )
+        return len(rows)
 
     # ------------------------------------------------------------------ step 2: provider (no transaction)
 
@@ -288,7 +379,7 @@ class SenderService:
         row = locked.delivery
         # `pending` after an attempt means a failure we classified as "certainly not sent"; SES
         # says otherwise, and it knows: settle it so it is not sent again.
-        if row.state == "sending" or (row.state == "pending" and row.attempts > 0):
+        if row.state == "sending" or (row.state in ("pending", "held") and row.attempts > 0):
             await repository.mark_sent(
                 conn, event.email_id, provider="ses", provider_message_id=event.provider_message_id
             )

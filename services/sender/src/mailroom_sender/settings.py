@@ -57,6 +57,21 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
     # 0 keeps them. A delivery row is what makes a redelivered EmailQueued a no-op, so at least the
     # email stream's max age (14 days).
     delivery_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    # issue 23: how often the sender's queue (held emails of paused tenants) looks for emails to send
+    # when nothing woke it (a resume seen by another replica, a retry coming due). 0.05 .. 60.
+    held_poll_seconds: float = 1.0
+    # issue 23, the SES send-rate governor (governor.py). The share of SES's MaxSendRate all
+    # replicas together use (the rest is room for jitter between our clock and SES's); 0.1 .. 0.99.
+    send_rate_share: float = 0.9
+    # The part of the token bucket broadcast mail must leave to transactional mail; 0 .. 0.9.
+    transactional_reserve: float = 0.5
+    # Broadcast mail is held (not failed) from this share of Max24HourSend, transactional at 100%;
+    # 0.5 .. 1.
+    daily_quota_hold_share: float = 0.95
+    # A held-for-the-daily-quota email is looked at again this often; 1 .. 3600.
+    daily_quota_recheck_seconds: float = 60.0
+    # How often GetAccount's SendQuota is read; 1 .. 3600.
+    send_quota_refresh_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,6 +86,17 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
             raise ValueError("MAILROOM_SENDER_IN_DOUBT_GRACE_SECONDS must be between 0 (off) and 3600")
         if not 0.1 <= self.ses_max_idle_seconds <= 60:
             raise ValueError("MAILROOM_SENDER_SES_MAX_IDLE_SECONDS must be between 0.1 and 60")
+        if not 0.05 <= self.held_poll_seconds <= 60:
+            raise ValueError("MAILROOM_SENDER_HELD_POLL_SECONDS must be between 0.05 and 60")
+        for limit, share, low, high in (
+            ("MAILROOM_SENDER_SEND_RATE_SHARE", self.send_rate_share, 0.1, 0.99),
+            ("MAILROOM_SENDER_TRANSACTIONAL_RESERVE", self.transactional_reserve, 0.0, 0.9),
+            ("MAILROOM_SENDER_DAILY_QUOTA_HOLD_SHARE", self.daily_quota_hold_share, 0.5, 1.0),
+            ("MAILROOM_SENDER_DAILY_QUOTA_RECHECK_SECONDS", self.daily_quota_recheck_seconds, 1.0, 3600.0),
+            ("MAILROOM_SENDER_SEND_QUOTA_REFRESH_SECONDS", self.send_quota_refresh_seconds, 1.0, 3600.0),
+        ):
+            if not low <= share <= high:
+                raise ValueError(f"{limit} must be between {low:g} and {high:g}")
         if 0 < self.delivery_retention_days * DAY < MIN_INBOX_RETENTION_SECONDS:
             raise ValueError(
                 "MAILROOM_SENDER_DELIVERY_RETENTION_DAYS must be 0 (keep) or at least "

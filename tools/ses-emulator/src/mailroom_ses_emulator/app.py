@@ -15,6 +15,7 @@ from litestar.types import ControllerRouterHandler
 
 from .config import EmulatorConfig
 from .errors import SesError, bad_request, not_found
+from .send_limits import send_times_report
 from .service import Emulator
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,23 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
                 del m["raw"]
         return _json({"messages": messages})
 
+    # ---- issue 23: send quota, throttling on demand, send timestamps (send_limits.py) ----
+    @get("/_emulator/send-quota")
+    async def get_send_quota() -> Response[bytes]:
+        return _json(emu.limits.quota())
+
+    @put("/_emulator/send-quota")
+    async def put_send_quota(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return _json(emu.limits.set_quota(await _body(request)))
+
+    @post("/_emulator/throttle", status_code=200)
+    async def inject_throttling(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return _json(emu.limits.inject_throttling(await _body(request)))
+
+    @get("/_emulator/send-times")
+    async def send_times(since: FromQuery[float | None] = None) -> Response[bytes]:
+        return _json(send_times_report(emu.send_times(), since))
+
     @delete("/_emulator/sent", status_code=200)
     async def clear_sent() -> Response[bytes]:
         emu.sent.clear()
@@ -322,6 +340,10 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
         unsubscribe,
         health,
         list_sent,
+        get_send_quota,
+        put_send_quota,
+        inject_throttling,
+        send_times,
         clear_sent,
         fire_open,
         fire_click,

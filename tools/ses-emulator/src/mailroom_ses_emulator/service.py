@@ -19,6 +19,7 @@ from .config import EmulatorConfig
 from .dns_verification import DnsVerifier
 from .errors import SesError, already_exists, bad_request, message_rejected, not_found
 from .mime import ParsedMessage, bare_address, bare_addresses, build_simple, decode_words, parse_raw
+from .send_limits import SendLimits
 from .ses_events import EVENT_TYPE_KEYS, EVENT_TYPE_NAMES, MailContext, build_records, mail_object
 from .signing import SnsSigner
 from .sns import EVENT_SUBJECT, VALIDATION_MESSAGE, OutboundMessage, SnsPublisher
@@ -128,6 +129,8 @@ class Emulator:
             self.dns_verifier = DnsVerifier(
                 config.dns_server, region=config.region, cache_seconds=config.dns_cache_seconds
             )
+        # issue 23: adjustable SendQuota, throttling on demand (send_limits.py).
+        self.limits = SendLimits(config)
         self._sync_subscriptions()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -565,14 +568,19 @@ class Emulator:
             self._send_times.popleft()
         return len(self._send_times)
 
+    def send_times(self) -> list[float]:
+        """issue 23: the (epoch) time of every accepted send in the last 24 hours, oldest first."""
+        self.sent_last_24_hours()
+        return list(self._send_times)
+
     def get_account(self) -> dict[str, Any]:
         return {
             "DedicatedIpAutoWarmupEnabled": False,
             "EnforcementStatus": "HEALTHY",
             "ProductionAccessEnabled": True,
             "SendQuota": {
-                "Max24HourSend": float(self.config.max_24_hour_send),
-                "MaxSendRate": float(self.config.max_send_rate),
+                "Max24HourSend": self.limits.max_24_hour_send,
+                "MaxSendRate": self.limits.max_send_rate,
                 "SentLast24Hours": float(self.sent_last_24_hours()),
             },
             "SendingEnabled": True,
@@ -586,9 +594,9 @@ class Emulator:
         now = time.monotonic()
         while self._rate_window and self._rate_window[0] <= now - 1.0:
             self._rate_window.popleft()
-        if len(self._rate_window) >= self.config.max_send_rate:
+        if len(self._rate_window) >= self.limits.max_send_rate:
             raise SesError("TooManyRequestsException", "Maximum sending rate exceeded.")
-        if self.sent_last_24_hours() >= self.config.max_24_hour_send:
+        if self.sent_last_24_hours() >= self.limits.max_24_hour_send:
             raise SesError("LimitExceededException", "Daily message quota exceeded.")
         self._rate_window.append(now)
 
@@ -666,6 +674,7 @@ class Emulator:
             )
         if cs is not None and not cs.sending_enabled:
             raise SesError("SendingPausedException", f"Sending is paused for configuration set <{cs.name}>.")
+        self.limits.before_send()
         self._check_rate()
 
         now = time.time()
