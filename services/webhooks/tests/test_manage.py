@@ -610,14 +610,13 @@ async def test_suppressed_is_delivered_and_unsubscribed_is_acked_without_a_webho
     delivered = EmailDelivered(event_id=new_id("evt"), occurred_at=at, recipients=["ok@example.com"], **common)
     for event in (queued, suppressed, unsubscribed, delivered):
         await publisher.publish(event)
-    posts = await receiver.wait_for("/types", 3)
+    await receiver.wait_for("/types", 3)
     await asyncio.sleep(0.5)
-    assert [p.json()["type"] for p in receiver.posts("/types")] == [
-        "email.queued",
-        "email.suppressed",
-        "email.delivered",
-    ]
-    data = posts[1].json()["data"]
+    # Up to 4 deliveries of an endpoint are in flight at once, so arrival order is not asserted here.
+    posts = {p.json()["type"]: p for p in receiver.posts("/types")}
+    assert len(receiver.posts("/types")) == 3
+    assert set(posts) == {"email.queued", "email.suppressed", "email.delivered"}
+    data = posts["email.suppressed"].json()["data"]
     assert data["suppressed"] == [{"email": "gone@example.com", "reason": "bounce"}]
     assert (data["recipients"], data["recipient"], data["from"], data["tags"]) == (
         ["gone@example.com"],
