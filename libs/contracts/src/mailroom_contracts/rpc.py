@@ -135,6 +135,28 @@ class WebhookReply(msgspec.Struct, frozen=True, kw_only=True):
 
 # ----------------------------------------------------------------------------- webhooks (issue 19)
 
+# Every webhook type a tenant's filter may name (SPEC §2): the webhooks service validates filters
+# against it and the api documents it (one list, here, for both).
+WEBHOOK_EVENT_TYPES: Final[frozenset[str]] = frozenset(
+    {
+        "email.queued",
+        "email.scheduled",
+        "email.sent",
+        "email.delivered",
+        "email.delivery_delayed",
+        "email.bounced",
+        "email.complained",
+        "email.opened",
+        "email.clicked",
+        "email.failed",
+        "email.suppressed",
+        "email.canceled",
+        "domain.verified",
+        "domain.temporary_failure",
+        "domain.failed",
+        "webhook.test",
+    }
+)
 WEBHOOK_DELIVERY_STATUSES: Final = ("pending", "in_flight", "succeeded", "failed", "canceled")
 WEBHOOK_RESPONSE_BODY_MAX_BYTES: Final = 4096
 

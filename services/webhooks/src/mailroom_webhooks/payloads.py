@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from mailroom_contracts import events as ev
+from mailroom_contracts.rpc import WEBHOOK_EVENT_TYPES
 
 _encoder = msgspec.json.Encoder()
 
@@ -33,26 +34,7 @@ NOT_WEBHOOKS: tuple[type[ev.EmailEvent], ...] = (ev.EmailUnsubscribed, ev.EmailP
 SUMMARY_EVENTS = (ev.EmailQueued, ev.EmailScheduled)
 
 # Every type a tenant may subscribe to (SPEC §2), some produced by later features.
-KNOWN_EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        "email.queued",
-        "email.scheduled",
-        "email.sent",
-        "email.delivered",
-        "email.delivery_delayed",
-        "email.bounced",
-        "email.complained",
-        "email.opened",
-        "email.clicked",
-        "email.failed",
-        "email.suppressed",
-        "email.canceled",
-        "domain.verified",
-        "domain.temporary_failure",
-        "domain.failed",
-        "webhook.test",
-    }
-)
+KNOWN_EVENT_TYPES: frozenset[str] = WEBHOOK_EVENT_TYPES
 
 
 class EmailSummary(msgspec.Struct, frozen=True, kw_only=True):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
-from mailroom_contracts.rpc import WEBHOOK_DELIVERY_STATUSES
+from mailroom_contracts.rpc import WEBHOOK_DELIVERY_STATUSES, WEBHOOK_EVENT_TYPES
 
 from mailroom_api.checks import id_pattern
 from mailroom_api.http.errors import documented
@@ -27,26 +27,7 @@ from mailroom_api.webhooks.schemas import (
 WebhookIdPath = Annotated[str, PathParameter(pattern=id_pattern("wh"), description="`wh_…` id")]
 DeliveryIdPath = Annotated[str, PathParameter(pattern=id_pattern("whd"), description="`whd_…` id")]
 # Every type a filter may name (SPEC §2), as the webhooks service validates them.
-EVENT_TYPES = sorted(
-    {
-        "email.queued",
-        "email.scheduled",
-        "email.sent",
-        "email.delivered",
-        "email.delivery_delayed",
-        "email.bounced",
-        "email.complained",
-        "email.opened",
-        "email.clicked",
-        "email.failed",
-        "email.suppressed",
-        "email.canceled",
-        "domain.verified",
-        "domain.temporary_failure",
-        "domain.failed",
-        "webhook.test",
-    }
-)
+EVENT_TYPES = sorted(WEBHOOK_EVENT_TYPES)
 
 
 class WebhooksController(Controller):
