@@ -51,6 +51,7 @@ from mailroom_api.http.guards import (
 from mailroom_api.keys.controllers import AdminApiKeysController, ApiKeysController
 from mailroom_api.limits.controllers import UsageController
 from mailroom_api.limits.service import RateLimiter
+from mailroom_api.resend import resend_router
 from mailroom_api.settings import ApiSettings
 from mailroom_api.suppressions.controllers import SuppressionsController
 from mailroom_api.templates.controllers import RENDER_POOL_STATE, TemplatesController
@@ -141,7 +142,7 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
 
     logging = request_logging(NAME)
     app = Litestar(
-        route_handlers=[ops_router(runtime), *ROUTES],
+        route_handlers=[ops_router(runtime), *ROUTES, resend_router()],
         dependencies={
             "rt": Provide(provide_runtime, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),

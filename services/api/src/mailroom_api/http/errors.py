@@ -70,6 +70,12 @@ def _from_http_exception(exc: HTTPException) -> ApiError:
 
 
 def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    return error_response(request.scope, as_api_error(exc))
+
+
+def as_api_error(exc: Exception) -> ApiError:
+    """Any exception a handler raised, as the SPEC error it answers (logged when it is a server fault).
+    Shared by `/v1`'s mapper and the Resend adapter's, which renders the same error in Resend's shape."""
     if isinstance(exc, ApiError):
         error = exc
     elif isinstance(exc, HTTPException):
@@ -82,7 +88,7 @@ def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
     else:
         log.error("http.unhandled_error", **describe_error(exc))
         error = ApiError(500, "internal", "internal error")
-    return error_response(request.scope, error)
+    return error
 
 
 _ERROR_TEXT = {
