@@ -93,6 +93,15 @@ SAMPLES: list[events.Event] = [
     events.TenantUpdated(
         **BASE, status="paused", status_reason="bounce rate 6.1%", updated_at=datetime(2026, 1, 1, tzinfo=UTC)
     ),
+    events.WebhookDisabled(
+        **BASE,
+        webhook_id="wh_01",
+        reason="failing",
+        disabled_at=NOW,
+        failing_since=datetime(2025, 12, 27, tzinfo=UTC),
+        last_status_code=503,
+        last_error="http_503",
+    ),
 ]
 
 

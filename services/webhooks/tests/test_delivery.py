@@ -8,7 +8,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from mailroom_contracts import subjects
+from mailroom_contracts import decode_event, subjects
 from mailroom_contracts.events import (
     Address,
     DomainRecord,
@@ -21,8 +21,10 @@ from mailroom_contracts.events import (
     EmailOpened,
     EmailQueued,
     EmailSent,
+    WebhookDisabled,
 )
 from mailroom_contracts.rpc import CreateWebhookReply, CreateWebhookRequest, GetWebhookRequest, WebhookReply
+from mailroom_contracts.streams import WEBHOOK_STREAM
 from mailroom_kit import rpc
 from mailroom_kit.ids import new_id
 from standardwebhooks.webhooks import Webhook
@@ -326,6 +328,33 @@ async def test_410_gone_disables_the_endpoint(
     rows = await deliveries_of(db, ep.endpoint.webhook_id)
     assert [(r["status"], r["last_status_code"]) for r in rows] == [("failed", 410)]
 
+    # The event stream is told once, through the outbox relay: webhook.disabled on MAILROOM_WEBHOOK.
+    async def announced() -> list[WebhookDisabled]:
+        return [e for e in await stream_events(publisher.js, WEBHOOK_STREAM.name) if e.webhook_id == webhook_id]
+
+    [event] = await h.eventually(announced)
+    assert (event.tenant_id, event.reason, event.last_status_code, event.last_error) == (
+        tenant,
+        "gone",
+        410,
+        "http_410",
+    )
+    assert event.failing_since is None
+    await asyncio.sleep(0.5)
+    assert len(await announced()) == 1
+
+
+async def stream_events(js: Any, stream: str) -> list[Any]:
+    """Every event stored in `stream` (decoded by its type tag)."""
+    info = await js.stream_info(stream)
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        if info.state.messages == 0:
+            break
+        msg = await js.get_msg(stream, seq)
+        found.append(decode_event(msg.data))
+    return found
+
 
 async def test_loopback_receiver_is_refused_unless_allow_listed(
     start_service: Any, publisher: Any, receiver: Any, db: Any, h: Any
@@ -480,3 +509,59 @@ async def test_event_whose_email_never_queued_is_delivered_partially_after_waiti
     data = post.json()["data"]
     assert data["email_id"] == orphan.email_id and data["recipient"] == "ada@example.com"
     assert data["from"] is None and data["subject"] is None and data["to"] == [] and data["mode"] == "test"
+
+
+def opened(q: EmailQueued) -> EmailOpened:
+    return EmailOpened(
+        event_id=new_id("evt"), occurred_at=now(), tenant_id=q.tenant_id, email_id=q.email_id, mode=q.mode
+    )
+
+
+async def test_one_endpoint_gets_each_emails_events_in_order_despite_concurrency_and_retries(
+    start_service: Any, publisher: Any, receiver: Any, h: Any
+) -> None:
+    """25 emails x 4 events to one endpoint, 8 attempts in flight there at once, answers taking
+    0-300 ms and one in six failing first (retried 0.3 s later): at the receiver, every email's
+    events still come in the order they happened (queued, sent, delivered, opened), a retried one
+    before any later one of its email. The emails interleave freely (no global order)."""
+    import random
+
+    rng = random.Random(19)
+    svc = await start_service(concurrency=32, per_endpoint_concurrency=8, retry_delays_seconds="0.3")
+    tenant = new_id("ten")
+    await create(svc.nc, tenant, receiver.url("/ordered"), ["*"])
+    receiver.script(
+        "/ordered",
+        *[h.Reply(500 if rng.random() < 1 / 6 else 200, delay=rng.uniform(0, 0.3)) for _ in range(400)],
+    )
+    emails = [queued(tenant) for _ in range(25)]
+    rounds: list[list[Any]] = [
+        emails,
+        [sent(q) for q in emails],
+        [delivered(q) for q in emails],
+        [opened(q) for q in emails],
+    ]
+    for events in rounds:
+        for event in events:
+            await publisher.publish(event)
+        await asyncio.sleep(0.2)  # the next stage of every email comes while this one is in flight
+
+    order = ["email.queued", "email.sent", "email.delivered", "email.opened"]
+
+    async def all_delivered() -> bool:
+        return {p.headers["webhook-id"] for p in receiver.posts("/ordered")} >= {
+            e.event_id for events in rounds for e in events
+        }
+
+    await h.eventually(all_delivered, timeout=60)
+    await asyncio.sleep(1.0)  # a retry of a delivery already answered would show up now
+    per_email: dict[str, list[int]] = {}
+    for post in sorted(receiver.posts("/ordered"), key=lambda p: p.at):
+        body = post.json()
+        per_email.setdefault(body["data"]["email_id"], []).append(order.index(body["type"]))
+    assert set(per_email) == {q.email_id for q in emails}
+    for email_id, seen in per_email.items():
+        assert seen == sorted(seen), (email_id, [order[i] for i in seen])
+        assert sorted(set(seen)) == [0, 1, 2, 3]
+    assert sum(len(seen) for seen in per_email.values()) > 100  # some were retried (and still in order)
+    assert receiver.max_active["/ordered"] > 1  # deliveries of different emails did overlap

@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from mailroom_contracts import subjects
+from mailroom_contracts import decode, subjects
+from mailroom_contracts.events import WebhookDisabled
 from mailroom_contracts.rpc import (
     CreateWebhookReply,
     CreateWebhookRequest,
@@ -92,6 +93,13 @@ async def delivery_row(db: Any, delivery_id: str) -> dict[str, Any]:
     cur = await db.execute("SELECT * FROM deliveries WHERE id = %s", (delivery_id,))
     row: dict[str, Any] = await cur.fetchone()
     return row
+
+
+async def disabled_events(db: Any, webhook_id: str) -> list[WebhookDisabled]:
+    """The `webhook.disabled` events of this endpoint in the service's outbox (relayed or not)."""
+    cur = await db.execute("SELECT payload FROM outbox WHERE subject = %s ORDER BY id", (subjects.WEBHOOK_DISABLED,))
+    found = [decode(bytes(r["payload"]), WebhookDisabled) for r in await cur.fetchall()]
+    return [e for e in found if e.webhook_id == webhook_id]
 
 
 async def wait_settled(db: Any, delivery_id: str, attempts: int, h: Any) -> dict[str, Any]:
@@ -453,6 +461,16 @@ async def test_failing_for_five_days_disables_with_a_notice_and_enabling_resumes
         assert row["status"] == "succeeded"
     ep = await get_endpoint(svc.nc, tenant, wh.webhook_id)
     assert ep.endpoint is not None and len(ep.endpoint.notices) == 1  # the record stays
+    # ... and one webhook.disabled event went to the outbox, in the disabling transaction.
+    [disabled] = await disabled_events(db, wh.webhook_id)
+    assert (disabled.tenant_id, disabled.reason, disabled.disabled_at) == (
+        tenant,
+        "failing",
+        ep.endpoint.notices[0].created_at,
+    )
+    assert disabled.failing_since is not None
+    assert (ep.endpoint.notices[0].created_at - disabled.failing_since) >= timedelta(days=5)
+    assert (disabled.last_status_code, disabled.last_error) == (500, "http_500")
 
 
 async def test_410_disables_at_once_keeps_pending_and_resumes_on_enable(
@@ -475,6 +493,8 @@ async def test_410_disables_at_once_keeps_pending_and_resumes_on_enable(
     assert ep.endpoint is not None
     assert (ep.endpoint.enabled, ep.endpoint.disabled_reason) == (False, "gone")
     assert [(n.type, n.reason) for n in ep.endpoint.notices] == [("webhook.disabled", "gone")]
+    [disabled] = await disabled_events(db, wh.webhook_id)
+    assert (disabled.reason, disabled.failing_since, disabled.last_status_code) == ("gone", None, 410)
     clock.advance(60)
     await asyncio.sleep(0.4)
     assert len(receiver.posts("/g")) == 2 and (await delivery_row(db, waiting.delivery_id))["status"] == "pending"
@@ -565,12 +585,13 @@ async def test_a_hanging_endpoint_does_not_delay_a_healthy_one(start_service: An
 # ----------------------------------------------------------------------------- event types
 
 
-async def test_suppressed_is_delivered_and_unsubscribed_is_acked_without_a_webhook(
+async def test_suppressed_and_unsubscribed_are_delivered_with_their_fields(
     start_service: Any, publisher: Any, receiver: Any, h: Any
 ) -> None:
     """`EmailSuppressed.recipients` are SuppressedRecipient{email, reason}: the payload lists the
-    addresses and the reasons. `EmailUnsubscribed` has no webhook type: acked, never retried or
-    dead-lettered, and the events after it still flow."""
+    addresses and the reasons. `EmailUnsubscribed` (issue 22: a recipient unsubscribed) is the
+    webhook `email.unsubscribed` with who and how; an endpoint filtering on other types does not
+    get it. Every message is acked, none dead-lettered."""
     from mailroom_contracts.events import (
         Address,
         EmailDelivered,
@@ -584,6 +605,8 @@ async def test_suppressed_is_delivered_and_unsubscribed_is_acked_without_a_webho
     svc = await start_service()
     tenant = new_id("ten")
     await create(svc.nc, tenant, receiver.url("/types"), ["*"])
+    await create(svc.nc, tenant, receiver.url("/unsub-only"), ["email.unsubscribed"])
+    await create(svc.nc, tenant, receiver.url("/delivered-only"), ["email.delivered"])
     email_id = new_id("msg")
     at = h.FakeClock().now
     common: dict[str, Any] = {"tenant_id": tenant, "email_id": email_id, "mode": "live"}
@@ -595,6 +618,7 @@ async def test_suppressed_is_delivered_and_unsubscribed_is_acked_without_a_webho
         subject="Hi",
         html="<p>x</p>",
         tags={"k": "v"},
+        metadata={"user": 7},
         created_at=at,
         **common,
     )
@@ -605,17 +629,26 @@ async def test_suppressed_is_delivered_and_unsubscribed_is_acked_without_a_webho
         **common,
     )
     unsubscribed = EmailUnsubscribed(
-        event_id=new_id("evt"), occurred_at=at, recipients=["ok@example.com"], source="UnsubscribeHeader", **common
+        event_id=new_id("evt"),
+        occurred_at=at + timedelta(seconds=3),
+        recipients=["ok@example.com"],
+        source="UnsubscribeHeader",
+        contact_list="news",
+        topics=["weekly"],
+        provider_message_id="pm-1",
+        **common,
     )
     delivered = EmailDelivered(event_id=new_id("evt"), occurred_at=at, recipients=["ok@example.com"], **common)
     for event in (queued, suppressed, unsubscribed, delivered):
         await publisher.publish(event)
-    await receiver.wait_for("/types", 3)
+    await receiver.wait_for("/types", 4)
+    [only] = await receiver.wait_for("/unsub-only", 1)
+    await receiver.wait_for("/delivered-only", 1)
     await asyncio.sleep(0.5)
-    # Up to 4 deliveries of an endpoint are in flight at once, so arrival order is not asserted here.
     posts = {p.json()["type"]: p for p in receiver.posts("/types")}
-    assert len(receiver.posts("/types")) == 3
-    assert set(posts) == {"email.queued", "email.suppressed", "email.delivered"}
+    assert len(receiver.posts("/types")) == 4
+    assert set(posts) == {"email.queued", "email.suppressed", "email.unsubscribed", "email.delivered"}
+    assert len(receiver.posts("/unsub-only")) == 1 and len(receiver.posts("/delivered-only")) == 1
     data = posts["email.suppressed"].json()["data"]
     assert data["suppressed"] == [{"email": "gone@example.com", "reason": "bounce"}]
     assert (data["recipients"], data["recipient"], data["from"], data["tags"]) == (
@@ -624,6 +657,29 @@ async def test_suppressed_is_delivered_and_unsubscribed_is_acked_without_a_webho
         "hi@acme.test",
         {"k": "v"},
     )
+    unsub = only.json()
+    assert unsub == posts["email.unsubscribed"].json()
+    assert unsub["id"] == unsubscribed.event_id and unsub["type"] == "email.unsubscribed"
+    assert unsub["created_at"] == (at + timedelta(seconds=3)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert unsub["data"] == {
+        "email_id": email_id,
+        "from": "hi@acme.test",
+        "to": ["ok@example.com", "gone@example.com"],
+        "subject": "Hi",
+        "recipient": "ok@example.com",
+        "recipients": ["ok@example.com"],
+        "tags": {"k": "v"},
+        "metadata": {"user": 7},
+        "mode": "live",
+        "provider_message_id": "pm-1",
+        "unsubscribe": {
+            "source": "UnsubscribeHeader",
+            "contact_list": "news",
+            "unsubscribe_all": False,
+            "topics": ["weekly"],
+        },
+    }
+    assert b"<p>x</p>" not in only.body
 
     async def all_acked() -> bool:
         info = await publisher.js.consumer_info(WEBHOOKS_EMAIL.stream, WEBHOOKS_EMAIL.durable)

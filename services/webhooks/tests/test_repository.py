@@ -252,6 +252,62 @@ async def test_claim_due_deliveries_respects_limit_and_per_endpoint_bound(conn: 
     assert await claim(conn, limit=10, per_endpoint=3) == [busy_ids[2]]
 
 
+async def test_one_emails_deliveries_to_an_endpoint_are_claimed_one_at_a_time_in_order(conn: Conn) -> None:
+    """A delivery waits while an earlier one (lower seq) of the same endpoint and order key is
+    pending or in flight, whatever their due times; other emails, other endpoints and keyless
+    deliveries are not held up; a final status (succeeded, failed, canceled) frees the next."""
+    await only_ours(conn)
+    now = await db_now(conn)
+    ep, other_ep = await endpoint(conn), await endpoint(conn)
+    batch = [
+        repo.NewDelivery(
+            delivery_id=new_id("whd"),
+            endpoint_id=endpoint_id,
+            tenant_id="ten_a",
+            event_id=new_id("evt"),
+            event_type=event_type,
+            payload=b"{}",
+            order_key=key,
+            trace_context=None,
+        )
+        for endpoint_id, key, event_type in [
+            (ep, "msg_a", "email.queued"),
+            (ep, "msg_b", "email.queued"),
+            (ep, "msg_a", "email.sent"),
+            (other_ep, "msg_a", "email.sent"),
+            (ep, "msg_a", "email.delivered"),
+            (ep, None, "webhook.test"),
+            (ep, None, "webhook.test"),
+        ]
+    ]
+    assert len(await repo.insert_deliveries(conn, batch)) == 7
+    a_queued, b_queued, a_sent, other_sent, a_delivered, test1, test2 = (d.delivery_id for d in batch)
+    seqs = [(await row(conn, d.delivery_id))["seq"] for d in batch]
+    assert seqs == sorted(seqs)  # recorded in the batch's order
+    # The later ones of msg_a are due first: order wins over due time.
+    await conn.execute(
+        "UPDATE deliveries SET next_attempt_at = %s WHERE id = ANY(%s)",
+        (now - timedelta(hours=1), [a_sent, a_delivered]),
+    )
+
+    assert sorted(await claim(conn)) == sorted([a_queued, b_queued, other_sent, test1, test2])
+    assert await claim(conn) == []  # msg_a's sent waits for its queued (in flight)
+    await repo.reschedule_delivery(
+        conn, delivery_id=a_queued, attempt=1, delay_seconds=0, status_code=500, error="http_500", now=now
+    )
+    # Retrying: still open, so the later ones still wait; it is claimed again itself.
+    assert await claim(conn) == [a_queued]
+    assert await repo.finish_delivery(
+        conn, delivery_id=a_queued, attempt=2, status="failed", status_code=500, error="http_500"
+    )
+    assert await claim(conn) == [a_sent]  # a final status (here failed) lets the next one go
+    assert await claim(conn) == []
+    assert await repo.finish_delivery(
+        conn, delivery_id=a_sent, attempt=1, status="succeeded", status_code=200, error=None
+    )
+    assert await claim(conn) == [a_delivered]
+
+
 async def test_a_saturated_endpoint_does_not_starve_the_others(conn: Conn) -> None:
     """Deliveries of an endpoint already at its in-flight bound are not even scanned, so a long
     backlog there (more than the scan window) cannot hide another endpoint's due delivery."""

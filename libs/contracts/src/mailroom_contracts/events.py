@@ -310,6 +310,30 @@ class TenantUpdated(Event, frozen=True, kw_only=True, tag="tenant.updated"):
     updated_at: datetime
 
 
+# --------------------------------------------------------------------------- webhooks
+
+
+WebhookDisabledReason = Literal["gone", "failing"]
+
+
+class WebhookDisabled(Event, frozen=True, kw_only=True, tag="webhook.disabled"):
+    """The webhooks service disabled a tenant's endpoint on its own: it answered `410 Gone`
+    (`gone`), or every attempt failed for MAILROOM_WEBHOOKS_DISABLE_AFTER_FAILING_DAYS (`failing`,
+    since `failing_since`). Its pending deliveries wait until the tenant enables it again (PATCH);
+    a tenant's own PATCH `enabled: false` publishes nothing. One event per disabling, written to
+    the webhooks service's outbox in the transaction that disabled it. The endpoint's URL is not
+    included (tenants put tokens in them)."""
+
+    webhook_id: str
+    reason: WebhookDisabledReason
+    disabled_at: datetime
+    failing_since: datetime | None = None
+    # The answer that decided it: the HTTP status (410, 500, …) or None, and the error class
+    # (`http_410`, `timeout`, `connect_error`, …).
+    last_status_code: int | None = None
+    last_error: str | None = None
+
+
 EMAIL_EVENT_TYPES: tuple[type[EmailEvent], ...] = (
     EmailQueued,
     EmailSent,
@@ -335,4 +359,7 @@ DOMAIN_EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     DomainDeleted,
 )
 TENANT_EVENT_TYPES: tuple[type[Event], ...] = (TenantUpdated,)
-ALL_EVENT_TYPES: tuple[type[Event], ...] = EMAIL_EVENT_TYPES + DOMAIN_EVENT_TYPES + TENANT_EVENT_TYPES
+WEBHOOK_ENDPOINT_EVENT_TYPES: tuple[type[Event], ...] = (WebhookDisabled,)
+ALL_EVENT_TYPES: tuple[type[Event], ...] = (
+    EMAIL_EVENT_TYPES + DOMAIN_EVENT_TYPES + TENANT_EVENT_TYPES + WEBHOOK_ENDPOINT_EVENT_TYPES
+)

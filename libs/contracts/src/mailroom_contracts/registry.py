@@ -30,6 +30,7 @@ _SUBJECTS: dict[type[events.Event], str] = {
     events.DomainUpdated: subjects.DOMAIN_UPDATED,
     events.DomainDeleted: subjects.DOMAIN_DELETED,
     events.TenantUpdated: subjects.TENANT_UPDATED,
+    events.WebhookDisabled: subjects.WEBHOOK_DISABLED,
 }
 _BY_SUBJECT: dict[str, type[events.Event]] = {s: t for t, s in _SUBJECTS.items()}
 
@@ -59,6 +60,7 @@ _any_event = msgspec.json.Decoder(
     | events.DomainUpdated
     | events.DomainDeleted
     | events.TenantUpdated
+    | events.WebhookDisabled
 )
 
 

@@ -150,6 +150,7 @@ WEBHOOK_EVENT_TYPES: Final[frozenset[str]] = frozenset(
         "email.clicked",
         "email.failed",
         "email.suppressed",
+        "email.unsubscribed",
         "email.canceled",
         "domain.verified",
         "domain.temporary_failure",

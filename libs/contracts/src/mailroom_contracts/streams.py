@@ -55,13 +55,18 @@ TENANT_STREAM = StreamSpec(
     subjects=[subjects.TENANT_ALL],
     description="Tenant state changes (status and its reason), for services that keep a tenant read model",
 )
+WEBHOOK_STREAM = StreamSpec(
+    name="MAILROOM_WEBHOOK",
+    subjects=[subjects.WEBHOOK_ALL],
+    description="Webhook endpoint notices: an endpoint disabled by the webhooks service (410 Gone, failing for days)",
+)
 DLQ_STREAM = StreamSpec(
     name="MAILROOM_DLQ",
     subjects=[subjects.DLQ_ALL],
     description="Dead letters: messages a consumer gave up on (mailroom.dlq.<durable>), kept for replay",
     max_age_seconds=90 * 24 * 3600,
 )
-STREAMS: tuple[StreamSpec, ...] = (EMAIL_STREAM, DOMAIN_STREAM, TENANT_STREAM, DLQ_STREAM)
+STREAMS: tuple[StreamSpec, ...] = (EMAIL_STREAM, DOMAIN_STREAM, TENANT_STREAM, WEBHOOK_STREAM, DLQ_STREAM)
 
 SENDER_QUEUED = ConsumerSpec(
     durable="sender-queued",

@@ -51,6 +51,11 @@ DOMAIN_DELETED: Final = "mailroom.domain.deleted"
 TENANT_ALL: Final = "mailroom.tenant.>"
 TENANT_UPDATED: Final = "mailroom.tenant.updated"
 
+# Webhook endpoints (stream MAILROOM_WEBHOOK): the webhooks service disabled an endpoint on its
+# own (410 Gone, or failing for days).
+WEBHOOK_ALL: Final = "mailroom.webhook.>"
+WEBHOOK_DISABLED: Final = "mailroom.webhook.disabled"
+
 # Dead letters (stream MAILROOM_DLQ): one subject per consumer durable, `mailroom.dlq.<durable>`.
 DLQ_ALL: Final = "mailroom.dlq.>"
 DLQ_PREFIX: Final = "mailroom.dlq."

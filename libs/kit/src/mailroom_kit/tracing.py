@@ -22,7 +22,9 @@ The context crosses process boundaries as W3C trace context (`traceparent`, `tra
   * NATS: `start_message_span` (the consumer loop) continues the message's context in a CONSUMER span
     per message handled, current while the handler runs; `inject` adds the current context to
     the kit's direct publishes (dead letters, replays, RPC requests).
-  * Deliveries done later from a table (the webhooks dispatcher) parent on `recall(event_id)`:
+  * Deliveries done later from a table (the webhooks dispatcher) parent on the context stored in
+    the row when it was written (`client_span(parent_context=…)`, webhooks migration 0004), so a
+    retry hours later or by another replica stays in the trace; failing that on `recall(event_id)`:
     each message span is remembered under its event id in a bounded in-process map.
 
 With tracing off every helper is one `is None` check: no allocation, no header, NULL in the
@@ -329,14 +331,20 @@ def use(span: Span | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def client_span(name: str, *, parent_event_id: str | None = None, **attributes: Any) -> Iterator[Span | None]:
+def client_span(
+    name: str, *, parent_context: str | None = None, parent_event_id: str | None = None, **attributes: Any
+) -> Iterator[Span | None]:
     """A CLIENT span around an outgoing call (the SES call, a webhook POST), child of the current
-    span, or of the remembered span of `parent_event_id` when given and known. An exception
-    escaping it is recorded and marks it failed."""
+    span; or of `parent_context`, a stored `context_text()` (a row written earlier, perhaps by
+    another process); or else of the remembered span of `parent_event_id` when known. An
+    exception escaping it is recorded and marks it failed."""
     if _tracer is None:
         yield None
         return
-    parent = recall(parent_event_id) if parent_event_id is not None else None
+    stored = headers_of(parent_context)
+    parent = _extract(stored) if stored else None
+    if parent is None and parent_event_id is not None:
+        parent = recall(parent_event_id)
     # No exception events: an error's text may echo data (an address in an SES message); its
     # class is enough to find the logs.
     with _tracer.start_as_current_span(

@@ -25,7 +25,7 @@ from mailroom_kit.retention import Purge
 from mailroom_kit.runtime import Runtime, Worker, ops_app, serve
 from mailroom_kit.settings import DAY
 
-from mailroom_webhooks import repository
+from mailroom_webhooks import repository, service
 from mailroom_webhooks.dispatcher import Clock, Dispatcher, system_clock
 from mailroom_webhooks.handlers import EventHandlers, RpcHandlers
 from mailroom_webhooks.netpolicy import AddressPolicy
@@ -34,7 +34,7 @@ from mailroom_webhooks.signing import SecretBox
 from mailroom_webhooks.transport import Resolver, build_client, system_resolver
 
 NAME = "webhooks"
-SCHEMA = "webhooks"
+SCHEMA = service.SCHEMA
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CONSUMERS = (WEBHOOKS_EMAIL, WEBHOOKS_DOMAINS)
 RPC_QUEUE = "webhooks"

@@ -126,8 +126,12 @@ class Dispatcher:
             )
             result = AttemptResult(started_at=datetime.now(UTC), latency_ms=0, error="secret_undecryptable")
         else:
-            # Traced under the span that fanned the event out (when this process did; a no-op when off).
-            with tracing.client_span("webhook POST", parent_event_id=claim.event_id, **_POST_SPAN) as span:
+            # Traced under the span that fanned the event out, from the context stored with the
+            # delivery (so a retry hours later, by any replica, continues the email's trace); a
+            # no-op when tracing is off.
+            with tracing.client_span(
+                "webhook POST", parent_context=claim.trace_context, parent_event_id=claim.event_id, **_POST_SPAN
+            ) as span:
                 result = await delivery.attempt(
                     self._client,
                     claim,

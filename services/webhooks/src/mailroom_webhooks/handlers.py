@@ -26,6 +26,7 @@ from mailroom_contracts.rpc import (
     WebhookReply,
 )
 from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
+from mailroom_kit import tracing
 from mailroom_kit.consumer import BatchItem, Permanent, note
 from mailroom_kit.db import Pool
 from mailroom_kit.logging import get_logger
@@ -220,7 +221,13 @@ class EventHandlers:
         for item in items:
             if isinstance(item.event, EmailEvent):
                 mine.append(item)
-                batch.append(service.EmailEventInput(item.event, wait_for_summary=item.delivery < waits))
+                with tracing.use(item.span):  # its own message's span, stored with its deliveries
+                    trace_context = tracing.context_text()
+                batch.append(
+                    service.EmailEventInput(
+                        item.event, wait_for_summary=item.delivery < waits, trace_context=trace_context
+                    )
+                )
             else:
                 item.permanent(f"{item.event.__struct_config__.tag} is not an email event")
         if not batch:

@@ -25,11 +25,11 @@ EMAIL_WEBHOOK_TYPES: dict[type[ev.EmailEvent], str] = {
     ev.EmailOpened: "email.opened",
     ev.EmailClicked: "email.clicked",
     ev.EmailSuppressed: "email.suppressed",
+    ev.EmailUnsubscribed: "email.unsubscribed",
 }
-# Contract email events tenants are not told about by webhook (SPEC's list has no such type):
-# the consumer records nothing for them and acks them (a later SPEC type would be mapped above).
-# email.unsubscribed: the suppression it causes is what the tenant sees (GET /v1/suppressions).
-NOT_WEBHOOKS: tuple[type[ev.EmailEvent], ...] = (ev.EmailUnsubscribed, ev.EmailProviderAccepted)
+# Contract email events tenants are not told about by webhook: the consumer records nothing for
+# them and acks them. `provider_accepted` is the sender's internal settling of in-doubt sends.
+NOT_WEBHOOKS: tuple[type[ev.EmailEvent], ...] = (ev.EmailProviderAccepted,)
 # The events that carry the email's summary (its EmailScheduled comes first for a scheduled email).
 SUMMARY_EVENTS = (ev.EmailQueued, ev.EmailScheduled)
 
@@ -139,6 +139,15 @@ def email_payload(event: ev.EmailEvent, summary: EmailSummary) -> bytes:
         data["click"] = {"link": event.link, "ip": event.ip, "user_agent": event.user_agent}
     elif isinstance(event, ev.EmailSuppressed):
         data["suppressed"] = [{"email": r.email, "reason": r.reason} for r in event.recipients]
+    elif isinstance(event, ev.EmailUnsubscribed):
+        # `recipients` are the addresses that unsubscribed (each is now suppressed, reason
+        # `unsubscribe`); how: SES's source (e.g. "UnsubscribeHeader"), or a contact list's topics.
+        data["unsubscribe"] = {
+            "source": event.source,
+            "contact_list": event.contact_list,
+            "unsubscribe_all": event.unsubscribe_all,
+            "topics": list(event.topics),
+        }
     elif isinstance(event, ev.EmailScheduled | ev.EmailCanceled) and event.scheduled_at is not None:
         data["scheduled_at"] = rfc3339(event.scheduled_at)
     return _envelope(event, webhook_type, data)

@@ -70,18 +70,23 @@ async def soft_delete_endpoint(conn: Conn, tenant_id: str, endpoint_id: str) -> 
     return await cur.fetchone()
 
 
-async def disable_endpoint(conn: Conn, endpoint_id: str, reason: str, *, now: datetime | None = None) -> bool:
-    """Disable an enabled endpoint and leave the tenant a `webhook.disabled` notice; False if it
-    was already disabled (or deleted): one notice per disabling."""
+async def disable_endpoint(
+    conn: Conn, endpoint_id: str, reason: str, *, now: datetime | None = None
+) -> dict[str, Any] | None:
+    """Disable an enabled endpoint and leave the tenant a `webhook.disabled` notice; returns its
+    `tenant_id`, `disabled_at` and `failing_since`, or None if it was already disabled (or
+    deleted): one notice per disabling."""
     cur = await conn.execute(
         "WITH off AS (UPDATE endpoints SET enabled = false, disabled_reason = %(reason)s,"
         " disabled_at = coalesce(%(now)s::timestamptz, now()),"
-        " updated_at = now() WHERE id = %(id)s AND enabled AND deleted_at IS NULL RETURNING id, disabled_at)"
-        " INSERT INTO endpoint_notices (endpoint_id, type, reason, created_at)"
-        " SELECT id, 'webhook.disabled', %(reason)s, disabled_at FROM off",
+        " updated_at = now() WHERE id = %(id)s AND enabled AND deleted_at IS NULL"
+        " RETURNING id, tenant_id, disabled_at, failing_since),"
+        " noted AS (INSERT INTO endpoint_notices (endpoint_id, type, reason, created_at)"
+        " SELECT id, 'webhook.disabled', %(reason)s, disabled_at FROM off)"
+        " SELECT tenant_id, disabled_at, failing_since FROM off",
         {"id": endpoint_id, "reason": reason, "now": now},
     )
-    return cur.rowcount == 1
+    return await cur.fetchone()
 
 
 async def list_notices(conn: Conn, endpoint_id: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -246,6 +251,11 @@ class NewDelivery(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str
     event_type: str
     payload: bytes
+    # Deliveries of one endpoint with the same key go out one at a time, in the order recorded
+    # (the email id of an email event); None: no order.
+    order_key: str | None = None
+    # The fan-out span's W3C context (tracing.context_text()); None when tracing is off.
+    trace_context: str | None = None
 
 
 async def insert_deliveries(conn: Conn, deliveries: list[NewDelivery]) -> list[str]:
@@ -253,10 +263,14 @@ async def insert_deliveries(conn: Conn, deliveries: list[NewDelivery]) -> list[s
     was new (one per endpoint and event)."""
     if not deliveries:
         return []
+    # In list order (ORDER BY the ordinality): `seq` numbers the deliveries of one email in the
+    # order its events came.
     cur = await conn.execute(
-        "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[]) "
-        "ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING event_id",
+        "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, order_key, trace_context) "
+        "SELECT id, endpoint_id, tenant_id, event_id, event_type, payload, order_key, trace_context FROM unnest("
+        "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[]) "
+        "WITH ORDINALITY AS u(id, endpoint_id, tenant_id, event_id, event_type, payload, order_key, trace_context, n) "
+        "ORDER BY n ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING event_id",
         (
             [d.delivery_id for d in deliveries],
             [d.endpoint_id for d in deliveries],
@@ -264,6 +278,8 @@ async def insert_deliveries(conn: Conn, deliveries: list[NewDelivery]) -> list[s
             [d.event_id for d in deliveries],
             [d.event_type for d in deliveries],
             [d.payload for d in deliveries],
+            [d.order_key for d in deliveries],
+            [d.trace_context for d in deliveries],
         ),
     )
     return [row["event_id"] for row in await cur.fetchall()]
@@ -282,13 +298,15 @@ async def insert_delivery(
     event_type: str,
     payload: bytes,
     due_at: datetime | None = None,
+    order_key: str | None = None,
+    trace_context: str | None = None,
 ) -> bool:
     """One delivery, due at `due_at` (the dispatcher's clock; the database's now when None)."""
     cur = await conn.execute(
-        "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, next_attempt_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s::timestamptz, now())) ON CONFLICT (endpoint_id, event_id) "
-        "DO NOTHING",
-        (delivery_id, endpoint_id, tenant_id, event_id, event_type, payload, due_at),
+        "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, next_attempt_at, "
+        "order_key, trace_context) VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s::timestamptz, now()), %s, %s) "
+        "ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+        (delivery_id, endpoint_id, tenant_id, event_id, event_type, payload, due_at, order_key, trace_context),
     )
     return cur.rowcount == 1
 
@@ -302,9 +320,11 @@ async def claim_due_deliveries(
     conn: Conn, *, now: datetime | None = None, limit: int, per_endpoint: int, lease_seconds: float
 ) -> list[dict[str, Any]]:
     """Claim up to `limit` due deliveries (pending and due, or in flight with an expired lease),
-    never taking an endpoint above `per_endpoint` live claims. Call inside a transaction. `now`
-    is the dispatcher's clock (injectable in tests; the database's when None), used for every
-    time comparison here."""
+    never taking an endpoint above `per_endpoint` live claims, nor a delivery while an earlier
+    one (lower `seq`) of the same endpoint and `order_key` is still pending or in flight: the
+    events of one email reach an endpoint one at a time, in order. Call inside a transaction.
+    `now` is the dispatcher's clock (injectable in tests; the database's when None), used for
+    every time comparison here. The advisory lock makes each claim see the previous one's."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
     cur = await conn.execute(
         """
@@ -318,6 +338,10 @@ async def claim_due_deliveries(
             WHERE ((d.status = 'pending' AND d.next_attempt_at <= (SELECT now FROM clock))
                    OR (d.status = 'in_flight' AND d.lease_expires_at <= (SELECT now FROM clock)))
               AND d.endpoint_id NOT IN (SELECT endpoint_id FROM busy WHERE n >= %(per_endpoint)s)
+              AND (d.order_key IS NULL OR NOT EXISTS (
+                  SELECT 1 FROM deliveries p
+                  WHERE p.endpoint_id = d.endpoint_id AND p.order_key = d.order_key AND p.seq < d.seq
+                    AND p.status IN ('pending', 'in_flight')))
             ORDER BY d.next_attempt_at
             LIMIT %(scan)s
             FOR UPDATE OF d SKIP LOCKED
@@ -335,7 +359,7 @@ async def claim_due_deliveries(
                lease_expires_at = (SELECT now FROM clock) + make_interval(secs => %(lease)s), updated_at = now()
           FROM chosen, endpoints e
          WHERE d.id = chosen.id AND e.id = d.endpoint_id
-        RETURNING d.id, d.endpoint_id, d.tenant_id, d.event_id, d.event_type, d.payload, d.attempts,
+        RETURNING d.id, d.endpoint_id, d.tenant_id, d.event_id, d.event_type, d.payload, d.attempts, d.trace_context,
                   chosen.manual_retry AS manual, e.url, e.secret_encrypted,
                   CASE WHEN e.previous_secret_expires_at > (SELECT now FROM clock) THEN e.previous_secret_encrypted END
                       AS previous_secret_encrypted

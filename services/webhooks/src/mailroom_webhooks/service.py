@@ -23,7 +23,7 @@ from mailroom_contracts.rpc import (
     WebhookEndpoint,
     WebhookNotice,
 )
-from mailroom_kit import inbox
+from mailroom_kit import inbox, outbox, tracing
 from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
 from mailroom_kit.logging import get_logger
@@ -50,6 +50,7 @@ log = get_logger(__name__)
 MAX_DESCRIPTION = WEBHOOK_DESCRIPTION_MAX_LENGTH
 MAX_RETRY_AFTER_SECONDS = 24 * 3600
 ADDRESS_NOT_ALLOWED = "address_not_allowed"
+SCHEMA = "webhooks"  # whose outbox `webhook.disabled` is written to (app.SCHEMA)
 
 
 # ----------------------------------------------------------------------------- endpoints
@@ -265,6 +266,7 @@ async def send_test_event(conn: Conn, tenant_id: str, endpoint_id: str, *, now: 
         event_type="webhook.test",
         payload=test_payload(event_id, endpoint_id, now),
         due_at=now,
+        trace_context=tracing.context_text(),  # the RPC's span, child of the API request's
     )
     await repo.notify_deliveries(conn)
     row = await repo.get_delivery(conn, endpoint_id, delivery_id)
@@ -366,8 +368,9 @@ async def retry_delivery(
 # ----------------------------------------------------------------------------- fan-out
 
 
-async def _fan_out(conn: Conn, event: ev.Event, webhook_type: str, payload: bytes) -> int:
+async def _fan_out(conn: Conn, event: ev.Event, webhook_type: str, payload: bytes, *, order_key: str) -> int:
     created = 0
+    trace_context = tracing.context_text()  # the consumer's span of this message (None when off)
     for endpoint_id in await repo.subscribed_endpoint_ids(conn, event.tenant_id, webhook_type):
         created += await repo.insert_delivery(
             conn,
@@ -377,6 +380,8 @@ async def _fan_out(conn: Conn, event: ev.Event, webhook_type: str, payload: byte
             event_id=event.event_id,
             event_type=webhook_type,
             payload=payload,
+            order_key=order_key,
+            trace_context=trace_context,
         )
     if created:
         await repo.notify_deliveries(conn)
@@ -384,10 +389,12 @@ async def _fan_out(conn: Conn, event: ev.Event, webhook_type: str, payload: byte
 
 
 class EmailEventInput(msgspec.Struct, frozen=True):
-    """One lifecycle event of a batch, and whether a missing summary is still worth waiting for."""
+    """One lifecycle event of a batch, whether a missing summary is still worth waiting for, and
+    the W3C context of its message's span (stored with its deliveries; None when tracing is off)."""
 
     event: ev.EmailEvent
     wait_for_summary: bool = True
+    trace_context: str | None = None
 
 
 async def handle_email_events(conn: Conn, batch: list[EmailEventInput], *, consumer: str) -> list[int | None]:
@@ -410,6 +417,7 @@ async def handle_email_events(conn: Conn, batch: list[EmailEventInput], *, consu
     recorded = {(r["email_id"], r["tenant_id"]): r for r in await repo.get_email_summaries(conn, wanted)}
     results: list[int | None] = [0] * len(batch)
     pending: list[tuple[int, ev.EmailEvent, EmailSummary]] = []
+    contexts = {x.event.event_id: x.trace_context for x in batch}
     for i, x in enumerate(batch):
         event = x.event
         if type(event) not in EMAIL_WEBHOOK_TYPES:
@@ -451,6 +459,8 @@ async def handle_email_events(conn: Conn, batch: list[EmailEventInput], *, consu
                 event_id=event.event_id,
                 event_type=webhook_type,
                 payload=payload,
+                order_key=event.email_id,  # an endpoint gets one email's events in this order
+                trace_context=contexts[event.event_id],
             )
             for endpoint_id in subscribed
         )
@@ -470,7 +480,9 @@ async def handle_domain_event(conn: Conn, event: ev.Event, *, consumer: str) -> 
         return 0
     if not await inbox.claim(conn, consumer, event.event_id):
         return 0
-    return await _fan_out(conn, event, webhook_type, domain_payload(event, webhook_type))
+    return await _fan_out(
+        conn, event, webhook_type, domain_payload(event, webhook_type), order_key=event.domain.domain_id
+    )
 
 
 # ----------------------------------------------------------------------------- delivery attempts
@@ -491,6 +503,8 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     # The secret before the last rotation while it still signs (a second signature), else None.
     previous_secret_encrypted: str | None = None
     manual: bool = False  # the tenant asked for this attempt (POST …/retry)
+    # W3C context of the span that created the delivery (the email's trace), for the POST span.
+    trace_context: str | None = None
 
 
 class AttemptResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -525,6 +539,7 @@ async def claim_due(
             secret_encrypted=r["secret_encrypted"],
             previous_secret_encrypted=r["previous_secret_encrypted"],
             manual=r["manual"],
+            trace_context=r["trace_context"],
         )
         for r in rows
     ]
@@ -616,15 +631,39 @@ async def settle_attempt(conn: Conn, claim: Claim, result: AttemptResult, *, rul
         await repo.note_success(conn, claim.endpoint_id)
     elif result.status_code == 410:
         # 410 Gone: the tenant removed the receiver; stop sending to it at all.
-        if await repo.disable_endpoint(conn, claim.endpoint_id, "gone", now=now):
-            log.warning("webhook.endpoint_disabled", webhook_id=claim.endpoint_id, reason="gone")
+        await _disable(conn, claim, result, "gone", now=now)
     else:
         run = await repo.note_failure(conn, claim.endpoint_id, now=now)
         if (
             run is not None
             and run["enabled"]
             and (now - run["failing_since"]).total_seconds() >= rules.disable_after_failing_seconds
-            and await repo.disable_endpoint(conn, claim.endpoint_id, "failing", now=now)
         ):
-            log.warning("webhook.endpoint_disabled", webhook_id=claim.endpoint_id, reason="failing")
+            await _disable(conn, claim, result, "failing", now=now)
     return outcome
+
+
+async def _disable(
+    conn: Conn, claim: Claim, result: AttemptResult, reason: ev.WebhookDisabledReason, *, now: datetime
+) -> None:
+    """Disable the endpoint (if still enabled): the notice the API shows and, in the same
+    transaction, a `webhook.disabled` event in the outbox for the event stream (exactly once)."""
+    off = await repo.disable_endpoint(conn, claim.endpoint_id, reason, now=now)
+    if off is None:
+        return  # already disabled (by another replica's attempt, or by the tenant)
+    await outbox.add(
+        conn,
+        ev.WebhookDisabled(
+            event_id=new_id("evt"),
+            occurred_at=off["disabled_at"],
+            tenant_id=off["tenant_id"],
+            webhook_id=claim.endpoint_id,
+            reason=reason,
+            disabled_at=off["disabled_at"],
+            failing_since=off["failing_since"] if reason == "failing" else None,
+            last_status_code=result.status_code,
+            last_error=result.error,
+        ),
+        schema=SCHEMA,
+    )
+    log.warning("webhook.endpoint_disabled", webhook_id=claim.endpoint_id, reason=reason)
