@@ -91,7 +91,7 @@ class Sender:
         # The quota SES reports, before the first live send (at most 10 s; then the row's last values).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(governor.refreshed.wait(), 10)
-        handlers = self.handlers(rt)
+        handlers = self.handlers(rt, fair=True)
         await consume(rt.js, SENDER_QUEUED, handlers.email_queued, stop=rt.stop, concurrency=self.settings.concurrency)
 
     async def settle_backlog_first(self, rt: Runtime, *, within_seconds: float = 30.0) -> None:
@@ -138,7 +138,22 @@ class Sender:
             )
         return self._governor
 
-    def handlers(self, rt: Runtime, *, on_resume: Callable[[], None] | None = None) -> SenderHandlers:
+    def handlers(
+        self, rt: Runtime, *, on_resume: Callable[[], None] | None = None, fair: bool = False
+    ) -> SenderHandlers:
+        """`fair`: the JetStream path's handlers, which queue live mail behind the sender's
+        round-robin queue instead of waiting for a token (held.py, "Fairness")."""
+        admission = None
+        if fair:
+            s = self.settings
+            admission = SendGovernor(
+                rt.pool,
+                None,
+                send_rate_share=s.send_rate_share,
+                transactional_reserve=s.transactional_reserve,
+                daily_hold_share=s.daily_quota_hold_share,
+                max_wait_seconds=0.0,
+            )
         return SenderHandlers(
             rt.pool,
             self.service,
@@ -146,6 +161,8 @@ class Sender:
             on_resume=on_resume,
             governor=self.governor(rt),
             daily_hold_recheck_seconds=self.settings.daily_quota_recheck_seconds,
+            admission=admission,
+            queue_busy=self._held_queue(rt).busy if fair else None,
         )
 
     async def govern(self, rt: Runtime) -> None:
