@@ -12,7 +12,7 @@ from mailroom_contracts.streams import SENDER_PROVIDER_ACCEPTED, SENDER_QUEUED, 
 from mailroom_kit.consumer import consume
 from mailroom_kit.logging import get_logger
 from mailroom_kit.retention import Purge
-from mailroom_kit.runtime import Runtime, ops_app, serve
+from mailroom_kit.runtime import Runtime, serve
 from mailroom_kit.settings import DAY
 from mailroom_kit.wake import sleep_until_stopped
 
@@ -21,6 +21,7 @@ from mailroom_sender.content import ContentLoader
 from mailroom_sender.governor import SendGovernor
 from mailroom_sender.handlers import SenderHandlers
 from mailroom_sender.held import HeldQueue
+from mailroom_sender.ops import build_app, queue_gauges
 from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
 from mailroom_sender.service import SCHEMA, SenderService
 from mailroom_sender.settings import SenderSettings
@@ -206,7 +207,7 @@ async def run(settings: SenderSettings) -> None:
             schema=SCHEMA,
             settings=settings,
             migrations_dir=MIGRATIONS,
-            build_app=ops_app,
+            build_app=build_app,
             workers=[
                 sender.consume_queued,
                 sender.consume_provider_accepted,
@@ -214,6 +215,7 @@ async def run(settings: SenderSettings) -> None:
                 sender.send_held,
                 sender.govern,
                 sender.relay,
+                queue_gauges,
             ],
             consumers=[SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED, SENDER_TENANTS],
             on_start=sender.on_start,

@@ -263,11 +263,20 @@ async def reschedule(conn: Conn, email_id: str, *, delay_seconds: float) -> None
     )
 
 
-async def held_count(conn: Conn) -> int:
-    """Emails held now (paused tenants'), for /metrics."""
-    cur = await conn.execute("SELECT count(*) AS n FROM deliveries WHERE state = 'held'")
+async def queue_summary(conn: Conn) -> dict[str, int]:
+    """The sender's own queue by reason, for the operator (ops.py): `tenant_paused` (held for a
+    paused tenant), `waiting` (next try later: a daily-quota recheck, a backoff), `due` (now)."""
+    cur = await conn.execute(
+        "SELECT count(*) FILTER (WHERE d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') AS tenant_paused, "
+        " count(*) FILTER (WHERE NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') "
+        "  AND d.next_attempt_at > now()) AS waiting, "
+        " count(*) FILTER (WHERE NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') "
+        "  AND d.next_attempt_at <= now()) AS due "
+        "FROM deliveries d LEFT JOIN tenants t ON t.tenant_id = d.tenant_id "
+        "WHERE d.queued_event IS NOT NULL AND d.state IN ('held', 'pending', 'sending')"
+    )
     row = await cur.fetchone()
-    return 0 if row is None else int(row["n"])
+    return {k: int(row[k]) if row else 0 for k in ("tenant_paused", "waiting", "due")}
 
 
 # ---------------------------------------------------------------------- issue 23: send-rate governor
