@@ -8,7 +8,6 @@ import time
 
 from mailroom_kit.db import Pool
 from mailroom_kit.ids import new_id
-
 from mailroom_sender import repository
 
 BACKLOG = 20_000
