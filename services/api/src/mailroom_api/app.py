@@ -57,6 +57,7 @@ from mailroom_api.suppressions.controllers import SuppressionsController
 from mailroom_api.templates.controllers import RENDER_POOL_STATE, TemplatesController
 from mailroom_api.templates.pool import RenderPool
 from mailroom_api.tenants.controllers import AdminTenantsController
+from mailroom_api.tenants.republish import republish_worker
 from mailroom_api.unsubscribe.controllers import UnsubscribeController
 from mailroom_api.webhooks.controllers import WebhooksController
 
@@ -85,7 +86,7 @@ async def relay_worker(rt: Runtime) -> None:
     await rt.relay(on_scheduled_relayed=mark_queued, prepare_scheduled=recheck_suppressions).run(rt.stop)
 
 
-WORKERS: list[Worker] = [email_log_worker, domains_worker, relay_worker, idempotency_purge_worker]
+WORKERS: list[Worker] = [email_log_worker, domains_worker, relay_worker, idempotency_purge_worker, republish_worker]
 CONSUMERS = [API_EMAIL_LOG, API_DOMAINS]
 
 OPENAPI = OpenAPIConfig(

@@ -222,20 +222,35 @@ class QueuedEmail:
 async def claim_queued(conn: Conn, *, limit: int, lease_seconds: float) -> list[QueuedEmail]:
     """Up to `limit` emails the sender's queue owns that are due, none of a paused tenant still held,
     leased for `lease_seconds` (their `next_attempt_at` moves on, so another replica takes one only
-    if this one died with it). Rows other replicas are claiming are skipped."""
+    if this one died with it). Rows other replicas are claiming are skipped.
+
+    **Fair order** (issue 23): round-robin over tenants. Each due email gets its turn, its rank
+    among its own tenant's due emails (oldest first); a batch takes every tenant's first email,
+    then every tenant's second, … So a tenant with one email waiting is in the very next batch
+    however many the others have queued. Returned in that order (the governor's tokens are taken
+    in it)."""
     cur = await conn.execute(
-        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => %s::float8) "
-        "WHERE email_id IN (SELECT d.email_id FROM deliveries d LEFT JOIN tenants t ON t.tenant_id = d.tenant_id "
-        " WHERE d.queued_event IS NOT NULL AND d.next_attempt_at <= now() "
-        " AND d.state IN ('held', 'pending', 'sending') "
-        " AND NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') "
-        " ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE OF d SKIP LOCKED) "
-        "RETURNING email_id, queued_event, attempts",
-        (lease_seconds, limit),
+        "WITH due AS (SELECT d.email_id, d.next_attempt_at, "
+        "  row_number() OVER (PARTITION BY d.tenant_id ORDER BY d.next_attempt_at, d.email_id) AS turn "
+        "  FROM deliveries d LEFT JOIN tenants t ON t.tenant_id = d.tenant_id "
+        "  WHERE d.queued_event IS NOT NULL AND d.next_attempt_at <= now() "
+        "  AND d.state IN ('held', 'pending', 'sending') "
+        "  AND NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused')), "
+        "pick AS (SELECT email_id, next_attempt_at, turn FROM due ORDER BY turn, next_attempt_at LIMIT %(window)s), "
+        "claimed AS (SELECT d.email_id, pick.turn, pick.next_attempt_at AS due_at FROM deliveries d "
+        "  JOIN pick ON pick.email_id = d.email_id "
+        "  WHERE d.queued_event IS NOT NULL AND d.next_attempt_at <= now() "
+        "  ORDER BY pick.turn, pick.next_attempt_at LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED) "
+        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => %(lease)s::float8) "
+        "FROM claimed WHERE deliveries.email_id = claimed.email_id "
+        "RETURNING deliveries.email_id, deliveries.queued_event, deliveries.attempts, claimed.turn, claimed.due_at",
+        # A wider window than the batch, so rows another replica is claiming leave room for others.
+        {"lease": lease_seconds, "limit": limit, "window": limit * 4},
     )
+    rows = sorted(await cur.fetchall(), key=lambda r: (r["turn"], r["due_at"]))
     return [
         QueuedEmail(email_id=r["email_id"], queued_event=bytes(r["queued_event"]), attempts=int(r["attempts"]))
-        for r in await cur.fetchall()
+        for r in rows
     ]
 
 
@@ -248,11 +263,20 @@ async def reschedule(conn: Conn, email_id: str, *, delay_seconds: float) -> None
     )
 
 
-async def held_count(conn: Conn) -> int:
-    """Emails held now (paused tenants'), for /metrics."""
-    cur = await conn.execute("SELECT count(*) AS n FROM deliveries WHERE state = 'held'")
+async def queue_summary(conn: Conn) -> dict[str, int]:
+    """The sender's own queue by reason, for the operator (ops.py): `tenant_paused` (held for a
+    paused tenant), `waiting` (next try later: a daily-quota recheck, a backoff), `due` (now)."""
+    cur = await conn.execute(
+        "SELECT count(*) FILTER (WHERE d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') AS tenant_paused, "
+        " count(*) FILTER (WHERE NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') "
+        "  AND d.next_attempt_at > now()) AS waiting, "
+        " count(*) FILTER (WHERE NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') "
+        "  AND d.next_attempt_at <= now()) AS due "
+        "FROM deliveries d LEFT JOIN tenants t ON t.tenant_id = d.tenant_id "
+        "WHERE d.queued_event IS NOT NULL AND d.state IN ('held', 'pending', 'sending')"
+    )
     row = await cur.fetchone()
-    return 0 if row is None else int(row["n"])
+    return {k: int(row[k]) if row else 0 for k in ("tenant_paused", "waiting", "due")}
 
 
 # ---------------------------------------------------------------------- issue 23: send-rate governor
