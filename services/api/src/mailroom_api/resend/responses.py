@@ -8,7 +8,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 
 class ResendErrorBody(msgspec.Struct, frozen=True, kw_only=True):
-    statusCode: int  # noqa: N815 - Resend's field name
+    statusCode: int
     name: str  # validation_error, missing_api_key, invalid_api_key, not_found, ...
     message: str
 

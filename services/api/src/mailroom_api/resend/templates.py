@@ -32,9 +32,9 @@ from mailroom_api.auth.service import Principal
 from mailroom_api.checks import MAX_NAME, Name
 from mailroom_api.errors import ApiError, not_found, validation
 from mailroom_api.http.body import Request as Body
-from mailroom_api.resend.responses import documented
 from mailroom_api.http.guards import TENANT, TENANT_SECURITY, Caller, Rt
 from mailroom_api.resend import repository as resend_repo
+from mailroom_api.resend.responses import documented
 from mailroom_api.templates import repository as repo
 from mailroom_api.templates import service
 from mailroom_api.templates.controllers import render_pool_of

@@ -20,8 +20,8 @@ from mailroom_contracts.rpc import WEBHOOK_EVENTS_MAX, WEBHOOK_URL_MAX_LENGTH
 
 from mailroom_api.errors import validation
 from mailroom_api.http.body import Request
-from mailroom_api.resend.responses import documented
 from mailroom_api.http.guards import TENANT, TENANT_SECURITY, Caller, Rt, Settings
+from mailroom_api.resend.responses import documented
 from mailroom_api.webhooks import service
 from mailroom_api.webhooks.schemas import CreateWebhook, UpdateWebhook, Webhook
 
