@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from api_testkit import Tenant, add_domain, bearer, make_tenant, table_counts, unique_domain
+from mailroom_api.resend.templates import template_defaults
 from mailroom_contracts import decode
 from mailroom_contracts.events import EmailQueued
 from mailroom_kit.runtime import Runtime
@@ -86,6 +87,10 @@ async def test_template_source_form_fallbacks_versions_and_send(
     for key in ("name", "from", "subject", "reply_to", "html", "text", "variables"):
         assert got[key] == ORDER[key], key  # Resend's source form, not the translation
     assert (await client.get(f"/resend/templates/{alias}", headers=bearer(token))).json()["id"] == tid
+    async with runtime.pool.connection() as conn:  # what the /resend/emails route applies
+        assert await template_defaults(conn, tenant.id, tid) == {"from": ORDER["from"], "reply_to": ORDER["reply_to"]}
+        other = await make_tenant(runtime, "Not the owner")
+        assert await template_defaults(conn, other.id, tid) == {}
 
     # The translation is what /v1 sees and renders: one renderer, fallbacks as defaults.
     v1 = (await client.get(f"/v1/templates/{tid}", headers=bearer(token))).json()

@@ -269,10 +269,10 @@ def _view(detail: TemplateDetail, source: dict[str, Any] | None) -> ResendTempla
     )
 
 
-async def template_defaults(conn: Conn, principal: Principal, template_id: str) -> dict[str, Any]:
+async def template_defaults(conn: Conn, tenant_id: str, template_id: str) -> dict[str, Any]:
     """For the send route: the `from` and `reply_to` a Resend template was stored with (empty
     when none, or when it was made through /v1)."""
-    source = (await resend_repo.get_sources(conn, principal.tenant_id, [template_id])).get(template_id) or {}
+    source = (await resend_repo.get_sources(conn, tenant_id, [template_id])).get(template_id) or {}
     return {k: source[k] for k in ("from", "reply_to") if source.get(k) is not None}
 
 
