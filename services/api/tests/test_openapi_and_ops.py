@@ -10,7 +10,22 @@ from litestar import Litestar
 from mailroom_api.app import create_app
 from mailroom_kit.runtime import Runtime
 
-EXPECTED = {
+RESEND = {  # issue 21: webhooks and templates (helper R2)
+    ("/resend/webhooks", "post"),
+    ("/resend/webhooks", "get"),
+    ("/resend/webhooks/{webhook_id}", "get"),
+    ("/resend/webhooks/{webhook_id}", "patch"),
+    ("/resend/webhooks/{webhook_id}", "delete"),
+    ("/resend/webhooks/{webhook_id}/signing-secret/rotate", "post"),
+    ("/resend/templates", "post"),
+    ("/resend/templates", "get"),
+    ("/resend/templates/{template}", "get"),
+    ("/resend/templates/{template}", "patch"),
+    ("/resend/templates/{template}", "delete"),
+    ("/resend/templates/{template}/publish", "post"),
+    ("/resend/templates/{template}/duplicate", "post"),
+}
+EXPECTED = RESEND | {
     ("/admin/v1/tenants", "post"),
     ("/admin/v1/tenants", "get"),
     ("/admin/v1/tenants/{tenant_id}", "get"),
@@ -60,6 +75,9 @@ EXPECTED = {
 
 # Actions that take no body (SPEC: `POST /v1/emails/{id}/cancel`).
 BODYLESS = {
+    ("/resend/webhooks/{webhook_id}/signing-secret/rotate", "post"),
+    ("/resend/templates/{template}/publish", "post"),
+    ("/resend/templates/{template}/duplicate", "post"),
     ("/v1/emails/{email_id}/cancel", "post"),
     ("/v1/domains/{domain_id}/verify", "post"),
     ("/v1/webhooks/{webhook_id}/rotate-secret", "post"),
@@ -102,7 +120,8 @@ async def test_openapi_lists_every_route(client: httpx.AsyncClient, runtime: Run
         assert "401" in errors, (path, method)
         for code in errors:
             ref = op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
-            assert ref.endswith("/ErrorBody")
+            # /resend routes answer Resend's error shape (mailroom_api.resend.responses).
+            assert ref.endswith("/ResendErrorBody" if path.startswith("/resend/") else "/ErrorBody"), (path, code)
         if method in ("post", "patch") and (path, method) not in BODYLESS:
             assert "requestBody" in op, (path, method)
     send = doc["paths"]["/v1/emails"]["post"]

@@ -10,10 +10,12 @@ from __future__ import annotations
 from litestar import Controller, Router
 
 from mailroom_api.resend.errors import resend_exception_handler
+from mailroom_api.resend.templates import ResendTemplatesController
+from mailroom_api.resend.webhooks import ResendWebhooksController
 
 PATH = "/resend"
 
-CONTROLLERS: list[type[Controller]] = []
+CONTROLLERS: list[type[Controller]] = [ResendWebhooksController, ResendTemplatesController]
 
 
 def resend_router() -> Router:
