@@ -1,0 +1,94 @@
+"""Stats rollups (issue 22) kept by the email log projector against the real `api` schema: each
+newly recorded event counts once (a redelivery adds nothing), buckets by UTC hour/day, live and
+test apart; and the read's validation errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from mailroom_api.auth.service import Principal
+from mailroom_api.emails.projector import apply_email_events
+from mailroom_api.errors import ApiError
+from mailroom_api.stats import service as stats
+from mailroom_devstack.pytest_plugin import rollback_connection
+from mailroom_kit.db import Conn
+from test_projector_batches import T0, bounced, delivered, email, sent, tenant
+
+
+@pytest.fixture
+async def conn(api_database_url: str) -> AsyncIterator[Conn]:
+    async for c in rollback_connection(api_database_url, "api"):
+        yield c
+
+
+def caller(tenant_id: str, mode: str = "live") -> Principal:
+    return Principal(
+        key_id="key_x", tenant_id=tenant_id, mode=mode, permission="full_access", domain_id=None, tenant_status="active"
+    )
+
+
+async def test_events_count_once_per_bucket_and_a_redelivery_adds_nothing(conn: Conn) -> None:
+    tenant_id = await tenant(conn)
+    a = await email(conn, tenant_id, recipients=[("a@x.test", "to"), ("b@x.test", "to")])
+    b = await email(conn, tenant_id, recipients=[("c@x.test", "to")])
+    batch = [
+        sent(a, tenant_id),
+        delivered(a, tenant_id, ["a@x.test"]),
+        bounced(a, tenant_id, ["b@x.test"]),
+        sent(b, tenant_id),
+        delivered(b, tenant_id, ["c@x.test"]),
+    ]
+    await apply_email_events(conn, batch)
+    await apply_email_events(conn, batch)  # redelivered: counted once
+    day = await stats.get_stats(
+        conn, caller(tenant_id), start=T0, end=T0 + timedelta(days=1), granularity="day", domain=None, tag=None
+    )
+    assert [d.start for d in day.data] == [T0]
+    t = day.totals
+    assert (t.sent, t.delivered, t.bounced_hard, t.bounced, t.complained) == (2, 2, 1, 1, 0)
+    assert t.bounce_rate == 0.5 and t.complaint_rate == 0.0
+    hourly = await stats.get_stats(
+        conn, caller(tenant_id), start=T0, end=T0 + timedelta(hours=3), granularity="hour", domain=None, tag=None
+    )
+    hours = [T0 + timedelta(hours=h) for h in range(3)]
+    assert [(d.start, d.sent) for d in hourly.data] == list(zip(hours, [2, 0, 0], strict=True))
+    other = await stats.get_stats(
+        conn, caller(tenant_id), start=T0, end=T0 + timedelta(days=1), granularity="day", domain="other.test", tag=None
+    )
+    assert other.totals.sent == 0
+    end = T0 + timedelta(days=1)
+    mine = await stats.get_stats(
+        conn, caller(tenant_id), start=T0, end=end, granularity="day", domain="MAIL.acme.test", tag=None
+    )
+    assert mine.totals.sent == 2
+    test_mode = await stats.get_stats(
+        conn, caller(tenant_id, "test"), start=T0, end=T0 + timedelta(days=1), granularity="day", domain=None, tag=None
+    )
+    assert test_mode.totals.sent == 0 and test_mode.totals.bounce_rate is None
+
+
+@pytest.mark.parametrize(
+    ("start_offset", "end_offset", "granularity", "tag", "param"),
+    [
+        (timedelta(hours=2), timedelta(hours=1), "hour", None, "from"),
+        (timedelta(0), timedelta(days=40), "hour", None, "to"),
+        (timedelta(0), timedelta(days=1), "week", None, "granularity"),
+        (timedelta(0), timedelta(days=1), "day", "no-colon", "tag"),
+    ],
+)
+async def test_bad_ranges_are_422(
+    conn: Conn, start_offset: timedelta, end_offset: timedelta, granularity: str, tag: str | None, param: str
+) -> None:
+    with pytest.raises(ApiError) as raised:
+        await stats.get_stats(
+            conn,
+            caller("ten_x"),
+            start=T0 + start_offset,
+            end=T0 + end_offset,
+            granularity=granularity,
+            domain=None,
+            tag=tag,
+        )
+    assert raised.value.status == 422 and raised.value.param == param
