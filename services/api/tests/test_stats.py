@@ -7,13 +7,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import httpx
 import pytest
+from api_testkit import assert_error, bearer, make_tenant
 from mailroom_api.auth.service import Principal
 from mailroom_api.emails.projector import apply_email_events
 from mailroom_api.errors import ApiError
 from mailroom_api.stats import service as stats
 from mailroom_devstack.pytest_plugin import rollback_connection
 from mailroom_kit.db import Conn
+from mailroom_kit.runtime import Runtime
 from test_projector_batches import T0, bounced, delivered, email, sent, tenant
 
 
@@ -92,3 +95,23 @@ async def test_bad_ranges_are_422(
             tag=tag,
         )
     assert raised.value.status == 422 and raised.value.param == param
+
+
+async def test_the_route_answers_the_callers_mode_and_refuses_bad_queries(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime)
+    r = await client.get("/v1/stats", params={"granularity": "hour"}, headers=bearer(tenant.test))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["mode"], body["granularity"], body["totals"]["sent"]) == ("test", "hour", 0)
+    assert len(body["data"]) in (24, 25) and body["totals"]["bounce_rate"] is None
+    for params, param in [
+        ({"from": "2030-01-02T00:00:00Z", "to": "2030-01-01T00:00:00Z"}, "from"),
+        ({"granularity": "week"}, "granularity"),
+        ({"from": "yesterday"}, "from"),
+        ({"tag": "nocolon"}, "tag"),
+    ]:
+        resp = await client.get("/v1/stats", params=params, headers=bearer(tenant.live))
+        assert_error(resp, 422, "validation_error", param)
+    assert (await client.get("/v1/stats")).status_code == 401

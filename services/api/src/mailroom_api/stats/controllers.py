@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from litestar import Controller, get
 from litestar.params import QueryParameter
 
 from mailroom_api.checks import RFC3339, parse_timestamp
+from mailroom_api.errors import validation
 from mailroom_api.http.errors import documented
 from mailroom_api.http.guards import TENANT, TENANT_SECURITY, Caller, Rt
 from mailroom_api.stats import service
@@ -39,13 +41,16 @@ class StatsController(Controller):
         rt: Rt,
         principal: Caller,
         from_: Annotated[
-            str | None, QueryParameter(query="from", pattern=RFC3339, format="date-time", description="start")
+            str | None, QueryParameter(query="from", format="date-time", description="start (RFC 3339)")
         ] = None,
         to: Annotated[str | None, QueryParameter(pattern=RFC3339, format="date-time", description="end")] = None,
         granularity: Annotated[str, QueryParameter(enum=["hour", "day"], description="bucket size (UTC)")] = "day",
         domain: Annotated[str | None, QueryParameter(max_length=253, description="the from-domain")] = None,
         tag: Annotated[str | None, QueryParameter(max_length=513, description="`key:value`")] = None,
     ) -> Stats:
+        # `from` is checked here, not by a route pattern: Litestar would name the Python parameter.
+        if from_ is not None and not re.fullmatch(RFC3339, from_):
+            raise validation("from must be an RFC 3339 timestamp with an offset", "from")
         async with rt.pool.connection() as conn:
             return await service.get_stats(
                 conn,
