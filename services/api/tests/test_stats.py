@@ -115,3 +115,18 @@ async def test_the_route_answers_the_callers_mode_and_refuses_bad_queries(
         resp = await client.get("/v1/stats", params=params, headers=bearer(tenant.live))
         assert_error(resp, 422, "validation_error", param)
     assert (await client.get("/v1/stats")).status_code == 401
+
+
+async def test_a_tag_filter_counts_only_the_emails_with_that_tag(conn: Conn) -> None:
+    tenant_id = await tenant(conn)
+    tagged = await email(conn, tenant_id, recipients=[("a@x.test", "to")])
+    plain = await email(conn, tenant_id, recipients=[("b@x.test", "to")])
+    await conn.execute("""UPDATE emails SET tags = '{"kind": "receipt"}' WHERE id = %s""", (tagged,))
+    await apply_email_events(conn, [sent(tagged, tenant_id), sent(plain, tenant_id)])
+    end = T0 + timedelta(days=1)
+
+    async def sent_with(tag: str | None) -> int:
+        got = await stats.get_stats(conn, caller(tenant_id), start=T0, end=end, granularity="day", domain=None, tag=tag)
+        return got.totals.sent
+
+    assert (await sent_with(None), await sent_with("kind:receipt"), await sent_with("kind:other")) == (2, 1, 0)
