@@ -63,6 +63,7 @@ EXPECTED = RESEND | {
     ("/v1/suppressions", "get"),
     ("/v1/suppressions", "post"),
     ("/v1/usage", "get"),  # issue 23
+    ("/v1/stats", "get"),  # issue 22
     ("/v1/suppressions/{email}", "delete"),
     ("/v1/templates", "post"),
     ("/v1/templates", "get"),

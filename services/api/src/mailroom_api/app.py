@@ -53,6 +53,7 @@ from mailroom_api.limits.controllers import UsageController
 from mailroom_api.limits.service import RateLimiter
 from mailroom_api.resend import resend_router
 from mailroom_api.settings import ApiSettings
+from mailroom_api.stats.controllers import StatsController
 from mailroom_api.suppressions.controllers import SuppressionsController
 from mailroom_api.templates.controllers import RENDER_POOL_STATE, TemplatesController
 from mailroom_api.templates.pool import RenderPool
@@ -77,6 +78,7 @@ ROUTES: list[type[Controller]] = [
     SuppressionsController,
     UsageController,
     TemplatesController,
+    StatsController,
 ]
 
 
