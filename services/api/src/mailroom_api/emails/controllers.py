@@ -60,6 +60,54 @@ def _answer(request: Request[Any, Any, Any], answer: service.Answer) -> Response
     return Response(answer.body, status_code=answer.status_code, media_type="application/json", headers=headers)
 
 
+async def send_one(request: Request[Any, Any, Any], data: SendEmail, scope: str) -> EmailAccepted | Response[bytes]:
+    """One send, as `POST /v1/emails` (and `/resend/emails`, issue 21) does it: `scope` names the
+    route an Idempotency-Key belongs to. A replayable answer comes back as its encoded bytes."""
+    # The hot path: no dependencies (Litestar resolves several in an anyio TaskGroup per
+    # request); the runtime, settings and principal come from the app and the guard.
+    rt = runtime_of(request)
+    principal = current_principal(request)
+    key = await idempotency.read_key(request, scope) if HEADER in request.headers else None
+    settings = rt.settings
+    rendered = None
+    if data.template is not None:  # issue 17: one indexed read, then a render worker's round trip
+        rendered = await templates.render_send(
+            rt.pool,
+            render_pool_of(request),
+            principal,
+            data,
+            extra=settings.template_extra_variables,
+            max_output=settings.max_message_bytes,
+        )
+    prepared = service.prepare_send(
+        principal,
+        data,
+        max_message_bytes=settings.max_message_bytes,
+        unsubscribe_links=unsubscribe_links_of(request),
+        rendered=rendered,
+    )
+    prepared = await service.offload_large(prepared, js=rt.js, threshold=settings.offload_threshold_bytes)
+    try:
+        async with rt.pool.connection() as conn, single_statement(conn):
+            if key is None:
+                # issue 22: a query only for a tenant whose list (of this mode) has entries
+                await service.accept_email(conn, principal, await service.check_suppressions(conn, principal, prepared))
+            else:
+                answer = await service.accept_email_once(
+                    conn, principal, prepared, key, ttl_seconds=settings.idempotency_ttl_seconds
+                )
+    except Exception as exc:
+        if service.nothing_written(exc):
+            await service.discard_content(rt.js, [prepared])
+        raise
+    if key is None:
+        relay_wake_of(request).accepted()  # committed: the relay may look now
+        return prepared.accepted
+    if not answer.written:  # a replay: the email of the first request is the one
+        await service.discard_content(rt.js, [prepared])
+    return _answer(request, answer)
+
+
 class EmailsController(Controller):
     path = "/v1/emails"
     tags = ["emails"]
@@ -75,51 +123,7 @@ class EmailsController(Controller):
         response_headers=[REPLAYED],
     )
     async def send_email(self, data: JSONBody[SendEmail], request: Request[Any, Any, Any]) -> EmailAccepted:
-        # The hot path: no dependencies (Litestar resolves several in an anyio TaskGroup per
-        # request); the runtime, settings and principal come from the app and the guard.
-        rt = runtime_of(request)
-        principal = current_principal(request)
-        key = await idempotency.read_key(request, "POST /v1/emails") if HEADER in request.headers else None
-        settings = rt.settings
-        rendered = None
-        if data.template is not None:  # issue 17: one indexed read, then a render worker's round trip
-            rendered = await templates.render_send(
-                rt.pool,
-                render_pool_of(request),
-                principal,
-                data,
-                extra=settings.template_extra_variables,
-                max_output=settings.max_message_bytes,
-            )
-        prepared = service.prepare_send(
-            principal,
-            data,
-            max_message_bytes=settings.max_message_bytes,
-            unsubscribe_links=unsubscribe_links_of(request),
-            rendered=rendered,
-        )
-        prepared = await service.offload_large(prepared, js=rt.js, threshold=settings.offload_threshold_bytes)
-        try:
-            async with rt.pool.connection() as conn, single_statement(conn):
-                if key is None:
-                    # issue 22: a query only for a tenant whose list (of this mode) has entries
-                    await service.accept_email(
-                        conn, principal, await service.check_suppressions(conn, principal, prepared)
-                    )
-                else:
-                    answer = await service.accept_email_once(
-                        conn, principal, prepared, key, ttl_seconds=settings.idempotency_ttl_seconds
-                    )
-        except Exception as exc:
-            if service.nothing_written(exc):
-                await service.discard_content(rt.js, [prepared])
-            raise
-        if key is None:
-            relay_wake_of(request).accepted()  # committed: the relay may look now
-            return prepared.accepted
-        if not answer.written:  # a replay: the email of the first request is the one
-            await service.discard_content(rt.js, [prepared])
-        return _answer(request, answer)  # type: ignore[return-value]  # the EmailAccepted, encoded once
+        return await send_one(request, data, "POST /v1/emails")  # type: ignore[return-value]  # bytes once
 
     @post(
         "/batch",

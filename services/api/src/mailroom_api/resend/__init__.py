@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from litestar import Controller, Router
 
+from mailroom_api.resend.emails import ResendEmailsController
 from mailroom_api.resend.errors import resend_exception_handler
+from mailroom_api.resend.unsupported import UnsupportedController
 
 PATH = "/resend"
 
-CONTROLLERS: list[type[Controller]] = []
+CONTROLLERS: list[type[Controller]] = [ResendEmailsController, UnsupportedController]
 
 
 def resend_router() -> Router:
