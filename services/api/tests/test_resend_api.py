@@ -251,6 +251,11 @@ async def test_official_python_sdk(world: tuple[Tenant, Tenant, str]) -> None:
         with pytest.raises(resend.exceptions.ResendError) as missing:
             resend.Emails.get("msg_" + "0" * 26)
         assert missing.value.error_type == "not_found"
+        one: Any = {"from": f"hi@{domain}", "to": "ada@example.com", "subject": "B", "text": "b"}
+        both = resend.Batch.send([one, {**one, "to": "nope"}], {"batch_validation": "permissive"})
+        assert len(both["data"]) == 1 and [e["index"] for e in both.get("errors", [])] == [1]
+        with pytest.raises(resend.exceptions.ValidationError):
+            resend.Batch.send([one, {**one, "to": "nope"}], {"batch_validation": "strict"})
         resend.api_key = "mr_live_" + "x" * 40
         with pytest.raises(resend.exceptions.InvalidApiKeyError):
             resend.Emails.get(sent["id"])
@@ -277,3 +282,37 @@ async def test_list_pages_with_after(client: httpx.AsyncClient, runtime: Runtime
     assert rest["has_more"] is False and [e["id"] for e in rest["data"]] == [ids[0]]
     assert_resend_error(await client.get(f"/resend/emails?before={ids[0]}", headers=auth), 422, "validation_error")
     assert_resend_error(await client.get("/resend/emails?limit=0", headers=auth), 422, "validation_error")
+
+
+async def test_batch_strict_and_permissive(
+    client: httpx.AsyncClient, runtime: Runtime, world: tuple[Tenant, Tenant, str]
+) -> None:
+    tenant, _, domain = world
+    auth = bearer(tenant.live)
+    good = [email(domain, subject="b1", tags=[{"name": "k", "value": "v"}]), email(domain, subject="b2")]
+    bad = email(domain, to="nope")
+    before = await table_counts(runtime, *TABLES)
+    strict = await client.post("/resend/emails/batch", json=[good[0], bad, good[1]], headers=auth)
+    assert_resend_error(strict, 422, "validation_error")
+    assert "emails[1]" in strict.json()["message"]
+    typo = await client.post("/resend/emails/batch", json=[good[0], {**good[1], "subjekt": "x"}], headers=auth)
+    assert_resend_error(typo, 422, "validation_error")
+    assert await table_counts(runtime, *TABLES) == before
+
+    ok = await client.post("/resend/emails/batch", json=good, headers=auth)
+    assert ok.status_code == 200, ok.text
+    assert len(ok.json()["data"]) == 2 and ok.json()["errors"] == []
+
+    loose = await client.post(
+        "/resend/emails/batch",
+        json=[good[0], bad, {**good[1], "subjekt": "x"}, good[1]],
+        headers={**auth, "x-batch-validation": "permissive"},
+    )
+    assert loose.status_code == 200, loose.text
+    out = loose.json()
+    assert len(out["data"]) == 2 and [e["index"] for e in out["errors"]] == [1, 2]
+    for sent in out["data"]:
+        got = await client.get(f"/resend/emails/{sent['id']}", headers=auth)
+        assert got.status_code == 200
+    assert_resend_error(await client.post("/resend/emails/batch", json=good[0], headers=auth), 422, "validation_error")
+    assert_resend_error(await client.post("/resend/emails/batch", json=[], headers=auth), 422, "validation_error")

@@ -25,6 +25,7 @@ from mailroom_api.emails.schemas import (
     SendEmail,
 )
 from mailroom_api.emails.status import STATUSES
+from mailroom_api.errors import validation
 from mailroom_api.http.errors import documented
 from mailroom_api.http.guards import (
     RATE_ITEMS_OPT,
@@ -108,6 +109,48 @@ async def send_one(request: Request[Any, Any, Any], data: SendEmail, scope: str)
     return _answer(request, answer)
 
 
+async def send_batch_items(
+    request: Request[Any, Any, Any], data: SendBatch, scope: str, *, strict: bool = False
+) -> Response[bytes]:
+    """A batch, as `POST /v1/emails/batch` (and `/resend/emails/batch`, issue 21) does it; `strict`
+    refuses the whole batch (nothing written) when an item fails validation."""
+    rt = runtime_of(request)
+    principal = current_principal(request)
+    key = await idempotency.read_key(request, scope)
+    # issue 17: templated items resolved (one statement) and rendered before validation
+    rendered = await templates.render_batch(
+        rt.pool,
+        render_pool_of(request),
+        principal,
+        data.emails,
+        extra=rt.settings.template_extra_variables,
+        max_output=rt.settings.max_message_bytes,
+    )
+    # Validation first: a connection is held only for the writes.
+    batch = service.prepare_batch(
+        principal,
+        data,
+        max_message_bytes=rt.settings.max_message_bytes,
+        unsubscribe_links=unsubscribe_links_of(request),
+        rendered=rendered,
+    )
+    if strict and batch.failures:  # issue 21 (Resend's strict mode): one bad item refuses all, unwritten
+        first = batch.failures[min(batch.failures)]
+        raise validation(f"emails[{first.index}]: {first.message}", f"{first.index}")
+    batch = await service.offload_batch(batch, js=rt.js, threshold=rt.settings.offload_threshold_bytes)
+    try:
+        async with rt.pool.connection() as conn, single_statement(conn):
+            answer = await service.accept_batch(
+                conn, principal, batch, key=key, ttl_seconds=rt.settings.idempotency_ttl_seconds
+            )
+    except Exception as exc:
+        if service.nothing_written(exc):
+            await service.discard_content(rt.js, batch.prepared.values())
+        raise
+    await service.discard_content(rt.js, [p for p in batch.prepared.values() if p.row.id not in answer.written_ids])
+    return _answer(request, answer)  # the BatchResult, encoded once
+
+
 class EmailsController(Controller):
     path = "/v1/emails"
     tags = ["emails"]
@@ -135,38 +178,7 @@ class EmailsController(Controller):
         opt={RATE_ITEMS_OPT: "emails"},  # issue 23: a batch costs one token per item
     )
     async def send_batch(self, data: JSONBody[SendBatch], request: Request[Any, Any, Any]) -> BatchResult:
-        rt = runtime_of(request)
-        principal = current_principal(request)
-        key = await idempotency.read_key(request, "POST /v1/emails/batch")
-        # issue 17: templated items resolved (one statement) and rendered before validation
-        rendered = await templates.render_batch(
-            rt.pool,
-            render_pool_of(request),
-            principal,
-            data.emails,
-            extra=rt.settings.template_extra_variables,
-            max_output=rt.settings.max_message_bytes,
-        )
-        # Validation first: a connection is held only for the writes.
-        batch = service.prepare_batch(
-            principal,
-            data,
-            max_message_bytes=rt.settings.max_message_bytes,
-            unsubscribe_links=unsubscribe_links_of(request),
-            rendered=rendered,
-        )
-        batch = await service.offload_batch(batch, js=rt.js, threshold=rt.settings.offload_threshold_bytes)
-        try:
-            async with rt.pool.connection() as conn, single_statement(conn):
-                answer = await service.accept_batch(
-                    conn, principal, batch, key=key, ttl_seconds=rt.settings.idempotency_ttl_seconds
-                )
-        except Exception as exc:
-            if service.nothing_written(exc):
-                await service.discard_content(rt.js, batch.prepared.values())
-            raise
-        await service.discard_content(rt.js, [p for p in batch.prepared.values() if p.row.id not in answer.written_ids])
-        return _answer(request, answer)  # type: ignore[return-value]  # the BatchResult, encoded once
+        return await send_batch_items(request, data, "POST /v1/emails/batch")  # type: ignore[return-value]
 
     @get("/", summary="List emails, newest first", responses=documented(401, 403, 422))
     async def list_emails(

@@ -13,16 +13,16 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, patch, post
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import HeaderParameter, JSONBody, QueryParameter
 
 from mailroom_api.checks import EmailIdPath, id_pattern
 from mailroom_api.emails import content as stored_content
 from mailroom_api.emails import scheduling, service
-from mailroom_api.emails.controllers import send_one
-from mailroom_api.emails.schemas import EmailDetail, SendEmail
-from mailroom_api.errors import validation
+from mailroom_api.emails.controllers import send_batch_items, send_one
+from mailroom_api.emails.schemas import MAX_BATCH, EmailDetail, SendBatch, SendEmail
+from mailroom_api.errors import ApiError, validation
 from mailroom_api.http.body import Request as Body
-from mailroom_api.http.guards import TENANT_SECURITY, TENANT_SENDING, Caller, Rt
+from mailroom_api.http.guards import RATE_ITEMS_OPT, TENANT_SECURITY, TENANT_SENDING, Caller, Rt
 
 Addresses = str | list[str]
 
@@ -199,6 +199,20 @@ def to_resend_email(e: EmailDetail) -> ResendEmail:
     )
 
 
+class ResendBatchItem(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+
+
+class ResendBatchError(msgspec.Struct, frozen=True, kw_only=True):
+    index: int
+    message: str
+
+
+class ResendBatchResult(msgspec.Struct, frozen=True, kw_only=True):
+    data: list[ResendBatchItem]
+    errors: list[ResendBatchError] = []
+
+
 class ResendEmailsController(Controller):
     path = "/emails"
     security = TENANT_SECURITY
@@ -211,6 +225,53 @@ class ResendEmailsController(Controller):
             accepted = msgspec.json.decode(answer.content)
             return Response({"id": accepted["id"]}, status_code=200, headers=dict(answer.headers))
         return Response({"id": answer.id}, status_code=200)
+
+    @post(
+        "/batch",
+        status_code=200,
+        summary="Send up to 100 emails (Resend: batch.send); `x-batch-validation: strict` (default) "
+        "refuses all when one item is invalid, `permissive` sends the valid ones",
+        opt={RATE_ITEMS_OPT: "."},
+    )
+    async def batch(
+        self,
+        data: JSONBody[Annotated[list[dict[str, Any]], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]],
+        request: Request[Any, Any, Any],
+        mode: Annotated[
+            str, HeaderParameter(header="x-batch-validation", enum=["strict", "permissive"], required=False)
+        ] = "strict",
+    ) -> ResendBatchResult:
+        if not 1 <= len(data) <= MAX_BATCH:
+            raise validation(f"a batch holds 1 to {MAX_BATCH} emails", None)
+        strict = mode == "strict"
+        errors: dict[int, str] = {}
+        items: list[tuple[int, dict[str, Any]]] = []
+        for index, raw in enumerate(data):
+            try:
+                item = to_send_email(msgspec.convert(raw, ResendSendEmail))
+                items.append((index, msgspec.to_builtins(item)))
+            except msgspec.ValidationError as exc:
+                errors[index] = str(exc)
+            except ApiError as exc:
+                errors[index] = exc.message
+        if strict and errors:
+            first = min(errors)
+            raise validation(f"emails[{first}]: {errors[first]}", f"{first}")
+        accepted: list[ResendBatchItem] = []
+        if items:
+            answer = await send_batch_items(
+                request, SendBatch(emails=[i for _, i in items]), "POST /resend/emails/batch", strict=strict
+            )
+            result = msgspec.json.decode(answer.content)
+            for out in result["data"]:
+                original = items[out["index"]][0]
+                if "id" in out:
+                    accepted.append(ResendBatchItem(id=out["id"]))
+                else:
+                    errors[original] = out.get("message") or out.get("error", "refused")
+        return ResendBatchResult(
+            data=accepted, errors=[ResendBatchError(index=i, message=m) for i, m in sorted(errors.items())]
+        )
 
     @get("/", summary="List emails, newest first (Resend: emails.list)")
     async def list_all(
