@@ -316,3 +316,19 @@ async def test_batch_strict_and_permissive(
         assert got.status_code == 200
     assert_resend_error(await client.post("/resend/emails/batch", json=good[0], headers=auth), 422, "validation_error")
     assert_resend_error(await client.post("/resend/emails/batch", json=[], headers=auth), 422, "validation_error")
+
+
+async def test_template_send_with_variables(client: httpx.AsyncClient, world: tuple[Tenant, Tenant, str]) -> None:
+    tenant, _, domain = world
+    auth = bearer(tenant.live)
+    tpl = {"name": "Hello", "subject": "Hi {{ name }}", "html": "<p>Hi {{ name }}</p>", "text": "Hi {{ name }}"}
+    created = await client.post("/v1/templates", json={**tpl, "variables": {"name": {"type": "string"}}}, headers=auth)
+    assert created.status_code == 201, created.text
+    ref = created.json()["id"]
+    published = await client.post(f"/v1/templates/{ref}/publish", json={}, headers=auth)
+    assert published.status_code == 200, published.text
+    body = {"from": f"hi@{domain}", "to": "ada@example.com", "template": {"id": ref, "variables": {"name": "Ada"}}}
+    resp = await client.post("/resend/emails", json=body, headers=auth)
+    assert resp.status_code == 200, resp.text
+    got = (await client.get(f"/resend/emails/{resp.json()['id']}", headers=auth)).json()
+    assert (got["subject"], got["html"], got["text"]) == ("Hi Ada", "<p>Hi Ada</p>", "Hi Ada")
