@@ -117,7 +117,7 @@ async def test_template_source_form_fallbacks_versions_and_send(
     published = (await client.get(f"/resend/templates/{tid}", headers=bearer(token))).json()
     assert published["status"] == "published" and published["published_at"] is not None
     again = await client.post(f"/resend/templates/{tid}/publish", headers=bearer(token))
-    resend_error(again, 409, "conflict")
+    resend_error(again, 422, "validation_error")
     send = {"from": f"Acme <hi@{domain}>", "to": "ann@example.test", "template": {"id": tid, "data": {"ORDER_ID": "7"}}}
     sent = await client.post("/v1/emails", json=send, headers=bearer(token))
     assert sent.status_code == 202, sent.text
@@ -219,7 +219,7 @@ async def test_bad_templates_are_refused_in_resends_shape_and_change_nothing(
     shown = (await client.get(f"/resend/templates/{jid}", headers=bearer(token))).json()
     assert shown["html"] == "<p>{{ n }}</p>" and shown["variables"] == [{"key": "n", "type": "string"}]
     resend_error(
-        await client.patch(f"/resend/templates/{jid}", json={"html": "x"}, headers=bearer(token)), 409, "conflict"
+        await client.patch(f"/resend/templates/{jid}", json={"html": "x"}, headers=bearer(token)), 422, "validation_error"
     )
 
     # Another tenant sees none of it; no key at all is Resend's missing_api_key.
