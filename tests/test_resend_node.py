@@ -78,3 +78,10 @@ def test_node_sdk_webhooks_and_verify_on_real_deliveries(stack: Stack, tenant: T
     result = run_check(stack, tenant, sender, "webhooks")
     assert str(result["webhook"]).startswith("wh_")
     assert isinstance(result["verified"], int) and result["verified"] >= 3  # sent, delivered, sent again
+
+
+def test_node_sdk_send_get_and_batch(stack: Stack, tenant: Tenant, sender: str) -> None:
+    result = run_check(stack, tenant, sender, "emails")
+    assert str(result["email"]).startswith("msg_")
+    assert isinstance(result["batch"], list) and len(result["batch"]) == 2
+    assert all(str(i).startswith("msg_") for i in result["batch"])
