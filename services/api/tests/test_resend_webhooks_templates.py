@@ -124,6 +124,22 @@ async def test_template_source_form_fallbacks_versions_and_send(
     event = await queued(runtime, sent.json()["id"])
     assert event.subject == "Order 7 shipped" and event.html is not None and "Hi there, order 7 (1 items)" in event.html
 
+    # Through /resend/emails a send that leaves out `from` and `reply_to` takes the template's.
+    own = await create(client, token, **{"from": f"Orders <orders@{domain}>"})
+    await client.post(f"/resend/templates/{own}/publish", headers=bearer(token))
+    bare_send = {"to": "ann@example.test", "template": {"id": own, "variables": {"ORDER_ID": "8"}}}
+    via_resend = await client.post("/resend/emails", json=bare_send, headers=bearer(token))
+    assert via_resend.status_code == 200, via_resend.text
+    event = await queued(runtime, via_resend.json()["id"])
+    assert (event.from_.email, event.subject) == (f"orders@{domain}", "Order 8 shipped")
+    assert [a.email for a in event.reply_to] == ["help@acme.test"]
+    given_from = {**bare_send, "from": f"Other <other@{domain}>"}
+    event = await queued(
+        runtime, (await client.post("/resend/emails", json=given_from, headers=bearer(token))).json()["id"]
+    )
+    assert event.from_.email == f"other@{domain}"
+    await client.delete(f"/resend/templates/{own}", headers=bearer(token))
+
     # No subject in the template (Resend allows it): the send must give one, else a clear 422.
     bare = await create(client, token, subject=None, variables=ORDER["variables"], html="<p>{{{NAME}}}</p>")
     await client.post(f"/resend/templates/{bare}/publish", headers=bearer(token))
@@ -219,7 +235,9 @@ async def test_bad_templates_are_refused_in_resends_shape_and_change_nothing(
     shown = (await client.get(f"/resend/templates/{jid}", headers=bearer(token))).json()
     assert shown["html"] == "<p>{{ n }}</p>" and shown["variables"] == [{"key": "n", "type": "string"}]
     resend_error(
-        await client.patch(f"/resend/templates/{jid}", json={"html": "x"}, headers=bearer(token)), 422, "validation_error"
+        await client.patch(f"/resend/templates/{jid}", json={"html": "x"}, headers=bearer(token)),
+        422,
+        "validation_error",
     )
 
     # Another tenant sees none of it; no key at all is Resend's missing_api_key.

@@ -22,7 +22,16 @@ from mailroom_api.emails.controllers import send_batch_items, send_one
 from mailroom_api.emails.schemas import MAX_BATCH, EmailDetail, SendBatch, SendEmail
 from mailroom_api.errors import ApiError, validation
 from mailroom_api.http.body import Request as Body
-from mailroom_api.http.guards import RATE_ITEMS_OPT, TENANT_SECURITY, TENANT_SENDING, Caller, Rt
+from mailroom_api.http.guards import (
+    RATE_ITEMS_OPT,
+    TENANT_SECURITY,
+    TENANT_SENDING,
+    Caller,
+    Rt,
+    current_principal,
+    runtime_of,
+)
+from mailroom_api.resend.templates import template_defaults
 
 Addresses = str | list[str]
 
@@ -178,6 +187,26 @@ def to_send_email(body: ResendSendEmail) -> SendEmail:
         raise validation(str(exc), None) from None
 
 
+async def _with_template_defaults(request: Request[Any, Any, Any], body: ResendSendEmail) -> ResendSendEmail:
+    """A send naming a template made through /resend/templates takes the template's stored `from`
+    and `reply_to` where the request leaves them out (Resend's templates carry both)."""
+    assert body.template is not None
+    rt, principal = runtime_of(request), current_principal(request)
+    async with rt.pool.connection() as conn:
+        stored = await template_defaults(conn, principal.tenant_id, body.template.id)
+    return msgspec.structs.replace(
+        body,
+        from_=body.from_ if body.from_ is not None else stored.get("from"),
+        reply_to=body.reply_to or _as_list(stored.get("reply_to")),
+    )
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def to_resend_email(e: EmailDetail) -> ResendEmail:
     last = e.events[-1].type if e.events else e.status
     last = last.removeprefix("email.")
@@ -220,6 +249,8 @@ class ResendEmailsController(Controller):
 
     @post("/", status_code=200, summary="Send an email (Resend: emails.send)")
     async def send(self, data: JSONBody[ResendSendEmail], request: Request[Any, Any, Any]) -> Response[Any]:
+        if data.template is not None and (data.from_ is None or not data.reply_to):
+            data = await _with_template_defaults(request, data)
         answer = await send_one(request, to_send_email(data), "POST /resend/emails")
         if isinstance(answer, Response):  # with an Idempotency-Key: the bytes first answered
             accepted = msgspec.json.decode(answer.content)
