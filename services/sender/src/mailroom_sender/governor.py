@@ -32,14 +32,16 @@ permission keeps the row's last values, the SES sandbox quota of 1/s and 200/day
 
 **Leases (issue 15).** A token statement per send cost the sender a round trip per email. A
 replica now takes up to `lease_max_tokens` tokens in one statement (as many as the bucket holds
-above the stream's reserve, and at most `rate x lease` of them) and spends them locally until the
-lease ends, `lease` = min(`lease_max_seconds`, (MaxSendRate - C - r) / r) after the statement was
-*sent* (so never later than that after the database granted them). Any one-second window of sends
-then comes from grants of a window of 1 + lease seconds: at most C + r x (1 + lease) <= MaxSendRate,
-across every replica (at the default share of 90% the lease is at most about 0.11 s). Tokens left
-when a lease ends are dropped, never returned or carried (the day's count keeps them: a few over-
-counted sends until the next refresh, on the safe side). With a share so high that the bound leaves
-no lease time, every statement grants one token for one send, as before.
+above the stream's reserve, and at most `r x lease` of them) and spends them locally until the
+lease ends, `lease` = min(`lease_max_seconds`, (MaxSendRate - C - r) / 2r) after the statement
+was *sent* (so never later than that after the database granted them). Any one-second window of
+sends then comes from grants of a window of 1 + lease seconds: at most C + r x (1 + lease), half-way
+between T and MaxSendRate, across every replica: leases use half the jitter room, never more (at
+the default share of 90%: windows up to 95% of MaxSendRate, a lease at most 5% of MaxSendRate
+in tokens and about 0.06 s long; below a MaxSendRate of 40/s a lease is a single token). Tokens
+left when a lease ends are dropped, never returned or carried (the day's count keeps them: a few
+over-counted sends until the next refresh, on the safe side). With a share so high that there is
+no jitter room, every statement grants one token for one send, as before.
 
 Test mode never takes a token. SES throttling still happens (another app on the account, a lower
 quota than reported): `TooManyRequestsException` is transient, retried with backoff, never a failure.

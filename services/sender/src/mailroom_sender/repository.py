@@ -294,8 +294,9 @@ async def take_token(
     issue 15, leases: up to `max_tokens` at once, as many as the bucket holds above `needed` - 1
     (so a broadcast lease still leaves the reserve), within the day's room and at most a lease's
     worth of refill. The lease is valid `lease_seconds` = min(`max_lease_seconds`,
-    (MaxSendRate - capacity - rate) / rate): sends of any one-second window then come from grants
-    of a 1 + lease_seconds window, at most capacity + rate x (1 + lease_seconds) <= MaxSendRate."""
+    (MaxSendRate - capacity - rate) / (2 x rate)): sends of any one-second window then come from
+    grants of a 1 + lease_seconds window, at most capacity + rate x (1 + lease_seconds), which is
+    half-way between the bucket's bound and MaxSendRate (half the jitter room is kept)."""
     cur = await conn.execute(
         "WITH clock AS (SELECT clock_timestamp() AS t), "
         "g AS (SELECT s.rate, s.capacity, clock.t, "
@@ -306,7 +307,7 @@ async def take_token(
         "  CASE WHEN s.max_24_hour_send >= 0 "
         "   THEN s.max_24_hour_send * %(daily)s - s.sent_last_24_hours - s.sent_since_refresh "
         "   ELSE 'Infinity'::float8 END AS room, "
-        "  GREATEST(0, LEAST(%(lease)s, (s.max_send_rate - s.capacity - s.rate) / s.rate)) AS lease "
+        "  GREATEST(0, LEAST(%(lease)s, (s.max_send_rate - s.capacity - s.rate) / (2 * s.rate))) AS lease "
         "  FROM send_governor s, clock WHERE s.id = 1 FOR UPDATE OF s), "
         "v AS (SELECT g.*, CASE WHEN NOT g.exhausted AND g.avail >= g.need "
         "  THEN GREATEST(1, LEAST(%(max)s, floor(g.avail - g.need) + 1, floor(g.room), floor(g.rate * g.lease)))::int "
