@@ -10,22 +10,7 @@ from litestar import Litestar
 from mailroom_api.app import create_app
 from mailroom_kit.runtime import Runtime
 
-RESEND = {  # issue 21: webhooks and templates (helper R2)
-    ("/resend/webhooks", "post"),
-    ("/resend/webhooks", "get"),
-    ("/resend/webhooks/{webhook_id}", "get"),
-    ("/resend/webhooks/{webhook_id}", "patch"),
-    ("/resend/webhooks/{webhook_id}", "delete"),
-    ("/resend/webhooks/{webhook_id}/signing-secret/rotate", "post"),
-    ("/resend/templates", "post"),
-    ("/resend/templates", "get"),
-    ("/resend/templates/{template}", "get"),
-    ("/resend/templates/{template}", "patch"),
-    ("/resend/templates/{template}", "delete"),
-    ("/resend/templates/{template}/publish", "post"),
-    ("/resend/templates/{template}/duplicate", "post"),
-}
-EXPECTED = RESEND | {
+EXPECTED = {
     ("/admin/v1/tenants", "post"),
     ("/admin/v1/tenants", "get"),
     ("/admin/v1/tenants/{tenant_id}", "get"),
