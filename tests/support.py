@@ -4,6 +4,7 @@ local webhook receiver, and polling."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -188,3 +189,20 @@ def api_processes_stack(base: Path, postgres: Postgres, processes: int) -> Itera
     finally:
         stack.stop()
         postgres.drop_database(dbname)
+
+
+# SO_REUSEPORT spreads connections, not requests: a client of several API processes opens a fresh one each time.
+FRESH_CONNECTIONS = httpx.Limits(max_keepalive_connections=0)
+
+
+def posts_per_process(stack: Stack, status: str = r"\d+", scrapes: int = 40) -> set[float]:
+    """The POST counts (of responses with `status`, a regex) that the API processes report: scrapes
+    on fresh connections reach every copy; each copy's total is one element."""
+    seen = set()
+    pattern = re.compile(
+        rf'^mailroom_http_requests_total\{{method="POST",route="[^"]*",service="api",status="{status}"\}} (\S+)$', re.M
+    )
+    with httpx.Client(base_url=stack.url("api"), limits=FRESH_CONNECTIONS, timeout=10) as client:
+        for _ in range(scrapes):
+            seen.add(sum(float(n) for n in pattern.findall(client.get("/metrics").text)))
+    return seen

@@ -6,7 +6,6 @@ answer is the replay of that 202 or `409 idempotency_in_progress`; another body 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator
 
 import httpx
@@ -14,11 +13,10 @@ import psycopg
 import pytest
 from mailroom_devstack.infra import Postgres
 from mailroom_devstack.stack import Stack
-from support import Tenant, api_processes_stack, create_tenant
+from support import FRESH_CONNECTIONS, Tenant, api_processes_stack, create_tenant, posts_per_process
 
 PROCESSES = 2
 CONCURRENT = 20
-FRESH = httpx.Limits(max_keepalive_connections=0)  # SO_REUSEPORT spreads connections, not requests
 SEND = {"from": "a@anything.test", "to": "b@example.test", "subject": "once", "text": "only once"}
 
 
@@ -27,24 +25,9 @@ def api_stack(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> I
     yield from api_processes_stack(tmp_path_factory.mktemp("idem"), postgres, PROCESSES)
 
 
-def posts_per_process(stack: Stack) -> set[float]:
-    """The POST counts the processes report (scrapes on fresh connections reach both)."""
-    seen = set()
-    with httpx.Client(base_url=stack.url("api"), limits=FRESH, timeout=10) as client:
-        for _ in range(40):
-            text = client.get("/metrics").text
-            posts = re.findall(
-                r'^mailroom_http_requests_total\{method="POST",route="[^"]*",service="api",status="\d+"\} (\S+)$',
-                text,
-                re.M,
-            )
-            seen.add(sum(float(p) for p in posts))
-    return seen
-
-
 async def burst(stack: Stack, tenant: Tenant, path: str, body: object, key: str) -> list[httpx.Response]:
     headers = {**tenant.headers("test"), "Idempotency-Key": key}
-    async with httpx.AsyncClient(base_url=stack.url("api"), limits=FRESH, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=stack.url("api"), limits=FRESH_CONNECTIONS, timeout=30) as client:
         return list(await asyncio.gather(*(client.post(path, json=body, headers=headers) for _ in range(CONCURRENT))))
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -19,10 +18,9 @@ import psycopg
 import pytest
 from mailroom_devstack.infra import Postgres
 from mailroom_devstack.stack import Stack
-from support import api_processes_stack, create_tenant
+from support import FRESH_CONNECTIONS, api_processes_stack, create_tenant, posts_per_process
 
 PROCESSES = 2
-FRESH = httpx.Limits(max_keepalive_connections=0)  # SO_REUSEPORT spreads connections, not requests
 TEST_SEND = {"from": "a@anything.test", "to": "b@example.test", "subject": "limits", "text": "hi"}
 
 
@@ -33,21 +31,6 @@ def api_stack(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> I
 
 def admin(stack: Stack) -> dict[str, str]:
     return {"Authorization": f"Bearer {stack.operator_token}"}
-
-
-def accepted_per_process(stack: Stack) -> set[float]:
-    """The 202 counts the processes report (scrapes on fresh connections reach both)."""
-    seen = set()
-    with httpx.Client(base_url=stack.url("api"), limits=FRESH, timeout=10) as client:
-        for _ in range(30):
-            text = client.get("/metrics").text
-            found = re.findall(
-                r'^mailroom_http_requests_total\{method="POST",route="[^"]*",service="api",status="202"\} (\S+)$',
-                text,
-                re.M,
-            )
-            seen.add(sum(float(n) for n in found))
-    return seen
 
 
 def test_twenty_per_second_in_total_across_two_processes(api_stack: Stack) -> None:
@@ -68,7 +51,7 @@ def test_twenty_per_second_in_total_across_two_processes(api_stack: Stack) -> No
             while time.monotonic() < deadline:
                 answers.append(await client.post("/v1/emails", json=TEST_SEND, headers=tenant.headers("test")))
 
-        async with httpx.AsyncClient(base_url=api_stack.url("api"), limits=FRESH, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=api_stack.url("api"), limits=FRESH_CONNECTIONS, timeout=10) as client:
             await asyncio.gather(*(worker(client) for _ in range(8)))
         return answers
 
@@ -86,13 +69,13 @@ def test_twenty_per_second_in_total_across_two_processes(api_stack: Stack) -> No
     for r in ok:
         assert r.headers["ratelimit-limit"] == r.headers["x-ratelimit-limit"] == "5"
         assert 0 <= int(r.headers["ratelimit-remaining"]) <= 5
-    counts = accepted_per_process(api_stack)
+    counts = posts_per_process(api_stack, status="202", scrapes=30)
     assert len(counts) == PROCESSES, counts  # both copies accepted some
 
     # After a rest the bucket is full again, and sequential requests (alternating copies) count down
     # from the burst by one each: the state is shared, not per process.
     time.sleep(0.5)
-    with httpx.Client(base_url=api_stack.url("api"), limits=FRESH, timeout=10) as client:
+    with httpx.Client(base_url=api_stack.url("api"), limits=FRESH_CONNECTIONS, timeout=10) as client:
         remaining = [
             int(client.get("/v1/emails", headers=tenant.headers("test")).headers["ratelimit-remaining"])
             for _ in range(5)
@@ -124,7 +107,7 @@ def test_quota_exact_across_processes_replay_not_counted_and_kept_over_a_restart
     live = {"from": f"noreply@{domain}", "to": "b@example.test", "subject": "quota", "text": "hi"}
 
     async def concurrently(n: int) -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=api_stack.url("api"), limits=FRESH, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=api_stack.url("api"), limits=FRESH_CONNECTIONS, timeout=30) as client:
             return list(
                 await asyncio.gather(
                     *(

@@ -161,8 +161,9 @@ async def test_a_batch_runs_the_same_few_statements_whatever_its_size(conn: Conn
         finally:
             conn.cursor_factory = psycopg.AsyncCursor
         counts.append(CountingCursor.statements)
-    # lock the emails, read their recipients, inbox claim, timeline, recipients, emails
-    assert counts[0] == counts[1] == 6, counts
+    # lock the emails, read their recipients, inbox claim, timeline, recipients, emails, and the
+    # stats (issue 22): read the emails' facts, upsert the rollups
+    assert counts[0] == counts[1] == 8, counts
 
 
 async def test_two_batches_on_one_email_serialise_and_keep_the_other_ones_commit(api_database_url: str) -> None:

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 from api_testkit import Tenant, add_domain, assert_error, bearer, make_tenant, serve, table_counts, unique_domain
 from mailroom_api.app import create_app
+from mailroom_api.tenants import service as tenants
 from mailroom_contracts import decode
 from mailroom_contracts.events import EmailQueued
 from mailroom_kit.runtime import Runtime
@@ -473,6 +474,22 @@ async def test_another_tenants_templates_are_not_found(
     await _create(tpl_client, other.live, alias=alias)
     still = await tpl_client.get(f"/v1/templates/{alias}", headers=bearer(acct.tenant.live))
     assert still.json()["id"] == mine["id"] and still.json()["published_version"] == 1
+
+
+async def test_a_paused_tenants_templated_send_is_refused_before_its_template_is_read(
+    tpl_client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The tenant's state is checked first: 403 tenant_paused, not the missing template's 404."""
+    paused = await make_tenant(runtime, "Paused")
+    domain = unique_domain()
+    await add_domain(runtime, paused.id, domain)
+    async with runtime.pool.connection() as conn, conn.transaction():
+        await tenants.change_status(conn, paused.id, "paused", reason="test")
+    send = {"from": f"a@{domain}", "to": "b@example.test", "template": {"id": "no-such-alias", "data": {}}}
+    resp = await tpl_client.post("/v1/emails", json=send, headers=bearer(paused.live))
+    assert_error(resp, 403, "tenant_paused", None)
+    batch = await tpl_client.post("/v1/emails/batch", json={"emails": [send]}, headers=bearer(paused.live))
+    assert_error(batch, 403, "tenant_paused", None)
 
 
 def test_template_settings_are_validated() -> None:

@@ -3,6 +3,7 @@ what it finds, what it concludes, and how it tells a missing record from a broke
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -97,3 +98,16 @@ async def test_a_broken_resolver_keeps_the_record_status_and_says_why(server: Dn
 
 def _fields(record: DomainRecord) -> dict[str, Any]:
     return {f: getattr(record, f) for f in record.__struct_fields__}
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+async def test_a_slow_server_is_waited_for_up_to_the_timeout(server: DnsServer, tcp: bool) -> None:
+    server.zone.add(DKIM.name, "CNAME", DKIM.value)
+    server.zone.latency = 0.3
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert (await one(server, DKIM, tcp=tcp))[0] == "verified"  # within the 1 s timeout
+    assert loop.time() - started >= 0.3
+    server.zone.latency = 1.5
+    status, _, detail = await one(server, DKIM, tcp=tcp)
+    assert status == "pending" and detail is not None and detail.startswith("timeout")

@@ -22,6 +22,7 @@ from mailroom_sender.handlers import SenderHandlers
 from mailroom_sender.held import HeldQueue
 from mailroom_sender.providers import SesProvider
 from mailroom_ses_emulator import EmulatorServer
+from mailroom_ses_emulator.send_limits import max_in_window
 
 from .conftest import delivery_row, make_service, outbox_events, queued, sent_messages, ses_client
 
@@ -156,3 +157,50 @@ async def test_throttling_is_retried_and_delivered(
         assert (await delivery_row(pool, ev.email_id) or {})["state"] == "sent"
         assert len(sent_messages(emulator, ev.email_id)) == 1
         assert [type(e).__name__ for e in await outbox_events(pool, ev.email_id)] == ["EmailSent"]
+
+
+async def sent_since_refresh(pool: Pool) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT sent_since_refresh FROM send_governor")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["sent_since_refresh"])
+
+
+async def test_tokens_come_in_leases_that_end_and_keep_the_rate(pool: Pool, quota_row: None) -> None:
+    """issue 15: one statement grants a lease of tokens the replica spends without Postgres; a
+    lease ends after its time (its leftover is dropped, not spent late), and leases never let more
+    than MaxSendRate through in any one-second window."""
+    # A share of 50% of 1000/s: capacity 50, refill 450/s; a lease lasts (1000 - 500) / 900 ≈ 0.56 s.
+    rate, capacity = bucket_shape(1000, 0.5)
+    async with pool.connection() as conn, conn.transaction():
+        await repository.refresh_quota(
+            conn, max_send_rate=1000, max_24_hour_send=-1, sent_last_24_hours=0, rate=rate, capacity=capacity
+        )
+    governor = SendGovernor(pool, None, lease_max_tokens=20, lease_max_seconds=10)
+    assert await governor.acquire("transactional") == "granted"
+    assert await sent_since_refresh(pool) == 20  # the lease: 20 tokens in one statement
+    for _ in range(19):
+        assert await governor.acquire("transactional") == "granted"
+    assert await sent_since_refresh(pool) == 20  # spent locally, no statement
+    assert await governor.acquire("transactional") == "granted"
+    assert await sent_since_refresh(pool) == 40  # the next lease
+    await asyncio.sleep(1.0)  # longer than the lease (0.56 s, whatever lease_max_seconds allows)
+    assert await governor.acquire("transactional") == "granted"
+    assert await sent_since_refresh(pool) == 60  # 18 tokens left were dropped: a new lease
+
+    # The window bound with leases, from a full bucket, at MaxSendRate 50 (T = 45: capacity 4,
+    # refill 41/s, leases of up to 2 tokens for 0.061 s): as many grants as a loop can take in 2.5 s.
+    await set_quota(pool, max_send_rate=50)
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE send_governor SET tokens = capacity, stamp = clock_timestamp()")
+    governor = SendGovernor(pool, None)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    granted: list[float] = []
+    while loop.time() - started < 2.5:
+        assert await governor.acquire("transactional") == "granted"
+        granted.append(loop.time())
+    busiest = max_in_window(granted)
+    assert busiest <= 50, busiest  # C + r x (1 + lease) = 47.5, measured here after the round trips
+    assert busiest >= 35, busiest  # the rate was really used (41/s refill + the burst)

@@ -218,6 +218,38 @@ async def test_updated_at_moves_with_each_transition(conn: Conn) -> None:
         assert row is not None and row.updated_at == now
 
 
+async def test_insert_and_lock_reads_and_share_locks_the_tenant_status(
+    sender_db: str, conn: Conn, other_conn: Conn
+) -> None:
+    """issue 15: the claim statement returns the tenant's status (active when the sender never saw
+    the tenant change) and holds the tenant's share lock, so a status change waits for the send
+    decision as it did when `tenant_status` was a statement of its own."""
+    tenant = new_id("ten")
+    setup = await connect(sender_db, SCHEMA, autocommit=True)
+    try:
+        unknown = await repo.insert_and_lock(
+            conn, email_id=new_id("msg"), tenant_id=new_id("ten"), mode="live", recipients=["a@b.c"], in_doubt_seconds=1
+        )
+        assert unknown.tenant_status == "active"
+        assert await repo.apply_tenant(
+            setup, tenant_id=tenant, status="paused", status_reason=None, updated_at=datetime(2026, 1, 1)
+        )
+        locked = await repo.insert_and_lock(
+            conn, email_id=new_id("msg"), tenant_id=tenant, mode="live", recipients=["a@b.c"], in_doubt_seconds=1
+        )
+        assert (locked.tenant_status, locked.delivery.state) == ("paused", "pending")
+        await other_conn.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            await repo.apply_tenant(
+                other_conn, tenant_id=tenant, status="active", status_reason=None, updated_at=datetime(2026, 1, 2)
+            )
+    finally:
+        await conn.rollback()
+        await other_conn.rollback()
+        await setup.execute("DELETE FROM tenants WHERE tenant_id = %s", (tenant,))
+        await setup.close()
+
+
 async def test_insert_and_lock_creates_or_returns_the_row_and_locks_it(
     sender_db: str, conn: Conn, other_conn: Conn
 ) -> None:

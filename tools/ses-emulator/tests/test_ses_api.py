@@ -19,7 +19,8 @@ def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
 
 
 def test_domain_identity_lifecycle(start_emulator: StartEmulator) -> None:
-    ses = ses_client(start_emulator().url)
+    emulator = start_emulator()
+    ses = ses_client(emulator.url)
     created = ses.create_email_identity(
         EmailIdentity="Example.COM", DkimSigningAttributes={"NextSigningKeyLength": "RSA_2048_BIT"}
     )
@@ -74,6 +75,9 @@ def test_domain_identity_lifecycle(start_emulator: StartEmulator) -> None:
     with pytest.raises(ClientError) as exc:
         ses.delete_email_identity(EmailIdentity="example.com")
     assert error_code(exc) == "NotFoundException"
+    # Every GetEmailIdentity call is counted per identity (the two above and the one after the delete).
+    reads = httpx.get(f"{emulator.url}/_emulator/identity-reads", timeout=5).json()["reads"]
+    assert reads == {"example.com": 3}
 
 
 def test_email_address_identity(start_emulator: StartEmulator) -> None:

@@ -77,6 +77,28 @@ app.kubernetes.io/component: {{ .name }}
   value: {{ .root.Values.log.level | quote }}
 - name: MAILROOM_LOG_FORMAT
   value: {{ .root.Values.log.format | quote }}
+{{- with .root.Values.tracing }}
+{{- if ne .exporter "none" }}
+- name: OTEL_TRACES_EXPORTER
+  value: {{ .exporter | quote }}
+{{- with .otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with .sampler }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ . | quote }}
+{{- end }}
+{{- with .samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+{{- with .resourceAttributes }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* The environment of one service's own settings (dict "root" "name"). */}}
@@ -130,10 +152,40 @@ app.kubernetes.io/component: {{ .name }}
 - name: MAILROOM_API_UNSUBSCRIBE_MAILTO
   value: {{ . | quote }}
 {{- end }}
+- name: MAILROOM_API_DEFAULT_RATE_LIMIT
+  value: {{ int64 $v.api.limits.defaultRateLimit | quote }}
+- name: MAILROOM_API_DEFAULT_RATE_BURST
+  value: {{ int64 $v.api.limits.defaultRateBurst | quote }}
+- name: MAILROOM_API_MAX_MESSAGE_BYTES
+  value: {{ int64 $v.api.limits.maxMessageBytes | quote }}
+- name: MAILROOM_API_MAX_BODY_BYTES
+  value: {{ int64 $v.api.limits.maxBodyBytes | quote }}
+- name: MAILROOM_API_TEMPLATE_WORKERS
+  value: {{ int64 $v.api.templates.workers | quote }}
+- name: MAILROOM_API_TEMPLATE_RENDER_TIMEOUT_SECONDS
+  value: {{ $v.api.templates.renderTimeoutSeconds | toString | quote }}
+- name: MAILROOM_API_TEMPLATE_WORKER_MEMORY_MB
+  value: {{ int64 $v.api.templates.workerMemoryMb | quote }}
+- name: MAILROOM_API_TEMPLATE_EXTRA_VARIABLES
+  value: {{ $v.api.templates.extraVariables | quote }}
 {{- end }}
 {{- if eq .name "events" }}
 - name: MAILROOM_EVENTS_SNS_TOPIC_ARNS
   value: {{ join "," $v.events.snsTopicArns | quote }}
+- name: MAILROOM_EVENTS_UNMATCHED_RETENTION_DAYS
+  value: {{ $v.events.unmatchedRetentionDays | toString | quote }}
+{{- end }}
+{{- if eq .name "domains" }}
+- name: MAILROOM_DOMAINS_DNS_NAMESERVERS
+  value: {{ join "," $v.domains.dns.nameservers | quote }}
+- name: MAILROOM_DOMAINS_DNS_PORT
+  value: {{ int64 $v.domains.dns.port | quote }}
+- name: MAILROOM_DOMAINS_DNS_TIMEOUT_SECONDS
+  value: {{ $v.domains.dns.timeoutSeconds | toString | quote }}
+- name: MAILROOM_DOMAINS_DNS_TRANSPORT
+  value: {{ $v.domains.dns.transport | quote }}
+- name: MAILROOM_DOMAINS_ALLOWED_REGIONS
+  value: {{ join "," $v.domains.allowedRegions | quote }}
 {{- end }}
 {{- if eq .name "sender" }}
 - name: MAILROOM_SENDER_CONFIGURATION_SET
@@ -144,6 +196,12 @@ app.kubernetes.io/component: {{ .name }}
 - name: MAILROOM_SENDER_SES_EVENTS_TOPIC_ARN
   value: {{ . | quote }}
 {{- end }}
+- name: MAILROOM_SENDER_SEND_RATE_SHARE
+  value: {{ $v.sender.sendRateShare | toString | quote }}
+- name: MAILROOM_SENDER_TRANSACTIONAL_RESERVE
+  value: {{ $v.sender.transactionalReserve | toString | quote }}
+- name: MAILROOM_SENDER_DAILY_QUOTA_HOLD_SHARE
+  value: {{ $v.sender.dailyQuotaHoldShare | toString | quote }}
 {{- end }}
 {{- if eq .name "webhooks" }}
 - name: MAILROOM_WEBHOOKS_SECRET_KEY

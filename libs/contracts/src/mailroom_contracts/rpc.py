@@ -87,6 +87,8 @@ class WebhookEndpoint(msgspec.Struct, frozen=True, kw_only=True):
     # Until then the secret before the last rotation still signs (a second `v1,` signature).
     previous_secret_expires_at: datetime | None = None
     notices: list[WebhookNotice] = []  # newest first, at most 20
+    # Issue 21: how deliveries are shaped and signed (WEBHOOK_FORMATS); older replies decode as standard.
+    format: str = "standard"
 
 
 # Limits of a webhook endpoint, enforced by the webhooks service and documented (and checked first)
@@ -94,6 +96,9 @@ class WebhookEndpoint(msgspec.Struct, frozen=True, kw_only=True):
 WEBHOOK_URL_MAX_LENGTH = 2048
 WEBHOOK_DESCRIPTION_MAX_LENGTH = 512
 WEBHOOK_EVENTS_MAX = 64
+# Issue 21: `standard` (Standard Webhooks headers, Mailroom's payload) or `resend` (svix-* headers,
+# Resend's payload shape), chosen at create (endpoints created through /resend are `resend`).
+WEBHOOK_FORMATS: Final = ("standard", "resend")
 
 
 class CreateWebhookRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,6 +106,7 @@ class CreateWebhookRequest(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     events: list[str]
     description: str | None = None
+    format: str = "standard"  # issue 21: one of WEBHOOK_FORMATS; the default keeps old requests valid
 
 
 class CreateWebhookReply(msgspec.Struct, frozen=True, kw_only=True):

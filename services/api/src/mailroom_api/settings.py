@@ -59,6 +59,9 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     idempotency_ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] = 24 * 3600
     # How often each API process deletes expired Idempotency-Key records (1,000 rows per statement).
     idempotency_purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
+    # issue 23: how often each API process re-publishes the paused/blocked tenants' state to
+    # MAILROOM_TENANT (and at start), so the 14-day stream always holds it (tenants/republish.py).
+    tenant_republish_interval_seconds: Annotated[float, msgspec.Meta(ge=1, le=7 * 86400)] = 86400.0
     # --- rate limits (issue 23): requests per second of a tenant without its own `rate_limit` (a
     # batch counts its items), shared by every replica; and the burst of such tenants (the token
     # bucket's size; 0: the rate, one second's worth).

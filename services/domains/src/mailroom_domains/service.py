@@ -241,7 +241,9 @@ class DomainService:
         """Seconds until the next check: verified domains every RECHECK_INTERVAL; a domain being
         verified every POLL_INTERVAL in its first FAST_PHASE, then every SLOW_POLL_INTERVAL; a
         temporary failure every POLL_INTERVAL (sending is stopped: notice the recovery at once).
-        Jittered by ± SCHEDULE_JITTER so domains added together drift apart."""
+        Jittered by ± SCHEDULE_JITTER so domains added together drift apart. A domain still being
+        verified is never scheduled past its VERIFICATION_TIMEOUT: it fails at 72 h, not up to a slow
+        interval later."""
         s = self.settings
         if status == "verified":
             base = s.recheck_interval_seconds
@@ -249,7 +251,12 @@ class DomainService:
             base = s.poll_interval_seconds
         else:
             base = s.slow_poll_interval_seconds
-        return base * (1 + self._rng.uniform(-s.schedule_jitter, s.schedule_jitter))
+        seconds = base * (1 + self._rng.uniform(-s.schedule_jitter, s.schedule_jitter))
+        if status in ("pending", "partially_verified"):
+            left = (created_at + timedelta(hours=s.verification_timeout_hours) - now).total_seconds()
+            if left > 0:
+                seconds = min(seconds, left)
+        return seconds
 
     async def postpone(self, conn: Conn, domain_id: str) -> None:
         await repository.postpone_check(conn, domain_id, seconds=self.settings.poll_interval_seconds, now=self.now())

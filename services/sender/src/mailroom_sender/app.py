@@ -12,7 +12,7 @@ from mailroom_contracts.streams import SENDER_PROVIDER_ACCEPTED, SENDER_QUEUED, 
 from mailroom_kit.consumer import consume
 from mailroom_kit.logging import get_logger
 from mailroom_kit.retention import Purge
-from mailroom_kit.runtime import Runtime, ops_app, serve
+from mailroom_kit.runtime import Runtime, serve
 from mailroom_kit.settings import DAY
 from mailroom_kit.wake import sleep_until_stopped
 
@@ -21,6 +21,7 @@ from mailroom_sender.content import ContentLoader
 from mailroom_sender.governor import SendGovernor
 from mailroom_sender.handlers import SenderHandlers
 from mailroom_sender.held import HeldQueue
+from mailroom_sender.ops import build_app, queue_gauges
 from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
 from mailroom_sender.service import SCHEMA, SenderService
 from mailroom_sender.settings import SenderSettings
@@ -91,7 +92,7 @@ class Sender:
         # The quota SES reports, before the first live send (at most 10 s; then the row's last values).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(governor.refreshed.wait(), 10)
-        handlers = self.handlers(rt)
+        handlers = self.handlers(rt, fair=True)
         await consume(rt.js, SENDER_QUEUED, handlers.email_queued, stop=rt.stop, concurrency=self.settings.concurrency)
 
     async def settle_backlog_first(self, rt: Runtime, *, within_seconds: float = 30.0) -> None:
@@ -138,7 +139,22 @@ class Sender:
             )
         return self._governor
 
-    def handlers(self, rt: Runtime, *, on_resume: Callable[[], None] | None = None) -> SenderHandlers:
+    def handlers(
+        self, rt: Runtime, *, on_resume: Callable[[], None] | None = None, fair: bool = False
+    ) -> SenderHandlers:
+        """`fair`: the JetStream path's handlers, which queue live mail behind the sender's
+        round-robin queue instead of waiting for a token (held.py, "Fairness")."""
+        admission = None
+        if fair:
+            s = self.settings
+            admission = SendGovernor(
+                rt.pool,
+                None,
+                send_rate_share=s.send_rate_share,
+                transactional_reserve=s.transactional_reserve,
+                daily_hold_share=s.daily_quota_hold_share,
+                max_wait_seconds=0.0,
+            )
         return SenderHandlers(
             rt.pool,
             self.service,
@@ -146,6 +162,8 @@ class Sender:
             on_resume=on_resume,
             governor=self.governor(rt),
             daily_hold_recheck_seconds=self.settings.daily_quota_recheck_seconds,
+            admission=admission,
+            queue_busy=self._held_queue(rt).busy if fair else None,
         )
 
     async def govern(self, rt: Runtime) -> None:
@@ -189,7 +207,7 @@ async def run(settings: SenderSettings) -> None:
             schema=SCHEMA,
             settings=settings,
             migrations_dir=MIGRATIONS,
-            build_app=ops_app,
+            build_app=build_app,
             workers=[
                 sender.consume_queued,
                 sender.consume_provider_accepted,
@@ -197,6 +215,7 @@ async def run(settings: SenderSettings) -> None:
                 sender.send_held,
                 sender.govern,
                 sender.relay,
+                queue_gauges,
             ],
             consumers=[SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED, SENDER_TENANTS],
             on_start=sender.on_start,

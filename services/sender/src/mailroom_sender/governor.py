@@ -30,6 +30,19 @@ granted since, by all replicas. Broadcast is held from `daily_hold_share` (defau
 writes the quota into the row (all replicas agree; a replica without the `ses:GetAccount`
 permission keeps the row's last values, the SES sandbox quota of 1/s and 200/day at first).
 
+**Leases (issue 15).** A token statement per send cost the sender a round trip per email. A
+replica now takes up to `lease_max_tokens` tokens in one statement (as many as the bucket holds
+above the stream's reserve, and at most `r x lease` of them) and spends them locally until the
+lease ends, `lease` = min(`lease_max_seconds`, (MaxSendRate - C - r) / 2r) after the statement
+was *sent* (so never later than that after the database granted them). Any one-second window of
+sends then comes from grants of a window of 1 + lease seconds: at most C + r x (1 + lease), half-way
+between T and MaxSendRate, across every replica: leases use half the jitter room, never more (at
+the default share of 90%: windows up to 95% of MaxSendRate, a lease at most 5% of MaxSendRate
+in tokens and about 0.06 s long; below a MaxSendRate of 40/s a lease is a single token). Tokens
+left when a lease ends are dropped, never returned or carried (the day's count keeps them: a few
+over-counted sends until the next refresh, on the safe side). With a share so high that there is
+no jitter room, every statement grants one token for one send, as before.
+
 Test mode never takes a token. SES throttling still happens (another app on the account, a lower
 quota than reported): `TooManyRequestsException` is transient, retried with backoff, never a failure.
 """
@@ -97,6 +110,8 @@ class SendGovernor:
         daily_hold_share: float = 0.95,
         refresh_seconds: float = 60.0,
         max_wait_seconds: float = 30.0,
+        lease_max_tokens: int = 50,
+        lease_max_seconds: float = 0.25,
     ) -> None:
         self._pool = pool
         self._ses = ses
@@ -107,6 +122,11 @@ class SendGovernor:
         self._max_wait = max_wait_seconds
         # One waiter per stream per replica asks Postgres; the others queue behind it here.
         self._locks: dict[str, asyncio.Lock] = {}
+        # issue 15: per stream, the tokens of the current lease not spent yet and when it ends
+        # (time.monotonic()).
+        self._lease_max_tokens = lease_max_tokens
+        self._lease_max_seconds = lease_max_seconds
+        self._leases: dict[str, tuple[int, float]] = {}
         self.refreshed = asyncio.Event()
 
     async def refresh(self) -> bool:
@@ -161,9 +181,22 @@ class SendGovernor:
         lock = self._locks.setdefault(stream, asyncio.Lock())
         async with lock:
             while True:
+                left, ends = self._leases.get(stream, (0, 0.0))
+                if left > 0 and time.monotonic() < ends:
+                    self._leases[stream] = (left - 1, ends)
+                    GOVERNOR_WAIT_SECONDS.labels(stream=stream).observe(time.monotonic() - started)
+                    return "granted"
+                asked = time.monotonic()
                 async with self._pool.connection() as conn:
-                    token = await repository.take_token(conn, reserve=reserve, daily_share=daily)
+                    token = await repository.take_token(
+                        conn,
+                        reserve=reserve,
+                        daily_share=daily,
+                        max_tokens=self._lease_max_tokens,
+                        max_lease_seconds=self._lease_max_seconds,
+                    )
                 if token.granted:
+                    self._leases[stream] = (token.count - 1, asked + token.lease_seconds)
                     GOVERNOR_WAIT_SECONDS.labels(stream=stream).observe(time.monotonic() - started)
                     return "granted"
                 if token.daily_exhausted:

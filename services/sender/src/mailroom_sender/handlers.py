@@ -41,6 +41,8 @@ class SenderHandlers:
         on_resume: Callable[[], None] | None = None,
         governor: SendGovernor | None = None,
         daily_hold_recheck_seconds: float = 60.0,
+        admission: SendGovernor | None = None,
+        queue_busy: Callable[[], bool] | None = None,
     ) -> None:
         self._pool = pool
         self._service = service
@@ -50,6 +52,11 @@ class SenderHandlers:
         # issue 23: the shared send-rate governor (None = no limit, e.g. unit tests).
         self._governor = governor
         self._daily_recheck = daily_hold_recheck_seconds
+        # issue 23 fairness (held.py): on the JetStream path a live email takes a token only
+        # without waiting (`admission`: the same bucket, no wait) and only while the sender's queue
+        # has no due backlog (`queue_busy`); otherwise it goes to the queue, claimed round-robin.
+        self._admission = admission
+        self._queue_busy = queue_busy
 
     async def email_queued(self, event: Event, msg: Msg | None = None, *, from_queue: bool = False) -> None:
         """SENDER_QUEUED: send one queued email exactly once. `from_queue`: run by the sender's own
@@ -112,10 +119,10 @@ class SenderHandlers:
             self._summary(event, outcome="in_doubt_wait", in_doubt_remaining=round(begin.remaining, 1))
             raise Retry("earlier attempt may have reached SES; waiting for its Send event", delay=begin.recheck_in)
         if self._governor is not None and event.mode == "live":
-            verdict = await self._governor.acquire(event.stream)
+            verdict = await self._admit(event, from_queue=from_queue)
             if verdict != "granted":
                 # Not sent, certainly: the sender's queue owns the email until the governor lets it go.
-                delay = self._daily_recheck if verdict == "daily_quota" else 1.0
+                delay = {"daily_quota": self._daily_recheck, "fair_queue": 0.0}.get(verdict, 1.0)
                 async with self._pool.connection() as conn, conn.transaction():
                     await self._service.defer(conn, event, begin.attempt, stored=stored, delay_seconds=delay)
                 self._summary(event, outcome="held", reason=verdict, attempt=begin.attempt)
@@ -148,6 +155,17 @@ class SenderHandlers:
             resent_after_doubt=begin.resent_after_doubt or None,
         )
         return True
+
+    async def _admit(self, event: EmailQueued, *, from_queue: bool) -> str:
+        """A send-rate token for a live email: `granted`, or why not (`daily_quota`, `no_token`,
+        `fair_queue` = go to the sender's queue and wait there for a round-robin turn)."""
+        assert self._governor is not None
+        if from_queue or self._admission is None:
+            return await self._governor.acquire(event.stream)
+        if self._queue_busy is not None and self._queue_busy():
+            return "fair_queue"
+        verdict = await self._admission.acquire(event.stream)
+        return "fair_queue" if verdict == "no_token" else verdict
 
     async def provider_accepted(self, event: Event, msg: Msg | None = None) -> None:
         """SENDER_PROVIDER_ACCEPTED: SES's Send event settles a send that is still in doubt."""

@@ -14,12 +14,23 @@ Claiming is a lease: `claim_queued` moves a due row's `next_attempt_at` `lease_s
 the claiming transaction (SKIP LOCKED, so replicas never take the same row together). A replica
 that dies holding rows leaves them to be claimed again after the lease, and the row's state says
 what happened: `sending` = in doubt, handled like any in-doubt send (wait for SES's Send event).
+
+**Fairness** (issue 23). When SES's send rate is the limit, the queue is where live emails wait,
+and it is drained round-robin over tenants (`claim_queued`: each tenant's first due email, then
+each one's second, …). The JetStream path (`SenderHandlers._admit`) sends a live email directly
+only if a token is there at once and this queue has no due backlog (`busy`); otherwise it hands
+the email to the queue (`defer`, due now) and acks it, at database speed. So a tenant's burst of
+20,000 emails drains from JetStream into the queue in seconds, and another tenant's single email,
+arriving behind it, is in the queue's next batch: it waits about one batch of sends (`batch` /
+the send rate), not the other tenant's backlog. Test mode never waits for a token, so it is never
+queued for fairness. Each hand-over counts as an attempt (`attempts` grows by one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from mailroom_contracts import decode_event
 from mailroom_kit.consumer import Retry, backoff
@@ -49,6 +60,14 @@ class HeldQueue:
         # Longer than one email's TX1 + SES call + TX2 (content fetch 60 s at most, SES ≤ 35 s).
         self._lease = lease_seconds
         self._wake = asyncio.Event()
+        # issue 23 fairness: when the last claim found due emails (monotonic), for `busy`.
+        self._last_claimed_at = -1e9
+        self._running = 0
+
+    def busy(self) -> bool:
+        """The queue had due emails at its last claim (within two polls): the JetStream path then
+        sends no live email directly, it queues it behind the round-robin (fairness)."""
+        return self._running > 0 or time.monotonic() - self._last_claimed_at < 2 * self._poll + 1.0
 
     def wake(self) -> None:
         """A tenant became active on this replica: look at once instead of at the next poll."""
@@ -80,7 +99,13 @@ class HeldQueue:
         async with self._pool.connection() as conn, conn.transaction():
             claimed = await repository.claim_queued(conn, limit=self._batch, lease_seconds=self._lease)
         if claimed:
-            await asyncio.gather(*(self._one(item) for item in claimed))
+            self._last_claimed_at = time.monotonic()
+            self._running += 1
+            try:
+                await asyncio.gather(*(self._one(item) for item in claimed))
+            finally:
+                self._running -= 1
+                self._last_claimed_at = time.monotonic()
         return len(claimed)
 
     async def _one(self, item: repository.QueuedEmail) -> None:

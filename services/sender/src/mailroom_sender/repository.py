@@ -39,6 +39,8 @@ class LockedDelivery:
     delivery: Delivery
     # Seconds until an in-flight attempt stops being "in doubt" (Postgres clock; <= 0 = expired).
     in_doubt_remaining: float | None
+    # issue 15: the tenant's status (`tenant_status`), read and share-locked by the same statement.
+    tenant_status: str = "active"
 
 
 def _delivery(row: dict[str, Any]) -> Delivery:
@@ -60,17 +62,27 @@ async def insert_and_lock(
     conn: Conn, *, email_id: str, tenant_id: str, mode: str, recipients: list[str], in_doubt_seconds: float
 ) -> LockedDelivery:
     """The row, created if missing, locked until the transaction ends: one statement (the no-op
-    `DO UPDATE` takes the row lock an `INSERT … DO NOTHING` + `SELECT … FOR UPDATE` took)."""
+    `DO UPDATE` takes the row lock an `INSERT … DO NOTHING` + `SELECT … FOR UPDATE` took).
+
+    issue 15: the same statement reads the tenant's status and share-locks it as `tenant_status`
+    does, BEFORE the delivery row (the INSERT's input is computed from the locked tenant read, so
+    the tenant lock comes first: the order `apply_tenant` uses, no deadlock). One round trip."""
+    remaining = _REMAINING.replace("%s", "%(in_doubt)s")
     cur = await conn.execute(
-        "INSERT INTO deliveries (email_id, tenant_id, mode, recipients) VALUES (%s, %s, %s, %s) "
-        "ON CONFLICT (email_id) DO UPDATE SET email_id = EXCLUDED.email_id "
-        f"RETURNING {_COLUMNS}, {_REMAINING}",
-        (email_id, tenant_id, mode, recipients, in_doubt_seconds),
+        "WITH t AS MATERIALIZED (SELECT status FROM tenants WHERE tenant_id = %(tenant)s FOR SHARE), "
+        "d AS (INSERT INTO deliveries (email_id, tenant_id, mode, recipients) "
+        "  SELECT %(email)s, %(tenant)s, %(mode)s, %(recipients)s FROM (SELECT count(*) FROM t) AS tenant_locked "
+        "  ON CONFLICT (email_id) DO UPDATE SET email_id = EXCLUDED.email_id "
+        f"  RETURNING {_COLUMNS}, {remaining}) "
+        "SELECT d.*, COALESCE((SELECT status FROM t), 'active') AS tenant_status FROM d",
+        {"email": email_id, "tenant": tenant_id, "mode": mode, "recipients": recipients, "in_doubt": in_doubt_seconds},
     )
     row = await cur.fetchone()
     if row is None:
         raise LookupError(email_id)
-    return LockedDelivery(delivery=_delivery(row), in_doubt_remaining=row["remaining"])
+    return LockedDelivery(
+        delivery=_delivery(row), in_doubt_remaining=row["remaining"], tenant_status=str(row["tenant_status"])
+    )
 
 
 async def lock(conn: Conn, email_id: str, *, in_doubt_seconds: float = 0.0) -> LockedDelivery | None:
@@ -222,20 +234,35 @@ class QueuedEmail:
 async def claim_queued(conn: Conn, *, limit: int, lease_seconds: float) -> list[QueuedEmail]:
     """Up to `limit` emails the sender's queue owns that are due, none of a paused tenant still held,
     leased for `lease_seconds` (their `next_attempt_at` moves on, so another replica takes one only
-    if this one died with it). Rows other replicas are claiming are skipped."""
+    if this one died with it). Rows other replicas are claiming are skipped.
+
+    **Fair order** (issue 23): round-robin over tenants. Each due email gets its turn, its rank
+    among its own tenant's due emails (oldest first); a batch takes every tenant's first email,
+    then every tenant's second, … So a tenant with one email waiting is in the very next batch
+    however many the others have queued. Returned in that order (the governor's tokens are taken
+    in it)."""
     cur = await conn.execute(
-        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => %s::float8) "
-        "WHERE email_id IN (SELECT d.email_id FROM deliveries d LEFT JOIN tenants t ON t.tenant_id = d.tenant_id "
-        " WHERE d.queued_event IS NOT NULL AND d.next_attempt_at <= now() "
-        " AND d.state IN ('held', 'pending', 'sending') "
-        " AND NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') "
-        " ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE OF d SKIP LOCKED) "
-        "RETURNING email_id, queued_event, attempts",
-        (lease_seconds, limit),
+        "WITH due AS (SELECT d.email_id, d.next_attempt_at, "
+        "  row_number() OVER (PARTITION BY d.tenant_id ORDER BY d.next_attempt_at, d.email_id) AS turn "
+        "  FROM deliveries d LEFT JOIN tenants t ON t.tenant_id = d.tenant_id "
+        "  WHERE d.queued_event IS NOT NULL AND d.next_attempt_at <= now() "
+        "  AND d.state IN ('held', 'pending', 'sending') "
+        "  AND NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused')), "
+        "pick AS (SELECT email_id, next_attempt_at, turn FROM due ORDER BY turn, next_attempt_at LIMIT %(window)s), "
+        "claimed AS (SELECT d.email_id, pick.turn, pick.next_attempt_at AS due_at FROM deliveries d "
+        "  JOIN pick ON pick.email_id = d.email_id "
+        "  WHERE d.queued_event IS NOT NULL AND d.next_attempt_at <= now() "
+        "  ORDER BY pick.turn, pick.next_attempt_at LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED) "
+        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => %(lease)s::float8) "
+        "FROM claimed WHERE deliveries.email_id = claimed.email_id "
+        "RETURNING deliveries.email_id, deliveries.queued_event, deliveries.attempts, claimed.turn, claimed.due_at",
+        # A wider window than the batch, so rows another replica is claiming leave room for others.
+        {"lease": lease_seconds, "limit": limit, "window": limit * 4},
     )
+    rows = sorted(await cur.fetchall(), key=lambda r: (r["turn"], r["due_at"]))
     return [
         QueuedEmail(email_id=r["email_id"], queued_event=bytes(r["queued_event"]), attempts=int(r["attempts"]))
-        for r in await cur.fetchall()
+        for r in rows
     ]
 
 
@@ -248,11 +275,20 @@ async def reschedule(conn: Conn, email_id: str, *, delay_seconds: float) -> None
     )
 
 
-async def held_count(conn: Conn) -> int:
-    """Emails held now (paused tenants'), for /metrics."""
-    cur = await conn.execute("SELECT count(*) AS n FROM deliveries WHERE state = 'held'")
+async def queue_summary(conn: Conn) -> dict[str, int]:
+    """The sender's own queue by reason, for the operator (ops.py): `tenant_paused` (held for a
+    paused tenant), `waiting` (next try later: a daily-quota recheck, a backoff), `due` (now)."""
+    cur = await conn.execute(
+        "SELECT count(*) FILTER (WHERE d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') AS tenant_paused, "
+        " count(*) FILTER (WHERE NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') "
+        "  AND d.next_attempt_at > now()) AS waiting, "
+        " count(*) FILTER (WHERE NOT (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') "
+        "  AND d.next_attempt_at <= now()) AS due "
+        "FROM deliveries d LEFT JOIN tenants t ON t.tenant_id = d.tenant_id "
+        "WHERE d.queued_event IS NOT NULL AND d.state IN ('held', 'pending', 'sending')"
+    )
     row = await cur.fetchone()
-    return 0 if row is None else int(row["n"])
+    return {k: int(row[k]) if row else 0 for k in ("tenant_paused", "waiting", "due")}
 
 
 # ---------------------------------------------------------------------- issue 23: send-rate governor
@@ -266,26 +302,45 @@ class Token:
     available: float
     needed: float
     rate: float
+    # issue 15: tokens granted by this statement (0 when not granted), and how long after the
+    # statement was sent the ones not used at once may still be spent (a lease; 0 = use one now).
+    count: int = 0
+    lease_seconds: float = 0.0
 
 
-async def take_token(conn: Conn, *, reserve: float, daily_share: float) -> Token:
-    """Take one token from the shared bucket if at least `needed` are there (1, or more for a stream
+async def take_token(
+    conn: Conn, *, reserve: float, daily_share: float, max_tokens: int = 1, max_lease_seconds: float = 0.0
+) -> Token:
+    """Take tokens from the shared bucket if at least `needed` are there (1, or more for a stream
     that must leave `reserve` of the bucket to transactional mail) and the day's sends stay below
-    `daily_share` of Max24HourSend. One statement, row-locked, on the Postgres clock."""
+    `daily_share` of Max24HourSend. One statement, row-locked, on the Postgres clock.
+
+    issue 15, leases: up to `max_tokens` at once, as many as the bucket holds above `needed` - 1
+    (so a broadcast lease still leaves the reserve), within the day's room and at most a lease's
+    worth of refill. The lease is valid `lease_seconds` = min(`max_lease_seconds`,
+    (MaxSendRate - capacity - rate) / (2 x rate)): sends of any one-second window then come from
+    grants of a 1 + lease_seconds window, at most capacity + rate x (1 + lease_seconds), which is
+    half-way between the bucket's bound and MaxSendRate (half the jitter room is kept)."""
     cur = await conn.execute(
         "WITH clock AS (SELECT clock_timestamp() AS t), "
         "g AS (SELECT s.rate, s.capacity, clock.t, "
         "  LEAST(s.capacity, s.tokens + s.rate * EXTRACT(EPOCH FROM (clock.t - s.stamp))::float8) AS avail, "
         "  GREATEST(1, LEAST(s.capacity, 1 + %(reserve)s * s.capacity)) AS need, "
         "  (s.max_24_hour_send >= 0 AND s.sent_last_24_hours + s.sent_since_refresh "
-        "   >= s.max_24_hour_send * %(daily)s) AS exhausted "
+        "   >= s.max_24_hour_send * %(daily)s) AS exhausted, "
+        "  CASE WHEN s.max_24_hour_send >= 0 "
+        "   THEN s.max_24_hour_send * %(daily)s - s.sent_last_24_hours - s.sent_since_refresh "
+        "   ELSE 'Infinity'::float8 END AS room, "
+        "  GREATEST(0, LEAST(%(lease)s, (s.max_send_rate - s.capacity - s.rate) / (2 * s.rate))) AS lease "
         "  FROM send_governor s, clock WHERE s.id = 1 FOR UPDATE OF s), "
-        "v AS (SELECT g.*, (NOT g.exhausted AND g.avail >= g.need) AS granted FROM g) "
-        "UPDATE send_governor s SET tokens = v.avail - CASE WHEN v.granted THEN 1 ELSE 0 END, stamp = v.t, "
-        "  sent_since_refresh = s.sent_since_refresh + CASE WHEN v.granted THEN 1 ELSE 0 END "
+        "v AS (SELECT g.*, CASE WHEN NOT g.exhausted AND g.avail >= g.need "
+        "  THEN GREATEST(1, LEAST(%(max)s, floor(g.avail - g.need) + 1, floor(g.room), floor(g.rate * g.lease)))::int "
+        "  ELSE 0 END AS n FROM g) "
+        "UPDATE send_governor s SET tokens = v.avail - v.n, stamp = v.t, "
+        "  sent_since_refresh = s.sent_since_refresh + v.n "
         "FROM v WHERE s.id = 1 "
-        "RETURNING v.granted, v.exhausted, v.avail, v.need, v.rate",
-        {"reserve": reserve, "daily": daily_share},
+        "RETURNING v.n > 0 AS granted, v.n, v.exhausted, v.avail, v.need, v.rate, v.lease",
+        {"reserve": reserve, "daily": daily_share, "max": max(1, max_tokens), "lease": max(0.0, max_lease_seconds)},
     )
     row = await cur.fetchone()
     if row is None:
@@ -296,6 +351,8 @@ async def take_token(conn: Conn, *, reserve: float, daily_share: float) -> Token
         available=float(row["avail"]),
         needed=float(row["need"]),
         rate=float(row["rate"]),
+        count=int(row["n"]),
+        lease_seconds=float(row["lease"]),
     )
 
 

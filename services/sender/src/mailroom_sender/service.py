@@ -196,7 +196,7 @@ class SenderService:
         reference rather than the fetched content)."""
         # issue 23: the tenant's status first, share-locked: a status change waits for this decision
         # (and this one for it), so an email is either started before a pause (sent) or held after.
-        tenant_status = await repository.tenant_status(conn, email.tenant_id)
+        # issue 15: read and locked by the claim statement itself (tenant, then delivery row).
         locked = await repository.insert_and_lock(
             conn,
             email_id=email.email_id,
@@ -236,7 +236,7 @@ class SenderService:
                 in_doubt_seconds=self._in_doubt_seconds,
             )
             resent = True
-        held = await self._tenant_gate(conn, email, tenant_status, from_queue=from_queue, stored=stored)
+        held = await self._tenant_gate(conn, email, locked.tenant_status, from_queue=from_queue, stored=stored)
         if held is not None:
             return held
         attempt = await repository.start_attempt(

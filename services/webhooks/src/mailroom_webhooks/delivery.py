@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 from mailroom_contracts.rpc import WEBHOOK_RESPONSE_BODY_MAX_BYTES
 
+from mailroom_webhooks import resend_format
 from mailroom_webhooks.service import ADDRESS_NOT_ALLOWED, AttemptResult, Claim
 from mailroom_webhooks.signing import sign
 from mailroom_webhooks.transport import AddressNotAllowed
@@ -91,12 +92,17 @@ async def attempt(
             response_body=body,
         )
 
+    payload = claim.payload
+    if claim.format == resend_format.RESEND:  # issue 21: Resend's shape, svix-* headers
+        payload = resend_format.resend_body(payload)
     headers = signed_headers(
-        secret=secret, msg_id=claim.event_id, body=claim.payload, previous_secret=previous_secret, timestamp=timestamp
+        secret=secret, msg_id=claim.event_id, body=payload, previous_secret=previous_secret, timestamp=timestamp
     )
+    if claim.format == resend_format.RESEND:
+        headers = resend_format.svix_headers(headers)
     try:
         async with asyncio.timeout(time_limit):
-            request = client.build_request("POST", claim.url, content=claim.payload, headers=headers)
+            request = client.build_request("POST", claim.url, content=payload, headers=headers)
             # The status decides; the first 4 KiB of the body are kept for the log, no more read.
             response = await client.send(request, stream=True)
             try:

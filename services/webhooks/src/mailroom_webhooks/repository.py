@@ -18,7 +18,7 @@ _CLAIM_LOCK = 0x6D72_7768_636C_6D00  # "mrwhclm"
 
 _ENDPOINT_COLUMNS = (
     "id, tenant_id, url, events, description, enabled, created_at, disabled_reason, disabled_at, "
-    "previous_secret_expires_at"
+    "previous_secret_expires_at, format"
 )
 
 
@@ -34,11 +34,12 @@ async def insert_endpoint(
     events: list[str],
     description: str | None,
     secret_encrypted: str,
+    format: str = "standard",
 ) -> dict[str, Any]:
     cur = await conn.execute(
-        "INSERT INTO endpoints (id, tenant_id, url, events, description, secret_encrypted) "
-        f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_ENDPOINT_COLUMNS}",
-        (endpoint_id, tenant_id, url, events, description, secret_encrypted),
+        "INSERT INTO endpoints (id, tenant_id, url, events, description, secret_encrypted, format) "
+        f"VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_ENDPOINT_COLUMNS}",
+        (endpoint_id, tenant_id, url, events, description, secret_encrypted, format),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -360,7 +361,7 @@ async def claim_due_deliveries(
           FROM chosen, endpoints e
          WHERE d.id = chosen.id AND e.id = d.endpoint_id
         RETURNING d.id, d.endpoint_id, d.tenant_id, d.event_id, d.event_type, d.payload, d.attempts, d.trace_context,
-                  chosen.manual_retry AS manual, e.url, e.secret_encrypted,
+                  chosen.manual_retry AS manual, e.url, e.secret_encrypted, e.format,
                   CASE WHEN e.previous_secret_expires_at > (SELECT now FROM clock) THEN e.previous_secret_encrypted END
                       AS previous_secret_encrypted
         """,

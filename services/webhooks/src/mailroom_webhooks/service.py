@@ -15,6 +15,7 @@ from mailroom_contracts.rpc import (
     WEBHOOK_DELIVERY_STATUSES,
     WEBHOOK_DESCRIPTION_MAX_LENGTH,
     WEBHOOK_EVENTS_MAX,
+    WEBHOOK_FORMATS,
     CreateWebhookRequest,
     ListWebhookDeliveriesRequest,
     UpdateWebhookRequest,
@@ -69,6 +70,7 @@ def _endpoint(row: dict[str, Any], notices: list[dict[str, Any]] | None = None) 
         disabled_at=row["disabled_at"],
         previous_secret_expires_at=row["previous_secret_expires_at"],
         notices=[WebhookNotice(type=n["type"], reason=n["reason"], created_at=n["created_at"]) for n in notices or []],
+        format=row["format"],
     )
 
 
@@ -89,6 +91,7 @@ class NewEndpoint(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     events: list[str]
     description: str | None
+    format: str = "standard"
 
 
 def check_tenant_id(tenant_id: str) -> None:
@@ -140,7 +143,14 @@ def validate_new_endpoint(request: CreateWebhookRequest, *, allow_http: bool, po
         url=validate_endpoint_url(request.url, allow_http=allow_http, policy=policy),
         events=validate_events(request.events),
         description=validate_description(request.description),
+        format=validate_format(request.format),
     )
+
+
+def validate_format(format: str) -> str:
+    if format not in WEBHOOK_FORMATS:
+        raise ValidationError(f"format must be one of {', '.join(WEBHOOK_FORMATS)}", param="format")
+    return format
 
 
 async def create_endpoint(conn: Conn, new: NewEndpoint, *, box: SecretBox) -> tuple[WebhookEndpoint, str]:
@@ -154,6 +164,7 @@ async def create_endpoint(conn: Conn, new: NewEndpoint, *, box: SecretBox) -> tu
         events=new.events,
         description=new.description,
         secret_encrypted=box.encrypt(secret),
+        format=new.format,
     )
     return _endpoint(row), secret
 
@@ -505,6 +516,7 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     manual: bool = False  # the tenant asked for this attempt (POST …/retry)
     # W3C context of the span that created the delivery (the email's trace), for the POST span.
     trace_context: str | None = None
+    format: str = "standard"  # the endpoint's (WEBHOOK_FORMATS): how the attempt is shaped and signed
 
 
 class AttemptResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -540,6 +552,7 @@ async def claim_due(
             previous_secret_encrypted=r["previous_secret_encrypted"],
             manual=r["manual"],
             trace_context=r["trace_context"],
+            format=r["format"],
         )
         for r in rows
     ]

@@ -5,8 +5,9 @@ port), whose zone a test changes in-process or anyone changes over a tiny HTTP c
 It answers authoritatively for every name: records it holds, NXDOMAIN for names it has nothing
 at, an empty NOERROR answer for a name that has records of other types, and a CNAME for any type
 at a name that has one. Faults are injectable per name: `servfail` answers SERVFAIL, `timeout`
-answers nothing. A UDP answer too large for the query's buffer (512 bytes, or its EDNS size) is
-sent truncated (TC), so resolvers retry over TCP, as with a real server.
+answers nothing; and every answer can be delayed (`Zone.latency`, a slow resolver). A UDP
+answer too large for the query's buffer (512 bytes, or its EDNS size) is sent truncated (TC), so
+resolvers retry over TCP, as with a real server.
 
 Under `make run` (and the whole-stack test fixture) it also *auto-publishes*: it listens to
 `mailroom.domain.created` on NATS and publishes every new domain's records at once (a dev
@@ -86,6 +87,8 @@ class Zone:
         self._lock = threading.Lock()
         self._rrsets: dict[tuple[str, str], list[str]] = {}
         self._faults: dict[str, Fault] = {}
+        # Seconds every answer waits before it is sent (UDP and TCP alike; others are served meanwhile).
+        self.latency = 0.0
 
     def add(self, name: str, rtype: str, value: str, *, priority: int | None = None) -> None:
         """Add one record (`value` as Mailroom shows it, or zone-file rdata); a duplicate is ignored."""
@@ -209,7 +212,10 @@ class _Udp(asyncio.DatagramProtocol):
             truncated = dns.message.make_response(query)
             truncated.flags |= dns.flags.AA | dns.flags.TC
             wire = truncated.to_wire()
-        self.transport.sendto(wire, addr)
+        if self.zone.latency > 0:
+            asyncio.get_running_loop().call_later(self.zone.latency, self.transport.sendto, wire, addr)
+        else:
+            self.transport.sendto(wire, addr)
 
 
 async def _serve_tcp(zone: Zone, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -220,6 +226,8 @@ async def _serve_tcp(zone: Zone, reader: asyncio.StreamReader, writer: asyncio.S
             response = zone.answer(query)
             if response is None:
                 continue
+            if zone.latency > 0:
+                await asyncio.sleep(zone.latency)
             wire = response.to_wire()
             writer.write(struct.pack("!H", len(wire)) + wire)
             await writer.drain()

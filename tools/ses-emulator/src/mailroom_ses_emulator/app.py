@@ -254,6 +254,11 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
     async def list_identities() -> Response[bytes]:
         return _json({"identities": [emu.identity_json(i) for i in emu.state.identities.values()]})
 
+    @get("/_emulator/identity-reads")
+    async def identity_reads() -> Response[bytes]:
+        """How many GetEmailIdentity calls each identity got (also for identities that do not exist)."""
+        return _json({"reads": dict(emu.identity_reads)})
+
     @post("/_emulator/identities/{identity:str}/verification")
     async def set_identity_status(identity: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         return _json(emu.set_identity_status(identity, await _body(request)))
@@ -350,6 +355,7 @@ def build_routes(emu: Emulator) -> list[ControllerRouterHandler]:
         fire_unsubscribe,
         redeliver_notification,
         list_identities,
+        identity_reads,
         set_identity_status,
         list_config_sets,
         list_subscriptions,

@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +131,9 @@ class Emulator:
             )
         # issue 23: adjustable SendQuota, throttling on demand (send_limits.py).
         self.limits = SendLimits(config)
+        # GetEmailIdentity calls per identity (lower-case name), for tests that prove a check was
+        # made once (GET /_emulator/identity-reads); one small counter per identity ever asked for.
+        self.identity_reads: Counter[str] = Counter()
         self._sync_subscriptions()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -340,6 +343,7 @@ class Emulator:
         }
 
     def get_email_identity(self, name: str) -> dict[str, Any]:
+        self.identity_reads[name.lower()] += 1
         ident = self._get_identity(name)
         status = self.identity_status(ident)
         mail_from: dict[str, Any] = {"BehaviorOnMxFailure": ident.mail_from_behavior}

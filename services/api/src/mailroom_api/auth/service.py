@@ -9,7 +9,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from mailroom_kit.db import Conn, Pool
 
@@ -50,6 +50,16 @@ class Principal:
     def tracking_defaults(self, domain: str) -> tuple[bool, bool]:
         """(track_opens, track_clicks) of the tenant's domain `domain` (lower-case); off if unknown."""
         return self.domain_tracking.get(domain, (False, False))
+
+    def require_may_send(self) -> None:
+        """The tenant's state allows sending (SPEC §2: 403 tenant_paused / tenant_blocked, 402 trial_expired).
+        Checked before anything else of a send: before its template is read or rendered too."""
+        if self.tenant_status == "paused":
+            raise forbidden("tenant_paused", "sending is paused for this account")
+        if self.tenant_status == "blocked":
+            raise forbidden("tenant_blocked", "sending is blocked for this account")
+        if self.trial_ends_at is not None and datetime.now(UTC) >= self.trial_ends_at:  # issue 23
+            raise ApiError(402, "trial_expired", "the trial of this account has ended; it can no longer send email")
 
     def require_full_access(self) -> None:
         if self.permission != "full_access":

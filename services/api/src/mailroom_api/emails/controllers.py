@@ -25,6 +25,7 @@ from mailroom_api.emails.schemas import (
     SendEmail,
 )
 from mailroom_api.emails.status import STATUSES
+from mailroom_api.errors import validation
 from mailroom_api.http.errors import documented
 from mailroom_api.http.guards import (
     RATE_ITEMS_OPT,
@@ -60,6 +61,96 @@ def _answer(request: Request[Any, Any, Any], answer: service.Answer) -> Response
     return Response(answer.body, status_code=answer.status_code, media_type="application/json", headers=headers)
 
 
+async def send_one(request: Request[Any, Any, Any], data: SendEmail, scope: str) -> EmailAccepted | Response[bytes]:
+    """One send, as `POST /v1/emails` (and `/resend/emails`, issue 21) does it: `scope` names the
+    route an Idempotency-Key belongs to. A replayable answer comes back as its encoded bytes."""
+    # The hot path: no dependencies (Litestar resolves several in an anyio TaskGroup per
+    # request); the runtime, settings and principal come from the app and the guard.
+    rt = runtime_of(request)
+    principal = current_principal(request)
+    key = await idempotency.read_key(request, scope) if HEADER in request.headers else None
+    settings = rt.settings
+    rendered = None
+    if data.template is not None:  # issue 17: one indexed read, then a render worker's round trip
+        rendered = await templates.render_send(
+            rt.pool,
+            render_pool_of(request),
+            principal,
+            data,
+            extra=settings.template_extra_variables,
+            max_output=settings.max_message_bytes,
+        )
+    prepared = service.prepare_send(
+        principal,
+        data,
+        max_message_bytes=settings.max_message_bytes,
+        unsubscribe_links=unsubscribe_links_of(request),
+        rendered=rendered,
+    )
+    prepared = await service.offload_large(prepared, js=rt.js, threshold=settings.offload_threshold_bytes)
+    try:
+        async with rt.pool.connection() as conn, single_statement(conn):
+            if key is None:
+                # issue 22: a query only for a tenant whose list (of this mode) has entries
+                await service.accept_email(conn, principal, await service.check_suppressions(conn, principal, prepared))
+            else:
+                answer = await service.accept_email_once(
+                    conn, principal, prepared, key, ttl_seconds=settings.idempotency_ttl_seconds
+                )
+    except Exception as exc:
+        if service.nothing_written(exc):
+            await service.discard_content(rt.js, [prepared])
+        raise
+    if key is None:
+        relay_wake_of(request).accepted()  # committed: the relay may look now
+        return prepared.accepted
+    if not answer.written:  # a replay: the email of the first request is the one
+        await service.discard_content(rt.js, [prepared])
+    return _answer(request, answer)
+
+
+async def send_batch_items(
+    request: Request[Any, Any, Any], data: SendBatch, scope: str, *, strict: bool = False
+) -> Response[bytes]:
+    """A batch, as `POST /v1/emails/batch` (and `/resend/emails/batch`, issue 21) does it; `strict`
+    refuses the whole batch (nothing written) when an item fails validation."""
+    rt = runtime_of(request)
+    principal = current_principal(request)
+    key = await idempotency.read_key(request, scope)
+    # issue 17: templated items resolved (one statement) and rendered before validation
+    rendered = await templates.render_batch(
+        rt.pool,
+        render_pool_of(request),
+        principal,
+        data.emails,
+        extra=rt.settings.template_extra_variables,
+        max_output=rt.settings.max_message_bytes,
+    )
+    # Validation first: a connection is held only for the writes.
+    batch = service.prepare_batch(
+        principal,
+        data,
+        max_message_bytes=rt.settings.max_message_bytes,
+        unsubscribe_links=unsubscribe_links_of(request),
+        rendered=rendered,
+    )
+    if strict and batch.failures:  # issue 21 (Resend's strict mode): one bad item refuses all, unwritten
+        first = batch.failures[min(batch.failures)]
+        raise validation(f"emails[{first.index}]: {first.message}", f"{first.index}")
+    batch = await service.offload_batch(batch, js=rt.js, threshold=rt.settings.offload_threshold_bytes)
+    try:
+        async with rt.pool.connection() as conn, single_statement(conn):
+            answer = await service.accept_batch(
+                conn, principal, batch, key=key, ttl_seconds=rt.settings.idempotency_ttl_seconds
+            )
+    except Exception as exc:
+        if service.nothing_written(exc):
+            await service.discard_content(rt.js, batch.prepared.values())
+        raise
+    await service.discard_content(rt.js, [p for p in batch.prepared.values() if p.row.id not in answer.written_ids])
+    return _answer(request, answer)  # the BatchResult, encoded once
+
+
 class EmailsController(Controller):
     path = "/v1/emails"
     tags = ["emails"]
@@ -75,51 +166,7 @@ class EmailsController(Controller):
         response_headers=[REPLAYED],
     )
     async def send_email(self, data: JSONBody[SendEmail], request: Request[Any, Any, Any]) -> EmailAccepted:
-        # The hot path: no dependencies (Litestar resolves several in an anyio TaskGroup per
-        # request); the runtime, settings and principal come from the app and the guard.
-        rt = runtime_of(request)
-        principal = current_principal(request)
-        key = await idempotency.read_key(request, "POST /v1/emails") if HEADER in request.headers else None
-        settings = rt.settings
-        rendered = None
-        if data.template is not None:  # issue 17: one indexed read, then a render worker's round trip
-            rendered = await templates.render_send(
-                rt.pool,
-                render_pool_of(request),
-                principal,
-                data,
-                extra=settings.template_extra_variables,
-                max_output=settings.max_message_bytes,
-            )
-        prepared = service.prepare_send(
-            principal,
-            data,
-            max_message_bytes=settings.max_message_bytes,
-            unsubscribe_links=unsubscribe_links_of(request),
-            rendered=rendered,
-        )
-        prepared = await service.offload_large(prepared, js=rt.js, threshold=settings.offload_threshold_bytes)
-        try:
-            async with rt.pool.connection() as conn, single_statement(conn):
-                if key is None:
-                    # issue 22: a query only for a tenant whose list (of this mode) has entries
-                    await service.accept_email(
-                        conn, principal, await service.check_suppressions(conn, principal, prepared)
-                    )
-                else:
-                    answer = await service.accept_email_once(
-                        conn, principal, prepared, key, ttl_seconds=settings.idempotency_ttl_seconds
-                    )
-        except Exception as exc:
-            if service.nothing_written(exc):
-                await service.discard_content(rt.js, [prepared])
-            raise
-        if key is None:
-            relay_wake_of(request).accepted()  # committed: the relay may look now
-            return prepared.accepted
-        if not answer.written:  # a replay: the email of the first request is the one
-            await service.discard_content(rt.js, [prepared])
-        return _answer(request, answer)  # type: ignore[return-value]  # the EmailAccepted, encoded once
+        return await send_one(request, data, "POST /v1/emails")  # type: ignore[return-value]  # bytes once
 
     @post(
         "/batch",
@@ -131,38 +178,7 @@ class EmailsController(Controller):
         opt={RATE_ITEMS_OPT: "emails"},  # issue 23: a batch costs one token per item
     )
     async def send_batch(self, data: JSONBody[SendBatch], request: Request[Any, Any, Any]) -> BatchResult:
-        rt = runtime_of(request)
-        principal = current_principal(request)
-        key = await idempotency.read_key(request, "POST /v1/emails/batch")
-        # issue 17: templated items resolved (one statement) and rendered before validation
-        rendered = await templates.render_batch(
-            rt.pool,
-            render_pool_of(request),
-            principal,
-            data.emails,
-            extra=rt.settings.template_extra_variables,
-            max_output=rt.settings.max_message_bytes,
-        )
-        # Validation first: a connection is held only for the writes.
-        batch = service.prepare_batch(
-            principal,
-            data,
-            max_message_bytes=rt.settings.max_message_bytes,
-            unsubscribe_links=unsubscribe_links_of(request),
-            rendered=rendered,
-        )
-        batch = await service.offload_batch(batch, js=rt.js, threshold=rt.settings.offload_threshold_bytes)
-        try:
-            async with rt.pool.connection() as conn, single_statement(conn):
-                answer = await service.accept_batch(
-                    conn, principal, batch, key=key, ttl_seconds=rt.settings.idempotency_ttl_seconds
-                )
-        except Exception as exc:
-            if service.nothing_written(exc):
-                await service.discard_content(rt.js, batch.prepared.values())
-            raise
-        await service.discard_content(rt.js, [p for p in batch.prepared.values() if p.row.id not in answer.written_ids])
-        return _answer(request, answer)  # type: ignore[return-value]  # the BatchResult, encoded once
+        return await send_batch_items(request, data, "POST /v1/emails/batch")  # type: ignore[return-value]
 
     @get("/", summary="List emails, newest first", responses=documented(401, 403, 422))
     async def list_emails(

@@ -4,7 +4,8 @@ a no-op; status moves only forward, per recipient and per email (see `status`).
 
 Per batch, whatever its size: one SELECT … FOR UPDATE of the emails, one SELECT of their
 recipients, one inbox claim, one timeline INSERT, one UPDATE of the recipients whose status changed
-and one of the emails (which also adds the batch's new opens and clicks to its counters). The events
+and one of the emails (which also adds the batch's new opens and clicks to its counters), then
+one read and one upsert of the stats rollups (stats/service.record). The events
 of one email are folded in delivery (stream) order, as applying them one after the other would; an
 event whose email is not in the log yet claims nothing and is retried."""
 
@@ -25,6 +26,7 @@ from mailroom_kit.runtime import Runtime
 from mailroom_api.emails import repository as repo
 from mailroom_api.emails.status import EVENT_STATUS, advance
 from mailroom_api.settings import ApiSettings
+from mailroom_api.stats import service as stats
 
 _COMMON_FIELDS = ("type", "event_id", "occurred_at", "tenant_id", "email_id", "mode")
 
@@ -167,6 +169,9 @@ async def apply_email_events(
             threshold=soft_bounce_suppress_after,
         )
     # --- end soft bounces
+    # --- stats (issue 22): the events recorded now (so a redelivery counts nothing), after the counters
+    await stats.record(conn, [e for e, r in zip(batch, results, strict=True) if r == "applied"])
+    # --- end stats
     return results
 
 

@@ -24,6 +24,7 @@ the row) rolls back.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -170,7 +171,9 @@ async def recheck_suppressions(conn: Conn, rows: list[dict[str, Any]]) -> list[d
             kept_rows.append(row)
             continue
         dropped += [(event.email_id, position) for position in hits]
-        notices.append(_suppressed_notice(event, recipients, hits, now))
+        notices.append(
+            suppressed_notice(event, [(r.address, hits[r.position]) for r in recipients if r.position in hits], now)
+        )
         if len(hits) == len(recipients):
             emptied.append(event.email_id)
             continue
@@ -184,16 +187,17 @@ async def recheck_suppressions(conn: Conn, rows: list[dict[str, Any]]) -> list[d
     return kept_rows
 
 
-def _suppressed_notice(
-    event: events.EmailQueued, recipients: list[repo.ScheduledRecipient], hits: dict[int, str], now: datetime
+def suppressed_notice(
+    event: events.EmailQueued, dropped: Iterable[tuple[str, str]], at: datetime
 ) -> events.EmailSuppressed:
+    """The EmailSuppressed of an email's dropped recipients, `(address, reason)` pairs in recipient
+    order, each address once (its first reason): at the accept (emails.service) and at release."""
     named: dict[str, str] = {}
-    for r in recipients:
-        if r.position in hits:
-            named.setdefault(r.address.lower(), hits[r.position])
+    for address, reason in dropped:
+        named.setdefault(address.lower(), reason)
     return events.EmailSuppressed(
         event_id=new_id("evt"),
-        occurred_at=now,
+        occurred_at=at,
         tenant_id=event.tenant_id,
         email_id=event.email_id,
         mode=event.mode,

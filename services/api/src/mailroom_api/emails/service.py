@@ -59,15 +59,6 @@ if TYPE_CHECKING:
 SCHEMA = "api"
 
 
-def _check_tenant(principal: Principal) -> None:
-    if principal.tenant_status == "paused":
-        raise forbidden("tenant_paused", "sending is paused for this account")
-    if principal.tenant_status == "blocked":
-        raise forbidden("tenant_blocked", "sending is blocked for this account")
-    if principal.trial_ends_at is not None and datetime.now(UTC) >= principal.trial_ends_at:  # issue 23
-        raise ApiError(402, "trial_expired", "the trial of this account has ended; it can no longer send email")
-
-
 # ----------------------------------------------------------------------------- monthly quota (issue 23)
 
 
@@ -309,23 +300,9 @@ def suppress(principal: Principal, prepared: PreparedEmail, suppressed: dict[str
 def suppressed_event(
     queued: events.EmailQueued, recipients: list[tuple[str, str]], suppressed: dict[str, str], at: datetime
 ) -> events.EmailSuppressed:
-    """The EmailSuppressed of an email's dropped recipients (each once, in recipient order), at its accept."""
-    dropped: dict[str, str] = {}
-    for address, _ in recipients:
-        reason = suppressed.get(address.lower())
-        if reason is not None:
-            dropped.setdefault(address.lower(), reason)
-    return events.EmailSuppressed(
-        event_id=new_id("evt"),
-        occurred_at=at,
-        tenant_id=queued.tenant_id,
-        email_id=queued.email_id,
-        mode=queued.mode,
-        recipients=[
-            events.SuppressedRecipient(email=a, reason=r)  # type: ignore[arg-type]  # the table's CHECK
-            for a, r in dropped.items()
-        ],
-    )
+    """The EmailSuppressed of an email's dropped recipients, at its accept."""
+    dropped = [(a, r) for a, _ in recipients if (r := suppressed.get(a.lower())) is not None]
+    return scheduling.suppressed_notice(queued, dropped, at)
 
 
 def _outbox_row(event: events.Event | None) -> repo.OutboxRow | None:
@@ -353,7 +330,7 @@ def prepare_send(
     rendered: RenderedTemplate | None = None,
 ) -> PreparedEmail:
     """A single send's checks without I/O: the tenant may send, and `prepare_email`."""
-    _check_tenant(principal)
+    principal.require_may_send()
     return prepare_email(
         principal, req, max_message_bytes=max_message_bytes, unsubscribe_links=unsubscribe_links, rendered=rendered
     )
@@ -579,7 +556,7 @@ def prepare_batch(
     failures); the tenant's status refuses the whole batch. No I/O: call it before taking a
     database connection (100 items are milliseconds of CPU). `rendered` (issue 17): per item
     index, its template rendered, or the error that item fails with (templates.render_batch)."""
-    _check_tenant(principal)
+    principal.require_may_send()
     now = datetime.now(UTC)
     # Ids rise with the index (ids made in one millisecond are otherwise in random order), so the
     # log lists a batch's emails in the order they were given.

@@ -7,6 +7,7 @@ A failure names the field in `param`. All of it is decided before any database c
 from __future__ import annotations
 
 import re
+import typing
 from typing import Any
 
 import msgspec
@@ -87,7 +88,9 @@ async def decode_body(request: HttpRequest[Any, Any, Any], body_type: Any) -> No
         raise ApiError(400, "invalid_json", "request body is not valid UTF-8 JSON") from None
     except RecursionError:  # nested deeper than msgspec's own limit
         raise ApiError(400, "invalid_json", f"request body is nested deeper than {MAX_DEPTH} levels") from None
-    if not isinstance(raw, dict):
+    if isinstance(raw, list) and typing.get_origin(body_type) is list:
+        pass  # a route whose body is a JSON array (Resend's batch, issue 21)
+    elif not isinstance(raw, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     check_json_value(raw)
     try:

@@ -84,7 +84,8 @@ def make_before_request(
             await decode_body(request, data_field.annotation)
             items = handler.opt.get(RATE_ITEMS_OPT)
             if limiter is not None and items is not None:  # the items beyond the request's own token
-                extra = len(getattr(ScopeState.from_scope(request.scope).json, items, ())) - 1
+                body: Any = ScopeState.from_scope(request.scope).json
+                extra = len(body if items == "." else getattr(body, items, ())) - 1  # ".": an array body
                 if extra > 0:
                     await _take(request, limiter, rt, current_principal(request), extra)
         return None

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 from litestar import Controller, Router
 
+from mailroom_api.resend.emails import ResendEmailsController
 from mailroom_api.resend.errors import resend_exception_handler
+from mailroom_api.resend.templates import ResendTemplatesController
+from mailroom_api.resend.unsupported import UnsupportedController
+from mailroom_api.resend.webhooks import ResendWebhooksController
 
 PATH = "/resend"
 
-CONTROLLERS: list[type[Controller]] = []
+# The unsupported resources' catch-all routes last.
+CONTROLLERS: list[type[Controller]] = [
+    ResendEmailsController,
+    ResendWebhooksController,
+    ResendTemplatesController,
+    UnsupportedController,
+]
 
 
 def resend_router() -> Router:

@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Request, Response
 
+from mailroom_api.emails.idempotency import KEY_PARAM
 from mailroom_api.errors import ApiError
 from mailroom_api.http.errors import as_api_error
 
@@ -24,12 +25,26 @@ RESEND_NAMES: dict[str, tuple[str, int | None]] = {
     "rate_limited": ("rate_limit_exceeded", 429),
     "quota_exceeded": ("monthly_quota_exceeded", 429),
     "internal": ("application_error", 500),
+    "unavailable": ("application_error", None),  # 503 with Retry-After
+    "domain_not_verified": ("validation_error", 403),  # as Resend answers an unverified from-domain
+    "from_domain_not_allowed": ("validation_error", 403),
+    "payload_too_large": ("validation_error", 422),
+    "invalid_template_data": ("validation_error", 422),
+    "conflict": ("validation_error", 422),  # e.g. canceling an email that is no longer scheduled
+    "idempotency_conflict": ("invalid_idempotent_request", 409),
+    "idempotency_in_progress": ("concurrent_idempotent_requests", 409),
+    # No Resend counterpart; kept (the SDKs raise their base ResendError): tenant_paused,
+    # tenant_blocked (403), trial_expired (402).
 }
 
 
 def resend_error_body(error: ApiError) -> tuple[dict[str, Any], int]:
-    name, status = RESEND_NAMES.get(error.code, (error.code, None))
-    status = status or error.status
+    given: int | None
+    if error.code == "validation_error" and error.param == KEY_PARAM:
+        name, given = "invalid_idempotency_key", 400
+    else:
+        name, given = RESEND_NAMES.get(error.code, (error.code, None))
+    status = given or error.status
     return {"statusCode": status, "name": name, "message": error.message}, status
 
 

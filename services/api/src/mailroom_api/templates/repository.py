@@ -152,6 +152,23 @@ async def publish(conn: Conn, template_id: str, version: int) -> None:
     )
 
 
+async def rename_template(
+    conn: Conn, template_id: str, *, name: str | None, alias: str | None, set_alias: bool
+) -> bool:
+    """Change the name and/or alias (issue 21, Resend's update); False when the alias is another
+    template's of the tenant. The caller holds the template's row lock."""
+    cur = await conn.execute(
+        """
+        UPDATE templates t SET name = coalesce(%(name)s, t.name),
+            alias = CASE WHEN %(set_alias)s THEN %(alias)s ELSE t.alias END, updated_at = now()
+        WHERE t.id = %(id)s AND NOT (%(set_alias)s AND %(alias)s::text IS NOT NULL AND EXISTS (
+            SELECT 1 FROM templates o WHERE o.tenant_id = t.tenant_id AND o.alias = %(alias)s AND o.id <> t.id))
+        """,
+        {"id": template_id, "name": name, "alias": alias, "set_alias": set_alias},
+    )
+    return cur.rowcount == 1
+
+
 async def delete_template(conn: Conn, tenant_id: str, ref: str, *, ref_is_id: bool) -> str | None:
     """Delete the template and its versions (cascade); its id, None when there was none."""
     cur = await conn.execute(

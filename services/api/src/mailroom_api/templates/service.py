@@ -254,6 +254,7 @@ async def render_send(
     A database connection is held only for the read, not while rendering."""
     ref = req.template
     assert ref is not None
+    principal.require_may_send()  # a paused tenant's templated send is 403, not its template's 404
     async with db.connection() as conn:
         found = await repo.resolve(conn, principal.tenant_id, [(ref.id, ref.version or 0)])
     chosen = _chosen(found[0] if found else None, ref, principal, "template")
@@ -290,6 +291,7 @@ async def render_batch(
     reqs = batch_requests(items)
     if not reqs:
         return {}
+    principal.require_may_send()
     wanted = sorted({(r.template.id, r.template.version or 0) for r in reqs.values() if r.template is not None})
     async with db.connection() as conn:
         rows = await repo.resolve(conn, principal.tenant_id, wanted)

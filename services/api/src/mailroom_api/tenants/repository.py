@@ -57,6 +57,11 @@ async def list_tenants(conn: Conn) -> list[TenantRow]:
     return await fetch_all(conn, TenantRow, f"SELECT {COLUMNS} FROM tenants ORDER BY id")
 
 
+async def list_not_active(conn: Conn) -> list[TenantRow]:
+    """Paused and blocked tenants (issue 23: their state is re-published, tenants/republish.py)."""
+    return await fetch_all(conn, TenantRow, f"SELECT {COLUMNS} FROM tenants WHERE status <> 'active' ORDER BY id")
+
+
 async def update_tenant(conn: Conn, tenant_id: str, changes: dict[str, Any]) -> TenantRow | None:
     """Apply `changes` to the allow-listed columns (other keys are ignored, never injected)."""
     cols = [c for c in changes if c in UPDATABLE]

@@ -71,8 +71,13 @@ def _delivery(d: rpc.WebhookDelivery, *, with_attempts: bool) -> Delivery:
     )
 
 
-async def create_webhook(nc: Client, tenant_id: str, req: CreateWebhook, *, rpc_timeout: float) -> CreatedWebhook:
-    request = rpc.CreateWebhookRequest(tenant_id=tenant_id, url=req.url, events=req.events, description=req.description)
+async def create_webhook(
+    nc: Client, tenant_id: str, req: CreateWebhook, *, rpc_timeout: float, format: str = "standard"
+) -> CreatedWebhook:
+    """`format`: `resend` for endpoints created through /resend (svix-* headers, Resend's payload)."""
+    request = rpc.CreateWebhookRequest(
+        tenant_id=tenant_id, url=req.url, events=req.events, description=req.description, format=format
+    )
     reply = await calls.call(nc, subjects.RPC_WEBHOOKS_CREATE, request, rpc.CreateWebhookReply, timeout=rpc_timeout)
     view = _view(calls.present(reply.endpoint, "webhooks"))
     secret = calls.present(reply.secret, "webhooks")

@@ -1,0 +1,334 @@
+"""The Resend-compatible API (`/resend`, issue 21) through the real app, Postgres and JetStream:
+send (tags, attachments as base64 and as a byte list, natural-language `scheduled_at`), get in
+Resend's shape, reschedule and cancel, Idempotency-Key replay, errors in Resend's shape with its
+names and statuses (nothing written when refused), tenants isolated, unsupported resources 404 —
+and the official Python SDK (`resend` from PyPI) driven against the served app, raising its
+typed exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import resend
+from api_testkit import Tenant, add_domain, bearer, make_tenant, table_counts, unique_domain
+from mailroom_api.resend.emails import parse_scheduled_at
+from mailroom_kit.runtime import Runtime
+
+pytestmark = pytest.mark.usefixtures("workers")
+
+TABLES = ("emails", "email_recipients")  # (the outbox drains as the relay runs)
+
+
+@pytest.fixture(scope="module")
+async def world(runtime: Runtime) -> tuple[Tenant, Tenant, str]:
+    tenant, other = await make_tenant(runtime), await make_tenant(runtime, "Other")
+    domain = unique_domain()
+    await add_domain(runtime, tenant.id, domain)
+    return tenant, other, domain
+
+
+def email(domain: str, **extra: Any) -> dict[str, Any]:
+    return {"from": f"Acme <hi@{domain}>", "to": "ada@example.com", "subject": "Hi", "html": "<p>hi</p>", **extra}
+
+
+def assert_resend_error(resp: httpx.Response, status: int, name: str) -> None:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"statusCode", "name", "message"}, body
+    assert (body["statusCode"], body["name"]) == (status, name), body
+    assert body["message"]
+
+
+async def test_send_and_get_in_resend_shape(client: httpx.AsyncClient, world: tuple[Tenant, Tenant, str]) -> None:
+    tenant, other, domain = world
+    body = email(
+        domain,
+        cc=["bob@example.com"],
+        text="hi",
+        tags=[{"name": "category", "value": "welcome"}],
+        attachments=[
+            {"filename": "a.txt", "content": base64.b64encode(b"hello").decode()},
+            {"filename": "b.bin", "content": list(b"\x00\x01\xff"), "content_type": "application/octet-stream"},
+            {"filename": "logo.png", "content": base64.b64encode(b"png").decode(), "content_id": "logo"},
+        ],
+    )
+    resp = await client.post("/resend/emails", json=body, headers=bearer(tenant.live))
+    assert resp.status_code == 200, resp.text
+    assert set(resp.json()) == {"id"}
+    email_id = resp.json()["id"]
+    assert resp.headers["ratelimit-limit"] and resp.headers["ratelimit-remaining"]
+
+    got = await client.get(f"/resend/emails/{email_id}", headers=bearer(tenant.live))
+    assert got.status_code == 200, got.text
+    e = got.json()
+    assert e["object"] == "email" and e["id"] == email_id
+    assert e["to"] == ["ada@example.com"] and e["cc"] == ["bob@example.com"]
+    assert (e["subject"], e["html"], e["text"]) == ("Hi", "<p>hi</p>", "hi")
+    assert e["tags"] == [{"name": "category", "value": "welcome"}]
+    assert e["last_event"] and e["scheduled_at"] is None
+    v1 = (await client.get(f"/v1/emails/{email_id}?include=content", headers=bearer(tenant.live))).json()
+    assert [(a["filename"], a["size"]) for a in v1["attachments"]] == [("a.txt", 5), ("b.bin", 3), ("logo.png", 3)]
+    assert v1["attachments"][2]["content_id"] == "logo"
+
+    # another tenant sees nothing
+    assert_resend_error(await client.get(f"/resend/emails/{email_id}", headers=bearer(other.live)), 404, "not_found")
+
+
+async def test_refusals_in_resend_shape_write_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, world: tuple[Tenant, Tenant, str]
+) -> None:
+    tenant, _, domain = world
+    before = await table_counts(runtime, *TABLES)
+    assert_resend_error(await client.post("/resend/emails", json=email(domain)), 401, "missing_api_key")
+    bad_key = bearer("mr_live_" + "x" * 40)
+    assert_resend_error(
+        await client.post("/resend/emails", json=email(domain), headers=bad_key), 403, "invalid_api_key"
+    )
+    auth = bearer(tenant.live)
+    assert_resend_error(await client.post("/resend/emails", json={"to": "x"}, headers=auth), 422, "validation_error")
+    assert_resend_error(
+        await client.post("/resend/emails", content=b"{nope", headers={**auth, "content-type": "application/json"}),
+        400,
+        "validation_error",
+    )
+    assert_resend_error(
+        await client.post("/resend/emails", json=email(domain, to="not-an-address"), headers=auth),
+        422,
+        "validation_error",
+    )
+    assert_resend_error(
+        await client.post("/resend/emails", json=email(domain, tags=[{"name": "a", "value": "1"}] * 2), headers=auth),
+        422,
+        "validation_error",
+    )
+    assert_resend_error(
+        await client.post(
+            "/resend/emails", json=email(domain, attachments=[{"filename": "x", "content": [256]}]), headers=auth
+        ),
+        422,
+        "validation_error",
+    )
+    assert_resend_error(
+        await client.post(
+            "/resend/emails", json=email(domain, attachments=[{"path": "https://example.com/a.pdf"}]), headers=auth
+        ),
+        422,
+        "validation_error",
+    )
+    assert_resend_error(
+        await client.post("/resend/emails", json=email(domain, scheduled_at="tomorrow-ish"), headers=auth),
+        422,
+        "validation_error",
+    )
+    assert_resend_error(
+        await client.post("/resend/emails", json=email(unique_domain()), headers=auth), 403, "validation_error"
+    )
+    assert await table_counts(runtime, *TABLES) == before
+
+
+async def test_idempotent_replay(
+    client: httpx.AsyncClient, runtime: Runtime, world: tuple[Tenant, Tenant, str]
+) -> None:
+    tenant, _, domain = world
+    headers = {**bearer(tenant.live), "Idempotency-Key": "resend-replay-1"}
+    first = await client.post("/resend/emails", json=email(domain), headers=headers)
+    assert first.status_code == 200, first.text
+    before = await table_counts(runtime, *TABLES)
+    again = await client.post("/resend/emails", json=email(domain), headers=headers)
+    assert again.status_code == 200 and again.json() == first.json()
+    assert await table_counts(runtime, *TABLES) == before
+    other_body = await client.post("/resend/emails", json=email(domain, subject="Other"), headers=headers)
+    assert_resend_error(other_body, 409, "invalid_idempotent_request")
+    bad = await client.post(
+        "/resend/emails", json=email(domain), headers={**bearer(tenant.live), "Idempotency-Key": ""}
+    )
+    assert_resend_error(bad, 400, "invalid_idempotency_key")
+
+
+async def test_scheduled_natural_language_reschedule_and_cancel(
+    client: httpx.AsyncClient, world: tuple[Tenant, Tenant, str]
+) -> None:
+    tenant, other, domain = world
+    auth = bearer(tenant.live)
+    resp = await client.post("/resend/emails", json=email(domain, scheduled_at="in 1 hour"), headers=auth)
+    assert resp.status_code == 200, resp.text
+    email_id = resp.json()["id"]
+    got = (await client.get(f"/resend/emails/{email_id}", headers=auth)).json()
+    due = datetime.fromisoformat(got["scheduled_at"])
+    assert abs((due - datetime.now(UTC)).total_seconds() - 3600) < 300
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    moved = await client.patch(f"/resend/emails/{email_id}", json={"scheduled_at": later}, headers=auth)
+    assert moved.status_code == 200, moved.text
+    assert moved.json() == {"id": email_id, "object": "email"}
+    got = (await client.get(f"/resend/emails/{email_id}", headers=auth)).json()
+    assert abs((datetime.fromisoformat(got["scheduled_at"]) - datetime.fromisoformat(later)).total_seconds()) < 1
+    assert_resend_error(
+        await client.post(f"/resend/emails/{email_id}/cancel", headers=bearer(other.live)), 404, "not_found"
+    )
+    canceled = await client.post(f"/resend/emails/{email_id}/cancel", headers=auth)
+    assert canceled.status_code == 200 and canceled.json()["id"] == email_id
+    assert (await client.get(f"/v1/emails/{email_id}", headers=auth)).json()["status"] == "canceled"
+    assert_resend_error(await client.post(f"/resend/emails/{email_id}/cancel", headers=auth), 422, "validation_error")
+
+
+def test_parse_scheduled_at_forms() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_scheduled_at("in 1 min", now=now) == now + timedelta(minutes=1)
+    assert parse_scheduled_at("in 5 minutes", now=now) == now + timedelta(minutes=5)
+    assert parse_scheduled_at("in 2 hours", now=now) == now + timedelta(hours=2)
+    assert parse_scheduled_at("In 1 day", now=now) == now + timedelta(days=1)
+    assert parse_scheduled_at("2026-01-02T10:00:00Z") == datetime(2026, 1, 2, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("path", ["/resend/audiences", "/resend/broadcasts/b_1", "/resend/contacts", "/resend/inbound"])
+async def test_unsupported_resources_404(
+    client: httpx.AsyncClient, world: tuple[Tenant, Tenant, str], path: str
+) -> None:
+    tenant, _, _ = world
+    for method in ("GET", "POST", "DELETE"):
+        resp = await client.request(method, path, headers=bearer(tenant.live))
+        assert_resend_error(resp, 404, "not_found")
+        assert "not supported by Mailroom" in resp.json()["message"]
+
+
+@pytest.fixture
+def sdk(client: httpx.AsyncClient, world: tuple[Tenant, Tenant, str]) -> Iterator[None]:
+    """The official SDK pointed at the served app (its module-level settings)."""
+    saved = resend.api_url, resend.api_key
+    resend.api_url = str(client.base_url).rstrip("/") + "/resend"
+    resend.api_key = world[0].live
+    yield
+    resend.api_url, resend.api_key = saved
+
+
+@pytest.mark.usefixtures("sdk")
+async def test_official_python_sdk(world: tuple[Tenant, Tenant, str]) -> None:
+    tenant, _, domain = world
+
+    def drive() -> None:
+        sent = resend.Emails.send(
+            {
+                "from": f"Acme <hi@{domain}>",
+                "to": ["ada@example.com"],
+                "subject": "From the SDK",
+                "html": "<p>sdk</p>",
+                "tags": [{"name": "via", "value": "sdk"}],
+                "attachments": [{"filename": "n.txt", "content": list(b"bytes")}],
+            },
+            {"idempotency_key": "sdk-key-1"},
+        )
+        again = resend.Emails.send(
+            {
+                "from": f"Acme <hi@{domain}>",
+                "to": ["ada@example.com"],
+                "subject": "From the SDK",
+                "html": "<p>sdk</p>",
+                "tags": [{"name": "via", "value": "sdk"}],
+                "attachments": [{"filename": "n.txt", "content": list(b"bytes")}],
+            },
+            {"idempotency_key": "sdk-key-1"},
+        )
+        assert again["id"] == sent["id"]
+        got: dict[str, Any] = dict(resend.Emails.get(sent["id"]))
+        assert got["object"] == "email" and got["subject"] == "From the SDK"
+        assert got["tags"] == [{"name": "via", "value": "sdk"}]
+
+        later = resend.Emails.send(
+            {"from": f"hi@{domain}", "to": "ada@example.com", "subject": "L", "text": "l", "scheduled_at": "in 1 min"}
+        )
+        when = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        assert resend.Emails.update({"id": later["id"], "scheduled_at": when})["id"] == later["id"]
+        assert resend.Emails.cancel(later["id"])["id"] == later["id"]
+
+        with pytest.raises(resend.exceptions.ValidationError):
+            resend.Emails.send({"from": f"hi@{domain}", "to": "nope", "subject": "x", "text": "x"})
+        with pytest.raises(resend.exceptions.ResendError) as missing:
+            resend.Emails.get("msg_" + "0" * 26)
+        assert missing.value.error_type == "not_found"
+        one: Any = {"from": f"hi@{domain}", "to": "ada@example.com", "subject": "B", "text": "b"}
+        both = resend.Batch.send([one, {**one, "to": "nope"}], {"batch_validation": "permissive"})
+        assert len(both["data"]) == 1 and [e["index"] for e in both.get("errors", [])] == [1]
+        with pytest.raises(resend.exceptions.ValidationError):
+            resend.Batch.send([one, {**one, "to": "nope"}], {"batch_validation": "strict"})
+        resend.api_key = "mr_live_" + "x" * 40
+        with pytest.raises(resend.exceptions.InvalidApiKeyError):
+            resend.Emails.get(sent["id"])
+        resend.api_key = tenant.live
+
+    await asyncio.to_thread(drive)
+
+
+async def test_list_pages_with_after(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant = await make_tenant(runtime, "Lister")
+    domain = unique_domain()
+    await add_domain(runtime, tenant.id, domain)
+    auth = bearer(tenant.live)
+    ids = []
+    for i in range(3):
+        resp = await client.post("/resend/emails", json=email(domain, subject=f"n{i}"), headers=auth)
+        assert resp.status_code == 200, resp.text
+        ids.append(resp.json()["id"])
+    first = (await client.get("/resend/emails?limit=2", headers=auth)).json()
+    assert first["object"] == "list" and first["has_more"] is True
+    assert [e["id"] for e in first["data"]] == ids[::-1][:2]
+    assert first["data"][0]["subject"] == "n2" and first["data"][0]["last_event"]
+    rest = (await client.get(f"/resend/emails?limit=2&after={first['data'][-1]['id']}", headers=auth)).json()
+    assert rest["has_more"] is False and [e["id"] for e in rest["data"]] == [ids[0]]
+    assert_resend_error(await client.get(f"/resend/emails?before={ids[0]}", headers=auth), 422, "validation_error")
+    assert_resend_error(await client.get("/resend/emails?limit=0", headers=auth), 422, "validation_error")
+
+
+async def test_batch_strict_and_permissive(
+    client: httpx.AsyncClient, runtime: Runtime, world: tuple[Tenant, Tenant, str]
+) -> None:
+    tenant, _, domain = world
+    auth = bearer(tenant.live)
+    good = [email(domain, subject="b1", tags=[{"name": "k", "value": "v"}]), email(domain, subject="b2")]
+    bad = email(domain, to="nope")
+    before = await table_counts(runtime, *TABLES)
+    strict = await client.post("/resend/emails/batch", json=[good[0], bad, good[1]], headers=auth)
+    assert_resend_error(strict, 422, "validation_error")
+    assert "emails[1]" in strict.json()["message"]
+    typo = await client.post("/resend/emails/batch", json=[good[0], {**good[1], "subjekt": "x"}], headers=auth)
+    assert_resend_error(typo, 422, "validation_error")
+    assert await table_counts(runtime, *TABLES) == before
+
+    ok = await client.post("/resend/emails/batch", json=good, headers=auth)
+    assert ok.status_code == 200, ok.text
+    assert len(ok.json()["data"]) == 2 and ok.json()["errors"] == []
+
+    loose = await client.post(
+        "/resend/emails/batch",
+        json=[good[0], bad, {**good[1], "subjekt": "x"}, good[1]],
+        headers={**auth, "x-batch-validation": "permissive"},
+    )
+    assert loose.status_code == 200, loose.text
+    out = loose.json()
+    assert len(out["data"]) == 2 and [e["index"] for e in out["errors"]] == [1, 2]
+    for sent in out["data"]:
+        got = await client.get(f"/resend/emails/{sent['id']}", headers=auth)
+        assert got.status_code == 200
+    assert_resend_error(await client.post("/resend/emails/batch", json=good[0], headers=auth), 422, "validation_error")
+    assert_resend_error(await client.post("/resend/emails/batch", json=[], headers=auth), 422, "validation_error")
+
+
+async def test_template_send_with_variables(client: httpx.AsyncClient, world: tuple[Tenant, Tenant, str]) -> None:
+    tenant, _, domain = world
+    auth = bearer(tenant.live)
+    tpl = {"name": "Hello", "subject": "Hi {{ name }}", "html": "<p>Hi {{ name }}</p>", "text": "Hi {{ name }}"}
+    created = await client.post("/v1/templates", json={**tpl, "variables": {"name": {"type": "string"}}}, headers=auth)
+    assert created.status_code == 201, created.text
+    ref = created.json()["id"]
+    published = await client.post(f"/v1/templates/{ref}/publish", json={}, headers=auth)
+    assert published.status_code == 200, published.text
+    body = {"from": f"hi@{domain}", "to": "ada@example.com", "template": {"id": ref, "variables": {"name": "Ada"}}}
+    resp = await client.post("/resend/emails", json=body, headers=auth)
+    assert resp.status_code == 200, resp.text
+    got = (await client.get(f"/resend/emails/{resp.json()['id']}", headers=auth)).json()
+    assert (got["subject"], got["html"], got["text"]) == ("Hi Ada", "<p>Hi Ada</p>", "Hi Ada")

@@ -1,0 +1,221 @@
+"""Issue 21 through the whole stack with the official Resend Python SDK (`resend` on PyPI) pointed
+at `/resend`: webhooks create/get/list/update/rotate/remove answered by the real webhooks service,
+an email sent and its email.sent / email.delivered received by a real local HTTP receiver in
+Resend's shape with svix-* headers that `resend.Webhooks.verify` accepts (both secrets during a
+rotation's overlap), templates create/get/list/update/publish/duplicate/remove and a send of one
+that renders `{{{VAR}}}` with its fallback, and the SDK's typed exceptions on bad input."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import resend
+from mailroom_devstack.stack import Stack
+from resend.exceptions import InvalidApiKeyError, MissingApiKeyError, ResendError, ValidationError
+from support import Received, Tenant, WebhookReceiver, create_tenant, verified_domain, wait_for
+
+
+@pytest.fixture(scope="module")
+def tenant(stack: Stack) -> Tenant:
+    return create_tenant(stack, "Resend SDK webhooks")
+
+
+@pytest.fixture(scope="module")
+def domain(stack: Stack, tenant: Tenant) -> str:
+    name = f"resend-{secrets.token_hex(3)}.test"
+    verified_domain(stack, tenant, name)
+    return name
+
+
+@pytest.fixture
+def sdk(stack: Stack, tenant: Tenant) -> Iterator[None]:
+    """The SDK's module-level configuration, as an application sets it (RESEND_API_URL / _KEY)."""
+    before = (resend.api_url, resend.api_key)
+    resend.api_url, resend.api_key = stack.url("api") + "/resend", tenant.live_key
+    yield
+    resend.api_url, resend.api_key = before
+
+
+def verify(post: Received, secret: str) -> Any:
+    return resend.Webhooks.verify(
+        {
+            "payload": post.body.decode(),
+            "headers": {
+                "id": post.headers["svix-id"],
+                "timestamp": post.headers["svix-timestamp"],
+                "signature": post.headers["svix-signature"],
+            },
+            "webhook_secret": secret,
+        }
+    )
+
+
+def test_webhooks_crud_rotate_and_a_real_delivery_verified_by_the_sdk(
+    stack: Stack, tenant: Tenant, domain: str, sdk: None
+) -> None:
+    with WebhookReceiver() as receiver, httpx.Client(base_url=stack.url("api"), headers=tenant.headers()) as c:
+        created = resend.Webhooks.create({"endpoint": receiver.url, "events": ["email.sent", "email.delivered"]})
+        wid, secret = created["id"], created["signing_secret"]
+        assert created["object"] == "webhook" and wid.startswith("wh_") and secret.startswith("whsec_")
+
+        got = resend.Webhooks.get(wid)
+        assert (got["object"], got["id"], got["endpoint"], got["status"]) == ("webhook", wid, receiver.url, "enabled")
+        assert got["events"] == ["email.sent", "email.delivered"] and got["signing_secret"] is None
+        listed = resend.Webhooks.list()
+        assert listed["object"] == "list" and listed["has_more"] is False
+        assert [w["id"] for w in listed["data"]] == [wid]
+
+        # A real email: its email.sent and email.delivered, in Resend's shape, verified by the SDK.
+        r = c.post(
+            "/v1/emails",
+            json={
+                "from": f"Acme <hi@{domain}>",
+                "to": "success@simulator.amazonses.com",
+                "subject": "Resend-shaped",
+                "text": "body text stays out of webhooks",
+                "tags": {"flow": "sdk"},
+            },
+        )
+        assert r.status_code == 202, r.text
+        email_id = r.json()["id"]
+
+        def arrived(type_: str) -> list[Received]:
+            return [
+                p for p in receiver.received if p.json.get("type") == type_ and p.json["data"]["email_id"] == email_id
+            ]
+
+        for type_ in ("email.sent", "email.delivered"):
+            [post] = wait_for(lambda t=type_: arrived(t) or None, timeout=30, what=type_)  # type: ignore[misc]
+            event = verify(post, secret)
+            assert "webhook-signature" not in post.headers and set(event) == {"type", "created_at", "data"}
+            assert event["type"] == type_ and event["created_at"].endswith("Z")
+            data = event["data"]
+            assert (data["email_id"], data["from"], data["subject"]) == (
+                email_id,
+                f"Acme <hi@{domain}>",
+                "Resend-shaped",
+            )
+            assert data["to"] == ["success@simulator.amazonses.com"] and data["tags"] == {"flow": "sdk"}
+            assert b"body text stays out" not in post.body
+            with pytest.raises(ValueError, match="no matching signature"):
+                verify(post, "whsec_" + "QUJD" * 8)  # a wrong secret is refused
+
+        # Update: events and status; a disabled endpoint gets nothing until enabled again.
+        updated = resend.Webhooks.update({"webhook_id": wid, "events": ["email.bounced"], "status": "disabled"})
+        assert (updated["object"], updated["id"]) == ("webhook", wid)
+        got = resend.Webhooks.get(wid)
+        assert (got["events"], got["status"]) == (["email.bounced"], "disabled")
+        resend.Webhooks.update({"webhook_id": wid, "status": "enabled", "events": ["email.sent", "email.delivered"]})
+        assert resend.Webhooks.get(wid)["status"] == "enabled"
+
+        # Rotation: a new secret once; during the overlap both verify the next delivery.
+        rotated = resend.Webhooks.rotate_signing_secret(wid)
+        new_secret = rotated["signing_secret"]
+        assert rotated["id"] == wid and new_secret.startswith("whsec_") and new_secret != secret
+        r = c.post(
+            "/v1/emails",
+            json={"from": f"hi@{domain}", "to": "success@simulator.amazonses.com", "subject": "After", "text": "x"},
+        )
+        assert r.status_code == 202, r.text
+        email_id = r.json()["id"]
+        [post] = wait_for(lambda: arrived("email.sent") or None, timeout=30, what="sent after rotation")
+        assert verify(post, new_secret)["data"]["email_id"] == email_id
+        assert verify(post, secret)["data"]["email_id"] == email_id
+
+        # Typed exceptions: unknown / unsupported event names are Resend's validation_error.
+        with pytest.raises(ValidationError, match="not supported"):
+            resend.Webhooks.create({"endpoint": receiver.url, "events": ["contact.created"]})  # type: ignore[list-item]
+        with pytest.raises(ValidationError, match="unknown event type"):
+            resend.Webhooks.create({"endpoint": receiver.url, "events": ["email.nope"]})  # type: ignore[list-item]
+        with pytest.raises(ValidationError):
+            resend.Webhooks.create({"endpoint": "http://169.254.169.254/latest", "events": ["email.sent"]})
+        assert [w["id"] for w in resend.Webhooks.list()["data"]] == [wid]  # nothing created by those
+
+        removed = resend.Webhooks.remove(wid)
+        assert (removed["id"], removed["deleted"]) == (wid, True)
+        with pytest.raises(ResendError) as missing:
+            resend.Webhooks.get(wid)
+        assert missing.value.code == 404 and missing.value.error_type == "not_found"
+        assert resend.Webhooks.list()["data"] == []
+
+        # Another tenant's key sees none of it; no key is missing_api_key.
+        other = create_tenant(stack, "Resend SDK other")
+        resend.api_key = other.live_key
+        assert resend.Webhooks.list()["data"] == []
+        resend.api_key = ""
+        with pytest.raises(MissingApiKeyError):
+            resend.Webhooks.list()
+        resend.api_key = "mr_live_" + "x" * 40
+        with pytest.raises(InvalidApiKeyError):
+            resend.Webhooks.list()
+
+
+def test_templates_through_the_sdk_and_a_send_with_the_fallback(
+    stack: Stack, tenant: Tenant, domain: str, sdk: None
+) -> None:
+    alias = f"welcome-{secrets.token_hex(3)}"
+    created = resend.Templates.create(
+        {
+            "name": "Welcome",
+            "alias": alias,
+            "subject": "Welcome {{{NAME}}}",
+            "html": "<p>Hi {{{NAME}}}, you have {{{CREDITS}}} credits</p>",
+            "variables": [
+                {"key": "NAME", "type": "string", "fallback_value": "friend"},
+                {"key": "CREDITS", "type": "number", "fallback_value": 5},
+            ],
+        }
+    )
+    tid = created["id"]
+    assert created["object"] == "template" and tid.startswith("tpl_")
+    got = resend.Templates.get(tid)
+    assert (got["name"], got["alias"], got["status"]) == ("Welcome", alias, "draft")
+    assert got["html"] == "<p>Hi {{{NAME}}}, you have {{{CREDITS}}} credits</p>"
+    assert got["variables"] == [
+        {"key": "NAME", "type": "string", "fallback_value": "friend"},
+        {"key": "CREDITS", "type": "number", "fallback_value": 5},
+    ]
+    assert resend.Templates.get(alias)["id"] == tid
+
+    assert resend.Templates.publish(tid)["id"] == tid
+    assert resend.Templates.get(tid)["status"] == "published"
+    updated = resend.Templates.update({"id": tid, "subject": "Hello {{{NAME}}}"})
+    assert updated["id"] == tid
+    assert (resend.Templates.get(tid)["subject"], resend.Templates.get(tid)["status"]) == ("Hello {{{NAME}}}", "draft")
+    resend.Templates.publish(tid)
+
+    # A send naming it (the same template send R1's /resend/emails makes), NAME left out.
+    with httpx.Client(base_url=stack.url("api"), headers=tenant.headers()) as c:
+        r = c.post(
+            "/v1/emails",
+            json={
+                "from": f"hi@{domain}",
+                "to": "success@simulator.amazonses.com",
+                "template": {"id": tid, "data": {"CREDITS": 12}},
+            },
+        )
+        assert r.status_code == 202, r.text
+        content = c.get(f"/v1/emails/{r.json()['id']}", params={"include": "content"}).json()
+    assert content["subject"] == "Hello friend"
+    assert content["html"].startswith("<p>Hi friend, you have 12 credits</p>")
+
+    copy = resend.Templates.duplicate(tid)
+    assert copy["id"] != tid
+    listed = resend.Templates.list({"limit": 10})
+    assert listed["object"] == "list" and {t["id"] for t in listed["data"]} >= {tid, copy["id"]}
+    assert next(t for t in listed["data"] if t["id"] == copy["id"])["status"] == "draft"
+    assert resend.Templates.remove(copy["id"])["deleted"] is True
+
+    with pytest.raises(ValidationError, match="declares no variable"):
+        resend.Templates.create({"name": "Bad", "html": "<p>{{{MISSING}}}</p>"})
+    with pytest.raises(ValidationError):
+        resend.Templates.create(
+            {"name": "Bad", "html": "x", "variables": [{"key": "N", "type": "number", "fallback_value": "five"}]}
+        )
+    with pytest.raises(ResendError) as missing:
+        resend.Templates.get("tpl_" + "0" * 26)
+    assert missing.value.code == 404
