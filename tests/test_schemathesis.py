@@ -44,7 +44,9 @@ CONFIG = schemathesis.Config.from_dict(
         },
     }
 )
-schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
+# `/resend` (issue 21) answers Resend's contract, not SPEC's (its statuses and error body are Resend's);
+# the official SDKs' tests and test_resend_openapi.py hold it to that. Fuzzed here: SPEC's routes.
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG).exclude(path_regex="^/resend/")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,8 @@ def test_request_bodies_say_they_refuse_unknown_fields() -> None:
     components = DOCUMENT["components"]["schemas"]
     bodies = {
         ref.rsplit("/", 1)[-1]
-        for item in DOCUMENT["paths"].values()
+        for path, item in DOCUMENT["paths"].items()
+        if not path.startswith("/resend/")
         for op in item.values()
         if isinstance(op, dict) and "requestBody" in op
         for ref in [op["requestBody"]["content"]["application/json"]["schema"]["$ref"]]
