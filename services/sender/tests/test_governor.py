@@ -65,7 +65,7 @@ async def test_refresh_reads_get_account_into_the_shared_row(
         f"{emulator.url}/_emulator/send-quota", json={"MaxSendRate": 50, "Max24HourSend": 1000}
     ).raise_for_status()
     try:
-        governor = SendGovernor(pool, ses_provider)
+        governor = SendGovernor(pool, ses_provider, send_rate_share=0.9)
         assert await governor.refresh()
         async with pool.connection() as conn:
             q = await repository.quota(conn)
@@ -81,7 +81,7 @@ async def test_tokens_follow_the_rate_and_broadcast_leaves_the_reserve(pool: Poo
     await set_quota(pool, max_send_rate=50)  # T = 45: capacity 4, refill 41/s; broadcast needs 3
     async with pool.connection() as conn:
         await conn.execute("UPDATE send_governor SET tokens = 0, stamp = clock_timestamp()")
-    governor = SendGovernor(pool, None)
+    governor = SendGovernor(pool, None, send_rate_share=0.9)
     loop = asyncio.get_running_loop()
     started = loop.time()
     for _ in range(45):
@@ -102,7 +102,7 @@ async def test_daily_quota_holds_mail_then_releases_it(
 ) -> None:
     with contextlib.suppress(ClientError):  # the broadcast stream's configuration set
         ses_client(emulator.url).create_configuration_set(ConfigurationSetName="mailroom-broadcast")
-    governor = SendGovernor(pool, None, daily_hold_share=0.95)
+    governor = SendGovernor(pool, None, send_rate_share=0.9, daily_hold_share=0.95)
     handlers = SenderHandlers(pool, make_service(ses_provider), governor=governor, daily_hold_recheck_seconds=0.2)
     queue = HeldQueue(pool, handlers, poll_seconds=0.05)
     # 96 of 100 sent today: broadcast is held from 95, transactional goes on until 100.
@@ -131,7 +131,7 @@ async def test_daily_quota_holds_mail_then_releases_it(
 
 async def test_test_mode_takes_no_token(pool: Pool, ses_provider: SesProvider, quota_row: None) -> None:
     await set_quota(pool, max_send_rate=1000, max_24h=10, sent=10)  # no live send allowed
-    governor = SendGovernor(pool, None)
+    governor = SendGovernor(pool, None, send_rate_share=0.9)
     handlers = SenderHandlers(pool, make_service(ses_provider), governor=governor)
     ev = queued(mode="test")
     await handlers.email_queued(ev)
@@ -145,7 +145,7 @@ async def test_throttling_is_retried_and_delivered(
     pool: Pool, ses_provider: SesProvider, emulator: EmulatorServer, quota_row: None
 ) -> None:
     await set_quota(pool, max_send_rate=1000)
-    handlers = SenderHandlers(pool, make_service(ses_provider), governor=SendGovernor(pool, None))
+    handlers = SenderHandlers(pool, make_service(ses_provider), governor=SendGovernor(pool, None, send_rate_share=0.9))
     for code in ("TooManyRequestsException", "Throttling"):
         httpx.post(f"{emulator.url}/_emulator/throttle", json={"count": 1, "code": code}).raise_for_status()
         ev = queued()
@@ -194,7 +194,7 @@ async def test_tokens_come_in_leases_that_end_and_keep_the_rate(pool: Pool, quot
     await set_quota(pool, max_send_rate=50)
     async with pool.connection() as conn:
         await conn.execute("UPDATE send_governor SET tokens = capacity, stamp = clock_timestamp()")
-    governor = SendGovernor(pool, None)
+    governor = SendGovernor(pool, None, send_rate_share=0.9)
     loop = asyncio.get_running_loop()
     started = loop.time()
     granted: list[float] = []

@@ -8,7 +8,7 @@ lock and computed on the *database's* clock, so replicas with skewed clocks cann
 NATS KV would need a compare-and-swap retry loop per token and each client's own clock. No new
 component: the sender's schema has it (migration 0005).
 
-**The bucket.** From `T = MaxSendRate x send_rate_share` (default 90%, room for network jitter
+**The bucket.** From `T = MaxSendRate x send_rate_share` (default 80%, room for network jitter
 between our clock and SES's): capacity `C = max(2, ⌊T/10⌋)` and refill `r = T - C` when T ≥ 3,
 else `C = 1`, `r = T`. Any one-second window then holds at most ⌊C + r⌋ ≤ T grants (a token
 bucket admits C + r·w in a window of w seconds), so SES never sees more than MaxSendRate.
@@ -109,7 +109,7 @@ class SendGovernor:
         pool: Pool,
         ses: SesProvider | None,
         *,
-        send_rate_share: float = 0.9,
+        send_rate_share: float = 0.8,
         transactional_reserve: float = 0.5,
         daily_hold_share: float = 0.95,
         refresh_seconds: float = 60.0,

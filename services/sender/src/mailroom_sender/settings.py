@@ -62,7 +62,7 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
     held_poll_seconds: float = 1.0
     # issue 23, the SES send-rate governor (governor.py). The share of SES's MaxSendRate all
     # replicas together use (the rest is room for jitter between our clock and SES's); 0.1 .. 0.99.
-    send_rate_share: float = 0.9
+    send_rate_share: float = 0.8
     # The part of the token bucket broadcast mail must leave to transactional mail; 0 .. 0.9.
     transactional_reserve: float = 0.5
     # Broadcast mail is held (not failed) from this share of Max24HourSend, transactional at 100%;
