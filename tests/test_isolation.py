@@ -224,3 +224,62 @@ def test_public_routes_answer_only_to_a_token_the_api_signed(
         for headers in ({}, world.a.headers(), world.b.headers(), {"Authorization": f"Bearer {world.a_sending}"}):
             r = call(api, method, path.replace("{token}", forged), headers)
             assert (r.status_code, r.json()["error"]) == (404, "not_found"), f"{method} {path}: {r.text}"
+
+
+# `/resend` (issue 21) answers in Resend's error shape; the same matrix over its routes. The
+# unsupported resources' catch-alls ({rest}) name nothing of anybody's.
+RESEND_VALID_BODIES = [
+    ("PATCH", re.compile(r"/resend/emails/msg_[0-9a-z]{26}"), _in_an_hour),
+    ("PATCH", re.compile(r"/resend/domains/dom_[0-9a-z]{26}"), lambda: {"open_tracking": True}),
+    ("PATCH", re.compile(r"/resend/webhooks/wh_[0-9a-z]{26}"), lambda: {"status": "enabled"}),
+    ("PATCH", re.compile(r"/resend/templates/.+"), lambda: {"name": "renamed"}),
+]
+
+
+def resend_call(api: httpx.Client, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
+    body: dict[str, Any] | None = None
+    for valid_method, url, make in RESEND_VALID_BODIES:
+        if method == valid_method and url.fullmatch(path):
+            body = make()
+    if method in ("POST", "PUT", "PATCH") and body is None:
+        body = {}
+    return api.request(method, path, json=body, headers=headers)
+
+
+def resend_ids(world: World) -> dict[str, str]:
+    ids = world.ids_of_b
+    return {**ids, "id_or_email": ids["email"], "rest": "anything"}
+
+
+def test_resend_routes_keep_tenants_apart(doc: dict[str, Any], world: World, api: httpx.Client) -> None:
+    routes = operations(doc, "/resend/")
+    named = {p for _, path in routes for p in PARAM.findall(path)}
+    assert named == {"email_id", "domain_id", "key_id", "webhook_id", "template", "id_or_email", "rest"}, named
+    ids = resend_ids(world)
+    targets = [(m, p) for m, p in routes if PARAM.search(p) and "{rest}" not in p]
+    assert len(targets) >= 15
+    for method, path in targets:
+        for headers in (world.a.headers(), world.a.headers("test")):
+            r = resend_call(api, method, fill(path, ids), headers)
+            assert r.status_code == 404, f"{method} {path}: {r.status_code} {r.text}"
+            body = r.json()
+            assert (body["statusCode"], body["name"]) == (404, "not_found"), body
+            assert not any(v in body["message"] for v in world.ids_of_b.values()), body
+    for method, path in targets:  # B's resources are all still there
+        if method == "GET":
+            r = api.get(fill(path, ids), headers=world.b.headers())
+            assert r.status_code == 200, f"B lost {path}: {r.status_code} {r.text}"
+
+    sending = {"Authorization": f"Bearer {world.a_sending}"}
+    for method, path in routes:
+        r = resend_call(api, method, fill(path, ids), {})
+        assert (r.status_code, r.json()["name"]) == (401, "missing_api_key"), f"{method} {path}: {r.text}"
+        if not path.startswith("/resend/emails") and "{rest}" not in path and path not in UNSUPPORTED_ROOTS:
+            r = resend_call(api, method, fill(path, ids), sending)
+            assert (r.status_code, r.json()["name"]) == (401, "restricted_api_key"), f"{method} {path}: {r.text}"
+
+
+UNSUPPORTED_ROOTS = {
+    f"/resend/{r}"
+    for r in ("audiences", "broadcasts", "contacts", "inbound", "segments", "topics", "contact-properties")
+}

@@ -264,7 +264,7 @@ async def test_official_python_sdk(world: tuple[Tenant, Tenant, str]) -> None:
     await asyncio.to_thread(drive)
 
 
-async def test_list_pages_with_after(client: httpx.AsyncClient, runtime: Runtime) -> None:
+async def test_list_pages_with_after_and_before(client: httpx.AsyncClient, runtime: Runtime) -> None:
     tenant = await make_tenant(runtime, "Lister")
     domain = unique_domain()
     await add_domain(runtime, tenant.id, domain)
@@ -280,7 +280,14 @@ async def test_list_pages_with_after(client: httpx.AsyncClient, runtime: Runtime
     assert first["data"][0]["subject"] == "n2" and first["data"][0]["last_event"]
     rest = (await client.get(f"/resend/emails?limit=2&after={first['data'][-1]['id']}", headers=auth)).json()
     assert rest["has_more"] is False and [e["id"] for e in rest["data"]] == [ids[0]]
-    assert_resend_error(await client.get(f"/resend/emails?before={ids[0]}", headers=auth), 422, "validation_error")
+    # `before` pages back towards the newest: the page just newer than the given email
+    back = (await client.get(f"/resend/emails?limit=1&before={ids[0]}", headers=auth)).json()
+    assert back["has_more"] is True and [e["id"] for e in back["data"]] == [ids[1]]
+    back = (await client.get(f"/resend/emails?limit=2&before={ids[0]}", headers=auth)).json()
+    assert back["has_more"] is False and [e["id"] for e in back["data"]] == [ids[2], ids[1]]
+    both = await client.get(f"/resend/emails?after={ids[1]}&before={ids[0]}", headers=auth)
+    assert_resend_error(both, 422, "validation_error")
+    assert_resend_error(await client.get("/resend/emails?before=nope", headers=auth), 422, "validation_error")
     assert_resend_error(await client.get("/resend/emails?limit=0", headers=auth), 422, "validation_error")
 
 
@@ -332,3 +339,102 @@ async def test_template_send_with_variables(client: httpx.AsyncClient, world: tu
     assert resp.status_code == 200, resp.text
     got = (await client.get(f"/resend/emails/{resp.json()['id']}", headers=auth)).json()
     assert (got["subject"], got["html"], got["text"]) == ("Hi Ada", "<p>Hi Ada</p>", "Hi Ada")
+
+
+async def test_suppressions_add_get_list_remove_and_batch(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant, other = await make_tenant(runtime, "Suppressor"), await make_tenant(runtime, "Neighbour")
+    auth = bearer(tenant.live)
+    added = await client.post("/resend/suppressions", json={"email": "Ada@Example.com"}, headers=auth)
+    assert added.status_code == 200, added.text
+    assert added.json() == {"object": "suppression", "id": "ada@example.com"}
+    # the same list as /v1 (reason manual), by the normalised address
+    v1 = (await client.get("/v1/suppressions?email=ada@example.com", headers=auth)).json()["data"]
+    assert [(s["email"], s["reason"]) for s in v1] == [("ada@example.com", "manual")]
+    got = (await client.get("/resend/suppressions/ADA@example.com", headers=auth)).json()
+    assert (got["object"], got["id"], got["email"], got["origin"], got["source_id"]) == (
+        "suppression",
+        "ada@example.com",
+        "ada@example.com",
+        "manual",
+        None,
+    )
+    batch = await client.post(
+        "/resend/suppressions/batch/add", json={"emails": ["b@example.com", "c@example.com"]}, headers=auth
+    )
+    assert batch.status_code == 200, batch.text
+    assert batch.json()["data"] == [
+        {"object": "suppression", "id": "b@example.com"},
+        {"object": "suppression", "id": "c@example.com"},
+    ]
+    # a bad address anywhere in a batch adds none of it
+    bad = await client.post("/resend/suppressions/batch/add", json={"emails": ["d@example.com", "nope"]}, headers=auth)
+    assert_resend_error(bad, 422, "validation_error")
+    assert "emails[1]" in bad.json()["message"]
+    assert_resend_error(await client.get("/resend/suppressions/d@example.com", headers=auth), 404, "not_found")
+
+    listed = (await client.get("/resend/suppressions?limit=2", headers=auth)).json()
+    assert listed["object"] == "list" and listed["has_more"] is True
+    assert [s["id"] for s in listed["data"]] == ["ada@example.com", "b@example.com"]
+    assert set(listed["data"][0]) == {"id", "email", "origin", "source_id", "created_at"}
+    rest = (await client.get("/resend/suppressions?limit=2&after=b@example.com", headers=auth)).json()
+    assert rest["has_more"] is False and [s["id"] for s in rest["data"]] == ["c@example.com"]
+    back = (await client.get("/resend/suppressions?limit=1&before=c@example.com", headers=auth)).json()
+    assert back["has_more"] is True and [s["id"] for s in back["data"]] == ["b@example.com"]
+    none = (await client.get("/resend/suppressions?origin=bounce", headers=auth)).json()
+    assert none == {"object": "list", "has_more": False, "data": []}
+    bad_origin = await client.get("/resend/suppressions?origin=x", headers=auth)
+    assert_resend_error(bad_origin, 422, "validation_error")
+    assert bad_origin.json()["message"].startswith("origin must be one of")
+
+    # another tenant sees and removes nothing
+    assert (await client.get("/resend/suppressions", headers=bearer(other.live))).json()["data"] == []
+    theirs = await client.delete("/resend/suppressions/ada@example.com", headers=bearer(other.live))
+    assert_resend_error(theirs, 404, "not_found")
+
+    removed = await client.delete("/resend/suppressions/ada@example.com", headers=auth)
+    assert removed.json() == {"object": "suppression", "id": "ada@example.com", "deleted": True}
+    gone = await client.post(
+        "/resend/suppressions/batch/remove", json={"ids": ["b@example.com", "zed@example.com"]}, headers=auth
+    )
+    assert gone.json()["data"] == [
+        {"object": "suppression", "id": "b@example.com", "deleted": True},
+        {"object": "suppression", "id": "zed@example.com", "deleted": False},
+    ]
+    neither = await client.post("/resend/suppressions/batch/remove", json={}, headers=auth)
+    assert_resend_error(neither, 422, "validation_error")
+    left = (await client.get("/resend/suppressions", headers=auth)).json()["data"]
+    assert [s["id"] for s in left] == ["c@example.com"]
+
+
+async def test_api_keys_create_list_remove(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant, other = await make_tenant(runtime, "Keyholder"), await make_tenant(runtime, "Stranger")
+    auth = bearer(tenant.live)
+    made = await client.post("/resend/api-keys", json={"name": "ci", "permission": "sending_access"}, headers=auth)
+    assert made.status_code == 200, made.text
+    key = made.json()
+    assert set(key) == {"id", "token"} and key["token"].startswith("mr_live_")
+    # the new key may send and read emails only, as /v1 keys with sending_access
+    restricted = await client.get("/resend/api-keys", headers=bearer(key["token"]))
+    assert_resend_error(restricted, 401, "restricted_api_key")
+    test_made = (await client.post("/resend/api-keys", json={"name": "t"}, headers=bearer(tenant.test))).json()
+    assert test_made["token"].startswith("mr_test_")  # a test key makes test keys
+
+    listed = (await client.get("/resend/api-keys", headers=auth)).json()
+    assert listed["object"] == "list" and listed["has_more"] is False
+    assert [k["id"] for k in listed["data"]][:2] == [test_made["id"], key["id"]]  # newest first
+    assert set(listed["data"][0]) == {"id", "name", "created_at", "last_used_at"}
+    one = (await client.get("/resend/api-keys?limit=1", headers=auth)).json()
+    assert one["has_more"] is True and [k["id"] for k in one["data"]] == [test_made["id"]]
+    bad = await client.post("/resend/api-keys", json={"name": "x", "permission": "root"}, headers=auth)
+    assert_resend_error(bad, 422, "validation_error")
+    rename = await client.patch(f"/resend/api-keys/{key['id']}", json={"name": "y"}, headers=auth)
+    assert_resend_error(rename, 404, "not_found")
+
+    assert_resend_error(
+        await client.delete(f"/resend/api-keys/{key['id']}", headers=bearer(other.live)), 404, "not_found"
+    )
+    removed = await client.delete(f"/resend/api-keys/{key['id']}", headers=auth)
+    assert removed.json() == {"object": "api_key", "id": key["id"], "deleted": True}
+    assert_resend_error(await client.get("/resend/emails", headers=bearer(key["token"])), 403, "invalid_api_key")
+    after = (await client.get("/resend/api-keys", headers=auth)).json()["data"]
+    assert key["id"] not in [k["id"] for k in after]

@@ -26,12 +26,9 @@ class DomainsController(Controller):
     async def create_domain(
         self, data: JSONBody[CreateDomain], rt: Rt, settings: Settings, principal: Caller
     ) -> Domain:
-        snapshot = await service.request_domain(
-            rt.nc, principal.tenant_id, data, rpc_timeout=settings.rpc_timeout_seconds
+        return await service.create_domain(
+            rt.pool, rt.nc, principal.tenant_id, data, rpc_timeout=settings.rpc_timeout_seconds
         )
-        async with rt.pool.connection() as conn, conn.transaction():
-            await service.record_domain(conn, snapshot, event_at=None)
-            return await service.get_domain(conn, principal.tenant_id, snapshot.domain_id)
 
     @get("/", summary="List domains", responses=documented(401, 403))
     async def list_domains(self, rt: Rt, principal: Caller) -> DomainList:

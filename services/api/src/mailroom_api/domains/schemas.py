@@ -10,12 +10,12 @@ import msgspec
 from mailroom_api.http.body import Request
 
 # One DNS name (IDN allowed, the domains service checks the rest): no blanks or control characters.
-_DNS_CHARS = r"^[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]+$"
+DNS_CHARS = r"^[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]+$"
 
 
 class CreateDomain(Request, frozen=True, kw_only=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=_DNS_CHARS)]
-    mail_from_subdomain: Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=_DNS_CHARS)] = "bounce"
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=DNS_CHARS)]
+    mail_from_subdomain: Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=DNS_CHARS)] = "bounce"
     track_opens: bool = False
     track_clicks: bool = False
     # SES region of the identity (one the operator allowed); absent = the platform's region.

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import msgspec
 from mailroom_contracts import events, rpc, subjects
-from mailroom_kit.db import Conn
+from mailroom_kit.db import Conn, Pool
 from nats.aio.client import Client
 
 from mailroom_api import rpc as calls
@@ -40,6 +40,14 @@ async def request_domain(nc: Client, tenant_id: str, req: CreateDomain, *, rpc_t
     )
     reply = await calls.call(nc, subjects.RPC_DOMAINS_CREATE, request, rpc.DomainReply, timeout=rpc_timeout)
     return calls.present(reply.domain, "domains")
+
+
+async def create_domain(pool: Pool, nc: Client, tenant_id: str, req: CreateDomain, *, rpc_timeout: float) -> Domain:
+    """Create the domain through the domains service, keep its first snapshot, and return it."""
+    snapshot = await request_domain(nc, tenant_id, req, rpc_timeout=rpc_timeout)
+    async with pool.connection() as conn, conn.transaction():
+        await record_domain(conn, snapshot, event_at=None)
+        return await get_domain(conn, tenant_id, snapshot.domain_id)
 
 
 async def record_domain(conn: Conn, snapshot: events.DomainSnapshot, *, event_at: datetime | None) -> bool:

@@ -725,15 +725,18 @@ async def list_emails(
     to: str | None = None,
     tag: dict[str, str] | None = None,
     domain: str | None = None,
+    after_id: str | None = None,
 ) -> list[EmailRow]:
-    """Newest first; keyset pagination on the (time-sortable) id."""
-    return await fetch_all(
+    """Newest first; keyset pagination on the (time-sortable) id: the newest ones older than
+    `before_id`, or (`after_id`) the oldest ones newer than it, still returned newest first."""
+    rows = await fetch_all(
         conn,
         EmailRow,
         f"""
         SELECT {COLUMNS} FROM emails
         WHERE tenant_id = %(tenant_id)s AND mode = %(mode)s
           AND (%(before_id)s::text IS NULL OR id < %(before_id)s)
+          AND (%(after_id)s::text IS NULL OR id > %(after_id)s)
           AND (%(status)s::text IS NULL OR status = %(status)s)
           AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
           AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
@@ -742,13 +745,14 @@ async def list_emails(
           AND (%(to)s::text IS NULL OR EXISTS (
                 SELECT 1 FROM email_recipients r
                 WHERE r.email_id = emails.id AND lower(r.address) = lower(%(to)s)))
-        ORDER BY id DESC
+        ORDER BY id {"ASC" if after_id is not None else "DESC"}
         LIMIT %(limit)s
         """,
         {
             "tenant_id": tenant_id,
             "mode": mode,
             "before_id": before_id,
+            "after_id": after_id,
             "status": status,
             "created_after": created_after,
             "created_before": created_before,
@@ -758,6 +762,7 @@ async def list_emails(
             "limit": limit,
         },
     )
+    return rows[::-1] if after_id is not None else rows
 
 
 # ----------------------------------------------------------------------------- projector (batches)

@@ -774,7 +774,10 @@ async def list_emails(
     to: str | None = None,
     tag: str | None = None,
     domain: str | None = None,
+    newer_than: str | None = None,
 ) -> EmailList:
+    """Newest first, the page older than `cursor`; or (`newer_than`, an id) the page just newer
+    than that email, whose `next_cursor` is then its newest id if there are newer ones still."""
     if not 1 <= limit <= 100:
         raise validation("limit must be between 1 and 100", "limit")
     if status is not None and status not in STATUSES:
@@ -791,7 +794,13 @@ async def list_emails(
         to=to.strip() if to else None,
         tag=_tag_filter(tag),
         domain=domain.strip().lower() if domain else None,
+        after_id=_decode_cursor(newer_than) if newer_than else None,
     )
-    page = rows[:limit]
-    next_cursor = page[-1].id if len(rows) > limit else None
+    more = len(rows) > limit
+    if newer_than:
+        page = rows[1:] if more else rows
+        next_cursor = page[0].id if more else None
+    else:
+        page = rows[:limit]
+        next_cursor = page[-1].id if more else None
     return EmailList(data=[EmailSummary(**_summary_fields(r)) for r in page], next_cursor=next_cursor)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from litestar import Controller, Router
 
+from mailroom_api.resend.api_keys import ResendApiKeysController
+from mailroom_api.resend.domains import ResendDomainsController
 from mailroom_api.resend.emails import ResendEmailsController
 from mailroom_api.resend.errors import resend_exception_handler
+from mailroom_api.resend.suppressions import ResendSuppressionsController
 from mailroom_api.resend.templates import ResendTemplatesController
 from mailroom_api.resend.unsupported import UnsupportedController
 from mailroom_api.resend.webhooks import ResendWebhooksController
@@ -22,6 +25,9 @@ CONTROLLERS: list[type[Controller]] = [
     ResendEmailsController,
     ResendWebhooksController,
     ResendTemplatesController,
+    ResendSuppressionsController,
+    ResendDomainsController,
+    ResendApiKeysController,
     UnsupportedController,
 ]
 

@@ -313,13 +313,22 @@ class ResendEmailsController(Controller):
         after: Annotated[
             str | None, QueryParameter(pattern=id_pattern("msg"), description="the last id of the previous page")
         ] = None,
-        before: Annotated[str | None, QueryParameter(description="not supported: page forward with `after`")] = None,
+        before: Annotated[
+            str | None, QueryParameter(pattern=id_pattern("msg"), description="the first id of the next page")
+        ] = None,
     ) -> ResendEmailList:
-        if before is not None:
-            raise validation("`before` is not supported by Mailroom; page with `after`", "before")
+        if after is not None and before is not None:
+            raise validation("after and before cannot be used together", "after")
         async with rt.pool.connection() as conn:
             page = await service.list_emails(
-                conn, principal, limit=limit, cursor=after, status=None, created_after=None, created_before=None
+                conn,
+                principal,
+                limit=limit,
+                cursor=after,
+                status=None,
+                created_after=None,
+                created_before=None,
+                newer_than=before,
             )
         items = [
             ResendEmailItem(

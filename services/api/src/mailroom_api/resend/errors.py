@@ -45,7 +45,10 @@ def resend_error_body(error: ApiError) -> tuple[dict[str, Any], int]:
     else:
         name, given = RESEND_NAMES.get(error.code, (error.code, None))
     status = given or error.status
-    return {"statusCode": status, "name": name, "message": error.message}, status
+    message = error.message
+    if error.param and error.param not in message:  # Resend's shape has no `param`: the message names it
+        message = f"{error.param}: {message}"
+    return {"statusCode": status, "name": name, "message": message}, status
 
 
 def resend_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

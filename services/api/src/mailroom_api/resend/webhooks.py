@@ -11,7 +11,7 @@ at rotation (Mailroom keeps it encrypted), so `get`/`list` answer `signing_secre
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
@@ -21,6 +21,7 @@ from mailroom_contracts.rpc import WEBHOOK_EVENTS_MAX, WEBHOOK_URL_MAX_LENGTH
 from mailroom_api.errors import validation
 from mailroom_api.http.body import Request
 from mailroom_api.http.guards import TENANT, TENANT_SECURITY, Caller, Rt, Settings
+from mailroom_api.resend.paging import page
 from mailroom_api.resend.responses import documented
 from mailroom_api.webhooks import service
 from mailroom_api.webhooks.schemas import CreateWebhook, UpdateWebhook, Webhook
@@ -134,28 +135,6 @@ def _view(w: Webhook) -> ResendWebhook:
         endpoint=w.url,
         events=[_TO_RESEND.get(e, e) for e in w.events],
     )
-
-
-def page(items: list[Any], *, limit: int | None, after: str | None, before: str | None) -> tuple[list[Any], bool]:
-    """Resend's cursor pagination over a list ordered newest first: `after` an id → the items
-    after it; `before` → the items before it (both excluded); `limit` 1..100 (default all)."""
-    if after is not None and before is not None:
-        raise validation("after and before cannot be used together", "after")
-    ids = [item.id for item in items]
-    if after is not None:
-        if after not in ids:
-            raise validation("after names no item of this list", "after")
-        items = items[ids.index(after) + 1 :]
-    elif before is not None:
-        if before not in ids:
-            raise validation("before names no item of this list", "before")
-        items = items[: ids.index(before)]
-        if limit is not None and len(items) > limit:
-            return items[-limit:], True
-        return items, False
-    if limit is not None and len(items) > limit:
-        return items[:limit], True
-    return items, False
 
 
 class ResendWebhooksController(Controller):

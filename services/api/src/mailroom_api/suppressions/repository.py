@@ -28,22 +28,34 @@ async def list_suppressions(
     after_email: str | None,
     reason: str | None,
     email: str | None,
+    before_email: str | None = None,
 ) -> list[SuppressionRow]:
-    """Up to `limit` entries of the tenant's `mode`, by address, after `after_email` (keyset)."""
-    return await fetch_all(
+    """Up to `limit` entries of the tenant's `mode`, by address: the first ones after `after_email`,
+    or the last ones before `before_email` (keyset either way; by address in both cases)."""
+    rows = await fetch_all(
         conn,
         SuppressionRow,
         f"""
         SELECT {COLUMNS} FROM suppressions
         WHERE tenant_id = %(tenant_id)s AND mode = %(mode)s
             AND (%(after)s::text IS NULL OR email > %(after)s::text)
+            AND (%(before)s::text IS NULL OR email < %(before)s::text)
             AND (%(reason)s::text IS NULL OR reason = %(reason)s::text)
             AND (%(email)s::text IS NULL OR email = %(email)s::text)
-        ORDER BY email
+        ORDER BY email {"DESC" if before_email is not None else "ASC"}
         LIMIT %(limit)s
         """,
-        {"tenant_id": tenant_id, "mode": mode, "after": after_email, "reason": reason, "email": email, "limit": limit},
+        {
+            "tenant_id": tenant_id,
+            "mode": mode,
+            "after": after_email,
+            "before": before_email,
+            "reason": reason,
+            "email": email,
+            "limit": limit,
+        },
     )
+    return rows[::-1] if before_email is not None else rows
 
 
 async def add_manual(conn: Conn, *, tenant_id: str, mode: str, email: str) -> tuple[SuppressionRow, bool]:

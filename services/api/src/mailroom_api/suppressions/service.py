@@ -56,6 +56,30 @@ async def list_suppressions(
     reason: str | None,
     email: str | None,
 ) -> SuppressionList:
+    page, more = await page_suppressions(
+        conn,
+        principal,
+        limit=limit,
+        after=decode_cursor(cursor) if cursor else None,
+        before=None,
+        reason=reason,
+        email=email,
+    )
+    return SuppressionList(data=page, next_cursor=encode_cursor(page[-1].email) if more else None)
+
+
+async def page_suppressions(
+    conn: Conn,
+    principal: Principal,
+    *,
+    limit: int,
+    after: str | None,
+    before: str | None,
+    reason: str | None,
+    email: str | None,
+) -> tuple[list[Suppression], bool]:
+    """Up to `limit` entries by address after the address `after` (or the last ones before
+    `before`), and whether there are more that way."""
     if not 1 <= limit <= MAX_LIMIT:
         raise validation(f"limit must be between 1 and {MAX_LIMIT}", "limit")
     if reason is not None and reason not in REASONS:
@@ -65,13 +89,22 @@ async def list_suppressions(
         tenant_id=principal.tenant_id,
         mode=principal.mode,
         limit=limit + 1,
-        after_email=decode_cursor(cursor) if cursor else None,
+        after_email=after,
+        before_email=before,
         reason=reason,
         email=normalised(email, "email") if email is not None else None,
     )
-    page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].email) if len(rows) > limit else None
-    return SuppressionList(data=[_entry(r) for r in page], next_cursor=next_cursor)
+    more = len(rows) > limit
+    page = (rows[1:] if before is not None else rows[:limit]) if more else rows
+    return [_entry(r) for r in page], more
+
+
+async def get_suppression(conn: Conn, principal: Principal, email: str) -> Suppression:
+    """The caller's entry of `email` (normalised as at send); 404 if the address is not suppressed."""
+    page, _ = await page_suppressions(conn, principal, limit=1, after=None, before=None, reason=None, email=email)
+    if not page:
+        raise not_found("suppression")
+    return page[0]
 
 
 async def add_suppression(conn: Conn, principal: Principal, data: CreateSuppression) -> Suppression:
@@ -83,6 +116,10 @@ async def add_suppression(conn: Conn, principal: Principal, data: CreateSuppress
 
 
 async def delete_suppression(conn: Conn, principal: Principal, email: str) -> None:
-    address = normalised(email, "email")
-    if not await repo.delete_suppression(conn, tenant_id=principal.tenant_id, mode=principal.mode, email=address):
+    if not await remove_suppression(conn, principal, normalised(email, "email")):
         raise not_found("suppression")
+
+
+async def remove_suppression(conn: Conn, principal: Principal, address: str) -> bool:
+    """Remove the caller's entry of the normalised `address`; False: there was none."""
+    return await repo.delete_suppression(conn, tenant_id=principal.tenant_id, mode=principal.mode, email=address)

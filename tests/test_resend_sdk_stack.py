@@ -1,9 +1,12 @@
 """Issue 21 through the whole stack with the official Resend Python SDK (`resend` on PyPI) pointed
-at `/resend`: webhooks create/get/list/update/rotate/remove answered by the real webhooks service,
-an email sent and its email.sent / email.delivered received by a real local HTTP receiver in
-Resend's shape with svix-* headers that `resend.Webhooks.verify` accepts (both secrets during a
-rotation's overlap), templates create/get/list/update/publish/duplicate/remove and a send of one
-that renders `{{{VAR}}}` with its fallback, and the SDK's typed exceptions on bad input."""
+at `/resend`: domains created, verified by the real verifier (public DNS of the dev server, SES of
+the emulator), updated, listed and removed; an email sent from it, read back as delivered, listed;
+suppressions that stop a send and are removed; API keys created, listed and revoked; webhooks
+create/get/list/update/rotate/remove answered by the real webhooks service, an email sent and its
+email.sent / email.delivered received by a real local HTTP receiver in Resend's shape with svix-*
+headers that `resend.Webhooks.verify` accepts (both secrets during a rotation's overlap), templates
+create/get/list/update/publish/duplicate/remove and a send of one that renders `{{{VAR}}}` with its
+fallback, and the SDK's typed exceptions on bad input."""
 
 from __future__ import annotations
 
@@ -38,6 +41,11 @@ def sdk(stack: Stack, tenant: Tenant) -> Iterator[None]:
     resend.api_url, resend.api_key = stack.url("api") + "/resend", tenant.live_key
     yield
     resend.api_url, resend.api_key = before
+
+
+def plain(answer: Any) -> dict[str, Any]:
+    """An SDK answer without the `http_headers` the SDK adds to it."""
+    return {k: v for k, v in dict(answer).items() if k != "http_headers"}
 
 
 def verify(post: Received, secret: str) -> Any:
@@ -219,3 +227,71 @@ def test_templates_through_the_sdk_and_a_send_with_the_fallback(
     with pytest.raises(ResendError) as missing:
         resend.Templates.get("tpl_" + "0" * 26)
     assert missing.value.code == 404
+
+
+def test_domains_emails_suppressions_and_api_keys_through_the_sdk(stack: Stack, tenant: Tenant, sdk: None) -> None:
+    name = f"resend-dom-{secrets.token_hex(3)}.test"
+    created: Any = resend.Domains.create({"name": name, "custom_return_path": "mail", "open_tracking": True})
+    did = created["id"]
+    assert (created["name"], created["open_tracking"], created["click_tracking"]) == (name, True, False)
+    shapes = {(r["record"], r["type"], r["name"]) for r in created["records"]}
+    assert {("SPF", "MX", "mail"), ("SPF", "TXT", "mail"), ("DMARC", "TXT", "_dmarc")} <= shapes, shapes
+    dkim = [r for r in created["records"] if r["record"] == "DKIM"]
+    assert len(dkim) == 3 and all(r["type"] == "CNAME" and r["name"].endswith("._domainkey") for r in dkim)
+    assert all(r["ttl"] == "Auto" and r["status"] in ("pending", "verified") for r in created["records"])
+    mx = next(r for r in created["records"] if r["type"] == "MX")
+    assert mx["priority"] == 10 and mx["value"].startswith("feedback-smtp.")
+    assert all("priority" not in r for r in created["records"] if r["type"] != "MX")
+
+    assert plain(resend.Domains.verify(did)) == {"object": "domain", "id": did}
+    wait_for(lambda: resend.Domains.get(did)["status"] == "verified", what="domain verified")
+    got: Any = resend.Domains.get(did)
+    required = [r for r in got["records"] if r["record"] != "DMARC"]
+    assert {r["status"] for r in required} == {"verified"}
+    assert plain(resend.Domains.update({"id": did, "click_tracking": True})) == {"object": "domain", "id": did}
+    assert resend.Domains.get(did)["click_tracking"] is True
+    with pytest.raises(ValidationError):
+        resend.Domains.update({"id": did, "tls": "enforced"})
+    with pytest.raises(ValidationError):
+        resend.Domains.create({"name": "co.uk"})
+    listed = resend.Domains.list()
+    assert listed["object"] == "list" and did in [d["id"] for d in listed["data"]]
+
+    # An email from it goes out; the SDK reads it back delivered, newest in the list.
+    sent = resend.Emails.send(
+        {"from": f"Acme <hi@{name}>", "to": "success@simulator.amazonses.com", "subject": "via sdk", "text": "t"}
+    )
+    wait_for(lambda: resend.Emails.get(sent["id"])["last_event"] == "delivered", what="delivered")
+    newest = resend.Emails.list({"limit": 1})
+    assert newest["has_more"] is True and [e["id"] for e in newest["data"]] == [sent["id"]]
+
+    # A suppressed address alone is refused (nothing queued) until it is removed.
+    assert plain(resend.Suppressions.add({"email": "Kept@Example.com"})) == {
+        "object": "suppression",
+        "id": "kept@example.com",
+    }
+    assert resend.Suppressions.get("kept@example.com")["origin"] == "manual"
+    assert "kept@example.com" in [s["id"] for s in resend.Suppressions.list()["data"]]
+    mail: Any = {"from": f"hi@{name}", "to": "kept@example.com", "subject": "s", "text": "t"}
+    with pytest.raises(ResendError) as refused:
+        resend.Emails.send(mail)
+    assert refused.value.error_type == "recipient_suppressed"
+    assert resend.Suppressions.remove("kept@example.com")["deleted"] is True
+    assert resend.Emails.send(mail)["id"].startswith("msg_")
+
+    # API keys: a sending key sends; once removed it is refused.
+    key = resend.ApiKeys.create({"name": "sdk sender", "permission": "sending_access"})
+    assert key["token"].startswith("mr_live_")
+    assert key["id"] in [k["id"] for k in resend.ApiKeys.list()["data"]]
+    with httpx.Client(base_url=stack.url("api"), timeout=10) as c:
+        as_key = {"Authorization": f"Bearer {key['token']}"}
+        assert c.post("/resend/emails", json=mail, headers=as_key).status_code == 200
+        assert plain(resend.ApiKeys.remove(key["id"])) == {"object": "api_key", "id": key["id"], "deleted": True}
+        wait_for(lambda: c.get("/resend/emails", headers=as_key).status_code == 403, what="revoked key refused")
+
+    # Removing the domain deletes its identity: later sends from it are refused.
+    assert plain(resend.Domains.remove(did)) == {"object": "domain", "id": did, "deleted": True}
+    with pytest.raises(ResendError) as unverified:
+        resend.Emails.send(mail)
+    assert unverified.value.error_type == "validation_error"
+    assert did not in [d["id"] for d in resend.Domains.list()["data"]]
