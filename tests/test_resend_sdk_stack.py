@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -295,3 +296,56 @@ def test_domains_emails_suppressions_and_api_keys_through_the_sdk(stack: Stack, 
         resend.Emails.send(mail)
     assert unverified.value.error_type == "validation_error"
     assert did not in [d["id"] for d in resend.Domains.list()["data"]]
+
+
+def test_emails_through_the_sdk_replay_schedule_batch_and_typed_errors(
+    stack: Stack, tenant: Tenant, domain: str, sdk: None
+) -> None:
+    sent = resend.Emails.send(
+        {
+            "from": f"Acme <hi@{domain}>",
+            "to": ["ada@example.com"],
+            "subject": "From the SDK",
+            "html": "<p>sdk</p>",
+            "tags": [{"name": "via", "value": "sdk"}],
+            "attachments": [{"filename": "n.txt", "content": list(b"bytes")}],
+        },
+        {"idempotency_key": "sdk-key-1"},
+    )
+    again = resend.Emails.send(
+        {
+            "from": f"Acme <hi@{domain}>",
+            "to": ["ada@example.com"],
+            "subject": "From the SDK",
+            "html": "<p>sdk</p>",
+            "tags": [{"name": "via", "value": "sdk"}],
+            "attachments": [{"filename": "n.txt", "content": list(b"bytes")}],
+        },
+        {"idempotency_key": "sdk-key-1"},
+    )
+    assert again["id"] == sent["id"]
+    got: dict[str, Any] = dict(resend.Emails.get(sent["id"]))
+    assert got["object"] == "email" and got["subject"] == "From the SDK"
+    assert got["tags"] == [{"name": "via", "value": "sdk"}]
+
+    later = resend.Emails.send(
+        {"from": f"hi@{domain}", "to": "ada@example.com", "subject": "L", "text": "l", "scheduled_at": "in 1 min"}
+    )
+    when = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert resend.Emails.update({"id": later["id"], "scheduled_at": when})["id"] == later["id"]
+    assert resend.Emails.cancel(later["id"])["id"] == later["id"]
+
+    with pytest.raises(resend.exceptions.ValidationError):
+        resend.Emails.send({"from": f"hi@{domain}", "to": "nope", "subject": "x", "text": "x"})
+    with pytest.raises(resend.exceptions.ResendError) as missing:
+        resend.Emails.get("msg_" + "0" * 26)
+    assert missing.value.error_type == "not_found"
+    one: Any = {"from": f"hi@{domain}", "to": "ada@example.com", "subject": "B", "text": "b"}
+    both = resend.Batch.send([one, {**one, "to": "nope"}], {"batch_validation": "permissive"})
+    assert len(both["data"]) == 1 and [e["index"] for e in both.get("errors", [])] == [1]
+    with pytest.raises(resend.exceptions.ValidationError):
+        resend.Batch.send([one, {**one, "to": "nope"}], {"batch_validation": "strict"})
+    resend.api_key = "mr_live_" + "x" * 40
+    with pytest.raises(resend.exceptions.InvalidApiKeyError):
+        resend.Emails.get(sent["id"])
+    resend.api_key = tenant.live_key

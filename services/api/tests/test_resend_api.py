@@ -1,21 +1,17 @@
 """The Resend-compatible API (`/resend`, issue 21) through the real app, Postgres and JetStream:
 send (tags, attachments as base64 and as a byte list, natural-language `scheduled_at`), get in
 Resend's shape, reschedule and cancel, Idempotency-Key replay, errors in Resend's shape with its
-names and statuses (nothing written when refused), tenants isolated, unsupported resources 404 —
-and the official Python SDK (`resend` from PyPI) driven against the served app, raising its
-typed exceptions."""
+names and statuses (nothing written when refused), tenants isolated, unsupported resources 404,
+suppressions and API keys. The official SDK drives the whole stack in tests/test_resend_sdk_stack.py."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import resend
 from api_testkit import Tenant, add_domain, bearer, make_tenant, table_counts, unique_domain
 from mailroom_api.resend.emails import parse_scheduled_at
 from mailroom_kit.runtime import Runtime
@@ -195,73 +191,6 @@ async def test_unsupported_resources_404(
         resp = await client.request(method, path, headers=bearer(tenant.live))
         assert_resend_error(resp, 404, "not_found")
         assert "not supported by Mailroom" in resp.json()["message"]
-
-
-@pytest.fixture
-def sdk(client: httpx.AsyncClient, world: tuple[Tenant, Tenant, str]) -> Iterator[None]:
-    """The official SDK pointed at the served app (its module-level settings)."""
-    saved = resend.api_url, resend.api_key
-    resend.api_url = str(client.base_url).rstrip("/") + "/resend"
-    resend.api_key = world[0].live
-    yield
-    resend.api_url, resend.api_key = saved
-
-
-@pytest.mark.usefixtures("sdk")
-async def test_official_python_sdk(world: tuple[Tenant, Tenant, str]) -> None:
-    tenant, _, domain = world
-
-    def drive() -> None:
-        sent = resend.Emails.send(
-            {
-                "from": f"Acme <hi@{domain}>",
-                "to": ["ada@example.com"],
-                "subject": "From the SDK",
-                "html": "<p>sdk</p>",
-                "tags": [{"name": "via", "value": "sdk"}],
-                "attachments": [{"filename": "n.txt", "content": list(b"bytes")}],
-            },
-            {"idempotency_key": "sdk-key-1"},
-        )
-        again = resend.Emails.send(
-            {
-                "from": f"Acme <hi@{domain}>",
-                "to": ["ada@example.com"],
-                "subject": "From the SDK",
-                "html": "<p>sdk</p>",
-                "tags": [{"name": "via", "value": "sdk"}],
-                "attachments": [{"filename": "n.txt", "content": list(b"bytes")}],
-            },
-            {"idempotency_key": "sdk-key-1"},
-        )
-        assert again["id"] == sent["id"]
-        got: dict[str, Any] = dict(resend.Emails.get(sent["id"]))
-        assert got["object"] == "email" and got["subject"] == "From the SDK"
-        assert got["tags"] == [{"name": "via", "value": "sdk"}]
-
-        later = resend.Emails.send(
-            {"from": f"hi@{domain}", "to": "ada@example.com", "subject": "L", "text": "l", "scheduled_at": "in 1 min"}
-        )
-        when = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-        assert resend.Emails.update({"id": later["id"], "scheduled_at": when})["id"] == later["id"]
-        assert resend.Emails.cancel(later["id"])["id"] == later["id"]
-
-        with pytest.raises(resend.exceptions.ValidationError):
-            resend.Emails.send({"from": f"hi@{domain}", "to": "nope", "subject": "x", "text": "x"})
-        with pytest.raises(resend.exceptions.ResendError) as missing:
-            resend.Emails.get("msg_" + "0" * 26)
-        assert missing.value.error_type == "not_found"
-        one: Any = {"from": f"hi@{domain}", "to": "ada@example.com", "subject": "B", "text": "b"}
-        both = resend.Batch.send([one, {**one, "to": "nope"}], {"batch_validation": "permissive"})
-        assert len(both["data"]) == 1 and [e["index"] for e in both.get("errors", [])] == [1]
-        with pytest.raises(resend.exceptions.ValidationError):
-            resend.Batch.send([one, {**one, "to": "nope"}], {"batch_validation": "strict"})
-        resend.api_key = "mr_live_" + "x" * 40
-        with pytest.raises(resend.exceptions.InvalidApiKeyError):
-            resend.Emails.get(sent["id"])
-        resend.api_key = tenant.live
-
-    await asyncio.to_thread(drive)
 
 
 async def test_list_pages_with_after_and_before(client: httpx.AsyncClient, runtime: Runtime) -> None:
