@@ -8,7 +8,8 @@ It creates (or updates) its own durable pull consumer on MAILROOM_EMAIL, prints 
 event (`type`, `event_id`, `email_id`, `tenant_id`, `occurred_at`) and acks it after handling; a
 handler failure naks with a delay, so the event comes back. Handling is idempotent by `event_id`
 (JetStream delivers at least once). It needs nothing of Mailroom's code: the events are JSON.
-`--count N` stops after N events, `--idle-exit S` after S seconds without one; `--delete` removes the
+`--history` starts with the stream's history, `--since TIME` (ISO 8601) with the events stored
+from that time on; `--count N` stops after N events, `--idle-exit S` after S seconds without one; `--delete` removes the
 consumer on exit (for trials). Keep the same options from run to run: a durable's deliver policy
 cannot change once it exists.
 """
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
 import nats
@@ -41,10 +43,15 @@ def handle(event: dict[str, Any], seen: set[str]) -> bool:
 async def run(args: argparse.Namespace) -> int:
     nc = await nats.connect(args.nats, name=f"subscriber-{args.durable}")
     js = nc.jetstream()
+    if args.since is not None:
+        policy = DeliverPolicy.BY_START_TIME
+    else:
+        policy = DeliverPolicy.ALL if args.history else DeliverPolicy.NEW
     config = ConsumerConfig(  # created, or updated when it exists
         durable_name=args.durable,
         filter_subjects=args.subject,
-        deliver_policy=DeliverPolicy.ALL if args.history else DeliverPolicy.NEW,
+        deliver_policy=policy,
+        opt_start_time=args.since.isoformat() if args.since is not None else None,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=30,
         max_deliver=-1,
@@ -78,6 +85,7 @@ async def run(args: argparse.Namespace) -> int:
                 if args.count is not None and handled >= args.count:
                     break
     finally:
+        await sub.unsubscribe()  # (a pull subscription left open holds drain() for its 30 s timeout)
         if args.delete:
             await js.delete_consumer(STREAM, args.durable)
         await nc.drain()
@@ -90,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--durable", required=True, help="your consumer's name (never one of Mailroom's)")
     parser.add_argument("--subject", action="append", required=True, help="a subject to read (repeatable)")
     parser.add_argument("--history", action="store_true", help="start with the stream's history (14 days)")
+    parser.add_argument(
+        "--since", type=datetime.fromisoformat, help="start with the events stored from this ISO 8601 time on"
+    )
     parser.add_argument("--count", type=int, help="stop after this many events")
     parser.add_argument("--idle-exit", type=float, help="stop after this many seconds without an event")
     parser.add_argument("--delete", action="store_true", help="delete the consumer on exit")
