@@ -158,7 +158,7 @@ def test_the_built_message_parses_back_to_its_input(
             assert not part.defects and "MIME-Version" not in part
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.filter_too_much])
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.filter_too_much])
 @given(name=long_name)
 def test_a_long_display_name_decodes_back_per_rfc_2047(name: str) -> None:
     raw = build_message(queued(from_=Address(email="noreply@mail.acme.test", name=name)))
@@ -195,7 +195,7 @@ def leaves(msg: EmailMessage) -> list[EmailMessage]:
 
 
 @settings(
-    max_examples=150,
+    max_examples=60,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
