@@ -12,6 +12,7 @@ from domains_testkit import RunningDomains, Starter, domain_events, event_types,
 from mailroom_contracts.events import DomainFailed, DomainSnapshot, DomainStatusChanged, DomainVerified
 from mailroom_contracts.rpc import CreateDomainRequest
 from mailroom_devstack.infra import free_port
+from mailroom_domains.checks import RecordCheck, SesStatusChecker
 from mailroom_domains.handlers import CreateDomainHandler, VerificationPoller
 from mailroom_kit.db import Pool, open_pool
 from mailroom_ses_emulator import EmulatorServer
@@ -255,3 +256,58 @@ async def test_concurrent_pollers_publish_each_transition_once(
     js = nats_client.jetstream()
     for d in domains:
         assert event_types(await domain_events(js, d.domain_id)) == ["domain.created", "domain.verified"]
+
+
+class GatedChecker:
+    """The SES-status checker, but the first check waits at `gate` once it has its answer: a slow
+    check (a lease that expired, a verify request) overtaken by a later one of the same domain."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self._inner = SesStatusChecker()
+        self._first = True
+
+    async def check(self, domain: DomainSnapshot, records: Any, *, identity: Any) -> list[RecordCheck]:
+        checks = await self._inner.check(domain, records, identity=identity)
+        if self._first:
+            self._first = False
+            self.waiting.set()
+            await self.gate.wait()
+        return checks
+
+
+async def test_a_check_overtaken_by_a_later_one_is_not_applied(
+    start_domains: Starter, emulator_never: EmulatorServer, nats_client: Client, pool: Pool
+) -> None:
+    """Two check writers of one domain: a check that saw the records missing is applied after a
+    later check saw them back. Applying it would move the domain back to temporary_failure (and
+    publish it a second time once the next check finds it verified): the older view is dropped."""
+    checker = GatedChecker()
+    running = await start_domains(emulator_never.url, workers=False, checker=checker)
+    dom = await register(running)
+    checker._first = False  # the check that verifies it passes the gate
+    force(emulator_never, dom.name, status="SUCCESS", mail_from_status="SUCCESS")
+    poller = VerificationPoller(running.service, running.runtime.pool)
+    await poller.check(dom.domain_id)
+    assert (await row(pool, dom.domain_id))["status"] == "verified"
+
+    # The records vanish; a check sees that and is held before it writes …
+    checker._first = True
+    force(emulator_never, dom.name, status="TEMPORARY_FAILURE", mail_from_status="TEMPORARY_FAILURE")
+    slow = asyncio.create_task(poller.check(dom.domain_id))
+    await asyncio.wait_for(checker.waiting.wait(), 10)
+    # … they are back, and a second check of the same domain sees them and writes first.
+    force(emulator_never, dom.name, status="SUCCESS", mail_from_status="SUCCESS")
+    await poller.check(dom.domain_id)
+    checker.gate.set()
+    await asyncio.wait_for(slow, 10)
+
+    assert (await row(pool, dom.domain_id))["status"] == "verified"
+    await poller.check(dom.domain_id)  # and the next check changes nothing
+    while await running.runtime.relay().relay_once():
+        pass
+    assert event_types(await domain_events(nats_client.jetstream(), dom.domain_id)) == [
+        "domain.created",
+        "domain.verified",
+    ]
