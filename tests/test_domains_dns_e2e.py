@@ -173,6 +173,8 @@ def test_record_by_record_until_verified_then_failed_refuses_sends(stack: Stack,
         wait_for(lambda: status_of(c, dom_id, "failed"), 30, what="failed")
         refused = wait_for(lambda: refused_send(c, name), 10, what="send refused")
         assert refused.json()["error"] == "domain_not_verified"
+        r = c.post(f"/v1/domains/{dom_id}/verify")  # failed is final: delete it and add it again
+        assert (r.status_code, r.json()["error"]) == (409, "conflict"), r.text
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,13 @@ from typing import Any
 import httpx
 import pytest
 from domains_testkit import RunningDomains, Starter, domain_events, event_types, unique_domain, wait_for
+from mailroom_contracts import subjects
 from mailroom_contracts.events import DomainFailed, DomainSnapshot, DomainStatusChanged, DomainVerified
-from mailroom_contracts.rpc import CreateDomainRequest
+from mailroom_contracts.rpc import CreateDomainRequest, DomainReply, VerifyDomainRequest
 from mailroom_devstack.infra import free_port
 from mailroom_domains.checks import RecordCheck, SesStatusChecker
 from mailroom_domains.handlers import CreateDomainHandler, VerificationPoller
+from mailroom_kit import rpc
 from mailroom_kit.db import Pool, open_pool
 from mailroom_ses_emulator import EmulatorServer
 from nats.aio.client import Client
@@ -311,3 +313,40 @@ async def test_a_check_overtaken_by_a_later_one_is_not_applied(
         "domain.created",
         "domain.verified",
     ]
+
+
+async def test_a_verify_request_is_checked_at_once_not_at_the_next_tick(
+    start_domains: Starter, emulator_immediate: EmulatorServer, nats_client: Client, pool: Pool
+) -> None:
+    """`mailroom.rpc.domains.verify` makes the domain due and wakes the poller of the replica that
+    answered: the check comes at once, not at the poller's next tick (5 s with a 60 s poll)."""
+    creator = await start_domains(emulator_immediate.url, workers=False)
+    dom = await register(creator)
+    await start_domains(emulator_immediate.url, poll_interval_seconds=60.0)  # ticks every 5 s
+    verified = await wait_status(pool, dom.domain_id, "verified")  # its first round, then asleep
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    reply = await rpc.request(
+        nats_client,
+        subjects.RPC_DOMAINS_VERIFY,
+        VerifyDomainRequest(tenant_id="ten_a", domain_id=dom.domain_id),
+        DomainReply,
+        timeout=10,
+    )
+    assert reply.error is None and reply.domain is not None and reply.domain.status == "verified"
+
+    async def checked_again() -> bool:
+        return bool((await row(pool, dom.domain_id))["last_checked_at"] > verified["last_checked_at"])
+
+    await wait_for(checked_again, timeout=10)
+    took = loop.time() - asked
+    assert took < 3.0, f"checked {took:.1f} s after the request: at a tick, not woken"
+    # Another tenant's id: not_found.
+    other = await rpc.request(
+        nats_client,
+        subjects.RPC_DOMAINS_VERIFY,
+        VerifyDomainRequest(tenant_id="ten_b", domain_id=dom.domain_id),
+        DomainReply,
+        timeout=10,
+    )
+    assert other.error is not None and other.error.code == "not_found"
