@@ -4,6 +4,7 @@ SES outages, and several pollers at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import httpx
@@ -350,3 +351,41 @@ async def test_a_verify_request_is_checked_at_once_not_at_the_next_tick(
         timeout=10,
     )
     assert other.error is not None and other.error.code == "not_found"
+
+
+class CountingChecker:
+    """The SES-status checker, holding each check until `width` are in flight at once (or 10 s)."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.in_flight = 0
+        self.most = 0
+        self._full = asyncio.Event()
+
+    async def check(self, domain: DomainSnapshot, records: Any, *, identity: Any) -> list[RecordCheck]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.width:
+            self._full.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), 10)
+            return await SesStatusChecker().check(domain, records, identity=identity)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._full.clear()
+
+
+async def test_a_round_checks_its_batch_concurrently_and_no_more(
+    start_domains: Starter, emulator_immediate: EmulatorServer, pool: Pool
+) -> None:
+    """Many due domains: each round claims CHECK_BATCH_SIZE and checks them all at once (a slow
+    resolver does not serialize them), never more than that (the bound)."""
+    checker = CountingChecker(width=3)
+    running = await start_domains(emulator_immediate.url, workers=False, checker=checker, check_batch_size=3)
+    doms = [await register(running) for _ in range(6)]
+    poller = VerificationPoller(running.service, running.runtime.pool)
+    assert [await poller.run_once(), await poller.run_once(), await poller.run_once()] == [3, 3, 0]
+    assert checker.most == 3  # one at a time: 1 (and each check would wait out the 10 s)
+    assert {(await row(pool, d.domain_id))["status"] for d in doms} == {"verified"}
