@@ -2,7 +2,9 @@
 (and the SES emulator resolves DKIM there too). A domain verifies once its records are published
 (auto-published by the dev DNS server), a deleted DKIM record turns it `temporary_failure` and
 stops sending, restoring it verifies it again; verify-now, PATCH tracking and DELETE work and are
-tenant-scoped; bad names are 422 on `name`."""
+tenant-scoped. A domain whose records the test publishes itself is told record by record what is
+missing and what was found instead until it verifies, and once SES fails it, sends are refused.
+Bad names are 422 on `name`."""
 
 from __future__ import annotations
 
@@ -103,6 +105,76 @@ def test_records_vanish_and_return_then_patch_verify_and_delete(stack: Stack, te
         assert name not in [i["identity"] for i in identities]
         refused = wait_for(lambda: refused_send(c, name), 10, what="send refused")
         assert refused.json()["error"] == "domain_not_verified"
+
+
+def record(dom: dict[str, Any], purpose: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(r for r in dom["records"] if r["purpose"] == purpose)
+    return found
+
+
+def test_record_by_record_until_verified_then_failed_refuses_sends(stack: Stack, tenant: Tenant) -> None:
+    """The tenant publishes the records itself (auto-publish skips this domain): nothing there →
+    pending, each record saying NXDOMAIN; a wrong MX → that record `failed` with what DNS answered;
+    the right MX, our SPF merged into the tenant's, the DKIM CNAMEs → verified (DMARC, recommended,
+    still pending), sends accepted; SES then fails the identity → `failed`, sends refused."""
+    assert stack.dns is not None
+    name = f"mail.r{secrets.token_hex(4)}.example.com"
+    stack.dns.manual(name)
+    with httpx.Client(base_url=stack.url("api"), headers=tenant.headers(), timeout=10) as c:
+        r = c.post("/v1/domains", json={"name": name})
+        assert r.status_code == 201, r.text
+        dom_id = r.json()["id"]
+
+        def checked(pred: Any) -> Any:
+            def look() -> dict[str, Any] | None:
+                got: dict[str, Any] = c.get(f"/v1/domains/{dom_id}").json()
+                return got if all(x["last_checked_at"] for x in got["records"]) and pred(got) else None
+
+            return look
+
+        pending = wait_for(checked(lambda d: True), 30, what="the first check")
+        assert pending["status"] == "pending"
+        assert all(x["status"] == "pending" and "NXDOMAIN" in x["detail"] for x in pending["records"]), pending
+        assert refused_send(c, name) is not None
+
+        mx, spf = record(pending, "mail_from_mx"), record(pending, "mail_from_spf")
+        stack.dns.zone.add(mx["name"], "MX", "10 mx.other-provider.test")
+        stack.dns.zone.add(spf["name"], "TXT", "v=spf1 include:_spf.google.com ~all")  # the tenant's own
+
+        def both_seen(d: dict[str, Any]) -> bool:  # one check may have come between the two adds
+            return bool(record(d, "mail_from_mx")["found"] and record(d, "mail_from_spf")["found"])
+
+        wrong = wait_for(checked(both_seen), 30, what="the wrong MX and the SPF record without us checked")
+        assert record(wrong, "mail_from_mx")["found"] == ["10 mx.other-provider.test"]
+        assert mx["value"] in record(wrong, "mail_from_mx")["detail"]
+        wrong_spf = record(wrong, "mail_from_spf")
+        assert wrong_spf["status"] == "failed" and "include:amazonses.com" in wrong_spf["detail"], wrong_spf
+        assert wrong["status"] == "pending"
+
+        merged = "v=spf1 include:_spf.google.com include:amazonses.com ~all"
+        stack.dns.zone.set(mx["name"], "MX", [f"{mx['priority']} {mx['value']}"])
+        stack.dns.zone.set(spf["name"], "TXT", [merged])
+        for x in pending["records"]:
+            if x["purpose"] == "dkim":
+                stack.dns.zone.add(x["name"], "CNAME", x["value"])
+        assert c.post(f"/v1/domains/{dom_id}/verify").status_code == 202
+        verified = wait_for(checked(lambda d: d["status"] == "verified"), 30, what="verified")
+        assert (record(verified, "mail_from_spf")["status"], record(verified, "mail_from_spf")["found"]) == (
+            "verified",
+            [merged],
+        )
+        assert (record(verified, "dmarc")["status"], record(verified, "dmarc")["required"]) == ("pending", False)
+        wait_for(lambda: send(c, name).status_code == 202, 10, what="send accepted")
+
+        # SES gives up on the identity: failed (final), and sending from it is refused.
+        httpx.post(
+            f"{stack.url('emulator')}/_emulator/identities/{name}/verification", json={"status": "FAILED"}, timeout=10
+        ).raise_for_status()
+        wait_for(lambda: status_of(c, dom_id, "failed"), 30, what="failed")
+        refused = wait_for(lambda: refused_send(c, name), 10, what="send refused")
+        assert refused.json()["error"] == "domain_not_verified"
+        r = c.post(f"/v1/domains/{dom_id}/verify")  # failed is final: delete it and add it again
+        assert (r.status_code, r.json()["error"]) == (409, "conflict"), r.text
 
 
 @pytest.mark.parametrize(

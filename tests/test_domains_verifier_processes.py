@@ -1,8 +1,10 @@
 """Two domains-service processes on one database and one NATS (issue 18): every due domain is
 checked exactly once per round — one GetEmailIdentity per domain at the SES emulator, one check
-counted in the two processes' /metrics together, both processes doing part of the work — and a check that
-changes nothing publishes nothing. (That each transition is published once while both re-check a
-failing domain is not asserted yet: a run under load saw one `temporary_failure` published twice.)
+counted in the two processes' /metrics together, both processes doing part of the work — a check that
+changes nothing publishes nothing, and each status move is published once while both re-check every
+domain that lost a DKIM record (`temporary_failure` once, then `verified` once when it is back).
+Record-only updates (`DomainStatusChanged` whose previous_status is its status, e.g. DNS right again
+before SES is) may come in between: they are no transition, and no webhook (webhooks' payloads.py).
 
 The verifier's real DNS checks go to the stack's local DNS server, made slow for the measured round
 (`Zone.latency`) so that one process cannot drain the round before the other's next tick."""
@@ -25,7 +27,7 @@ import psycopg
 import pytest
 from cryptography.fernet import Fernet
 from mailroom_contracts import decode_event
-from mailroom_contracts.events import DomainEvent
+from mailroom_contracts.events import DomainEvent, DomainStatusChanged
 from mailroom_contracts.rpc import CreateDomainRequest, DomainReply
 from mailroom_contracts.streams import DOMAIN_STREAM
 from mailroom_contracts.subjects import RPC_DOMAINS_CREATE
@@ -161,7 +163,9 @@ def events_by_domain(verifiers: TwoVerifiers) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for event in asyncio.run(stream_events(verifiers.stack.nats.url)):
         tag = str(type(event).__struct_config__.tag)
-        label = f"{tag}:{event.domain.status}" if tag == "domain.status_changed" else tag
+        if isinstance(event, DomainStatusChanged):
+            tag = f"{tag}:{event.previous_status}->{event.domain.status}"
+        label = tag
         out.setdefault(event.domain.domain_id, []).append(label)
     return out
 
@@ -209,3 +213,36 @@ def test_two_verifier_processes_check_each_due_domain_once_per_round(verifiers: 
     assert sum(done) == DOMAINS, done
     assert all(n >= 1 for n in done), f"both processes took part: {done}"
     assert events_by_domain(verifiers) == before_events, "a check that changed nothing publishes nothing"
+
+    # Every domain loses a DKIM CNAME at once, both processes re-check the failing domains every
+    # poll, then it is restored: each status move is published once (record-only updates, whose
+    # previous_status equals the status, may come in between: e.g. DNS right again before SES is).
+    dkims = verifiers.first_dkim_records()
+    for record_name, _ in dkims:
+        assert stack.dns.zone.delete(record_name, "CNAME") == 1
+    verifiers.make_all_due()
+    wait_for(lambda: all_in(verifiers, ids, "temporary_failure"), 60, what="every domain temporary_failure")
+    time.sleep(2.0)  # four more polls of each process while the record is missing
+    for record_name, value in dkims:
+        stack.dns.zone.add(record_name, "CNAME", value)
+    wait_for(lambda: all_in(verifiers, ids, "verified"), 60, what="every domain verified again")
+
+    def moves(events: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {names[i]: [e for e in events[i][len(before_events[i]) :] if not _record_only(e)] for i in ids}
+
+    expected = {names[i]: ["domain.status_changed:verified->temporary_failure", "domain.verified"] for i in ids}
+
+    def relayed() -> dict[str, list[str]] | None:
+        seen = moves(events_by_domain(verifiers))
+        return seen if all(len(m) >= 2 for m in seen.values()) else None
+
+    wait_for(relayed, 30, what="both transitions of every domain relayed")
+    time.sleep(1.0)  # a late duplicate would show now
+    assert moves(events_by_domain(verifiers)) == expected, "each status move published once"
+
+
+def _record_only(label: str) -> bool:
+    """A `DomainStatusChanged` whose previous status is its status (records changed, not the status)."""
+    moved = label.partition(":")[2]
+    before, _, after = moved.partition("->")
+    return bool(moved) and before == after

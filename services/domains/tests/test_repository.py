@@ -375,3 +375,29 @@ async def test_lock_domain_blocks_a_concurrent_check(migrated: str, conn: Conn, 
         await other_conn.rollback()
         await setup.execute("DELETE FROM domains WHERE id = %s", (snapshot.domain_id,))
         await setup.close()
+
+
+async def test_checks_are_numbered_in_the_order_they_begin_and_the_applied_one_is_kept(conn: Conn) -> None:
+    snapshot = await domain(conn)
+    other = await domain(conn)
+    first = await repo.start_check(conn, snapshot.domain_id)
+    second = await repo.start_check(conn, snapshot.domain_id)
+    assert first is not None and second is not None
+    assert first[0] == snapshot and (first[1], second[1]) == (1, 2)
+    assert (await repo.start_check(conn, other.domain_id) or (None, 0))[1] == 1  # per domain
+    assert await repo.start_check(conn, new_id("dom")) is None
+
+    locked = await repo.lock_domain(conn, snapshot.domain_id)
+    assert locked is not None and locked.applied_check_seq == 0  # nothing applied yet
+    await repo.save_check(
+        conn,
+        snapshot.domain_id,
+        status="pending",
+        record_statuses=["pending"] * 4,
+        failure_reason=None,
+        checked_at=datetime.now(UTC),
+        next_check_in_seconds=60,
+        check_seq=second[1],
+    )
+    locked = await repo.lock_domain(conn, snapshot.domain_id)
+    assert locked is not None and locked.applied_check_seq == 2

@@ -4,15 +4,19 @@ SES outages, and several pollers at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import httpx
 import pytest
 from domains_testkit import RunningDomains, Starter, domain_events, event_types, unique_domain, wait_for
+from mailroom_contracts import subjects
 from mailroom_contracts.events import DomainFailed, DomainSnapshot, DomainStatusChanged, DomainVerified
-from mailroom_contracts.rpc import CreateDomainRequest
+from mailroom_contracts.rpc import CreateDomainRequest, DomainReply, VerifyDomainRequest
 from mailroom_devstack.infra import free_port
+from mailroom_domains.checks import RecordCheck, SesStatusChecker
 from mailroom_domains.handlers import CreateDomainHandler, VerificationPoller
+from mailroom_kit import rpc
 from mailroom_kit.db import Pool, open_pool
 from mailroom_ses_emulator import EmulatorServer
 from nats.aio.client import Client
@@ -255,3 +259,133 @@ async def test_concurrent_pollers_publish_each_transition_once(
     js = nats_client.jetstream()
     for d in domains:
         assert event_types(await domain_events(js, d.domain_id)) == ["domain.created", "domain.verified"]
+
+
+class GatedChecker:
+    """The SES-status checker, but the first check waits at `gate` once it has its answer: a slow
+    check (a lease that expired, a verify request) overtaken by a later one of the same domain."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self._inner = SesStatusChecker()
+        self._first = True
+
+    async def check(self, domain: DomainSnapshot, records: Any, *, identity: Any) -> list[RecordCheck]:
+        checks = await self._inner.check(domain, records, identity=identity)
+        if self._first:
+            self._first = False
+            self.waiting.set()
+            await self.gate.wait()
+        return checks
+
+
+async def test_a_check_overtaken_by_a_later_one_is_not_applied(
+    start_domains: Starter, emulator_never: EmulatorServer, nats_client: Client, pool: Pool
+) -> None:
+    """Two check writers of one domain: a check that saw the records missing is applied after a
+    later check saw them back. Applying it would move the domain back to temporary_failure (and
+    publish it a second time once the next check finds it verified): the older view is dropped."""
+    checker = GatedChecker()
+    running = await start_domains(emulator_never.url, workers=False, checker=checker)
+    dom = await register(running)
+    checker._first = False  # the check that verifies it passes the gate
+    force(emulator_never, dom.name, status="SUCCESS", mail_from_status="SUCCESS")
+    poller = VerificationPoller(running.service, running.runtime.pool)
+    await poller.check(dom.domain_id)
+    assert (await row(pool, dom.domain_id))["status"] == "verified"
+
+    # The records vanish; a check sees that and is held before it writes …
+    checker._first = True
+    force(emulator_never, dom.name, status="TEMPORARY_FAILURE", mail_from_status="TEMPORARY_FAILURE")
+    slow = asyncio.create_task(poller.check(dom.domain_id))
+    await asyncio.wait_for(checker.waiting.wait(), 10)
+    # … they are back, and a second check of the same domain sees them and writes first.
+    force(emulator_never, dom.name, status="SUCCESS", mail_from_status="SUCCESS")
+    await poller.check(dom.domain_id)
+    checker.gate.set()
+    await asyncio.wait_for(slow, 10)
+
+    assert (await row(pool, dom.domain_id))["status"] == "verified"
+    await poller.check(dom.domain_id)  # and the next check changes nothing
+    while await running.runtime.relay().relay_once():
+        pass
+    assert event_types(await domain_events(nats_client.jetstream(), dom.domain_id)) == [
+        "domain.created",
+        "domain.verified",
+    ]
+
+
+async def test_a_verify_request_is_checked_at_once_not_at_the_next_tick(
+    start_domains: Starter, emulator_immediate: EmulatorServer, nats_client: Client, pool: Pool
+) -> None:
+    """`mailroom.rpc.domains.verify` makes the domain due and wakes the poller of the replica that
+    answered: the check comes at once, not at the poller's next tick (5 s with a 60 s poll)."""
+    creator = await start_domains(emulator_immediate.url, workers=False)
+    dom = await register(creator)
+    await start_domains(emulator_immediate.url, poll_interval_seconds=60.0)  # ticks every 5 s
+    verified = await wait_status(pool, dom.domain_id, "verified")  # its first round, then asleep
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    reply = await rpc.request(
+        nats_client,
+        subjects.RPC_DOMAINS_VERIFY,
+        VerifyDomainRequest(tenant_id="ten_a", domain_id=dom.domain_id),
+        DomainReply,
+        timeout=10,
+    )
+    assert reply.error is None and reply.domain is not None and reply.domain.status == "verified"
+
+    async def checked_again() -> bool:
+        return bool((await row(pool, dom.domain_id))["last_checked_at"] > verified["last_checked_at"])
+
+    await wait_for(checked_again, timeout=10)
+    took = loop.time() - asked
+    assert took < 3.0, f"checked {took:.1f} s after the request: at a tick, not woken"
+    # Another tenant's id: not_found.
+    other = await rpc.request(
+        nats_client,
+        subjects.RPC_DOMAINS_VERIFY,
+        VerifyDomainRequest(tenant_id="ten_b", domain_id=dom.domain_id),
+        DomainReply,
+        timeout=10,
+    )
+    assert other.error is not None and other.error.code == "not_found"
+
+
+class CountingChecker:
+    """The SES-status checker, holding each check until `width` are in flight at once (or 10 s)."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.in_flight = 0
+        self.most = 0
+        self._full = asyncio.Event()
+
+    async def check(self, domain: DomainSnapshot, records: Any, *, identity: Any) -> list[RecordCheck]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.width:
+            self._full.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), 10)
+            return await SesStatusChecker().check(domain, records, identity=identity)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._full.clear()
+
+
+async def test_a_round_checks_its_batch_concurrently_and_no_more(
+    start_domains: Starter, emulator_immediate: EmulatorServer, pool: Pool
+) -> None:
+    """Many due domains: each round claims CHECK_BATCH_SIZE and checks them all at once (a slow
+    resolver does not serialize them), never more than that (the bound)."""
+    checker = CountingChecker(width=3)
+    running = await start_domains(emulator_immediate.url, workers=False, checker=checker, check_batch_size=3)
+    doms = [await register(running) for _ in range(6)]
+    poller = VerificationPoller(running.service, running.runtime.pool)
+    assert [await poller.run_once(), await poller.run_once(), await poller.run_once()] == [3, 3, 0]
+    assert checker.most == 3  # one at a time: 1 (and each check would wait out the 10 s)
+    assert {(await row(pool, d.domain_id))["status"] for d in doms} == {"verified"}

@@ -27,7 +27,7 @@ from nats.aio.client import Client
 
 from mailroom_domains.errors import DomainsError, Unavailable
 from mailroom_domains.metrics import DOMAIN_CHECKS, DOMAINS_CREATED
-from mailroom_domains.service import DomainService
+from mailroom_domains.service import CheckOutcome, DomainService
 
 log = get_logger(__name__)
 
@@ -184,19 +184,23 @@ class VerificationPoller:
 
     async def check(self, domain_id: str) -> None:
         """One unit of work: check one domain and record the outcome. Never raises."""
-        event = None
+        outcome = CheckOutcome()
         with structlog.contextvars.bound_contextvars(domain_id=domain_id):
             try:
                 async with self._pool.connection() as conn, conn.transaction():
-                    domain = await self._service.load(conn, domain_id)
-                if domain is None or domain.status == "failed":
+                    begun = await self._service.begin_check(conn, domain_id)
+                if begun is None or begun[0].status == "failed":
                     return
+                domain, check_seq = begun
                 with structlog.contextvars.bound_contextvars(tenant_id=domain.tenant_id):
                     # No connection is held while SES and the record checker answer.
-                    observation = await self._service.observe(domain)
+                    observation = await self._service.observe(domain, check_seq)
                     async with self._pool.connection() as conn, conn.transaction():
-                        event = await self._service.apply(conn, observation)
-                    if event is not None:
+                        outcome = await self._service.apply(conn, observation)
+                    event = outcome.event
+                    if outcome.superseded:
+                        log.info("domain.check_superseded", domain=domain.name, check_seq=check_seq)
+                    elif event is not None:
                         log.info(
                             "domain.status_changed",
                             domain=domain.name,
@@ -214,7 +218,10 @@ class VerificationPoller:
                 log.error("domain.check_failed", **describe_error(exc))
                 await self._postpone(domain_id)
                 return
-            DOMAIN_CHECKS.labels(outcome="changed" if event is not None else "unchanged").inc()
+            if outcome.superseded:
+                DOMAIN_CHECKS.labels(outcome="superseded").inc()
+            else:
+                DOMAIN_CHECKS.labels(outcome="changed" if outcome.event is not None else "unchanged").inc()
 
     async def _postpone(self, domain_id: str) -> None:
         with contextlib.suppress(Exception):

@@ -32,6 +32,7 @@ class LockedDomain:
     snapshot: DomainSnapshot
     db_now: datetime
     status_since: datetime  # updated_at: when the current status began
+    applied_check_seq: int  # the number of the check whose view the row holds (0: none yet)
 
 
 def _record(row: dict[str, Any]) -> DomainRecord:
@@ -131,11 +132,25 @@ async def get_domain(conn: Conn, domain_id: str) -> DomainSnapshot | None:
     return _snapshot(row, await _records(conn, domain_id))
 
 
+async def start_check(conn: Conn, domain_id: str) -> tuple[DomainSnapshot, int] | None:
+    """The domain as a check begins, and the check's number: the next `check_seq` of the domain,
+    so checks of one domain are numbered in the order they began (None: no such domain)."""
+    cur = await conn.execute(
+        f"UPDATE domains SET check_seq = check_seq + 1 WHERE id = %s RETURNING {_DOMAIN_COLUMNS}, check_seq",
+        (domain_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return _snapshot(row, await _records(conn, domain_id)), int(row["check_seq"])
+
+
 async def lock_domain(conn: Conn, domain_id: str) -> LockedDomain | None:
     """The domain, locked until the transaction ends, with the database's clock read once the lock is held
     (never earlier than its last check, so `last_checked_at` only moves forward)."""
     cur = await conn.execute(
-        f"SELECT {_DOMAIN_COLUMNS}, updated_at FROM domains WHERE id = %s FOR UPDATE", (domain_id,)
+        f"SELECT {_DOMAIN_COLUMNS}, updated_at, applied_check_seq FROM domains WHERE id = %s FOR UPDATE",
+        (domain_id,),
     )
     row = await cur.fetchone()
     if row is None:
@@ -145,7 +160,10 @@ async def lock_domain(conn: Conn, domain_id: str) -> LockedDomain | None:
     ).fetchone()
     assert clock is not None
     return LockedDomain(
-        snapshot=_snapshot(row, await _records(conn, domain_id)), db_now=clock["t"], status_since=row["updated_at"]
+        snapshot=_snapshot(row, await _records(conn, domain_id)),
+        db_now=clock["t"],
+        status_since=row["updated_at"],
+        applied_check_seq=int(row["applied_check_seq"]),
     )
 
 
@@ -175,9 +193,11 @@ async def save_check(
     next_check_in_seconds: float,
     record_found: Sequence[Sequence[str]] | None = None,
     record_details: Sequence[str | None] | None = None,
+    check_seq: int | None = None,
 ) -> None:
     """Store the outcome of a check (status, each record's status, when it was and is next checked;
-    with `record_found`/`record_details`, also what DNS answered for each record and why)."""
+    with `record_found`/`record_details`, also what DNS answered for each record and why; with
+    `check_seq`, the number of the check, whose view the row now holds)."""
     await conn.execute(
         "UPDATE domains SET "
         "updated_at = CASE WHEN status <> %(status)s THEN %(at)s ELSE updated_at END, "
@@ -186,9 +206,17 @@ async def save_check(
         "status = %(status)s, failure_reason = CASE WHEN %(status)s = 'verified' THEN NULL "
         "ELSE coalesce(%(reason)s, failure_reason) END, "
         "last_checked_at = %(at)s, "
-        "next_check_at = %(at)s + make_interval(secs => %(next)s) "
+        "next_check_at = %(at)s + make_interval(secs => %(next)s), "
+        "applied_check_seq = coalesce(%(seq)s, applied_check_seq) "
         "WHERE id = %(id)s",
-        {"status": status, "at": checked_at, "reason": failure_reason, "next": next_check_in_seconds, "id": domain_id},
+        {
+            "status": status,
+            "at": checked_at,
+            "reason": failure_reason,
+            "next": next_check_in_seconds,
+            "id": domain_id,
+            "seq": check_seq,
+        },
     )
     await conn.execute(
         "UPDATE domain_records AS r SET status = v.status "

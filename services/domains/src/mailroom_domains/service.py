@@ -63,15 +63,26 @@ class NewDomain:
 
 @dataclass(frozen=True)
 class Observation:
-    """What one check saw, before it is applied: SES's view and each record's status."""
+    """What one check saw, before it is applied: SES's view and each record's status. `check_seq`
+    numbers the checks of the domain in the order they began (`DomainService.begin_check`)."""
 
     domain_id: str
     identity: SesIdentity
     checks: list[RecordCheck]
+    check_seq: int
 
     @property
     def record_statuses(self) -> list[str]:
         return [c.status for c in self.checks]
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What applying a check did: the event it queued (None: nothing changed, or not applied), and
+    whether it was dropped because a check that began later had already been applied."""
+
+    event: DomainEvent | None = None
+    superseded: bool = False
 
 
 class DomainService:
@@ -184,26 +195,32 @@ class DomainService:
             conn, limit=self.settings.check_batch_size, lease_seconds=self.settings.claim_lease_seconds, now=self.now()
         )
 
-    async def load(self, conn: Conn, domain_id: str) -> DomainSnapshot | None:
-        return await repository.get_domain(conn, domain_id)
+    async def begin_check(self, conn: Conn, domain_id: str) -> tuple[DomainSnapshot, int] | None:
+        """The domain as a check of it begins, and the check's number (its own transaction, committed
+        before SES and DNS are asked, so a later check always gets a higher number)."""
+        return await repository.start_check(conn, domain_id)
 
-    async def observe(self, domain: DomainSnapshot) -> Observation:
+    async def observe(self, domain: DomainSnapshot, check_seq: int) -> Observation:
         """Ask SES about the identity and the record checker about each record (no database)."""
         identity = await self.ses_for(domain.region).get_identity(domain.name)
         checks = await self.checker.check(domain, domain.records, identity=identity)
         if len(checks) != len(domain.records):
             raise ValueError(f"record checker returned {len(checks)} results for {len(domain.records)} records")
-        return Observation(domain_id=domain.domain_id, identity=identity, checks=list(checks))
+        return Observation(domain_id=domain.domain_id, identity=identity, checks=list(checks), check_seq=check_seq)
 
-    async def apply(self, conn: Conn, observation: Observation) -> DomainEvent | None:
+    async def apply(self, conn: Conn, observation: Observation) -> CheckOutcome:
         """Apply a check under the domain's row lock; queue an event if anything changed.
 
         The transition is decided against the status stored *now*, so two checks of the same domain
-        (a lease that expired mid-check, a manual check) publish a transition once.
+        (a lease that expired mid-check, a verify request during a check) publish a transition once;
+        and a check that began before the check already applied is dropped (`superseded`): its older
+        view would move the status back (verified → temporary_failure → verified: two false events).
         """
         locked = await repository.lock_domain(conn, observation.domain_id)
         if locked is None or locked.snapshot.status == "failed":
-            return None
+            return CheckOutcome()
+        if observation.check_seq <= locked.applied_check_seq:
+            return CheckOutcome(superseded=True)
         before, now = locked.snapshot, locked.db_now
         if self.clock is not None:  # never before the last check, as the database clock is read
             now = max(self.clock(), before.last_checked_at or self.clock())
@@ -230,12 +247,13 @@ class DomainService:
             next_check_in_seconds=self.next_check_in(decision.status, created_at=before.created_at, now=now),
             record_found=[c.found for c in observation.checks],
             record_details=[c.detail for c in observation.checks],
+            check_seq=observation.check_seq,
         )
         after = msgspec.structs.replace(before, status=decision.status, records=records, last_checked_at=now)
         event = _transition_event(before, after, decision.reason)
         if event is not None:
             await outbox.add(conn, event, schema=SCHEMA)
-        return event
+        return CheckOutcome(event=event)
 
     def next_check_in(self, status: DomainStatus, *, created_at: datetime, now: datetime) -> float:
         """Seconds until the next check: verified domains every RECHECK_INTERVAL; a domain being

@@ -257,6 +257,12 @@ class DnsServer:
         self._http: ThreadingHTTPServer | None = None
         self._closers: list[Any] = []
         self._publisher_ready = threading.Event()
+        self._manual: set[str] = set()  # domains whose records auto-publish leaves alone
+
+    def manual(self, domain: str) -> None:
+        """Leave the records of `domain` (created later) to the caller: auto-publish skips it, so a
+        test can publish them one by one (the stack's server is shared: one domain, not a switch)."""
+        self._manual.add(normalize(domain))
 
     def start(self) -> DnsServer:
         started = threading.Event()
@@ -316,7 +322,7 @@ class DnsServer:
         async def on_message(msg: Any) -> None:
             with contextlib.suppress(Exception):
                 event = decode_event(msg.data)
-                if isinstance(event, events.DomainCreated):
+                if isinstance(event, events.DomainCreated) and event.domain.name not in self._manual:
                     self.zone.publish(event.domain.records)
                 elif isinstance(event, events.DomainDeleted):
                     self.zone.unpublish(event.domain.records)
