@@ -6,9 +6,11 @@ import asyncio
 import json
 import secrets
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from mailroom_contracts import decode_event, subjects
+import nats
+from mailroom_contracts import decode_event, encode, subject_for, subjects
 from mailroom_contracts.events import (
     Address,
     DomainRecord,
@@ -21,12 +23,15 @@ from mailroom_contracts.events import (
     EmailOpened,
     EmailQueued,
     EmailSent,
+    Event,
     WebhookDisabled,
 )
 from mailroom_contracts.rpc import CreateWebhookReply, CreateWebhookRequest, GetWebhookRequest, WebhookReply
-from mailroom_contracts.streams import WEBHOOK_STREAM
+from mailroom_contracts.streams import CONSUMERS, STREAMS, WEBHOOK_STREAM
+from mailroom_devstack.infra import NatsServer
 from mailroom_kit import rpc
 from mailroom_kit.ids import new_id
+from mailroom_kit.jetstream import reconcile
 from standardwebhooks.webhooks import Webhook
 
 
@@ -565,3 +570,80 @@ async def test_one_endpoint_gets_each_emails_events_in_order_despite_concurrency
         assert sorted(set(seen)) == [0, 1, 2, 3]
     assert sum(len(seen) for seen in per_email.values()) > 100  # some were retried (and still in order)
     assert receiver.max_active["/ordered"] > 1  # deliveries of different emails did overlap
+
+
+async def test_a_pending_retry_survives_a_nats_restart_and_happens_exactly_once(
+    start_service: Any, receiver: Any, db: Any, h: Any, tmp_path: Path
+) -> None:
+    """Issue 19: retries are durable across a restart of NATS. An attempt fails; while its retry
+    waits (the injected clock holds it back), NATS is stopped and started again (same port, same
+    store). The retry then happens once, both attempts are stored, and the consumers are back: an
+    event published after the restart is delivered once too."""
+    server = NatsServer(tmp_path / "nats").start()
+    nc = None
+    try:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await reconcile(js, STREAMS, CONSUMERS)
+
+        async def publish(*events: Event) -> None:
+            for event in events:
+                await js.publish(subject_for(event), encode(event), headers={"Nats-Msg-Id": event.event_id})
+
+        clock = h.FakeClock()
+        svc = await start_service(nats_url=server.url, clock=clock, retry_delays_seconds="60", max_attempts=4)
+        tenant = new_id("ten")
+        ep = await create(svc.nc, tenant, receiver.url("/nats"), ["email.delivered"])
+        assert ep.endpoint is not None
+        webhook_id = ep.endpoint.webhook_id  # a closure does not keep the narrowing
+        receiver.script("/nats", h.Reply(500))
+        q = queued(tenant)
+        d = delivered(q)
+        await publish(q, d)
+        await h.eventually(lambda: deliveries_of(db, webhook_id))
+        clock.advance(1)  # the fan-out stamps the database's now(); the dispatcher's clock stands still
+        await receiver.wait_for("/nats", 1)
+
+        async def waiting() -> dict[str, Any] | None:
+            rows = await deliveries_of(db, webhook_id)
+            return rows[0] if rows and rows[0]["status"] == "pending" and rows[0]["attempts"] == 1 else None
+
+        row = await h.eventually(waiting)
+
+        server.stop()
+        await asyncio.sleep(0.5)
+        server.start()
+
+        async def reconnected() -> bool:
+            return bool(svc.nc.is_connected and nc is not None and nc.is_connected)
+
+        await h.eventually(reconnected, timeout=20)
+        assert len(receiver.posts("/nats")) == 1  # the clock has not reached the retry yet
+        clock.set(row["next_attempt_at"])
+        await receiver.wait_for("/nats", 2, timeout=15)
+
+        # The consumers came back too: an email after the restart is delivered (once).
+        q2 = queued(tenant)
+        d2 = delivered(q2)
+        await publish(q2, d2)
+        await receiver.wait_for("/nats", 3, timeout=20)
+
+        async def both_succeeded() -> list[dict[str, Any]]:
+            rows = await deliveries_of(db, webhook_id)
+            return rows if len(rows) == 2 and all(r["status"] == "succeeded" for r in rows) else []
+
+        await h.eventually(both_succeeded, timeout=15)
+        clock.advance(7 * 86400)  # far past any schedule: nothing else is due
+        await asyncio.sleep(1.0)
+        ids = [p.headers["webhook-id"] for p in receiver.posts("/nats")]
+        assert sorted(ids) == sorted([d.event_id, d.event_id, d2.event_id])
+        attempts = await attempts_of(db, webhook_id)
+        assert [(x["event_id"], x["attempt"], x["status_code"]) for x in attempts] == [
+            (d.event_id, 1, 500),
+            (d.event_id, 2, 200),
+            (d2.event_id, 1, 200),
+        ]
+    finally:
+        if nc is not None:
+            await nc.close()
+        server.stop()
