@@ -13,13 +13,17 @@ import nats
 from mailroom_contracts import decode_event, encode, subject_for, subjects
 from mailroom_contracts.events import (
     Address,
+    DomainFailed,
     DomainRecord,
     DomainSnapshot,
     DomainStatusChanged,
     DomainVerified,
     EmailBounced,
     EmailClicked,
+    EmailComplained,
     EmailDelivered,
+    EmailDeliveryDelayed,
+    EmailFailed,
     EmailOpened,
     EmailQueued,
     EmailSent,
@@ -382,6 +386,93 @@ async def test_loopback_receiver_is_refused_unless_allow_listed(
     assert attempt["status_code"] is None and attempt["error"] == "address_not_allowed"
     assert attempt["next_retry_at"] is None
     assert receiver.posts("/ssrf") == []
+
+
+async def test_complained_delayed_failed_and_domain_failed_carry_their_fields(
+    start_service: Any, publisher: Any, receiver: Any, h: Any
+) -> None:
+    """The SPEC types not covered above, each with its type-specific fields: `complaint`, `delay`,
+    `failed` (whose `recipients` are the email's: the event names none), and `domain.failed`'s `reason`."""
+    svc = await start_service()
+    tenant = new_id("ten")
+    await create(svc.nc, tenant, receiver.url("/more"), ["*"])
+    q = queued(tenant)
+    delayed = EmailDeliveryDelayed(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=tenant,
+        email_id=q.email_id,
+        mode=q.mode,
+        recipients=["ada@example.com"],
+        delay_type="MailboxFull",
+        provider_message_id="pm-delay",
+    )
+    complained = EmailComplained(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=tenant,
+        email_id=q.email_id,
+        mode=q.mode,
+        recipients=["bob@example.com"],
+        feedback_type="abuse",
+        provider_message_id="pm-complaint",
+    )
+    other = queued(tenant)
+    failed = EmailFailed(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=tenant,
+        email_id=other.email_id,
+        mode=other.mode,
+        reason="provider_rejected",
+        message="MessageRejected: Email address is not verified.",
+    )
+    snap = DomainSnapshot(
+        domain_id=new_id("dom"),
+        tenant_id=tenant,
+        name="mail.fail.test",
+        status="failed",
+        region="us-east-1",
+        mail_from_domain="bounce.mail.fail.test",
+        created_at=now(),
+        records=[],
+    )
+    domain_failed = DomainFailed(
+        event_id=new_id("evt"), occurred_at=now(), tenant_id=tenant, domain=snap, reason="dkim_failed"
+    )
+    for event in (q, other, delayed, complained, failed, domain_failed):
+        await publisher.publish(event)
+    posts = await receiver.wait_for("/more", 6)
+    await asyncio.sleep(0.3)
+    assert len(receiver.posts("/more")) == 6
+    by_type = {p.json()["type"]: p.json() for p in posts}
+    assert set(by_type) >= {"email.delivery_delayed", "email.complained", "email.failed", "domain.failed"}
+
+    dl = by_type["email.delivery_delayed"]
+    assert dl["id"] == delayed.event_id and dl["data"]["delay"] == {"type": "MailboxFull"}
+    assert (dl["data"]["recipients"], dl["data"]["recipient"]) == (["ada@example.com"], "ada@example.com")
+    assert dl["data"]["provider_message_id"] == "pm-delay" and dl["data"]["subject"] == "Your receipt"
+
+    cp = by_type["email.complained"]
+    assert cp["data"]["complaint"] == {"feedback_type": "abuse"} and cp["data"]["recipients"] == ["bob@example.com"]
+    assert cp["data"]["provider_message_id"] == "pm-complaint" and cp["data"]["tags"] == {"campaign": "receipts"}
+
+    fl = by_type["email.failed"]
+    assert fl["data"]["email_id"] == other.email_id
+    assert fl["data"]["failed"] == {"reason": "provider_rejected", "message": failed.message}
+    assert fl["data"]["recipient"] == "ada@example.com"
+    assert fl["data"]["recipients"] == ["ada@example.com", "bob@example.com", "cc@example.com"]
+    assert "provider_message_id" not in fl["data"]
+
+    df = by_type["domain.failed"]
+    assert df["id"] == domain_failed.event_id
+    assert (df["data"]["domain_id"], df["data"]["name"], df["data"]["status"]) == (
+        snap.domain_id,
+        "mail.fail.test",
+        "failed",
+    )
+    assert df["data"]["reason"] == "dkim_failed" and df["data"]["records"] == []
+    assert "previous_status" not in df["data"]
 
 
 async def test_domain_events(start_service: Any, publisher: Any, receiver: Any, h: Any) -> None:
