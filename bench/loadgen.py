@@ -183,6 +183,7 @@ class IsolationReceiver:
     healthy: dict[str, tuple[float, float]] = field(default_factory=dict)  # email id → (created_at, arrived)
     healthy_repeats: int = 0
     hanging_attempts: int = 0
+    hanging_at: list[float] = field(default_factory=list)  # time.time() of each hanging attempt's arrival
     hanging_active: int = 0
     hanging_max_active: int = 0
     server: asyncio.Server | None = None
@@ -213,6 +214,7 @@ class IsolationReceiver:
                 now = time.time()
                 if path == b"/hanging":
                     self.hanging_attempts += 1
+                    self.hanging_at.append(now)
                     self.hanging_active += 1
                     self.hanging_max_active = max(self.hanging_max_active, self.hanging_active)
                     # Held until hang_seconds pass, the client gives up (EOF) or the bench stops.

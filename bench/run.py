@@ -662,7 +662,7 @@ async def webhooks_run(
         sent = Sent()
         api = httpx.URL(stack.url("api"))
         meter = Meter(groups).start()
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         await send_emails(api.host, api.port or 80, request, count=count, connections=8, rate=rate, sent=sent)
         last_count, last_change = -1, time.monotonic()
         while len(receiver.healthy) < len(sent.accepted):
@@ -683,6 +683,12 @@ async def webhooks_run(
     to_hook = [(receiver.healthy[e][1] - t) * 1000 for e, t in sent.accepted.items() if e in receiver.healthy]
     counted = {g.name for g in groups if g.counted}
     n = max(1, len(receiver.healthy))
+    # The worst lag of each second of the run (by receipt), to see whether the tail lines up with
+    # the hanging endpoint's attempts (their arrival seconds are listed too).
+    worst: dict[int, float] = {}
+    for created, arrived in receiver.healthy.values():
+        second = int(arrived - wall0)
+        worst[second] = max(worst.get(second, 0.0), round((arrived - created) * 1000, 1))
     out: dict[str, Any] = {
         "events": len(sent.accepted),
         "refused": sent.refused,
@@ -702,7 +708,13 @@ async def webhooks_run(
         "cpu_ms_per_email_counted": round(sum(v * 1000 / n for k, v in cpu.items() if k in counted), 3),
     }
     if hanging:
-        out["hanging"] = {"attempts_received": hanging_seen, "max_concurrent": hanging_max, **stored}
+        out["hanging"] = {
+            "attempts_received": hanging_seen,
+            "max_concurrent": hanging_max,
+            "attempt_seconds": [round(t - wall0, 1) for t in receiver.hanging_at],
+            **stored,
+        }
+    out["healthy"]["worst_lag_ms_by_second"] = [worst.get(i, 0.0) for i in range(max(worst, default=-1) + 1)]
     return out, os.getloadavg()[0]
 
 
