@@ -52,6 +52,6 @@ bench: install ## Measure accept path and pipeline against same-run baselines (l
 	@$(WRK_CHECK)
 	@$(UV) run --no-sync python bench/run.py $(BENCH_ARGS)
 
-bench-quick: install ## The short bench (about 3 minutes): run it before stopping on a change to a hot path
+bench-quick: install ## The short bench (about 4 minutes): run it before stopping on a change to a hot path
 	@$(WRK_CHECK)
 	@$(UV) run --no-sync python bench/run.py --quick $(BENCH_ARGS)

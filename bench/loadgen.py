@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import msgspec
 
@@ -161,5 +162,100 @@ class Receiver:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
+class _Payload(msgspec.Struct):
+    created_at: str
+    data: dict[str, object]
+
+
+@dataclass
+class IsolationReceiver:
+    """Two endpoints on one server (issue 19's isolation measurement): `/healthy` answers 200 at once
+    and records, per email, when its webhook arrived and the event's `created_at`; `/hanging` counts
+    each attempt, then holds the connection `hang_seconds` before answering 200 (the dispatcher's
+    own 15 s time limit usually ends it first: the client closing is noticed, so `hanging_max_active`
+    counts attempts really open at once)."""
+
+    hang_seconds: float = 15.0
+    healthy: dict[str, tuple[float, float]] = field(default_factory=dict)  # email id → (created_at, arrived)
+    healthy_repeats: int = 0
+    hanging_attempts: int = 0
+    hanging_at: list[float] = field(default_factory=list)  # time.time() of each hanging attempt's arrival
+    hanging_active: int = 0
+    hanging_max_active: int = 0
+    server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> IsolationReceiver:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    def url(self, path: str) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/{path}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            while not self._release.is_set():
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                path = lines[0].split(b" ")[1] if b" " in lines[0] else b""
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                now = time.time()
+                if path == b"/hanging":
+                    self.hanging_attempts += 1
+                    self.hanging_at.append(now)
+                    self.hanging_active += 1
+                    self.hanging_max_active = max(self.hanging_max_active, self.hanging_active)
+                    # Held until hang_seconds pass, the client gives up (EOF) or the bench stops.
+                    waits = [asyncio.ensure_future(self._release.wait()), asyncio.ensure_future(reader.read(1))]
+                    try:
+                        done, _ = await asyncio.wait(waits, timeout=self.hang_seconds, return_when="FIRST_COMPLETED")
+                    finally:
+                        self.hanging_active -= 1
+                        for w in waits:
+                            w.cancel()
+                        await asyncio.gather(*waits, return_exceptions=True)  # no read left waiting
+                    if waits[1] in done:
+                        break  # EOF: the dispatcher's time limit ended the attempt and closed the connection
+                else:
+                    self._record(body, now)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        self._writers.discard(writer)
+        writer.close()
+
+    def _record(self, body: bytes, now: float) -> None:
+        try:
+            hook = msgspec.json.decode(body, type=_Payload)
+            created = datetime.fromisoformat(hook.created_at).timestamp()
+        except (msgspec.DecodeError, ValueError):
+            return
+        email_id = hook.data.get("email_id")
+        if not isinstance(email_id, str):
+            return
+        if email_id in self.healthy:
+            self.healthy_repeats += 1
+        else:
+            self.healthy[email_id] = (created, now)
+
+    async def stop(self) -> None:
+        """End every connection (hanging ones too), so no handler is left to be cancelled."""
+        self._release.set()
+        if self.server is not None:
+            self.server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await asyncio.sleep(0.1)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2)

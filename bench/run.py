@@ -1,6 +1,6 @@
 """`make bench`: Mailroom's speed, measured on this machine against baselines measured in the same run.
 
-    python bench/run.py [--quick] [--emails N] [--accept-seconds S] [--rounds R]
+    python bench/run.py [--quick] [--emails N] [--accept-seconds S] [--rounds R] [--only accept|pipeline|webhooks]
 
 1. Accept path: the real stack (production settings: JSON logs at info) with a tenant, a live key and a
    verified domain; every other service paused (SIGSTOP), so the API, Postgres and NATS have the cores.
@@ -14,6 +14,9 @@
    webhook receipt; lost (accepted, never sent) and duplicated (sent twice) counts; CPU-ms per email of
    every process; consumer pending and outbox rows every half second.
 3. Footprint: RSS of every process idle and under load; time to ready (a fresh database, migrations incl.).
+4. Webhooks isolation (issue 19): a fresh stack, one tenant with an endpoint hanging 15 s and a healthy one;
+   1,000 test-mode emails (one email.delivered each, fanned out to both); the healthy endpoint's lag from
+   the event's created_at to receipt, against a control run with the healthy endpoint alone.
 
 Writes bench/results/latest.json and latest.png and prints a table. A private Postgres (pip pgserver) and
 the pinned nats-server are used, so nothing else on the machine is measured or disturbed.
@@ -54,7 +57,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from chart import draw  # noqa: E402
-from loadgen import Receiver, Sent, email_request, send_emails  # noqa: E402
+from loadgen import IsolationReceiver, Receiver, Sent, email_request, send_emails  # noqa: E402
 from procs import Group, Meter, children_cpu_seconds, postmaster_pid  # noqa: E402
 from support import create_tenant, verified_domain  # noqa: E402
 
@@ -605,6 +608,139 @@ def pipeline_phase(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------------------- webhooks
+
+
+HANG_SECONDS = 15.0
+
+
+def webhook_attempts(db_url: str, endpoint_id: str) -> dict[str, Any]:
+    """The hanging endpoint's stored attempts by outcome, and its deliveries by status."""
+    with psycopg.connect(db_url) as conn:
+        errors = conn.execute(
+            "SELECT coalesce(error, 'ok'), count(*) FROM webhooks.delivery_attempts WHERE endpoint_id = %s"
+            " GROUP BY 1 ORDER BY 1",
+            (endpoint_id,),
+        ).fetchall()
+        statuses = conn.execute(
+            "SELECT status, count(*) FROM webhooks.deliveries WHERE endpoint_id = %s GROUP BY 1 ORDER BY 1",
+            (endpoint_id,),
+        ).fetchall()
+    return {
+        "attempts_by_outcome": {str(k): int(v) for k, v in errors},
+        "deliveries_by_status": {str(k): int(v) for k, v in statuses},
+    }
+
+
+async def webhooks_run(
+    bench: Bench, stack: Stack, args: argparse.Namespace, *, hanging: bool
+) -> tuple[dict[str, Any], float]:
+    """One tenant, a healthy endpoint (and, given `hanging`, a hanging one) for `email.delivered`;
+    `--webhooks-events` test-mode emails at `--webhooks-rate`, until the healthy endpoint has them all."""
+    receiver = await IsolationReceiver(hang_seconds=HANG_SECONDS).start()
+    try:
+        tenant = await asyncio.to_thread(create_tenant, stack)
+        ids: dict[str, str] = {}
+        async with httpx.AsyncClient(base_url=stack.url("api"), headers=tenant.headers(), timeout=10) as client:
+            for name in ("hanging", "healthy") if hanging else ("healthy",):
+                hook = await client.post(
+                    "/v1/webhooks", json={"url": receiver.url(name), "events": ["email.delivered"]}
+                )
+                if hook.status_code != 201:
+                    raise RuntimeError(f"webhook endpoint refused: {hook.status_code} {hook.text}")
+                ids[name] = hook.json()["id"]
+        groups = bench.groups(stack)
+        # Test mode: the simulator delivers every email (no SES emulator); each email's one
+        # email.delivered event fans out to every endpoint of the tenant.
+        request = email_request("/v1/emails", tenant.test_key, json.dumps(email_body()).encode())
+        count, rate = args.webhooks_events, args.webhooks_rate
+        print(
+            f"  webhooks: {count} emails at {rate:.0f}/s, "
+            + (f"endpoints healthy and hanging {HANG_SECONDS:.0f} s" if hanging else "the healthy endpoint alone"),
+            flush=True,
+        )
+        sent = Sent()
+        api = httpx.URL(stack.url("api"))
+        meter = Meter(groups).start()
+        t0, wall0 = time.monotonic(), time.time()
+        await send_emails(api.host, api.port or 80, request, count=count, connections=8, rate=rate, sent=sent)
+        last_count, last_change = -1, time.monotonic()
+        while len(receiver.healthy) < len(sent.accepted):
+            if len(receiver.healthy) != last_count:
+                last_count, last_change = len(receiver.healthy), time.monotonic()
+            elif time.monotonic() - last_change > args.drain_seconds:
+                break
+            await asyncio.sleep(0.2)
+        seconds = time.monotonic() - t0
+        cpu = meter.stop()
+        # Read while the receiver still serves: stopping it fails the attempts in flight.
+        stored = await asyncio.to_thread(webhook_attempts, stack.db_url, ids["hanging"]) if hanging else {}
+        hanging_seen = receiver.hanging_attempts
+        hanging_max = receiver.hanging_max_active
+    finally:
+        await receiver.stop()
+    lag = [(arrived - created) * 1000 for created, arrived in receiver.healthy.values()]
+    to_hook = [(receiver.healthy[e][1] - t) * 1000 for e, t in sent.accepted.items() if e in receiver.healthy]
+    counted = {g.name for g in groups if g.counted}
+    n = max(1, len(receiver.healthy))
+    # The worst lag of each second of the run (by receipt), to see whether the tail lines up with
+    # the hanging endpoint's attempts (their arrival seconds are listed too).
+    worst: dict[int, float] = {}
+    for created, arrived in receiver.healthy.values():
+        second = int(arrived - wall0)
+        worst[second] = max(worst.get(second, 0.0), round((arrived - created) * 1000, 1))
+    out: dict[str, Any] = {
+        "events": len(sent.accepted),
+        "refused": sent.refused,
+        "seconds": round(seconds, 1),
+        "healthy": {
+            "received": len(receiver.healthy),
+            "missing": len(sent.accepted) - sum(1 for e in sent.accepted if e in receiver.healthy),
+            "repeats": receiver.healthy_repeats,
+            "lag_ms": {"p50": pct(lag, 0.5), "p99": pct(lag, 0.99), "max": round(max(lag, default=0), 1)},
+            "accept_to_receipt_ms": {
+                "p50": pct(to_hook, 0.5),
+                "p99": pct(to_hook, 0.99),
+                "max": round(max(to_hook, default=0), 1),
+            },
+        },
+        "cpu_ms_per_email": {k: round(v * 1000 / n, 3) for k, v in cpu.items()},
+        "cpu_ms_per_email_counted": round(sum(v * 1000 / n for k, v in cpu.items() if k in counted), 3),
+    }
+    if hanging:
+        out["hanging"] = {
+            "attempts_received": hanging_seen,
+            "max_concurrent": hanging_max,
+            "attempt_seconds": [round(t - wall0, 1) for t in receiver.hanging_at],
+            **stored,
+        }
+    out["healthy"]["worst_lag_ms_by_second"] = [worst.get(i, 0.0) for i in range(max(worst, default=-1) + 1)]
+    return out, os.getloadavg()[0]
+
+
+async def webhooks_async(bench: Bench, stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    # The control first, on the same stack: the healthy endpoint's lag without a hanging neighbour.
+    control, control_load = await webhooks_run(bench, stack, args, hanging=False)
+    measured, load = await webhooks_run(bench, stack, args, hanging=True)
+    return {
+        **measured,
+        "rate_per_second": args.webhooks_rate,
+        "hang_seconds": HANG_SECONDS,
+        "load_average_1m": round(load, 2),
+        "control": {**control, "load_average_1m": round(control_load, 2)},
+    }
+
+
+def webhooks_phase(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    # The devstack allow-lists loopback for the dispatcher's SSRF guard (MAILROOM_WEBHOOKS_ALLOWED_CIDRS
+    # 127.0.0.0/8, ALLOW_HTTP), as for the tests; every other webhooks setting is the default
+    # (15 s per attempt, 4 in flight per endpoint, 64 per process).
+    env = {"api": {"MAILROOM_API_PROCESSES": str(args.api_processes), "MAILROOM_API_DEFAULT_RATE_LIMIT": "10000000"}}
+    with bench.stack("webhooks", env) as (stack, startup):
+        out = asyncio.run(webhooks_async(bench, stack, args))
+    return {**out, "startup_seconds": round(startup, 2)}
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 
@@ -645,6 +781,22 @@ def table(result: dict[str, Any]) -> str:
         lines.append("  CPU ms/email at full speed: " + ", ".join(f"{k} {v}" for k, v in full.items()))
         lines.append("  targets: >= 1000 emails/s, p99 <= 500 ms at half rate, <= 2 ms CPU/email, 0 lost, 0 dup")
         lines.append(f"  idle memory (PSS) MB: {p['idle_memory_mb']}")
+    w = result.get("webhooks")
+    if w:
+        hl, hg = w["healthy"], w["hanging"]
+        lines += [
+            f"webhooks isolation ({w['events']} events at {w['rate_per_second']:.0f}/s to a healthy endpoint and one"
+            f" hanging {w['hang_seconds']:.0f} s)",
+            f"  healthy: {hl['received']} received, {hl['missing']} missing, {hl['repeats']} repeats;"
+            f" lag created_at -> receipt p50/p99/max {hl['lag_ms']['p50']}/{hl['lag_ms']['p99']}/"
+            f"{hl['lag_ms']['max']} ms (target p99 < 1000)",
+            f"  hanging: {hg['attempts_received']} attempts received (at most {hg['max_concurrent']} open at once),"
+            f" stored {hg['attempts_by_outcome']}, deliveries {hg['deliveries_by_status']}",
+            f"  control (healthy endpoint alone, same stack, just before): lag p50/p99/max"
+            f" {w['control']['healthy']['lag_ms']['p50']}/{w['control']['healthy']['lag_ms']['p99']}/"
+            f"{w['control']['healthy']['lag_ms']['max']} ms",
+            f"  load average (1 min) at the end: {w['load_average_1m']} (control {w['control']['load_average_1m']})",
+        ]
     lines.append(f"startup (fresh database, to ready): {result.get('startup_seconds')} s (target <= 5)")
     return "\n".join(lines)
 
@@ -664,7 +816,13 @@ def main() -> None:
         default=1,
         help="MAILROOM_API_PROCESSES of the API (and the bare baseline's copies)",
     )
-    parser.add_argument("--only", choices=["accept", "pipeline"])
+    parser.add_argument(
+        "--webhooks-events", type=int, help="webhooks isolation: emails, one event each (default 1000; quick 200)"
+    )
+    parser.add_argument(
+        "--webhooks-rate", type=float, help="webhooks isolation: emails per second (default 20; quick 10: 20 s)"
+    )
+    parser.add_argument("--only", choices=["accept", "pipeline", "webhooks"])
     parser.add_argument("--database-url", help="an existing Postgres to use instead of a private pgserver")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--keep", action="store_true", help="keep the stacks' directories (logs) and say where")
@@ -673,7 +831,9 @@ def main() -> None:
     args.accept_seconds = args.accept_seconds or (8.0 if args.quick else 30.0)
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.steady_seconds = args.steady_seconds or (15.0 if args.quick else 60.0)
-    if shutil.which("wrk") is None:
+    args.webhooks_events = args.webhooks_events or (200 if args.quick else 1000)
+    args.webhooks_rate = args.webhooks_rate or (10.0 if args.quick else 20.0)
+    if args.only in (None, "accept") and shutil.which("wrk") is None:
         sys.exit("bench: wrk is not installed (make bench installs it with apt-get; or: apt-get install wrk)")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     result: dict[str, Any] = {
@@ -694,6 +854,10 @@ def main() -> None:
             print("pipeline ...", flush=True)
             result["pipeline"] = pipeline_phase(bench, args)
             result["startup_seconds"] = result["pipeline"]["startup_seconds"]
+        if args.only in (None, "webhooks"):
+            print("webhooks isolation ...", flush=True)
+            result["webhooks"] = webhooks_phase(bench, args)
+            result.setdefault("startup_seconds", result["webhooks"]["startup_seconds"])
     finally:
         bench.postgres.stop()
         if args.keep:

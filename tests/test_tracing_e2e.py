@@ -4,13 +4,15 @@ a `traceparent` of our own. Every span of that trace is read back from the real 
 `POST /v1/emails` in the api, through the api's outbox and relay and NATS to `process sender-queued`
 and `SES SendEmail` in the sender, through the sender's outbox to the lifecycle consumers
 (`process api-email-log`, `process webhooks-email`) and to the `webhook POST` of the first,
-immediate delivery of `email.queued` and `email.sent`; every span's parent chain ends at ours."""
+immediate delivery of `email.queued` and `email.sent`; every span's parent chain ends at ours. And a
+delivery retried by a restarted webhooks process (issue 19) still posts inside the email's trace."""
 
 from __future__ import annotations
 
 import json
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +115,61 @@ def test_one_trace_from_the_api_request_to_the_ses_call_and_the_webhook_posts(tr
     for span in spans:
         assert ancestry(span, by_id)[-1] == caller_span, span["name"]
     assert {s["service"] for s in spans} >= {"mailroom-api", "mailroom-sender", "mailroom-webhooks"}
+
+
+def test_a_retry_by_a_restarted_webhooks_service_continues_the_emails_trace(traced: tuple[Stack, Path]) -> None:
+    """Issue 19/20: the first attempt of a delivery fails; the webhooks service is stopped before its
+    retry is due (SPEC's first delay, 5 s) and started again. The fresh process remembers nothing of
+    the event: its `webhook POST` is parented by the `trace_context` stored with the delivery, so it
+    is in the email's trace, under the same fan-out span as the first attempt."""
+    stack, traces = traced
+    tenant = create_tenant(stack, "Traced retry")
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    with (
+        WebhookReceiver(status=500) as receiver,
+        httpx.Client(base_url=stack.url("api"), headers=tenant.headers("test"), timeout=10) as c,
+    ):
+        hook = c.post("/v1/webhooks", json={"url": receiver.url, "events": ["email.sent"]})
+        assert hook.status_code == 201, hook.text
+        wid = hook.json()["id"]
+        r = c.post(
+            "/v1/emails",
+            json={"from": "hi@traced.example.test", "to": "a@example.com", "subject": "retried", "text": "t"},
+            headers={"traceparent": f"00-{trace_id}-{caller_span}-01"},
+        )
+        assert r.status_code == 202, r.text
+        email_id = r.json()["id"]
+        wait_for(lambda: receiver.of_type("email.sent", email_id), 60, what="the first attempt")
+        receiver.status = 200
+        stack.stop_process("webhooks")  # SIGTERM: the failed attempt is recorded, its retry pending
+        stopped = datetime.now(UTC)
+        stack.restart("webhooks")
+        wait_for(lambda: len(receiver.of_type("email.sent", email_id)) == 2 or None, 60, what="the retry")
+        first, second = receiver.of_type("email.sent", email_id)
+        assert first.headers["webhook-id"] == second.headers["webhook-id"]
+
+        [delivery] = c.get(f"/v1/webhooks/{wid}/deliveries").json()["data"]
+
+        def recorded() -> list[dict[str, Any]] | None:
+            got = c.get(f"/v1/webhooks/{wid}/deliveries/{delivery['id']}").json()
+            return got["attempts"] if got["status"] == "succeeded" else None
+
+        attempts = wait_for(recorded, what="both attempts recorded")
+        assert [(a["attempt"], a["status_code"]) for a in attempts] == [(1, 500), (2, 200)]
+        assert datetime.fromisoformat(attempts[1]["started_at"]) > stopped, "the retry is the new process's"
+
+    def both_posts() -> list[Span] | None:
+        posts = named(spans_of(traces, trace_id), "webhook POST", "mailroom-webhooks")
+        return posts if len(posts) == 2 else None
+
+    posts = wait_for(both_posts, 30, what="both webhook POST spans in the email's trace")
+    by_status = {p["attributes"].get("http.response.status_code"): p for p in posts}
+    assert set(by_status) == {500, 200}
+    failed, retried = by_status[500], by_status[200]
+    assert failed["status"] == "ERROR" and retried["status"] != "ERROR"
+    assert retried["parent_span_id"] == failed["parent_span_id"], "the same fan-out span, from the stored context"
+    spans = spans_of(traces, trace_id)
+    by_id = {s["span_id"]: s for s in spans}
+    parent = by_id[retried["parent_span_id"]]
+    assert (parent["name"], parent["service"]) == ("process webhooks-email", "mailroom-webhooks")
+    assert ancestry(retried, by_id)[-1] == caller_span

@@ -133,8 +133,9 @@ class Harness:
 
 @pytest.fixture
 async def start_service(webhooks_db: str, js_ready: str, db: Any) -> AsyncIterator[Any]:
-    """`await start_service(workers=..., ssl_context=..., resolver=..., **settings)` runs the service's
-    workers in this process against the real Postgres and NATS; stopped at teardown."""
+    """`await start_service(workers=..., ssl_context=..., resolver=..., nats_url=..., **settings)` runs
+    the service's workers in this process against the real Postgres and NATS (the session's, or the
+    server at `nats_url`: a test that restarts NATS brings its own); stopped at teardown."""
     started: list[Harness] = []
 
     async def start(
@@ -143,11 +144,12 @@ async def start_service(webhooks_db: str, js_ready: str, db: Any) -> AsyncIterat
         ssl_context: ssl.SSLContext | None = None,
         resolver: Resolver = system_resolver,
         clock: Any = None,
+        nats_url: str | None = None,
         **overrides: Any,
     ) -> Harness:
-        s = settings(database_url=webhooks_db, nats_url=js_ready, **overrides)
+        s = settings(database_url=webhooks_db, nats_url=nats_url or js_ready, **overrides)
         pool = await open_pool(webhooks_db, SCHEMA, min_size=1, max_size=10)
-        nc = await nats.connect(js_ready)
+        nc = await nats.connect(s.nats_url)
         rt = Runtime(
             name="webhooks",
             schema=SCHEMA,

@@ -6,27 +6,36 @@ import asyncio
 import json
 import secrets
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from mailroom_contracts import decode_event, subjects
+import nats
+from mailroom_contracts import decode_event, encode, subject_for, subjects
 from mailroom_contracts.events import (
     Address,
+    DomainFailed,
     DomainRecord,
     DomainSnapshot,
     DomainStatusChanged,
     DomainVerified,
     EmailBounced,
     EmailClicked,
+    EmailComplained,
     EmailDelivered,
+    EmailDeliveryDelayed,
+    EmailFailed,
     EmailOpened,
     EmailQueued,
     EmailSent,
+    Event,
     WebhookDisabled,
 )
 from mailroom_contracts.rpc import CreateWebhookReply, CreateWebhookRequest, GetWebhookRequest, WebhookReply
-from mailroom_contracts.streams import WEBHOOK_STREAM
+from mailroom_contracts.streams import CONSUMERS, STREAMS, WEBHOOK_STREAM
+from mailroom_devstack.infra import NatsServer
 from mailroom_kit import rpc
 from mailroom_kit.ids import new_id
+from mailroom_kit.jetstream import reconcile
 from standardwebhooks.webhooks import Webhook
 
 
@@ -379,6 +388,93 @@ async def test_loopback_receiver_is_refused_unless_allow_listed(
     assert receiver.posts("/ssrf") == []
 
 
+async def test_complained_delayed_failed_and_domain_failed_carry_their_fields(
+    start_service: Any, publisher: Any, receiver: Any, h: Any
+) -> None:
+    """The SPEC types not covered above, each with its type-specific fields: `complaint`, `delay`,
+    `failed` (whose `recipients` are the email's: the event names none), and `domain.failed`'s `reason`."""
+    svc = await start_service()
+    tenant = new_id("ten")
+    await create(svc.nc, tenant, receiver.url("/more"), ["*"])
+    q = queued(tenant)
+    delayed = EmailDeliveryDelayed(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=tenant,
+        email_id=q.email_id,
+        mode=q.mode,
+        recipients=["ada@example.com"],
+        delay_type="MailboxFull",
+        provider_message_id="pm-delay",
+    )
+    complained = EmailComplained(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=tenant,
+        email_id=q.email_id,
+        mode=q.mode,
+        recipients=["bob@example.com"],
+        feedback_type="abuse",
+        provider_message_id="pm-complaint",
+    )
+    other = queued(tenant)
+    failed = EmailFailed(
+        event_id=new_id("evt"),
+        occurred_at=now(),
+        tenant_id=tenant,
+        email_id=other.email_id,
+        mode=other.mode,
+        reason="provider_rejected",
+        message="MessageRejected: Email address is not verified.",
+    )
+    snap = DomainSnapshot(
+        domain_id=new_id("dom"),
+        tenant_id=tenant,
+        name="mail.fail.test",
+        status="failed",
+        region="us-east-1",
+        mail_from_domain="bounce.mail.fail.test",
+        created_at=now(),
+        records=[],
+    )
+    domain_failed = DomainFailed(
+        event_id=new_id("evt"), occurred_at=now(), tenant_id=tenant, domain=snap, reason="dkim_failed"
+    )
+    for event in (q, other, delayed, complained, failed, domain_failed):
+        await publisher.publish(event)
+    posts = await receiver.wait_for("/more", 6)
+    await asyncio.sleep(0.3)
+    assert len(receiver.posts("/more")) == 6
+    by_type = {p.json()["type"]: p.json() for p in posts}
+    assert set(by_type) >= {"email.delivery_delayed", "email.complained", "email.failed", "domain.failed"}
+
+    dl = by_type["email.delivery_delayed"]
+    assert dl["id"] == delayed.event_id and dl["data"]["delay"] == {"type": "MailboxFull"}
+    assert (dl["data"]["recipients"], dl["data"]["recipient"]) == (["ada@example.com"], "ada@example.com")
+    assert dl["data"]["provider_message_id"] == "pm-delay" and dl["data"]["subject"] == "Your receipt"
+
+    cp = by_type["email.complained"]
+    assert cp["data"]["complaint"] == {"feedback_type": "abuse"} and cp["data"]["recipients"] == ["bob@example.com"]
+    assert cp["data"]["provider_message_id"] == "pm-complaint" and cp["data"]["tags"] == {"campaign": "receipts"}
+
+    fl = by_type["email.failed"]
+    assert fl["data"]["email_id"] == other.email_id
+    assert fl["data"]["failed"] == {"reason": "provider_rejected", "message": failed.message}
+    assert fl["data"]["recipient"] == "ada@example.com"
+    assert fl["data"]["recipients"] == ["ada@example.com", "bob@example.com", "cc@example.com"]
+    assert "provider_message_id" not in fl["data"]
+
+    df = by_type["domain.failed"]
+    assert df["id"] == domain_failed.event_id
+    assert (df["data"]["domain_id"], df["data"]["name"], df["data"]["status"]) == (
+        snap.domain_id,
+        "mail.fail.test",
+        "failed",
+    )
+    assert df["data"]["reason"] == "dkim_failed" and df["data"]["records"] == []
+    assert "previous_status" not in df["data"]
+
+
 async def test_domain_events(start_service: Any, publisher: Any, receiver: Any, h: Any) -> None:
     svc = await start_service()
     tenant = new_id("ten")
@@ -565,3 +661,80 @@ async def test_one_endpoint_gets_each_emails_events_in_order_despite_concurrency
         assert sorted(set(seen)) == [0, 1, 2, 3]
     assert sum(len(seen) for seen in per_email.values()) > 100  # some were retried (and still in order)
     assert receiver.max_active["/ordered"] > 1  # deliveries of different emails did overlap
+
+
+async def test_a_pending_retry_survives_a_nats_restart_and_happens_exactly_once(
+    start_service: Any, receiver: Any, db: Any, h: Any, tmp_path: Path
+) -> None:
+    """Issue 19: retries are durable across a restart of NATS. An attempt fails; while its retry
+    waits (the injected clock holds it back), NATS is stopped and started again (same port, same
+    store). The retry then happens once, both attempts are stored, and the consumers are back: an
+    event published after the restart is delivered once too."""
+    server = NatsServer(tmp_path / "nats").start()
+    nc = None
+    try:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await reconcile(js, STREAMS, CONSUMERS)
+
+        async def publish(*events: Event) -> None:
+            for event in events:
+                await js.publish(subject_for(event), encode(event), headers={"Nats-Msg-Id": event.event_id})
+
+        clock = h.FakeClock()
+        svc = await start_service(nats_url=server.url, clock=clock, retry_delays_seconds="60", max_attempts=4)
+        tenant = new_id("ten")
+        ep = await create(svc.nc, tenant, receiver.url("/nats"), ["email.delivered"])
+        assert ep.endpoint is not None
+        webhook_id = ep.endpoint.webhook_id  # a closure does not keep the narrowing
+        receiver.script("/nats", h.Reply(500))
+        q = queued(tenant)
+        d = delivered(q)
+        await publish(q, d)
+        await h.eventually(lambda: deliveries_of(db, webhook_id))
+        clock.advance(1)  # the fan-out stamps the database's now(); the dispatcher's clock stands still
+        await receiver.wait_for("/nats", 1)
+
+        async def waiting() -> dict[str, Any] | None:
+            rows = await deliveries_of(db, webhook_id)
+            return rows[0] if rows and rows[0]["status"] == "pending" and rows[0]["attempts"] == 1 else None
+
+        row = await h.eventually(waiting)
+
+        server.stop()
+        await asyncio.sleep(0.5)
+        server.start()
+
+        async def reconnected() -> bool:
+            return bool(svc.nc.is_connected and nc is not None and nc.is_connected)
+
+        await h.eventually(reconnected, timeout=20)
+        assert len(receiver.posts("/nats")) == 1  # the clock has not reached the retry yet
+        clock.set(row["next_attempt_at"])
+        await receiver.wait_for("/nats", 2, timeout=15)
+
+        # The consumers came back too: an email after the restart is delivered (once).
+        q2 = queued(tenant)
+        d2 = delivered(q2)
+        await publish(q2, d2)
+        await receiver.wait_for("/nats", 3, timeout=20)
+
+        async def both_succeeded() -> list[dict[str, Any]]:
+            rows = await deliveries_of(db, webhook_id)
+            return rows if len(rows) == 2 and all(r["status"] == "succeeded" for r in rows) else []
+
+        await h.eventually(both_succeeded, timeout=15)
+        clock.advance(7 * 86400)  # far past any schedule: nothing else is due
+        await asyncio.sleep(1.0)
+        ids = [p.headers["webhook-id"] for p in receiver.posts("/nats")]
+        assert sorted(ids) == sorted([d.event_id, d.event_id, d2.event_id])
+        attempts = await attempts_of(db, webhook_id)
+        assert [(x["event_id"], x["attempt"], x["status_code"]) for x in attempts] == [
+            (d.event_id, 1, 500),
+            (d.event_id, 2, 200),
+            (d2.event_id, 1, 200),
+        ]
+    finally:
+        if nc is not None:
+            await nc.close()
+        server.stop()
