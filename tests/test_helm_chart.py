@@ -3,10 +3,14 @@ in-process, no cluster, no binary): `helm lint --strict` and a render for the de
 each realistic values file in ci/; every rendered manifest validated by kubernetes-validate against
 a current Kubernetes; the invariants every install must keep (probes, resources, non-root, read-only
 root filesystem, the migrations hook Job, real environment variable names, the per-schema URLs);
-and the values schema: it covers every value, every value is commented, and it rejects bad ones."""
+every MAILROOM_* setting a service reads (derived from its settings class and the variables its code
+names) reaches its Deployment through a named value, and what the chart renders is what the service
+parses; tracing by the standard OTEL_* variables; and the values schema: it covers every value,
+every value is commented, and it rejects bad ones."""
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import re
@@ -15,16 +19,22 @@ from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import opentelemetry.environment_variables
+import opentelemetry.sdk.environment_variables
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 from mailroom_api.settings import ApiSettings
+from mailroom_contracts.streams import STREAMS
 from mailroom_domains.settings import DomainsSettings
 from mailroom_events.settings import EventsSettings
+from mailroom_kit import tracing
 from mailroom_kit.settings import BaseSettings
 from mailroom_sender.settings import SenderSettings
 from mailroom_webhooks.settings import WebhooksSettings
 
-CHART = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "mailroom"
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "deploy" / "helm" / "mailroom"
 KUBE_VERSION = kubernetes_validate.latest_version()  # the newest Kubernetes the validator knows
 SERVICES = ("api", "domains", "events", "sender", "webhooks")
 SETTINGS: dict[str, type[BaseSettings]] = {
@@ -36,6 +46,37 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 }
 CASES = ["default", *sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml"))]
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+# The values file that sets every value naming an environment variable (ci/every-setting-values.yaml).
+EVERY = "every-setting"
+# The MAILROOM_* variables services read that no chart value sets, each for its reason. Everything
+# else a service reads must reach its Deployment through a named value (test below).
+NOT_IN_CHART = {
+    "MAILROOM_EVENTS_SNS_CERT_HOST_PATTERN": "the SES emulator's certificate host (tests); production keeps AWS's",
+    "MAILROOM_EVENTS_SNS_ALLOW_HTTP": "http:// certificate and subscribe URLs: the SES emulator only",
+    "MAILROOM_WEBHOOKS_ALLOW_HTTP": "http:// endpoint URLs: development only",
+    "MAILROOM_TRACES_FILE": "the jsonl exporter's file (dev and tests); the schema refuses tracing.exporter jsonl",
+    "MAILROOM_OPERATOR_TOKEN": "the SPEC's alias of MAILROOM_API_OPERATOR_TOKEN, which the chart sets (and which wins)",
+    "MAILROOM_PARENT_PID": "set by the API's parent process for its copies (MAILROOM_API_PROCESSES > 1)",
+    "MAILROOM_PROCESS_INDEX": "the same (the chart runs one process per pod: MAILROOM_API_PROCESSES=1)",
+}
+# What the chart takes from a Secret, for parsing the rendered environment as the services would.
+SECRET_VALUES = {
+    "MAILROOM_DATABASE_URL": "postgresql://mailroom:pw@db:5432/mailroom?sslmode=require",
+    "MAILROOM_WEBHOOKS_SECRET_KEY": Fernet.generate_key().decode(),
+    "MAILROOM_API_OPERATOR_TOKEN": "op-token",
+    "MAILROOM_API_UNSUBSCRIBE_SECRET": "u" * 32,
+    "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "secret",
+    "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20abc",
+}
+ENV_NAME = re.compile(r"MAILROOM_[A-Z0-9_]*[A-Z0-9]")
+# The OTEL_* variables OpenTelemetry's API and SDK define (what `tracing.configure` and the exporter read).
+OTEL_NAMES = {
+    value
+    for module in (opentelemetry.environment_variables, opentelemetry.sdk.environment_variables)
+    for name, value in vars(module).items()
+    if name.startswith("OTEL_") and isinstance(value, str)
+}
 
 
 def values_of(case: str) -> dict[str, Any]:
@@ -76,8 +117,156 @@ def real_env_names() -> set[str]:
     return names
 
 
+def names_in_code(src: Path) -> set[str]:
+    """Every string constant of the sources under src that is a whole MAILROOM_* name: a variable
+    read straight from the environment (not through a settings class), an alias, or a setting's
+    name in a message; stream names are not variables."""
+    names: set[str] = set()
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and ENV_NAME.fullmatch(node.value):
+                names.add(node.value)
+    return names - {stream.name for stream in STREAMS}
+
+
+@functools.cache
+def env_read_by(service: str) -> frozenset[str]:
+    """The MAILROOM_* variables `service` reads: its settings class's fields (shared ones included)
+    and any name its own code or the kit spells out."""
+    settings = SETTINGS[service]
+    fields = {settings.env_name(field) for field in settings.__struct_fields__}
+    return frozenset(fields | names_in_code(REPO / "services" / service / "src") | names_in_code(REPO / "libs/kit/src"))
+
+
+def deployment_of(case: str, service: str) -> dict[str, Any]:
+    [deployment] = [
+        d for d in of_kind(case, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == service
+    ]
+    return deployment
+
+
+def env_of(case: str, service: str) -> dict[str, dict[str, Any]]:
+    return container_env(deployment_of(case, service)["spec"]["template"]["spec"]["containers"][0])
+
+
+def environ_of(case: str, service: str) -> dict[str, str]:
+    """The environment the service's container starts with (Secrets filled in with valid values)."""
+    return {
+        name: var["value"] if "value" in var else SECRET_VALUES[name] for name, var in env_of(case, service).items()
+    }
+
+
 def test_cases_are_the_default_and_three_realistic_files() -> None:
-    assert {"default", "minimal", "ha-production", "per-schema-roles"} <= set(CASES)
+    assert {"default", "minimal", "ha-production", "per-schema-roles", EVERY} <= set(CASES)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_setting_a_service_reads_has_a_named_chart_value(service: str) -> None:
+    """Rendered with ci/every-setting-values.yaml (which uses no services.<svc>.env), each service's
+    Deployment sets every MAILROOM_* variable the service reads, but for the NOT_IN_CHART ones. A new
+    setting without a chart value (values.yaml, values.schema.json, the template) fails here."""
+    assert not any(svc.get("env") for svc in values_of(EVERY).get("services", {}).values())
+    missing = env_read_by(service) - set(env_of(EVERY, service)) - set(NOT_IN_CHART)
+    assert not missing, f"{service} reads {sorted(missing)}: no chart value sets them (or add them to NOT_IN_CHART)"
+
+
+def test_the_allow_list_names_only_settings_a_service_reads() -> None:
+    read = set().union(*(env_read_by(service) for service in SERVICES))
+    assert set(NOT_IN_CHART) <= read, set(NOT_IN_CHART) - read
+    for case in CASES:
+        for service in SERVICES:
+            assert not set(NOT_IN_CHART) & set(env_of(case, service)), (case, service)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_what_the_chart_renders_is_what_the_services_accept(case: str) -> None:
+    """Each Deployment's environment passes its service's own settings checks and the tracing
+    checks, exactly as the process does at start (a badly formatted number would stop it)."""
+    for service in SERVICES:
+        environ = environ_of(case, service)
+        SETTINGS[service].from_env(environ)
+        tracing.check(environ)
+
+
+ENV_OR_OTEL = re.compile(r"(MAILROOM_(?:<SVC>_)?[A-Z0-9_]*[A-Z0-9]|OTEL_[A-Z_]*[A-Z])")
+
+
+def _schema_leaves(schema: dict[str, Any]) -> dict[str, tuple[dict[str, Any], str]]:
+    """dotted path → (schema node, the nearest description naming a variable: its own or an
+    enclosing object's) of every value under a closed object (free-form ones count as one)."""
+    out: dict[str, tuple[dict[str, Any], str]] = {}
+
+    def walk(node: dict[str, Any], path: str, named: str) -> None:
+        node = _resolve(schema, node)
+        if ENV_OR_OTEL.match(node.get("description", "")):
+            named = node["description"]
+        if path:
+            out[path] = (node, named)
+        if node.get("type") == "object" and node.get("additionalProperties") is False:
+            for key, child in node["properties"].items():
+                walk(child, f"{path}.{key}".lstrip("."), named)
+
+    walk(schema, "", "")
+    return out
+
+
+def _get(values: dict[str, Any], path: str) -> Any:
+    node: Any = values
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            raise KeyError(path)
+        node = node[key]
+    return node
+
+
+def _as_env(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(_as_env(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def test_every_setting_value_sets_the_variable_its_description_names() -> None:
+    """Each value whose description starts with a variable's name (values.schema.json) is set in
+    ci/every-setting-values.yaml, and each service reading that variable gets exactly that value
+    (or, for an existingSecret/key pair, that Secret's key)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    every = values_of(EVERY)
+    checked = 0
+    for path, (node, named) in _schema_leaves(schema).items():
+        m = ENV_OR_OTEL.match(named)
+        if not m or node.get("type") == "object":
+            continue
+        var, parent, key = m.group(1), path.rpartition(".")[0], path.rpartition(".")[2]
+        try:
+            value = _get(every, path)
+        except KeyError:
+            raise AssertionError(f"{EVERY}-values.yaml does not set {path} ({var})") from None
+        if path.startswith("services."):  # MAILROOM_<SVC>_…: that service's own
+            targets = [path.split(".")[1]]
+            var = var.replace("<SVC>", targets[0].upper())
+        elif var == "OTEL_SERVICE_NAME":  # one value per service
+            targets = [key]
+        elif var.startswith("OTEL_"):
+            targets = list(SERVICES)
+        else:
+            targets = [s for s in SERVICES if var in env_read_by(s)]
+        assert targets, f"{path}: no service reads {var}"
+        for service in targets:
+            env = env_of(EVERY, service)
+            assert var in env, f"{path}: {service} does not get {var}"
+            if key in ("existingSecret", "key"):
+                ref = env[var]["valueFrom"]["secretKeyRef"]
+                assert ref == {"name": _get(every, f"{parent}.existingSecret"), "key": _get(every, f"{parent}.key")}, (
+                    path
+                )
+            else:
+                assert env[var]["value"] == _as_env(value), (path, var, env[var]["value"], value)
+            checked += 1
+    assert checked > 100
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -142,6 +331,9 @@ def test_env_names_are_the_services_real_settings(case: str) -> None:
         for var in container_env(deployment["spec"]["template"]["spec"]["containers"][0]):
             if var.startswith("AWS_"):
                 assert name in ("sender", "domains"), (name, var)
+                continue
+            if var.startswith("OTEL_"):
+                assert var in OTEL_NAMES, f"{name}: {var} is no OpenTelemetry variable"
                 continue
             assert var in own, f"{name}: {var} is not one of its settings ({sorted(own)})"
             assert var in real
