@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import ast
 import functools
+import gzip
 import json
 import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,7 @@ from mailroom_kit import tracing
 from mailroom_kit.settings import BaseSettings
 from mailroom_sender.settings import SenderSettings
 from mailroom_webhooks.settings import WebhooksSettings
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "deploy" / "helm" / "mailroom"
@@ -446,6 +451,83 @@ def test_ha_production_autoscales_isolates_and_is_scraped() -> None:
     sender = next(d for d in of_kind(case, "Deployment") if d["metadata"]["name"] == "mr-mailroom-sender")
     sender_env = container_env(sender["spec"]["template"]["spec"]["containers"][0])
     assert sender_env["MAILROOM_SENDER_BROADCAST_CONFIGURATION_SET"]["value"] == "mailroom-broadcast"
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver: keeps each POST's path, headers and decoded body."""
+
+    received: list[tuple[str, dict[str, str], ExportTraceServiceRequest]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.received.append((self.path, headers, ExportTraceServiceRequest.FromString(body)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    _Collector.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_tracing_exports_by_the_standard_variables_the_chart_sets(
+    service: str, collector: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ha-production traces over OTLP/HTTP: the chart's OTEL_* variables (headers from a Secret, gzip,
+    the per-service name, the ratio sampler) given to the real SDK export a continued trace, with
+    them, to a collector (here a local one: only the endpoint is replaced)."""
+    env = env_of("ha-production", service)
+    assert env["OTEL_TRACES_EXPORTER"]["value"] == "otlp"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector.observability:4318"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"]["value"] == "http/protobuf"
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"] == {"name": "mailroom-otlp", "key": "headers"}
+    assert env["OTEL_SERVICE_NAME"]["value"] == f"mailroom-{service}"
+    assert env["OTEL_TRACES_SAMPLER"]["value"] == "parentbased_traceidratio"
+    for name, value in environ_of("ha-production", service).items():
+        if name.startswith("OTEL_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        assert tracing.configure(service)
+        # a sampled parent: parentbased_traceidratio keeps its children whatever the ratio
+        with tracing.http_span("POST", "/v1/emails", [(b"traceparent", f"00-{trace_id}-00f067aa0ba902b7-01".encode())]):
+            pass
+    finally:
+        tracing.shutdown()  # flushes the batch to the collector
+    [(path, headers, request)] = _Collector.received
+    assert path == "/v1/traces"
+    assert headers["authorization"] == "Bearer abc" and headers["content-encoding"] == "gzip"
+    [spans] = request.resource_spans
+    resource = {a.key: a.value.string_value for a in spans.resource.attributes}
+    assert resource["service.name"] == f"mailroom-{service}"
+    assert resource["deployment.environment"] == "production"
+    [span] = [s for scope in spans.scope_spans for s in scope.spans]
+    assert span.trace_id.hex() == trace_id and span.name == "POST /v1/emails"
+
+
+def test_jsonl_tracing_is_not_for_the_chart() -> None:
+    """The file exporter writes one file per pod that nothing collects: the schema refuses it."""
+    with pytest.raises(helm.HelmValuesError) as rejected:
+        chart().validate_schema(chart().merge_values({"tracing": {"exporter": "jsonl"}}))
+    assert "/tracing/exporter" in str(rejected.value)
 
 
 def test_notes_tell_the_next_steps() -> None:
