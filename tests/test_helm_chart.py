@@ -23,6 +23,7 @@ from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import msgspec
 import opentelemetry.environment_variables
 import opentelemetry.sdk.environment_variables
 import pytest
@@ -603,3 +604,55 @@ def test_every_value_is_commented() -> None:
             continue
         above = lines[number - 1].strip() if number else ""
         assert above.startswith("#"), f"values.yaml line {number + 1}: {key!r} has no comment above it"
+
+
+def _values_comments() -> dict[str, str]:
+    """dotted path → the comment lines right above that key in values.yaml, joined."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    out: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for number, line in enumerate(lines):
+        m = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if not m:
+            continue
+        indent, key = len(m.group(1)), m.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, key))
+        above: list[str] = []
+        for previous in reversed(lines[:number]):
+            if not previous.strip().startswith("#"):
+                break
+            above.insert(0, previous.strip().lstrip("#").strip().removeprefix("-- "))
+        out[".".join(k for _, k in stack)] = " ".join(above)
+    return out
+
+
+def _default_of(var: str) -> Any:
+    for settings in SETTINGS.values():
+        for field in msgspec.structs.fields(settings):
+            if settings.env_name(field.name) == var:
+                return field.default
+    raise AssertionError(f"no service has {var}")
+
+
+def test_a_value_left_unset_documents_the_services_own_default() -> None:
+    """A value whose default is ~ leaves the service's own default; its comment says which
+    ("~ = 600"), and that is the default in the settings class."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    comments = _values_comments()
+    unset = 0
+    for path, (node, named) in _schema_leaves(schema).items():
+        m = ENV_OR_OTEL.match(named)
+        if not m or node.get("type") == "object" or _get(defaults, path) is not None:
+            continue
+        var = m.group(1).replace("<SVC>", path.split(".")[1].upper() if path.startswith("services.") else "")
+        said = re.search(r"~ = (.+?)(?: \([^)]*\))?\.$", comments[path])
+        assert said, f"values.yaml {path}: the comment does not say the default (~ = …): {comments[path]!r}"
+        documented, actual = yaml.safe_load(said.group(1)), _default_of(var)
+        assert _as_env(documented) == _as_env(actual), (
+            f"{path}: documented ~ = {documented!r}, {var} defaults to {actual!r}"
+        )
+        unset += 1
+    assert unset > 40
