@@ -656,3 +656,43 @@ def test_a_value_left_unset_documents_the_services_own_default() -> None:
         )
         unset += 1
     assert unset > 40
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"services": {"api": {"env": {"MAILROOM_API_PROCESSES": "4"}}}},  # fixed: one process per pod
+        {"services": {"sender": {"env": {"MAILROOM_SENDER_CONCURRENCY": "4"}}}, "sender": {"concurrency": 8}},
+        {"services": {"events": {"env": {"MAILROOM_NATS_URL": "nats://elsewhere:4222"}}}},
+    ],
+)
+def test_extra_env_cannot_set_what_the_chart_sets(values: dict[str, Any]) -> None:
+    """A variable in services.<svc>.env that the chart also sets would appear twice (the last one
+    silently winning): the render fails, naming it."""
+    [(service, env)] = [(s, v["env"]) for s, v in values["services"].items()]
+    [var] = env
+    with pytest.raises(helm.HelmError) as refused:
+        chart().render(values, name="mr", namespace="mail", is_install=True)
+    assert f"services.{service}.env.{var}: the chart sets {var} itself" in str(refused.value)
+
+
+def test_extra_env_adds_what_the_chart_does_not_set() -> None:
+    values = {
+        "services": {
+            "sender": {"env": {"MAILROOM_SENDER_CONCURRENCY": "4", "OTEL_EXPORTER_OTLP_TIMEOUT": "5000"}},
+            "webhooks": {"env": {"MAILROOM_WEBHOOKS_ALLOW_HTTP": "true"}},  # NOT_IN_CHART: allowed, at your risk
+        }
+    }
+    out = chart().render(values, name="mr", namespace="mail", is_install=True)
+    envs = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]: container_env(
+            d["spec"]["template"]["spec"]["containers"][0]
+        )
+        for d in yaml.safe_load_all(out["mailroom/templates/deployment.yaml"])
+        if d
+    }
+    assert (
+        envs["sender"]["MAILROOM_SENDER_CONCURRENCY"]["value"] == "4"
+    )  # sender.concurrency is ~: not set by the chart
+    assert envs["sender"]["OTEL_EXPORTER_OTLP_TIMEOUT"]["value"] == "5000"
+    assert envs["webhooks"]["MAILROOM_WEBHOOKS_ALLOW_HTTP"]["value"] == "true"

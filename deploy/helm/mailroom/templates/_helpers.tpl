@@ -327,7 +327,19 @@ service's own default); in name order. */}}
   "MAILROOM_WEBHOOKS_DELIVERY_RETENTION_DAYS" $v.webhooks.retention.deliveryDays
 ) }}
 {{- end }}
-{{- range $key, $value := (index $v.services .name).env }}
+{{- end -}}
+
+{{/* services.<svc>.env (dict "root" "name"): refused for a variable the chart sets itself (through
+a named value, or fixed), which would otherwise appear twice with the last one silently winning. */}}
+{{- define "mailroom.extraEnv" -}}
+{{- $set := dict -}}
+{{- range (printf "%s\n%s" (include "mailroom.commonEnv" .) (include "mailroom.serviceEnv" .) | fromYamlArray) }}
+{{- $_ := set $set .name true }}
+{{- end }}
+{{- range $key, $value := (index .root.Values.services .name).env }}
+{{- if hasKey $set $key }}
+{{- fail (printf "services.%s.env.%s: the chart sets %s itself (a named value in values.yaml, or fixed)" $.name $key $key) }}
+{{- end }}
 - name: {{ $key }}
   value: {{ $value | quote }}
 {{- end }}
