@@ -186,10 +186,17 @@ def test_the_allow_list_names_only_settings_a_service_reads() -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_what_the_chart_renders_is_what_the_services_accept(case: str) -> None:
-    """Each Deployment's environment passes its service's own settings checks and the tracing
-    checks, exactly as the process does at start (a badly formatted number would stop it)."""
+    """Each Deployment's (and migration container's) environment passes its service's own settings
+    checks and the tracing checks, exactly as the process does at start (a badly formatted number
+    would stop it)."""
     for service in SERVICES:
         environ = environ_of(case, service)
+        SETTINGS[service].from_env(environ)
+        tracing.check(environ)
+    [job] = of_kind(case, "Job")  # `mailroom-<svc> migrate` reads its settings first, too
+    for container in job["spec"]["template"]["spec"]["containers"]:
+        service = container["name"].removeprefix("migrate-")
+        environ = {n: v["value"] if "value" in v else SECRET_VALUES[n] for n, v in container_env(container).items()}
         SETTINGS[service].from_env(environ)
         tracing.check(environ)
 
