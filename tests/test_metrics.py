@@ -63,6 +63,15 @@ def test_an_operator_sees_the_email_in_every_services_metrics(stack: Stack, tena
         assert any(n == "mailroom_outbox_backlog" and ls == {"schema": service} for n, ls, _ in samples), service
     assert any(n == "mailroom_consumer_pending" and ls == {"consumer": "sender-queued"} for n, ls, _ in sender)
     assert any(n == "mailroom_consumer_redelivered" for n, _, _ in sender)
+    # the webhook delivery backlog, by state (read at start and every metrics interval)
+    wait_for(
+        lambda: (
+            {ls.get("state") for n, ls, _ in scrape(stack, "webhooks") if n == "mailroom_webhook_deliveries"}
+            == {"due", "waiting", "in_flight", "paused"}
+        ),
+        what="the webhook backlog gauges",
+    )
+    assert any(n == "mailroom_webhook_oldest_due_seconds" for n, _, _ in scrape(stack, "webhooks"))
 
     # bounded labels: no email id, tenant id or address anywhere
     for service in SERVICES:

@@ -559,3 +559,22 @@ async def test_purge_deletes_old_email_summaries(conn: Conn) -> None:
     assert await repo.purge_email_summaries(conn, await db_now(conn) - timedelta(days=30), 100) == 1
     cur = await conn.execute("SELECT email_id FROM email_summaries")
     assert [r["email_id"] for r in await cur.fetchall()] == ["msg_new"]
+
+
+async def test_delivery_backlog_counts_open_deliveries_by_state(conn: Conn) -> None:
+    await conn.execute("DELETE FROM delivery_attempts")
+    await conn.execute("DELETE FROM deliveries")
+    assert await repo.delivery_backlog(conn, now=T0) == ({"due": 0, "waiting": 0, "in_flight": 0, "paused": 0}, 0.0)
+    live, off = await endpoint(conn), await endpoint(conn)
+    await delivery(conn, live, due=T0 - timedelta(seconds=90))  # due for 90 s
+    await delivery(conn, live, due=T0 - timedelta(seconds=5))
+    await delivery(conn, live, due=T0 + timedelta(hours=2))  # a retry later
+    claimed = await delivery(conn, live, due=PAST)
+    await conn.execute("UPDATE deliveries SET status = 'in_flight' WHERE id = %s", (claimed,))
+    done = await delivery(conn, live, due=PAST)
+    await conn.execute("UPDATE deliveries SET status = 'succeeded' WHERE id = %s", (done,))
+    await delivery(conn, off, due=PAST)  # waits for its endpoint: neither due nor the oldest
+    assert await repo.disable_endpoint(conn, off, "failing", now=T0)
+    counts, oldest = await repo.delivery_backlog(conn, now=T0)
+    assert counts == {"due": 2, "waiting": 1, "in_flight": 1, "paused": 1}
+    assert oldest == pytest.approx(90)

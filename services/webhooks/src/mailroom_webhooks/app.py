@@ -21,19 +21,23 @@ from mailroom_contracts.rpc import (
 from mailroom_contracts.streams import WEBHOOKS_DOMAINS, WEBHOOKS_EMAIL
 from mailroom_kit import rpc
 from mailroom_kit.consumer import consume, consume_batches
+from mailroom_kit.logging import get_logger
 from mailroom_kit.retention import Purge
 from mailroom_kit.runtime import Runtime, Worker, ops_app, serve
 from mailroom_kit.settings import DAY
+from mailroom_kit.wake import sleep_until_stopped
 
 from mailroom_webhooks import repository, service
 from mailroom_webhooks.dispatcher import Clock, Dispatcher, system_clock
 from mailroom_webhooks.handlers import EventHandlers, RpcHandlers
+from mailroom_webhooks.metrics import DELIVERY_BACKLOG, OLDEST_DUE_SECONDS
 from mailroom_webhooks.netpolicy import AddressPolicy
 from mailroom_webhooks.settings import WebhooksSettings
 from mailroom_webhooks.signing import SecretBox
 from mailroom_webhooks.transport import Resolver, build_client, system_resolver
 
 NAME = "webhooks"
+log = get_logger(__name__)
 SCHEMA = service.SCHEMA
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CONSUMERS = (WEBHOOKS_EMAIL, WEBHOOKS_DOMAINS)
@@ -117,7 +121,27 @@ def build_workers(
     async def outbox_relay(rt: Runtime) -> None:
         await rt.relay().run(rt.stop)
 
-    return [rpc_responders, email_events, domain_events, dispatcher, outbox_relay]
+    return [rpc_responders, email_events, domain_events, dispatcher, outbox_relay, backlog_gauges]
+
+
+async def read_backlog(rt: Runtime) -> None:
+    """The delivery backlog into /metrics (metrics.DELIVERY_BACKLOG, OLDEST_DUE_SECONDS)."""
+    async with rt.pool.connection() as conn:
+        counts, oldest = await repository.delivery_backlog(conn)
+    for state, n in counts.items():
+        DELIVERY_BACKLOG.labels(state=state).set(n)
+    OLDEST_DUE_SECONDS.set(oldest)
+
+
+async def backlog_gauges(rt: Runtime) -> None:
+    """Every `MAILROOM_METRICS_INTERVAL_SECONDS`; a failed reading (Postgres away) keeps the last values."""
+    while not rt.stop.is_set():
+        try:
+            await read_backlog(rt)
+        except Exception as exc:
+            log.warning("webhooks.backlog_gauges_failed", error=type(exc).__name__)
+        if await sleep_until_stopped(rt.stop, rt.settings.metrics_interval_seconds):
+            return
 
 
 async def run(settings: WebhooksSettings) -> None:

@@ -550,3 +550,35 @@ async def purge_finished_deliveries(conn: Conn, cutoff: datetime, limit: int) ->
         (cutoff, limit),
     )
     return cur.rowcount
+
+
+BACKLOG_STATES = ("due", "waiting", "in_flight", "paused")
+
+
+async def delivery_backlog(conn: Conn, *, now: datetime | None = None) -> tuple[dict[str, int], float]:
+    """The deliveries not finished, by state (`BACKLOG_STATES`; see metrics.DELIVERY_BACKLOG), and
+    the seconds the longest-due one at an enabled endpoint has been due (0 when none is). Reads
+    only the pending and in-flight rows (their partial indexes)."""
+    cur = await conn.execute(
+        """
+        WITH open AS (
+            SELECT d.status, d.next_attempt_at <= coalesce(%(now)s::timestamptz, now()) AS is_due,
+                   coalesce(%(now)s::timestamptz, now()) - d.next_attempt_at AS overdue,
+                   (e.enabled AND e.deleted_at IS NULL) AS live
+            FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+            WHERE d.status IN ('pending', 'in_flight')
+        )
+        SELECT
+            count(*) FILTER (WHERE status = 'pending' AND live AND is_due) AS due,
+            count(*) FILTER (WHERE status = 'pending' AND live AND NOT is_due) AS waiting,
+            count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
+            count(*) FILTER (WHERE status = 'pending' AND NOT live) AS paused,
+            coalesce(extract(epoch FROM max(overdue) FILTER (WHERE status = 'pending' AND live AND is_due)), 0)
+                AS oldest_due_seconds
+        FROM open
+        """,
+        {"now": now},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return {state: int(row[state]) for state in BACKLOG_STATES}, float(row["oldest_due_seconds"])
