@@ -26,6 +26,7 @@ from mailroom_devstack.pytest_plugin import rollback_connection
 from mailroom_kit.db import Conn, connect
 from mailroom_kit.ids import new_id
 from mailroom_kit.runtime import Runtime
+from mailroom_kit.settings import SettingsError
 from test_projector_batches import T0, bounced, delivered, email, sent, tenant
 
 DEFAULTS = ReputationDefaults()  # 1,000 sends or 7 days, at least 200; 5 % and 0.1 %
@@ -315,3 +316,38 @@ def test_the_cli_shows_why_and_the_figures(
     assert "reputation_min_sends must be a number" in capsys.readouterr().err
     assert cli.main(["admin", "tenants", "update", "--tenant", tenant_id, "--bounce-rate", "none", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["reputation_bounce_rate"] is None
+
+
+def test_the_guard_settings_default_bound_and_name_the_variable() -> None:
+    assert ApiSettings.from_env({}).reputation == ReputationDefaults()
+    chart_like = {  # as the Helm chart renders them (strings)
+        "MAILROOM_API_REPUTATION_GUARD": "false",
+        "MAILROOM_API_REPUTATION_BOUNCE_RATE": "0.02",
+        "MAILROOM_API_REPUTATION_COMPLAINT_RATE": "0.0005",
+        "MAILROOM_API_REPUTATION_WINDOW_SENDS": "500",
+        "MAILROOM_API_REPUTATION_WINDOW_DAYS": "3",
+        "MAILROOM_API_REPUTATION_MIN_SENDS": "50",
+        "MAILROOM_API_REPUTATION_WARN_RATIO": "0.8",
+    }
+    assert ApiSettings.from_env(chart_like).reputation == ReputationDefaults(
+        enabled=False,
+        bounce_rate=0.02,
+        complaint_rate=0.0005,
+        window_sends=500,
+        window_days=3.0,
+        min_sends=50,
+        warn_ratio=0.8,
+    )
+    for name, bad in (
+        ("MAILROOM_API_REPUTATION_BOUNCE_RATE", "1.5"),
+        ("MAILROOM_API_REPUTATION_COMPLAINT_RATE", "-0.1"),
+        ("MAILROOM_API_REPUTATION_WINDOW_SENDS", "0"),
+        ("MAILROOM_API_REPUTATION_WINDOW_DAYS", "0"),
+        ("MAILROOM_API_REPUTATION_MIN_SENDS", "many"),
+        ("MAILROOM_API_REPUTATION_WARN_RATIO", "0"),
+        ("MAILROOM_API_REPUTATION_GUARD", "maybe"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            ApiSettings.from_env({name: bad})
+    with pytest.raises(SettingsError, match="MAILROOM_API_REPUTATION_MIN_SENDS must not exceed"):
+        ApiSettings.from_env({"MAILROOM_API_REPUTATION_WINDOW_SENDS": "100"})  # the minimum stays 200

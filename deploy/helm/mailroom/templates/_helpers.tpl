@@ -168,6 +168,20 @@ app.kubernetes.io/component: {{ .name }}
   value: {{ int64 $v.api.templates.workerMemoryMb | quote }}
 - name: MAILROOM_API_TEMPLATE_EXTRA_VARIABLES
   value: {{ $v.api.templates.extraVariables | quote }}
+- name: MAILROOM_API_REPUTATION_GUARD
+  value: {{ $v.api.reputationGuard.enabled | toString | quote }}
+- name: MAILROOM_API_REPUTATION_BOUNCE_RATE
+  value: {{ $v.api.reputationGuard.bounceRate | toString | quote }}
+- name: MAILROOM_API_REPUTATION_COMPLAINT_RATE
+  value: {{ $v.api.reputationGuard.complaintRate | toString | quote }}
+- name: MAILROOM_API_REPUTATION_WINDOW_SENDS
+  value: {{ int64 $v.api.reputationGuard.windowSends | quote }}
+- name: MAILROOM_API_REPUTATION_WINDOW_DAYS
+  value: {{ $v.api.reputationGuard.windowDays | toString | quote }}
+- name: MAILROOM_API_REPUTATION_MIN_SENDS
+  value: {{ int64 $v.api.reputationGuard.minSends | quote }}
+- name: MAILROOM_API_REPUTATION_WARN_RATIO
+  value: {{ $v.api.reputationGuard.warnRatio | toString | quote }}
 {{- end }}
 {{- if eq .name "events" }}
 - name: MAILROOM_EVENTS_SNS_TOPIC_ARNS

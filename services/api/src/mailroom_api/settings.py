@@ -111,6 +111,11 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     def __post_init__(self) -> None:
         super().__post_init__()
         # Checks a field type cannot express; a failure stops the process at start (SettingsError).
+        if self.reputation_min_sends > self.reputation_window_sends:
+            raise ValueError(
+                "MAILROOM_API_REPUTATION_MIN_SENDS must not exceed MAILROOM_API_REPUTATION_WINDOW_SENDS"
+                " (the window could never hold enough sends to trip)"
+            )
         if self.unsubscribe_secret and len(self.unsubscribe_secret) < 32:
             raise ValueError("MAILROOM_API_UNSUBSCRIBE_SECRET must be at least 32 characters")
         if self.public_url and (len(self.public_url) > 200 or not _PUBLIC_URL.fullmatch(self.public_url)):
