@@ -5,7 +5,9 @@ a no-op; status moves only forward, per recipient and per email (see `status`).
 Per batch, whatever its size: one SELECT … FOR UPDATE of the emails, one SELECT of their
 recipients, one inbox claim, one timeline INSERT, one UPDATE of the recipients whose status changed
 and one of the emails (which also adds the batch's new opens and clicks to its counters), then
-one read and one upsert of the stats rollups (stats/service.record). The events
+one read and one upsert of the stats rollups (stats/service.record); and, only for a tenant with a
+newly recorded live hard bounce or complaint, the reputation guard's read of the tenant and of its
+window (reputation/guard.py), which may pause it. The events
 of one email are folded in delivery (stream) order, as applying them one after the other would; an
 event whose email is not in the log yet claims nothing and is retried."""
 
