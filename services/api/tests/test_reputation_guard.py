@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from api_testkit import OPERATOR_TOKEN
 from mailroom_api import cli
@@ -27,7 +28,7 @@ from mailroom_kit.db import Conn, connect
 from mailroom_kit.ids import new_id
 from mailroom_kit.runtime import Runtime
 from mailroom_kit.settings import SettingsError
-from test_projector_batches import T0, bounced, delivered, email, sent, tenant
+from test_projector_batches import T0, CountingCursor, bounced, delivered, email, sent, tenant
 
 DEFAULTS = ReputationDefaults()  # 1,000 sends or 7 days, at least 200; 5 % and 0.1 %
 
@@ -351,3 +352,29 @@ def test_the_guard_settings_default_bound_and_name_the_variable() -> None:
             ApiSettings.from_env({name: bad})
     with pytest.raises(SettingsError, match="MAILROOM_API_REPUTATION_MIN_SENDS must not exceed"):
         ApiSettings.from_env({"MAILROOM_API_REPUTATION_WINDOW_SENDS": "100"})  # the minimum stays 200
+
+
+async def test_the_guard_costs_two_statements_per_bounced_tenant_and_none_otherwise(conn: Conn) -> None:
+    """Judged only on a live hard bounce or complaint: a batch of sends and deliveries runs no
+    statement of the guard; a batch with hard bounces runs two per tenant (its row, its window),
+    whatever the batch's size."""
+
+    async def statements(batch: list[events.EmailEvent], reputation: ReputationDefaults | None) -> int:
+        conn.cursor_factory = CountingCursor
+        CountingCursor.statements = 0
+        try:
+            await apply_email_events(conn, batch, reputation=reputation)
+        finally:
+            conn.cursor_factory = psycopg.AsyncCursor
+        return CountingCursor.statements
+
+    tenant_id = await tenant(conn)
+    extra = []
+    for size in (1, 20):
+        made = await sent_emails(conn, tenant_id, size * 2, per_email=1)
+        deliveries: list[events.EmailEvent] = [delivered(e, tenant_id, a) for e, a in made]
+        half = len(deliveries) // 2
+        assert await statements(deliveries[:half], None) == await statements(deliveries[half:], DEFAULTS)
+        hard: list[events.EmailEvent] = [bounced(e, tenant_id, a, at=4) for e, a in made]
+        extra.append(await statements(hard[half:], DEFAULTS) - await statements(hard[:half], None))
+    assert extra == [2, 2]
