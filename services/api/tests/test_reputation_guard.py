@@ -378,3 +378,33 @@ async def test_the_guard_costs_two_statements_per_bounced_tenant_and_none_otherw
         hard: list[events.EmailEvent] = [bounced(e, tenant_id, a, at=4) for e, a in made]
         extra.append(await statements(hard[half:], DEFAULTS) - await statements(hard[:half], None))
     assert extra == [2, 2]
+
+
+async def test_two_projectors_tripping_at_once_pause_the_tenant_once(api_database_url: str) -> None:
+    """Replicas A and B each record a hard bounce that trips the guard: A pauses the tenant and
+    holds its row; B's pause waits for it, then finds the tenant paused and writes nothing."""
+    small = ReputationDefaults(min_sends=20)
+    setup = await connect(api_database_url, "api", autocommit=True)
+    a = await connect(api_database_url, "api")
+    b = await connect(api_database_url, "api")
+    try:
+        tenant_id = await tenant(setup)
+        made = await sent_emails(setup, tenant_id, 2)  # 20 sends
+        await apply_email_events(setup, [bounced(made[0][0], tenant_id, made[0][1][:1])], reputation=small)
+        assert (await status_of(setup, tenant_id)).status == "active"  # 1 of 20: 5 %
+        assert await apply_email_events(a, [bounced(made[1][0], tenant_id, made[1][1][:1])], reputation=small)
+        assert (await status_of(a, tenant_id)).status == "paused"  # A: 2 of 20, not committed yet
+        waiting = asyncio.create_task(
+            apply_email_events(b, [bounced(made[0][0], tenant_id, made[0][1][1:2])], reputation=small)
+        )
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # B judged it over the threshold too, and waits on the tenant's row
+        await a.commit()
+        assert await asyncio.wait_for(waiting, 30) == ["applied"]
+        await b.commit()
+        row = await status_of(setup, tenant_id)
+        assert row.status == "paused" and row.status_reason is not None and "2 of 20" in row.status_reason
+        assert len(await tenant_updates(setup, tenant_id)) == 1
+    finally:
+        for c in (a, b, setup):
+            await c.close()
