@@ -67,10 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--bounce-rate", help="hard-bounce rate that pauses it, e.g. 0.05, or `none`")
     update.add_argument("--complaint-rate", help="complaint rate that pauses it, e.g. 0.001, or `none`")
     update.add_argument("--min-sends", help="sends its window must hold before it can trip, or `none`")
+    update.add_argument("--json", action="store_true")
     show = tenants.add_parser("show", help="one tenant, with why it is paused and its reputation window")
     show.add_argument("--tenant", required=True)
     show.add_argument("--json", action="store_true")
-    update.add_argument("--json", action="store_true")
 
     keys = admin.add_parser("api-keys", help="API keys").add_subparsers(dest="action", required=True)
     key = keys.add_parser("create", help="create an API key (the token is printed once)")
