@@ -235,6 +235,20 @@ service's own default); in name order. */}}
   "MAILROOM_API_TENANT_REPUBLISH_INTERVAL_SECONDS" $v.api.tenantRepublishIntervalSeconds
   "MAILROOM_API_SOFT_BOUNCE_SUPPRESS_AFTER" $v.api.softBounceSuppressAfter
 ) }}
+- name: MAILROOM_API_REPUTATION_GUARD
+  value: {{ $v.api.reputationGuard.enabled | toString | quote }}
+- name: MAILROOM_API_REPUTATION_BOUNCE_RATE
+  value: {{ $v.api.reputationGuard.bounceRate | toString | quote }}
+- name: MAILROOM_API_REPUTATION_COMPLAINT_RATE
+  value: {{ $v.api.reputationGuard.complaintRate | toString | quote }}
+- name: MAILROOM_API_REPUTATION_WINDOW_SENDS
+  value: {{ int64 $v.api.reputationGuard.windowSends | quote }}
+- name: MAILROOM_API_REPUTATION_WINDOW_DAYS
+  value: {{ $v.api.reputationGuard.windowDays | toString | quote }}
+- name: MAILROOM_API_REPUTATION_MIN_SENDS
+  value: {{ int64 $v.api.reputationGuard.minSends | quote }}
+- name: MAILROOM_API_REPUTATION_WARN_RATIO
+  value: {{ $v.api.reputationGuard.warnRatio | toString | quote }}
 {{- end }}
 {{- if eq .name "events" }}
 - name: MAILROOM_EVENTS_SNS_TOPIC_ARNS

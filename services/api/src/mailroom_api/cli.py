@@ -5,8 +5,10 @@ through the same service layer (MAILROOM_DATABASE_URL), and the dead-letter queu
 
     mailroom admin tenants create --name N [--monthly-quota Q] [--rate-limit R] [--json]
     mailroom admin tenants list [--json]
+    mailroom admin tenants show --tenant ten_… [--json]      (why it is paused, its reputation window)
     mailroom admin tenants update --tenant ten_… [--status active|paused|blocked [--reason R]] [--monthly-quota Q]
-                                  [--rate-limit R] [--json]
+                                  [--rate-limit R] [--bounce-rate F|none] [--complaint-rate F|none]
+                                  [--min-sends N|none] [--json]
     mailroom admin api-keys create --tenant ten_… --name N --mode live|test [--permission P] [--json]
     mailroom admin dlq list [--consumer DURABLE] [--json]
     mailroom admin dlq replay (--seq N | --all [--consumer DURABLE])
@@ -34,7 +36,7 @@ from mailroom_api.keys import service as keys
 from mailroom_api.keys.schemas import CreateApiKey
 from mailroom_api.settings import ApiSettings
 from mailroom_api.tenants import service as tenants
-from mailroom_api.tenants.schemas import CreateTenant, TenantList, UpdateTenant
+from mailroom_api.tenants.schemas import CreateTenant, Tenant, TenantList, UpdateTenant
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--rate-limit", type=int)
     update.add_argument("--rate-burst", type=int)
     update.add_argument("--trial-ends-at", help="RFC 3339 timestamp, or `none` to end the trial's limit")
+    # Issue 22: the reputation guard's thresholds for this tenant (fractions; `none`: the server's).
+    update.add_argument("--bounce-rate", help="hard-bounce rate that pauses it, e.g. 0.05, or `none`")
+    update.add_argument("--complaint-rate", help="complaint rate that pauses it, e.g. 0.001, or `none`")
+    update.add_argument("--min-sends", help="sends its window must hold before it can trip, or `none`")
     update.add_argument("--json", action="store_true")
+    show = tenants.add_parser("show", help="one tenant, with why it is paused and its reputation window")
+    show.add_argument("--tenant", required=True)
+    show.add_argument("--json", action="store_true")
 
     keys = admin.add_parser("api-keys", help="API keys").add_subparsers(dest="action", required=True)
     key = keys.add_parser("create", help="create an API key (the token is printed once)")
@@ -89,6 +98,47 @@ def _parser() -> argparse.ArgumentParser:
 
 class CliError(Exception):
     """Printed as `mailroom: <message>`; exit status 1."""
+
+
+def _optional_number(value: str | None, name: str, kind: type[float] | type[int]) -> float | int | None:
+    """A number, or None for `none` (back to the server's setting)."""
+    if value is None or value.lower() == "none":
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise ApiError(422, "validation_error", f"{name} must be a number or `none`", param=name) from None
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.4g}%"
+
+
+def _reputation_line(t: Tenant) -> str:
+    """The tenant's window in one line: sends, both rates against their thresholds, warn."""
+    r = t.reputation
+    if r is None:
+        return "reputation=-"
+    flag = " OVER" if r.over_threshold else " WARN" if r.warn else ""
+    return (
+        f"sends={r.sends}/{r.window_sends} bounces={r.hard_bounces} ({_rate(r.bounce_rate)} of"
+        f" {_rate(r.bounce_rate_threshold)}) complaints={r.complaints} ({_rate(r.complaint_rate)} of"
+        f" {_rate(r.complaint_rate_threshold)}){flag}"
+    )
+
+
+def _show(t: Tenant) -> None:
+    print(f"{t.id}\t{t.name}\t{t.status}")
+    if t.status_reason:
+        print(f"reason: {t.status_reason}")
+    if t.paused_at is not None:
+        print(f"paused_at: {t.paused_at.isoformat()}")
+    r = t.reputation
+    if r is not None:
+        print(
+            f"reputation: {_reputation_line(t)}; min_sends={r.min_sends}"
+            f" window since {r.window_start.isoformat()}{'' if r.guard else ' (guard off)'}"
+        )
 
 
 def _one_line(text: str, limit: int = 120) -> str:
@@ -168,14 +218,21 @@ async def _run(args: argparse.Namespace, settings: ApiSettings) -> None:
                         rate_burst=args.rate_burst,
                         trial_ends_at=parse_timestamp(args.trial_ends_at, "trial_ends_at"),
                     ),
+                    settings.reputation,
                 )
                 _print_json(tenant) if args.json else print(f"{tenant.id}\t{tenant.name}\t{tenant.status}")
             elif args.resource == "tenants" and args.action == "list":
-                listed = await tenants.list_tenants(conn)
+                listed = await tenants.list_tenants(conn, settings.reputation)
                 if args.json:
                     _print_json(TenantList(data=listed))
                 for t in [] if args.json else listed:
-                    print(f"{t.id}\t{t.name}\t{t.status}\tquota={t.monthly_quota}\trate_limit={t.rate_limit}")
+                    print(
+                        f"{t.id}\t{t.name}\t{t.status}\tquota={t.monthly_quota}\trate_limit={t.rate_limit}"
+                        f"\t{_reputation_line(t)}"
+                    )
+            elif args.resource == "tenants" and args.action == "show":
+                shown = await tenants.get_tenant(conn, args.tenant, settings.reputation)
+                _print_json(shown) if args.json else _show(shown)
             elif args.resource == "tenants" and args.action == "update":
                 changes = {
                     k: v
@@ -192,7 +249,14 @@ async def _run(args: argparse.Namespace, settings: ApiSettings) -> None:
                 if args.trial_ends_at is not None:  # issue 23; `none` clears it
                     trial = None if args.trial_ends_at.lower() == "none" else args.trial_ends_at
                     changes["trial_ends_at"] = parse_timestamp(trial, "trial_ends_at")
-                tenant = await tenants.update_tenant(conn, args.tenant, UpdateTenant(**changes))
+                for arg, field, kind in (  # issue 22; `none` clears them
+                    (args.bounce_rate, "reputation_bounce_rate", float),
+                    (args.complaint_rate, "reputation_complaint_rate", float),
+                    (args.min_sends, "reputation_min_sends", int),
+                ):
+                    if arg is not None:
+                        changes[field] = _optional_number(arg, field, kind)
+                tenant = await tenants.update_tenant(conn, args.tenant, UpdateTenant(**changes), settings.reputation)
                 _print_json(tenant) if args.json else print(f"{tenant.id}\t{tenant.name}\t{tenant.status}")
             elif args.resource == "api-keys" and args.action == "create":
                 created = await keys.create_api_key(

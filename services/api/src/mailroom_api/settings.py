@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Self
 import msgspec
 from mailroom_kit.settings import BaseSettings
 
+from mailroom_api.reputation.policy import ReputationDefaults
 from mailroom_api.unsubscribe.tokens import UnsubscribeLinks
 
 MAX_SES_MESSAGE_BYTES = 40_000_000  # SES: "40 MB" total message size, attachments included
@@ -92,10 +93,29 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     # recorded for it (per tenant and mode); a delivery to it resets the count. 0: soft bounces
     # never suppress (SES retries them itself; only a hard bounce says the address is gone).
     soft_bounce_suppress_after: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    # --- the reputation guard (issue 22, reputation/): a tenant whose hard-bounce rate or complaint
+    # rate over its last `reputation_window_sends` live sends (recipients handed to SES) within
+    # `reputation_window_days` is over the threshold (strictly) is paused, once the window holds at
+    # least `reputation_min_sends` sends. Rates are fractions (0.05 = 5 %); an operator can set a
+    # tenant's own thresholds and minimum (PATCH /admin/v1/tenants/{id}). Off: never pauses (the
+    # operator API still shows the figures).
+    reputation_guard: bool = True
+    reputation_bounce_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.05
+    reputation_complaint_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.001
+    reputation_window_sends: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    reputation_window_days: Annotated[float, msgspec.Meta(gt=0, le=90)] = 7.0
+    reputation_min_sends: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
+    # The operator API's `warn` flag: a rate over this share of its threshold (0.5: half of it).
+    reputation_warn_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
         # Checks a field type cannot express; a failure stops the process at start (SettingsError).
+        if self.reputation_min_sends > self.reputation_window_sends:
+            raise ValueError(
+                "MAILROOM_API_REPUTATION_MIN_SENDS must not exceed MAILROOM_API_REPUTATION_WINDOW_SENDS"
+                " (the window could never hold enough sends to trip)"
+            )
         if self.unsubscribe_secret and len(self.unsubscribe_secret) < 32:
             raise ValueError("MAILROOM_API_UNSUBSCRIBE_SECRET must be at least 32 characters")
         if self.public_url and (len(self.public_url) > 200 or not _PUBLIC_URL.fullmatch(self.public_url)):
@@ -107,6 +127,19 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
             len(self.unsubscribe_mailto) > 254 or not _MAILTO.fullmatch(self.unsubscribe_mailto)
         ):
             raise ValueError("MAILROOM_API_UNSUBSCRIBE_MAILTO must be a bare email address")
+
+    @property
+    def reputation(self) -> ReputationDefaults:
+        """The reputation guard's server-wide settings (a tenant's own thresholds override them)."""
+        return ReputationDefaults(
+            enabled=self.reputation_guard,
+            bounce_rate=self.reputation_bounce_rate,
+            complaint_rate=self.reputation_complaint_rate,
+            window_sends=self.reputation_window_sends,
+            window_days=self.reputation_window_days,
+            min_sends=self.reputation_min_sends,
+            warn_ratio=self.reputation_warn_ratio,
+        )
 
     @property
     def unsubscribe_links(self) -> UnsubscribeLinks | None:

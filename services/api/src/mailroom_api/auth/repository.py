@@ -29,6 +29,9 @@ class KeyPrincipalRow(msgspec.Struct, frozen=True, kw_only=True):
     rate_burst: int | None = None
     monthly_quota: int | None = None
     trial_ends_at: datetime | None = None
+    # Issue 22: why the tenant is paused or blocked (the operator's note or the reputation guard's
+    # figures), said in the 403 of its sends.
+    tenant_status_reason: str | None = None
 
 
 async def find_key_by_hash(conn: Conn, token_hash: str) -> KeyPrincipalRow | None:
@@ -46,6 +49,7 @@ async def find_key_by_hash(conn: Conn, token_hash: str) -> KeyPrincipalRow | Non
         " EXISTS (SELECT 1 FROM suppressions s WHERE s.tenant_id = k.tenant_id AND s.mode = k.mode)"
         " AS has_suppressions"
         ", t.rate_limit, t.rate_burst, t.monthly_quota, t.trial_ends_at"  # issue 23
+        ", t.status_reason AS tenant_status_reason"  # issue 22
         " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.token_hash = %s",
         (token_hash,),
     )

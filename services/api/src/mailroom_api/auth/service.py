@@ -46,6 +46,8 @@ class Principal:
     rate_burst: int | None = None
     monthly_quota: int | None = None
     trial_ends_at: datetime | None = None
+    # Issue 22: why the tenant is paused or blocked (said in the 403).
+    tenant_status_reason: str | None = None
 
     def tracking_defaults(self, domain: str) -> tuple[bool, bool]:
         """(track_opens, track_clicks) of the tenant's domain `domain` (lower-case); off if unknown."""
@@ -54,10 +56,11 @@ class Principal:
     def require_may_send(self) -> None:
         """The tenant's state allows sending (SPEC §2: 403 tenant_paused / tenant_blocked, 402 trial_expired).
         Checked before anything else of a send: before its template is read or rendered too."""
+        why = f": {self.tenant_status_reason}" if self.tenant_status_reason else ""
         if self.tenant_status == "paused":
-            raise forbidden("tenant_paused", "sending is paused for this account")
+            raise forbidden("tenant_paused", f"sending is paused for this account{why}")
         if self.tenant_status == "blocked":
-            raise forbidden("tenant_blocked", "sending is blocked for this account")
+            raise forbidden("tenant_blocked", f"sending is blocked for this account{why}")
         if self.trial_ends_at is not None and datetime.now(UTC) >= self.trial_ends_at:  # issue 23
             raise ApiError(402, "trial_expired", "the trial of this account has ended; it can no longer send email")
 
@@ -104,6 +107,7 @@ def principal_of(row: repo.KeyPrincipalRow | None) -> Principal:
         rate_burst=row.rate_burst,
         monthly_quota=row.monthly_quota,
         trial_ends_at=row.trial_ends_at,
+        tenant_status_reason=row.tenant_status_reason,
     )
 
 

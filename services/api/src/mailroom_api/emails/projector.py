@@ -5,7 +5,9 @@ a no-op; status moves only forward, per recipient and per email (see `status`).
 Per batch, whatever its size: one SELECT … FOR UPDATE of the emails, one SELECT of their
 recipients, one inbox claim, one timeline INSERT, one UPDATE of the recipients whose status changed
 and one of the emails (which also adds the batch's new opens and clicks to its counters), then
-one read and one upsert of the stats rollups (stats/service.record). The events
+one read and one upsert of the stats rollups (stats/service.record); and, only for a tenant with a
+newly recorded live hard bounce or complaint, the reputation guard's read of the tenant and of its
+window (reputation/guard.py), which may pause it. The events
 of one email are folded in delivery (stream) order, as applying them one after the other would; an
 event whose email is not in the log yet claims nothing and is retried."""
 
@@ -25,6 +27,8 @@ from mailroom_kit.runtime import Runtime
 
 from mailroom_api.emails import repository as repo
 from mailroom_api.emails.status import EVENT_STATUS, advance
+from mailroom_api.reputation.guard import guard
+from mailroom_api.reputation.policy import ReputationDefaults
 from mailroom_api.settings import ApiSettings
 from mailroom_api.stats import service as stats
 
@@ -92,7 +96,11 @@ class _EmailState:
 
 
 async def apply_email_events(
-    conn: Conn, batch: Sequence[events.EmailEvent], *, soft_bounce_suppress_after: int = 0
+    conn: Conn,
+    batch: Sequence[events.EmailEvent],
+    *,
+    soft_bounce_suppress_after: int = 0,
+    reputation: ReputationDefaults | None = None,
 ) -> list[Result]:
     """Project lifecycle events (in delivery order) into the email log inside the caller's
     transaction. Returns each event's result: applied | unchanged (its timeline entry was already
@@ -172,6 +180,11 @@ async def apply_email_events(
     # --- stats (issue 22): the events recorded now (so a redelivery counts nothing), after the counters
     await stats.record(conn, [e for e, r in zip(batch, results, strict=True) if r == "applied"])
     # --- end stats
+    # --- the reputation guard (issue 22): judged only on a newly recorded live hard bounce or
+    # complaint, after the recipients' statuses above (the window sees this batch)
+    if reputation is not None:
+        await guard(conn, [e for e, r in zip(batch, results, strict=True) if r == "applied"], reputation)
+    # --- end the reputation guard
     return results
 
 
@@ -232,7 +245,10 @@ async def project_email_events(rt: Runtime[ApiSettings], items: list[BatchItem])
     batch = [item.event for item in lifecycle if isinstance(item.event, events.EmailEvent)]
     async with rt.pool.connection() as conn, conn.transaction():
         results = await apply_email_events(
-            conn, batch, soft_bounce_suppress_after=rt.settings.soft_bounce_suppress_after
+            conn,
+            batch,
+            soft_bounce_suppress_after=rt.settings.soft_bounce_suppress_after,
+            reputation=rt.settings.reputation,
         )
     for item, result in zip(lifecycle, results, strict=True):
         if result == "not_yet_known":

@@ -70,7 +70,8 @@ def make_before_request(
             request.scope["state"][PRINCIPAL_KEY] = principal
             add_log_fields(request.scope, tenant_id=principal.tenant_id, api_key_id=principal.key_id)
             if principal.tenant_status == "blocked":  # issue 23: every tenant route, not only sends
-                raise forbidden("tenant_blocked", "this account is blocked")
+                why = f": {principal.tenant_status_reason}" if principal.tenant_status_reason else ""
+                raise forbidden("tenant_blocked", f"this account is blocked{why}")
             if limiter is not None:
                 await _take(request, limiter, rt, principal, 1)
             if auth == "tenant":

@@ -4,6 +4,7 @@ tenant.updated (through the outbox, in the caller's transaction) for the service
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,8 @@ from mailroom_api.auth import repository as auth_repo
 from mailroom_api.checks import INT4_MAX, check_name
 from mailroom_api.errors import not_found, validation
 from mailroom_api.limits import service as limits
+from mailroom_api.reputation import service as reputation
+from mailroom_api.reputation.policy import ReputationDefaults
 from mailroom_api.tenants import repository as repo
 from mailroom_api.tenants.schemas import CreateTenant, Tenant, TenantUsage, UpdateTenant
 
@@ -47,21 +50,49 @@ _LIMIT_FIELDS = frozenset({"monthly_quota", "rate_limit", "rate_burst", "trial_e
 SCHEMA = "api"
 
 
+DEFAULT_REPUTATION = ReputationDefaults()
+
+
 def _view(row: repo.TenantRow, usage: TenantUsage | None = None) -> Tenant:
     view = msgspec.convert(row, Tenant, from_attributes=True)
     return msgspec.structs.replace(view, usage=usage) if usage is not None else view
 
 
-async def _with_usage(conn: Conn, rows: list[repo.TenantRow]) -> list[Tenant]:
-    """The tenants with this month's live recipients (issue 23: the operator sees every tenant's)."""
+async def _with_usage(conn: Conn, rows: list[repo.TenantRow], guard: ReputationDefaults) -> list[Tenant]:
+    """The tenants with this month's live recipients (issue 23: the operator sees every tenant's)
+    and their reputation window (issue 22: one statement for all of them)."""
     month, used = await limits.month_usage_of(conn, [r.id for r in rows])
-    return [_view(r, TenantUsage(month=month, recipients_sent=used.get(r.id, 0))) for r in rows]
+    windows = await reputation.reputations(conn, rows, guard)
+    return [
+        msgspec.structs.replace(
+            _view(r, TenantUsage(month=month, recipients_sent=used.get(r.id, 0))), reputation=windows.get(r.id)
+        )
+        for r in rows
+    ]
 
 
-async def create_tenant(conn: Conn, req: CreateTenant) -> Tenant:
+def _check_reputation(changes: dict[str, Any]) -> None:
+    """Issue 22: the guard's thresholds are fractions, its minimum a count (the CLI skips Meta checks)."""
+    for rate in ("reputation_bounce_rate", "reputation_complaint_rate"):
+        value = changes.get(rate)
+        if isinstance(value, int | float) and not (0 <= value <= 1 and math.isfinite(value)):
+            raise validation(f"{rate} must be a fraction between 0 and 1 (0.05 is 5%)", rate)
+    least = changes.get("reputation_min_sends")
+    if isinstance(least, int) and not 1 <= least <= 100_000:
+        raise validation("reputation_min_sends must be between 1 and 100000", "reputation_min_sends")
+
+
+async def create_tenant(conn: Conn, req: CreateTenant, guard: ReputationDefaults = DEFAULT_REPUTATION) -> Tenant:
     name = check_name(req.name)
     _check_limits(req.monthly_quota, req.rate_limit)
     _check_trial_and_burst({"rate_burst": req.rate_burst, "trial_ends_at": req.trial_ends_at})
+    _check_reputation(
+        {
+            "reputation_bounce_rate": req.reputation_bounce_rate,
+            "reputation_complaint_rate": req.reputation_complaint_rate,
+            "reputation_min_sends": req.reputation_min_sends,
+        }
+    )
     row = await repo.insert_tenant(
         conn,
         tenant_id=new_id("ten"),
@@ -70,31 +101,37 @@ async def create_tenant(conn: Conn, req: CreateTenant) -> Tenant:
         rate_limit=req.rate_limit,
         rate_burst=req.rate_burst,
         trial_ends_at=req.trial_ends_at,
+        reputation_bounce_rate=req.reputation_bounce_rate,
+        reputation_complaint_rate=req.reputation_complaint_rate,
+        reputation_min_sends=req.reputation_min_sends,
     )
-    return _view(row)
+    return (await _with_usage(conn, [row], guard))[0]
 
 
-async def list_tenants(conn: Conn) -> list[Tenant]:
-    return await _with_usage(conn, await repo.list_tenants(conn))
+async def list_tenants(conn: Conn, guard: ReputationDefaults = DEFAULT_REPUTATION) -> list[Tenant]:
+    return await _with_usage(conn, await repo.list_tenants(conn), guard)
 
 
-async def get_tenant(conn: Conn, tenant_id: str) -> Tenant:
+async def get_tenant(conn: Conn, tenant_id: str, guard: ReputationDefaults = DEFAULT_REPUTATION) -> Tenant:
     row = await repo.get_tenant(conn, tenant_id)
     if row is None:
         raise not_found("tenant")
-    return (await _with_usage(conn, [row]))[0]
+    return (await _with_usage(conn, [row], guard))[0]
 
 
 async def exists(conn: Conn, tenant_id: str) -> bool:
     return await repo.get_tenant(conn, tenant_id) is not None
 
 
-async def update_tenant(conn: Conn, tenant_id: str, req: UpdateTenant) -> Tenant:
+async def update_tenant(
+    conn: Conn, tenant_id: str, req: UpdateTenant, guard: ReputationDefaults = DEFAULT_REPUTATION
+) -> Tenant:
     changes = {f: v for f in req.__struct_fields__ if (v := getattr(req, f)) is not msgspec.UNSET}
     if "name" in changes:
         changes["name"] = check_name(changes["name"])
     _check_limits(changes.get("monthly_quota"), changes.get("rate_limit"))
     _check_trial_and_burst(changes)
+    _check_reputation(changes)
     reason = changes.pop("status_reason", None)
     if reason is not None and "status" not in changes:
         raise validation("status_reason is only accepted with status", "status_reason")
@@ -107,25 +144,47 @@ async def update_tenant(conn: Conn, tenant_id: str, req: UpdateTenant) -> Tenant
     if _LIMIT_FIELDS & changes.keys():  # issue 23: every process's cached key lookup forgets them
         await auth_repo.notify_auth_changed(conn)
     if status is None:
-        return (await _with_usage(conn, [row]))[0]
-    return await change_status(conn, tenant_id, status, reason=reason)
+        return (await _with_usage(conn, [row], guard))[0]
+    return await change_status(conn, tenant_id, status, reason=reason, guard=guard)
 
 
-async def change_status(conn: Conn, tenant_id: str, status: TenantStatus, *, reason: str | None = None) -> Tenant:
+async def change_status(
+    conn: Conn,
+    tenant_id: str,
+    status: TenantStatus,
+    *,
+    reason: str | None = None,
+    guard: ReputationDefaults = DEFAULT_REPUTATION,
+) -> Tenant:
     """Set a tenant's status (and why), in the caller's transaction: every API process refuses or
     accepts its keys from the commit on, and tenant.updated tells the sender to hold, fail or
     release its queued mail."""
     row = await repo.set_status(conn, tenant_id, status=status, reason=reason)
     if row is None:
         raise not_found("tenant")
+    await _announce(conn, row)
+    return (await _with_usage(conn, [row], guard))[0]
+
+
+async def pause_if_active(conn: Conn, tenant_id: str, *, reason: str) -> bool:
+    """The reputation guard's pause (issue 22): `change_status` to paused, but only of a tenant that
+    is active when its row is locked (False, nothing written, otherwise)."""
+    row = await repo.set_status(conn, tenant_id, status="paused", reason=reason, only_from="active")
+    if row is None:
+        return False
+    await _announce(conn, row)
+    return True
+
+
+async def _announce(conn: Conn, row: repo.TenantRow) -> None:
+    """A status change's consequences: every process's key cache forgets, and tenant.updated."""
     await auth_repo.notify_auth_changed(conn)
     event = TenantUpdated(
         event_id=new_id("evt"),
         occurred_at=row.updated_at,
-        tenant_id=tenant_id,
-        status=status,
-        status_reason=reason,
+        tenant_id=row.id,
+        status=row.status,  # type: ignore[arg-type]  # the column's CHECK: a TenantStatus
+        status_reason=row.status_reason,
         updated_at=row.updated_at,
     )
     await outbox.add(conn, event, schema=SCHEMA)
-    return (await _with_usage(conn, [row]))[0]
