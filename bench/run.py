@@ -1,6 +1,6 @@
 """`make bench`: Mailroom's speed, measured on this machine against baselines measured in the same run.
 
-    python bench/run.py [--quick] [--emails N] [--accept-seconds S] [--rounds R] [--only accept|pipeline|webhooks]
+    python bench/run.py [--quick] [--emails N] [--accept-seconds S] [--rounds R] [--only accept|pipeline|webhooks|stats]
 
 1. Accept path: the real stack (production settings: JSON logs at info) with a tenant, a live key and a
    verified domain; every other service paused (SIGSTOP), so the API, Postgres and NATS have the cores.
@@ -17,6 +17,7 @@
 4. Webhooks isolation (issue 19): a fresh stack, one tenant with an endpoint hanging 15 s and a healthy one;
    1,000 test-mode emails (one email.delivered each, fanned out to both); the healthy endpoint's lag from
    the event's created_at to receipt, against a control run with the healthy endpoint alone.
+5. Stats (issue 22): GET /v1/stats on a tenant with 100,000 emails' rollups (bench/stats.py), p50/p99.
 
 Writes bench/results/latest.json and latest.png and prints a table. A private Postgres (pip pgserver) and
 the pinned nats-server are used, so nothing else on the machine is measured or disturbed.
@@ -59,6 +60,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from chart import draw  # noqa: E402
 from loadgen import IsolationReceiver, Receiver, Sent, email_request, send_emails  # noqa: E402
 from procs import Group, Meter, children_cpu_seconds, postmaster_pid  # noqa: E402
+from stats import stats_run  # noqa: E402
 from support import create_tenant, verified_domain  # noqa: E402
 
 DOMAIN = "bench.example.test"
@@ -741,6 +743,13 @@ def webhooks_phase(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     return {**out, "startup_seconds": round(startup, 2)}
 
 
+def stats_phase(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    with bench.stack("stats") as (stack, startup):
+        tenant = create_tenant(stack)
+        out = stats_run(stack, tenant.headers(), tenant.id, args.stats_emails)
+    return {**out, "startup_seconds": round(startup, 2)}
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 
@@ -797,6 +806,12 @@ def table(result: dict[str, Any]) -> str:
             f"{w['control']['healthy']['lag_ms']['max']} ms",
             f"  load average (1 min) at the end: {w['load_average_1m']} (control {w['control']['load_average_1m']})",
         ]
+    st = result.get("stats")
+    if st:
+        lines.append(f"stats (GET /v1/stats, {st['emails']} emails in {st['rollup_rows']} rollup rows, 30 days)")
+        for name, q in st["queries"].items():
+            lines.append(f"  {name:<16} p50 {q['p50_ms']} ms  p99 {q['p99_ms']} ms  ({q['buckets']} buckets)")
+        lines.append(f"  worst p99 {st['worst_p99_ms']} ms (target < 50)")
     lines.append(f"startup (fresh database, to ready): {result.get('startup_seconds')} s (target <= 5)")
     return "\n".join(lines)
 
@@ -822,7 +837,8 @@ def main() -> None:
     parser.add_argument(
         "--webhooks-rate", type=float, help="webhooks isolation: emails per second (default 20; quick 10: 20 s)"
     )
-    parser.add_argument("--only", choices=["accept", "pipeline", "webhooks"])
+    parser.add_argument("--only", choices=["accept", "pipeline", "webhooks", "stats"])
+    parser.add_argument("--stats-emails", type=int, default=100_000, help="emails behind the stats phase's rollups")
     parser.add_argument("--database-url", help="an existing Postgres to use instead of a private pgserver")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--keep", action="store_true", help="keep the stacks' directories (logs) and say where")
@@ -854,6 +870,10 @@ def main() -> None:
             print("pipeline ...", flush=True)
             result["pipeline"] = pipeline_phase(bench, args)
             result["startup_seconds"] = result["pipeline"]["startup_seconds"]
+        if args.only in (None, "stats"):
+            print("stats ...", flush=True)
+            result["stats"] = stats_phase(bench, args)
+            result.setdefault("startup_seconds", result["stats"]["startup_seconds"])
         if args.only in (None, "webhooks"):
             print("webhooks isolation ...", flush=True)
             result["webhooks"] = webhooks_phase(bench, args)

@@ -1,6 +1,6 @@
 """Opens and clicks through the whole stack: a tracked live send, an Open and a Click fired at the
 SES emulator (signed SNS, like SES) → the events service → the email log (timeline entries and
-counters, never a status) and signed `email.opened` / `email.clicked` webhooks."""
+counters, never a status), signed `email.opened` / `email.clicked` webhooks, and `GET /v1/stats`."""
 
 from __future__ import annotations
 
@@ -74,6 +74,18 @@ def test_open_and_click_fired_at_the_emulator_reach_timeline_counters_and_webhoo
             "user_agent": "Desktop/2",
         }
         assert click["data"]["subject"] == "Your order" and click["data"]["mode"] == "live"
+
+        # and in stats (the tenant's, live): two opens of one email, one click
+        def counted() -> dict | None:
+            totals = c.get("/v1/stats").json()["totals"]
+            return totals if totals["clicked"] == 1 else None
+
+        totals = wait_for(counted, what="the click in stats")
+        assert (totals["sent"], totals["delivered"]) == (1, 1), totals
+        assert (totals["opened"], totals["opened_unique"], totals["clicked"], totals["clicked_unique"]) == (2, 1, 1, 1)
+        by_domain = c.get("/v1/stats", params={"domain": "engage.test"}).json()["totals"]
+        assert (by_domain["opened"], by_domain["clicked"]) == (2, 1), by_domain
+        assert c.get("/v1/stats", params={"domain": "other.test"}).json()["totals"]["opened"] == 0
 
 
 def test_ses_subscription_fired_at_the_emulator_suppresses_the_recipient(stack: Stack) -> None:

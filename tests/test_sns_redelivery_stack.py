@@ -1,6 +1,6 @@
 """Duplicate and out-of-order SNS deliveries through the whole stack: the emulator redelivers
 signed notifications byte for byte (as SNS retries), after later events of the same email, and
-each email still ends in one correct state with its opens counted once."""
+each email still ends in one correct state with its opens counted once, and counted once in stats."""
 
 from __future__ import annotations
 
@@ -89,6 +89,14 @@ def test_redelivered_and_late_notifications_leave_one_final_state(stack: Stack) 
         o = email_status(c, opened)
         assert (o["status"], o["opens"], o["clicks"]) == ("delivered", 1, 0)
         assert [e["type"] for e in o["events"]].count("opened") == 1
+
+        # Stats (GET /v1/stats, the projector's rollups) counted each once: 4 recipients sent, the
+        # redelivered Delivery, Complaint and Open notifications added nothing.
+        totals = c.get("/v1/stats", params={"granularity": "hour"}).json()["totals"]
+        counted = {k: totals[k] for k in ("sent", "delivered", "bounced_hard", "bounced_soft", "complained")}
+        assert counted == {"sent": 4, "delivered": 3, "bounced_hard": 1, "bounced_soft": 0, "complained": 1}, totals
+        assert (totals["opened"], totals["opened_unique"], totals["clicked"]) == (1, 1, 0), totals
+        assert (totals["bounce_rate"], totals["complaint_rate"]) == (0.25, 0.25), totals
 
 
 def _states(stack: Stack, sns_ids: list[str]) -> list[str]:
