@@ -2,7 +2,13 @@
 emulator whose Max24HourSend leaves room for 2 more sends. Of 5 live transactional emails, 2 go out
 and 3 are held; the sender's `GET /status` says the transactional stream is held for the daily
 quota with 3 emails in its queue, and /metrics says the same. Once the quota is raised, the held
-ones go out (each once) and the view clears."""
+ones go out (each once) and the view clears.
+
+The operator API's view of the same (`mailroom.rpc.sender.status`, behind `GET /admin/v1/sending`):
+the process answers the request/reply with the quota, the transactional stream held for
+`daily_quota` with 3 waiting, and the tenant's 3 queued; a second "replica" built in this process
+(its own runtime, none of the process's memory) answers the same from the database; once the
+quota is raised it clears."""
 
 from __future__ import annotations
 
@@ -12,7 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
+import nats
+from mailroom_contracts import subjects
+from mailroom_contracts.rpc import SendingStatusReply, SendingStatusRequest
 from mailroom_devstack.infra import NatsServer
+from mailroom_kit import rpc
+from mailroom_kit.db import Pool
+from mailroom_kit.ids import new_id
+from mailroom_kit.runtime import Runtime
+from mailroom_sender.app import MIGRATIONS
+from mailroom_sender.sending import sending_status
+from mailroom_sender.service import SCHEMA
+from mailroom_sender.settings import SenderSettings
 from mailroom_ses_emulator import EmulatorServer
 from nats.js import JetStreamContext
 
@@ -39,6 +57,7 @@ async def test_operator_sees_the_daily_quota_hold_and_it_clears(
     own_nats: NatsServer,  # noqa: F811
     js: JetStreamContext,  # noqa: F811
     emulator: EmulatorServer,
+    pool: Pool,
     tmp_path: Path,
 ) -> None:
     already = httpx.get(f"{emulator.url}/_emulator/send-times").json()["count"]
@@ -57,7 +76,8 @@ async def test_operator_sees_the_daily_quota_hold_and_it_clears(
     ops = f"http://127.0.0.1:{sender.port}"
     try:
         sender.start()
-        emails = [queued(to=[f"daily{i}@example.org"]) for i in range(5)]
+        tenant = new_id("ten")
+        emails = [queued(to=[f"daily{i}@example.org"], tenant_id=tenant) for i in range(5)]
         ids = {e.email_id for e in emails}
         for ev in emails:
             await publish(js, ev)
@@ -90,6 +110,36 @@ async def test_operator_sees_the_daily_quota_hold_and_it_clears(
 
         await _until(metrics_show_it, 15, "metrics show the hold")
 
+        # The operator API's request/reply, answered by the sender process.
+        nc = await nats.connect(own_nats.url)
+        try:
+            ask = SendingStatusRequest()
+            reply = await rpc.request(nc, subjects.RPC_SENDER_STATUS, ask, SendingStatusReply, timeout=10)
+            assert reply.error is None
+            assert reply.max_24_hour_send == already + 2 and reply.max_send_rate == 200
+            assert reply.sent_last_24_hours is not None and reply.sent_last_24_hours >= already + 2
+            assert reply.refreshed_at is not None
+            assert reply.transactional_reserve == 0.5
+            streams = {st.stream: st for st in reply.streams}
+            assert set(streams) == {"transactional", "broadcast"}
+            tx = streams["transactional"]
+            assert (tx.held, tx.reason, tx.waiting) == (True, "daily_quota", 3)
+            assert streams["broadcast"].held and streams["broadcast"].waiting == 0
+            assert {t.tenant_id: t.held for t in reply.tenants}[tenant] == {"queued": 3}
+
+            # Another replica (no memory of this process's sends) gives the same answer.
+            settings = SenderSettings.from_env({"MAILROOM_DATABASE_URL": sender_db, "MAILROOM_NATS_URL": own_nats.url})
+            other = Runtime(
+                name="sender", schema=SCHEMA, settings=settings, migrations_dir=MIGRATIONS, pool=pool, nc=nc, js=js
+            )
+            # (refreshed_at moves every second: GetAccount is re-read each second here.)
+            again = await sending_status(other)
+            assert msgspec.structs.replace(again, refreshed_at=None) == msgspec.structs.replace(
+                reply, refreshed_at=None
+            )
+        finally:
+            await nc.close()
+
         httpx.put(f"{emulator.url}/_emulator/send-quota", json={"Max24HourSend": 50000}).raise_for_status()
         await _until(lambda: len(sent_ids()) == 5, 30, "held emails sent once the quota is raised")
 
@@ -102,6 +152,18 @@ async def test_operator_sees_the_daily_quota_hold_and_it_clears(
             }
 
         await _until(cleared, 15, "the view clears")
+
+        nc = await nats.connect(own_nats.url)
+        try:
+            reply = await rpc.request(nc, subjects.RPC_SENDER_STATUS, ask, SendingStatusReply, timeout=10)
+        finally:
+            await nc.close()
+        assert reply.max_24_hour_send == 50000
+        assert [(st.stream, st.held, st.reason, st.waiting) for st in reply.streams] == [
+            ("transactional", False, None, 0),
+            ("broadcast", False, None, 0),
+        ]
+        assert tenant not in {t.tenant_id for t in reply.tenants}
         await asyncio.sleep(1.0)
     finally:
         sender.kill()

@@ -274,3 +274,39 @@ class DeleteDomainRequest(msgspec.Struct, frozen=True, kw_only=True):
 
     tenant_id: str
     domain_id: str
+
+
+# ----------------------------------------------------------------------------- sender (issue 23)
+
+
+class SendingStatusRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """`GET /admin/v1/sending`: what the sending governor holds. No fields (any replica answers
+    from the sender's database, so every replica gives the same, whole answer)."""
+
+
+class SendingStream(msgspec.Struct, frozen=True, kw_only=True):
+    stream: str  # transactional | broadcast
+    held: bool  # the governor holds this stream's mail now
+    reason: str | None = None  # why, when held: daily_quota
+    waiting: int = 0  # this stream's emails in the sender's queue (paused tenants' not counted)
+
+
+class SendingTenant(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    # Emails of this tenant in the sender's queue, by reason: tenant_paused (held until the tenant
+    # is resumed), queued (waiting for the daily quota, a retry's backoff, a send-rate token or
+    # its round-robin turn). Only reasons with at least one email.
+    held: dict[str, int] = {}
+
+
+class SendingStatusReply(msgspec.Struct, frozen=True, kw_only=True):
+    # SES GetAccount as last read (the shared governor row); < 0 = unlimited.
+    max_send_rate: float | None = None
+    max_24_hour_send: float | None = None
+    sent_last_24_hours: float | None = None
+    refreshed_at: datetime | None = None
+    transactional_reserve: float | None = None  # share of the send rate kept for transactional mail
+    broadcast_hold_share: float | None = None  # broadcast is held at this share of Max24HourSend
+    streams: list[SendingStream] = []
+    tenants: list[SendingTenant] = []  # most emails first, at most 100
+    error: RpcError | None = None

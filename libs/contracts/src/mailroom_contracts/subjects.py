@@ -82,3 +82,5 @@ RPC_WEBHOOKS_DELIVERIES_RETRY: Final = "mailroom.rpc.webhooks.deliveries.retry"
 RPC_DOMAINS_VERIFY: Final = "mailroom.rpc.domains.verify"
 RPC_DOMAINS_UPDATE: Final = "mailroom.rpc.domains.update"
 RPC_DOMAINS_DELETE: Final = "mailroom.rpc.domains.delete"
+# Issue 23: what the sending governor holds (any sender replica answers, from the shared database).
+RPC_SENDER_STATUS: Final = "mailroom.rpc.sender.status"

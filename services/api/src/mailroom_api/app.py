@@ -53,6 +53,7 @@ from mailroom_api.keys.controllers import AdminApiKeysController, ApiKeysControl
 from mailroom_api.limits.controllers import UsageController
 from mailroom_api.limits.service import RateLimiter
 from mailroom_api.resend import resend_router
+from mailroom_api.sending.controllers import AdminSendingController
 from mailroom_api.settings import ApiSettings
 from mailroom_api.stats.controllers import StatsController
 from mailroom_api.suppressions.controllers import SuppressionsController
@@ -70,6 +71,7 @@ SCHEMA = "api"
 ROUTES: list[type[Controller]] = [
     AdminTenantsController,
     AdminApiKeysController,
+    AdminSendingController,
     ApiKeysController,
     EmailsController,
     DomainsController,

@@ -12,6 +12,7 @@ through the same service layer (MAILROOM_DATABASE_URL), and the dead-letter queu
     mailroom admin api-keys create --tenant ten_… --name N --mode live|test [--permission P] [--json]
     mailroom admin dlq list [--consumer DURABLE] [--json]
     mailroom admin dlq replay (--seq N | --all [--consumer DURABLE])
+    mailroom admin sending [--json]     (SES quota, sends in 24 h, held streams and tenants: asks a sender)
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from mailroom_kit import dlq
 from mailroom_kit.db import connect
 from mailroom_kit.migrations import pending
 from mailroom_kit.settings import SettingsError
+from nats.aio.client import Client
 
 from mailroom_api.app import MIGRATIONS, SCHEMA
 from mailroom_api.checks import parse_timestamp
 from mailroom_api.errors import ApiError
 from mailroom_api.keys import service as keys
 from mailroom_api.keys.schemas import CreateApiKey
+from mailroom_api.sending import service as sending
 from mailroom_api.settings import ApiSettings
 from mailroom_api.tenants import service as tenants
 from mailroom_api.tenants.schemas import CreateTenant, Tenant, TenantList, UpdateTenant
@@ -93,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--seq", type=int, help="the dead letter's sequence (from `dlq list`)")
     which.add_argument("--all", action="store_true", help="every dead letter (of --consumer, if given)")
     dlq_replay.add_argument("--consumer", help="with --all: only this consumer's")
+    sending_cmd = admin.add_parser(
+        "sending", help="what the sending governor holds (asks a sender replica over NATS, like GET /admin/v1/sending)"
+    )
+    sending_cmd.add_argument("--json", action="store_true", help="print it as JSON (the operator API's shape)")
     return parser
 
 
@@ -150,9 +157,9 @@ async def _quiet(exc: Exception) -> None:
     """nats-py logs every connection error with a traceback by default; the CLI reports it once."""
 
 
-async def _dlq(args: argparse.Namespace, settings: ApiSettings) -> None:
+async def _connect_nats(settings: ApiSettings) -> Client:
     try:
-        nc = await nats.connect(
+        return await nats.connect(
             settings.nats_url,
             name="mailroom-cli",
             connect_timeout=5,
@@ -163,6 +170,37 @@ async def _dlq(args: argparse.Namespace, settings: ApiSettings) -> None:
         )
     except Exception as exc:
         raise CliError(f"unavailable: NATS at MAILROOM_NATS_URL is unreachable ({exc!r})") from exc
+
+
+def _quota(value: float | None) -> str:
+    return "unlimited" if value is not None and value < 0 else f"{value:g}" if value is not None else "-"
+
+
+async def _sending(args: argparse.Namespace, settings: ApiSettings) -> None:
+    nc = await _connect_nats(settings)
+    try:
+        shown = await sending.get_sending(nc, rpc_timeout=settings.rpc_timeout_seconds)
+    finally:
+        await nc.close()
+    if args.json:
+        _print_json(shown)
+        return
+    q = shown.send_quota
+    refreshed = q.refreshed_at.isoformat() if q.refreshed_at else "never"
+    print(
+        f"max_send_rate={_quota(q.max_send_rate)}\tmax_24_hour_send={_quota(q.max_24_hour_send)}"
+        f"\tsent_last_24_hours={_quota(q.sent_last_24_hours)}\trefreshed_at={refreshed}"
+        f"\ttransactional_reserve={shown.transactional_reserve}"
+    )
+    for s in shown.streams:
+        state = f"held ({s.reason})" if s.held else "sending"
+        print(f"{s.stream}\t{state}\twaiting={s.waiting}")
+    for t in shown.tenants:
+        print(f"{t.tenant_id}\t" + "\t".join(f"{k}={v}" for k, v in sorted(t.held.items())))
+
+
+async def _dlq(args: argparse.Namespace, settings: ApiSettings) -> None:
+    nc = await _connect_nats(settings)
     try:
         js = nc.jetstream()
         if args.action == "list":
@@ -199,6 +237,9 @@ def _print_json(value: Any) -> None:
 async def _run(args: argparse.Namespace, settings: ApiSettings) -> None:
     if args.resource == "dlq":
         await _dlq(args, settings)
+        return
+    if args.resource == "sending":
+        await _sending(args, settings)
         return
     async with await connect(settings.database_url, SCHEMA) as conn:
         missing = await pending(conn, SCHEMA, MIGRATIONS)

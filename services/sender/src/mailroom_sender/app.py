@@ -23,6 +23,7 @@ from mailroom_sender.handlers import SenderHandlers
 from mailroom_sender.held import HeldQueue
 from mailroom_sender.ops import build_app, queue_gauges
 from mailroom_sender.providers import SesProvider, SimulatorProvider, make_ses_client
+from mailroom_sender.sending import serve_sending_rpc
 from mailroom_sender.service import SCHEMA, SenderService
 from mailroom_sender.settings import SenderSettings
 
@@ -216,6 +217,7 @@ async def run(settings: SenderSettings) -> None:
                 sender.govern,
                 sender.relay,
                 queue_gauges,
+                serve_sending_rpc,
             ],
             consumers=[SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED, SENDER_TENANTS],
             on_start=sender.on_start,

@@ -291,6 +291,24 @@ async def queue_summary(conn: Conn) -> dict[str, int]:
     return {k: int(row[k]) if row else 0 for k in ("tenant_paused", "waiting", "due")}
 
 
+async def queue_by_stream_and_tenant(conn: Conn) -> list[dict[str, Any]]:
+    """The sender's own queue grouped by tenant, stream and whether the tenant is paused, for the
+    operator API (sending.py): rows of tenant_id, stream, paused, n. The stream is read from the
+    kept EmailQueued (the contract's JSON; absent = transactional)."""
+    cur = await conn.execute(
+        "SELECT d.tenant_id, "
+        " COALESCE(convert_from(d.queued_event, 'UTF8')::jsonb ->> 'stream', 'transactional') AS stream, "
+        " (d.state = 'held' AND t.status IS NOT DISTINCT FROM 'paused') AS paused, count(*) AS n "
+        "FROM deliveries d LEFT JOIN tenants t ON t.tenant_id = d.tenant_id "
+        "WHERE d.queued_event IS NOT NULL AND d.state IN ('held', 'pending', 'sending') "
+        "GROUP BY 1, 2, 3"
+    )
+    return [
+        {"tenant_id": r["tenant_id"], "stream": r["stream"], "paused": bool(r["paused"]), "n": int(r["n"])}
+        for r in await cur.fetchall()
+    ]
+
+
 # ---------------------------------------------------------------------- issue 23: send-rate governor
 
 
