@@ -13,6 +13,7 @@ from mailroom_kit.runtime import Runtime
 EXPECTED = {
     ("/admin/v1/tenants", "post"),
     ("/admin/v1/tenants", "get"),
+    ("/admin/v1/sending", "get"),
     ("/admin/v1/tenants/{tenant_id}", "get"),
     ("/admin/v1/tenants/{tenant_id}", "patch"),
     ("/admin/v1/tenants/{tenant_id}/api-keys", "post"),
