@@ -1,7 +1,9 @@
 """issue 23 through the whole stack (devstack: real api, sender, SES emulator, NATS, Postgres): an
 operator pauses a tenant through the admin API; its scheduled emails come due (the api publishes
 EmailQueued) and are held by the sender, neither sent nor failed; on resume they go out, each
-exactly once. Blocking fails the queued email with reason `tenant_blocked`; it is not sent later."""
+exactly once. Blocking fails the queued email with reason `tenant_blocked`; it is not sent later.
+The operator API's view of the sender (`GET /admin/v1/sending`, answered by the real sender over
+NATS) shows the paused tenant's held emails, and no longer once they went out."""
 
 from __future__ import annotations
 
@@ -40,6 +42,20 @@ def _set_status(stack: Stack, tenant_id: str, status: str) -> None:
     assert r.status_code == 200 and r.json()["status"] == status, r.text
 
 
+def _held_by(stack: Stack, tenant_id: str) -> dict[str, int]:
+    """The tenant's emails in the sender's queue by reason, as the operator API shows them."""
+    admin = {"Authorization": f"Bearer {stack.operator_token}"}
+    r = httpx.get(f"{stack.url('api')}/admin/v1/sending", headers=admin, timeout=15)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {s["stream"] for s in body["streams"]} == {"transactional", "broadcast"}
+    held: dict[str, int] = {}
+    for t in body["tenants"]:
+        if t["tenant_id"] == tenant_id:
+            held = t["held"]
+    return held
+
+
 def test_pause_holds_scheduled_mail_resume_sends_it_once_and_block_fails_it(stack: Stack) -> None:
     tenant = create_tenant(stack)
     verified_domain(stack, tenant, "pause.test")
@@ -55,6 +71,12 @@ def test_pause_holds_scheduled_mail_resume_sends_it_once_and_block_fails_it(stac
         assert not set(held) & set(sent_email_ids(stack))
         statuses = {e: email_status(c, e)["status"] for e in held}
         assert all(s not in ("failed", "sent", "delivered") for s in statuses.values()), statuses
+        wait_for(
+            lambda: _held_by(stack, tenant.id) == {"tenant_paused": 3} or None,
+            30,
+            interval=0.5,
+            what="the operator API shows the paused tenant's 3 held emails",
+        )
 
         _set_status(stack, tenant.id, "active")
 
@@ -66,6 +88,12 @@ def test_pause_holds_scheduled_mail_resume_sends_it_once_and_block_fails_it(stac
         time.sleep(2.0)  # a duplicate would show up now
         ids = sent_email_ids(stack)
         assert all(ids.count(e) == 1 for e in held), [ids.count(e) for e in held]
+        wait_for(
+            lambda: _held_by(stack, tenant.id) == {} or None,
+            30,
+            interval=0.5,
+            what="the operator API no longer shows the tenant's emails once sent",
+        )
 
         # Blocked: the due email is failed with the reason, and never sent (not after unblocking either).
         blocked, due = _schedule(c, "pause.test", 1)
