@@ -6,8 +6,9 @@ exact."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+import msgspec
 import psycopg
 import pytest
 from mailroom_devstack.pytest_plugin import rollback_connection
@@ -15,6 +16,8 @@ from mailroom_kit.db import Conn, connect
 from mailroom_kit.ids import new_id
 from mailroom_sender import repository as repo
 from mailroom_sender.service import SCHEMA
+
+from .conftest import queued
 
 
 @pytest.fixture
@@ -328,3 +331,27 @@ async def test_purge_deletes_old_settled_deliveries_only(conn: Conn) -> None:
     left = {row["email_id"] for row in await cur.fetchall()}
     # in doubt or not yet sent: kept whatever their age; recent: kept
     assert left == {ids["sending"], ids["pending"], recent_sent}
+
+
+async def test_queue_by_stream_and_tenant_counts_streams_and_paused_tenants(conn: Conn) -> None:
+    """issue 23, the operator API's per-stream and per-tenant counts: the stream is the row's (hold,
+    defer write it); a row held before migration 0007 (no stream) is read from its EmailQueued."""
+    active, paused = new_id("ten"), new_id("ten")
+    await repo.apply_tenant(conn, tenant_id=paused, status="paused", status_reason=None, updated_at=datetime.now(UTC))
+
+    async def held(tenant_id: str, stream: str, *, column: bool) -> None:
+        email = queued(tenant_id=tenant_id, stream=stream)
+        await repo.insert_if_missing(conn, email_id=email.email_id, tenant_id=tenant_id, mode="live", recipients=[])
+        payload = msgspec.json.encode(email)
+        await repo.hold(conn, email.email_id, queued_event=payload, stream=stream if column else None)
+
+    await held(active, "broadcast", column=True)
+    await held(active, "broadcast", column=False)  # pre-0007 row: parsed
+    await held(active, "transactional", column=True)
+    await held(paused, "transactional", column=True)
+    rows = [r for r in await repo.queue_by_stream_and_tenant(conn) if r["tenant_id"] in (active, paused)]
+    assert sorted((r["tenant_id"] == paused, r["stream"], r["paused"], r["n"]) for r in rows) == [
+        (False, "broadcast", False, 2),
+        (False, "transactional", False, 1),
+        (True, "transactional", True, 1),
+    ]

@@ -255,7 +255,7 @@ class SenderService:
             return Refused(reason=error.reason, message=error.message)
         if status == "paused":
             payload = None if from_queue else msgspec.json.encode(stored or email)
-            await repository.hold(conn, email.email_id, queued_event=payload)
+            await repository.hold(conn, email.email_id, queued_event=payload, stream=email.stream)
             return Held(state="held")
         return None
 
@@ -270,6 +270,7 @@ class SenderService:
             attempt=attempt,
             queued_event=msgspec.json.encode(stored or email),
             delay_seconds=delay_seconds,
+            stream=email.stream,
         )
 
     async def apply_tenant(self, conn: Conn, event: TenantUpdated) -> int | None:
