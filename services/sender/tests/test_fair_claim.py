@@ -47,7 +47,7 @@ async def test_claim_is_round_robin_over_tenants_and_cheap_at_20k(pool: Pool) ->
         async with pool.connection() as conn, conn.transaction():
             again = await repository.claim_queued(conn, limit=200, lease_seconds=120)
         assert not set(ids) & {c.email_id for c in again}
-        assert took < 3.0, took  # ≈ 50 ms here; generous for a shared 2-core machine
+        assert took < 3.0, took  # ≈ 5 ms here (README, Fairness); generous for a shared 2-core machine
     finally:
         async with pool.connection() as conn, conn.transaction():
             await conn.execute("DELETE FROM deliveries WHERE tenant_id IN (%s, %s)", (big, small))
