@@ -8,9 +8,9 @@ to the end, exactly once).
 A's 20,000 are written straight into `deliveries` in the very state the `sender-queued` consumer
 leaves a live email it hands to the queue (`held`, one attempt, the EmailQueued as published in
 `queued_event`, due now: `SenderService.defer`), so the queue sends them as it would have. Why not
-publish them: the consumer hands over ≈ 200 emails/s on this shared 2-core machine (README,
-Fairness), so 20,000 published at once would be 100 s of ingestion before B, which is behind them
-in the stream, is even read. Through the API a tenant's rate limit feeds the stream far slower
+publish them: the consumer hands over ≈ 200-400 emails/s on this shared 2-core machine (README,
+Fairness), so 20,000 published at once would be 50-100 s of ingestion before B, which is behind
+them in the stream, is even read. Through the API a tenant's rate limit feeds the stream far slower
 than that, so a real backlog is in the queue, not in the stream, when another tenant's email comes.
 
 Why 5 s: B is handed to the queue as soon as it is read (no backlog in the stream), then it is in
