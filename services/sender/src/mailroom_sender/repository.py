@@ -244,7 +244,7 @@ async def claim_queued(conn: Conn, *, limit: int, lease_seconds: float) -> list[
     in it)."""
     cur = await conn.execute(
         # The tenants with emails in the queue: a skip scan of `deliveries_queued_turn` (one index
-        # probe per tenant, migration 0007), then each tenant's first `window` due emails in turn
+        # probe per tenant, migration 0008), then each tenant's first `window` due emails in turn
         # order (an index-only range stopped by the LIMIT). So a claim reads at most `window` rows
         # per queued tenant, not the whole backlog: a window function over every due row cost
         # ≈ 70 ms at 100k queued of one tenant, this ≈ 2 ms (services/sender/README.md, Fairness).
