@@ -7,11 +7,11 @@ revoked, newest first; Mailroom does not track `last_used_at`, so it is null. Re
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
 from mailroom_api.checks import DomainId, KeyIdPath, Name
 from mailroom_api.errors import ApiError
@@ -19,10 +19,8 @@ from mailroom_api.http.body import Request as Body
 from mailroom_api.http.guards import TENANT, TENANT_SECURITY, Caller, Rt, key_cache_of
 from mailroom_api.keys import service
 from mailroom_api.keys.schemas import CreateApiKey, Permission
-from mailroom_api.resend.paging import page
+from mailroom_api.resend.paging import PageAfter, PageBefore, PageLimit, page
 from mailroom_api.resend.responses import documented
-
-MAX_PAGE = 100
 
 
 class ResendCreateApiKey(Body, frozen=True, kw_only=True):
@@ -74,9 +72,9 @@ class ResendApiKeysController(Controller):
         self,
         rt: Rt,
         principal: Caller,
-        limit: Annotated[int | None, QueryParameter(ge=1, le=MAX_PAGE, description="page size")] = None,
-        after: Annotated[str | None, QueryParameter(description="id after which the page starts")] = None,
-        before: Annotated[str | None, QueryParameter(description="id before which the page ends")] = None,
+        limit: PageLimit = None,
+        after: PageAfter = None,
+        before: PageBefore = None,
     ) -> ResendApiKeyList:
         async with rt.pool.connection() as conn:
             keys = await service.list_api_keys(conn, principal.tenant_id)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import JSONBody
 
 from mailroom_api.checks import DomainIdPath
 from mailroom_api.domains import service
@@ -21,10 +21,9 @@ from mailroom_api.domains.schemas import DNS_CHARS, CreateDomain, Domain, Domain
 from mailroom_api.errors import validation
 from mailroom_api.http.body import Request
 from mailroom_api.http.guards import TENANT, TENANT_SECURITY, Caller, Rt, Settings
-from mailroom_api.resend.paging import page
+from mailroom_api.resend.paging import PageAfter, PageBefore, PageLimit, page
 from mailroom_api.resend.responses import documented
 
-MAX_PAGE = 100
 # Mailroom's record purpose → Resend's `record`.
 RECORD_KIND = {"dkim": "DKIM", "mail_from_mx": "SPF", "mail_from_spf": "SPF", "dmarc": "DMARC"}
 
@@ -161,9 +160,9 @@ class ResendDomainsController(Controller):
         self,
         rt: Rt,
         principal: Caller,
-        limit: Annotated[int | None, QueryParameter(ge=1, le=MAX_PAGE, description="page size")] = None,
-        after: Annotated[str | None, QueryParameter(description="id after which the page starts")] = None,
-        before: Annotated[str | None, QueryParameter(description="id before which the page ends")] = None,
+        limit: PageLimit = None,
+        after: PageAfter = None,
+        before: PageBefore = None,
     ) -> ResendDomainList:
         async with rt.pool.connection() as conn:
             found = await service.list_domains(conn, principal.tenant_id)

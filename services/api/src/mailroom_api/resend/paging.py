@@ -3,9 +3,17 @@ memory (a tenant's webhooks, its API keys)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from litestar.params import QueryParameter
 
 from mailroom_api.errors import validation
+
+MAX_PAGE = 100
+# The query parameters of a list paged in memory (every item when `limit` is left out).
+PageLimit = Annotated[int | None, QueryParameter(ge=1, le=MAX_PAGE, description="page size")]
+PageAfter = Annotated[str | None, QueryParameter(description="id after which the page starts")]
+PageBefore = Annotated[str | None, QueryParameter(description="id before which the page ends")]
 
 
 def page(items: list[Any], *, limit: int | None, after: str | None, before: str | None) -> tuple[list[Any], bool]:

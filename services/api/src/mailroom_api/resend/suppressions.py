@@ -41,21 +41,18 @@ class ResendBatchRemove(Request, frozen=True, kw_only=True):
     ids: Addresses | msgspec.UnsetType = msgspec.UNSET  # an entry's id is its address
 
 
-class ResendSuppression(msgspec.Struct, frozen=True, kw_only=True):
-    object: str = "suppression"
-    id: str
-    email: str
-    origin: str
-    source_id: str | None
-    created_at: datetime
-
-
 class ResendSuppressionItem(msgspec.Struct, frozen=True, kw_only=True):
+    """An entry in a list (Resend's list entries carry no `object`)."""
+
     id: str
     email: str
     origin: str
     source_id: str | None
     created_at: datetime
+
+
+class ResendSuppression(ResendSuppressionItem, frozen=True, kw_only=True):
+    object: str = "suppression"
 
 
 class ResendSuppressionList(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,16 +80,14 @@ class ResendBatchRemoved(msgspec.Struct, frozen=True, kw_only=True):
     data: list[ResendSuppressionRemoved]
 
 
-def _view(s: Suppression) -> ResendSuppression:
-    return ResendSuppression(
-        id=s.email, email=s.email, origin=s.reason, source_id=s.source_email_id, created_at=s.created_at
-    )
-
-
 def _item(s: Suppression) -> ResendSuppressionItem:
     return ResendSuppressionItem(
         id=s.email, email=s.email, origin=s.reason, source_id=s.source_email_id, created_at=s.created_at
     )
+
+
+def _view(s: Suppression) -> ResendSuppression:
+    return ResendSuppression(**msgspec.structs.asdict(_item(s)))
 
 
 class ResendSuppressionsController(Controller):

@@ -15,13 +15,13 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 from mailroom_contracts.rpc import WEBHOOK_EVENTS_MAX, WEBHOOK_URL_MAX_LENGTH
 
 from mailroom_api.errors import validation
 from mailroom_api.http.body import Request
 from mailroom_api.http.guards import TENANT, TENANT_SECURITY, Caller, Rt, Settings
-from mailroom_api.resend.paging import page
+from mailroom_api.resend.paging import PageAfter, PageBefore, PageLimit, page
 from mailroom_api.resend.responses import documented
 from mailroom_api.webhooks import service
 from mailroom_api.webhooks.schemas import CreateWebhook, UpdateWebhook, Webhook
@@ -62,8 +62,6 @@ UNSUPPORTED_EVENTS: frozenset[str] = frozenset(
     }
 )
 _TO_RESEND = {mailroom: resend for resend, mailroom in EVENTS.items()}
-MAX_PAGE = 100
-
 Endpoint = Annotated[str, msgspec.Meta(min_length=1, max_length=WEBHOOK_URL_MAX_LENGTH)]
 Events = Annotated[list[str], msgspec.Meta(min_length=1, max_length=WEBHOOK_EVENTS_MAX)]
 
@@ -163,9 +161,9 @@ class ResendWebhooksController(Controller):
         rt: Rt,
         settings: Settings,
         principal: Caller,
-        limit: Annotated[int | None, QueryParameter(ge=1, le=MAX_PAGE, description="page size")] = None,
-        after: Annotated[str | None, QueryParameter(description="id after which the page starts")] = None,
-        before: Annotated[str | None, QueryParameter(description="id before which the page ends")] = None,
+        limit: PageLimit = None,
+        after: PageAfter = None,
+        before: PageBefore = None,
     ) -> ResendWebhookList:
         found = await service.list_webhooks(rt.nc, principal.tenant_id, rpc_timeout=settings.rpc_timeout_seconds)
         data, has_more = page([_view(w) for w in found], limit=limit, after=after, before=before)
