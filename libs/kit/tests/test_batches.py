@@ -17,14 +17,15 @@ from typing import Any
 import msgspec
 import nats
 import pytest
-from mailroom_contracts import encode
-from mailroom_contracts.events import EmailSent
+from mailroom_contracts import decode_event, encode
+from mailroom_contracts.events import EmailSent, Event
 from mailroom_devstack.infra import spawn
 from mailroom_devstack.pytest_plugin import consumer_settled, eventually
 from mailroom_kit import dlq, inbox
-from mailroom_kit.consumer import BatchItem, Permanent, consume_batches
+from mailroom_kit.consumer import BatchItem, Bulk, Permanent, consume, consume_batches
 from mailroom_kit.db import Pool, open_pool
 from mailroom_kit.migrations import migrate
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from structlog.testing import capture_logs
 
@@ -265,3 +266,58 @@ async def test_a_lost_database_connection_naks_the_batch_at_once_and_it_comes_ba
         assert not [line for line in logs if line["event"] == "consumer.batch_failed"]
         outcomes = [line["outcome"] for line in handled(logs)]
         assert sorted(outcomes) == ["ack"] * 6 + ["error"] * 6
+
+
+async def test_consume_with_bulk_applies_what_take_picks_together_and_the_rest_one_by_one(
+    js: JetStreamContext, pool: Pool
+) -> None:
+    """`consume(..., bulk=Bulk(...))` (issue 23): of one fetch, the messages `take` picks go to the
+    batch handler together (one call, then acked); the others, and a taken one the batch handler
+    hands back (`item.retry`), go to the per-message handler, each once more."""
+    async with Space(js) as space:
+        from mailroom_kit.jetstream import reconcile
+
+        spec = space.consumer("email.>")
+        await reconcile(js, [], [spec])
+        events = [sent(i) for i in range(60)]
+        for event in events:
+            await space.publish("email.sent", encode(event), event.event_id)
+        odd = {e.event_id for i, e in enumerate(events) if i % 2}
+        handed_back = events[1].event_id
+        apply = batch_handler(pool, spec)
+        batches: list[int] = []
+        alone: list[str] = []
+        frees: list[int] = []
+
+        def take(msgs: list[Msg], free: int) -> list[Msg]:
+            frees.append(free)
+            return [m for m in msgs if m.metadata.num_delivered == 1 and decode_event(m.data).event_id in odd]
+
+        async def bulk_handler(items: list[BatchItem]) -> None:
+            batches.append(len(items))
+            keep = [it for it in items if it.event.event_id != handed_back]
+            for it in items:
+                if it.event.event_id == handed_back:
+                    it.retry("handed back", delay=0)
+            await apply(keep)
+
+        async def one(event: Event, msg: Msg) -> None:
+            alone.append(event.event_id)
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute("INSERT INTO effects (event_id, batch) VALUES (%s, 0)", (event.event_id,))
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            consume(js, spec, one, stop=stop, concurrency=4, bulk=Bulk(bulk_handler, take, fetch=100))
+        )
+        try:
+            await eventually(lambda: consumer_settled(js, spec.stream, spec.durable), timeout=20)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+        assert await effect_counts(pool) == {e.event_id: 1 for e in events}
+        assert max(batches) > 4, batches  # more than the 4 per-message slots, in one call
+        assert sorted(alone) == sorted({e.event_id for e in events} - odd | {handed_back})
+        effects = await rows(pool, "SELECT event_id, batch FROM effects")
+        assert all((r["batch"] > 0) == (r["event_id"] in odd - {handed_back}) for r in effects)
+        assert max(frees) <= 4

@@ -8,24 +8,31 @@ The operator API's view of the same (`mailroom.rpc.sender.status`, behind `GET /
 the process answers the request/reply with the quota, the transactional stream held for
 `daily_quota` with 3 waiting, and the tenant's 3 queued; a second "replica" built in this process
 (its own runtime, none of the process's memory) answers the same from the database; once the
-quota is raised it clears."""
+quota is raised it clears.
+
+The queue's counts are the whole database's (the operator's view of every tenant), so this test has a
+database of its own: what earlier tests left in the session's sender database does not count here."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 import nats
+import pytest
 from mailroom_contracts import subjects
 from mailroom_contracts.rpc import SendingStatusReply, SendingStatusRequest
-from mailroom_devstack.infra import NatsServer
+from mailroom_devstack.infra import NatsServer, Postgres
 from mailroom_kit import rpc
-from mailroom_kit.db import Pool
+from mailroom_kit.db import Pool, open_pool
 from mailroom_kit.ids import new_id
+from mailroom_kit.migrations import migrate
 from mailroom_kit.runtime import Runtime
 from mailroom_sender.app import MIGRATIONS
 from mailroom_sender.sending import sending_status
@@ -36,6 +43,22 @@ from nats.js import JetStreamContext
 
 from .conftest import queued, sent_messages
 from .test_end_to_end import SenderProcess, js, own_nats, publish  # noqa: F401  (fixtures)
+
+
+@pytest.fixture
+def own_db(postgres: Postgres) -> Iterator[str]:
+    name = f"mailroom_test_{secrets.token_hex(6)}"
+    url = postgres.create_database(name)
+    yield url
+    postgres.drop_database(name)
+
+
+@pytest.fixture
+async def own_pool(own_db: str) -> AsyncIterator[Pool]:
+    await migrate(own_db, SCHEMA, MIGRATIONS)
+    p = await open_pool(own_db, SCHEMA, min_size=1, max_size=4)
+    yield p
+    await p.close()
 
 
 async def _until(check: Any, timeout: float, what: str) -> Any:
@@ -53,11 +76,11 @@ async def _until(check: Any, timeout: float, what: str) -> Any:
 
 
 async def test_operator_sees_the_daily_quota_hold_and_it_clears(
-    sender_db: str,
+    own_db: str,
+    own_pool: Pool,
     own_nats: NatsServer,  # noqa: F811
     js: JetStreamContext,  # noqa: F811
     emulator: EmulatorServer,
-    pool: Pool,
     tmp_path: Path,
 ) -> None:
     already = httpx.get(f"{emulator.url}/_emulator/send-times").json()["count"]
@@ -65,7 +88,7 @@ async def test_operator_sees_the_daily_quota_hold_and_it_clears(
         f"{emulator.url}/_emulator/send-quota", json={"MaxSendRate": 200, "Max24HourSend": already + 2}
     ).raise_for_status()
     sender = SenderProcess(
-        database_url=sender_db,
+        database_url=own_db,
         nats_url=own_nats.url,
         ses_url=emulator.url,
         log_path=tmp_path / "s.log",
@@ -128,9 +151,9 @@ async def test_operator_sees_the_daily_quota_hold_and_it_clears(
             assert {t.tenant_id: t.held for t in reply.tenants}[tenant] == {"queued": 3}
 
             # Another replica (no memory of this process's sends) gives the same answer.
-            settings = SenderSettings.from_env({"MAILROOM_DATABASE_URL": sender_db, "MAILROOM_NATS_URL": own_nats.url})
+            settings = SenderSettings.from_env({"MAILROOM_DATABASE_URL": own_db, "MAILROOM_NATS_URL": own_nats.url})
             other = Runtime(
-                name="sender", schema=SCHEMA, settings=settings, migrations_dir=MIGRATIONS, pool=pool, nc=nc, js=js
+                name="sender", schema=SCHEMA, settings=settings, migrations_dir=MIGRATIONS, pool=own_pool, nc=nc, js=js
             )
             # (refreshed_at moves every second: GetAccount is re-read each second here.)
             again = await sending_status(other)

@@ -132,6 +132,9 @@ async def stream_events(js: JetStreamContext) -> list[Event]:
 async def test_service_sends_each_queued_email_exactly_once(
     sender_db: str, own_nats: NatsServer, js: JetStreamContext, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
+    # A send rate the burst below cannot use up: every live email is sent by the consumer's own
+    # attempt (none waits in the sender's queue for a token), so each has its `sent` summary line here.
+    httpx.put(f"{emulator.url}/_emulator/send-quota", json={"MaxSendRate": 10_000}).raise_for_status()
     sender = SenderProcess(
         database_url=sender_db, nats_url=own_nats.url, ses_url=emulator.url, log_path=tmp_path / "sender.log"
     ).start()
@@ -177,6 +180,7 @@ async def test_service_sends_each_queued_email_exactly_once(
     finally:
         exit_code = sender.terminate() if sender.proc and sender.proc.poll() is None else None
         sender.kill()
+        httpx.put(f"{emulator.url}/_emulator/send-quota", json={"MaxSendRate": 200})
     assert exit_code == 0
 
     ids = {e.email_id for e in emails}

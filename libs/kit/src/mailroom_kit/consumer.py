@@ -32,6 +32,12 @@ Undecodable, unknown-type and over-delivered messages are settled before the bat
 `consume`. Each message still gets its own `message.handled` line (with `batch`, the size of the
 batch it was applied in; `duration_ms` is the batch's); batch handlers add fields with
 `item.note(...)` (the contextvar `note()` has no single message to go to inside a batch).
+
+Both at once (`consume(..., bulk=Bulk(...))`, issue 23): a per-message consumer whose fetches ask
+for up to `Bulk.fetch` messages; `Bulk.take(msgs, free)` picks the ones a batch handler applies
+together (in one transaction, `handle_batch`'s rules), e.g. a backlog only queued, not processed;
+the rest go to the per-message handler as usual, up to `concurrency` at once. So a backlog in the
+stream is read at database speed while a lone message still gets the per-message path.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
@@ -314,6 +321,11 @@ class BatchItem:
         if level is not None:
             self._summary.raise_level(level)
 
+    @property
+    def decided(self) -> bool:
+        """The handler marked it (`retry` / `permanent`)."""
+        return self._decision is not None
+
     def retry(self, reason: str, delay: float | None = None) -> None:
         """Not applied (the handler changed nothing for it): nak it as `raise Retry(...)` would."""
         self._decision = Retry(reason, delay)
@@ -474,10 +486,30 @@ async def _fetch(
         return []
 
 
+@dataclass(frozen=True)
+class Bulk:
+    """`consume`'s backlog path: each fetch asks for up to `fetch` messages, and `take(msgs, free)`
+    returns those of them (a sub-list; `free` = per-message slots free now) that `handler` applies
+    together, in one transaction with `handle_batch`'s rules (acked after its commit; marked items
+    settled as marked; a failing batch retried message by message through `handler`). The others
+    go to the consumer's per-message handler."""
+
+    handler: BatchHandler
+    take: Callable[[list[Msg], int], list[Msg]]
+    fetch: int = 256
+
+
 async def consume(
-    js: JetStreamContext, spec: ConsumerSpec, handler: Handler, *, stop: asyncio.Event, concurrency: int = 16
+    js: JetStreamContext,
+    spec: ConsumerSpec,
+    handler: Handler,
+    *,
+    stop: asyncio.Event,
+    concurrency: int = 16,
+    bulk: Bulk | None = None,
 ) -> None:
-    """Fetch from the durable consumer and run up to `concurrency` handlers at once until `stop`."""
+    """Fetch from the durable consumer and run up to `concurrency` handlers at once until `stop`.
+    `bulk`: messages of a fetch it takes are applied together first (see `Bulk`)."""
     psub = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
     slots = asyncio.Semaphore(concurrency)
     running: set[asyncio.Task[str]] = set()
@@ -488,9 +520,15 @@ async def consume(
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                msgs = await _fetch(psub, spec, stop, free)
+                msgs = await _fetch(psub, spec, stop, free if bulk is None else max(free, bulk.fetch))
             except Stopped:
                 break
+            if bulk is not None and msgs:
+                taken = bulk.take(msgs, free)
+                if taken:
+                    await handle_batch(spec, bulk.handler, taken, js=js)
+                    chosen = {id(m) for m in taken}
+                    msgs = [m for m in msgs if id(m) not in chosen]
             for msg in msgs:
                 await slots.acquire()
                 task = asyncio.create_task(handle_message(spec, handler, msg, js=js))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mailroom_contracts.streams import SENDER_PROVIDER_ACCEPTED, SENDER_QUEUED, SENDER_TENANTS
-from mailroom_kit.consumer import consume
+from mailroom_kit.consumer import Bulk, consume
 from mailroom_kit.logging import get_logger
 from mailroom_kit.retention import Purge
 from mailroom_kit.runtime import Runtime, serve
@@ -94,7 +94,17 @@ class Sender:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(governor.refreshed.wait(), 10)
         handlers = self.handlers(rt, fair=True)
-        await consume(rt.js, SENDER_QUEUED, handlers.email_queued, stop=rt.stop, concurrency=self.settings.concurrency)
+        # issue 23 fairness: a backlog in the stream goes to the sender's queue as it is, a fetch at a
+        # time (handlers.backlog / queue_backlog); a lone email takes the per-message path.
+        backlog = Bulk(handlers.queue_backlog, handlers.backlog, fetch=SENDER_QUEUED.max_ack_pending)
+        await consume(
+            rt.js,
+            SENDER_QUEUED,
+            handlers.email_queued,
+            stop=rt.stop,
+            concurrency=self.settings.concurrency,
+            bulk=backlog,
+        )
 
     async def settle_backlog_first(self, rt: Runtime, *, within_seconds: float = 30.0) -> None:
         """After a restart, let the SES Send events that piled up while we were down settle the
@@ -165,6 +175,7 @@ class Sender:
             daily_hold_recheck_seconds=self.settings.daily_quota_recheck_seconds,
             admission=admission,
             queue_busy=self._held_queue(rt).busy if fair else None,
+            wake_queue=self._wake_held if fair else None,
         )
 
     async def govern(self, rt: Runtime) -> None:

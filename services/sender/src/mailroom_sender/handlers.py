@@ -14,8 +14,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+from mailroom_contracts import decode_event
 from mailroom_contracts.events import EmailProviderAccepted, EmailQueued, Event, TenantUpdated
-from mailroom_kit.consumer import Permanent, Retry, note
+from mailroom_kit.consumer import BatchItem, Permanent, Retry, note
 from mailroom_kit.db import Pool
 from nats.aio.msg import Msg
 
@@ -27,8 +29,13 @@ from mailroom_sender.errors import (
     PermanentProviderError,
     TransientProviderError,
 )
-from mailroom_sender.governor import SendGovernor
+from mailroom_sender.governor import GOVERNOR_HELD, SendGovernor
+from mailroom_sender.mime import recipients
 from mailroom_sender.service import Held, InDoubt, Prepared, Refused, SenderService, Settled
+
+# issue 23 fairness: a stream backlog at least this long (not yet handled) goes to the sender's queue
+# a fetch at a time (SenderHandlers.backlog); below it the per-message path reads it within seconds.
+BACKLOG = 500
 
 
 class SenderHandlers:
@@ -43,6 +50,7 @@ class SenderHandlers:
         daily_hold_recheck_seconds: float = 60.0,
         admission: SendGovernor | None = None,
         queue_busy: Callable[[], bool] | None = None,
+        wake_queue: Callable[[], None] | None = None,
     ) -> None:
         self._pool = pool
         self._service = service
@@ -57,6 +65,8 @@ class SenderHandlers:
         # has no due backlog (`queue_busy`); otherwise it goes to the queue, claimed round-robin.
         self._admission = admission
         self._queue_busy = queue_busy
+        # issue 23 fairness: wakes the sender's queue once a backlog was handed to it.
+        self._wake_queue = wake_queue
 
     async def email_queued(self, event: Event, msg: Msg | None = None, *, from_queue: bool = False) -> None:
         """SENDER_QUEUED: send one queued email exactly once. `from_queue`: run by the sender's own
@@ -92,6 +102,80 @@ class SenderHandlers:
                 return
         # Settled (a Retry would have left above): the object is not needed any more.
         await self._content.discard(ref)
+
+    # ------------------------------------------------------------ issue 23: a backlog in the stream
+
+    def backlog(self, msgs: list[Msg], free: int) -> list[Msg]:
+        """`Bulk.take` of the `sender-queued` consumer: the live emails of a fetch that go to the
+        sender's queue as they are, unbuilt and unsent (`queue_backlog`), so a backlog in the stream
+        reaches the round-robin queue at database speed and another tenant's email behind it is read
+        within seconds. Taken when the stream holds a backlog (`BACKLOG` messages or more not yet
+        handled, counting this fetch: the per-message path, ≈ 400/s, would take seconds to read
+        them), or the queue already has due emails (they would only queue there one by one). A
+        burst smaller than that keeps the per-message path (sent at once while tokens last). Only
+        first deliveries: a redelivered message is one the per-message path must look at (its row
+        may exist). Test mode never waits for a token: never taken."""
+        if self._governor is None or self._queue_busy is None or not msgs:
+            return []
+        behind = msgs[-1].metadata.num_pending or 0
+        if len(msgs) + behind < BACKLOG and not self._queue_busy():
+            return []
+        live: list[Msg] = []
+        for msg in msgs:
+            if (msg.metadata.num_delivered or 1) > 1:
+                continue
+            try:
+                event = decode_event(msg.data)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                continue  # the per-message path dead-letters it
+            if isinstance(event, EmailQueued) and event.mode == "live":
+                live.append(msg)
+        return live
+
+    async def queue_backlog(self, items: list[BatchItem]) -> None:
+        """`Bulk.handler`: the taken emails become the sender's queue's (`held`, due now, the message
+        as published kept: repository.queue_backlog), in one transaction; acked after its commit.
+        Nothing is built or sent here: the queue claims them round-robin over tenants and runs each
+        through the same exactly-once steps (TX1, SES, TX2), where a paused or blocked tenant, an
+        invalid message or offloaded content are dealt with as on the per-message path. An email
+        whose row exists already, or whose envelope is not valid, is handed back (redelivered at once
+        to the per-message path, which settles it)."""
+        rows: list[repository.Backlogged] = []
+        for item in items:
+            event = item.event
+            if not isinstance(event, EmailQueued):
+                item.permanent(f"{event.__struct_config__.tag} on the queued consumer")
+                continue
+            try:
+                envelope = recipients(event)
+            except MessageBuildError:
+                item.note(result="handed_back")
+                item.retry("not a valid envelope: the per-message path fails it", delay=0)
+                continue
+            rows.append(
+                repository.Backlogged(
+                    email_id=event.email_id,
+                    tenant_id=event.tenant_id,
+                    mode=event.mode,
+                    recipients=envelope,
+                    queued_event=item.msg.data,
+                    stream=event.stream,
+                )
+            )
+        async with self._pool.connection() as conn, conn.transaction():
+            queued = await repository.queue_backlog(conn, rows)
+        for item in items:
+            event = item.event
+            if not isinstance(event, EmailQueued) or item.decided:
+                continue
+            if event.email_id in queued:
+                GOVERNOR_HELD.labels(stream=event.stream, reason="fair_queue").inc()
+                item.note(mode=event.mode, result="held", reason="fair_queue", backlog=True)
+            else:
+                item.note(result="handed_back")
+                item.retry("already known: the per-message path looks at it", delay=0)
+        if queued and self._wake_queue is not None:
+            self._wake_queue()
 
     async def _send(
         self, event: EmailQueued, prepared: Prepared, *, from_queue: bool = False, stored: EmailQueued | None = None

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from mailroom_kit.db import Conn
 
 _COLUMNS = (
@@ -214,6 +215,41 @@ async def hold(conn: Conn, email_id: str, *, queued_event: bytes | None, stream:
         "stream = COALESCE(%s, stream), next_attempt_at = now(), updated_at = now() WHERE email_id = %s",
         (queued_event, stream, email_id),
     )
+
+
+@dataclass(frozen=True)
+class Backlogged:
+    """An email of a stream backlog handed to the sender's queue unprocessed (`queue_backlog`)."""
+
+    email_id: str
+    tenant_id: str
+    mode: str
+    recipients: list[str]
+    queued_event: bytes
+    stream: str
+
+
+async def queue_backlog(conn: Conn, emails: list[Backlogged]) -> set[str]:
+    """issue 23 fairness: new `held` rows owned by the sender's queue (the EmailQueued as published
+    in `queued_event`, due now, no attempt yet), one statement for all. Emails with a row already
+    are left alone (not in the returned ids: the caller hands those to the per-message path)."""
+    if not emails:
+        return set()
+    cur = await conn.execute(
+        "INSERT INTO deliveries (email_id, tenant_id, mode, recipients, state, queued_event, stream, next_attempt_at) "
+        "SELECT u.e, u.t, u.m, ARRAY(SELECT jsonb_array_elements_text(u.r::jsonb)), 'held', u.q, u.s, now() "
+        "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[]) AS u(e, t, m, r, q, s) "
+        "ON CONFLICT (email_id) DO NOTHING RETURNING email_id",
+        (
+            [e.email_id for e in emails],
+            [e.tenant_id for e in emails],
+            [e.mode for e in emails],
+            [msgspec.json.encode(e.recipients).decode() for e in emails],
+            [e.queued_event for e in emails],
+            [e.stream for e in emails],
+        ),
+    )
+    return {str(r["email_id"]) for r in await cur.fetchall()}
 
 
 async def lock_held_of_tenant(conn: Conn, tenant_id: str) -> list[Delivery]:
