@@ -73,3 +73,47 @@ async def test_one_tenants_burst_does_not_delay_another_tenants_email(
     assert all(n == 1 for n in per_email.values()), [i for i, n in per_email.items() if n != 1]
     sent = collections.Counter(e.email_id for e in await stream_events(js) if isinstance(e, EmailSent))
     assert all(sent[i] == 1 for i in ids)
+
+
+async def test_an_email_deferred_for_want_of_a_token_is_sent_without_waiting_for_the_queues_poll(
+    sender_db: str,
+    own_nats: NatsServer,  # noqa: F811
+    js: JetStreamContext,  # noqa: F811
+    emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    """A live email that finds no token at once is handed to the sender's queue (due now), and the
+    queue is woken: it goes out as soon as the rate allows, not at the queue's next poll (30 s here)."""
+    httpx.put(f"{emulator.url}/_emulator/send-quota", json={"MaxSendRate": 10}).raise_for_status()
+    sender = SenderProcess(
+        database_url=sender_db,
+        nats_url=own_nats.url,
+        ses_url=emulator.url,
+        log_path=tmp_path / "s.log",
+        MAILROOM_SENDER_HELD_POLL_SECONDS="30",
+    )
+    try:
+        sender.start()
+        await asyncio.sleep(2.0)  # the queue's first look is over: it now sleeps a whole poll
+        emails = [queued(tenant_id="ten_wake", to=[f"w{i}@example.org"]) for i in range(6)]
+        ids = {e.email_id for e in emails}
+        for ev in emails:
+            await publish(js, ev)
+        started = time.monotonic()
+
+        async def all_sent() -> None:
+            while len({m["tags"].get("mailroom_email_id") for m in sent_messages(emulator)} & ids) < len(ids):
+                await asyncio.sleep(0.1)
+
+        await asyncio.wait_for(all_sent(), 60)
+        elapsed = time.monotonic() - started
+    finally:
+        sender.kill()
+        httpx.put(f"{emulator.url}/_emulator/send-quota", json={"MaxSendRate": 200})
+    deferred = [
+        line
+        for line in sender.log_lines()
+        if line.get("event") == "message.handled" and line.get("result") == "held" and line.get("email_id") in ids
+    ]
+    assert deferred, "no email waited for a token: the test shows nothing"
+    assert elapsed < 10, elapsed  # 6 emails at ≈ 8/s with a bucket of 2, far under the 30 s poll

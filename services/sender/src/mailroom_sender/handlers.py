@@ -209,6 +209,8 @@ class SenderHandlers:
                 delay = {"daily_quota": self._daily_recheck, "fair_queue": 0.0}.get(verdict, 1.0)
                 async with self._pool.connection() as conn, conn.transaction():
                     await self._service.defer(conn, event, begin.attempt, stored=stored, delay_seconds=delay)
+                if delay == 0.0 and self._wake_queue is not None:
+                    self._wake_queue()  # due now: the queue looks at once, not at its next poll
                 self._summary(event, outcome="held", reason=verdict, attempt=begin.attempt)
                 return False
         try:
