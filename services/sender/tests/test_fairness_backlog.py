@@ -11,7 +11,7 @@ the hand-over rate, then goes out in the queue's next claim. Before that path ea
 over one by one (decode, MIME, two transactions: ≈ 430/s quiet, ≈ 180/s under a CI run), and B waited
 45-110 s.
 
-Why 8 s: the hand-over (≈ 80 fetches of 256) plus one claim of sends (`MAILROOM_SENDER_CONCURRENCY`
+Why 8 s: the hand-over (≈ 160 fetches of 128, ≈ 2.7 s) plus one claim of sends (`MAILROOM_SENDER_CONCURRENCY`
 8 / the 40 sends/s the governor allows ≈ 0.2 s) and a poll, with room for a loaded 2-core machine: the
 issue's "a few seconds"."""
 

@@ -95,8 +95,10 @@ class Sender:
             await asyncio.wait_for(governor.refreshed.wait(), 10)
         handlers = self.handlers(rt, fair=True)
         # issue 23 fairness: a backlog in the stream goes to the sender's queue as it is, a fetch at a
-        # time (handlers.backlog / queue_backlog); a lone email takes the per-message path.
-        backlog = Bulk(handlers.queue_backlog, handlers.backlog, fetch=SENDER_QUEUED.max_ack_pending)
+        # time (handlers.backlog / queue_backlog); a lone email takes the per-message path. A fetch is
+        # half of max_ack_pending: one a replica dies holding (unacked until ack_wait, 30 s) leaves the
+        # other half to the replica that takes over, which would otherwise get nothing until then.
+        backlog = Bulk(handlers.queue_backlog, handlers.backlog, fetch=SENDER_QUEUED.max_ack_pending // 2)
         await consume(
             rt.js,
             SENDER_QUEUED,

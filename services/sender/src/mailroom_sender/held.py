@@ -21,7 +21,7 @@ each one's second, …). The JetStream path (`SenderHandlers._admit`) sends a li
 only if a token is there at once and this queue has no due backlog (`busy`); otherwise it hands
 the email to the queue (`defer`, due now; the hand-over counts as an attempt) and acks it. A backlog
 in the stream is handed over in bulk, a fetch per transaction, unbuilt (`SenderHandlers.backlog` /
-`queue_backlog`: ≈ 8,000 emails/s here, README). So while a tenant has 20,000 emails queued, in
+`queue_backlog`: ≈ 7,000 emails/s here, README). So while a tenant has 20,000 emails queued, in
 the stream or here, another tenant's single email is in the queue within seconds and then in its
 next batch: it waits about one batch of sends (`batch` / the send rate), not the other tenant's
 backlog. Test mode never waits for a token, so it is never queued for fairness.
