@@ -309,8 +309,8 @@ async def test_one_emails_deliveries_to_an_endpoint_are_claimed_one_at_a_time_in
 
 
 async def test_a_saturated_endpoint_does_not_starve_the_others(conn: Conn) -> None:
-    """Deliveries of an endpoint already at its in-flight bound are not even scanned, so a long
-    backlog there (more than the scan window) cannot hide another endpoint's due delivery."""
+    """Deliveries of an endpoint already at its in-flight bound are not even read, so a long
+    backlog there (more than 4 times the batch) cannot hide another endpoint's due delivery."""
     await only_ours(conn)
     now = await db_now(conn)
     saturated, quiet = await endpoint(conn), await endpoint(conn)
@@ -318,6 +318,68 @@ async def test_a_saturated_endpoint_does_not_starve_the_others(conn: Conn) -> No
     waiting = await delivery(conn, quiet, due=now - timedelta(minutes=1))
     assert await claim(conn, limit=1, per_endpoint=1) == [backlog[0]]
     assert await claim(conn, limit=1, per_endpoint=1) == [waiting]
+
+
+async def test_a_backlog_does_not_starve_another_endpoint_in_the_same_claim(conn: Conn) -> None:
+    """An endpoint with free slots and a long backlog, older than everything else, gets its slots,
+    and the same claim still takes another endpoint's one due delivery: the claim reads each
+    endpoint's first due rows, not the oldest rows overall up to a window a backlog can fill."""
+    await only_ours(conn)
+    now = await db_now(conn)
+    backed_up, quiet = await endpoint(conn), await endpoint(conn)
+    backlog = [await delivery(conn, backed_up, due=now - timedelta(hours=1, seconds=-i)) for i in range(150)]
+    waiting = await delivery(conn, quiet, due=now - timedelta(minutes=1))
+    assert await claim(conn, limit=10, per_endpoint=2) == [backlog[0], backlog[1], waiting]
+
+
+def deliveries_scans(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every scan of `deliveries` in an EXPLAIN (FORMAT JSON) plan tree."""
+    here = [node] if node.get("Relation Name") == "deliveries" and "Scan" in node["Node Type"] else []
+    return here + [scan for child in node.get("Plans", []) for scan in deliveries_scans(child)]
+
+
+async def test_the_claim_reads_index_ranges_not_a_busy_endpoints_backlog(conn: Conn) -> None:
+    """20,000 due deliveries of one endpoint (three events per email, so most wait for an earlier
+    one), which holds its 4 live leases, and a few due at other endpoints: the claim's plan reads
+    `deliveries` only through indexes, never a sequential scan, and (EXPLAIN ANALYZE, rolled back
+    with the test) a few dozen of its rows, not the backlog (the statement before migration 0006
+    read all 20,000 each claim)."""
+    await only_ours(conn)
+    now = await db_now(conn)
+    busy = await endpoint(conn)
+    others = [await endpoint(conn) for _ in range(3)]
+    await conn.execute(
+        "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, next_attempt_at, "
+        "order_key, status, attempts, lease_expires_at) "
+        "SELECT 'whd_b' || g, %(busy)s, 'ten_a', 'evt_b' || g, 'email.sent', '\\x7b7d'::bytea, "
+        "now() - interval '1 hour' + g * interval '1 ms', 'msg_' || (g / 3), "
+        "CASE WHEN g <= 4 THEN 'in_flight' ELSE 'pending' END, CASE WHEN g <= 4 THEN 1 ELSE 0 END, "
+        "CASE WHEN g <= 4 THEN now() + interval '1 hour' END FROM generate_series(1, 20000) g ORDER BY g",
+        {"busy": busy},
+    )
+    waiting = [await delivery(conn, other, due=now - timedelta(minutes=1)) for other in others]
+    await conn.execute("ANALYZE deliveries")
+
+    cur = await conn.execute(
+        "EXPLAIN (ANALYZE, FORMAT JSON) " + repo.CLAIM_DUE_SQL,
+        repo.claim_params(now=None, limit=64, per_endpoint=4, lease_seconds=60),
+    )
+    found = await cur.fetchone()
+    assert found is not None
+    plan = next(iter(found.values()))[0]["Plan"]
+    scans = deliveries_scans(plan)
+    assert scans, plan
+    assert [s["Node Type"] for s in scans if s["Node Type"] == "Seq Scan"] == []
+    assert any(s.get("Index Name") == "deliveries_open_by_endpoint" for s in scans)
+    read = sum(round((s["Actual Rows"] + s.get("Rows Removed by Filter", 0)) * s["Actual Loops"]) for s in scans)
+    assert read < 200, read
+    # The statement EXPLAINed is the claim itself: it claimed the three others' deliveries and none
+    # of the busy endpoint's (at its bound: still its 4 leases).
+    cur = await conn.execute(
+        "SELECT endpoint_id, count(*) AS n FROM deliveries WHERE status = 'in_flight' GROUP BY endpoint_id"
+    )
+    assert {r["endpoint_id"]: r["n"] for r in await cur.fetchall()} == {busy: 4, **{other: 1 for other in others}}
+    assert [(await row(conn, d))["status"] for d in waiting] == ["in_flight"] * len(waiting)
 
 
 async def test_claims_are_serialised_across_replicas(webhooks_db: str, conn: Conn, other_conn: Conn) -> None:
