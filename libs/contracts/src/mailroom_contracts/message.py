@@ -126,8 +126,10 @@ def body_transfer_encoding(body: str) -> Literal["7bit", "base64"]:
 def encoded_body_size(body: str) -> int:
     """Bytes of the part's encoded body as built (CRLF line ends), without the part's headers."""
     # The stdlib joins the lines with CRLF and ends with one (an empty body is one line end).
-    raw = sum(len(line) + 2 for line in body.encode("utf-8").splitlines()) or 2
-    if body_transfer_encoding(body) == "7bit":
+    lines = body.encode("utf-8").splitlines()
+    raw = sum(map(len, lines)) + 2 * len(lines) or 2
+    # body_transfer_encoding(body) == "7bit", on the lines split once (ASCII: the same bytes)
+    if body.isascii() and max(map(len, lines), default=0) <= MAX_LINE:
         return raw
     full, rest = divmod(raw, _BASE64_CHUNK)
     return full * (_BASE64_CHUNK // 3 * 4 + 2) + ((rest + 2) // 3 * 4 + 2 if rest else 0)
