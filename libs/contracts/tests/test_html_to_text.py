@@ -187,3 +187,17 @@ def test_whitespace_collapses_as_the_regex_did(pieces: list[str]) -> None:
     data = "".join(pieces)
     assert html_to_text(f"<p>x{data}y</p>") == reference(f"<p>x{data}y</p>")
     assert _collapse(data) == re.sub(r"\s+", " ", data) or not data
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(["<br>", "<p>", "</p>", "<div>", "\n", " \n", "<pre>\n\n\n</pre>", "w"]), max_size=80))
+def test_runs_of_line_ends_become_one_blank_line(pieces: list[str]) -> None:
+    # Long runs of line ends (dozens of <br>): the repeated replace that stands for \n{3,} → \n\n.
+    html = "".join(pieces)
+    text = html_to_text(html)
+    assert text == reference(html)
+    assert "\n\n\n" not in text
+
+
+def test_a_long_run_of_breaks_between_paragraphs() -> None:
+    assert html_to_text("<p>a</p>" + "<br>" * 1000 + "<p>b</p>") == "a\n\nb\n"

@@ -193,3 +193,49 @@ def test_window_is_bounded() -> None:
         outbox.OutboxRelay(None, None, url="", schema="s", batch_size=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         outbox.OutboxRelay(None, None, url="", schema="s", batch_size=5000)  # type: ignore[arg-type]
+
+
+class CountingRelay(outbox.OutboxRelay):
+    """The relay, counting its immediate windows (each a transaction: BEGIN, SELECT, COMMIT at least)."""
+
+    windows = 0
+
+    async def relay_once(self) -> int:
+        self.windows += 1
+        return await super().relay_once()
+
+
+async def test_a_window_that_was_not_full_is_not_followed_by_an_empty_one(setup: Setup) -> None:
+    # issue 15: under a steady stream of accepts every wake-up relayed a few rows, then looked
+    # again and found none: half the relay's transactions were empty.
+    relay = CountingRelay(
+        setup.pool, setup.js, url=setup.url, schema=setup.schema, batch_size=4, schedule_check_seconds=30
+    )  # (no scheduled rows here: their look every 0.25 s after a wake-up would add windows)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+
+    async def notified(n: int) -> tuple[list[str], float]:
+        """`n` rows and their NOTIFY (as a writer sends it); their ids and how long until relayed."""
+        ids = await setup.add_rows(n)
+        async with setup.pool.connection() as conn:
+            await conn.execute("SELECT pg_notify(%s, '')", (outbox.channel(setup.schema),))
+        woken = time.monotonic()
+        while await setup.outbox_ids() and time.monotonic() < woken + 5:
+            await asyncio.sleep(0.01)
+        took = time.monotonic() - woken
+        await asyncio.sleep(0.3)  # well within the 1 s poll: any window after the last shows
+        return ids, took
+
+    try:
+        await asyncio.sleep(0.3)  # started: its first look (and the look once listening) done
+        idle = relay.windows
+        first, took = await notified(10)
+        assert relay.windows - idle == 3  # 4, 4, 2: a full window is followed at once, the last is not
+        assert took < 0.5  # woken by the NOTIFY, not the poll
+        more, took = await notified(2)
+        assert relay.windows - idle == 4 and took < 0.5
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert await setup.outbox_ids() == []
+    assert await setup.stored_ids() == first + more

@@ -4,6 +4,7 @@ TaskGroup per request), and a send is one statement (an Idempotency-Key's replay
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import httpx
@@ -12,6 +13,10 @@ import pytest
 from api_testkit import bearer, make_tenant, serve
 from litestar.routes import HTTPRoute
 from mailroom_api.app import create_app
+from mailroom_api.emails import validation
+from mailroom_api.emails.schemas import SendEmail
+from mailroom_api.errors import ApiError
+from mailroom_contracts.message import html_to_text
 from mailroom_kit.runtime import Runtime
 from psycopg import AsyncCursor
 
@@ -75,3 +80,19 @@ async def test_a_send_is_one_statement_and_a_key_adds_one_only_to_replay(
         resp = await client.post("/v1/emails", json=SEND, headers=headers)
         assert resp.status_code == 202, resp.text
         assert statements == expected, headers
+
+
+def test_an_html_only_email_is_measured_with_the_text_generated_for_it() -> None:
+    # The limit check after the text is generated adds the text part's size to the size checked
+    # before (issue 15: not the whole message measured again): both give the same verdict.
+    html = "<h1>Order</h1>" + "<p>Your order has shipped, see <a href='https://acme.test/o'>it</a>.</p>" * 40
+    req = SendEmail(from_="a@anything.test", to=["b@example.test", "c@example.test"], subject="hi", html=html)
+    sent = validation.validate_send(req, max_message_bytes=10**9)
+    assert sent.text == html_to_text(html)
+    full = validation.check_message_size(sent, 10**9)  # measured whole, text included
+    without_text = validation.check_message_size(dataclasses.replace(sent, text=None), 10**9)
+    assert without_text < full - 1
+    assert validation.validate_send(req, max_message_bytes=full).text == sent.text
+    with pytest.raises(ApiError) as refused:  # the html alone fits: the generated text does not
+        validation.validate_send(req, max_message_bytes=full - 1)
+    assert refused.value.status == 413 and f"about {full} bytes" in refused.value.message

@@ -324,8 +324,12 @@ class OutboxRelay:
                         relayed = await self.relay_once()
                         if relayed:  # new commits, maybe a schedule change among them
                             self._check_asked = True
-                        relayed += await self._relay_due_if_time()
-                        if not relayed:
+                        due = await self._relay_due_if_time()
+                        # issue 15: a window that was not full took every row there was to take;
+                        # a row committed since has its NOTIFY set the waker (cleared before the
+                        # window), so the wait below returns at once: no empty window (BEGIN,
+                        # SELECT, COMMIT) after each one under a steady stream of accepts.
+                        if relayed < self._batch and not due:
                             break
                         if stop.is_set():
                             return

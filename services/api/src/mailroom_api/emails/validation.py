@@ -30,6 +30,7 @@ from mailroom_contracts.message import (
     content_id_problem,
     content_type_problem,
     custom_headers_problem,
+    encoded_body_size,
     filename_problem,
     guess_content_type,
     has_break_or_nul,
@@ -240,9 +241,9 @@ def _tracking(req: SendEmail, defaults: tuple[bool, bool]) -> tuple[bool, bool]:
     return opens, clicks
 
 
-def check_message_size(email: ValidEmail, limit: int) -> None:
+def check_message_size(email: ValidEmail, limit: int) -> int:
     """413 when the message the sender will build (text, html, the invite and the attachments,
-    encoded as the contracts say) is over `limit` bytes."""
+    encoded as the contracts say) is over `limit` bytes; else its size."""
     addresses = [a.original for a in (email.sender, *email.to, *email.cc, *email.reply_to)]
     header_values = [*addresses, email.subject, *email.headers, *email.headers.values()]
     bodies = [b for b in (email.text, email.html, email.ical_event) if b is not None]
@@ -250,13 +251,17 @@ def check_message_size(email: ValidEmail, limit: int) -> None:
         ((a.filename, a.content_type, a.content_id, len(a.content)) for a in email.attachments), email.ical_event
     )
     extra = _BROADCAST_HEADER_BYTES if email.stream == "broadcast" else 0
-    size = extra + message_size(header_values=header_values, bodies=bodies, parts=parts)
+    return _within(extra + message_size(header_values=header_values, bodies=bodies, parts=parts), limit)
+
+
+def _within(size: int, limit: int) -> int:
     if size > limit:
         raise ApiError(
             413,
             "payload_too_large",
             f"the message would be about {size} bytes once built and encoded; the limit is {limit}",
         )
+    return size
 
 
 def validate_send(
@@ -317,10 +322,13 @@ def validate_send(
         track_clicks=track_clicks,
         scheduled_at=check_scheduled_at(req.scheduled_at),
     )
-    check_message_size(email, max_message_bytes)  # without the text to generate: a lower bound
+    # Without the text to generate first: a lower bound, so an oversized html is refused before
+    # its conversion; then with the text part's size added (`message_size` sums its bodies).
+    size = check_message_size(email, max_message_bytes)
     if email.text is None and email.html is not None:
-        email = replace(email, text=html_to_text(email.html))
-        check_message_size(email, max_message_bytes)
+        text = html_to_text(email.html)
+        _within(size + encoded_body_size(text), max_message_bytes)
+        email = replace(email, text=text)
     return email
 
 
