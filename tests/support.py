@@ -157,7 +157,10 @@ def make_stack(tmp: Path, postgres: Postgres, **extra_env: dict[str, str]) -> It
         extra_env=extra_env,
     )
     try:
-        stack.start()
+        try:
+            stack.start()
+        except Exception as exc:
+            raise RuntimeError(f"the stack did not start: {exc}\n{postgres.connections()}") from exc
         yield stack
     finally:
         stack.stop()

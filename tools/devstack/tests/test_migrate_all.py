@@ -40,3 +40,17 @@ def test_each_failing_service_is_named(tmp_path: Path) -> None:
         _stack(tmp_path, "postgresql://nobody@127.0.0.1:1/none")._migrate_all()
     for service in SERVICES:
         assert f"migrations of {service} failed" in str(failed.value)
+
+
+def test_the_connection_summary_names_who_holds_connections(postgres: Postgres) -> None:
+    """A stack that cannot start says how many of max_connections are taken, and by which database."""
+    name = f"mailroom_conns_{secrets.token_hex(4)}"
+    url = postgres.create_database(name)
+    try:
+        with psycopg.connect(url), psycopg.connect(url):
+            summary = postgres.connections()
+        assert "of max_connections" in summary and f"{name} 2" in summary, summary
+    finally:
+        postgres.drop_database(name)
+    unreachable = Postgres(Path("/nonexistent"), url="postgresql://nobody@127.0.0.1:1/none").start()
+    assert unreachable.connections().startswith("Postgres connections: not readable")

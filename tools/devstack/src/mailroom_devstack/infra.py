@@ -214,6 +214,21 @@ class Postgres:
                 conn.execute(f'CREATE DATABASE "{dbname}"')
         return self.url_for(dbname)
 
+    def connections(self) -> str:
+        """Who holds this server's connections (for a failure message: a stack that cannot start
+        because another one, or a process left running, took the server's max_connections)."""
+        try:
+            with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
+                limit = conn.execute("SHOW max_connections").fetchone()
+                rows = conn.execute(
+                    "SELECT coalesce(datname, '-'), count(*) FROM pg_stat_activity GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+        except psycopg.Error as exc:
+            return f"Postgres connections: not readable ({exc})"
+        used = sum(n for _, n in rows)
+        by_db = ", ".join(f"{db} {n}" for db, n in rows)
+        return f"Postgres connections: {used} of max_connections {limit[0] if limit else '?'} ({by_db})"
+
     def drop_database(self, dbname: str) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
