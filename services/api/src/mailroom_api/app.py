@@ -31,6 +31,7 @@ from mailroom_api.auth.service import Principal
 from mailroom_api.domains.controllers import DomainsController
 from mailroom_api.domains.projector import domains_worker
 from mailroom_api.emails import repository as emails_repository
+from mailroom_api.emails.accept_group import AcceptGroups
 from mailroom_api.emails.controllers import EmailsController
 from mailroom_api.emails.idempotency import purge_worker as idempotency_purge_worker
 from mailroom_api.emails.projector import email_log_worker
@@ -39,6 +40,7 @@ from mailroom_api.emails.scheduling import mark_queued, recheck_suppressions
 from mailroom_api.http.body import Request
 from mailroom_api.http.errors import exception_handler
 from mailroom_api.http.guards import (
+    ACCEPT_GROUPS_STATE,
     KEY_CACHE_STATE,
     RATE_LIMITER_STATE,
     RELAY_WAKE_STATE,
@@ -115,6 +117,7 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
     settings = runtime.settings
     keys = KeyCache(settings.key_cache_seconds)
     wake = RelayWake(settings.database_url, SCHEMA, outbox.channel(SCHEMA))
+    groups = AcceptGroups(runtime.pool)  # issue 15: group commit
     limiter = RateLimiter(default_rate=settings.default_rate_limit, default_burst=settings.default_rate_burst)
     # Templates (issue 17): render workers, started on the first render, stopped with the app.
     render_pool = RenderPool(
@@ -135,6 +138,7 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
             yield
         finally:
             stop.set()
+            await groups.close()
             await asyncio.wait(tasks, timeout=5)
             for task in tasks:
                 task.cancel()
@@ -161,6 +165,7 @@ def create_app(runtime: Runtime[ApiSettings]) -> Litestar:
                 RUNTIME_STATE: runtime,
                 KEY_CACHE_STATE: keys,
                 RELAY_WAKE_STATE: wake,
+                ACCEPT_GROUPS_STATE: groups,
                 UNSUBSCRIBE_LINKS_STATE: settings.unsubscribe_links,
                 RATE_LIMITER_STATE: limiter,
                 RENDER_POOL_STATE: render_pool,

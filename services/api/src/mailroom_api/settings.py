@@ -44,16 +44,16 @@ class ApiSettings(BaseSettings, frozen=True, kw_only=True):  # type: ignore[call
     # How long to wait for the domains/webhooks services to answer a request/reply call. Keep it
     # above MAILROOM_DOMAINS_CREATE_TIMEOUT_SECONDS (8), or a slow SES turns a stored domain into a 503.
     rpc_timeout_seconds: float = 10.0
-    # How long a process may reuse an API key lookup (and its tenant's status). Revocations and
-    # tenant status changes are also pushed to every process (LISTEN/NOTIFY), so this only bounds
-    # staleness while that listener is down. 0 looks every key up on every request.
-    # Copies of the whole service (HTTP, projectors, relay) on the one port (SO_REUSEPORT), under a
-    # parent that forwards signals and exits when a copy dies. 1 on Kubernetes (scale pods); on a VM,
-    # about the number of cores the API may use.
     # Stored content (html, text, custom headers, the attachments' names) is removed this many days
     # after an email was accepted (the log entry, its recipients and timeline stay); 0 keeps it.
     content_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    # Copies of the whole service (HTTP, projectors, relay) on the one port (SO_REUSEPORT), under a
+    # parent that forwards signals and exits when a copy dies. 1 on Kubernetes (scale pods); on a VM,
+    # about the number of cores the API may use.
     processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    # How long a process may reuse an API key lookup (and its tenant's status). Revocations and
+    # tenant status changes are also pushed to every process (LISTEN/NOTIFY), so this only bounds
+    # staleness while that listener is down. 0 looks every key up on every request.
     key_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
     # How long an Idempotency-Key of POST /v1/emails(/batch) replays its first answer (SPEC: 24 h);
     # after that it is never replayed, and the key may be used again.

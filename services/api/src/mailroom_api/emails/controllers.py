@@ -33,6 +33,7 @@ from mailroom_api.http.guards import (
     TENANT_SENDING,
     Caller,
     Rt,
+    accept_groups_of,
     current_principal,
     relay_wake_of,
     runtime_of,
@@ -89,14 +90,19 @@ async def send_one(request: Request[Any, Any, Any], data: SendEmail, scope: str)
     )
     prepared = await service.offload_large(prepared, js=rt.js, threshold=settings.offload_threshold_bytes)
     try:
-        async with rt.pool.connection() as conn, single_statement(conn):
-            if key is None:
-                # issue 22: a query only for a tenant whose list (of this mode) has entries
-                await service.accept_email(conn, principal, await service.check_suppressions(conn, principal, prepared))
-            else:
-                answer = await service.accept_email_once(
-                    conn, principal, prepared, key, ttl_seconds=settings.idempotency_ttl_seconds
-                )
+        if key is None and service.groupable(principal, prepared):  # issue 15: group commit
+            await service.accept_grouped(accept_groups_of(request), principal, prepared)
+        else:
+            async with rt.pool.connection() as conn, single_statement(conn):
+                if key is None:
+                    # issue 22: a query only for a tenant whose list (of this mode) has entries
+                    await service.accept_email(
+                        conn, principal, await service.check_suppressions(conn, principal, prepared)
+                    )
+                else:
+                    answer = await service.accept_email_once(
+                        conn, principal, prepared, key, ttl_seconds=settings.idempotency_ttl_seconds
+                    )
     except Exception as exc:
         if service.nothing_written(exc):
             await service.discard_content(rt.js, [prepared])

@@ -83,6 +83,7 @@ _ACCEPT_TYPES = {
     "clicks": "int",
     "template_version": "int",
 }
+_RECORDSET = ", ".join(f"{name} {kind}" for name, kind in _ACCEPT_TYPES.items())
 
 
 class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -307,6 +308,148 @@ async def accept_email(
     )
 
 
+# ----------------------------------------------------------------------------- grouped accept (issue 15)
+
+
+def statement_failed(exc: BaseException) -> bool:
+    """Whether `exc` is an error Postgres answered a statement with: an autocommit statement that
+    fails is rolled back, so it wrote nothing. A lost connection (OperationalError) may have lost
+    the answer of a statement that committed."""
+    return isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.OperationalError)
+
+
+class GroupedEmail(msgspec.Struct, frozen=True, kw_only=True):
+    """One single send in a group of them written by one statement (`accept_grouped`): what
+    `accept_email` takes, for the plain case only (no Idempotency-Key, schedule or suppressed
+    recipients), with the request's own tenant, key rules and quota."""
+
+    row: EmailRow
+    recipients: list[tuple[str, str]]
+    key_domain_id: str | None
+    needs_verified_domain: bool
+    event_id: str
+    outbox_subject: str
+    payload: bytes
+    usage: UsageCount
+    trace_context: str | None  # the request's, taken when it joined the group
+
+
+# Each item (n, from 1) is gated by its own from-domain rules, as `_ACCEPT`'s `allowed`; only the
+# items that pass are written. The month's usage is counted per tenant in one row update each; if
+# any tenant's items do not all fit its quota, quota_refused() rolls the whole statement back and
+# the caller accepts the items one by one (their exact answers).
+_ACCEPT_GROUPED = f"""
+WITH item AS (
+    SELECT * FROM jsonb_to_recordset(%(items)s::jsonb) AS i (
+        n integer, tenant_id text, key_domain_id text, needs_verified boolean, from_domain text,
+        usage_month date, usage_n bigint, usage_quota bigint)
+), allowed AS (
+    SELECT i.n,
+        (i.key_domain_id IS NULL OR EXISTS (
+            SELECT 1 FROM domains d
+            WHERE d.tenant_id = i.tenant_id AND d.id = i.key_domain_id AND lower(d.name) = i.from_domain
+        )) AS domain_allowed,
+        (NOT i.needs_verified OR EXISTS (
+            SELECT 1 FROM domains d
+            WHERE d.tenant_id = i.tenant_id AND lower(d.name) = i.from_domain AND d.status = 'verified'
+        )) AS domain_verified
+    FROM item i
+), ok AS (
+    SELECT n FROM allowed WHERE domain_allowed AND domain_verified
+), email AS (
+    INSERT INTO emails ({COLUMNS})
+    SELECT {", ".join(f"e.{name}" for name in _ACCEPT_TYPES)}
+    FROM ROWS FROM (jsonb_to_recordset(%(emails)s::jsonb) AS ({_RECORDSET})) WITH ORDINALITY
+        AS e ({COLUMNS}, n)
+    JOIN ok USING (n)
+), recipients AS (
+    INSERT INTO email_recipients (email_id, position, address, type, status)
+    SELECT r.email_id, r.position, r.address, r.type, r.status
+    FROM jsonb_to_recordset(%(recipients)s::jsonb)
+        AS r (n integer, email_id text, position integer, address text, type text, status text)
+    JOIN ok USING (n)
+), timeline AS (
+    INSERT INTO email_events (id, email_id, type, occurred_at, data)
+    SELECT t.event_id, t.email_id, 'queued', t.occurred_at, '{{}}'
+    FROM unnest(%(event_ids)s::text[], %(email_ids)s::text[], %(created)s::timestamptz[])
+        WITH ORDINALITY AS t (event_id, email_id, occurred_at, n)
+    JOIN ok USING (n)
+), queued AS (
+    INSERT INTO outbox (event_id, subject, payload, trace_context)
+    SELECT o.event_id, o.subject, o.payload, o.trace_context
+    FROM unnest(%(event_ids)s::text[], %(subjects)s::text[], %(payloads)s::bytea[], %(traces)s::text[])
+        WITH ORDINALITY AS o (event_id, subject, payload, trace_context, n)
+    JOIN ok USING (n)
+    ON CONFLICT (event_id) DO NOTHING
+), usage AS (
+    SELECT i.tenant_id, i.usage_month, sum(i.usage_n)::bigint AS recipients, min(i.usage_quota) AS quota
+    FROM item i JOIN ok USING (n)
+    WHERE i.usage_n > 0
+    GROUP BY i.tenant_id, i.usage_month
+), counted AS (
+    INSERT INTO tenant_usage AS u (tenant_id, month, recipients)
+    SELECT tenant_id, usage_month, recipients FROM usage WHERE quota IS NULL OR recipients <= quota
+    ON CONFLICT (tenant_id, month) DO UPDATE SET recipients = u.recipients + EXCLUDED.recipients
+    WHERE u.recipients + EXCLUDED.recipients <= coalesce(
+        (SELECT g.quota FROM usage g WHERE g.tenant_id = u.tenant_id AND g.usage_month = u.month),
+        9223372036854775807)
+    RETURNING 1
+)
+SELECT a.n, a.domain_allowed, a.domain_verified,
+    CASE WHEN (SELECT count(*) FROM usage) = (SELECT count(*) FROM counted) THEN true
+        ELSE quota_refused() END AS within_quota
+FROM allowed a
+ORDER BY a.n
+"""
+
+
+async def accept_grouped(conn: Conn, emails: list[GroupedEmail]) -> list[Acceptance] | None:
+    """Accept several single sends, of any tenants, in ONE statement: each one whose from-domain
+    passes `accept_email`'s rules is written (its row, recipients, `queued` timeline entry, outbox
+    row and month's count) and the others are not; the answers are in the order of `emails`. None
+    when the month's count of a tenant would pass its quota: then nothing was written, and the
+    caller accepts them one by one (`accept_email`), so each gets its own answer."""
+    params: dict[str, Any] = {
+        "items": msgspec.json.encode(
+            [
+                {
+                    "n": n,
+                    "tenant_id": e.row.tenant_id,
+                    "key_domain_id": e.key_domain_id,
+                    "needs_verified": e.needs_verified_domain,
+                    "from_domain": e.row.from_domain,
+                    "usage_month": e.usage.month,
+                    "usage_n": e.usage.recipients,
+                    "usage_quota": e.usage.quota,
+                }
+                for n, e in enumerate(emails, 1)
+            ]
+        ).decode(),
+        "emails": msgspec.json.encode([e.row for e in emails]).decode(),
+        "recipients": msgspec.json.encode(
+            [
+                {"n": n, "email_id": e.row.id, "position": i, "address": a, "type": t, "status": e.row.status}
+                for n, e in enumerate(emails, 1)
+                for i, (a, t) in enumerate(e.recipients)
+            ]
+        ).decode(),
+        "event_ids": [e.event_id for e in emails],
+        "email_ids": [e.row.id for e in emails],
+        "created": [e.row.created_at for e in emails],
+        "subjects": [e.outbox_subject for e in emails],
+        "payloads": [e.payload for e in emails],
+        "traces": [e.trace_context for e in emails],
+    }
+    try:
+        cur = await conn.execute(_ACCEPT_GROUPED, params)
+    except psycopg.Error as exc:
+        if exc.sqlstate == QUOTA_SQLSTATE:
+            return None
+        raise
+    rows = await cur.fetchall()
+    return [Acceptance(domain_allowed=r["domain_allowed"], domain_verified=r["domain_verified"]) for r in rows]
+
+
 async def suppressed_among(conn: Conn, tenant_id: str, mode: str, addresses: list[str]) -> dict[str, str]:
     """Which of `addresses` (lower-cased) are on the tenant's suppression list of `mode`, each with
     its entry's reason (issue 22; asked only when that list is not empty)."""
@@ -462,9 +605,6 @@ class BatchEmail(msgspec.Struct, frozen=True, kw_only=True):
     schedule: ScheduledAccept | None = None  # scheduling: see the end of this module
     suppressed: frozenset[str] = frozenset()  # issue 22: recipients (lower-cased) written `suppressed`
     suppressed_event: OutboxRow | None = None  # issue 22: their EmailSuppressed
-
-
-_RECORDSET = ", ".join(f"{name} {kind}" for name, kind in _ACCEPT_TYPES.items())
 
 
 def _accept_batch_sql(*, keyed: bool) -> str:

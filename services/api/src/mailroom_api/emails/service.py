@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import psycopg
 from mailroom_contracts import encode, events, subject_for
 from mailroom_contracts.message import INVITE_CONTENT_TYPE, INVITE_FILENAME, wire_address
-from mailroom_kit.db import Conn
+from mailroom_kit import tracing
+from mailroom_kit.db import Conn, single_statement
 from mailroom_kit.ids import has_prefix, new_id
 from nats.js import JetStreamContext
 
@@ -31,6 +31,7 @@ from mailroom_api.auth.service import Principal
 from mailroom_api.emails import content as stored_content
 from mailroom_api.emails import repository as repo
 from mailroom_api.emails import scheduling
+from mailroom_api.emails.accept_group import AcceptGroups, Alone
 from mailroom_api.emails.idempotency import KEY_PARAM, IdempotencyKey
 from mailroom_api.emails.schemas import (
     AttachmentInfo,
@@ -354,9 +355,7 @@ def nothing_written(exc: BaseException) -> bool:
     """Whether an accept that raised `exc` certainly wrote nothing: a refusal, or an error the server
     answered the statement with (an autocommit statement that fails is rolled back). A lost
     connection (OperationalError) may have lost the answer of a statement that committed."""
-    return isinstance(exc, ApiError) or (
-        isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.OperationalError)
-    )
+    return isinstance(exc, ApiError) or repo.statement_failed(exc)
 
 
 async def discard_content(js: JetStreamContext, prepared: Iterable[PreparedEmail]) -> None:
@@ -400,6 +399,37 @@ async def accept_email(
     if accepted.key_recorded and not (accepted.domain_allowed and accepted.domain_verified):
         raise _domain_refusal(prepared.row.from_domain, allowed=accepted.domain_allowed)
     return accepted
+
+
+def groupable(principal: Principal, prepared: PreparedEmail) -> bool:
+    """Whether a send may be written in a group (emails/accept_group.py): the plain case, with no
+    suppression list to check (issue 22) and no schedule."""
+    return not principal.has_suppressions and prepared.schedule is None and not prepared.suppressed
+
+
+async def accept_grouped(groups: AcceptGroups, principal: Principal, prepared: PreparedEmail) -> None:
+    """`accept_email` for a `groupable` send, written in one statement with others that arrive
+    meanwhile; the same answers (403 for a refused from-domain, 429 over the quota), and alone
+    when its group could not be written as one."""
+    accepted = await groups.accept(
+        repo.GroupedEmail(
+            row=prepared.row,
+            recipients=prepared.recipients,
+            key_domain_id=principal.domain_id,
+            needs_verified_domain=principal.mode == "live",
+            event_id=prepared.event.event_id,
+            outbox_subject=subject_for(prepared.event),
+            payload=prepared.payload,
+            usage=_usage(principal, [prepared]),
+            trace_context=tracing.context_text(),
+        )
+    )
+    if isinstance(accepted, Alone):
+        async with groups.pool.connection() as conn, single_statement(conn):
+            await accept_email(conn, principal, prepared)
+        return
+    if not (accepted.domain_allowed and accepted.domain_verified):
+        raise _domain_refusal(prepared.row.from_domain, allowed=accepted.domain_allowed)
 
 
 async def send_email(

@@ -25,6 +25,7 @@ from mailroom_kit.runtime import Runtime
 from mailroom_api.auth.cache import KeyCache
 from mailroom_api.auth.service import Principal, authenticate_cached, operator_allowed
 from mailroom_api.checks import is_well_formed_id
+from mailroom_api.emails.accept_group import AcceptGroups
 from mailroom_api.emails.relay_wake import RelayWake
 from mailroom_api.errors import ApiError, forbidden, not_found, validation
 from mailroom_api.http.body import decode_body
@@ -42,6 +43,7 @@ PRINCIPAL_KEY = "principal"
 RUNTIME_STATE = "mailroom_runtime"  # app.state keys, set by create_app
 KEY_CACHE_STATE = "mailroom_key_cache"
 RELAY_WAKE_STATE = "mailroom_relay_wake"
+ACCEPT_GROUPS_STATE = "mailroom_accept_groups"
 UNSUBSCRIBE_LINKS_STATE = "mailroom_unsubscribe_links"
 RATE_LIMITER_STATE = "mailroom_rate_limiter"
 # Issue 23: the request's RateLimit state (scope state key), for `rate_limit_headers`; and the
@@ -180,6 +182,11 @@ def rate_limiter_of(request: Request[Any, Any, Any]) -> RateLimiter:
 def relay_wake_of(request: Request[Any, Any, Any]) -> RelayWake:
     wake: RelayWake = request.app.state[RELAY_WAKE_STATE]
     return wake
+
+
+def accept_groups_of(request: Request[Any, Any, Any]) -> AcceptGroups:
+    groups: AcceptGroups = request.app.state[ACCEPT_GROUPS_STATE]
+    return groups
 
 
 def unsubscribe_links_of(request: Request[Any, Any, Any]) -> UnsubscribeLinks | None:
