@@ -260,6 +260,7 @@ async def test_an_accept_statement_that_fails_after_the_put_leaves_no_object(
     client, _ = small_limits
     before, objects_before = await written(runtime), await live_objects(runtime)
     monkeypatch.setattr(repository, "accept_email", broken_accept)
+    monkeypatch.setattr(repository, "accept_grouped", broken_accept)  # a plain send's statement (issue 15)
     resp = await client.post("/v1/emails", json=send(text="t", attachments=[pdf()]), headers=bearer(tenant.test))
     assert_error(resp, 500, "internal", None)
     assert await written(runtime) == before

@@ -268,6 +268,7 @@ async def test_unhandled_database_error_logs_no_data(
         )
 
     monkeypatch.setattr(repository, "accept_email", broken_accept)
+    monkeypatch.setattr(repository, "accept_grouped", broken_accept)  # a plain send's statement (issue 15)
     async with serve(create_app(runtime)) as client:
         with structlog.testing.capture_logs() as logs:
             resp = await client.post(

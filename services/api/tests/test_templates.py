@@ -446,7 +446,7 @@ async def test_a_templated_send_adds_one_statement(
 
     monkeypatch.setattr(AsyncCursor, "execute", counted)
     assert (await tpl_client.post("/v1/emails", json=body, headers=bearer(token))).status_code == 202
-    assert statements == ["SELECT r.ref,", "WITH allowed"]
+    assert statements == ["SELECT r.ref,", "WITH item"]  # the template, then the (grouped) accept
 
 
 # ----------------------------------------------------------------------------- isolation
