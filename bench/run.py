@@ -194,6 +194,54 @@ def outbox_rows(db_url: str, schema: str) -> int:
     return int(row[0]) if row else 0
 
 
+def pg_activity(db_url: str) -> dict[str, Any]:
+    """Postgres's cumulative counters for the stack's database: commits, and rows written and
+    index/sequential scans per service schema (pg_stat_user_tables), read after the backends' stats
+    were flushed (they report about once a second while busy, at once when idle)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        db = conn.execute(
+            "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        rows = conn.execute(
+            "SELECT schemaname, sum(n_tup_ins), sum(n_tup_upd), sum(n_tup_del), sum(coalesce(idx_scan, 0)),"
+            " sum(seq_scan) FROM pg_stat_user_tables GROUP BY schemaname"
+        ).fetchall()
+    assert db is not None
+    return {
+        "commits": int(db[0]),
+        "rollbacks": int(db[1]),
+        "schemas": {
+            name: {"inserted": int(i), "updated": int(u), "deleted": int(d), "index_scans": int(x), "seq_scans": int(q)}
+            for name, i, u, d, x, q in rows
+        },
+    }
+
+
+def pg_activity_per_email(before: dict[str, Any], after: dict[str, Any], emails: int) -> dict[str, Any]:
+    """What Postgres did per delivered email between two `pg_activity` readings."""
+    n = max(1, emails)
+
+    def per(a: int, b: int) -> float:
+        return round((b - a) / n, 2)
+
+    def written(counts: dict[str, int]) -> int:
+        return counts["inserted"] + counts["updated"] + counts["deleted"]
+
+    schemas = {}
+    for name, a in sorted(after["schemas"].items()):
+        b = before["schemas"].get(name, dict.fromkeys(a, 0))
+        schemas[name] = {
+            "rows_written": per(written(b), written(a)),
+            "index_scans": per(b["index_scans"], a["index_scans"]),
+            "seq_scans": per(b["seq_scans"], a["seq_scans"]),
+        }
+    return {
+        "commits": per(before["commits"], after["commits"]),
+        "rollbacks": per(before["rollbacks"], after["rollbacks"]),
+        "schemas": schemas,
+    }
+
+
 def wait_outbox_empty(db_url: str, schema: str, timeout: float = 120.0) -> float:
     started = time.monotonic()
     while outbox_rows(db_url, schema) and time.monotonic() - started < timeout:
@@ -471,6 +519,8 @@ async def pipeline_run(
     receiver.arrived.clear()
     sent = Sent()
     api = httpx.URL(stack.url("api"))
+    await asyncio.sleep(1.5)  # the previous run's backend stats flushed
+    pg_before = await asyncio.to_thread(pg_activity, stack.db_url)
     meter = Meter(groups).start()
     t0 = time.time()
     with Sampler(stack, groups, sent, receiver) as sampler:
@@ -479,7 +529,10 @@ async def pipeline_run(
         )
         await drain(sent, receiver, idle_seconds)
     cpu = meter.stop()
+    await asyncio.sleep(1.5)
+    pg_after = await asyncio.to_thread(pg_activity, stack.db_url)
     return {
+        "postgres": (pg_before, pg_after),
         "name": name,
         "t0": t0,
         "sent": sent,
@@ -521,6 +574,9 @@ def pipeline_report(run: dict[str, Any], emulator: dict[str, list[float]], group
         },
         "cpu_ms_per_email": cpu_ms,
         "cpu_ms_per_email_counted": round(sum(v for k, v in cpu_ms.items() if k in counted), 3),
+        # Commits, and rows written and scans by schema, per delivered email (with the stack's
+        # background work in the same window: pollers, gauges, the bench's own readings).
+        "postgres_per_email": pg_activity_per_email(run["postgres"][0], run["postgres"][1], len(delivered)),
         "memory_peak_mb": {k: round(v / 2**20, 1) for k, v in run["memory_peak"].items()},
         "backlog_peak": {
             k: max((s["backlog"].get(k, 0) for s in run["samples"]), default=0)
@@ -788,6 +844,12 @@ def table(result: dict[str, Any]) -> str:
             )
         full = p["phases"]["full speed"]["cpu_ms_per_email"]
         lines.append("  CPU ms/email at full speed: " + ", ".join(f"{k} {v}" for k, v in full.items()))
+        pgs = p["phases"]["full speed"].get("postgres_per_email")
+        if pgs:
+            lines.append(
+                f"  Postgres per email at full speed: {pgs['commits']} commits; rows written / index scans by schema: "
+                + ", ".join(f"{k} {v['rows_written']}/{v['index_scans']}" for k, v in pgs["schemas"].items())
+            )
         lines.append("  targets: >= 1000 emails/s, p99 <= 500 ms at half rate, <= 2 ms CPU/email, 0 lost, 0 dup")
         lines.append(f"  idle memory (PSS) MB: {p['idle_memory_mb']}")
     w = result.get("webhooks")

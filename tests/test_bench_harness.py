@@ -10,13 +10,15 @@ import time
 from pathlib import Path
 
 import msgspec
+import psycopg
+from mailroom_devstack.infra import Postgres
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 from loadgen import Connection, Receiver  # noqa: E402
 from procs import Group, Meter, children_cpu_seconds  # noqa: E402
-from run import html_2kb, pct  # noqa: E402
+from run import html_2kb, pct, pg_activity, pg_activity_per_email  # noqa: E402
 
 
 def _hook(webhook_id: str, type_: str, email_id: str) -> bytes:
@@ -99,3 +101,26 @@ def test_wrk_script_reports_a_json_line() -> None:
     template = template.replace("' ..\n    '", "")
     sample = template.replace("%d", "1").replace("%.1f", "1.5")
     assert set(json.loads(sample)) >= {"requests", "p99_us", "p999_us", "status_errors", "duration_us"}
+
+
+def test_postgres_activity_per_email_counts_commits_and_rows_by_schema(postgres: Postgres) -> None:
+    name = f"bench_pg_{time.time_ns()}"
+    url = postgres.create_database(name)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA svc; CREATE TABLE svc.t (id int PRIMARY KEY, v int)")
+        before = pg_activity(url)
+        with psycopg.connect(url) as conn:  # its stats are flushed when it closes
+            for i in range(10):
+                conn.execute("INSERT INTO svc.t VALUES (%s, 0)", (i,))
+                conn.commit()
+            conn.execute("UPDATE svc.t SET v = 1 WHERE id < 4")
+            conn.commit()
+        deadline = time.monotonic() + 10
+        while (after := pg_activity(url))["schemas"]["svc"]["inserted"] < 10 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        per = pg_activity_per_email(before, after, 2)
+        assert per["schemas"]["svc"]["rows_written"] == 7.0  # (10 inserted + 4 updated) / 2
+        assert per["commits"] >= 5.5  # 11 commits / 2, and the readings' own
+    finally:
+        postgres.drop_database(name)
