@@ -355,3 +355,35 @@ async def test_queue_by_stream_and_tenant_counts_streams_and_paused_tenants(conn
         (False, "transactional", False, 1),
         (True, "transactional", True, 1),
     ]
+
+
+async def test_queue_backlog_stores_each_event_as_published_and_leaves_existing_rows(conn: Conn) -> None:
+    """issue 23's bulk hand-over: one statement; every byte of the event, the recipients in order and
+    the stream arrive in the row; an email that has a row already is not returned (nor changed)."""
+    tenant = new_id("ten")
+    emails = [queued(tenant_id=tenant, stream="broadcast" if i % 2 else "transactional") for i in range(3)]
+    await repo.insert_if_missing(conn, email_id=emails[2].email_id, tenant_id=tenant, mode="live", recipients=[])
+    payloads = [msgspec.json.encode(e) + b"\x00\xff binary tail" for e in emails]
+    rows = [
+        repo.Backlogged(
+            email_id=e.email_id,
+            tenant_id=tenant,
+            mode="live",
+            recipients=[f"a{i}@x.test", f"b{i}@x.test"],
+            queued_event=p,
+            stream=e.stream,
+        )
+        for i, (e, p) in enumerate(zip(emails, payloads, strict=True))
+    ]
+    assert await repo.queue_backlog(conn, rows) == {emails[0].email_id, emails[1].email_id}
+    cur = await conn.execute(
+        "SELECT email_id, recipients, state, queued_event, stream, attempts FROM deliveries WHERE tenant_id = %s",
+        (tenant,),
+    )
+    got = {r["email_id"]: r for r in await cur.fetchall()}
+    for i in (0, 1):
+        row = got[emails[i].email_id]
+        assert bytes(row["queued_event"]) == payloads[i]
+        assert row["recipients"] == [f"a{i}@x.test", f"b{i}@x.test"]
+        assert (row["state"], row["stream"], row["attempts"]) == ("held", emails[i].stream, 0)
+    assert got[emails[2].email_id]["queued_event"] is None  # the existing row, untouched

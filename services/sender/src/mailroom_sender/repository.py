@@ -235,19 +235,16 @@ async def queue_backlog(conn: Conn, emails: list[Backlogged]) -> set[str]:
     are left alone (not in the returned ids: the caller hands those to the per-message path)."""
     if not emails:
         return set()
+    # One JSON text (the event base64 in it, decoded by the statement), not six arrays: psycopg dumps
+    # a list element by element in Python (a bytea[] of 128 events was 11 % of the sender's CPU).
     cur = await conn.execute(
         "INSERT INTO deliveries (email_id, tenant_id, mode, recipients, state, queued_event, stream, next_attempt_at) "
-        "SELECT u.e, u.t, u.m, ARRAY(SELECT jsonb_array_elements_text(u.r::jsonb)), 'held', u.q, u.s, now() "
-        "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[]) AS u(e, t, m, r, q, s) "
+        "SELECT u.email_id, u.tenant_id, u.mode, ARRAY(SELECT jsonb_array_elements_text(u.recipients)), 'held', "
+        "decode(u.queued_event, 'base64'), u.stream, now() "
+        "FROM jsonb_to_recordset(%s::jsonb) "
+        "AS u(email_id text, tenant_id text, mode text, recipients jsonb, queued_event text, stream text) "
         "ON CONFLICT (email_id) DO NOTHING RETURNING email_id",
-        (
-            [e.email_id for e in emails],
-            [e.tenant_id for e in emails],
-            [e.mode for e in emails],
-            [msgspec.json.encode(e.recipients).decode() for e in emails],
-            [e.queued_event for e in emails],
-            [e.stream for e in emails],
-        ),
+        (msgspec.json.encode(emails).decode(),),
     )
     return {str(r["email_id"]) for r in await cur.fetchall()}
 
