@@ -20,8 +20,8 @@ WITH msg AS (
     RETURNING 1
 ), added AS (
     INSERT INTO outbox (event_id, subject, payload, trace_context)
-    SELECT e.event_id, e.subject, e.payload, %(trace_context)s::text
-    FROM msg, unnest(%(event_ids)s::text[], %(subjects)s::text[], %(payloads)s::bytea[])
+    SELECT e.event_id, e.subject, decode(e.payload, 'base64'), %(trace_context)s::text
+    FROM msg, ROWS FROM (jsonb_to_recordset(%(outbox)s::jsonb) AS (event_id text, subject text, payload text))
         WITH ORDINALITY AS e (event_id, subject, payload, n)
     ORDER BY e.n
     ON CONFLICT (event_id) DO NOTHING
@@ -98,9 +98,11 @@ async def record_message(
             "email_id": email_id,
             "tenant_id": tenant_id,
             "events_emitted": events_emitted,
-            "event_ids": [r[0] for r in outbox_rows],
-            "subjects": [r[1] for r in outbox_rows],
-            "payloads": [r[2] for r in outbox_rows],
+            # One JSON text (payloads base64, decoded by the statement), not three arrays: psycopg
+            # dumps a list element by element in Python.
+            "outbox": msgspec.json.encode(
+                [{"event_id": i, "subject": s, "payload": p} for i, s, p in outbox_rows]
+            ).decode(),
             "channel": notify_channel,
             "trace_context": tracing.context_text(),  # NULL when tracing is off
         },
