@@ -7,7 +7,6 @@ from typing import Any
 
 import msgspec
 from mailroom_kit.db import Conn
-from psycopg.types.json import Jsonb
 
 from mailroom_webhooks.payloads import EmailSummary
 
@@ -201,23 +200,15 @@ async def insert_email_summaries(conn: Conn, summaries: list[tuple[EmailSummary,
     """`insert_email_summary` for a batch, in one statement: (summary, created_at)."""
     if not summaries:
         return
+    # One JSON text, not ten arrays: psycopg dumps a list element by element in Python.
     await conn.execute(
         "INSERT INTO email_summaries (email_id, tenant_id, mode, from_address, to_addresses, recipients, "
-        "subject, tags, metadata, created_at) SELECT * FROM unnest("
-        "%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::text[], %s::jsonb[], "
-        "%s::jsonb[], %s::timestamptz[]) ON CONFLICT (email_id) DO NOTHING",
-        (
-            [s.email_id for s, _ in summaries],
-            [s.tenant_id for s, _ in summaries],
-            [s.mode for s, _ in summaries],
-            [s.from_address for s, _ in summaries],
-            [Jsonb(s.to_addresses) for s, _ in summaries],
-            [Jsonb(s.recipients) for s, _ in summaries],
-            [s.subject for s, _ in summaries],
-            [Jsonb(s.tags) for s, _ in summaries],
-            [Jsonb(s.metadata) if s.metadata is not None else None for s, _ in summaries],
-            [created_at for _, created_at in summaries],
-        ),
+        "subject, tags, metadata, created_at) "
+        "SELECT email_id, tenant_id, mode, from_address, to_addresses, recipients, subject, tags, metadata, created_at "
+        "FROM jsonb_to_recordset(%s::jsonb) AS s(email_id text, tenant_id text, mode text, from_address text, "
+        "to_addresses jsonb, recipients jsonb, subject text, tags jsonb, metadata jsonb, created_at timestamptz) "
+        "ON CONFLICT (email_id) DO NOTHING",
+        (msgspec.json.encode([{**msgspec.structs.asdict(s), "created_at": c} for s, c in summaries]).decode(),),
     )
 
 
@@ -266,22 +257,16 @@ async def insert_deliveries(conn: Conn, deliveries: list[NewDelivery]) -> list[s
         return []
     # In list order (ORDER BY the ordinality): `seq` numbers the deliveries of one email in the
     # order its events came.
+    # One JSON text (payloads base64, decoded by the statement), not eight arrays (see above).
     cur = await conn.execute(
         "INSERT INTO deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, order_key, trace_context) "
-        "SELECT id, endpoint_id, tenant_id, event_id, event_type, payload, order_key, trace_context FROM unnest("
-        "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[]) "
-        "WITH ORDINALITY AS u(id, endpoint_id, tenant_id, event_id, event_type, payload, order_key, trace_context, n) "
+        "SELECT delivery_id, endpoint_id, tenant_id, event_id, event_type, decode(payload, 'base64'), order_key, "
+        "trace_context FROM ROWS FROM (jsonb_to_recordset(%s::jsonb) AS (delivery_id text, endpoint_id text, "
+        "tenant_id text, event_id text, event_type text, payload text, order_key text, trace_context text)) "
+        "WITH ORDINALITY AS u(delivery_id, endpoint_id, tenant_id, event_id, event_type, payload, order_key, "
+        "trace_context, n) "
         "ORDER BY n ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING event_id",
-        (
-            [d.delivery_id for d in deliveries],
-            [d.endpoint_id for d in deliveries],
-            [d.tenant_id for d in deliveries],
-            [d.event_id for d in deliveries],
-            [d.event_type for d in deliveries],
-            [d.payload for d in deliveries],
-            [d.order_key for d in deliveries],
-            [d.trace_context for d in deliveries],
-        ),
+        (msgspec.json.encode(deliveries).decode(),),
     )
     return [row["event_id"] for row in await cur.fetchall()]
 
