@@ -166,14 +166,23 @@ def _usage_params(usage: UsageCount) -> dict[str, Any]:
     return {"usage_month": usage.month, "usage_n": usage.recipients, "usage_quota": usage.quota}
 
 
-async def _execute_counted(conn: Conn, statement: str, params: dict[str, Any]) -> dict[str, Any] | None:
+async def _execute_within_quota(
+    conn: Conn, statement: str, params: dict[str, Any]
+) -> psycopg.AsyncCursor[dict[str, Any]] | None:
     """Run an accept statement; None when it was refused for the quota (nothing was written)."""
     try:
-        cur = await conn.execute(statement, params)
+        return await conn.execute(statement, params)
     except psycopg.Error as exc:
         if exc.sqlstate == QUOTA_SQLSTATE:
             return None
         raise
+
+
+async def _execute_counted(conn: Conn, statement: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """`_execute_within_quota` for a statement answering one row (the gate's)."""
+    cur = await _execute_within_quota(conn, statement, params)
+    if cur is None:
+        return None
     row = await cur.fetchone()
     assert row is not None  # the gate is always one row
     return row
@@ -437,12 +446,9 @@ async def accept_grouped(conn: Conn, emails: list[GroupedEmail]) -> list[Accepta
             ]
         ).decode(),
     }
-    try:
-        cur = await conn.execute(_ACCEPT_GROUPED, params)
-    except psycopg.Error as exc:
-        if exc.sqlstate == QUOTA_SQLSTATE:
-            return None
-        raise
+    cur = await _execute_within_quota(conn, _ACCEPT_GROUPED, params)
+    if cur is None:
+        return None
     rows = await cur.fetchall()
     return [Acceptance(domain_allowed=r["domain_allowed"], domain_verified=r["domain_verified"]) for r in rows]
 
