@@ -115,6 +115,7 @@ class Receiver:
     redelivered: int = 0
     other: int = 0
     server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def start(self) -> Receiver:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -126,6 +127,7 @@ class Receiver:
         return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hooks"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -141,6 +143,7 @@ class Receiver:
                 now = time.time()
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 self._record(body, webhook_id, now)
+        self._writers.discard(writer)
         writer.close()
 
     def _record(self, body: bytes, webhook_id: str, now: float) -> None:
@@ -160,8 +163,13 @@ class Receiver:
             self.other += 1
 
     async def stop(self) -> None:
+        """End the dispatcher's keep-alive connections too: a handler still reading when the loop
+        ends is cancelled, and Python 3.11's stream callback prints a traceback for it."""
         if self.server is not None:
             self.server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await asyncio.sleep(0.1)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
 

@@ -124,3 +124,28 @@ def test_postgres_activity_per_email_counts_commits_and_rows_by_schema(postgres:
         assert per["commits"] >= 5.5  # 11 commits / 2, and the readings' own
     finally:
         postgres.drop_database(name)
+
+
+def test_the_receiver_stops_without_a_traceback_for_a_keep_alive_connection() -> None:
+    """The webhooks dispatcher keeps its connection open: stopping the receiver must end it, or the
+    handler is cancelled when the loop ends and Python 3.11 prints a traceback into the bench's output."""
+    script = f"""
+import asyncio, sys
+sys.path.insert(0, {str(BENCH)!r})
+from loadgen import Receiver
+
+async def main():
+    r = await Receiver().start()
+    port = int(r.url.split(":")[2].split("/")[0])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /hooks HTTP/1.1\\r\\nHost: x\\r\\nwebhook-id: a\\r\\nContent-Length: 2\\r\\n\\r\\n{{}}")
+    await writer.drain()
+    await reader.readuntil(b"\\r\\n\\r\\n")
+    await r.stop()
+    print("received", r.other)
+
+asyncio.run(main())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.strip() == "received 1", done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
