@@ -28,6 +28,7 @@ from mailroom_kit.ids import new_id
 from mailroom_kit.jetstream import reconcile
 from mailroom_kit.runtime import Runtime
 from mailroom_sender.app import MIGRATIONS, Sender
+from mailroom_sender.handlers import SenderHandlers
 from mailroom_sender.providers import SesProvider
 from mailroom_sender.service import SCHEMA
 from mailroom_sender.settings import SenderSettings
@@ -35,7 +36,7 @@ from mailroom_ses_emulator import EmulatorServer
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from .conftest import CONFIG_SET, make_service, queued, redelivered, sent_messages
+from .conftest import CONFIG_SET, delivery_row, make_service, outbox_events, queued, redelivered, sent_messages
 
 TOPIC = "arn:aws:sns:us-east-1:000000000000:mailroom-ses-events"
 BODY_MARKER = "SECRET-BODY-7f3a"
@@ -315,3 +316,68 @@ async def test_queued_consumer_waits_for_the_send_event_backlog(
     async with pool.connection() as conn:
         row = await (await conn.execute("SELECT state FROM deliveries WHERE email_id = %s", (ev.email_id,))).fetchone()
     assert row is not None and row["state"] == "sent"
+
+
+async def test_send_events_of_one_fetch_settle_each_in_doubt_send_once(
+    sender_db: str,
+    pool: Pool,
+    own_nats: NatsServer,
+    emulator: EmulatorServer,
+    ses_provider: SesProvider,
+    handlers: SenderHandlers,
+) -> None:
+    """issue 15: the provider_accepted consumer applies a fetch in one transaction. Among the Send
+    events of one fetch: in-flight sends (one with its event twice), a `pending` email after a failed
+    attempt, an email sent already and an unknown one. Each in-doubt one gets exactly one EmailSent
+    with its event's message id; the others change nothing."""
+    nc = await nats.connect(own_nats.url)
+    js = nc.jetstream()
+    await reconcile(js, STREAMS, [SENDER_QUEUED, SENDER_PROVIDER_ACCEPTED])
+    service = make_service(ses_provider)
+    in_flight = [queued() for _ in range(5)]
+    retried = queued()
+    for ev in [*in_flight, retried]:
+        async with pool.connection() as conn, conn.transaction():
+            await service.begin(conn, ev, service.prepare(ev))
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE deliveries SET state = 'pending' WHERE email_id = %s", (retried.email_id,))
+    done = queued()
+    await handlers.email_queued(done)
+    done_row = await delivery_row(pool, done.email_id)
+    assert done_row is not None and done_row["state"] == "sent"
+
+    def send_event(email_id: str, message_id: str) -> EmailProviderAccepted:
+        return EmailProviderAccepted(
+            event_id=new_id("evt"),
+            occurred_at=datetime.now(UTC),
+            tenant_id="ten_test",
+            email_id=email_id,
+            provider_message_id=message_id,
+        )
+
+    settling = [*in_flight, retried]
+    for ev in settling:
+        await publish(js, send_event(ev.email_id, f"ses-{ev.email_id}"))
+    await publish(js, send_event(in_flight[0].email_id, "ses-again"))  # the same email's event once more
+    await publish(js, send_event(done.email_id, "ses-late"))
+    await publish(js, send_event(new_id("msg"), "ses-unknown"))
+    settings = SenderSettings.from_env({"MAILROOM_DATABASE_URL": sender_db, "MAILROOM_NATS_URL": own_nats.url})
+    sender = Sender(settings, ses=ses_provider)
+    rt = Runtime(name="sender", schema=SCHEMA, settings=settings, migrations_dir=MIGRATIONS, pool=pool, nc=nc, js=js)
+    worker = asyncio.create_task(sender.consume_provider_accepted(rt))
+    try:
+        await asyncio.wait_for(drained(js), 15)
+    finally:
+        rt.stop.set()
+        await asyncio.wait_for(worker, 5)
+        await nc.close()
+    for ev in settling:
+        row = await delivery_row(pool, ev.email_id)
+        assert row is not None and row["state"] == "sent", ev.email_id
+        assert row["provider_message_id"] == f"ses-{ev.email_id}"
+        [event] = await outbox_events(pool, ev.email_id)
+        assert isinstance(event, EmailSent) and event.provider_message_id == f"ses-{ev.email_id}"
+        assert sent_messages(emulator, ev.email_id) == []  # settled by the event, never sent by the test
+    done_row_after = await delivery_row(pool, done.email_id)
+    assert done_row_after is not None and done_row_after["provider_message_id"] == done_row["provider_message_id"]
+    assert len(await outbox_events(pool, done.email_id)) == 1  # its own EmailSent, nothing more

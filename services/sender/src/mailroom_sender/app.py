@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mailroom_contracts.streams import SENDER_PROVIDER_ACCEPTED, SENDER_QUEUED, SENDER_TENANTS
-from mailroom_kit.consumer import Bulk, consume
+from mailroom_kit.consumer import Bulk, consume, consume_batches
 from mailroom_kit.logging import get_logger
 from mailroom_kit.retention import Purge
 from mailroom_kit.runtime import Runtime, serve
@@ -130,13 +130,7 @@ class Sender:
 
     async def consume_provider_accepted(self, rt: Runtime) -> None:
         handlers = SenderHandlers(rt.pool, self.service)
-        await consume(
-            rt.js,
-            SENDER_PROVIDER_ACCEPTED,
-            handlers.provider_accepted,
-            stop=rt.stop,
-            concurrency=self.settings.concurrency,
-        )
+        await consume_batches(rt.js, SENDER_PROVIDER_ACCEPTED, handlers.provider_accepted_batch, stop=rt.stop)
 
     def governor(self, rt: Runtime) -> SendGovernor:
         """issue 23: the send-rate governor shared by both send paths (JetStream and the held queue)."""

@@ -254,7 +254,7 @@ class SenderHandlers:
         return "fair_queue" if verdict == "no_token" else verdict
 
     async def provider_accepted(self, event: Event, msg: Msg | None = None) -> None:
-        """SENDER_PROVIDER_ACCEPTED: SES's Send event settles a send that is still in doubt."""
+        """One SES Send event (`provider_accepted_batch` of one)."""
         if not isinstance(event, EmailProviderAccepted):
             raise Permanent(f"{event.__struct_config__.tag} on the provider_accepted consumer")
         async with self._pool.connection() as conn, conn.transaction():
@@ -263,6 +263,31 @@ class SenderHandlers:
             note(result="sent", settled_by="send_event", provider="ses", provider_message_id=event.provider_message_id)
         else:
             note(result="nothing_to_settle")
+
+    async def provider_accepted_batch(self, items: list[BatchItem]) -> None:
+        """SENDER_PROVIDER_ACCEPTED (the kit's batch mode, issue 15): SES's Send events of one fetch
+        settle the sends still in doubt among them, in one transaction, acked after its commit."""
+        accepted: list[tuple[BatchItem, EmailProviderAccepted]] = []
+        for item in items:
+            if isinstance(item.event, EmailProviderAccepted):
+                accepted.append((item, item.event))
+            else:
+                item.permanent(f"{item.event.__struct_config__.tag} on the provider_accepted consumer")
+        if not accepted:
+            return
+        async with self._pool.connection() as conn, conn.transaction():
+            settled = await self._service.settle_accepted_many(conn, [event for _, event in accepted])
+        for item, event in accepted:
+            if event.email_id in settled:
+                settled.discard(event.email_id)  # its first event settled it; a later one did nothing
+                item.note(
+                    result="sent",
+                    settled_by="send_event",
+                    provider="ses",
+                    provider_message_id=event.provider_message_id,
+                )
+            else:
+                item.note(result="nothing_to_settle")
 
     async def tenant_updated(self, event: Event, msg: Msg | None = None) -> None:
         """SENDER_TENANTS (issue 23): keep the sender's tenant read model; `blocked` fails the

@@ -98,6 +98,19 @@ async def lock(conn: Conn, email_id: str, *, in_doubt_seconds: float = 0.0) -> L
     return LockedDelivery(delivery=_delivery(row), in_doubt_remaining=row["remaining"])
 
 
+async def lock_unsettled(conn: Conn, email_ids: list[str]) -> list[Delivery]:
+    """The rows of `email_ids` that an SES Send event settles (`sending`, or `pending`/`held` after an
+    attempt), locked until the transaction ends, taken in email id order (two batches sharing emails
+    never deadlock). One statement; a row settled while this waited for its lock is re-checked
+    against the condition by Postgres and left out."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM deliveries WHERE email_id = ANY(%s) "
+        "AND (state = 'sending' OR (state IN ('pending', 'held') AND attempts > 0)) ORDER BY email_id FOR UPDATE",
+        (email_ids,),
+    )
+    return [_delivery(row) for row in await cur.fetchall()]
+
+
 async def get(conn: Conn, email_id: str) -> Delivery | None:
     cur = await conn.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE email_id = %s", (email_id,))
     row = await cur.fetchone()

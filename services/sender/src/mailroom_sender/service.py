@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -372,15 +372,22 @@ class SenderService:
 
     async def settle_accepted(self, conn: Conn, event: EmailProviderAccepted) -> bool:
         """SES says it took the message: settle an attempt still in flight/in doubt. False = nothing to do."""
-        self.send_events.saw(event.occurred_at)
-        locked = await repository.lock(conn, event.email_id)
-        if locked is None:
-            log.debug("email.accepted_unknown", email_id=event.email_id)
-            return False
-        row = locked.delivery
-        # `pending` after an attempt means a failure we classified as "certainly not sent"; SES
-        # says otherwise, and it knows: settle it so it is not sent again.
-        if row.state == "sending" or (row.state in ("pending", "held") and row.attempts > 0):
+        return event.email_id in await self.settle_accepted_many(conn, [event])
+
+    async def settle_accepted_many(self, conn: Conn, events: Sequence[EmailProviderAccepted]) -> set[str]:
+        """issue 15: the Send events of one fetch in the caller's transaction: one statement finds and
+        locks the rows they settle (an attempt in flight or in doubt), and only those are written.
+        Returns the email ids settled here (an email's first event in `events` settles it; a later
+        one, an unknown email or one settled already changes nothing)."""
+        first: dict[str, EmailProviderAccepted] = {}
+        for event in events:
+            self.send_events.saw(event.occurred_at)
+            first.setdefault(event.email_id, event)
+        settled: set[str] = set()
+        # `pending`/`held` after an attempt means a failure we classified as "certainly not sent";
+        # SES says otherwise, and it knows: settle it so it is not sent again (lock_unsettled).
+        for row in await repository.lock_unsettled(conn, sorted(first)):
+            event = first[row.email_id]
             await repository.mark_sent(
                 conn, event.email_id, provider="ses", provider_message_id=event.provider_message_id
             )
@@ -397,8 +404,8 @@ class SenderService:
                     recipients=list(row.recipients),
                 ),
             )
-            return True
-        return False
+            settled.add(row.email_id)
+        return settled
 
     # ------------------------------------------------------------------ internals
 
