@@ -44,6 +44,7 @@ from mailroom_sender.errors import (
     TransientProviderError,
 )
 from mailroom_sender.mime import addr_spec, recipients
+from mailroom_sender.ses_http import SendEmailClient, SesAnswered, SesNoAnswer, SesUnreachable, lean_send_client
 
 SES_EVENT_TYPES = (
     "SEND",
@@ -199,6 +200,12 @@ def _idle_bounded_pools(client: BaseClient, max_idle_seconds: float) -> None:
     by_scheme.update(pools)
 
 
+def _max_idle_seconds(client: BaseClient) -> float:
+    """The idle bound `make_ses_client` gave the client's pools (2 s for any other client)."""
+    pools = getattr(getattr(client._endpoint, "http_session", None), "_pool_classes_by_scheme", {})
+    return float(getattr(pools.get("https"), "max_idle_seconds", _IdleBoundedPool.max_idle_seconds))
+
+
 def make_ses_client(
     *,
     region: str,
@@ -233,19 +240,29 @@ def make_ses_client(
     return client
 
 
+def _answered(code: str, message: str, status: int) -> ProviderError:
+    """SES answered `status` with error `code`."""
+    text = f"SES {code}: {message}".strip()
+    if code in PERMANENT_CODES:
+        return PermanentProviderError(text, reason=PERMANENT_CODES[code])
+    if code in TRANSIENT_CODES or code in AUTH_CODES or status >= 500 or status in (0, 401, 403, 429):
+        return TransientProviderError(text)
+    # Any other 4xx: SES answered, refusing this request.
+    return PermanentProviderError(text)
+
+
 def classify(exc: Exception) -> ProviderError:
-    """Map a botocore exception from SendEmail to permanent, transient or in doubt."""
+    """Map an exception from SendEmail (botocore's or the lean client's) to permanent, transient or in doubt."""
+    if isinstance(exc, SesAnswered):  # the lean SendEmail client (ses_http.py)
+        return _answered(exc.code, exc.message, exc.status)
+    if isinstance(exc, SesUnreachable):
+        return TransientProviderError(f"SES unreachable: {exc}")
+    if isinstance(exc, SesNoAnswer):
+        return InDoubtProviderError(f"SES outcome unknown (http): {exc}")
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        text = f"SES {code}: {error.get('Message', '')}".strip()
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in PERMANENT_CODES:
-            return PermanentProviderError(text, reason=PERMANENT_CODES[code])
-        if code in TRANSIENT_CODES or code in AUTH_CODES or status >= 500 or status in (0, 401, 403, 429):
-            return TransientProviderError(text)
-        # Any other 4xx: SES answered, refusing this request.
-        return PermanentProviderError(text)
+        return _answered(str(error.get("Code", "")), str(error.get("Message", "")), status)
     if isinstance(exc, ParamValidationError):
         return PermanentProviderError(f"invalid SES request: {exc}", reason="invalid_message")
     # Failures before a byte reached SES: certainly not sent.
@@ -293,6 +310,9 @@ class SesProvider:
             transactional=configuration_set, broadcast=broadcast_configuration_set
         )
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="ses")
+        # issue 15: SendEmail itself on the event loop (ses_http.py); botocore for everything else,
+        # and for sends too when a proxy is configured (None).
+        self._sender: SendEmailClient | None = lean_send_client(client, max_idle_seconds=_max_idle_seconds(client))
 
     def request(self, email: EmailQueued, raw: bytes) -> dict[str, Any]:
         """SendEmail parameters (Destination lists every envelope recipient, Bcc included)."""
@@ -324,7 +344,11 @@ class SesProvider:
         started = time.perf_counter()
         try:
             with tracing.client_span("SES SendEmail", **_SES_SPAN):  # a no-op when tracing is off
-                response = await self._call("send_email", **self.request(email, raw))
+                params = self.request(email, raw)
+                if self._sender is not None:
+                    response = await self._sender.send_email(params)
+                else:
+                    response = await self._call("send_email", **params)
         except Exception as exc:
             error = classify(exc)
             SES_SEND_SECONDS.labels(outcome=_OUTCOMES.get(type(error), "error")).observe(time.perf_counter() - started)
@@ -378,6 +402,8 @@ class SesProvider:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._sender is not None:
+            self._sender.close()
 
 
 # --------------------------------------------------------------------------- test-mode simulator

@@ -28,7 +28,7 @@ class SenderSettings(BaseSettings, frozen=True, kw_only=True):
     ses_events_topic_arn: str = ""
     # Name of the event destination created on the configuration set.
     ses_event_destination_name: str = "mailroom-events"
-    # Emails handled at once per replica (consumer concurrency, SES threads and HTTP pool size).
+    # Emails handled at once per replica (consumer concurrency, SES connections).
     concurrency: int = 16
     # How long a send that may have reached SES waits for SES's Send event before it is
     # sent again (at-least-once fallback). The SES read timeout is capped at half of it, so an
