@@ -40,6 +40,7 @@ from mailroom_contracts.events import (
 from mailroom_contracts.streams import EMAIL_STREAM
 from mailroom_events import cli, repository, service
 from mailroom_events.app import MIGRATIONS, create_app, relay
+from mailroom_events.groups import sns_groups
 from mailroom_events.handlers import MAX_BODY
 from mailroom_events.mapping import deterministic_event_id
 from mailroom_events.ses import TOPIC_VALIDATION_TEXT
@@ -186,6 +187,89 @@ async def test_same_message_twice_and_concurrently_gives_one_event(
     assert isinstance(event, EmailDelivered)
     row = await sns_row(runtime, body["MessageId"])
     assert row is not None and row["events_emitted"] == 1
+
+
+async def test_concurrent_notifications_share_statements_with_their_own_outcomes(
+    client: Client, runtime: Runtime, signer: LocalSigner, cert_server: CertServer
+) -> None:
+    """issue 15, group commit: SNS delivers concurrently; the messages that arrive together are
+    recorded by one statement, each with the outcome it would have alone (a duplicate among them
+    too), their events in the outbox in order, and an unmatched event still kept on its own."""
+    emails = [new_email_id() for _ in range(12)]
+    bodies = [
+        notification(signer, cert_server, ses_record(kind, email_id=email_id))
+        for email_id in emails
+        for kind in ("send", "delivery")
+    ]
+    unmatched = notification(signer, cert_server, ses_record("delivery"))  # no Mailroom tags
+    msgs = [parse_sns_message(json.dumps(b)) for b in [*bodies, bodies[0], unmatched]]
+    groups = sns_groups(runtime.pool)
+    # The first statements wait behind a lock on the outbox, so the messages arriving meanwhile
+    # queue up for the next ones, as they do when Postgres is busy.
+    async with runtime.pool.connection() as blocker:
+        await blocker.execute("LOCK TABLE outbox IN EXCLUSIVE MODE")
+        ingests = [asyncio.create_task(service.ingest_grouped(groups, runtime.pool, m)) for m in msgs]
+        for _ in range(500):
+            if groups.waiting >= len(bodies) - 1:
+                break
+            await asyncio.sleep(0.01)
+        assert groups.waiting >= len(bodies) - 1
+        await blocker.rollback()
+    statuses = await asyncio.gather(*ingests)
+    await groups.close()
+    assert sorted(statuses[: len(bodies) + 1]) == ["duplicate"] + ["mapped"] * len(bodies)
+    assert statuses[-1] == "not_ours"
+    assert groups.items == len(bodies) + 1  # every matched message went through the groups, not the unmatched
+    assert groups.statements < groups.items / 4  # and they shared statements
+    for email_id in emails:  # (in the order their statements committed: SNS promises none either)
+        kinds = sorted(type(e).__name__ for e in await outbox_events(runtime, email_id))
+        assert kinds == [EmailDelivered.__name__, EmailProviderAccepted.__name__]
+    for body in bodies:
+        row = await sns_row(runtime, body["MessageId"])
+        assert row is not None and row["events_emitted"] == 1
+    async with runtime.pool.connection() as conn:
+        kept = await repository.list_unmatched(conn, limit=50, reason="not_ours")
+    assert unmatched["MessageId"] in {u.message_id for u in kept}
+    # The service's endpoint writes through its own groups.
+    app_groups = client.app.state.sns_groups
+    before = app_groups.items
+    email_id = new_email_id()
+    r = await post(client, notification(signer, cert_server, ses_record("delivery", email_id=email_id)))
+    assert r.status_code == 200 and r.json() == {"status": "mapped"}
+    assert app_groups.items == before + 1
+    assert len(await outbox_events(runtime, email_id)) == 1
+
+
+async def test_a_group_records_each_message_id_once(runtime: Runtime) -> None:
+    """`record_messages`: a MessageId seen before, or twice in the group, is a duplicate; the
+    outbox rows follow the records' order."""
+    seen, first, second = (f"grp-{uuid.uuid4()}" for _ in range(3))
+
+    def record(message_id: str, *event_ids: str) -> repository.Record:
+        return repository.Record(
+            message_id=message_id,
+            topic_arn=LOCAL_TOPIC,
+            type="Notification",
+            events_emitted=len(event_ids),
+            outbox=[{"event_id": e, "subject": "mailroom.test", "payload": "e30="} for e in event_ids],
+        )
+
+    async with runtime.pool.connection() as conn:
+        await conn.set_autocommit(True)
+        assert await repository.record_messages(conn, [record(seen)], notify_channel=None) == [True]
+        ids = [f"evt_{uuid.uuid4().hex}" for _ in range(3)]
+        answers = await repository.record_messages(
+            conn,
+            [record(first, ids[0], ids[1]), record(seen), record(first, "evt_never"), record(second, ids[2])],
+            notify_channel=None,
+        )
+        assert answers == [True, False, False, True]
+        cur = await conn.execute(
+            "SELECT event_id FROM outbox WHERE event_id = ANY(%s) OR event_id = 'evt_never' ORDER BY id",
+            (ids,),
+        )
+        assert [r["event_id"] for r in await cur.fetchall()] == ids
+        await conn.execute("DELETE FROM outbox WHERE event_id = ANY(%s)", (ids,))
 
 
 async def test_dedup_row_and_events_commit_or_roll_back_together(

@@ -14,6 +14,7 @@ from mailroom_kit.runtime import Runtime, ops_router, serve
 from mailroom_kit.settings import DAY
 
 from mailroom_events import repository
+from mailroom_events.groups import sns_groups
 from mailroom_events.handlers import http_exception_handler, internal_error_handler, sns_handler
 from mailroom_events.settings import EventsSettings
 from mailroom_events.sns import SnsVerifier
@@ -40,12 +41,15 @@ def create_app(runtime: Runtime[EventsSettings], verifier: SnsVerifier | None = 
     # Used only for SubscribeURL GETs; certificate fetches have their own client in the verifier.
     client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
 
+    groups = sns_groups(runtime.pool)  # issue 15: group commit of SNS messages
+
     async def close_client() -> None:
+        await groups.close()
         await client.aclose()
 
     logging = request_logging("events")
-    return Litestar(
-        route_handlers=[ops_router(runtime), sns_handler(runtime, verifier, client)],
+    app = Litestar(
+        route_handlers=[ops_router(runtime), sns_handler(runtime, verifier, client, groups)],
         exception_handlers={HTTPException: http_exception_handler, Exception: internal_error_handler},
         middleware=logging.middleware,
         before_send=logging.before_send,
@@ -53,6 +57,8 @@ def create_app(runtime: Runtime[EventsSettings], verifier: SnsVerifier | None = 
         openapi_config=None,
         logging_config=None,  # keep the kit's stdlib logging (JSON lines); Litestar's would replace it
     )
+    app.state.sns_groups = groups  # for tests and the bench: how many statements wrote how many messages
+    return app
 
 
 async def relay(runtime: Runtime) -> None:

@@ -20,13 +20,13 @@ import structlog
 from litestar import Request, Response, post
 from litestar.exceptions import HTTPException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
-from mailroom_kit.db import single_statement
+from mailroom_kit.group_commit import GroupWriter
 from mailroom_kit.http import add_log_fields, request_id
 from mailroom_kit.logging import get_logger
 from mailroom_kit.redact import describe_error
 from mailroom_kit.runtime import Runtime
 
-from mailroom_events import service
+from mailroom_events import repository, service
 from mailroom_events.errors import EventsError, unavailable
 from mailroom_events.metrics import SNS_MESSAGES
 from mailroom_events.sns import SnsRejected, SnsVerifier
@@ -53,7 +53,11 @@ def refusal(exc: SnsRejected) -> EventsError:
 
 
 async def _handle(
-    request: Request[Any, Any, Any], runtime: Runtime, verifier: SnsVerifier, client: httpx.AsyncClient
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    verifier: SnsVerifier,
+    client: httpx.AsyncClient,
+    groups: GroupWriter[repository.Record, bool],
 ) -> str:
     try:
         body = await request.body()
@@ -76,14 +80,18 @@ async def _handle(
             # Worth a line of its own: SES events stop arriving from this topic.
             log.warning("sns.unsubscribe_confirmation")
             return "ignored"
-        async with runtime.pool.connection() as conn, single_statement(conn):
-            return await service.ingest_notification(conn, msg)
+        return await service.ingest_grouped(groups, runtime.pool, msg)
     except psycopg.OperationalError as exc:  # includes the pool's timeout: nothing was committed
         add_log_fields(request.scope, db_error=type(exc).__name__)
         raise unavailable("the database is unavailable; try again") from None
 
 
-def sns_handler(runtime: Runtime, verifier: SnsVerifier, client: httpx.AsyncClient) -> Any:
+def sns_handler(
+    runtime: Runtime,
+    verifier: SnsVerifier,
+    client: httpx.AsyncClient,
+    groups: GroupWriter[repository.Record, bool],
+) -> Any:
     @post(
         "/ses/sns",
         status_code=200,
@@ -92,7 +100,7 @@ def sns_handler(runtime: Runtime, verifier: SnsVerifier, client: httpx.AsyncClie
     )
     async def receive(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         try:
-            outcome = await _handle(request, runtime, verifier, client)
+            outcome = await _handle(request, runtime, verifier, client, groups)
         except EventsError as exc:
             return error_response(request, exc)
         add_log_fields(request.scope, outcome=outcome)

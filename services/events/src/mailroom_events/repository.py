@@ -112,6 +112,72 @@ async def record_message(
     return bool(row["recorded"])
 
 
+class Record(msgspec.Struct, frozen=True, kw_only=True):
+    """One SNS message to record with its outbox rows (`record_message`'s arguments, no unmatched)."""
+
+    message_id: str
+    topic_arn: str
+    type: str
+    ses_event_type: str | None = None
+    ses_message_id: str | None = None
+    email_id: str | None = None
+    tenant_id: str | None = None
+    events_emitted: int = 0
+    outbox: list[dict[str, str]] = []  # {event_id, subject, payload (base64)}, in order
+    trace_context: str | None = None
+
+
+_RECORD_MANY = """
+WITH input AS MATERIALIZED (
+    SELECT * FROM ROWS FROM (jsonb_to_recordset(%(records)s::jsonb) AS (
+        message_id text, topic_arn text, type text, ses_event_type text, ses_message_id text, email_id text,
+        tenant_id text, events_emitted int, outbox jsonb, trace_context text
+    )) WITH ORDINALITY AS r
+), msg AS (
+    INSERT INTO sns_messages (message_id, topic_arn, type, ses_event_type, ses_message_id, email_id, tenant_id,
+                              events_emitted)
+    SELECT message_id, topic_arn, type, ses_event_type, ses_message_id, email_id, tenant_id, events_emitted
+    FROM input ORDER BY ordinality
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id
+), added AS (
+    INSERT INTO outbox (event_id, subject, payload, trace_context)
+    SELECT e.event_id, e.subject, decode(e.payload, 'base64'), i.trace_context
+    FROM input AS i JOIN msg ON msg.message_id = i.message_id,
+        ROWS FROM (jsonb_to_recordset(i.outbox) AS (event_id text, subject text, payload text))
+        WITH ORDINALITY AS e (event_id, subject, payload, n)
+    ORDER BY i.ordinality, e.n
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT coalesce(jsonb_agg(message_id), '[]'::jsonb) FROM msg) AS recorded,
+       (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, '') FROM added WHERE %(channel)s::text IS NOT NULL LIMIT 1)
+        AS woke) AS notified
+"""
+
+
+async def record_messages(conn: Conn, records: list[Record], *, notify_channel: str | None) -> list[bool]:
+    """`record_message` for several SNS messages in ONE statement (the group commit of
+    `mailroom_events.groups`): each new MessageId is recorded with its outbox rows (in the order of
+    `records`, then of each one's rows), NOTIFYing `notify_channel` once when any row was written.
+    Returns, per record, whether it was recorded (False: seen before, or earlier in `records`)."""
+    unique: dict[str, Record] = {}  # the first record of each MessageId, in order
+    for record in records:
+        unique.setdefault(record.message_id, record)
+    cur = await conn.execute(
+        _RECORD_MANY,
+        {"records": msgspec.json.encode(list(unique.values())).decode(), "channel": notify_channel},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    recorded = set(row["recorded"])
+    answers = []
+    for record in records:
+        answers.append(record.message_id in recorded)
+        recorded.discard(record.message_id)  # the same MessageId again in the group: a duplicate
+    return answers
+
+
 async def record_subscription(conn: Conn, topic_arn: str) -> None:
     await conn.execute(
         "INSERT INTO subscriptions (topic_arn) VALUES (%s) ON CONFLICT (topic_arn) DO UPDATE SET confirmed_at = now()",

@@ -5,23 +5,27 @@ subscriptions (GET of the SubscribeURL, behind the same host rule as certificate
 
 from __future__ import annotations
 
+import base64
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import structlog
 from mailroom_contracts import encode, subject_for
-from mailroom_kit import outbox
-from mailroom_kit.db import Conn
+from mailroom_contracts.events import Event
+from mailroom_kit import outbox, tracing
+from mailroom_kit.db import Conn, Pool, single_statement
+from mailroom_kit.group_commit import Alone, GroupWriter
 from mailroom_kit.ids import new_id
 from mailroom_kit.logging import get_logger
 
 from mailroom_events import repository
 from mailroom_events.errors import EventsError, unavailable
-from mailroom_events.mapping import mailroom_ref, to_lifecycle
+from mailroom_events.mapping import MailroomRef, mailroom_ref, to_lifecycle
 from mailroom_events.metrics import SNS_MESSAGES
-from mailroom_events.ses import SesParseError, parse_ses_message
+from mailroom_events.ses import SesEvent, SesParseError, parse_ses_message
 from mailroom_events.sns import SnsMessage, SnsVerifier
 
 log = get_logger(__name__)
@@ -60,17 +64,24 @@ async def record_confirmation(conn: Conn, topic_arn: str) -> None:
     await repository.record_subscription(conn, topic_arn)
 
 
-async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
-    """Apply one verified Notification in ONE statement (atomic on its own: the caller runs it on an
-    autocommit connection, or inside its transaction). Returns the outcome.
+@dataclass(frozen=True)
+class Ingest:
+    """What one verified Notification writes, worked out before any I/O (`prepare_notification`)."""
 
-    The SES record is parsed and mapped first (no I/O); then one statement writes the MessageId
-    row, with what SES reported, and the events to the outbox, only if the MessageId is new: a
-    concurrent delivery of the same message waits on it and then sees a duplicate (its parse is
-    thrown away); a failed attempt leaves nothing behind, so SNS's retry works. Outcomes: duplicate, unparseable,
-    informational, mapped, ignored (ours, no lifecycle event for this SES type), not_ours (no
-    Mailroom tags).
-    """
+    msg: SnsMessage
+    ses: SesEvent | None
+    ref: MailroomRef | None
+    events: list[Event]
+    parse_error: SesParseError | None
+    unmatched: repository.Unmatched | None
+    trace_context: str | None
+
+    def outbox_rows(self) -> list[tuple[str, str, bytes]]:
+        return [(e.event_id, subject_for(e), encode(e)) for e in self.events]
+
+
+def prepare_notification(msg: SnsMessage) -> Ingest:
+    """Parse and map the SES record (no I/O)."""
     parse_error: SesParseError | None = None
     try:
         ses = parse_ses_message(msg.Message)
@@ -82,7 +93,13 @@ async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
         if ses is not None
         else []
     )
-    if not await repository.record_message(
+    unmatched = _unmatched(msg.Message, ses_known=ses is not None, matched=ref is not None, error=parse_error)
+    return Ingest(msg, ses, ref, events, parse_error, unmatched, tracing.context_text())
+
+
+async def _record(conn: Conn, ingest: Ingest) -> bool:
+    msg, ses, ref = ingest.msg, ingest.ses, ingest.ref
+    return await repository.record_message(
         conn,
         message_id=msg.MessageId,
         topic_arn=msg.TopicArn,
@@ -91,17 +108,69 @@ async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
         ses_message_id=ses.ses_message_id if ses is not None else None,
         email_id=ref.email_id if ref else None,
         tenant_id=ref.tenant_id if ref else None,
-        events_emitted=len(events),
-        outbox_rows=[(e.event_id, subject_for(e), encode(e)) for e in events],
+        events_emitted=len(ingest.events),
+        outbox_rows=ingest.outbox_rows(),
         notify_channel=outbox.channel(SCHEMA),
-        unmatched=_unmatched(msg.Message, ses_known=ses is not None, matched=ref is not None, error=parse_error),
-    ):
+        unmatched=ingest.unmatched,
+    )
+
+
+def _grouped_record(ingest: Ingest) -> repository.Record:
+    msg, ses, ref = ingest.msg, ingest.ses, ingest.ref
+    return repository.Record(
+        message_id=msg.MessageId,
+        topic_arn=msg.TopicArn,
+        type=msg.Type,
+        ses_event_type=ses.event_type if ses is not None else None,
+        ses_message_id=ses.ses_message_id if ses is not None else None,
+        email_id=ref.email_id if ref else None,
+        tenant_id=ref.tenant_id if ref else None,
+        events_emitted=len(ingest.events),
+        outbox=[
+            {"event_id": i, "subject": s, "payload": base64.b64encode(p).decode()} for i, s, p in ingest.outbox_rows()
+        ],
+        trace_context=ingest.trace_context,
+    )
+
+
+async def ingest_notification(conn: Conn, msg: SnsMessage) -> str:
+    """Apply one verified Notification in ONE statement (atomic on its own: the caller runs it on an
+    autocommit connection, or inside its transaction). Returns the outcome.
+
+    The SES record is parsed and mapped first (no I/O); then one statement writes the MessageId
+    row, with what SES reported, and the events to the outbox, only if the MessageId is new: a
+    concurrent delivery of the same message waits on it and then sees a duplicate (its parse is
+    thrown away); a failed attempt leaves nothing behind, so SNS's retry works. Outcomes: duplicate, unparseable,
+    informational, mapped, ignored (ours, no lifecycle event for this SES type), not_ours (no
+    Mailroom tags).
+    """
+    ingest = prepare_notification(msg)
+    return _outcome(ingest, await _record(conn, ingest))
+
+
+async def ingest_grouped(groups: GroupWriter[repository.Record, bool], pool: Pool, msg: SnsMessage) -> str:
+    """`ingest_notification` through the group commit (issue 15, `mailroom_events.groups`): the
+    Notification is written by the statement that writes the others arriving with it, with exactly
+    the outcome it would have alone. An unmatched event, or a group that could not be written as
+    one, is written alone."""
+    ingest = prepare_notification(msg)
+    if ingest.unmatched is None:
+        answer = await groups.submit(_grouped_record(ingest))
+        if not isinstance(answer, Alone):
+            return _outcome(ingest, answer)
+    async with pool.connection() as conn, single_statement(conn):
+        return _outcome(ingest, await _record(conn, ingest))
+
+
+def _outcome(ingest: Ingest, recorded: bool) -> str:
+    msg, ses, ref, events = ingest.msg, ingest.ses, ingest.ref, ingest.events
+    if not recorded:
         SNS_MESSAGES.labels(outcome="duplicate").inc()
         return "duplicate"
-    if parse_error is not None:
+    if ingest.parse_error is not None:
         # Authentic but not an SES record we understand: keep it recorded and answer 200, so
         # SNS does not redeliver it for days; the log line is the operator's signal.
-        log.error("ses.unparseable", sns_message_id=msg.MessageId, error=str(parse_error)[:300])
+        log.error("ses.unparseable", sns_message_id=msg.MessageId, error=str(ingest.parse_error)[:300])
         SNS_MESSAGES.labels(outcome="unparseable").inc()
         return "unparseable"
     if ses is None:  # "Successfully validated SNS topic for Amazon SES event publishing."

@@ -19,94 +19,26 @@ statement). A send cancelled before its group is taken (the client went away) is
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
-
-from mailroom_kit.db import Pool, single_statement
+from mailroom_kit.db import Pool
+from mailroom_kit.group_commit import ALONE, DEFAULT_FLUSHES, DEFAULT_MAX_SIZE, Alone, GroupWriter
 
 from mailroom_api.emails import repository as repo
 
-DEFAULT_MAX_SIZE = 64
-DEFAULT_FLUSHES = 2
+__all__ = ["ALONE", "DEFAULT_FLUSHES", "DEFAULT_MAX_SIZE", "AcceptGroups", "Alone"]
 
 
-class Alone:
-    """The answer "accept this send on its own": its group was not written as one."""
+class AcceptGroups(GroupWriter[repo.GroupedEmail, repo.Acceptance]):
+    """The kit's group commit (`mailroom_kit.group_commit`) of single sends."""
 
-
-ALONE = Alone()
-
-
-@dataclass
-class _Waiting:
-    email: repo.GroupedEmail
-    answer: asyncio.Future[repo.Acceptance | Alone] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-class AcceptGroups:
     def __init__(self, pool: Pool, *, max_size: int = DEFAULT_MAX_SIZE, flushes: int = DEFAULT_FLUSHES) -> None:
-        self.pool = pool
-        self._max_size = max_size
-        self._flushes = flushes
-        self._waiting: list[_Waiting] = []
-        self._running: set[asyncio.Task[None]] = set()
-        # For tests and the bench: statements run, emails they carried, groups accepted alone.
-        self.statements = 0
-        self.emails = 0
-        self.alone = 0
+        super().__init__(pool, repo.accept_grouped, max_size=max_size, flushes=flushes, name="accept-group")
 
     async def accept(self, email: repo.GroupedEmail) -> repo.Acceptance | Alone:
         """`email`'s answer, from the statement that wrote (or refused) it with others; ALONE when
         its group could not be written as one and nothing of it was (the caller accepts it alone)."""
-        waiting = _Waiting(email)
-        self._waiting.append(waiting)
-        self._start()
-        return await waiting.answer
+        return await self.submit(email)
 
-    def _start(self) -> None:
-        while self._waiting and len(self._running) < self._flushes:
-            group = [w for w in self._waiting[: self._max_size] if not w.answer.done()]
-            del self._waiting[: self._max_size]
-            if not group:
-                continue
-            task = asyncio.create_task(self._write(group), name="accept-group")
-            self._running.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self._start()
-
-    async def _write(self, group: list[_Waiting]) -> None:
-        try:
-            async with self.pool.connection() as conn, single_statement(conn):
-                answers = await repo.accept_grouped(conn, [w.email for w in group])
-        except Exception as exc:
-            if len(group) > 1 and repo.statement_failed(exc):
-                self._alone(group)
-            else:
-                for w in group:
-                    if not w.answer.done():
-                        w.answer.set_exception(exc)
-            return
-        self.statements += 1
-        self.emails += len(group)
-        if answers is None:  # a tenant's quota: each send alone gets its own answer
-            self._alone(group)
-            return
-        for w, answer in zip(group, answers, strict=True):
-            if not w.answer.done():
-                w.answer.set_result(answer)
-
-    def _alone(self, group: list[_Waiting]) -> None:
-        self.alone += 1
-        for w in group:
-            if not w.answer.done():
-                w.answer.set_result(ALONE)
-
-    async def close(self) -> None:
-        """Wait for the statements in flight (their sends' answers)."""
-        while self._running:
-            await asyncio.wait(set(self._running))
+    @property
+    def emails(self) -> int:
+        """Emails the group statements carried."""
+        return self.items

@@ -10,6 +10,7 @@ import msgspec
 import psycopg
 from mailroom_kit import tracing
 from mailroom_kit.db import Conn, columns, fetch_all, fetch_one
+from mailroom_kit.group_commit import statement_failed as statement_failed  # re-exported
 from psycopg.types.json import Jsonb
 
 
@@ -318,13 +319,6 @@ async def accept_email(
 
 
 # ----------------------------------------------------------------------------- grouped accept (issue 15)
-
-
-def statement_failed(exc: BaseException) -> bool:
-    """Whether `exc` is an error Postgres answered a statement with: an autocommit statement that
-    fails is rolled back, so it wrote nothing. A lost connection (OperationalError) may have lost
-    the answer of a statement that committed."""
-    return isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.OperationalError)
 
 
 class GroupedEmail(msgspec.Struct, frozen=True, kw_only=True):
