@@ -22,6 +22,7 @@ implementation, so the two ends never disagree. Pure functions (standard library
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import re
 from collections.abc import Iterable
@@ -62,9 +63,10 @@ def text_problem(value: str, what: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8192)  # issue 15: the same few domains, on every address of every email
 def wire_domain(domain: str) -> str:
     """The domain as sent on the wire (lower case; IDNA / punycode for internationalised names).
-    Raises ValueError when it cannot be one."""
+    Raises ValueError when it cannot be one (never cached)."""
     if not domain or any(c.isspace() for c in domain) or any(c in _DOMAIN_SPECIALS for c in domain):
         raise ValueError(f"invalid domain {domain!r}")
     if has_break_or_nul(domain):
