@@ -591,6 +591,54 @@ async def test_crashed_attempt_is_redelivered_after_its_lease(
     assert row["attempts"] == 2
 
 
+async def test_successes_that_finish_together_share_a_settling_statement(
+    start_service: Any, publisher: Any, receiver: Any, db: Any, h: Any
+) -> None:
+    """issue 15: the successful attempts that finish while earlier ones are being settled are settled
+    by the next statement together (the kit's group commit), each delivery succeeded exactly once."""
+    from mailroom_webhooks.dispatcher import Dispatcher
+    from mailroom_webhooks.netpolicy import AddressPolicy
+    from mailroom_webhooks.signing import SecretBox
+    from mailroom_webhooks.transport import build_client
+
+    emails = 12
+    svc = await start_service(workers=("rpc_responders", "email_events"), per_endpoint_concurrency=emails)
+    tenant = new_id("ten")
+    ep = await create(svc.nc, tenant, receiver.url("/together"), ["email.queued"])
+    assert ep.endpoint is not None
+    webhook_id = ep.endpoint.webhook_id
+    for _ in range(emails):
+        await publisher.publish(queued(tenant))
+
+    async def all_there() -> list[dict[str, Any]]:
+        rows = await deliveries_of(db, webhook_id)
+        return rows if len(rows) == emails else []
+
+    await h.eventually(all_there)
+    s = svc.settings
+    rt = svc.runtime
+    async with build_client(AddressPolicy(s.allowed_networks()), timeout=5.0) as client:
+        dispatcher = Dispatcher(rt.pool, s, client, SecretBox(s.fernet_keys()))
+        # The first settling statements wait behind a lock on the attempt log, so the successes
+        # finishing meanwhile queue up for the next one, as they do when Postgres is busy.
+        async with rt.pool.connection() as blocker:
+            await blocker.execute("LOCK TABLE delivery_attempts IN EXCLUSIVE MODE")
+            assert await dispatcher.dispatch_once(emails) == emails
+            await receiver.wait_for("/together", emails)
+
+            async def queued_up() -> bool:
+                return dispatcher.successes.waiting >= emails - 2
+
+            await h.eventually(queued_up)
+            await blocker.rollback()
+        await dispatcher.drain(grace=5.0)
+    rows = await deliveries_of(db, webhook_id)
+    assert [(r["status"], r["attempts"]) for r in rows] == [("succeeded", 1)] * emails
+    assert len(await attempts_of(db, webhook_id)) == emails
+    assert dispatcher.successes.items == emails
+    assert dispatcher.successes.statements <= 3  # two waited behind the lock, the rest went together
+
+
 async def test_event_whose_email_never_queued_is_delivered_partially_after_waiting(
     start_service: Any, publisher: Any, receiver: Any, h: Any
 ) -> None:

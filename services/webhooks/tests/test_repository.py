@@ -640,3 +640,58 @@ async def test_delivery_backlog_counts_open_deliveries_by_state(conn: Conn) -> N
     counts, oldest = await repo.delivery_backlog(conn, now=T0)
     assert counts == {"due": 2, "waiting": 1, "in_flight": 1, "paused": 1}
     assert oldest == pytest.approx(90)
+
+
+async def test_successes_are_settled_in_one_statement_as_one_by_one(conn: Conn) -> None:
+    """issue 15: `settle_succeeded` does what finish_delivery + insert_attempt + note_success do for
+    each success: the delivery succeeds while our claim holds (a lease taken over is not ours: lost,
+    its attempt logged all the same), and the endpoint's run of failures ends."""
+    await only_ours(conn)
+    failing, healthy, still_failing = await endpoint(conn), await endpoint(conn), await endpoint(conn)
+    await conn.execute(
+        "UPDATE endpoints SET failing_since = now() - interval '1 day' WHERE id = ANY(%s)", ([failing, still_failing],)
+    )
+    first, second = await delivery(conn, failing), await delivery(conn, healthy)
+    taken = await delivery(conn, still_failing)
+    assert sorted(await claim(conn)) == sorted([first, second, taken])
+    # `taken`'s lease ran out and another worker claimed it again (attempt 2): our attempt 1 is stale.
+    await conn.execute("UPDATE deliveries SET attempts = 2 WHERE id = %s", (taken,))
+    done_at = await db_now(conn)
+
+    def success(delivery_id: str, endpoint_id: str) -> repo.Succeeded:
+        return repo.Succeeded(
+            delivery_id=delivery_id,
+            endpoint_id=endpoint_id,
+            attempt=1,
+            started_at=done_at - timedelta(seconds=1),
+            status_code=204,
+            latency_ms=12,
+            response_body="ok",
+            manual=False,
+            completed_at=done_at,
+        )
+
+    kept = await repo.settle_succeeded(
+        conn, [success(first, failing), success(second, healthy), success(taken, still_failing)]
+    )
+    assert kept == [True, True, False]
+    for delivery_id in (first, second):
+        stored = await row(conn, delivery_id)
+        assert (stored["status"], stored["last_status_code"], stored["lease_expires_at"], stored["completed_at"]) == (
+            "succeeded",
+            204,
+            None,
+            done_at,
+        )
+    assert (await row(conn, taken))["status"] == "in_flight"
+    cur = await conn.execute(
+        "SELECT delivery_id, attempt, status_code, error, response_body FROM delivery_attempts ORDER BY id"
+    )
+    assert [tuple(r.values()) for r in await cur.fetchall()] == [
+        (first, 1, 204, None, "ok"),
+        (second, 1, 204, None, "ok"),
+        (taken, 1, 204, None, "ok"),
+    ]
+    cur = await conn.execute("SELECT id, failing_since IS NULL AS recovered FROM endpoints")
+    recovered = {r["id"]: r["recovered"] for r in await cur.fetchall()}
+    assert recovered == {failing: True, healthy: True, still_failing: False}  # a lost claim changes nothing

@@ -17,6 +17,7 @@ import httpx
 from cryptography.fernet import InvalidToken
 from mailroom_kit import tracing
 from mailroom_kit.db import Pool
+from mailroom_kit.group_commit import Alone, GroupWriter
 from mailroom_kit.logging import get_logger
 from mailroom_kit.wake import PgWaker
 
@@ -63,6 +64,10 @@ class Dispatcher:
         )
         self._running: set[asyncio.Task[None]] = set()
         self._waker: PgWaker | None = None
+        # issue 15: successful attempts that finish together are settled by one statement.
+        self.successes: GroupWriter[repo.Succeeded, bool] = GroupWriter(
+            pool, repo.settle_succeeded, name="webhook-settle"
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until `stop` (returns at once when idle); woken by the fan-out's NOTIFY and by
@@ -108,11 +113,34 @@ class Dispatcher:
             _, pending = await asyncio.wait(set(self._running), timeout=grace)
             for task in pending:
                 task.cancel()
+        await self.successes.close()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         if self._waker is not None:
             self._waker.set()  # a slot is free
+
+    async def _settle(self, claim: Claim, result: AttemptResult) -> str:
+        """`service.settle_attempt`'s outcome; a success through the group commit (the same writes)."""
+        now = self._clock()
+        if result.succeeded and result.status_code is not None:
+            kept = await self.successes.submit(
+                repo.Succeeded(
+                    delivery_id=claim.delivery_id,
+                    endpoint_id=claim.endpoint_id,
+                    attempt=claim.attempt,
+                    started_at=result.started_at,
+                    status_code=result.status_code,
+                    latency_ms=result.latency_ms,
+                    response_body=result.response_body,
+                    manual=claim.manual,
+                    completed_at=now,
+                )
+            )
+            if not isinstance(kept, Alone):
+                return "succeeded" if kept else "lost"
+        async with self._pool.connection() as conn, conn.transaction():
+            return await service.settle_attempt(conn, claim, result, rules=self._rules, now=now)
 
     async def _deliver(self, claim: Claim) -> None:
         try:
@@ -144,8 +172,7 @@ class Dispatcher:
         for pause in (0.0, 0.5, 2.0):
             await asyncio.sleep(pause)
             try:
-                async with self._pool.connection() as conn, conn.transaction():
-                    outcome = await service.settle_attempt(conn, claim, result, rules=self._rules, now=self._clock())
+                outcome = await self._settle(claim, result)
                 break
             except Exception as exc:
                 log.warning("webhook.record_failed", delivery_id=claim.delivery_id, error=repr(exc))

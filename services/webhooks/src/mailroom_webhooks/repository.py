@@ -453,6 +453,59 @@ async def finish_delivery(
     return cur.rowcount == 1
 
 
+class Succeeded(msgspec.Struct, frozen=True, kw_only=True):
+    """A successful attempt to settle (`settle_succeeded`)."""
+
+    delivery_id: str
+    endpoint_id: str
+    attempt: int
+    started_at: datetime
+    status_code: int
+    latency_ms: int
+    response_body: str | None
+    manual: bool
+    completed_at: datetime
+
+
+_SETTLE_SUCCEEDED = """
+WITH s AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS (
+        delivery_id text, endpoint_id text, attempt int, started_at timestamptz, status_code int, latency_ms int,
+        response_body text, manual boolean, completed_at timestamptz
+    )
+), finished AS (
+    UPDATE deliveries AS d
+    SET status = 'succeeded', last_status_code = s.status_code, last_error = NULL, lease_expires_at = NULL,
+        completed_at = s.completed_at, updated_at = now()
+    FROM s
+    WHERE d.id = s.delivery_id AND d.status = 'in_flight' AND d.attempts = s.attempt
+    RETURNING d.id, d.endpoint_id
+), attempts AS (
+    INSERT INTO delivery_attempts (delivery_id, endpoint_id, attempt, started_at, status_code, latency_ms, error,
+                                   next_retry_at, response_body, manual)
+    SELECT delivery_id, endpoint_id, attempt, started_at, status_code, latency_ms, NULL, NULL, response_body, manual
+    FROM s
+    ON CONFLICT DO NOTHING
+), recovered AS (
+    UPDATE endpoints SET failing_since = NULL
+    WHERE id IN (SELECT endpoint_id FROM finished) AND failing_since IS NOT NULL
+)
+SELECT coalesce(jsonb_agg(id), '[]'::jsonb) AS kept FROM finished
+"""
+
+
+async def settle_succeeded(conn: Conn, attempts: list[Succeeded]) -> list[bool]:
+    """Successful attempts, of any deliveries, in ONE statement: what `finish_delivery`,
+    `insert_attempt` and `note_success` do for each (the delivery succeeded while our claim holds,
+    the attempt logged either way, its endpoint's run of failures ended). Per attempt, whether our
+    claim still held (False: the lease had expired and another worker took the delivery)."""
+    cur = await conn.execute(_SETTLE_SUCCEEDED, (msgspec.json.encode(attempts).decode(),))
+    row = await cur.fetchone()
+    assert row is not None
+    kept = set(row["kept"])
+    return [a.delivery_id in kept for a in attempts]
+
+
 async def reschedule_delivery(
     conn: Conn,
     *,
