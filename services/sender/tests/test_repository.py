@@ -387,3 +387,33 @@ async def test_queue_backlog_stores_each_event_as_published_and_leaves_existing_
         assert row["recipients"] == [f"a{i}@x.test", f"b{i}@x.test"]
         assert (row["state"], row["stream"], row["attempts"]) == ("held", emails[i].stream, 0)
     assert got[emails[2].email_id]["queued_event"] is None  # the existing row, untouched
+
+
+async def test_sent_with_events_writes_the_events_only_when_it_settles_the_row(conn: Conn) -> None:
+    """issue 15: TX2 in one statement: → sent and the events into the outbox (in order), or, for a
+    row settled already, nothing at all."""
+    email_id = await new_delivery(conn)
+    attempt, started_at = await repo.start_attempt_at(conn, email_id, provider="ses")
+    assert (attempt, started_at) == (1, await db_now(conn))
+    rows = [(new_id("evt"), "mailroom.email.sent", b'{"n":1}'), (new_id("evt"), "mailroom.email.delivered", b"{}")]
+    assert await repo.mark_sent_with_events(
+        conn, email_id, provider="ses", provider_message_id="ses-1", outbox_rows=rows, channel="sender_outbox"
+    )
+    stored = await repo.get(conn, email_id)
+    assert stored is not None and (stored.state, stored.provider_message_id) == ("sent", "ses-1")
+    cur = await conn.execute(
+        "SELECT event_id, subject, payload FROM outbox WHERE event_id = ANY(%s) ORDER BY id", ([r[0] for r in rows],)
+    )
+    assert [(r["event_id"], r["subject"], bytes(r["payload"])) for r in await cur.fetchall()] == rows
+    # Settled already (sent, or failed, or unknown): nothing is written.
+    again = [(new_id("evt"), "mailroom.email.sent", b"{}")]
+    failed = await new_delivery(conn)
+    await repo.mark_failed(conn, failed, reason="message_rejected")
+    for settled in (email_id, failed, new_id("msg")):
+        assert not await repo.mark_sent_with_events(
+            conn, settled, provider="ses", provider_message_id="ses-2", outbox_rows=again, channel="sender_outbox"
+        )
+    cur = await conn.execute("SELECT count(*) AS n FROM outbox WHERE event_id = %s", (again[0][0],))
+    assert await cur.fetchone() == {"n": 0}
+    stored = await repo.get(conn, email_id)
+    assert stored is not None and stored.provider_message_id == "ses-1"

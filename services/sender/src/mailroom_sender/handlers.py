@@ -18,7 +18,7 @@ import msgspec
 from mailroom_contracts import decode_event
 from mailroom_contracts.events import EmailProviderAccepted, EmailQueued, Event, TenantUpdated
 from mailroom_kit.consumer import BatchItem, Permanent, Retry, note
-from mailroom_kit.db import Pool
+from mailroom_kit.db import Pool, single_statement
 from nats.aio.msg import Msg
 
 from mailroom_sender import repository
@@ -229,8 +229,15 @@ class SenderHandlers:
             # Leave the row `sending`: SES may have it. Its Send event or the in-doubt timeout decides.
             self._summary(event, outcome="in_doubt", attempt=begin.attempt, error=exc.message)
             raise Retry(exc.message) from exc
-        async with self._pool.connection() as conn, conn.transaction():
-            settled_here = await self._service.record_sent(conn, event, result)
+        settled_here = False
+        if begin.started_at is not None:  # TX2 in one statement (issue 15)
+            async with self._pool.connection() as conn, single_statement(conn):
+                settled_here = await self._service.record_sent_at_once(
+                    conn, event, result, started_at=begin.started_at, recipients=prepared.recipients
+                )
+        if not settled_here:  # settled first (by the Send event, say): record_sent says how
+            async with self._pool.connection() as conn, conn.transaction():
+                settled_here = await self._service.record_sent(conn, event, result)
         self._summary(
             event,
             outcome="sent",

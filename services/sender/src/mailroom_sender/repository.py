@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+from mailroom_kit import tracing
 from mailroom_kit.db import Conn
 
 _COLUMNS = (
@@ -120,15 +121,24 @@ async def get(conn: Conn, email_id: str) -> Delivery | None:
 async def start_attempt(conn: Conn, email_id: str, *, provider: str, early_resend: bool = False) -> int:
     """pending/sending → sending with a new attempt; returns the attempt number. `early_resend`
     marks the row as re-sent before its in-doubt timeout (allowed once)."""
+    attempt, _ = await start_attempt_at(conn, email_id, provider=provider, early_resend=early_resend)
+    return attempt
+
+
+async def start_attempt_at(
+    conn: Conn, email_id: str, *, provider: str, early_resend: bool = False
+) -> tuple[int, datetime]:
+    """`start_attempt`, with the attempt's start (`attempt_started_at`, the database's clock)."""
     cur = await conn.execute(
         "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, attempt_started_at = now(), "
-        "provider = %s, resent_early = resent_early OR %s, updated_at = now() WHERE email_id = %s RETURNING attempts",
+        "provider = %s, resent_early = resent_early OR %s, updated_at = now() WHERE email_id = %s "
+        "RETURNING attempts, attempt_started_at",
         (provider, early_resend, email_id),
     )
     row = await cur.fetchone()
     if row is None:
         raise LookupError(email_id)
-    return int(row["attempts"])
+    return int(row["attempts"]), row["attempt_started_at"]
 
 
 async def mark_sent(conn: Conn, email_id: str, *, provider: str, provider_message_id: str) -> None:
@@ -153,6 +163,57 @@ async def mark_sent_unless_settled(
     )
     row = await cur.fetchone()
     return _delivery(row) if row else None
+
+
+_SENT_WITH_EVENTS = """
+WITH d AS (
+    UPDATE deliveries SET state = 'sent', provider = %(provider)s, provider_message_id = %(message_id)s,
+        failure_reason = NULL, queued_event = NULL, next_attempt_at = NULL, updated_at = now()
+    WHERE email_id = %(email)s AND state NOT IN ('sent', 'failed')
+    RETURNING 1
+), added AS (
+    INSERT INTO outbox (event_id, subject, payload, trace_context)
+    SELECT e.event_id, e.subject, decode(e.payload, 'base64'), %(trace_context)s::text
+    FROM d, ROWS FROM (jsonb_to_recordset(%(outbox)s::jsonb) AS (event_id text, subject text, payload text))
+        WITH ORDINALITY AS e (event_id, subject, payload, n)
+    ORDER BY e.n
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM d) AS sent,
+       (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, '') FROM added LIMIT 1) AS woke) AS notified
+"""
+
+
+async def mark_sent_with_events(
+    conn: Conn,
+    email_id: str,
+    *,
+    provider: str,
+    provider_message_id: str,
+    outbox_rows: list[tuple[str, str, bytes]],
+    channel: str,
+) -> bool:
+    """issue 15: → sent unless already sent or failed, and only then `outbox_rows` ((event_id,
+    subject, payload), in order) into the outbox, NOTIFYing `channel`: ONE statement (on an
+    autocommit connection its own transaction, one round trip). False when it was settled already
+    (or is unknown): nothing was written."""
+    cur = await conn.execute(
+        _SENT_WITH_EVENTS,
+        {
+            "email": email_id,
+            "provider": provider,
+            "message_id": provider_message_id,
+            "outbox": msgspec.json.encode(
+                [{"event_id": i, "subject": s, "payload": p} for i, s, p in outbox_rows]
+            ).decode(),
+            "trace_context": tracing.context_text(),
+            "channel": channel,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return bool(row["sent"])
 
 
 async def mark_failed(conn: Conn, email_id: str, *, reason: str) -> None:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+from mailroom_contracts import encode, subject_for
 from mailroom_contracts.events import (
     EmailBounced,
     EmailComplained,
@@ -44,6 +45,7 @@ from mailroom_kit.db import Conn
 from mailroom_kit.ids import new_id
 from mailroom_kit.logging import get_logger
 from mailroom_kit.outbox import add as add_to_outbox
+from mailroom_kit.outbox import channel
 
 from mailroom_sender import repository
 from mailroom_sender.errors import MessageBuildError, SenderError
@@ -72,6 +74,7 @@ class Proceed:
 
     attempt: int
     resent_after_doubt: bool = False
+    started_at: datetime | None = None  # the attempt's `attempt_started_at` (the database's clock)
 
 
 @dataclass(frozen=True)
@@ -239,10 +242,10 @@ class SenderService:
         held = await self._tenant_gate(conn, email, locked.tenant_status, from_queue=from_queue, stored=stored)
         if held is not None:
             return held
-        attempt = await repository.start_attempt(
+        attempt, started_at = await repository.start_attempt_at(
             conn, email.email_id, provider=self.provider_name(email), early_resend=early
         )
-        return Proceed(attempt=attempt, resent_after_doubt=resent)
+        return Proceed(attempt=attempt, resent_after_doubt=resent, started_at=started_at)
 
     async def _tenant_gate(
         self, conn: Conn, email: EmailQueued, status: str, *, from_queue: bool, stored: EmailQueued | None
@@ -316,6 +319,41 @@ class SenderService:
 
     # ------------------------------------------------------------------ step 3: TX2
 
+    async def record_sent_at_once(
+        self, conn: Conn, email: EmailQueued, result: SendResult, *, started_at: datetime, recipients: list[str]
+    ) -> bool:
+        """issue 15: `record_sent` in ONE statement (the caller's autocommit connection), for the
+        attempt that started at `started_at` with the envelope `recipients` (TX1's): the row → sent
+        and its events into the outbox, only if nothing settled it first. False: nothing was written
+        (then `record_sent` in a transaction says how it was settled)."""
+        events: list[Event] = [self._sent_event(email, result, occurred_at=started_at, recipients=recipients)]
+        events += self._outcome_events(email, result)
+        return await repository.mark_sent_with_events(
+            conn,
+            email.email_id,
+            provider=result.provider,
+            provider_message_id=result.message_id,
+            outbox_rows=[(e.event_id, subject_for(e), encode(e)) for e in events],
+            channel=channel(SCHEMA),
+        )
+
+    @staticmethod
+    def _sent_event(
+        email: EmailQueued, result: SendResult, *, occurred_at: datetime, recipients: list[str]
+    ) -> EmailSent:
+        return EmailSent(
+            event_id=new_id("evt"),
+            # "sent" is the moment the message was handed to the provider, so it sorts
+            # before the provider's own events (delivery can be reported before TX2 commits).
+            occurred_at=occurred_at,
+            tenant_id=email.tenant_id,
+            email_id=email.email_id,
+            mode=email.mode,
+            provider=result.provider,
+            provider_message_id=result.message_id,
+            recipients=list(recipients),
+        )
+
     async def record_sent(self, conn: Conn, email: EmailQueued, result: SendResult) -> bool:
         """sending → sent + EmailSent (+ simulated outcomes). False if something settled it first."""
         row = await repository.mark_sent_unless_settled(
@@ -337,18 +375,7 @@ class SenderService:
             return False
         await self._publish(
             conn,
-            EmailSent(
-                event_id=new_id("evt"),
-                # "sent" is the moment the message was handed to the provider, so it sorts
-                # before the provider's own events (delivery can be reported before TX2 commits).
-                occurred_at=row.attempt_started_at or _now(),
-                tenant_id=email.tenant_id,
-                email_id=email.email_id,
-                mode=email.mode,
-                provider=result.provider,
-                provider_message_id=result.message_id,
-                recipients=list(row.recipients),
-            ),
+            self._sent_event(email, result, occurred_at=row.attempt_started_at or _now(), recipients=row.recipients),
         )
         for event in self._outcome_events(email, result):
             await self._publish(conn, event)
