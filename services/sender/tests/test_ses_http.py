@@ -130,6 +130,7 @@ async def test_answers_are_classified_as_botocore_did() -> None:
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
             b'9\r\n{"Message\r\n10\r\nId":"0100-chunk"\r\n1\r\n}\r\n0\r\n\r\n',
             http("200 OK", b"not json"),
+            http("200 OK", b'{"Other":"field"}'),
         ]
     ).start()
     provider = SesProvider(ses_client(server.url), configuration_set=CONFIG_SET, max_concurrency=2)
@@ -148,10 +149,12 @@ async def test_answers_are_classified_as_botocore_did() -> None:
         assert (await provider.send(ev, raw)).message_id == "0100-chunk"
         with pytest.raises(InDoubtProviderError):  # 200 without SES's document: it may have the message
             await provider.send(ev, raw)
+        with pytest.raises(InDoubtProviderError, match="without a MessageId"):
+            await provider.send(ev, raw)
     finally:
         provider.close()
         await server.stop()
-    assert len(server.requests) == 6
+    assert len(server.requests) == 7
     assert provider._sender is not None and provider._sender.connections_opened == 1  # all on one connection
     first = server.requests[0]
     assert first.startswith(f"POST {SEND_EMAIL_PATH} HTTP/1.1\r\n".encode())

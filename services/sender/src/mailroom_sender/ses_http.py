@@ -310,7 +310,10 @@ class SendEmailClient:
                 self._idle.append(conn)
             else:
                 conn.close()
-        return _parsed(answer)
+        document = _parsed(answer)
+        if not isinstance(document.get("MessageId"), str):
+            raise SesNoAnswer(f"SES answered {answer.status} without a MessageId")
+        return document
 
     def close(self) -> None:
         while self._idle:

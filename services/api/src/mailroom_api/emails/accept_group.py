@@ -19,7 +19,7 @@ statement). A send cancelled before its group is taken (the client went away) is
 
 from __future__ import annotations
 
-from mailroom_kit.db import Pool
+from mailroom_kit.db import Conn, Pool
 from mailroom_kit.group_commit import ALONE, DEFAULT_FLUSHES, DEFAULT_MAX_SIZE, Alone, GroupWriter
 
 from mailroom_api.emails import repository as repo
@@ -27,11 +27,15 @@ from mailroom_api.emails import repository as repo
 __all__ = ["ALONE", "DEFAULT_FLUSHES", "DEFAULT_MAX_SIZE", "AcceptGroups", "Alone"]
 
 
+async def _accept_grouped(conn: Conn, emails: list[repo.GroupedEmail]) -> list[repo.Acceptance] | None:
+    return await repo.accept_grouped(conn, emails)  # looked up at each call (tests replace it)
+
+
 class AcceptGroups(GroupWriter[repo.GroupedEmail, repo.Acceptance]):
     """The kit's group commit (`mailroom_kit.group_commit`) of single sends."""
 
     def __init__(self, pool: Pool, *, max_size: int = DEFAULT_MAX_SIZE, flushes: int = DEFAULT_FLUSHES) -> None:
-        super().__init__(pool, repo.accept_grouped, max_size=max_size, flushes=flushes, name="accept-group")
+        super().__init__(pool, _accept_grouped, max_size=max_size, flushes=flushes, name="accept-group")
 
     async def accept(self, email: repo.GroupedEmail) -> repo.Acceptance | Alone:
         """`email`'s answer, from the statement that wrote (or refused) it with others; ALONE when
