@@ -97,39 +97,39 @@ def prepare_notification(msg: SnsMessage) -> Ingest:
     return Ingest(msg, ses, ref, events, parse_error, unmatched, tracing.context_text())
 
 
-async def _record(conn: Conn, ingest: Ingest) -> bool:
+def _columns(ingest: Ingest) -> dict[str, Any]:
+    """The `sns_messages` row's columns of a notification (but its type)."""
     msg, ses, ref = ingest.msg, ingest.ses, ingest.ref
+    return {
+        "message_id": msg.MessageId,
+        "topic_arn": msg.TopicArn,
+        "ses_event_type": ses.event_type if ses is not None else None,
+        "ses_message_id": ses.ses_message_id if ses is not None else None,
+        "email_id": ref.email_id if ref else None,
+        "tenant_id": ref.tenant_id if ref else None,
+        "events_emitted": len(ingest.events),
+    }
+
+
+async def _record(conn: Conn, ingest: Ingest) -> bool:
     return await repository.record_message(
         conn,
-        message_id=msg.MessageId,
-        topic_arn=msg.TopicArn,
-        type_=msg.Type,
-        ses_event_type=ses.event_type if ses is not None else None,
-        ses_message_id=ses.ses_message_id if ses is not None else None,
-        email_id=ref.email_id if ref else None,
-        tenant_id=ref.tenant_id if ref else None,
-        events_emitted=len(ingest.events),
+        type_=ingest.msg.Type,
         outbox_rows=ingest.outbox_rows(),
         notify_channel=outbox.channel(SCHEMA),
         unmatched=ingest.unmatched,
+        **_columns(ingest),
     )
 
 
 def _grouped_record(ingest: Ingest) -> repository.Record:
-    msg, ses, ref = ingest.msg, ingest.ses, ingest.ref
     return repository.Record(
-        message_id=msg.MessageId,
-        topic_arn=msg.TopicArn,
-        type=msg.Type,
-        ses_event_type=ses.event_type if ses is not None else None,
-        ses_message_id=ses.ses_message_id if ses is not None else None,
-        email_id=ref.email_id if ref else None,
-        tenant_id=ref.tenant_id if ref else None,
-        events_emitted=len(ingest.events),
+        type=ingest.msg.Type,
         outbox=[
             {"event_id": i, "subject": s, "payload": base64.b64encode(p).decode()} for i, s, p in ingest.outbox_rows()
         ],
         trace_context=ingest.trace_context,
+        **_columns(ingest),
     )
 
 
