@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import msgspec
+
 from mailroom_kit.db import Conn
 
 
@@ -30,9 +32,10 @@ async def claim_many(conn: Conn, consumer: str, event_ids: list[str]) -> set[str
     if not event_ids:
         return set()
     cur = await conn.execute(
-        "INSERT INTO inbox (consumer, event_id) SELECT %s, unnest(%s::text[])"
+        "INSERT INTO inbox (consumer, event_id) SELECT %s, jsonb_array_elements_text(%s::jsonb)"
         " ON CONFLICT DO NOTHING RETURNING event_id",
-        (consumer, sorted(set(event_ids))),
+        # One JSON text, not an array: psycopg dumps a list element by element in Python (issue 15).
+        (consumer, msgspec.json.encode(sorted(set(event_ids))).decode()),
     )
     return {row["event_id"] for row in await cur.fetchall()}
 

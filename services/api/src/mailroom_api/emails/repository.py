@@ -908,14 +908,23 @@ async def list_emails(
 # ----------------------------------------------------------------------------- projector (batches)
 
 
+# issue 15: the projector's statements take one JSON text, not arrays (psycopg dumps a list
+# element by element in Python: a fifth of the projector's CPU).
+_JSON_IDS = "ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))"
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
 async def lock_emails(conn: Conn, email_ids: list[str]) -> list[LockedEmail]:
     """`lock_email` for a batch: SELECT … FOR UPDATE in id order, so two batches that share emails
     lock them in the same order and cannot deadlock."""
     return await fetch_all(
         conn,
         LockedEmail,
-        f"SELECT {columns(LockedEmail)} FROM emails WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-        (sorted(set(email_ids)),),
+        f"SELECT {columns(LockedEmail)} FROM emails WHERE id = ANY({_JSON_IDS}) ORDER BY id FOR UPDATE",
+        (_json(sorted(set(email_ids))),),
     )
 
 
@@ -933,8 +942,9 @@ async def get_recipients_of(conn: Conn, email_ids: list[str]) -> list[EmailRecip
     return await fetch_all(
         conn,
         EmailRecipient,
-        f"SELECT {columns(EmailRecipient)} FROM email_recipients WHERE email_id = ANY(%s) ORDER BY email_id, position",
-        (sorted(set(email_ids)),),
+        f"SELECT {columns(EmailRecipient)} FROM email_recipients WHERE email_id = ANY({_JSON_IDS})"
+        " ORDER BY email_id, position",
+        (_json(sorted(set(email_ids))),),
     )
 
 
@@ -953,15 +963,10 @@ async def insert_timeline_events(conn: Conn, entries: list[TimelineInsert]) -> s
         return set()
     cur = await conn.execute(
         "INSERT INTO email_events (id, email_id, type, occurred_at, data)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::jsonb[])"
+        " SELECT event_id, email_id, type, occurred_at, data FROM jsonb_to_recordset(%s::jsonb)"
+        " AS e(event_id text, email_id text, type text, occurred_at timestamptz, data jsonb)"
         " ON CONFLICT (id) DO NOTHING RETURNING id",
-        (
-            [e.event_id for e in entries],
-            [e.email_id for e in entries],
-            [e.type for e in entries],
-            [e.occurred_at for e in entries],
-            [Jsonb(e.data) for e in entries],
-        ),
+        (_json(entries),),
     )
     return {row["id"] for row in await cur.fetchall()}
 
@@ -972,9 +977,9 @@ async def update_recipient_statuses(conn: Conn, updates: list[tuple[str, int, st
         return
     await conn.execute(
         "UPDATE email_recipients r SET status = u.status, updated_at = now()"
-        " FROM unnest(%s::text[], %s::int[], %s::text[]) AS u(email_id, position, status)"
+        " FROM jsonb_to_recordset(%s::jsonb) AS u(email_id text, position int, status text)"
         " WHERE r.email_id = u.email_id AND r.position = u.position",
-        ([u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates]),
+        (_json([{"email_id": e, "position": p, "status": st} for e, p, st in updates]),),
     )
 
 
@@ -996,16 +1001,10 @@ async def update_email_statuses(conn: Conn, updates: list[EmailUpdate]) -> None:
     await conn.execute(
         "UPDATE emails e SET status = u.status, last_event_at = greatest(e.last_event_at, u.last_event_at),"
         " opens = e.opens + u.opens, clicks = e.clicks + u.clicks"
-        " FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::int[], %s::int[])"
-        " AS u(id, status, last_event_at, opens, clicks)"
+        " FROM jsonb_to_recordset(%s::jsonb)"
+        " AS u(id text, status text, last_event_at timestamptz, opens int, clicks int)"
         " WHERE e.id = u.id",
-        (
-            [u.id for u in updates],
-            [u.status for u in updates],
-            [u.last_event_at for u in updates],
-            [u.opens for u in updates],
-            [u.clicks for u in updates],
-        ),
+        (_json(updates),),
     )
 
 

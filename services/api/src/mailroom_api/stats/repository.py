@@ -56,21 +56,21 @@ async def add_counts(conn: Conn, counts: dict[RollupKey, dict[str, int]]) -> Non
         return
     keys = sorted(counts)
     columns = ", ".join(COUNTERS)
-    arrays = ", ".join("%s::bigint[]" for _ in COUNTERS)
+    typed = ", ".join(f"{c} bigint" for c in COUNTERS)
     updates = ", ".join(f"{c} = stats_hourly.{c} + excluded.{c}" for c in COUNTERS)
+    # One JSON text, not arrays: psycopg dumps a list element by element in Python (issue 15).
+    rows = [
+        {"tenant_id": k[0], "mode": k[1], "tag": k[2], "hour": k[3], "domain": k[4]}
+        | {c: counts[k].get(c, 0) for c in COUNTERS}
+        for k in keys
+    ]
     await conn.execute(
         f"INSERT INTO stats_hourly (tenant_id, mode, tag, hour, domain, {columns})"  # columns are constants
-        f" SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], {arrays})"
+        f" SELECT tenant_id, mode, tag, hour, domain, {columns} FROM jsonb_to_recordset(%s::jsonb)"
+        f" AS r(tenant_id text, mode text, tag text, hour timestamptz, domain text, {typed})"
         f" ORDER BY 1, 2, 3, 4, 5"
         f" ON CONFLICT (tenant_id, mode, tag, hour, domain) DO UPDATE SET {updates}",
-        (
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [k[3] for k in keys],
-            [k[4] for k in keys],
-            *[[counts[k].get(c, 0) for k in keys] for c in COUNTERS],
-        ),
+        (msgspec.json.encode(rows).decode(),),
     )
 
 
