@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -114,6 +114,16 @@ async def reschedule(conn: Conn, event: Event, *, schema: str, not_before: datet
 _IMMEDIATE = (
     "SELECT id, event_id, subject, payload, trace_context FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
 )
+
+# The relayed rows' ids as one array literal (`{1,2,3}`): psycopg dumps a Python list element by
+# element (issue 15: 7 % of a relay window); the ids are integers from the SELECT, never input.
+_DELETE_IMMEDIATE = "DELETE FROM outbox WHERE id = ANY(%s::bigint[])"
+_DELETE_SCHEDULED = "DELETE FROM outbox_scheduled WHERE id = ANY(%s::bigint[])"
+
+
+def _ids_literal(ids: Iterable[int]) -> str:
+    return "{" + ",".join(str(int(i)) for i in ids) + "}"
+
 
 # A scheduled window: the due rows (oldest time first; `statement_timestamp()` is stable, so the
 # index on (not_before, id) bounds both scans), then one row saying how many seconds until the
@@ -215,7 +225,7 @@ class OutboxRelay:
                 return 0
             acked, error = await self._publish_window(rows)
             if acked:
-                await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([row["id"] for row in acked],))
+                await conn.execute(_DELETE_IMMEDIATE, (_ids_literal(row["id"] for row in acked),))
         return self._count(acked, rows, error)
 
     async def relay_due_once(self) -> int:
@@ -240,13 +250,13 @@ class OutboxRelay:
                 kept_ids = {row["id"] for row in kept}
                 dropped = [row["id"] for row in rows if row["id"] not in kept_ids]
                 if dropped:
-                    await conn.execute("DELETE FROM outbox_scheduled WHERE id = ANY(%s)", (dropped,))
+                    await conn.execute(_DELETE_SCHEDULED, (_ids_literal(dropped),))
                 rows = kept
                 if not rows:
                     return 0
             acked, error = await self._publish_window(rows)
             if acked:
-                await conn.execute("DELETE FROM outbox_scheduled WHERE id = ANY(%s)", ([row["id"] for row in acked],))
+                await conn.execute(_DELETE_SCHEDULED, (_ids_literal(row["id"] for row in acked),))
                 if self._on_scheduled_relayed is not None:
                     await self._on_scheduled_relayed(conn, [row["event_id"] for row in acked])
         return self._count(acked, rows, error)
