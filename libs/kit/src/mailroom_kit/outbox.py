@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from mailroom_contracts import encode, subject_for
 from mailroom_contracts.events import Event
 from nats.js import JetStreamContext
@@ -60,6 +61,14 @@ log = get_logger(__name__)
 
 def channel(schema: str) -> str:
     return f"mailroom_outbox_{schema}"
+
+
+def rows_json(rows: Iterable[tuple[str, str, bytes]]) -> str:
+    """(event id, subject, payload) rows as one JSON text for a statement that writes them to the
+    outbox itself (`jsonb_to_recordset(...) AS (event_id text, subject text, payload text)`, payload
+    base64: `decode(payload, 'base64')`). One text, not arrays: psycopg dumps a list element by
+    element in Python."""
+    return msgspec.json.encode([{"event_id": i, "subject": s, "payload": p} for i, s, p in rows]).decode()
 
 
 async def add(conn: Conn, event: Event, *, schema: str, not_before: datetime | None = None) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from mailroom_kit import tracing
+from mailroom_kit import outbox, tracing
 from mailroom_kit.db import Conn, fetch_all
 
 _RECORD = """
@@ -100,9 +100,7 @@ async def record_message(
             "events_emitted": events_emitted,
             # One JSON text (payloads base64, decoded by the statement), not three arrays: psycopg
             # dumps a list element by element in Python.
-            "outbox": msgspec.json.encode(
-                [{"event_id": i, "subject": s, "payload": p} for i, s, p in outbox_rows]
-            ).decode(),
+            "outbox": outbox.rows_json(outbox_rows),
             "channel": notify_channel,
             "trace_context": tracing.context_text(),  # NULL when tracing is off
         },
@@ -123,7 +121,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     email_id: str | None = None
     tenant_id: str | None = None
     events_emitted: int = 0
-    outbox: list[dict[str, str]] = []  # {event_id, subject, payload (base64)}, in order
+    outbox: list[dict[str, str | bytes]] = []  # {event_id, subject, payload}, in order (bytes: base64 in JSON)
     trace_context: str | None = None
 
 

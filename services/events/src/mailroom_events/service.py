@@ -5,7 +5,6 @@ subscriptions (GET of the SubscribeURL, behind the same host rule as certificate
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,9 +124,7 @@ async def _record(conn: Conn, ingest: Ingest) -> bool:
 def _grouped_record(ingest: Ingest) -> repository.Record:
     return repository.Record(
         type=ingest.msg.Type,
-        outbox=[
-            {"event_id": i, "subject": s, "payload": base64.b64encode(p).decode()} for i, s, p in ingest.outbox_rows()
-        ],
+        outbox=[{"event_id": i, "subject": s, "payload": p} for i, s, p in ingest.outbox_rows()],
         trace_context=ingest.trace_context,
         **_columns(ingest),
     )

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from mailroom_kit import tracing
 from mailroom_kit.db import Conn
+from mailroom_kit.outbox import rows_json
 
 _COLUMNS = (
     "email_id, tenant_id, mode, recipients, state, attempts, attempt_started_at, provider, "
@@ -204,9 +205,7 @@ async def mark_sent_with_events(
             "email": email_id,
             "provider": provider,
             "message_id": provider_message_id,
-            "outbox": msgspec.json.encode(
-                [{"event_id": i, "subject": s, "payload": p} for i, s, p in outbox_rows]
-            ).decode(),
+            "outbox": rows_json(outbox_rows),
             "trace_context": tracing.context_text(),
             "channel": channel,
         },

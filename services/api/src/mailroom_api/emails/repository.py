@@ -11,6 +11,7 @@ import psycopg
 from mailroom_kit import tracing
 from mailroom_kit.db import Conn, columns, fetch_all, fetch_one
 from mailroom_kit.group_commit import statement_failed as statement_failed  # re-exported
+from mailroom_kit.outbox import rows_json
 from psycopg.types.json import Jsonb
 
 
@@ -650,9 +651,7 @@ _ACCEPT_BATCH = _accept_batch_sql(keyed=False)
 _ACCEPT_BATCH_KEYED = _accept_batch_sql(keyed=True)
 
 
-def _outbox_json(rows: list[tuple[str, str, bytes]]) -> str:
-    """(event id, subject, payload) rows as the batch statement's `outbox` JSON (payload base64)."""
-    return msgspec.json.encode([{"event_id": i, "subject": s, "payload": p} for i, s, p in rows]).decode()
+_outbox_json = rows_json  # (event id, subject, payload) rows as the statements' `outbox` JSON
 
 
 class BatchAcceptance(msgspec.Struct, frozen=True, kw_only=True):
