@@ -10,7 +10,15 @@ from html.parser import HTMLParser
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mailroom_contracts.message import _BLOCK, _SKIP, _VOID, _collapse, html_to_text
+from mailroom_contracts.message import (
+    _BLOCK,
+    _SKIP,
+    _VOID,
+    _collapse,
+    encoded_body_size,
+    generated_text_size_bound,
+    html_to_text,
+)
 
 # ----------------------------------------------------------------------------- the reference
 
@@ -165,6 +173,21 @@ MALFORMED = [*"<>/!-?='\"&; abcp", "<a", "</", "<!--", "<script>", "</script>", 
 def test_malformed_input_never_raises_and_stays_bounded(html: str) -> None:
     text = html_to_text(html)
     assert text.endswith("\n") and len(text.encode()) <= 3 * len(html.encode()) + 1
+
+
+WORST = ["<hr>", "<hr/>", "<br>", "<p/>", "<li>", "\n", "&nGt;", "&#128512;", "é", "\u2028", "x" * 80, "<pre>"]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.one_of(DOCUMENTS, st.lists(st.sampled_from([*MALFORMED, *WORST]), max_size=80).map("".join)))
+def test_the_size_bound_the_accept_counts_holds(html: str) -> None:
+    # Issue 15: the API checks the message size with this bound instead of converting.
+    assert encoded_body_size(html_to_text(html)) <= generated_text_size_bound(html)
+
+
+def test_the_size_bound_is_near_the_worst_case() -> None:
+    worst = "<hr>" * 1000  # 12 bytes of text (two line ends) per 4 bytes of html
+    assert encoded_body_size(html_to_text(worst)) <= generated_text_size_bound(worst) < 4 * 3 * len(worst)
 
 
 def test_the_constructs_it_reads() -> None:

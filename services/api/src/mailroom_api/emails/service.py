@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from mailroom_contracts import encode, events, subject_for
-from mailroom_contracts.message import INVITE_CONTENT_TYPE, INVITE_FILENAME, wire_address
+from mailroom_contracts.message import INVITE_CONTENT_TYPE, INVITE_FILENAME, html_to_text, wire_address
 from mailroom_kit import tracing
 from mailroom_kit.db import Conn, single_statement
 from mailroom_kit.ids import has_prefix, new_id
@@ -758,7 +758,8 @@ async def get_email(conn: Conn, principal: Principal, email_id: str, *, include_
     if include_content:
         content = {
             "html": row.html,
-            "text": row.text,
+            # As sent: the sender generates a missing text from the html, with the same function.
+            "text": row.text if row.text is not None or row.html is None else html_to_text(row.html),
             "headers": row.headers,
             "attachments": [AttachmentInfo(**a) for a in row.attachments],
             "content_expired_at": row.content_purged_at,
