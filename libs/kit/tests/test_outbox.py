@@ -239,3 +239,61 @@ async def test_a_window_that_was_not_full_is_not_followed_by_an_empty_one(setup:
         await asyncio.wait_for(task, 10)
     assert await setup.outbox_ids() == []
     assert await setup.stored_ids() == first + more
+
+
+async def test_a_stream_of_commits_is_relayed_in_shared_windows_and_a_lone_one_at_once(setup: Setup) -> None:
+    # issue 15: a window costs four statements and a round of acks whatever its size; under a
+    # stream of small commits the relay waits `linger_seconds` so one window takes several.
+    relay = CountingRelay(
+        setup.pool,
+        setup.js,
+        url=setup.url,
+        schema=setup.schema,
+        schedule_check_seconds=30,
+        linger_seconds=0.3,  # exaggerated, so the test cannot pass by timing luck
+        stream_gap_seconds=0.5,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+
+    async def commit(n: int) -> list[str]:
+        ids = await setup.add_rows(n)
+        async with setup.pool.connection() as conn:
+            await conn.execute("SELECT pg_notify(%s, '')", (outbox.channel(setup.schema),))
+        return ids
+
+    async def relayed_within(seconds: float) -> float:
+        started = time.monotonic()
+        while await setup.outbox_ids() and time.monotonic() < started + seconds:
+            await asyncio.sleep(0.005)
+        assert await setup.outbox_ids() == []
+        return time.monotonic() - started
+
+    try:
+        await asyncio.sleep(0.8)  # started, and quiet for longer than the stream gap
+        before = relay.windows
+        lone = await commit(1)
+        assert await relayed_within(2) < 0.25  # after a quiet spell: at once, no linger
+        assert relay.windows - before == 1
+        stream = await commit(1)  # right after that window: a stream
+        await asyncio.sleep(0.1)
+        stream += await commit(2)
+        took = await relayed_within(3)
+        assert relay.windows - before == 2  # the three rows of two commits in one window
+        assert took > 0.1  # (the second commit came 0.1 s in: the window waited for it)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert await setup.stored_ids() == lone + stream
+
+
+def test_a_relay_lingers_only_inside_a_stream() -> None:
+    relay = outbox.OutboxRelay(None, None, url="", schema="s", linger_seconds=0.01, stream_gap_seconds=0.05)  # type: ignore[arg-type]
+    off = outbox.OutboxRelay(None, None, url="", schema="s", linger_seconds=0)  # type: ignore[arg-type]
+
+    async def check() -> None:
+        now = asyncio.get_running_loop().time()
+        assert relay._lingers(now - 0.01) and not relay._lingers(now - 0.2)
+        assert not off._lingers(now)
+
+    asyncio.run(check())

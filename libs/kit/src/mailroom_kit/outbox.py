@@ -43,7 +43,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from mailroom_contracts import encode, subject_for
@@ -188,6 +188,14 @@ OnScheduledRelayed = Callable[[Conn, list[str]], Awaitable[None]]
 PrepareScheduled = Callable[[Conn, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
+# issue 15: a wake-up that comes less than STREAM_GAP_SECONDS after the last window ended is part of
+# a stream of commits; the relay then waits LINGER_SECONDS before its next window, so that window
+# takes the rows of several commits (each window costs four statements and a round of acks,
+# whatever its size). A lone commit after a quiet spell is relayed at once.
+LINGER_SECONDS: Final = 0.01
+STREAM_GAP_SECONDS: Final = 0.05
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -202,6 +210,8 @@ class OutboxRelay:
         schedule_check_seconds: float = 0.25,
         on_scheduled_relayed: OnScheduledRelayed | None = None,
         prepare_scheduled: PrepareScheduled | None = None,
+        linger_seconds: float = LINGER_SECONDS,
+        stream_gap_seconds: float = STREAM_GAP_SECONDS,
     ) -> None:
         if not 1 <= batch_size <= MAX_WINDOW:
             raise ValueError(f"batch_size must be 1..{MAX_WINDOW}")
@@ -215,6 +225,8 @@ class OutboxRelay:
         self._schedule_check = schedule_check_seconds
         self._on_scheduled_relayed = on_scheduled_relayed
         self._prepare_scheduled = prepare_scheduled
+        self._linger = linger_seconds
+        self._stream_gap = stream_gap_seconds
         # The scheduled rows, as the last scheduled window saw them: the loop time the next one
         # is due (None: none), when that window ran, and whether a wake-up since asks for another.
         self._due_at: float | None = None
@@ -287,6 +299,11 @@ class OutboxRelay:
             return 0
         return await self.relay_due_once()
 
+    def _lingers(self, ended: float) -> bool:
+        """Whether a wake-up now, the last window having ended at loop time `ended`, is part of a
+        stream of commits (then the next window waits `linger_seconds` for more of them)."""
+        return self._linger > 0 and asyncio.get_running_loop().time() - ended < self._stream_gap
+
     def _idle_wait(self) -> float:
         """How long to wait for a NOTIFY after an empty window: the poll interval, or less when
         a scheduled row falls due sooner, or a scheduled window was asked for but not yet taken."""
@@ -356,7 +373,10 @@ class OutboxRelay:
                     log.warning("outbox.relay_failed", schema=self._schema, error=repr(exc))
                     await sleep_until_stopped(stop, 1.0)
                     continue
-                await waker.wait(self._idle_wait())
+                ended = asyncio.get_running_loop().time()
+                woken = await waker.wait(self._idle_wait())
+                if woken and self._lingers(ended) and await sleep_until_stopped(stop, self._linger):
+                    return
                 # Any wake-up (a NOTIFY: every schedule change sends one; the poll; a due time)
                 # asks for a scheduled window, taken at most every `schedule_check_seconds`.
                 self._check_asked = True
