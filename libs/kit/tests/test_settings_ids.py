@@ -1,6 +1,9 @@
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mailroom_kit import ids
 from mailroom_kit.ids import has_prefix, new_id
 from mailroom_kit.settings import BaseSettings, SettingsError
 
@@ -38,3 +41,25 @@ def test_ids_are_prefixed_unique_and_sortable() -> None:
     assert len({new_id("evt") for _ in range(10_000)}) == 10_000
     with pytest.raises(ValueError):
         new_id("nope")
+
+
+def _loop_reference(millis: int, random: bytes) -> str:
+    """The id's 26 digits as first written: 5 bits at a time from the low end, Crockford's digits."""
+    value = (millis << 80) | int.from_bytes(random, "big")
+    chars = []
+    for _ in range(26):
+        chars.append("0123456789abcdefghjkmnpqrstvwxyz"[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+@settings(max_examples=500, derandomize=True)
+@given(st.integers(0, 2**48 - 1), st.binary(min_size=10, max_size=10))
+def test_the_base32_encoder_gives_the_digits_the_loop_gave(millis: int, random: bytes) -> None:
+    # issue 15: a table of digit pairs replaced the per-digit loop (7 -> ~4 us per id); the ids stay the same.
+    assert ids._encode(millis, random) == _loop_reference(millis, random)
+
+
+def test_the_encoder_at_the_edges() -> None:
+    assert ids._encode(0, bytes(10)) == "0" * 26
+    assert ids._encode(2**48 - 1, b"\xff" * 10) == _loop_reference(2**48 - 1, b"\xff" * 10) == "7" + "z" * 25

@@ -97,6 +97,9 @@ def request_logging(service: str, *, quiet_paths: Collection[str] = DEFAULT_QUIE
     """Request ids, the `http.request` summary line and `mailroom_http_*` metrics for `service`.
     Requests to `quiet_paths` (probes, scrapes) get the header but no line and no metric."""
     quiet = frozenset(quiet_paths)
+    # (route template, method, status) → its counter and histogram children: few keys (templates,
+    # not paths), so the dict stays small.
+    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def before_send(message: Message, scope: Scope) -> None:
         if scope["type"] != "http" or message["type"] != "http.response.start":
@@ -117,12 +120,18 @@ def request_logging(service: str, *, quiet_paths: Collection[str] = DEFAULT_QUIE
         # None when Litestar answered before routing (unknown route or method): nothing timed it.
         seconds = time.perf_counter() - started if started is not None else None
         route = scope.get("path_template") or "unmatched"  # set by Litestar's router once it matched
-        code = str(status)
-        HTTP_REQUESTS.labels(
-            service=service, route=route, method=method if method in _METHODS else "OTHER", status=code
-        ).inc()
+        labelled = method if method in _METHODS else "OTHER"  # (a client's method is not a key)
+        key = (route, labelled, status)
+        counted = children.get(key)
+        if counted is None:  # labels() takes a lock and builds its key each time: once per key
+            code = str(status)
+            counted = children[key] = (
+                HTTP_REQUESTS.labels(service=service, route=route, method=labelled, status=code),
+                HTTP_REQUEST_SECONDS.labels(service=service, route=route, status=code),
+            )
+        counted[0].inc()
         if seconds is not None:
-            HTTP_REQUEST_SECONDS.labels(service=service, route=route, status=code).observe(seconds)
+            counted[1].observe(seconds)
         # A route whose path holds a capability (an unsubscribe token) logs its template instead:
         # `add_log_fields(scope, path="/v1/unsubscribe/{token}")`.
         fields = {"path": path, **state.get(LOG_FIELDS_KEY, {})}
