@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -637,6 +638,56 @@ async def test_successes_that_finish_together_share_a_settling_statement(
     assert len(await attempts_of(db, webhook_id)) == emails
     assert dispatcher.successes.items == emails
     assert dispatcher.successes.statements <= 3  # two waited behind the lock, the rest went together
+
+
+async def test_a_stream_of_fan_outs_is_claimed_in_shared_rounds_and_a_lone_one_at_once(
+    start_service: Any, publisher: Any, receiver: Any, h: Any
+) -> None:
+    """issue 15: each claim is a transaction whatever it takes; a wake-up inside a stream of fan-outs
+    waits `linger_seconds` so that one claim takes several deliveries. A lone one is not delayed."""
+    from mailroom_webhooks.dispatcher import Dispatcher
+    from mailroom_webhooks.netpolicy import AddressPolicy
+    from mailroom_webhooks.signing import SecretBox
+    from mailroom_webhooks.transport import build_client
+
+    claims: list[int] = []
+
+    class Counting(Dispatcher):
+        async def dispatch_once(self, limit: int) -> int:
+            claimed = await super().dispatch_once(limit)
+            if claimed:
+                claims.append(claimed)
+            return claimed
+
+    svc = await start_service(workers=("rpc_responders", "email_events"))
+    tenant = new_id("ten")
+    await create(svc.nc, tenant, receiver.url("/stream"), ["email.queued"])
+    s, rt = svc.settings, svc.runtime
+    stop = asyncio.Event()
+    async with build_client(AddressPolicy(s.allowed_networks()), timeout=5.0) as client:
+        dispatcher = Counting(
+            rt.pool, s, client, SecretBox(s.fernet_keys()), linger_seconds=0.3, stream_gap_seconds=0.4
+        )
+        task = asyncio.create_task(dispatcher.run(stop))
+        try:
+            await asyncio.sleep(1.2)  # listening, and quiet for longer than the stream gap
+            lone = queued(tenant)
+            published = time.monotonic()
+            await publisher.publish(lone)
+            [first] = await receiver.wait_for("/stream", 1, timeout=5)
+            assert time.monotonic() - published < 0.3  # no linger for it
+            events = [queued(tenant) for _ in range(5)]
+            for event in events:  # every 50 ms
+                await publisher.publish(event)
+                await asyncio.sleep(0.05)
+            posts = await receiver.wait_for("/stream", 6, timeout=10)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+    assert sorted(p.headers["webhook-id"] for p in posts) == sorted(e.event_id for e in [lone, *events])
+    assert first.headers["webhook-id"] == lone.event_id
+    assert claims[0] == 1 and sum(claims) == 6
+    assert len(claims) <= 3, claims  # the lone one, then the stream in one or two claims (not five)
 
 
 async def test_event_whose_email_never_queued_is_delivered_partially_after_waiting(

@@ -43,7 +43,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 from mailroom_contracts import encode, subject_for
@@ -54,7 +54,7 @@ from mailroom_kit import tracing
 from mailroom_kit.db import Conn, Pool
 from mailroom_kit.logging import get_logger
 from mailroom_kit.metrics import OUTBOX_PUBLISHED
-from mailroom_kit.wake import PgWaker, sleep_until_stopped
+from mailroom_kit.wake import LINGER_SECONDS, STREAM_GAP_SECONDS, PgWaker, sleep_until_stopped
 
 log = get_logger(__name__)
 
@@ -188,14 +188,6 @@ OnScheduledRelayed = Callable[[Conn, list[str]], Awaitable[None]]
 PrepareScheduled = Callable[[Conn, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
-# issue 15: a wake-up that comes less than STREAM_GAP_SECONDS after the last window ended is part of
-# a stream of commits; the relay then waits LINGER_SECONDS before its next window, so that window
-# takes the rows of several commits (each window costs four statements and a round of acks,
-# whatever its size). A lone commit after a quiet spell is relayed at once.
-LINGER_SECONDS: Final = 0.01
-STREAM_GAP_SECONDS: Final = 0.05
-
-
 class OutboxRelay:
     def __init__(
         self,
@@ -299,10 +291,10 @@ class OutboxRelay:
             return 0
         return await self.relay_due_once()
 
-    def _lingers(self, ended: float) -> bool:
-        """Whether a wake-up now, the last window having ended at loop time `ended`, is part of a
-        stream of commits (then the next window waits `linger_seconds` for more of them)."""
-        return self._linger > 0 and asyncio.get_running_loop().time() - ended < self._stream_gap
+    def _lingers(self, busy_at: float) -> bool:
+        """Whether a wake-up now, the last window that relayed rows having ended at loop time
+        `busy_at`, is part of a stream of commits (the next window then waits `linger_seconds`)."""
+        return self._linger > 0 and asyncio.get_running_loop().time() - busy_at < self._stream_gap
 
     def _idle_wait(self) -> float:
         """How long to wait for a NOTIFY after an empty window: the poll interval, or less when
@@ -353,6 +345,7 @@ class OutboxRelay:
         """Relay until `stop` is set (returns at once); woken by NOTIFY, polling as a fallback,
         and at the moment the next scheduled row falls due."""
         async with PgWaker(self._url, channel(self._schema), stop=stop) as waker:
+            busy_at = -float("inf")  # when the last window relayed rows (the polls' do not count)
             while not stop.is_set():
                 waker.clear()  # before looking: a commit during the batch wakes the next wait
                 try:
@@ -360,6 +353,7 @@ class OutboxRelay:
                         relayed = await self.relay_once()
                         if relayed:  # new commits, maybe a schedule change among them
                             self._check_asked = True
+                            busy_at = asyncio.get_running_loop().time()
                         due = await self._relay_due_if_time()
                         # issue 15: a window that was not full took every row there was to take;
                         # a row committed since has its NOTIFY set the waker (cleared before the
@@ -373,9 +367,8 @@ class OutboxRelay:
                     log.warning("outbox.relay_failed", schema=self._schema, error=repr(exc))
                     await sleep_until_stopped(stop, 1.0)
                     continue
-                ended = asyncio.get_running_loop().time()
                 woken = await waker.wait(self._idle_wait())
-                if woken and self._lingers(ended) and await sleep_until_stopped(stop, self._linger):
+                if woken and self._lingers(busy_at) and await sleep_until_stopped(stop, self._linger):
                     return
                 # Any wake-up (a NOTIFY: every schedule change sends one; the poll; a due time)
                 # asks for a scheduled window, taken at most every `schedule_check_seconds`.

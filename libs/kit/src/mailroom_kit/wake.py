@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 from types import TracebackType
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from psycopg import AsyncConnection
 
@@ -25,6 +25,14 @@ _T = TypeVar("_T")
 
 class Stopped(Exception):
     """`until_stopped` gave up on its awaitable because `stop` was set."""
+
+
+# issue 15: a loop woken by each commit (the outbox relay, the webhooks dispatcher) pays the same
+# few statements per round whatever the round takes. A wake-up less than STREAM_GAP_SECONDS after
+# the last round ended is part of a stream of commits: the loop then waits LINGER_SECONDS, so the
+# next round takes several commits' work. Work that comes alone after a quiet spell is not delayed.
+LINGER_SECONDS: Final = 0.01
+STREAM_GAP_SECONDS: Final = 0.05
 
 
 async def sleep_until_stopped(stop: asyncio.Event, seconds: float) -> bool:

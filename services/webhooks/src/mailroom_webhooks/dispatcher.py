@@ -19,7 +19,7 @@ from mailroom_kit import tracing
 from mailroom_kit.db import Pool
 from mailroom_kit.group_commit import Alone, GroupWriter
 from mailroom_kit.logging import get_logger
-from mailroom_kit.wake import PgWaker
+from mailroom_kit.wake import LINGER_SECONDS, STREAM_GAP_SECONDS, PgWaker, sleep_until_stopped
 
 from mailroom_webhooks import delivery, service
 from mailroom_webhooks import repository as repo
@@ -50,8 +50,12 @@ class Dispatcher:
         box: SecretBox,
         *,
         clock: Clock = system_clock,
+        linger_seconds: float = LINGER_SECONDS,
+        stream_gap_seconds: float = STREAM_GAP_SECONDS,
     ) -> None:
         self._pool = pool
+        self._linger = linger_seconds
+        self._stream_gap = stream_gap_seconds
         self._settings = settings
         self._client = client
         self._box = box
@@ -74,6 +78,8 @@ class Dispatcher:
         finished attempts, polling as the fallback."""
         async with PgWaker(self._settings.database_url, repo.DELIVERIES_CHANNEL, stop=stop) as waker:
             self._waker = waker
+            loop = asyncio.get_running_loop()
+            busy_at = -float("inf")  # when the last claim took something
             try:
                 while not stop.is_set():
                     waker.clear()
@@ -84,9 +90,17 @@ class Dispatcher:
                             claimed = await self.dispatch_once(free)
                         except Exception as exc:  # Postgres down: try again shortly
                             log.warning("webhook.claim_failed", error=repr(exc))
+                    if claimed:
+                        busy_at = loop.time()
                     if free > 0 and claimed == free:
                         continue  # there may be more due right now
-                    await waker.wait(self._settings.poll_interval_seconds)
+                    woken = await waker.wait(self._settings.poll_interval_seconds)
+                    # issue 15: inside a stream of fan-outs (a wake-up soon after a claim that
+                    # took some), one claim for several: a claim is a transaction whatever it
+                    # takes. A lone one after a quiet spell is claimed at once.
+                    streaming = loop.time() - busy_at < self._stream_gap
+                    if woken and self._linger > 0 and streaming and await sleep_until_stopped(stop, self._linger):
+                        break
             finally:
                 self._waker = None
                 await self.drain(grace=min(self._settings.timeout_seconds, 10.0))
