@@ -101,7 +101,12 @@ def test_an_html_only_email_is_measured_with_the_text_the_sender_will_generate()
 
 def test_a_small_html_only_email_is_not_converted_on_the_accept_path(monkeypatch: pytest.MonkeyPatch) -> None:
     converted: list[str] = []
-    monkeypatch.setattr(validation, "html_to_text", lambda html: converted.append(html) or "")
+
+    def convert(html: str) -> str:
+        converted.append(html)
+        return ""
+
+    monkeypatch.setattr(validation, "html_to_text", convert)
     req = SendEmail(from_="a@anything.test", to=["b@example.test"], subject="hi", html="<p>Shipped.</p>")
     assert validation.validate_send(req, max_message_bytes=10 * 2**20).text is None
     assert converted == []
