@@ -519,6 +519,4 @@ def generated_text_size_bound(html: str) -> int:
     checks the message size with it and leaves the conversion to the sender). The text is at most
     3 UTF-8 bytes per byte of html plus its final line end (an `<hr>`'s 4 bytes give 12; tested);
     CRLF line ends at most double that, and base64 is the dearer encoding."""
-    raw = 2 * (3 * len(html.encode("utf-8")) + 1) + 2
-    full, rest = divmod(raw, _BASE64_CHUNK)
-    return full * (_BASE64_CHUNK // 3 * 4 + 2) + ((rest + 2) // 3 * 4 + 2 if rest else 0)
+    return base64_body_size(2 * (3 * len(html.encode("utf-8")) + 1) + 2)
