@@ -18,6 +18,7 @@ from mailroom_kit import outbox
 from mailroom_kit.db import Pool, open_pool
 from mailroom_kit.jetstream import reconcile
 from mailroom_kit.migrations import migrate
+from mailroom_kit.wake import StreamLinger
 from nats.js import JetStreamContext
 
 FIXTURE_MIGRATIONS = Path(__file__).parent / "fixture_migrations"
@@ -288,12 +289,13 @@ async def test_a_stream_of_commits_is_relayed_in_shared_windows_and_a_lone_one_a
 
 
 def test_a_relay_lingers_only_inside_a_stream() -> None:
-    relay = outbox.OutboxRelay(None, None, url="", schema="s", linger_seconds=0.01, stream_gap_seconds=0.05)  # type: ignore[arg-type]
-    off = outbox.OutboxRelay(None, None, url="", schema="s", linger_seconds=0)  # type: ignore[arg-type]
+    relay = StreamLinger(linger_seconds=0.01, stream_gap_seconds=0.05)
+    off = StreamLinger(linger_seconds=0)
 
-    async def check() -> None:
-        now = asyncio.get_running_loop().time()
-        assert relay._lingers(now - 0.01) and not relay._lingers(now - 0.2)
-        assert not off._lingers(now)
-
-    asyncio.run(check())
+    now = time.monotonic()
+    relay.busy(now - 0.01)
+    assert relay.streaming()
+    relay.busy(now - 0.2)
+    assert not relay.streaming()
+    off.busy()
+    assert not off.streaming()

@@ -54,7 +54,7 @@ from mailroom_kit import tracing
 from mailroom_kit.db import Conn, Pool
 from mailroom_kit.logging import get_logger
 from mailroom_kit.metrics import OUTBOX_PUBLISHED
-from mailroom_kit.wake import LINGER_SECONDS, STREAM_GAP_SECONDS, PgWaker, sleep_until_stopped
+from mailroom_kit.wake import LINGER_SECONDS, STREAM_GAP_SECONDS, PgWaker, StreamLinger, sleep_until_stopped
 
 log = get_logger(__name__)
 
@@ -291,11 +291,6 @@ class OutboxRelay:
             return 0
         return await self.relay_due_once()
 
-    def _lingers(self, busy_at: float) -> bool:
-        """Whether a wake-up now, the last window that relayed rows having ended at loop time
-        `busy_at`, is part of a stream of commits (the next window then waits `linger_seconds`)."""
-        return self._linger > 0 and asyncio.get_running_loop().time() - busy_at < self._stream_gap
-
     def _idle_wait(self) -> float:
         """How long to wait for a NOTIFY after an empty window: the poll interval, or less when
         a scheduled row falls due sooner, or a scheduled window was asked for but not yet taken."""
@@ -345,7 +340,7 @@ class OutboxRelay:
         """Relay until `stop` is set (returns at once); woken by NOTIFY, polling as a fallback,
         and at the moment the next scheduled row falls due."""
         async with PgWaker(self._url, channel(self._schema), stop=stop) as waker:
-            busy_at = -float("inf")  # when the last window relayed rows (the polls' do not count)
+            linger = StreamLinger(self._linger, self._stream_gap)  # busy: a window that relayed rows
             while not stop.is_set():
                 waker.clear()  # before looking: a commit during the batch wakes the next wait
                 try:
@@ -353,7 +348,7 @@ class OutboxRelay:
                         relayed = await self.relay_once()
                         if relayed:  # new commits, maybe a schedule change among them
                             self._check_asked = True
-                            busy_at = asyncio.get_running_loop().time()
+                            linger.busy()
                         due = await self._relay_due_if_time()
                         # issue 15: a window that was not full took every row there was to take;
                         # a row committed since has its NOTIFY set the waker (cleared before the
@@ -367,8 +362,7 @@ class OutboxRelay:
                     log.warning("outbox.relay_failed", schema=self._schema, error=repr(exc))
                     await sleep_until_stopped(stop, 1.0)
                     continue
-                woken = await waker.wait(self._idle_wait())
-                if woken and self._lingers(busy_at) and await sleep_until_stopped(stop, self._linger):
+                if await waker.wait(self._idle_wait()) and await linger.pause(stop):
                     return
                 # Any wake-up (a NOTIFY: every schedule change sends one; the poll; a due time)
                 # asks for a scheduled window, taken at most every `schedule_check_seconds`.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable
 from types import TracebackType
 from typing import Final, TypeVar
@@ -29,10 +30,33 @@ class Stopped(Exception):
 
 # issue 15: a loop woken by each commit (the outbox relay, the webhooks dispatcher) pays the same
 # few statements per round whatever the round takes. A wake-up less than STREAM_GAP_SECONDS after
-# the last round ended is part of a stream of commits: the loop then waits LINGER_SECONDS, so the
-# next round takes several commits' work. Work that comes alone after a quiet spell is not delayed.
+# the last round that found work is part of a stream of commits: the loop then waits
+# LINGER_SECONDS, so the next round takes several commits' work. Work that comes alone after a
+# quiet spell is not delayed.
 LINGER_SECONDS: Final = 0.01
 STREAM_GAP_SECONDS: Final = 0.05
+
+
+class StreamLinger:
+    """The pause above, for one loop: `busy()` after a round that found work, `pause(stop)` after
+    each wake-up (it waits only inside a stream; `linger_seconds` 0 turns it off)."""
+
+    def __init__(self, linger_seconds: float = LINGER_SECONDS, stream_gap_seconds: float = STREAM_GAP_SECONDS):
+        self.linger_seconds = linger_seconds
+        self.stream_gap_seconds = stream_gap_seconds
+        self._busy_at = -float("inf")
+
+    def busy(self, at: float | None = None) -> None:
+        self._busy_at = time.monotonic() if at is None else at
+
+    def streaming(self) -> bool:
+        return self.linger_seconds > 0 and time.monotonic() - self._busy_at < self.stream_gap_seconds
+
+    async def pause(self, stop: asyncio.Event) -> bool:
+        """Wait `linger_seconds` if inside a stream; True if `stop` was set (the loop should end)."""
+        if not self.streaming():
+            return stop.is_set()
+        return await sleep_until_stopped(stop, self.linger_seconds)
 
 
 async def sleep_until_stopped(stop: asyncio.Event, seconds: float) -> bool:

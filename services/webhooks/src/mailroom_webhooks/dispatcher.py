@@ -19,7 +19,7 @@ from mailroom_kit import tracing
 from mailroom_kit.db import Pool
 from mailroom_kit.group_commit import Alone, GroupWriter
 from mailroom_kit.logging import get_logger
-from mailroom_kit.wake import LINGER_SECONDS, STREAM_GAP_SECONDS, PgWaker, sleep_until_stopped
+from mailroom_kit.wake import LINGER_SECONDS, STREAM_GAP_SECONDS, PgWaker, StreamLinger
 
 from mailroom_webhooks import delivery, service
 from mailroom_webhooks import repository as repo
@@ -78,8 +78,7 @@ class Dispatcher:
         finished attempts, polling as the fallback."""
         async with PgWaker(self._settings.database_url, repo.DELIVERIES_CHANNEL, stop=stop) as waker:
             self._waker = waker
-            loop = asyncio.get_running_loop()
-            busy_at = -float("inf")  # when the last claim took something
+            linger = StreamLinger(self._linger, self._stream_gap)  # busy: a claim that took some
             try:
                 while not stop.is_set():
                     waker.clear()
@@ -91,15 +90,11 @@ class Dispatcher:
                         except Exception as exc:  # Postgres down: try again shortly
                             log.warning("webhook.claim_failed", error=repr(exc))
                     if claimed:
-                        busy_at = loop.time()
+                        linger.busy()
                     if free > 0 and claimed == free:
                         continue  # there may be more due right now
-                    woken = await waker.wait(self._settings.poll_interval_seconds)
-                    # issue 15: inside a stream of fan-outs (a wake-up soon after a claim that
-                    # took some), one claim for several: a claim is a transaction whatever it
-                    # takes. A lone one after a quiet spell is claimed at once.
-                    streaming = loop.time() - busy_at < self._stream_gap
-                    if woken and self._linger > 0 and streaming and await sleep_until_stopped(stop, self._linger):
+                    # issue 15: inside a stream of fan-outs, one claim (a transaction) for several.
+                    if await waker.wait(self._settings.poll_interval_seconds) and await linger.pause(stop):
                         break
             finally:
                 self._waker = None
