@@ -62,6 +62,9 @@ def test_an_operator_sees_the_email_in_every_services_metrics(stack: Stack, tena
         samples = scrape(stack, service)
         assert any(n == "mailroom_outbox_backlog" and ls == {"schema": service} for n, ls, _ in samples), service
     assert any(n == "mailroom_consumer_pending" and ls == {"consumer": "sender-queued"} for n, ls, _ in sender)
+    # every service froze its startup heap out of the garbage collector's reach (mailroom_kit.heap)
+    for service in SERVICES:
+        assert total(scrape(stack, service), "mailroom_gc_frozen_objects") > 10_000, service
     assert any(n == "mailroom_consumer_redelivered" for n, _, _ in sender)
     # the webhook delivery backlog, by state (read at start and every metrics interval)
     wait_for(

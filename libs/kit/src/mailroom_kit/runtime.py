@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailroom_kit import inbox, outbox, tracing
 from mailroom_kit.db import Pool, open_pool
+from mailroom_kit.heap import freeze_startup_heap
 from mailroom_kit.http import request_logging
 from mailroom_kit.jetstream import connect, reconcile
 from mailroom_kit.logging import configure_logging, get_logger
@@ -230,6 +231,7 @@ async def serve(
     if on_start is not None:
         await on_start(runtime)
     server = _Server(server_config(build_app(runtime), service=name, host=settings.host, port=settings.port))
+    frozen = freeze_startup_heap()  # the startup's objects out of the collector's reach (mailroom_kit.heap)
     retention = retention_worker(
         [Purge("inbox", settings.inbox_retention_days * DAY, inbox.purge), *purges],
         interval_seconds=settings.retention_interval_seconds,
@@ -241,7 +243,7 @@ async def serve(
     # A child binds its own SO_REUSEPORT socket: the kernel spreads connections over the copies.
     sockets = [reuse_port_socket(settings.host, settings.port)] if child else None
     http = asyncio.create_task(server.serve(sockets=sockets), name="http")
-    log.info("service.started", host=settings.host, port=settings.port, process=process_index())
+    log.info("service.started", host=settings.host, port=settings.port, process=process_index(), gc_frozen=frozen)
     stopper = asyncio.create_task(runtime.stop.wait())
     done, _ = await asyncio.wait([stopper, http, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for t in done:
