@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import uvicorn
 from litestar import Litestar, Request, get, post
+from litestar.response import Stream
 from mailroom_devstack.infra import free_port
 from mailroom_kit.http import request_logging
-from mailroom_kit.server import MAX_HEAD_BYTES, server_config
+from mailroom_kit.server import MAX_HEAD_BYTES, CoalescingTransport, server_config
 
 
 class _Server(uvicorn.Server):
@@ -28,6 +29,16 @@ def hello() -> dict[str, str]:
     return {"hello": "world"}
 
 
+@get("/stream")
+async def stream() -> Stream:
+    async def chunks() -> Any:
+        for n in range(3):
+            await asyncio.sleep(0.01)  # each chunk in an event-loop iteration of its own
+            yield f"chunk{n};".encode()
+
+    return Stream(chunks())
+
+
 @post("/size", status_code=200)
 async def size(request: Request[Any, Any, Any]) -> dict[str, int]:
     return {"size": len(await request.body())}
@@ -36,7 +47,9 @@ async def size(request: Request[Any, Any, Any]) -> dict[str, int]:
 @pytest.fixture(params=["httptools", "h11"])
 async def port(request: pytest.FixtureRequest) -> AsyncIterator[int]:
     logging = request_logging("test")
-    app = Litestar([hello, size], middleware=logging.middleware, before_send=logging.before_send, logging_config=None)
+    app = Litestar(
+        [hello, size, stream], middleware=logging.middleware, before_send=logging.before_send, logging_config=None
+    )
     chosen = free_port()
     server = _Server(server_config(app, service="test", host="127.0.0.1", port=chosen, http=request.param))
     task = asyncio.create_task(server.serve())
@@ -105,3 +118,59 @@ async def test_a_large_body_in_the_same_packet_as_its_head_is_not_a_large_head(p
     )
     status, _, answer = await raw(port, request)
     assert status == 200 and json.loads(answer) == {"size": len(body)}
+
+
+async def test_keep_alive_responses_each_arrive_whole(port: int) -> None:
+    """The writes a response makes are held to the end of the loop iteration, never beyond it: on a
+    kept-alive connection (no close to flush them) each answer arrives before the next request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(3):
+            writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
+            assert json.loads(await asyncio.wait_for(reader.readexactly(length), 5)) == {"hello": "world"}
+    finally:
+        writer.close()
+
+
+async def test_a_streamed_body_arrives_chunk_by_chunk(port: int) -> None:
+    status, _, body = await raw(port, b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 200 and b"chunk0;" in body and b"chunk2;" in body
+
+
+class _Recording:
+    """Stands in for the socket transport: what CoalescingTransport hands it."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+async def test_writes_of_one_iteration_go_out_as_one() -> None:
+    inner = _Recording()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(b"body")
+    assert inner.writes == []  # held until the iteration ends
+    await asyncio.sleep(0)
+    assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+    transport.write(b"later")
+    await asyncio.sleep(0)
+    assert inner.writes[1:] == [b"later"]
+    transport.write(b"last words")
+    transport.close()  # what is held goes out before the close
+    assert inner.writes[2:] == [b"last words"] and inner.closed
+    await asyncio.sleep(0)  # the scheduled flush finds nothing left to write
+    assert len(inner.writes) == 3
+    assert transport.get_extra_info("peername") == "info:peername"

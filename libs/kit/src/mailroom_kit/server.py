@@ -67,11 +67,51 @@ class SpecErrorH11Protocol(H11Protocol):
         self.transport.close()
 
 
+class CoalescingTransport:
+    """The connection's transport, with the writes of one event-loop iteration sent together.
+
+    uvicorn writes a response's head and its body with a `write` each, so every response cost two
+    send syscalls (on loopback each also runs the receiving end's TCP processing) and woke the
+    client twice (issue 15). Held writes go out, joined, in a callback at the end of the current
+    iteration (a head and a body sent one after the other by the app share it; a streamed body's
+    later chunks go out in their own iterations), or at once when the connection closes. Every
+    other attribute is the transport's own."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is None:
+            self._held = [data]
+            self._loop.call_soon(self.flush)
+        else:
+            self._held.append(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class SpecErrorHttpToolsProtocol(HttpToolsProtocol):
     service = "service"
     # Bytes received of a request head that has not ended yet (llhttp itself has no limit).
     _head_bytes = 0
     _in_head = True
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
