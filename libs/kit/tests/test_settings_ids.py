@@ -1,3 +1,4 @@
+import os
 import time
 
 import pytest
@@ -63,3 +64,29 @@ def test_the_base32_encoder_gives_the_digits_the_loop_gave(millis: int, random: 
 def test_the_encoder_at_the_edges() -> None:
     assert ids._encode(0, bytes(10)) == "0" * 26
     assert ids._encode(2**48 - 1, b"\xff" * 10) == _loop_reference(2**48 - 1, b"\xff" * 10) == "7" + "z" * 25
+
+
+def test_a_forked_child_draws_random_bits_of_its_own() -> None:
+    """The random bits come from a block of os.urandom; a child must not replay its parent's block."""
+    new_id("msg")  # the parent has a block in use
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out at once
+        os.write(write, new_id("msg").encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    parent = new_id("msg")
+    assert has_prefix(child, "msg") and child[-16:] != parent[-16:]
+
+
+def test_the_time_digits_are_the_millisecond_of_the_call() -> None:
+    """The first ten digits are kept for the millisecond they encode: a later millisecond gets its own."""
+    for _ in range(3):
+        before = int(time.time() * 1000)
+        made = new_id("evt")
+        after = int(time.time() * 1000)
+        assert ids._encode(before, bytes(10))[:10] <= made[4:14] <= ids._encode(after, bytes(10))[:10]
+        time.sleep(0.002)
