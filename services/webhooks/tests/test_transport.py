@@ -76,3 +76,58 @@ async def test_unresolvable_host_is_a_connect_error() -> None:
     async with build_client(LOOPBACK, timeout=5, resolver=fixed({})) as client:
         with pytest.raises(httpx.ConnectError):
             await client.post("http://nowhere.invalid/x", content=b"{}")
+
+
+async def _closing_server(served: list[int]) -> Any:
+    """Answers each request with 200 and a kept-alive connection, then closes it 50 ms later (as a
+    server whose idle timeout is short does)."""
+    import asyncio
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
+        await reader.readexactly(length)
+        served.append(1)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_a_connection_the_server_closed_is_not_reused() -> None:
+    """The pool asks the stream whether an idle connection has received anything (the server's
+    close) before reusing it; a stream that said no would send the next delivery into a closed
+    socket and fail it."""
+    import asyncio
+
+    served: list[int] = []
+    server = await _closing_server(served)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with build_client(LOOPBACK, timeout=5, resolver=fixed({"hook.test": ["127.0.0.1"]})) as client:
+            for _ in range(3):
+                response = await client.post(f"http://hook.test:{port}/", content=b"{}")
+                assert response.status_code == 200 and response.content == b"ok"
+                await asyncio.sleep(0.2)  # the server has closed the connection by now
+    finally:
+        server.close()
+    assert len(served) == 3
+
+
+async def test_a_read_timeout_is_httpx_read_timeout(receiver: Any) -> None:
+    import asyncio
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)  # never answers
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with build_client(LOOPBACK, timeout=0.3, resolver=fixed({"hook.test": ["127.0.0.1"]})) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(f"http://hook.test:{port}/", content=b"{}")
+    finally:
+        server.close()
