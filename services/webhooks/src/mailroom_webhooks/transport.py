@@ -111,36 +111,23 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         return None
 
 
-class AsyncioBackend(httpcore.AsyncNetworkBackend):
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, local_addr=(local_address, 0) if local_address else None
-                )
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        sock = writer.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return AsyncioStream(reader, writer)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not webhook targets")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+async def open_stream(
+    address: str, port: int, *, timeout: float | None, local_address: str | None, socket_options: Iterable[Any]
+) -> AsyncioStream:
+    """A TCP connection to `address` (an IP the policy allowed) on asyncio's streams."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                address, port, local_addr=(local_address, 0) if local_address else None
+            )
+    except TimeoutError:
+        raise httpcore.ConnectTimeout(f"connecting to {address}:{port} timed out") from None
+    except OSError as exc:
+        raise httpcore.ConnectError(str(exc)) from exc
+    sock = writer.get_extra_info("socket")
+    for option in socket_options:
+        sock.setsockopt(*option)
+    return AsyncioStream(reader, writer)
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -149,11 +136,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         policy: AddressPolicy,
         *,
         resolver: Resolver = system_resolver,
-        inner: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         self._policy = policy
         self._resolve = resolver
-        self._inner = inner or AsyncioBackend()
 
     async def connect_tcp(
         self,
@@ -176,8 +161,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         last: Exception | None = None
         for address in allowed:
             try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                return await open_stream(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options or ()
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
@@ -193,7 +178,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         raise httpcore.ConnectError("unix sockets are not webhook targets")
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
 # Most specific first: the first isinstance match wins.
