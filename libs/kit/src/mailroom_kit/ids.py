@@ -21,7 +21,7 @@ PREFIXES = frozenset({"msg", "dom", "key", "tpl", "wh", "evt", "whd", "ten", "re
 
 
 class _Source:
-    __slots__ = ("block", "lock", "millis", "offset", "time_digits")
+    __slots__ = ("block", "lock", "offset", "stamp")
 
     def __init__(self) -> None:
         self.reset()
@@ -30,8 +30,9 @@ class _Source:
         self.lock = threading.Lock()
         self.block = b""
         self.offset = _BLOCK
-        self.millis = -1
-        self.time_digits = ""
+        # (millisecond, its ten digits): one attribute, so a thread never pairs one millisecond
+        # with another's digits.
+        self.stamp: tuple[int, str] = (-1, "")
 
     def random(self) -> bytes:
         with self.lock:
@@ -51,10 +52,11 @@ def new_id(prefix: str) -> str:
         raise ValueError(f"unknown id prefix {prefix!r}")
     millis = int(time.time() * 1000)
     source = _source
-    if millis != source.millis:
-        source.time_digits = _time_digits(millis)
-        source.millis = millis
-    return prefix + "_" + source.time_digits + _random_digits(source.random())
+    cached, digits = source.stamp
+    if millis != cached:
+        digits = _time_digits(millis)
+        source.stamp = (millis, digits)
+    return prefix + "_" + digits + _random_digits(source.random())
 
 
 def _time_digits(millis: int) -> str:
