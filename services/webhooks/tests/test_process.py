@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -17,9 +18,8 @@ from mailroom_devstack.infra import free_port
 from mailroom_kit import rpc
 
 
-async def test_process_starts_ready_and_stops(webhooks_db: str, js_ready: str, h: Any) -> None:
-    port = free_port()
-    env = {
+def service_env(port: int, webhooks_db: str, js_ready: str, h: Any) -> dict[str, str]:
+    return {
         **os.environ,
         "MAILROOM_DATABASE_URL": webhooks_db,
         "MAILROOM_NATS_URL": js_ready,
@@ -27,6 +27,11 @@ async def test_process_starts_ready_and_stops(webhooks_db: str, js_ready: str, h
         "MAILROOM_WEBHOOKS_SECRET_KEY": h.FERNET_KEY,
         "MAILROOM_LOG_FORMAT": "json",
     }
+
+
+async def test_process_starts_ready_and_stops(webhooks_db: str, js_ready: str, h: Any) -> None:
+    port = free_port()
+    env = service_env(port, webhooks_db, js_ready, h)
     migrate = subprocess.run(
         [sys.executable, "-m", "mailroom_webhooks", "migrate"], env=env, capture_output=True, timeout=60
     )
@@ -63,3 +68,26 @@ async def test_process_starts_ready_and_stops(webhooks_db: str, js_ready: str, h
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert h.FERNET_KEY.encode() not in err
+
+
+def test_a_taken_port_stops_the_process_with_exit_code_1(webhooks_db: str, js_ready: str, h: Any) -> None:
+    """uvicorn answers a port it cannot bind with `sys.exit(1)` inside its task; the process used to
+    hang there for ever (alive, listening nowhere), so an orchestrator saw a pod that never got ready
+    rather than one that crashed — and a test stack waited out its 90 s."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = service_env(taken.getsockname()[1], webhooks_db, js_ready, h)
+        subprocess.run([sys.executable, "-m", "mailroom_webhooks", "migrate"], env=env, check=True, capture_output=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailroom_webhooks", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1, err.decode()[-2000:]
+    assert b"address already in use" in err and b'"event":"service.stopped"' in err

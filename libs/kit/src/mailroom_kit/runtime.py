@@ -143,6 +143,16 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:  # the runner owns signals
         yield
 
+    async def serve(self, sockets: list[Any] | None = None) -> None:
+        """uvicorn's, with a failed start (its port taken: uvicorn calls `sys.exit(1)`) an ordinary
+        crash of the `http` task, so `serve` stops the service and exits 1. A SystemExit raised in a
+        task instead leaves the event loop at once, and asyncio's runner then waited for ever on the
+        tasks it cancelled: the process hung, alive but not listening."""
+        try:
+            await super().serve(sockets=sockets)
+        except SystemExit as exc:
+            raise RuntimeError(f"the HTTP server did not start (uvicorn exit {exc.code})") from None
+
 
 Worker = Callable[[Runtime[S]], Coroutine[Any, Any, None]]
 
@@ -215,22 +225,53 @@ async def serve(
         max_size=settings.db_pool_max,
         timeout=settings.db_pool_timeout_seconds,
     )
-    nc = await connect(settings.nats_url, name=f"mailroom-{name}")
-    js = nc.jetstream()
-    await reconcile(js, STREAMS, consumers, replicas=settings.nats_replicas)
-    runtime: Runtime[S] = Runtime(
-        name=name,
-        schema=schema,
-        settings=settings,
-        migrations_dir=migrations_dir,
-        pool=pool,
-        nc=nc,
-        js=js,
-        stop=stop,
-    )
+    # Closed on every way out: a pool left open while the loop is torn down (an exception escaping
+    # here) has a worker that swallows its cancellation mid-connect, and asyncio's runner then
+    # waits for it for ever — a process alive but serving nothing.
+    try:
+        nc = await connect(settings.nats_url, name=f"mailroom-{name}")
+        try:
+            runtime: Runtime[S] = Runtime(
+                name=name,
+                schema=schema,
+                settings=settings,
+                migrations_dir=migrations_dir,
+                pool=pool,
+                nc=nc,
+                js=nc.jetstream(),
+                stop=stop,
+            )
+            crashed = await _run(runtime, build_app, workers, consumers, on_start, purges, child=child)
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+    finally:
+        await pool.close()
+    tracing.shutdown()  # flush the spans still batched
+    log.info("service.stopped")
+    if crashed:
+        sys.exit(1)
+
+
+async def _run(
+    runtime: Runtime[S],
+    build_app: Callable[[Runtime[S]], Litestar],
+    workers: Iterable[Worker[S]],
+    consumers: Sequence[ConsumerSpec],
+    on_start: Callable[[Runtime[S]], Coroutine[Any, Any, None]] | None,
+    purges: Sequence[Purge],
+    *,
+    child: bool,
+) -> bool:
+    """`serve`'s HTTP server and workers, until a stop or a task's end; True if a task crashed."""
+    settings = runtime.settings
+    await reconcile(runtime.js, STREAMS, consumers, replicas=settings.nats_replicas)
     if on_start is not None:
         await on_start(runtime)
-    server = _Server(server_config(build_app(runtime), service=name, host=settings.host, port=settings.port))
+    server = _Server(server_config(build_app(runtime), service=runtime.name, host=settings.host, port=settings.port))
+    # A child binds its own SO_REUSEPORT socket: the kernel spreads connections over the copies.
+    # Bound before any worker starts, so a port that is taken stops the service before it does anything.
+    sockets = [reuse_port_socket(settings.host, settings.port)] if child else None
     frozen = freeze_startup_heap()  # the startup's objects out of the collector's reach (mailroom_kit.heap)
     retention = retention_worker(
         [Purge("inbox", settings.inbox_retention_days * DAY, inbox.purge), *purges],
@@ -240,8 +281,6 @@ async def serve(
     tasks = [
         asyncio.create_task(w(runtime), name=getattr(w, "__name__", "worker")) for w in [*workers, retention, gauges]
     ]
-    # A child binds its own SO_REUSEPORT socket: the kernel spreads connections over the copies.
-    sockets = [reuse_port_socket(settings.host, settings.port)] if child else None
     http = asyncio.create_task(server.serve(sockets=sockets), name="http")
     log.info("service.started", host=settings.host, port=settings.port, process=process_index(), gc_frozen=frozen)
     stopper = asyncio.create_task(runtime.stop.wait())
@@ -254,14 +293,7 @@ async def serve(
     await asyncio.wait([http, *tasks], timeout=15)
     for t in tasks:
         t.cancel()
-    with contextlib.suppress(Exception):
-        await nc.drain()
-    await pool.close()
-    tracing.shutdown()  # flush the spans still batched
-    log.info("service.stopped")
-    crashed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
-    if crashed:
-        sys.exit(1)
+    return any(t is not stopper and not t.cancelled() and t.exception() is not None for t in done)
 
 
 def main(

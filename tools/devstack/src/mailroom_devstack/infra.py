@@ -84,18 +84,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port_block(offsets: tuple[int, ...], low: int = 20000, high: int = 32000) -> int:
     """A base port such that base + every offset is free now, chosen below Linux's ephemeral
-    range (32768+) so outgoing connections cannot take one of them before the servers bind."""
+    range (32768+) so outgoing connections cannot take one of them before the servers bind.
+
+    A port handed out once is never handed out again by this process: a stack's ports are chosen
+    before its NATS server's, and are free (so choosable) until its services bind them seconds
+    later; without the record the NATS server could be given one of them (a CI run's sender found
+    its port taken by its own stack's NATS)."""
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(low, high - max(offsets))
-        try:
-            for off in offsets:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + off))
-        except OSError:
-            continue
+        wanted = {base + off for off in offsets}
+        with _handed_out_lock:
+            if wanted & _handed_out:
+                continue
+            try:
+                for port in wanted:
+                    with socket.socket() as s:
+                        s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _handed_out.update(wanted)
         return base
     raise RuntimeError("no free block of ports found")
 
