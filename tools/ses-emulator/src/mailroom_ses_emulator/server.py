@@ -142,8 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if config.log_level != "debug":
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per SNS POST otherwise
     sock = bind_socket(config.host, config.port)
     config = replace(config, port=sock.getsockname()[1])
     emulator = Emulator(config)

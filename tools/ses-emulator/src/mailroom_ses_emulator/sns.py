@@ -1,7 +1,7 @@
 """An SNS look-alike that delivers signed messages to HTTP(S) subscribers.
 
 Each *job* is an ordered list of SNS messages for one subscription (e.g. the events of one SES
-message). A small pool of asyncio workers shares one ``httpx.AsyncClient``; a job's messages are
+message). A small pool of asyncio workers shares one HTTP client (`http_post`); a job's messages are
 delivered strictly in order, and a failed attempt re-queues the job after a backoff delay without
 blocking a worker.
 """
@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from .config import EmulatorConfig
+from .http_post import PostClient, PostError
 from .signing import SnsSigner
 from .state import Subscription
 from .util import iso_ms
@@ -93,7 +92,7 @@ class SnsPublisher:
         self.signer = signer
         self.records: deque[DeliveryRecord] = deque(maxlen=config.max_notifications_kept)
         self._queue: asyncio.Queue[Job] | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: PostClient | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._pending_jobs = 0
@@ -107,13 +106,8 @@ class SnsPublisher:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         n = self.config.sns_workers
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.config.sns_timeout),
-            limits=httpx.Limits(max_connections=n * 2, max_keepalive_connections=n * 2),
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=False,
-            trust_env=False,  # subscribers are local: never route them through an HTTP(S)_PROXY
-        )
+        # No redirects followed, no HTTP(S)_PROXY: subscribers are local.
+        self._client = PostClient(timeout=self.config.sns_timeout, user_agent=USER_AGENT, max_idle=n * 2)
         self._workers = [asyncio.create_task(self._worker(i), name=f"sns-worker-{i}") for i in range(n)]
 
     async def stop(self) -> None:
@@ -284,20 +278,18 @@ class SnsPublisher:
         rec = msg.record
         rec.attempts += 1
         try:
-            resp = await self._client.post(
-                msg.subscription.endpoint, content=self._body(msg), headers=self._headers(msg)
-            )
-        except httpx.HTTPError as exc:
+            status = await self._client.post(msg.subscription.endpoint, self._body(msg), self._headers(msg))
+        except PostError as exc:
             rec.last_status = None
             rec.last_error = f"{type(exc).__name__}: {exc}"
             return False
-        rec.last_status = resp.status_code
-        if 200 <= resp.status_code < 300:
+        rec.last_status = status
+        if 200 <= status < 300:
             rec.last_error = None
             rec.state = "delivered"
             rec.delivered_at = time.time()
             return True
-        rec.last_error = f"HTTP {resp.status_code}"
+        rec.last_error = f"HTTP {status}"
         return False
 
     def _retry_delay(self, attempts: int) -> float:
