@@ -29,19 +29,20 @@ def service_env(port: int, webhooks_db: str, js_ready: str, h: Any) -> dict[str,
     }
 
 
-async def test_process_starts_ready_and_stops(webhooks_db: str, js_ready: str, h: Any) -> None:
-    port = free_port()
-    env = service_env(port, webhooks_db, js_ready, h)
+def migrate_and_run(env: dict[str, str]) -> subprocess.Popen[bytes]:
     migrate = subprocess.run(
         [sys.executable, "-m", "mailroom_webhooks", "migrate"], env=env, capture_output=True, timeout=60
     )
     assert migrate.returncode == 0, migrate.stderr.decode()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mailroom_webhooks", "run"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    return subprocess.Popen(
+        [sys.executable, "-m", "mailroom_webhooks", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+
+
+async def test_process_starts_ready_and_stops(webhooks_db: str, js_ready: str, h: Any) -> None:
+    port = free_port()
+    env = service_env(port, webhooks_db, js_ready, h)
+    proc = migrate_and_run(env)
     try:
         async with httpx.AsyncClient() as client:
             for _ in range(100):
@@ -78,13 +79,7 @@ def test_a_taken_port_stops_the_process_with_exit_code_1(webhooks_db: str, js_re
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         env = service_env(taken.getsockname()[1], webhooks_db, js_ready, h)
-        subprocess.run([sys.executable, "-m", "mailroom_webhooks", "migrate"], env=env, check=True, capture_output=True)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mailroom_webhooks", "run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        proc = migrate_and_run(env)
         try:
             _, err = proc.communicate(timeout=30)
         finally:
