@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import msgspec
+import psutil
 import psycopg
 from mailroom_devstack.infra import Postgres
 
@@ -66,24 +67,41 @@ def test_cpu_of_a_busy_child_is_counted() -> None:
     assert group.memory_bytes() == 0  # gone: nothing left to count
 
 
-def test_a_process_that_starts_and_exits_inside_the_window_is_counted() -> None:
-    """A root whose short-lived child burns CPU and exits before `stop()` (the shape of a baseline
-    client's Postgres backends): the sampling meter still counts it."""
+def test_a_process_that_starts_and_exits_inside_the_window_is_counted_once(tmp_path: Path) -> None:
+    """A root whose short-lived child burns 0.6 s of CPU and exits between the meter's two readings
+    (the shape of a baseline client's Postgres backends): counted, through the root's waited-for
+    children's times, and once — read while alive and after it has gone, it is not counted twice."""
+    burnt = tmp_path / "burnt"
+    child = (
+        "import pathlib, sys, time\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.6: pass\n"
+        "pathlib.Path(sys.argv[1]).touch()\n"
+        "time.sleep(0.5)\n"
+    )
     parent = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import subprocess, sys, time\n"
             "time.sleep(0.3)\n"
-            "subprocess.run([sys.executable, '-c', "
-            "'import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.6: pass'])\n"
-            "time.sleep(5)",
+            f"subprocess.run([sys.executable, '-c', {child!r}, {str(burnt)!r}])\n"
+            "time.sleep(30)",
         ]
     )
     try:
-        meter = Meter([Group("tree", lambda: [parent.pid])], sample_seconds=0.1).start()
-        time.sleep(2.5)  # the child has come and gone
-        assert meter.stop()["tree"] >= 0.4
+        group = Group("tree", lambda: [parent.pid])
+        meter = Meter([group]).start()
+        deadline = time.monotonic() + 20
+        while not burnt.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = group.cpu_seconds() - meter._start["tree"]  # the child alive, its burn done
+        while psutil.Process(parent.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not psutil.Process(parent.pid).children()
+        total = meter.stop()["tree"]  # the child gone, waited for by the parent
+        assert alive >= 0.55, alive
+        assert 0.55 <= total < alive + 0.3, (alive, total)
     finally:
         parent.kill()
         parent.wait()
