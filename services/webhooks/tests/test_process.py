@@ -72,7 +72,7 @@ async def test_process_starts_ready_and_stops(webhooks_db: str, js_ready: str, h
 
 
 def test_a_taken_port_stops_the_process_with_exit_code_1(webhooks_db: str, js_ready: str, h: Any) -> None:
-    """uvicorn answers a port it cannot bind with `sys.exit(1)` inside its task; the process used to
+    """uvicorn answers a port it cannot bind with `sys.exit(3)` inside its task; the process used to
     hang there for ever (alive, listening nowhere), so an orchestrator saw a pod that never got ready
     rather than one that crashed — and a test stack waited out its 90 s."""
     with socket.socket() as taken:

@@ -144,7 +144,7 @@ class _Server(uvicorn.Server):
         yield
 
     async def serve(self, sockets: list[Any] | None = None) -> None:
-        """uvicorn's, with a failed start (its port taken: uvicorn calls `sys.exit(1)`) an ordinary
+        """uvicorn's, with a failed start (its port taken: uvicorn calls `sys.exit(3)`) an ordinary
         crash of the `http` task, so `serve` stops the service and exits 1. A SystemExit raised in a
         task instead leaves the event loop at once, and asyncio's runner then waited for ever on the
         tasks it cancelled: the process hung, alive but not listening."""
